@@ -1,0 +1,80 @@
+//! The admin listener: `/healthz` (the process runs), `/readyz` (config loaded
+//! and serving; 503 while starting or draining, so a load balancer stops sending
+//! before the proxy stops accepting) and `/metrics` (Prometheus text).
+//! It is a separate port so metrics and probes never share the proxy's limits.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub ready: Arc<AtomicBool>,
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"success": false, "error": {"code": code, "message": message}});
+    text(status, "application/json", body.to_string())
+}
+
+impl Admin {
+    pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "admin serves GET /healthz, /readyz and /metrics",
+            );
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET is served",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        match path {
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" if self.ready.load(Ordering::Acquire) => {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            }
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
+            _ => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
+        }
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for Admin {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.answer(&req)))
+    }
+}

@@ -1,0 +1,170 @@
+//! The gate in front of everything: a caller's request becomes a [`ProxyRequest`]
+//! only if it passes every local check, in this order (cheapest first, and
+//! nothing is read from the body until the target, host and caller are known):
+//!
+//! 1. request target: one of the two routes, POST, origin-form (404 / 405 / 400)
+//! 2. `Host`: exactly one, well-formed, in `server.allowed_hosts` if set (400)
+//! 3. inbound token, when configured (401)
+//! 4. Besitos `partner_id` configured (404 `unknown_partner`)
+//! 5. `Content-Type` JSON (415), body within the limit and the read timeout (413 / 408)
+//! 6. the route's JSON rules (400 `invalid_request` naming the field)
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
+
+use crate::config::{Config, Secret};
+use crate::error::GatewayError;
+use crate::headers::{self, X_OFFERGATE_TOKEN};
+use crate::proxy::ProxyRequest;
+use crate::route::{self, Route};
+use crate::validate;
+
+/// A refusal, with the route when it was already known (for metrics).
+pub type Refusal = (Option<Route>, GatewayError);
+
+pub struct Admission {
+    body_limit: usize,
+    body_read_timeout: Duration,
+    allowed_hosts: Vec<String>,
+    inbound_token: Option<Secret>,
+    partners: HashSet<String>,
+}
+
+impl Admission {
+    pub fn new(config: &Config) -> Admission {
+        Admission {
+            body_limit: config.server.body_limit_bytes,
+            body_read_timeout: config.server.body_read_timeout,
+            allowed_hosts: config.server.allowed_hosts.clone(),
+            inbound_token: config.server.inbound_token.clone(),
+            partners: config.besitos.partners.keys().cloned().collect(),
+        }
+    }
+
+    pub async fn admit<B>(
+        &self,
+        req: Request<B>,
+        request_id: HeaderValue,
+    ) -> Result<ProxyRequest, Refusal>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let target = route::match_target(&parts.method, &parts.uri).map_err(|e| (None, e))?;
+        let route = target.route;
+        let known = |e| (Some(route), e);
+        self.check_host(&parts).map_err(known)?;
+        self.check_token(&parts).map_err(known)?;
+        if let Some(id) = &target.partner_id {
+            if !self.partners.contains(id) {
+                return Err(known(GatewayError::UnknownPartner(id.clone())));
+            }
+        }
+        let declared_json = match parts.headers.get(header::CONTENT_TYPE) {
+            Some(ct) if headers::is_json_content_type(ct) => true,
+            Some(ct) => {
+                return Err(known(GatewayError::UnsupportedMediaType(format!(
+                    "Content-Type `{}` is not JSON; send application/json",
+                    ct.to_str().unwrap_or("<non-ASCII>")
+                ))))
+            }
+            None => false,
+        };
+        let body = self.read_body(&parts, body).await.map_err(known)?;
+        // Besitos takes an optional body: no Content-Type is fine when there is none.
+        let bodyless_besitos = route == Route::BesitosGoals && body.is_empty();
+        if !(declared_json || bodyless_besitos) {
+            return Err(known(GatewayError::UnsupportedMediaType(
+                "Content-Type is missing; send application/json".into(),
+            )));
+        }
+        validate::check_body(route, &body).map_err(known)?;
+        Ok(ProxyRequest {
+            target,
+            request_id,
+            headers: headers::to_partner(&parts.headers),
+            body,
+        })
+    }
+
+    fn check_host(&self, parts: &Parts) -> Result<(), GatewayError> {
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(h), None) => h,
+            (None, _) => {
+                return Err(GatewayError::InvalidHost(
+                    "the Host header is required".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(GatewayError::InvalidHost(
+                    "more than one Host header".into(),
+                ))
+            }
+        };
+        let authority = http::uri::Authority::try_from(host.as_bytes())
+            .ok()
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            .ok_or_else(|| {
+                GatewayError::InvalidHost("the Host header is not a host[:port]".into())
+            })?;
+        if !self.allowed_hosts.is_empty() {
+            let name = authority.host().to_ascii_lowercase();
+            if !self.allowed_hosts.contains(&name) {
+                return Err(GatewayError::InvalidHost(format!(
+                    "Host `{name}` is not one of server.allowed_hosts"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_token(&self, parts: &Parts) -> Result<(), GatewayError> {
+        let Some(token) = &self.inbound_token else {
+            return Ok(());
+        };
+        match parts.headers.get(&X_OFFERGATE_TOKEN) {
+            Some(v) if token.matches(v.as_bytes()) => Ok(()),
+            _ => Err(GatewayError::Unauthorized),
+        }
+    }
+
+    async fn read_body<B>(&self, parts: &Parts, body: B) -> Result<Bytes, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = GatewayError::PayloadTooLarge {
+            limit: self.body_limit,
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.body_limit as u64) {
+            return Err(too_large);
+        }
+        let read = Limited::new(body, self.body_limit).collect();
+        match tokio::time::timeout(self.body_read_timeout, read).await {
+            Err(_) => Err(GatewayError::BodyTimeout),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(too_large)
+            }
+            Ok(Err(e)) => Err(GatewayError::invalid(
+                "body",
+                format!("could not be read: {e}"),
+            )),
+        }
+    }
+}

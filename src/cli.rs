@@ -1,0 +1,243 @@
+//! The `offergate` command line: `demo`, `run`, `simulate`, `check-config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ProcessEnv};
+use crate::gateway::Gateway;
+use crate::simulator::{self, SimConfig, Simulator};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "offergate",
+    version,
+    about = "Sidecar gateway for the Encore offers and Besitos goals partner APIs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Simulator of both partners plus the gateway in front of it, no config needed.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9787")]
+        admin_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8789")]
+        simulator_listen: SocketAddr,
+    },
+    /// Production mode: serve with a config file.
+    Run {
+        /// Config file (default config/offergate.toml).
+        #[arg(short = 'c', long = "config", env = "OFFERGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The partner simulator alone.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8789")]
+        listen: SocketAddr,
+        /// Accept exactly this Encore key (default: any pk_test_/pk_live_ key).
+        #[arg(long)]
+        encore_key: Option<String>,
+        /// Accept exactly this Besitos token (default: any non-empty token).
+        #[arg(long)]
+        besitos_token: Option<String>,
+        /// Serve https with this PEM certificate chain (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Validate a config file and print it with secrets redacted.
+    CheckConfig {
+        #[arg(short = 'c', long = "config", env = "OFFERGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(config),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("offergate: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async_main(command))
+        }
+    }
+}
+
+fn config_path(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let path = config_path(path);
+    match Config::load(&path, &ProcessEnv) {
+        Ok(c) => {
+            println!(
+                "# {}: valid. Effective configuration (secrets redacted):",
+                path.display()
+            );
+            print!("{}", c.to_redacted_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("offergate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn async_main(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Demo {
+            listen,
+            admin_listen,
+            simulator_listen,
+        } => demo(listen, admin_listen, simulator_listen).await,
+        Command::Run { config } => run(config_path(config)).await,
+        Command::Simulate {
+            listen,
+            encore_key,
+            besitos_token,
+            tls_cert,
+            tls_key,
+        } => simulate(listen, encore_key, besitos_token, tls_cert.zip(tls_key)).await,
+        Command::CheckConfig { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("offergate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
+    crate::telemetry::init(&config.log);
+    let gateway = Gateway::start(config).await?;
+    stop_signal().await;
+    tracing::info!("shutting down: not ready, draining open calls");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr, sim_addr: SocketAddr) -> Result<(), String> {
+    let config = Config::demo(listen, admin, sim_addr);
+    crate::telemetry::init(&config.log);
+    let sim = Simulator::start(sim_addr, SimConfig::demo()).await?;
+    let config = Config::demo(listen, admin, sim.addr);
+    let gateway = Gateway::start(config).await?;
+    let proxy = gateway.proxy_addr;
+    println!("offergate demo: the gateway in front of a built-in simulator of both partners");
+    println!("  proxy      http://{proxy}");
+    println!(
+        "  admin      http://{}/metrics  /healthz  /readyz",
+        gateway.admin_addr
+    );
+    println!(
+        "  simulator  {}  (Encore key {}, Besitos partner {} with token {})",
+        sim.origin(),
+        simulator::DEMO_ENCORE_KEY,
+        simulator::DEMO_BESITOS_PARTNER,
+        simulator::DEMO_BESITOS_TOKEN
+    );
+    println!();
+    println!("Ask for an offer (no key needed: offergate injects it):");
+    println!(
+        "curl -s -X POST http://{proxy}/encore/publisher/sdk/v1/offers/message -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'"
+    );
+    println!("Ask for upcoming-goal reminders:");
+    println!(
+        "curl -s -X POST 'http://{proxy}/data/messages/{}/upcoming-goals?page=1' -H 'Content-Type: application/json' -d '{{\"hours_to\":48}}'",
+        simulator::DEMO_BESITOS_PARTNER
+    );
+    println!();
+    println!("Ctrl-C to stop.");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    gateway.shutdown().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+async fn simulate(
+    listen: SocketAddr,
+    encore_key: Option<String>,
+    besitos_token: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<(), String> {
+    crate::telemetry::init(&config::LogConfig {
+        level: "warn".into(),
+        format: config::LogFormat::Text,
+        access_log: false,
+    });
+    let tls = match tls {
+        Some((cert, key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            };
+            Some(simulator::tls_acceptor(&read(&cert)?, &read(&key)?)?)
+        }
+        None => None,
+    };
+    let sim = Simulator::start(
+        listen,
+        SimConfig {
+            encore_key,
+            besitos_token,
+            tls,
+        },
+    )
+    .await?;
+    println!("offergate simulator on {}", sim.origin());
+    println!(
+        "  GET {0}/__sim/calls   POST {0}/__sim/faults   POST {0}/__sim/reset",
+        sim.origin()
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+use super::*;
+
+fn env() -> MapEnv {
+    MapEnv::from([
+        ("ENCORE_API_KEY", "pk_test_abc123"),
+        ("BESITOS_TOKEN", "tok-xyz-secret"),
+    ])
+}
+
+const SHIPPED: &str = include_str!("../../config/offergate.toml");
+
+#[test]
+fn the_shipped_file_is_valid_and_matches_the_defaults() {
+    let c = Config::from_toml(SHIPPED, &env()).expect("shipped config loads");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
+    assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9787");
+    assert_eq!(
+        c.encore.upstream.base_url.to_string(),
+        "https://api.encorekit.com"
+    );
+    assert_eq!(c.encore.api_key.expose(), "pk_test_abc123");
+    assert_eq!(c.besitos.partners["eafLst9T"].expose(), "tok-xyz-secret");
+    // A file with only the required keys gets the same values.
+    let minimal = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let m = Config::from_toml(minimal, &env()).unwrap();
+    assert_eq!(m.to_redacted_toml(), c.to_redacted_toml());
+}
+
+#[test]
+fn redacted_output_never_shows_a_secret() {
+    let c = Config::from_toml(SHIPPED, &env()).unwrap();
+    let out = c.to_redacted_toml();
+    assert!(
+        !out.contains("pk_test_abc123") && !out.contains("tok-xyz-secret"),
+        "{out}"
+    );
+    assert!(out.contains("from env ENCORE_API_KEY"), "{out}");
+    assert!(!format!("{c:?}").contains("tok-xyz-secret"));
+}
+
+#[test]
+fn env_overrides_apply_and_are_validated() {
+    let mut e = env();
+    e.0.insert("OFFERGATE_SERVER__LISTEN".into(), "127.0.0.1:9999".into());
+    e.0.insert("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS".into(), "1500".into());
+    let c = Config::from_toml(SHIPPED, &e).unwrap();
+    assert_eq!(c.server.listen.port(), 9999);
+    assert_eq!(
+        c.encore.upstream.request_timeout,
+        Duration::from_millis(1500)
+    );
+    e.0.insert("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS".into(), "soon".into());
+    let err = Config::from_toml(SHIPPED, &e).unwrap_err().to_string();
+    assert!(err.contains("encore.request_timeout_ms"), "{err}");
+}
+
+fn problems(toml: &str, env: &MapEnv) -> String {
+    Config::from_toml(toml, env).unwrap_err().to_string()
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let bad = r#"
+[server]
+listen = "localhost:8787"
+body_limit_bytes = 1
+[encore]
+base_url = "ftp://x"
+api_key_env = "MISSING_KEY"
+connect_timeout_ms = 0
+[besitos]
+base_url = "http://wall.besitos.ai"
+[[besitos.partners]]
+id = "../evil"
+token_env = "BESITOS_TOKEN"
+"#;
+    let err = problems(bad, &env());
+    for expect in [
+        "server.listen",
+        "server.body_limit_bytes",
+        "encore.base_url",
+        "encore.api_key_env: environment variable MISSING_KEY is not set",
+        "encore.connect_timeout_ms",
+        "besitos.base_url: plain http",
+        "besitos.partners[0].id",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_and_misplaced_keys_are_refused() {
+    let err = problems("[server]\nlisten_addr = \"127.0.0.1:1\"\n", &env());
+    assert!(
+        err.contains("server") && err.contains("listen_addr"),
+        "{err}"
+    );
+    let err = problems(&format!("{SHIPPED}\n[encore.extra]\nx = 1\n"), &env());
+    assert!(err.contains("encore") && err.contains("extra"), "{err}");
+    let err = problems("[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n[[encore.partners]]\nid = \"b\"\ntoken_env = \"X\"\n", &env());
+    assert!(err.contains("encore.partners"), "{err}");
+    let err = problems("not = [toml", &env());
+    assert!(err.contains("not valid TOML"), "{err}");
+}
+
+#[test]
+fn public_listener_needs_an_inbound_token() {
+    let open = SHIPPED.replace("listen = \"127.0.0.1:8787\"", "listen = \"0.0.0.0:8787\"");
+    let err = problems(&open, &env());
+    assert!(
+        err.contains("server.listen") && err.contains("inbound_token"),
+        "{err}"
+    );
+    let mut e = env();
+    e.0.insert(
+        "OFFERGATE_SERVER__INBOUND_TOKEN_ENV".into(),
+        "IN_TOK".into(),
+    );
+    e.0.insert("IN_TOK".into(), "caller-secret".into());
+    let c = Config::from_toml(&open, &e).unwrap();
+    assert!(c.server.inbound_token.is_some());
+}
+
+#[test]
+fn secrets_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "pk_live_fromfile\n").unwrap();
+    let toml = format!(
+        "[encore]\napi_key_file = {:?}\n[[besitos.partners]]\nid = \"p1\"\ntoken_file = {:?}\n",
+        key,
+        dir.path().join("absent")
+    );
+    let err = problems(&toml, &MapEnv::default());
+    assert!(
+        err.contains("besitos.partners[0].token_file: cannot read"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("absent"), "t").unwrap();
+    let c = Config::from_toml(&toml, &MapEnv::default()).unwrap();
+    assert_eq!(c.encore.api_key.expose(), "pk_live_fromfile");
+}

@@ -1,0 +1,130 @@
+//! The caller-facing service hyper runs on every proxy connection.
+//!
+//! It is the one place where a request enters and an answer leaves: request id,
+//! admission, the proxy stack, rendering of errors, `x-request-id` on the answer,
+//! the request metrics and the access log line. Its error type is `Infallible`:
+//! every failure becomes an answer, the connection is never dropped on the caller.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Body;
+use tower::ServiceExt;
+
+use crate::admission::Admission;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::proxy::ProxyResponse;
+use crate::stack::ProxyService;
+
+#[derive(Clone)]
+pub struct Edge {
+    shared: Arc<EdgeShared>,
+    stack: ProxyService,
+}
+
+struct EdgeShared {
+    admission: Admission,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+impl Edge {
+    pub fn new(
+        admission: Admission,
+        stack: ProxyService,
+        metrics: Arc<Metrics>,
+        access_log: bool,
+    ) -> Edge {
+        Edge {
+            shared: Arc::new(EdgeShared {
+                admission,
+                metrics,
+                access_log,
+            }),
+            stack,
+        }
+    }
+
+    /// Handles one request to completion; never fails.
+    pub async fn handle<B>(self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let request_id = headers::request_id(req.headers());
+        let (method, path) = if self.shared.access_log {
+            (
+                Some(req.method().clone()),
+                Some(req.uri().path().chars().take(200).collect::<String>()),
+            )
+        } else {
+            (None, None)
+        };
+        let (route, answer) = match self.shared.admission.admit(req, request_id.clone()).await {
+            Ok(proxy_req) => {
+                let route = proxy_req.route();
+                let answer = match self.stack.oneshot(proxy_req).await {
+                    Ok(resp) => resp,
+                    Err(e) => e.into_response(),
+                };
+                (Some(route), answer)
+            }
+            Err((route, e)) => {
+                if route.is_none() {
+                    self.shared.metrics.unrouted(e.code());
+                }
+                (route, e.into_response())
+            }
+        };
+        let elapsed = started.elapsed();
+        if let Some(route) = route {
+            self.shared
+                .metrics
+                .request_done(route, answer.outcome, elapsed.as_secs_f64());
+        }
+        if self.shared.access_log {
+            tracing::info!(
+                target: "offergate::access",
+                request_id = request_id.to_str().unwrap_or("-"),
+                method = %method.as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                path = path.as_deref().unwrap_or("-"),
+                route = route.map(|r| r.as_str()).unwrap_or("-"),
+                status = answer.status.as_u16(),
+                outcome = answer.outcome.as_str(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+        render(answer, request_id)
+    }
+}
+
+fn render(answer: ProxyResponse, request_id: http::HeaderValue) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(answer.body));
+    *resp.status_mut() = answer.status;
+    *resp.headers_mut() = answer.headers;
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    resp
+}
+
+impl<B> hyper::service::Service<Request<B>> for Edge
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let edge = self.clone();
+        Box::pin(async move { Ok(edge.handle(req).await) })
+    }
+}

@@ -1,0 +1,81 @@
+//! A running gateway: both listeners bound, the stack built, tasks spawned.
+//! `run`, `demo`, the tests and the load benchmarks all start it the same way.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::{BaseUrl, Config};
+use crate::metrics::Metrics;
+use crate::server::{serve, ServeOptions};
+
+pub struct Gateway {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {key} {addr}: {e}"))
+}
+
+impl Gateway {
+    /// Binds both listeners and starts serving. Port 0 picks a free port; the
+    /// bound addresses are in `proxy_addr` / `admin_addr`.
+    pub async fn start(config: Config) -> Result<Gateway, String> {
+        let proxy = bind("server.listen", config.server.listen).await?;
+        let admin = bind("server.admin_listen", config.server.admin_listen).await?;
+        let proxy_addr = proxy.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+        let public = config
+            .server
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| BaseUrl::for_socket(proxy_addr));
+        let metrics = Arc::new(Metrics::new());
+        let edge = crate::stack::build(&config, public, metrics.clone())?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let (shutdown, rx) = watch::channel(false);
+        let opts = ServeOptions {
+            header_read_timeout: config.server.header_read_timeout,
+            grace: config.server.shutdown_grace,
+        };
+        let admin_svc = Admin {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(serve(proxy, None, edge, opts, rx.clone())),
+            tokio::spawn(serve(admin, None, admin_svc, opts, rx)),
+        ];
+        ready.store(true, Ordering::Release);
+        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "offergate ready");
+        Ok(Gateway {
+            proxy_addr,
+            admin_addr,
+            metrics,
+            ready,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Marks not-ready, stops accepting, lets open calls finish within the grace.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The Prometheus registry of one gateway and the metrics the contract names.
+//!
+//! Each gateway owns its registry (no global statics), so tests running several
+//! gateways in one process read only their own numbers. Label values are bounded
+//! by construction: a [`Route`], an [`Outcome`], a status code or a closed error
+//! kind; never a caller identifier, key or token.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::route::Route;
+
+/// How a request ended, the `outcome` label of `offergate_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The partner's answer was relayed.
+    Forwarded,
+    /// A stored answer was replayed (idempotency).
+    Replayed,
+    /// offergate answered the soft fallback.
+    Fallback,
+    /// Refused locally before anything was forwarded (4xx of offergate's own).
+    Rejected,
+    /// The partner call failed and no fallback applied (502 / 504).
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Forwarded,
+        Outcome::Replayed,
+        Outcome::Fallback,
+        Outcome::Rejected,
+        Outcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Replayed => "replayed",
+            Outcome::Fallback => "fallback",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// Latency buckets for a sidecar: sub-millisecond local work up to slow partners.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Handles to every metric, resolved once so the hot path does no label lookups
+/// for the per-request counters.
+pub struct Metrics {
+    registry: Registry,
+    requests: [[IntCounter; 5]; 2],
+    request_duration: [prometheus::Histogram; 2],
+    unrouted: IntCounterVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: [prometheus::Histogram; 2],
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "offergate_requests_total",
+                "Requests by route and how they ended.",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "offergate_request_duration_seconds",
+                "Time from request received to answer ready, per route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let unrouted = IntCounterVec::new(
+            Opts::new(
+                "offergate_unrouted_requests_total",
+                "Requests refused before a route was known (unknown path, method, target or host), by error code.",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "offergate_upstream_requests_total",
+                "Calls to partners by route and status code (or error, timeout).",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "offergate_upstream_duration_seconds",
+                "Duration of each partner call (one try), per route.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "offergate_build_info",
+                "Always 1; the version label tells the build.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(unrouted.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let per_route =
+            |r: Route| Outcome::ALL.map(|o| requests.with_label_values(&[r.as_str(), o.as_str()]));
+        Metrics {
+            requests: [
+                per_route(Route::EncoreOffers),
+                per_route(Route::BesitosGoals),
+            ],
+            request_duration: Route::ALL.map(|r| request_duration.with_label_values(&[r.as_str()])),
+            upstream_duration: Route::ALL
+                .map(|r| upstream_duration.with_label_values(&[r.as_str()])),
+            unrouted,
+            upstream_requests,
+            registry,
+        }
+    }
+
+    /// The registry later features register their metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn request_done(&self, route: Route, outcome: Outcome, seconds: f64) {
+        self.requests[route.index()][outcome as usize].inc();
+        self.request_duration[route.index()].observe(seconds);
+    }
+
+    pub fn unrouted(&self, code: &'static str) {
+        self.unrouted.with_label_values(&[code]).inc();
+    }
+
+    /// One partner call; `status` is the code, `error` or `timeout`.
+    pub fn upstream_call(&self, route: Route, status: &str, seconds: f64) {
+        self.upstream_requests
+            .with_label_values(&[route.as_str(), status])
+            .inc();
+        self.upstream_duration[route.index()].observe(seconds);
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,58 @@
+//! The two values that flow through offergate's tower stack.
+//!
+//! The edge reads and checks the caller's request once (route, host, body, JSON
+//! rules) and hands the layers a [`ProxyRequest`] with the body already in memory:
+//! every layer after it (idempotency fingerprints, retries that replay the body)
+//! works on bytes, never on a half-read stream. Partner answers are small JSON
+//! documents and come back fully buffered as a [`ProxyResponse`] for the same
+//! reason (validation, Besitos URL rewriting, replay).
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use crate::metrics::Outcome;
+use crate::route::{Route, Target};
+
+/// A caller's request that passed admission.
+#[derive(Clone, Debug)]
+pub struct ProxyRequest {
+    pub target: Target,
+    /// The caller's `x-request-id`, or one offergate made; sent to the partner.
+    pub request_id: HeaderValue,
+    /// The caller's end-to-end headers, credentials and hop-by-hop already removed.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ProxyRequest {
+    pub fn route(&self) -> Route {
+        self.target.route
+    }
+}
+
+/// An answer for the caller: the partner's, or one offergate made.
+#[derive(Clone, Debug)]
+pub struct ProxyResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// How this answer counts in `offergate_requests_total`.
+    pub outcome: Outcome,
+}
+
+impl ProxyResponse {
+    /// A JSON answer with no other headers.
+    pub fn json(status: StatusCode, body: Bytes) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        ProxyResponse {
+            status,
+            headers,
+            body,
+            outcome: Outcome::Forwarded,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! A built-in simulator of both partner APIs, for `offergate demo`, the tests,
+//! the benchmarks, and integrators who want to prove what reaches a partner.
+//!
+//! It answers as the partner docs describe (see [`encore`] and [`besitos`]),
+//! plays scripted faults ([`faults`]) and counts every call it receives. Control
+//! endpoints on the same listener:
+//! - `GET /__sim/calls`: `{"encore_offers": N, "besitos_goals": N}`
+//! - `POST /__sim/faults`: `{"route": "encore_offers", "plan": ["503", "ok"]}`
+//! - `POST /__sim/reset`: counters to zero, plans and recordings cleared
+//! - `GET /__sim/last?route=R`: the last request received on a route (method,
+//!   path, headers, body), so a test can see exactly what offergate sent.
+
+pub mod besitos;
+pub mod encore;
+pub mod faults;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::route::{self, Route};
+use crate::server::{serve, ServeOptions};
+use faults::{Fault, Plan, SlowBody};
+
+/// The demo's Encore key; the simulator in the demo accepts exactly this.
+pub const DEMO_ENCORE_KEY: &str = "pk_test_demo";
+/// The demo's Besitos partner id.
+pub const DEMO_BESITOS_PARTNER: &str = "demo";
+/// The demo's Besitos token.
+pub const DEMO_BESITOS_TOKEN: &str = "demo-token";
+
+/// What the simulator accepts.
+#[derive(Clone, Default)]
+pub struct SimConfig {
+    /// Exactly this `X-API-Key`; `None`: any `pk_test_`/`pk_live_` key.
+    pub encore_key: Option<String>,
+    /// Exactly this bearer token; `None`: any non-empty token.
+    pub besitos_token: Option<String>,
+    /// Serve https with this acceptor.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl SimConfig {
+    /// The demo's credentials.
+    pub fn demo() -> SimConfig {
+        SimConfig {
+            encore_key: Some(DEMO_ENCORE_KEY.into()),
+            besitos_token: Some(DEMO_BESITOS_TOKEN.into()),
+            tls: None,
+        }
+    }
+}
+
+/// A request as the simulator received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The simulator's shared state; tests may read it directly.
+pub struct SimState {
+    calls: [AtomicU64; 2],
+    plans: [Mutex<Plan>; 2],
+    last: [Mutex<Option<Recorded>>; 2],
+    config: SimConfig,
+    origin: String,
+    goals: Vec<besitos::Goal>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SimState {
+    /// Calls received on `route` since start or the last reset.
+    pub fn calls(&self, route: Route) -> u64 {
+        self.calls[route.index()].load(Ordering::SeqCst)
+    }
+
+    /// Scripts the next answers of `route`.
+    pub fn set_plan(&self, route: Route, plan: Vec<Fault>) {
+        lock(&self.plans[route.index()]).replace(plan);
+    }
+
+    /// The last request received on `route`.
+    pub fn last(&self, route: Route) -> Option<Recorded> {
+        lock(&self.last[route.index()]).clone()
+    }
+
+    pub fn reset(&self) {
+        for r in Route::ALL {
+            self.calls[r.index()].store(0, Ordering::SeqCst);
+            lock(&self.plans[r.index()]).clear();
+            *lock(&self.last[r.index()]) = None;
+        }
+    }
+}
+
+/// A running simulator.
+pub struct Simulator {
+    pub addr: SocketAddr,
+    pub state: Arc<SimState>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Binds `addr` (port 0: any free port) and starts serving.
+    pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<Simulator, String> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} for the simulator: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let tls = config.tls.clone();
+        let state = Arc::new(SimState {
+            calls: Default::default(),
+            plans: Default::default(),
+            last: Default::default(),
+            origin: format!("{scheme}://{addr}"),
+            goals: besitos::dataset(),
+            config,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let svc = SimService {
+            state: state.clone(),
+        };
+        let opts = ServeOptions {
+            grace: std::time::Duration::from_millis(200),
+            ..ServeOptions::default()
+        };
+        let task = tokio::spawn(serve(listener, tls, svc, opts, rx));
+        Ok(Simulator {
+            addr,
+            state,
+            shutdown,
+            task,
+        })
+    }
+
+    /// `http(s)://addr`.
+    pub fn origin(&self) -> &str {
+        &self.state.origin
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+type SimBody = BoxBody<Bytes, Infallible>;
+
+/// The `reset` fault: hyper closes the connection when the service fails.
+#[derive(Debug)]
+struct DropConnection;
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("simulated connection reset")
+    }
+}
+impl std::error::Error for DropConnection {}
+
+#[derive(Clone)]
+struct SimService {
+    state: Arc<SimState>,
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<SimBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl hyper::service::Service<Request<Incoming>> for SimService {
+    type Response = Response<SimBody>;
+    type Error = DropConnection;
+    type Future = BoxFuture<'static, Result<Response<SimBody>, DropConnection>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { handle(state, req).await })
+    }
+}
+
+async fn handle(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, DropConnection> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, 1024 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"message":"too large"}"#,
+            ))
+        }
+    };
+    let path = parts.uri.path();
+    if let Some(control) = path.strip_prefix("/__sim/") {
+        return Ok(control_endpoint(
+            &state,
+            &parts.method,
+            control,
+            parts.uri.query(),
+            &body,
+        ));
+    }
+    let target = match route::match_target(&parts.method, &parts.uri) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(json_response(
+                e.status(),
+                json!({"message": e.to_string()}).to_string(),
+            ))
+        }
+    };
+    let route = target.route;
+    state.calls[route.index()].fetch_add(1, Ordering::SeqCst);
+    *lock(&state.last[route.index()]) = Some(Recorded {
+        method: parts.method.clone(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let fault = lock(&state.plans[route.index()]).take_next();
+    match fault {
+        Fault::Ok => {}
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(json_response(status, json!({"success": false, "error": {"code": "simulated", "message": format!("simulated {code}")}}).to_string()));
+        }
+        Fault::TooMany { retry_after_secs } => {
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"success":false,"error":{"code":"rate_limited","message":"Too many requests"}}"#,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return Ok(r);
+        }
+        Fault::Hang => {
+            tokio::time::sleep(faults::HANG).await;
+            return Err(DropConnection);
+        }
+        Fault::Reset => return Err(DropConnection),
+        Fault::Malformed => return Ok(json_response(StatusCode::OK, r#"{"success":tru"#)),
+        Fault::Slow => {
+            let ok = partner_answer(&state, &parts.headers, &target, &body);
+            let (head, full) = ok.into_parts();
+            let bytes = full
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let mut r = Response::from_parts(head, SlowBody::new(bytes, faults::SLOW, 10).boxed());
+            r.headers_mut().remove(header::CONTENT_LENGTH);
+            return Ok(r);
+        }
+    }
+    Ok(partner_answer(&state, &parts.headers, &target, &body))
+}
+
+/// The partner's normal behaviour for a request.
+fn partner_answer(
+    state: &SimState,
+    headers: &HeaderMap,
+    target: &route::Target,
+    body: &[u8],
+) -> Response<SimBody> {
+    match target.route {
+        Route::EncoreOffers => {
+            let key = headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let key_ok = match &state.config.encore_key {
+                Some(expected) => key == expected,
+                None => {
+                    (key.starts_with("pk_test_") || key.starts_with("pk_live_")) && key.len() > 8
+                }
+            };
+            if !key_ok || headers.get_all("x-api-key").iter().count() != 1 {
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"success":false,"error":{"code":"unauthorized","message":"Missing or invalid X-API-Key."}}"#,
+                );
+            }
+            match encore::check_request(body) {
+                Ok((chat, country, platform)) => {
+                    json_response(StatusCode::OK, encore::answer(&chat, &country, &platform))
+                }
+                Err(msg) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"success": false, "error": {"code": "bad_request", "message": msg}})
+                        .to_string(),
+                ),
+            }
+        }
+        Route::BesitosGoals => {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let token_ok = match &state.config.besitos_token {
+                Some(expected) => token == expected,
+                None => !token.trim().is_empty(),
+            };
+            if !token_ok || headers.get_all(header::AUTHORIZATION).iter().count() != 1 {
+                return json_response(
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"message":"Unauthenticated."}"#,
+                );
+            }
+            match besitos::parse_filters(body) {
+                Ok(f) => {
+                    let page = target.page.unwrap_or(1) as usize;
+                    let partner = target.partner_id.as_deref().unwrap_or_default();
+                    json_response(
+                        StatusCode::OK,
+                        besitos::answer(&state.goals, &f, page, &state.origin, partner),
+                    )
+                }
+                Err(msg) => {
+                    json_response(StatusCode::BAD_REQUEST, json!({"message": msg}).to_string())
+                }
+            }
+        }
+    }
+}
+
+fn control_endpoint(
+    state: &SimState,
+    method: &Method,
+    what: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<SimBody> {
+    let bad =
+        |msg: String| json_response(StatusCode::BAD_REQUEST, json!({"error": msg}).to_string());
+    match (method, what) {
+        (&Method::GET, "calls") => {
+            let mut m = serde_json::Map::new();
+            for r in Route::ALL {
+                m.insert(r.as_str().into(), state.calls(r).into());
+            }
+            json_response(StatusCode::OK, Value::Object(m).to_string())
+        }
+        (&Method::POST, "reset") => {
+            state.reset();
+            json_response(StatusCode::OK, r#"{"reset":true}"#)
+        }
+        (&Method::POST, "faults") => {
+            let v: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return bad(format!("body is not JSON: {e}")),
+            };
+            let Some(route) = v
+                .get("route")
+                .and_then(Value::as_str)
+                .and_then(Route::parse)
+            else {
+                return bad("route must be encore_offers or besitos_goals".into());
+            };
+            let Some(items) = v.get("plan").and_then(Value::as_array) else {
+                return bad("plan must be an array of strings".into());
+            };
+            let mut plan = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str().map(Fault::parse) {
+                    Some(Ok(f)) => plan.push(f),
+                    Some(Err(e)) => return bad(format!("plan[{i}]: {e}")),
+                    None => return bad(format!("plan[{i}] must be a string")),
+                }
+            }
+            let n = plan.len();
+            state.set_plan(route, plan);
+            json_response(
+                StatusCode::OK,
+                json!({"route": route.as_str(), "queued": n}).to_string(),
+            )
+        }
+        (&Method::GET, "last") => {
+            let route = query
+                .and_then(|q| q.strip_prefix("route="))
+                .and_then(Route::parse);
+            let Some(route) = route else {
+                return bad("query route=encore_offers or route=besitos_goals is required".into());
+            };
+            match state.last(route) {
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    r#"{"error":"no request received yet"}"#,
+                ),
+                Some(r) => {
+                    let mut headers = serde_json::Map::new();
+                    for name in r.headers.keys() {
+                        let values: Vec<Value> = r
+                            .headers
+                            .get_all(name)
+                            .iter()
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
+                            .collect();
+                        headers.insert(name.as_str().into(), Value::Array(values));
+                    }
+                    let body = json!({
+                        "method": r.method.as_str(),
+                        "path": r.path_and_query,
+                        "headers": headers,
+                        "body": String::from_utf8_lossy(&r.body),
+                    });
+                    json_response(StatusCode::OK, body.to_string())
+                }
+            }
+        }
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"control endpoints: GET /__sim/calls, POST /__sim/faults, POST /__sim/reset, GET /__sim/last?route=R"}"#,
+        ),
+    }
+}
+
+/// A TLS acceptor from PEM certificate chain and private key (tests generate a
+/// self-signed pair; `offergate simulate --tls-cert --tls-key` reads files).
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate: no PEM certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,18 @@
+//! Log setup: `tracing` to stderr, text or JSON, level from config. Stdout is
+//! left to the commands' own output (`check-config`, the demo's banner).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber once; later calls (tests) are no-ops.
+pub fn init(log: &LogConfig) {
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

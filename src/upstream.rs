@@ -1,0 +1,316 @@
+//! The partner-facing end of the stack: a pooled keep-alive HTTP/1.1 client per
+//! partner (rustls for https, plain http for local tests), the outgoing request
+//! with the partner's credential, and the [`Upstream`] service that makes one
+//! call and classifies what came back.
+//!
+//! One call here is one try: retries, deadlines and fallbacks are layers above it.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::config::{BaseUrl, Config, Secret, UpstreamConfig};
+use crate::error::{GatewayError, UpstreamFailure};
+use crate::headers::{self, X_API_KEY, X_REQUEST_ID};
+use crate::metrics::{Metrics, Outcome};
+use crate::partner_body;
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::Route;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The TLS settings every partner connection uses: webpki roots plus any
+/// extra CA files from config (a partner sandbox, a test simulator).
+pub fn tls_config(extra_ca_files: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra_ca_files {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("tls.extra_ca_files: {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "tls.extra_ca_files: {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls.extra_ca_files: {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// A keep-alive connection pool to one partner.
+#[derive(Clone)]
+pub struct PartnerClient {
+    client: HttpClient,
+    config: UpstreamConfig,
+}
+
+impl PartnerClient {
+    pub fn new(config: &UpstreamConfig, tls: rustls::ClientConfig) -> PartnerClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https);
+        PartnerClient {
+            client,
+            config: config.clone(),
+        }
+    }
+
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.config.base_url
+    }
+
+    /// Sends one request and reads the whole answer, within the per-request timeout.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
+        let limit = self.config.max_response_bytes;
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamFailure::Connect(error_chain(&e))
+                } else {
+                    UpstreamFailure::Reset(error_chain(&e))
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, limit).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    UpstreamFailure::InvalidBody(format!("answer is larger than {limit} bytes"))
+                } else {
+                    UpstreamFailure::Reset(error_chain(e.as_ref()))
+                }
+            })?;
+            Ok((parts, body.to_bytes()))
+        };
+        match tokio::time::timeout(self.config.request_timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamFailure::Timeout),
+        }
+    }
+}
+
+/// `outer: inner: innermost`, since hyper's top-level messages are vague.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// The innermost service: one call to the partner of the request's route.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
+    encore: PartnerClient,
+    encore_key: HeaderValue,
+    besitos: PartnerClient,
+    /// `Bearer <token>` per partner id, built once.
+    besitos_auth: std::collections::HashMap<String, HeaderValue>,
+    public_base_url: BaseUrl,
+    user_agent: HeaderValue,
+    metrics: Arc<Metrics>,
+}
+
+fn sensitive(value: &str) -> Result<HeaderValue, String> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| "holds characters not allowed in a header".to_string())?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl Upstream {
+    pub fn new(
+        config: &Config,
+        public_base_url: BaseUrl,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, String> {
+        let tls = tls_config(&config.tls.extra_ca_files)?;
+        let secret_header = |key: &str, s: &Secret, prefix: &str| {
+            sensitive(&format!("{prefix}{}", s.expose()))
+                .map_err(|e| format!("{key}: the secret {e}"))
+        };
+        let mut besitos_auth = std::collections::HashMap::new();
+        for (id, token) in &config.besitos.partners {
+            besitos_auth.insert(
+                id.clone(),
+                secret_header(&format!("besitos partner {id} token"), token, "Bearer ")?,
+            );
+        }
+        Ok(Upstream {
+            inner: Arc::new(UpstreamInner {
+                encore: PartnerClient::new(&config.encore.upstream, tls.clone()),
+                encore_key: secret_header("encore.api_key", &config.encore.api_key, "")?,
+                besitos: PartnerClient::new(&config.besitos.upstream, tls),
+                besitos_auth,
+                public_base_url,
+                user_agent: HeaderValue::from_static(concat!(
+                    "offergate/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+                metrics,
+            }),
+        })
+    }
+
+    /// Whether a Besitos partner id is configured (unknown ones are refused early).
+    pub fn knows_partner(&self, id: &str) -> bool {
+        self.inner.besitos_auth.contains_key(id)
+    }
+}
+
+impl UpstreamInner {
+    fn client(&self, route: Route) -> &PartnerClient {
+        match route {
+            Route::EncoreOffers => &self.encore,
+            Route::BesitosGoals => &self.besitos,
+        }
+    }
+
+    /// The partner request: the caller's forwardable headers, the credential
+    /// chosen by route (and `partner_id`), the request id, the body as received.
+    fn build_request(&self, req: &ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
+        let route = req.route();
+        let uri = self
+            .client(route)
+            .base_url()
+            .join(&req.target.upstream_path_and_query());
+        let mut out = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| {
+                GatewayError::Upstream(UpstreamFailure::Connect(format!(
+                    "cannot build the partner URL: {e}"
+                )))
+            })?;
+        let h = out.headers_mut();
+        *h = req.headers.clone();
+        h.insert(X_REQUEST_ID.clone(), req.request_id.clone());
+        if !h.contains_key(header::CONTENT_TYPE) && !req.body.is_empty() {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if !h.contains_key(header::USER_AGENT) {
+            h.insert(header::USER_AGENT, self.user_agent.clone());
+        }
+        match route {
+            Route::EncoreOffers => {
+                h.insert(X_API_KEY.clone(), self.encore_key.clone());
+            }
+            Route::BesitosGoals => {
+                let id = req.target.partner_id.as_deref().unwrap_or_default();
+                let auth = self
+                    .besitos_auth
+                    .get(id)
+                    .ok_or_else(|| GatewayError::UnknownPartner(id.to_string()))?;
+                h.insert(header::AUTHORIZATION, auth.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn call(&self, req: ProxyRequest) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let client = self.client(route);
+        let outgoing = self.build_request(&req)?;
+        let started = Instant::now();
+        let result = client.send(outgoing).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let (parts, body) = match result {
+            Ok(ok) => ok,
+            Err(failure) => {
+                let label = if failure == UpstreamFailure::Timeout {
+                    "timeout"
+                } else {
+                    "error"
+                };
+                self.metrics.upstream_call(route, label, elapsed);
+                return Err(GatewayError::Upstream(failure));
+            }
+        };
+        self.metrics
+            .upstream_call(route, parts.status.as_str(), elapsed);
+        let body = if parts.status == StatusCode::OK {
+            match route {
+                Route::EncoreOffers => partner_body::check_encore(&body).map(|_| body),
+                Route::BesitosGoals => partner_body::rewrite_besitos(
+                    &body,
+                    &self.public_base_url,
+                    &client.base_url().path_prefix,
+                ),
+            }
+            .map_err(|e| GatewayError::Upstream(UpstreamFailure::InvalidBody(e)))?
+        } else {
+            body
+        };
+        let mut headers = parts.headers;
+        headers::to_caller(&mut headers);
+        Ok(ProxyResponse {
+            status: parts.status,
+            headers,
+            body,
+            outcome: Outcome::Forwarded,
+        })
+    }
+}
+
+impl tower::Service<ProxyRequest> for Upstream {
+    type Response = ProxyResponse;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ProxyRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.call(req).await })
+    }
+}

@@ -1,0 +1,284 @@
+//! Local validation of both request bodies, so a malformed call is answered 400
+//! at once, names the field to fix, and never spends partner quota.
+//!
+//! Only the fields the contract names are checked; unknown extra fields are left
+//! alone and forwarded untouched (the body bytes are never re-encoded).
+
+mod bcp47;
+mod country;
+
+pub use bcp47::is_well_formed as is_bcp47;
+pub use country::is_iso3166_alpha2;
+
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+use crate::route::Route;
+
+/// Longest `clientId` / `chatId` accepted, in characters.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// Checks a body for `route`; `Ok` means it may be forwarded as it is.
+pub fn check_body(route: Route, body: &[u8]) -> Result<(), GatewayError> {
+    match route {
+        Route::EncoreOffers => encore(body),
+        Route::BesitosGoals => besitos(body),
+    }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(GatewayError::invalid(
+            "body",
+            format!("must be a JSON object, not {}", kind(&other)),
+        )),
+        Err(e) => Err(GatewayError::invalid(
+            "body",
+            format!("is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn required_id(obj: &Map<String, Value>, field: &str) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(GatewayError::invalid(field, "must not be empty"))
+        }
+        Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(GatewayError::invalid(
+            field,
+            format!("is longer than {MAX_ID_CHARS} characters"),
+        )),
+        Some(Value::String(_)) => Ok(()),
+        Some(other) => Err(GatewayError::invalid(
+            field,
+            format!("must be a string, not {}", kind(other)),
+        )),
+    }
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, GatewayError> {
+    match obj.get(field.rsplit('.').next().unwrap_or(field)) {
+        None | Some(Value::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(GatewayError::invalid(
+            field,
+            format!("must be a string, not {}", kind(other)),
+        )),
+    }
+}
+
+/// Encore: `clientId`, `chatId`, `attributes.{countryCode,language,platform}`.
+fn encore(body: &[u8]) -> Result<(), GatewayError> {
+    let obj = parse_object(body)?;
+    required_id(&obj, "clientId")?;
+    required_id(&obj, "chatId")?;
+    let attrs = match obj.get("attributes") {
+        None | Some(Value::Null) => return Err(GatewayError::invalid("attributes", "is required")),
+        Some(Value::Object(a)) => a,
+        Some(other) => {
+            return Err(GatewayError::invalid(
+                "attributes",
+                format!("must be an object, not {}", kind(other)),
+            ))
+        }
+    };
+    let country = required_str(attrs, "attributes.countryCode")?;
+    if !is_iso3166_alpha2(country) {
+        return Err(GatewayError::invalid(
+            "attributes.countryCode",
+            format!(
+                "`{}` is not an ISO 3166-1 alpha-2 code (two uppercase letters, e.g. US)",
+                clip(country)
+            ),
+        ));
+    }
+    let language = required_str(attrs, "attributes.language")?;
+    if !is_bcp47(language) {
+        return Err(GatewayError::invalid(
+            "attributes.language",
+            format!(
+                "`{}` is not a well-formed BCP-47 tag (e.g. en, es-419, zh-Hant-TW)",
+                clip(language)
+            ),
+        ));
+    }
+    let platform = required_str(attrs, "attributes.platform")?;
+    if !matches!(platform, "android" | "ios" | "web") {
+        return Err(GatewayError::invalid(
+            "attributes.platform",
+            format!("`{}` is not one of android, ios, web", clip(platform)),
+        ));
+    }
+    Ok(())
+}
+
+/// Besitos: every filter optional; an empty body asks for everything.
+fn besitos(body: &[u8]) -> Result<(), GatewayError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let obj = parse_object(body)?;
+    for field in ["subscribers", "offers"] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                if let Some((i, bad)) = items.iter().enumerate().find(|(_, v)| !v.is_string()) {
+                    return Err(GatewayError::invalid(
+                        format!("{field}[{i}]"),
+                        format!("must be a string, not {}", kind(bad)),
+                    ));
+                }
+            }
+            Some(other) => {
+                return Err(GatewayError::invalid(
+                    field,
+                    format!("must be an array of strings, not {}", kind(other)),
+                ))
+            }
+        }
+    }
+    let hours = |field: &str| -> Result<Option<u64>, GatewayError> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                GatewayError::invalid(field, format!("must be a non-negative integer, not {n}"))
+            }),
+            Some(other) => Err(GatewayError::invalid(
+                field,
+                format!("must be a non-negative integer, not {}", kind(other)),
+            )),
+        }
+    };
+    let from = hours("hours_from")?;
+    let to = hours("hours_to")?;
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(GatewayError::invalid(
+                "hours_from",
+                format!("({f}) must not be greater than hours_to ({t})"),
+            ));
+        }
+    }
+    match obj.get("message_template") {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(other) => Err(GatewayError::invalid(
+            "message_template",
+            format!("must be a string, not {}", kind(other)),
+        )),
+    }
+}
+
+/// Echoing caller input into an error is useful; echoing 60 KiB of it is not.
+fn clip(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<(), GatewayError>) -> String {
+        match r {
+            Err(GatewayError::InvalidRequest { field, .. }) => field,
+            other => panic!("expected invalid_request, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"{"clientId":"client-42","chatId":"8b3f","attributes":{"countryCode":"US","language":"en","platform":"ios"},"extra":{"kept":true}}"#;
+
+    #[test]
+    fn encore_accepts_the_documented_body() {
+        assert!(check_body(Route::EncoreOffers, GOOD.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn encore_names_the_bad_field() {
+        let cases = [
+            (GOOD.replace(r#""clientId":"client-42","#, ""), "clientId"),
+            (GOOD.replace(r#""client-42""#, r#""""#), "clientId"),
+            (GOOD.replace(r#""client-42""#, "42"), "clientId"),
+            (
+                GOOD.replace(r#""8b3f""#, &format!("\"{}\"", "c".repeat(257))),
+                "chatId",
+            ),
+            (GOOD.replace(r#""US""#, r#""us""#), "attributes.countryCode"),
+            (GOOD.replace(r#""US""#, r#""UK""#), "attributes.countryCode"),
+            (GOOD.replace(r#""en""#, r#""en_US""#), "attributes.language"),
+            (
+                GOOD.replace(r#""ios""#, r#""windows""#),
+                "attributes.platform",
+            ),
+            (
+                GOOD.replace(r#","platform":"ios""#, ""),
+                "attributes.platform",
+            ),
+            (r#"{"clientId":"a","chatId":"b"}"#.to_string(), "attributes"),
+            (
+                r#"{"clientId":"a","chatId":"b","attributes":[]}"#.to_string(),
+                "attributes",
+            ),
+            ("[1,2]".to_string(), "body"),
+            ("{not json".to_string(), "body"),
+            ("".to_string(), "body"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(
+                field_of(check_body(Route::EncoreOffers, body.as_bytes())),
+                field,
+                "{body}"
+            );
+        }
+        // 256 characters (not bytes) is the limit.
+        let ok = GOOD.replace(r#""8b3f""#, &format!("\"{}\"", "é".repeat(256)));
+        assert!(check_body(Route::EncoreOffers, ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn besitos_filters() {
+        for ok in [
+            "",
+            "  ",
+            "{}",
+            r#"{"subscribers":["a"],"offers":[],"hours_from":0,"hours_to":48,"message_template":"{hours}"}"#,
+        ] {
+            assert!(
+                check_body(Route::BesitosGoals, ok.as_bytes()).is_ok(),
+                "{ok}"
+            );
+        }
+        for (body, field) in [
+            (r#"{"subscribers":"a"}"#, "subscribers"),
+            (r#"{"offers":[1]}"#, "offers[0]"),
+            (r#"{"hours_from":-1}"#, "hours_from"),
+            (r#"{"hours_to":1.5}"#, "hours_to"),
+            (r#"{"hours_to":"3"}"#, "hours_to"),
+            (r#"{"hours_from":50,"hours_to":10}"#, "hours_from"),
+            (r#"{"message_template":5}"#, "message_template"),
+            ("null", "body"),
+        ] {
+            assert_eq!(
+                field_of(check_body(Route::BesitosGoals, body.as_bytes())),
+                field,
+                "{body}"
+            );
+        }
+    }
+}
