@@ -70,6 +70,8 @@ pub struct Recorded {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body the simulator answered (empty for faults with no answer).
+    pub answered: Bytes,
 }
 
 /// The simulator's shared state; tests may read it directly.
@@ -251,6 +253,7 @@ async fn handle(
             .unwrap_or_default(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        answered: Bytes::new(),
     });
     let fault = lock(&state.plans[route.index()]).take_next();
     match fault {
@@ -275,19 +278,21 @@ async fn handle(
         Fault::Reset => return Err(DropConnection),
         Fault::Malformed => return Ok(json_response(StatusCode::OK, r#"{"success":tru"#)),
         Fault::Slow => {
-            let ok = partner_answer(&state, &parts.headers, &target, &body);
-            let (head, full) = ok.into_parts();
-            let bytes = full
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let mut r = Response::from_parts(head, SlowBody::new(bytes, faults::SLOW, 10).boxed());
-            r.headers_mut().remove(header::CONTENT_LENGTH);
+            let (status, answer) = partner_answer(&state, &parts.headers, &target, &body);
+            let mut r = json_response(status, Bytes::new());
+            *r.body_mut() = SlowBody::new(answer, faults::SLOW, 10).boxed();
             return Ok(r);
         }
     }
-    Ok(partner_answer(&state, &parts.headers, &target, &body))
+    let (status, answer) = partner_answer(&state, &parts.headers, &target, &body);
+    if let Some(last) = lock(&state.last[route.index()]).as_mut() {
+        last.answered = answer.clone();
+    }
+    Ok(json_response(status, answer))
+}
+
+fn answer(status: StatusCode, body: impl Into<Bytes>) -> (StatusCode, Bytes) {
+    (status, body.into())
 }
 
 /// The partner's normal behaviour for a request.
@@ -296,7 +301,7 @@ fn partner_answer(
     headers: &HeaderMap,
     target: &route::Target,
     body: &[u8],
-) -> Response<SimBody> {
+) -> (StatusCode, Bytes) {
     match target.route {
         Route::EncoreOffers => {
             let key = headers
@@ -310,16 +315,16 @@ fn partner_answer(
                 }
             };
             if !key_ok || headers.get_all("x-api-key").iter().count() != 1 {
-                return json_response(
+                return answer(
                     StatusCode::UNAUTHORIZED,
                     r#"{"success":false,"error":{"code":"unauthorized","message":"Missing or invalid X-API-Key."}}"#,
                 );
             }
             match encore::check_request(body) {
                 Ok((chat, country, platform)) => {
-                    json_response(StatusCode::OK, encore::answer(&chat, &country, &platform))
+                    answer(StatusCode::OK, encore::answer(&chat, &country, &platform))
                 }
-                Err(msg) => json_response(
+                Err(msg) => answer(
                     StatusCode::BAD_REQUEST,
                     json!({"success": false, "error": {"code": "bad_request", "message": msg}})
                         .to_string(),
@@ -337,7 +342,7 @@ fn partner_answer(
                 None => !token.trim().is_empty(),
             };
             if !token_ok || headers.get_all(header::AUTHORIZATION).iter().count() != 1 {
-                return json_response(
+                return answer(
                     StatusCode::UNAUTHORIZED,
                     r#"{"message":"Unauthenticated."}"#,
                 );
@@ -346,14 +351,12 @@ fn partner_answer(
                 Ok(f) => {
                     let page = target.page.unwrap_or(1) as usize;
                     let partner = target.partner_id.as_deref().unwrap_or_default();
-                    json_response(
+                    answer(
                         StatusCode::OK,
                         besitos::answer(&state.goals, &f, page, &state.origin, partner),
                     )
                 }
-                Err(msg) => {
-                    json_response(StatusCode::BAD_REQUEST, json!({"message": msg}).to_string())
-                }
+                Err(msg) => answer(StatusCode::BAD_REQUEST, json!({"message": msg}).to_string()),
             }
         }
     }
@@ -438,6 +441,7 @@ fn control_endpoint(
                         "path": r.path_and_query,
                         "headers": headers,
                         "body": String::from_utf8_lossy(&r.body),
+                        "answered": String::from_utf8_lossy(&r.answered),
                     });
                     json_response(StatusCode::OK, body.to_string())
                 }

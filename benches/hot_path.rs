@@ -1,0 +1,86 @@
+//! Per-call cost of offergate's own work, and a forwarded call against the same
+//! call made directly to the simulator, in the same run (ratios, not absolutes:
+//! these machines are noisy).
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use offergate::config::{BaseUrl, Config};
+use offergate::route::Route;
+use offergate::{partner_body, validate, Gateway, SimConfig, Simulator};
+
+const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
+
+fn local_work(c: &mut Criterion) {
+    c.bench_function("validate_encore_body", |b| {
+        b.iter(|| validate::check_body(Route::EncoreOffers, black_box(ENCORE_BODY.as_bytes())))
+    });
+    let page = br#"{"current_page":1,"data":[{"subscriber_id":"a","game":"g","level":"level 1","level_description":"d","hours":3,"currency":"coins","reward":"40 coins","message":"m"}],"first_page_url":"http://sim/data/messages/p/upcoming-goals?page=1","from":1,"next_page_url":"http://sim/data/messages/p/upcoming-goals?page=2","path":"http://sim/data/messages/p/upcoming-goals","per_page":"5","prev_page_url":null,"to":1}"#;
+    let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
+    c.bench_function("rewrite_besitos_page", |b| {
+        b.iter(|| partner_body::rewrite_besitos(black_box(page), &public, ""))
+    });
+    let offer = br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
+    c.bench_function("check_encore_answer", |b| {
+        b.iter(|| partner_body::check_encore(black_box(offer)))
+    });
+}
+
+fn one_call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sim, gw) = rt.block_on(async {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let sim = Simulator::start(any, SimConfig::demo()).await.unwrap();
+        let mut config = Config::demo(any, any, sim.addr);
+        config.log.access_log = false;
+        let gw = Gateway::start(config).await.unwrap();
+        (sim, gw)
+    });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let call = |url: String, key: bool| {
+        let client = client.clone();
+        async move {
+            let mut req = http::Request::post(url).header("content-type", "application/json");
+            if key {
+                req = req.header("x-api-key", offergate::simulator::DEMO_ENCORE_KEY);
+            }
+            let resp = client
+                .request(
+                    req.body(Full::new(Bytes::from_static(ENCORE_BODY.as_bytes())))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    let path = "/encore/publisher/sdk/v1/offers/message";
+    let direct = format!("http://{}{path}", sim.addr);
+    let via = format!("http://{}{path}", gw.proxy_addr);
+    let mut group = c.benchmark_group("encore_call_loopback");
+    group.bench_function("direct_to_simulator", |b| {
+        b.to_async(&rt).iter(|| call(direct.clone(), true))
+    });
+    group.bench_function("through_offergate", |b| {
+        b.to_async(&rt).iter(|| call(via.clone(), false))
+    });
+    group.finish();
+    rt.block_on(async {
+        gw.shutdown().await;
+        sim.shutdown().await;
+    });
+}
+
+criterion_group!(benches, local_work, one_call);
+criterion_main!(benches);

@@ -1,0 +1,263 @@
+//! The real `offergate` binary: check-config, demo, and run beside simulate.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_offergate");
+
+fn shipped_config() -> String {
+    format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_secrets() {
+    let out = Command::new(BIN)
+        .args(["check-config", "-c", &shipped_config()])
+        .env("ENCORE_API_KEY", "pk_live_SUPERSECRET_key")
+        .env("BESITOS_TOKEN", "besitos-SUPERSECRET-token")
+        .env("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS", "1234")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("SUPERSECRET"), "{stdout}");
+    assert!(
+        stdout.contains("<redacted, from env ENCORE_API_KEY>"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("request_timeout_ms = 1234"),
+        "env override shown: {stdout}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_bad_file_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:8787\"\n[encore]\napi_key_env = \"ENCORE_API_KEY\"\nbase_url = \"http://api.encorekit.com\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"UNSET_TOKEN_VAR\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .env("ENCORE_API_KEY", "pk_live_SUPERSECRET_key")
+        .env_remove("UNSET_TOKEN_VAR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "encore.base_url",
+        "besitos.partners[0].token_env",
+        "UNSET_TOKEN_VAR",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+    assert!(!stderr.contains("SUPERSECRET") && out.stdout.is_empty());
+
+    let out = Command::new(BIN)
+        .args(["check-config", "-c", "/nonexistent/offergate.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/offergate.toml")
+    );
+}
+
+/// A child process that is killed when the test ends, pass or fail.
+struct Running(Child, mpsc::Receiver<String>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn spawn(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn offergate");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running(child, rx)
+    }
+
+    /// Stdout lines up to and including the first one containing `until`.
+    fn lines_until(&self, until: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .1
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no `{until}` line; got {lines:#?}"));
+            let done = line.contains(until);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+}
+
+fn curl_available() {
+    let ok = Command::new("curl")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "curl is required for this test; tests/run installs it");
+}
+
+#[test]
+fn demo_answers_the_curl_it_prints() {
+    curl_available();
+    let demo = Running::spawn(Command::new(BIN).args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--simulator-listen",
+        "127.0.0.1:0",
+    ]));
+    let lines = demo.lines_until("Ctrl-C");
+    let curls: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
+    assert_eq!(curls.len(), 2, "{lines:#?}");
+    let run = |cmd: &str| {
+        let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+        assert!(out.status.success(), "{cmd}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let offer = run(curls[0]);
+    assert_eq!(offer["success"], true);
+    assert!(
+        offer["offer"]["clickUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://link.encorekit.com/"),
+        "{offer}"
+    );
+    let goals = run(curls[1]);
+    assert!(!goals["data"].as_array().unwrap().is_empty(), "{goals}");
+    let proxy = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("proxy"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        goals["next_page_url"].as_str().unwrap().starts_with(&proxy),
+        "{goals}"
+    );
+}
+
+#[test]
+fn run_mode_in_front_of_the_standalone_simulator() {
+    curl_available();
+    let sim = Running::spawn(Command::new(BIN).args([
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--encore-key",
+        "pk_live_runmode",
+    ]));
+    let banner = sim.lines_until("offergate simulator on");
+    let origin = banner
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(origin.starts_with("http://127.0.0.1:"), "{origin}");
+
+    // Free ports for the gateway, then the production command with the shipped file.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let mut gw = Running::spawn(
+        Command::new(BIN)
+            .args(["run", "-c", &shipped_config()])
+            .env("ENCORE_API_KEY", "pk_live_runmode")
+            .env("BESITOS_TOKEN", "t")
+            .env("OFFERGATE_SERVER__LISTEN", listen.to_string())
+            .env("OFFERGATE_SERVER__ADMIN_LISTEN", admin.to_string())
+            .env("OFFERGATE_ENCORE__BASE_URL", &origin)
+            .env("OFFERGATE_BESITOS__BASE_URL", &origin),
+    );
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        Command::new("curl")
+            .args(["-sf", &format!("http://{admin}/readyz")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    assert!(ready, "run mode became ready");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!("http://{listen}/encore/publisher/sdk/v1/offers/message"),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            crate::support::ENCORE_BODY,
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["offer"]["clickUrl"].is_string(), "{v}");
+    let calls = Command::new("curl")
+        .args(["-s", &format!("{origin}/__sim/calls")])
+        .output()
+        .unwrap();
+    let calls: serde_json::Value = serde_json::from_slice(&calls.stdout).unwrap();
+    assert_eq!(calls["encore_offers"], 1);
+
+    // SIGTERM: drains and exits cleanly.
+    let pid = gw.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            gw.0.try_wait().unwrap()
+        })
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let _ = &mut gw;
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real gateway (or the real binary) in front of the real
+//! simulator, over loopback. Every test asserts on what reached the partner
+//! (the simulator's counts and recorded requests), not only on what the caller saw.
+
+mod support;
+
+mod admin;
+mod binary;
+mod forward;
+mod refuse;
+mod tls;

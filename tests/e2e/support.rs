@@ -1,0 +1,223 @@
+//! A harness: simulator + gateway on free loopback ports, a plain HTTP client,
+//! and a raw-socket client for requests a normal client refuses to send.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use offergate::config::MapEnv;
+use offergate::route::Route;
+use offergate::{Config, Gateway, SimConfig, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The credentials the gateway is configured with and the simulator demands.
+pub const KEY: &str = "pk_test_configured_key";
+pub const TOKEN: &str = "configured-besitos-token";
+pub const PARTNER: &str = "eafLst9T";
+
+pub const ENCORE_PATH: &str = "/encore/publisher/sdk/v1/offers/message";
+pub const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
+
+pub fn besitos_path(partner: &str) -> String {
+    format!("/data/messages/{partner}/upcoming-goals")
+}
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub gw: Gateway,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The `error.code` of offergate's error shape.
+    pub fn code(&self) -> String {
+        let v = self.json();
+        assert_eq!(v["success"], false, "{v}");
+        v["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+    pub fn message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A gateway config file pointing both partners at `sim`, plus `extra` TOML
+/// lines appended to it, loaded through the real loader with secrets from env.
+pub fn config_for(sim_origin: &str, extra_server: &str, extra: &str) -> Config {
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+{extra_server}
+[log]
+access_log = false
+[encore]
+base_url = "{sim_origin}"
+api_key_env = "TEST_ENCORE_KEY"
+[besitos]
+base_url = "{sim_origin}"
+[[besitos.partners]]
+id = "{PARTNER}"
+token_env = "TEST_BESITOS_TOKEN"
+{extra}
+"#
+    );
+    let env = MapEnv::from([
+        ("TEST_ENCORE_KEY", KEY),
+        ("TEST_BESITOS_TOKEN", TOKEN),
+        ("TEST_INBOUND_TOKEN", "caller-token-123"),
+    ]);
+    Config::from_toml(&toml, &env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn strict_sim() -> SimConfig {
+    SimConfig {
+        encore_key: Some(KEY.into()),
+        besitos_token: Some(TOKEN.into()),
+        tls: None,
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::with_config(|origin| config_for(origin, "", "")).await
+    }
+
+    pub async fn with_config(make: impl FnOnce(&str) -> Config) -> Harness {
+        Self::with_sim(strict_sim(), make).await
+    }
+
+    pub async fn with_sim(sim: SimConfig, make: impl FnOnce(&str) -> Config) -> Harness {
+        let sim = Simulator::start(any_port(), sim)
+            .await
+            .expect("simulator starts");
+        let gw = Gateway::start(make(sim.origin()))
+            .await
+            .expect("gateway starts");
+        Harness {
+            sim,
+            gw,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.proxy_addr)
+    }
+
+    pub fn calls(&self, route: Route) -> u64 {
+        self.sim.state.calls(route)
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        Route::ALL.iter().map(|r| self.calls(*r)).sum()
+    }
+
+    /// POST `body` to the gateway with `headers` (JSON content type unless given).
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.proxy_url(path));
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        self.send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Answer {
+        send_with(&self.client, req).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let req = Request::get(format!("http://{}/metrics", self.gw.admin_addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        String::from_utf8(self.send(req).await.body.to_vec()).unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.gw.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+pub async fn send_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Answer {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("request succeeds");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Sends raw bytes on a fresh connection and returns the status and body of the
+/// answer (the request should carry `Connection: close`).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A metric sample's value from Prometheus text, 0 when absent.
+pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
