@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod faults;
 mod forward;
 mod refuse;
 mod tls;
