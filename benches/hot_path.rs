@@ -41,7 +41,7 @@ fn one_call(c: &mut Criterion) {
     let (sim, gw) = rt.block_on(async {
         let any = "127.0.0.1:0".parse().unwrap();
         let sim = Simulator::start(any, SimConfig::demo()).await.unwrap();
-        let mut config = Config::demo(any, any, sim.addr);
+        let mut config = Config::demo(any, any, sim.addr).unwrap();
         config.log.access_log = false;
         let gw = Gateway::start(config).await.unwrap();
         (sim, gw)

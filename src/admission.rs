@@ -90,6 +90,7 @@ impl Admission {
             request_id,
             headers: headers::to_partner(&parts.headers),
             body,
+            deadline: None,
         })
     }
 

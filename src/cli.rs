@@ -162,10 +162,9 @@ async fn run(path: PathBuf) -> Result<(), String> {
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr, sim_addr: SocketAddr) -> Result<(), String> {
-    let config = Config::demo(listen, admin, sim_addr);
-    crate::telemetry::init(&config.log);
     let sim = Simulator::start(sim_addr, SimConfig::demo()).await?;
-    let config = Config::demo(listen, admin, sim.addr);
+    let config = Config::demo(listen, admin, sim.addr).map_err(|e| e.to_string())?;
+    crate::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
     let proxy = gateway.proxy_addr;
     println!("offergate demo: the gateway in front of a built-in simulator of both partners");

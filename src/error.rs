@@ -48,6 +48,13 @@ pub enum GatewayError {
     BodyTimeout,
     #[error("{}", upstream_message(.0))]
     Upstream(UpstreamFailure),
+    #[error("the partner is failing; offergate stopped calling it for now (circuit open)")]
+    CircuitOpen { retry_after: std::time::Duration },
+    #[error("the call's deadline passed before the partner answered")]
+    DeadlineExceeded,
+    /// Retries were refused by the retry budget; carries the last try's result.
+    #[error("the partner is failing and the retry budget is spent")]
+    RetryBudgetExhausted(Box<Result<ProxyResponse, GatewayError>>),
 }
 
 fn upstream_message(f: &UpstreamFailure) -> String {
@@ -79,8 +86,9 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Upstream(UpstreamFailure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            Upstream(_) => StatusCode::BAD_GATEWAY,
+            Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Upstream(_) | RetryBudgetExhausted(_) => StatusCode::BAD_GATEWAY,
+            CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -103,13 +111,19 @@ impl GatewayError {
             }
             Upstream(UpstreamFailure::Timeout) => "upstream_timeout",
             Upstream(UpstreamFailure::InvalidBody(_)) => "invalid_upstream_body",
+            CircuitOpen { .. } => "circuit_open",
+            DeadlineExceeded => "deadline_exceeded",
+            RetryBudgetExhausted(_) => "retry_budget_exhausted",
         }
     }
 
     /// The `outcome` label of `offergate_requests_total`.
     pub fn outcome(&self) -> crate::metrics::Outcome {
+        use GatewayError::*;
         match self {
-            GatewayError::Upstream(_) => crate::metrics::Outcome::Failed,
+            Upstream(_) | CircuitOpen { .. } | DeadlineExceeded | RetryBudgetExhausted(_) => {
+                crate::metrics::Outcome::Failed
+            }
             _ => crate::metrics::Outcome::Rejected,
         }
     }
@@ -121,13 +135,26 @@ impl GatewayError {
             "error": { "code": self.code(), "message": self.to_string() },
         });
         let mut resp = ProxyResponse::json(self.status(), Bytes::from(body.to_string()));
-        if matches!(self, GatewayError::MethodNotAllowed) {
-            resp.headers
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        match &self {
+            GatewayError::MethodNotAllowed => {
+                resp.headers
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            GatewayError::CircuitOpen { retry_after } => {
+                resp.headers
+                    .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
+            }
+            _ => {}
         }
         resp.outcome = self.outcome();
         resp
     }
+}
+
+/// `Retry-After` in whole seconds, at least 1 (0 would invite a retry storm).
+pub fn retry_after_secs(d: std::time::Duration) -> HeaderValue {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }
 
 #[cfg(test)]
@@ -148,5 +175,14 @@ mod tests {
             .starts_with("attributes.platform: "));
         let r = GatewayError::MethodNotAllowed.into_response();
         assert_eq!(r.headers.get(header::ALLOW).unwrap(), "POST");
+        let wait = std::time::Duration::from_millis(1_200);
+        let r = GatewayError::CircuitOpen { retry_after: wait }.into_response();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers.get(header::RETRY_AFTER).unwrap(),
+            "2",
+            "rounded up"
+        );
+        assert_eq!(retry_after_secs(std::time::Duration::ZERO), "1", "never 0");
     }
 }

@@ -10,6 +10,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::outcome::Reason;
+use crate::partner_body::OfferResult;
 use crate::route::Route;
 
 /// How a request ended, the `outcome` label of `offergate_requests_total`.
@@ -61,6 +63,10 @@ pub struct Metrics {
     unrouted: IntCounterVec,
     upstream_requests: IntCounterVec,
     upstream_duration: [prometheus::Histogram; 2],
+    retries: IntCounterVec,
+    fallbacks: IntCounterVec,
+    /// `offer`, `no_offer`.
+    offers: [IntCounter; 2],
 }
 
 impl Metrics {
@@ -119,6 +125,30 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "offergate_retries_total",
+                "Partner tries repeated, by route and the failure that caused it.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "offergate_fallbacks_total",
+                "Soft fallbacks answered, by route and reason.",
+            ),
+            &["route", "reason"],
+        )
+        .expect("valid metric");
+        let offers = IntCounterVec::new(
+            Opts::new(
+                "offergate_offers_total",
+                "Encore 200 answers with an offer and without one (the partner's fill rate).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -127,6 +157,9 @@ impl Metrics {
             Box::new(upstream_requests.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(build_info),
+            Box::new(retries.clone()),
+            Box::new(fallbacks.clone()),
+            Box::new(offers.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -142,6 +175,9 @@ impl Metrics {
                 .map(|r| upstream_duration.with_label_values(&[r.as_str()])),
             unrouted,
             upstream_requests,
+            retries,
+            fallbacks,
+            offers: ["offer", "no_offer"].map(|r| offers.with_label_values(&[r])),
             registry,
         }
     }
@@ -166,6 +202,23 @@ impl Metrics {
             .with_label_values(&[route.as_str(), status])
             .inc();
         self.upstream_duration[route.index()].observe(seconds);
+    }
+
+    pub fn retry(&self, route: Route, reason: Reason) {
+        self.retries
+            .with_label_values(&[route.as_str(), &reason.as_str()])
+            .inc();
+    }
+
+    pub fn fallback(&self, route: Route, reason: Reason) {
+        self.fallbacks
+            .with_label_values(&[route.as_str(), &reason.as_str()])
+            .inc();
+    }
+
+    /// One Encore 200 delivered from the partner.
+    pub fn offer(&self, result: OfferResult) {
+        self.offers[usize::from(result == OfferResult::NoOffer)].inc();
     }
 
     /// Prometheus text exposition of everything registered.

@@ -22,6 +22,8 @@ pub struct ProxyRequest {
     /// The caller's end-to-end headers, credentials and hop-by-hop already removed.
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the whole call must be over; set by the deadline layer.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl ProxyRequest {

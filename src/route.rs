@@ -37,6 +37,21 @@ impl Route {
     }
 }
 
+/// One value per route, indexed by [`Route`]: per-route config and state
+/// without a map lookup on the hot path.
+#[derive(Clone, Debug, Default)]
+pub struct PerRoute<T>(pub [T; 2]);
+
+impl<T> PerRoute<T> {
+    pub fn new(mut make: impl FnMut(Route) -> T) -> PerRoute<T> {
+        PerRoute(Route::ALL.map(&mut make))
+    }
+
+    pub fn get(&self, route: Route) -> &T {
+        &self.0[route.index()]
+    }
+}
+
 /// The path Encore serves its one endpoint on; offergate serves the same.
 pub const ENCORE_PATH: &str = "/encore/publisher/sdk/v1/offers/message";
 const BESITOS_PREFIX: &str = "/data/messages/";

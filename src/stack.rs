@@ -2,12 +2,14 @@
 //! in the order a request meets each piece:
 //!
 //! ```text
-//! caller ─▶ Edge            request id, access log, metrics, errors → answers
-//!           └ Admission     target, Host, token, partner, content type, body, JSON rules
-//!             └ (layers)    idempotency, rate limits, fallback, circuit, retry: later issues,
-//!                           each a tower layer added below in its place
-//!               └ Upstream  credential injection, one pooled call, 200-body check,
-//!                           Besitos page-URL rewrite ─▶ partner
+//! caller ─▶ Edge              request id, access log, metrics, errors → answers
+//!           └ Admission       target, Host, token, partner, content type, body, JSON rules
+//!             └ Fallback      a failure after everything below → 200 "nothing for you"
+//!               └ Deadline    one clock for the whole call
+//!                 └ Retry     backoff + full jitter, Retry-After, budget (per try ↓)
+//!                   └ Circuit open after repeated failures or a 429 pause; one probe
+//!                     └ Upstream  credential injection, one pooled try within the
+//!                                 try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::admission::Admission;
 use crate::config::{BaseUrl, Config};
 use crate::edge::Edge;
 use crate::error::GatewayError;
+use crate::layers::{circuit::Circuit, deadline::Deadline, fallback::Fallback, retry::Retry};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::upstream::Upstream;
@@ -35,10 +38,19 @@ pub fn build(
     public_base_url: BaseUrl,
     metrics: Arc<Metrics>,
 ) -> Result<Edge, String> {
-    let upstream = Upstream::new(config, public_base_url, metrics.clone())?;
+    let upstream = Upstream::new(config, public_base_url.clone(), metrics.clone())?;
     let proxy = ServiceBuilder::new()
-        // Type-erased so the edge does not change as layers are added above.
+        // Type-erased so the edge does not change as layers are added.
         .layer(BoxCloneService::layer())
+        // Outermost of the resilience layers: it sees the final result, after
+        // every retry, and turns a failure into the partner's "nothing for you".
+        .layer(Fallback::layer(config, public_base_url, metrics.clone()))
+        // The call's deadline: set before retries plan against it, enforced around them.
+        .layer(Deadline::layer(config))
+        // Retries repeat whole tries below; each try passes the circuit again.
+        .layer(Retry::layer(config, metrics.clone()))
+        // Per try: refuse at once while the partner is known to be failing.
+        .layer(Circuit::layer(config, &metrics)?)
         .service(upstream);
     Ok(Edge::new(
         Admission::new(config),

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -96,6 +98,7 @@ impl PartnerClient {
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
+        timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
         let limit = self.config.max_response_bytes;
         let call = async {
@@ -118,7 +121,7 @@ impl PartnerClient {
             })?;
             Ok((parts, body.to_bytes()))
         };
-        match tokio::time::timeout(self.config.request_timeout, call).await {
+        match tokio::time::timeout(timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamFailure::Timeout),
         }
@@ -259,26 +262,39 @@ impl UpstreamInner {
         let route = req.route();
         let client = self.client(route);
         let outgoing = self.build_request(&req)?;
+        // The try gets its timeout, or what is left of the call's deadline if less.
         let started = Instant::now();
-        let result = client.send(outgoing).await;
+        let left = req.deadline.map(|d| d.saturating_duration_since(started));
+        let (timeout, cut_by_deadline) = match left {
+            Some(left) if left < client.config.try_timeout => (left, true),
+            _ => (client.config.try_timeout, false),
+        };
+        if timeout.is_zero() {
+            return Err(GatewayError::DeadlineExceeded);
+        }
+        let result = client.send(outgoing, timeout).await;
         let elapsed = started.elapsed().as_secs_f64();
         let (parts, body) = match result {
             Ok(ok) => ok,
             Err(failure) => {
-                let label = if failure == UpstreamFailure::Timeout {
-                    "timeout"
-                } else {
-                    "error"
-                };
+                let timed_out = failure == UpstreamFailure::Timeout;
+                let label = if timed_out { "timeout" } else { "error" };
                 self.metrics.upstream_call(route, label, elapsed);
-                return Err(GatewayError::Upstream(failure));
+                return Err(if timed_out && cut_by_deadline {
+                    GatewayError::DeadlineExceeded
+                } else {
+                    GatewayError::Upstream(failure)
+                });
             }
         };
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
         let body = if parts.status == StatusCode::OK {
             match route {
-                Route::EncoreOffers => partner_body::check_encore(&body).map(|_| body),
+                Route::EncoreOffers => partner_body::check_encore(&body).map(|offer| {
+                    self.metrics.offer(offer);
+                    body
+                }),
                 Route::BesitosGoals => partner_body::rewrite_besitos(
                     &body,
                     &self.public_base_url,

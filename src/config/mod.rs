@@ -82,8 +82,8 @@ pub struct UpstreamConfig {
     pub allow_plain_http: bool,
     #[serde(rename = "connect_timeout_ms", serialize_with = "as_ms")]
     pub connect_timeout: Duration,
-    #[serde(rename = "request_timeout_ms", serialize_with = "as_ms")]
-    pub request_timeout: Duration,
+    #[serde(rename = "try_timeout_ms", serialize_with = "as_ms")]
+    pub try_timeout: Duration,
     pub max_response_bytes: usize,
     #[serde(rename = "pool_idle_timeout_ms", serialize_with = "as_ms")]
     pub pool_idle_timeout: Duration,
@@ -95,14 +95,59 @@ pub struct EncoreConfig {
     #[serde(flatten)]
     pub upstream: UpstreamConfig,
     pub api_key: Secret,
+    #[serde(flatten)]
+    pub resilience: ResilienceConfig,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BesitosConfig {
     #[serde(flatten)]
     pub upstream: UpstreamConfig,
+    #[serde(flatten)]
+    pub resilience: ResilienceConfig,
     /// Bearer token per `partner_id`.
     pub partners: BTreeMap<String, Secret>,
+}
+
+/// How one route survives a failing partner: deadline, retries, circuit, fallback.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResilienceConfig {
+    /// The most a call may take, retries and backoff included.
+    #[serde(rename = "deadline_ms", serialize_with = "as_ms")]
+    pub deadline: Duration,
+    /// Answer the partner's own "nothing for you" body on failure (else 502/504).
+    pub soft_fallback: bool,
+    pub retry: RetryConfig,
+    pub circuit: CircuitConfig,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    /// Backoff ceilings per retry (full jitter below each); the last repeats.
+    #[serde(rename = "backoff_ms", serialize_with = "as_ms_list")]
+    pub backoff: Vec<Duration>,
+    /// The longest partner `Retry-After` honoured (and paused for).
+    #[serde(rename = "retry_after_cap_ms", serialize_with = "as_ms")]
+    pub retry_after_cap: Duration,
+    /// Retry a try that may have reached the partner (timeout, reset after sending).
+    pub retry_ambiguous: bool,
+    /// A retry starts only if at least this much of the deadline is left after its backoff.
+    #[serde(rename = "min_try_ms", serialize_with = "as_ms")]
+    pub min_try: Duration,
+    pub budget_percent: f32,
+    pub budget_min_per_second: u32,
+    #[serde(rename = "budget_window_ms", serialize_with = "as_ms")]
+    pub budget_window: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CircuitConfig {
+    /// Consecutive failed tries that open the circuit.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe may test the partner.
+    #[serde(rename = "cooldown_ms", serialize_with = "as_ms")]
+    pub cooldown: Duration,
 }
 
 /// An `http(s)://host[:port][/prefix]` URL with no query, fragment or userinfo.
@@ -193,6 +238,10 @@ impl Serialize for BaseUrl {
     }
 }
 
+fn as_ms_list<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(d.iter().map(|d| d.as_millis() as u64))
+}
+
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
@@ -254,46 +303,45 @@ impl Config {
     }
 
     /// The embedded configuration of `offergate demo`: both partners point at the
-    /// built-in simulator, with its public test credentials.
-    pub fn demo(listen: SocketAddr, admin_listen: SocketAddr, simulator: SocketAddr) -> Config {
-        let upstream = |addr: SocketAddr| UpstreamConfig {
-            base_url: BaseUrl::for_socket(addr),
-            allow_plain_http: true,
-            connect_timeout: Duration::from_millis(1_000),
-            request_timeout: Duration::from_millis(2_000),
-            max_response_bytes: 1024 * 1024,
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
-        };
-        Config {
-            server: ServerConfig {
-                listen,
-                admin_listen,
-                public_base_url: None,
-                body_limit_bytes: 64 * 1024,
-                header_read_timeout: Duration::from_secs(5),
-                body_read_timeout: Duration::from_secs(5),
-                shutdown_grace: Duration::from_secs(5),
-                allowed_hosts: Vec::new(),
-                inbound_token: None,
-            },
-            log: LogConfig {
-                level: "info".into(),
-                format: LogFormat::Text,
-                access_log: true,
-            },
-            tls: TlsConfig::default(),
-            encore: EncoreConfig {
-                upstream: upstream(simulator),
-                api_key: Secret::builtin(crate::simulator::DEMO_ENCORE_KEY),
-            },
-            besitos: BesitosConfig {
-                upstream: upstream(simulator),
-                partners: BTreeMap::from([(
-                    crate::simulator::DEMO_BESITOS_PARTNER.to_string(),
-                    Secret::builtin(crate::simulator::DEMO_BESITOS_TOKEN),
-                )]),
-            },
+    /// built-in simulator, with its public test credentials. Built through the
+    /// same loader as a file, so it has every default a file would have.
+    pub fn demo(
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        simulator: SocketAddr,
+    ) -> Result<Config, ConfigError> {
+        use crate::simulator::{DEMO_BESITOS_PARTNER, DEMO_BESITOS_TOKEN, DEMO_ENCORE_KEY};
+        let toml = format!(
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
+             [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\n\
+             [besitos]\nbase_url = \"http://{simulator}\"\n\
+             [[besitos.partners]]\nid = \"{DEMO_BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n"
+        );
+        let env = MapEnv::from([
+            ("DEMO_ENCORE_KEY", DEMO_ENCORE_KEY),
+            ("DEMO_BESITOS_TOKEN", DEMO_BESITOS_TOKEN),
+        ]);
+        let mut config = Config::from_toml(&toml, &env)?;
+        config.encore.api_key = Secret::builtin(DEMO_ENCORE_KEY);
+        for token in config.besitos.partners.values_mut() {
+            *token = Secret::builtin(DEMO_BESITOS_TOKEN);
+        }
+        Ok(config)
+    }
+
+    /// Where `route`'s partner is and how its calls are made.
+    pub fn upstream(&self, route: crate::route::Route) -> &UpstreamConfig {
+        match route {
+            crate::route::Route::EncoreOffers => &self.encore.upstream,
+            crate::route::Route::BesitosGoals => &self.besitos.upstream,
+        }
+    }
+
+    /// How `route` survives a failing partner.
+    pub fn resilience(&self, route: crate::route::Route) -> &ResilienceConfig {
+        match route {
+            crate::route::Route::EncoreOffers => &self.encore.resilience,
+            crate::route::Route::BesitosGoals => &self.besitos.resilience,
         }
     }
 

@@ -81,7 +81,13 @@ pub struct RawRoute {
     pub base_url: Option<String>,
     pub allow_plain_http: bool,
     pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
+    /// `None`: the route's default (Encore 1500, Besitos 2000).
+    pub try_timeout_ms: Option<u64>,
+    /// `None`: the route's default (Encore 2500, Besitos 5000).
+    pub deadline_ms: Option<u64>,
+    pub soft_fallback: bool,
+    pub retry: RawRetry,
+    pub circuit: RawCircuit,
     pub max_response_bytes: u64,
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: u64,
@@ -96,7 +102,11 @@ impl Default for RawRoute {
             base_url: None,
             allow_plain_http: false,
             connect_timeout_ms: 1_000,
-            request_timeout_ms: 2_000,
+            try_timeout_ms: None,
+            deadline_ms: None,
+            soft_fallback: true,
+            retry: RawRetry::default(),
+            circuit: RawCircuit::default(),
             max_response_bytes: 1024 * 1024,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 64,
@@ -113,4 +123,51 @@ pub struct RawPartner {
     pub id: String,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
+}
+
+/// `[encore.retry]` / `[besitos.retry]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub max_retries: u64,
+    pub backoff_ms: Vec<u64>,
+    pub retry_after_cap_ms: u64,
+    /// `None`: the route's default (Encore false, Besitos true).
+    pub retry_ambiguous: Option<bool>,
+    pub min_try_ms: u64,
+    pub budget_percent: f64,
+    pub budget_min_per_second: u64,
+    pub budget_window_ms: u64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            max_retries: 3,
+            backoff_ms: vec![200, 1_000, 5_000],
+            retry_after_cap_ms: 30_000,
+            retry_ambiguous: None,
+            min_try_ms: 100,
+            budget_percent: 20.0,
+            budget_min_per_second: 3,
+            budget_window_ms: 10_000,
+        }
+    }
+}
+
+/// `[encore.circuit]` / `[besitos.circuit]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCircuit {
+    pub failure_threshold: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for RawCircuit {
+    fn default() -> Self {
+        RawCircuit {
+            failure_threshold: 5,
+            cooldown_ms: 5_000,
+        }
+    }
 }

@@ -42,16 +42,13 @@ fn redacted_output_never_shows_a_secret() {
 fn env_overrides_apply_and_are_validated() {
     let mut e = env();
     e.0.insert("OFFERGATE_SERVER__LISTEN".into(), "127.0.0.1:9999".into());
-    e.0.insert("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS".into(), "1500".into());
+    e.0.insert("OFFERGATE_ENCORE__TRY_TIMEOUT_MS".into(), "1500".into());
     let c = Config::from_toml(SHIPPED, &e).unwrap();
     assert_eq!(c.server.listen.port(), 9999);
-    assert_eq!(
-        c.encore.upstream.request_timeout,
-        Duration::from_millis(1500)
-    );
-    e.0.insert("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS".into(), "soon".into());
+    assert_eq!(c.encore.upstream.try_timeout, Duration::from_millis(1500));
+    e.0.insert("OFFERGATE_ENCORE__TRY_TIMEOUT_MS".into(), "soon".into());
     let err = Config::from_toml(SHIPPED, &e).unwrap_err().to_string();
-    assert!(err.contains("encore.request_timeout_ms"), "{err}");
+    assert!(err.contains("encore.try_timeout_ms"), "{err}");
 }
 
 fn problems(toml: &str, env: &MapEnv) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use super::raw::{RawConfig, RawRoute};
+use super::raw::{RawConfig, RawRetry, RawRoute};
 use super::*;
 
 /// Collects problems instead of stopping at the first.
@@ -135,7 +135,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         }
     }
 
-    let encore_up = upstream("encore", &raw.encore, "https://api.encorekit.com", &mut p);
+    let encore_route = route("encore", &raw.encore, &ENCORE_DEFAULTS, &mut p);
     if !raw.encore.partners.is_empty() {
         p.push("encore.partners: not a key of [encore] (partners belong to [besitos])".into());
     }
@@ -158,7 +158,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         }
     }
 
-    let besitos_up = upstream("besitos", &raw.besitos, "https://wall.besitos.ai", &mut p);
+    let besitos_route = route("besitos", &raw.besitos, &BESITOS_DEFAULTS, &mut p);
     if raw.besitos.api_key_env.is_some() || raw.besitos.api_key_file.is_some() {
         p.push("besitos.api_key_env/api_key_file: not keys of [besitos]; each [[besitos.partners]] has token_env or token_file".into());
     }
@@ -215,26 +215,52 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             extra_ca_files: raw.tls.extra_ca_files,
         },
         encore: EncoreConfig {
-            upstream: encore_up.ok_or_else(missing)?,
+            upstream: encore_route.clone().ok_or_else(missing)?.0,
+            resilience: encore_route.ok_or_else(missing)?.1,
             api_key: api_key.ok_or_else(missing)?,
         },
         besitos: BesitosConfig {
-            upstream: besitos_up.ok_or_else(missing)?,
+            upstream: besitos_route.clone().ok_or_else(missing)?.0,
+            resilience: besitos_route.ok_or_else(missing)?.1,
             partners,
         },
     })
 }
 
-fn upstream(
+/// What differs between the two partner sections when a key is left out.
+pub(super) struct RouteDefaults {
+    pub base_url: &'static str,
+    pub try_timeout_ms: u64,
+    pub deadline_ms: u64,
+    /// Encore mints a short link per call, so a try that may have arrived is not
+    /// repeated; Besitos is a read.
+    pub retry_ambiguous: bool,
+}
+
+pub(super) const ENCORE_DEFAULTS: RouteDefaults = RouteDefaults {
+    base_url: "https://api.encorekit.com",
+    try_timeout_ms: 1_500,
+    deadline_ms: 2_500,
+    retry_ambiguous: false,
+};
+
+pub(super) const BESITOS_DEFAULTS: RouteDefaults = RouteDefaults {
+    base_url: "https://wall.besitos.ai",
+    try_timeout_ms: 2_000,
+    deadline_ms: 5_000,
+    retry_ambiguous: true,
+};
+
+fn route(
     section: &str,
     r: &RawRoute,
-    default_url: &str,
+    d: &RouteDefaults,
     p: &mut Problems,
-) -> Option<UpstreamConfig> {
+) -> Option<(UpstreamConfig, ResilienceConfig)> {
     let url_key = format!("{section}.base_url");
     let base_url = p.check(
         &url_key,
-        BaseUrl::parse(r.base_url.as_deref().unwrap_or(default_url)),
+        BaseUrl::parse(r.base_url.as_deref().unwrap_or(d.base_url)),
     );
     if let Some(b) = &base_url {
         if b.scheme == Scheme::HTTP && !b.is_loopback() && !r.allow_plain_http {
@@ -250,10 +276,25 @@ fn upstream(
         &k("connect_timeout_ms"),
         millis(r.connect_timeout_ms, 1, 60_000),
     );
-    let request_timeout = p.check(
-        &k("request_timeout_ms"),
-        millis(r.request_timeout_ms, 1, 600_000),
+    let try_timeout = p.check(
+        &k("try_timeout_ms"),
+        millis(r.try_timeout_ms.unwrap_or(d.try_timeout_ms), 1, 600_000),
     );
+    let deadline = p.check(
+        &k("deadline_ms"),
+        millis(r.deadline_ms.unwrap_or(d.deadline_ms), 1, 600_000),
+    );
+    if let (Some(t), Some(dl)) = (try_timeout, deadline) {
+        if t > dl {
+            p.push(format!(
+                "{}: {} ms is longer than {} ({} ms), so no try could use it",
+                k("try_timeout_ms"),
+                t.as_millis(),
+                k("deadline_ms"),
+                dl.as_millis()
+            ));
+        }
+    }
     let max_response_bytes = p.check(
         &k("max_response_bytes"),
         bounded(r.max_response_bytes, 1024, 64 * 1024 * 1024),
@@ -266,13 +307,107 @@ fn upstream(
         &k("pool_max_idle_per_host"),
         bounded(r.pool_max_idle_per_host, 0, 10_000),
     );
-    Some(UpstreamConfig {
+    let retry = retry(&format!("{section}.retry"), &r.retry, d, deadline, p);
+    let circuit = &r.circuit;
+    let failure_threshold = p.check(
+        &k("circuit.failure_threshold"),
+        bounded(circuit.failure_threshold, 1, 100_000),
+    );
+    let cooldown = p.check(
+        &k("circuit.cooldown_ms"),
+        millis(circuit.cooldown_ms, 1, 3_600_000),
+    );
+    let upstream = UpstreamConfig {
         base_url: base_url?,
         allow_plain_http: r.allow_plain_http,
         connect_timeout: connect_timeout?,
-        request_timeout: request_timeout?,
+        try_timeout: try_timeout?,
         max_response_bytes: max_response_bytes?,
         pool_idle_timeout: pool_idle_timeout?,
         pool_max_idle_per_host: pool_max_idle_per_host?,
+    };
+    let resilience = ResilienceConfig {
+        deadline: deadline?,
+        soft_fallback: r.soft_fallback,
+        retry: retry?,
+        circuit: CircuitConfig {
+            failure_threshold: failure_threshold? as u32,
+            cooldown: cooldown?,
+        },
+    };
+    Some((upstream, resilience))
+}
+
+fn retry(
+    section: &str,
+    r: &RawRetry,
+    d: &RouteDefaults,
+    deadline: Option<Duration>,
+    p: &mut Problems,
+) -> Option<RetryConfig> {
+    let k = |name: &str| format!("{section}.{name}");
+    let max_retries = p.check(&k("max_retries"), bounded(r.max_retries, 0, 10));
+    let mut backoff = Vec::with_capacity(r.backoff_ms.len());
+    for (i, ms) in r.backoff_ms.iter().enumerate() {
+        if let Some(d) = p.check(
+            &format!("{section}.backoff_ms[{i}]"),
+            millis(*ms, 1, 60_000),
+        ) {
+            backoff.push(d);
+        }
+    }
+    if r.backoff_ms.is_empty() && r.max_retries > 0 {
+        p.push(format!(
+            "{}: empty, but max_retries is {}; give at least one delay (the last one repeats)",
+            k("backoff_ms"),
+            r.max_retries
+        ));
+    }
+    let retry_after_cap = p.check(
+        &k("retry_after_cap_ms"),
+        millis(r.retry_after_cap_ms, 0, 3_600_000),
+    );
+    let min_try = p.check(&k("min_try_ms"), millis(r.min_try_ms, 1, 600_000));
+    if let (Some(m), Some(dl)) = (min_try, deadline) {
+        if m > dl {
+            p.push(format!(
+                "{}: {} ms is longer than the deadline ({} ms), so no retry could ever start",
+                k("min_try_ms"),
+                m.as_millis(),
+                dl.as_millis()
+            ));
+        }
+    }
+    let budget_percent = if (0.0..=1000.0).contains(&r.budget_percent) {
+        Some(r.budget_percent as f32)
+    } else {
+        p.push(format!(
+            "{}: {} is outside 0..=1000",
+            k("budget_percent"),
+            r.budget_percent
+        ));
+        None
+    };
+    let budget_min_per_second = p.check(
+        &k("budget_min_per_second"),
+        bounded(r.budget_min_per_second, 0, 1_000_000),
+    );
+    let budget_window = p.check(
+        &k("budget_window_ms"),
+        millis(r.budget_window_ms, 1_000, 60_000),
+    );
+    Some(RetryConfig {
+        max_retries: max_retries? as u32,
+        backoff: if backoff.len() == r.backoff_ms.len() {
+            backoff
+        } else {
+            return None;
+        },
+        retry_after_cap: retry_after_cap?,
+        retry_ambiguous: r.retry_ambiguous.unwrap_or(d.retry_ambiguous),
+        min_try: min_try?,
+        budget_percent: budget_percent?,
+        budget_min_per_second: budget_min_per_second? as u32,
+        budget_window: budget_window?,
     })
 }

@@ -17,7 +17,7 @@ fn check_config_prints_the_effective_config_without_secrets() {
         .args(["check-config", "-c", &shipped_config()])
         .env("ENCORE_API_KEY", "pk_live_SUPERSECRET_key")
         .env("BESITOS_TOKEN", "besitos-SUPERSECRET-token")
-        .env("OFFERGATE_ENCORE__REQUEST_TIMEOUT_MS", "1234")
+        .env("OFFERGATE_ENCORE__TRY_TIMEOUT_MS", "1234")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -32,7 +32,7 @@ fn check_config_prints_the_effective_config_without_secrets() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("request_timeout_ms = 1234"),
+        stdout.contains("try_timeout_ms = 1234"),
         "env override shown: {stdout}"
     );
 }

@@ -1,5 +1,5 @@
 //! The simulator's scripted faults, driven through its HTTP control endpoints,
-//! and what the gateway answers for each while no fallback layer applies:
+//! and what the gateway answers for each with soft fallback and retries off:
 //! partner statuses pass through, offergate's own failures answer 502 / 504.
 
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ async fn plan(h: &Harness, route: &str, items: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_endpoints_count_plan_and_reset() {
-    let h = Harness::start().await;
+    let h = Harness::with_config(config_bare).await;
     plan(&h, "encore_offers", &["503", "429:7", "ok"]).await;
     let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
     assert_eq!(a.status, 503);
@@ -94,7 +94,7 @@ async fn control_endpoints_count_plan_and_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_partner_answers_become_offergate_errors() {
-    let h = Harness::start().await;
+    let h = Harness::with_config(config_bare).await;
     for (item, status, code) in [
         ("reset", 502, "upstream_unreachable"),
         ("malformed", 502, "invalid_upstream_body"),
@@ -128,13 +128,7 @@ async fn broken_partner_answers_become_offergate_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_and_slow_partners_time_out() {
-    let h = Harness::with_config(|o| {
-        let mut c = config_for(o, "", "");
-        c.encore.upstream.request_timeout = Duration::from_millis(300);
-        c.besitos.upstream.request_timeout = Duration::from_millis(300);
-        c
-    })
-    .await;
+    let h = Harness::with_config(config_bare).await;
     plan(&h, "encore_offers", &["hang"]).await;
     plan(&h, "besitos_goals", &["slow"]).await;
     let started = Instant::now();
@@ -172,7 +166,7 @@ async fn unreachable_partner_is_a_502() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let h = Harness::with_config(|_| config_for(&format!("http://{closed}"), "", "")).await;
+    let h = Harness::with_config(|_| config_bare(&format!("http://{closed}"))).await;
     let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
     assert_eq!(
         (a.status.as_u16(), a.code().as_str()),

@@ -9,4 +9,5 @@ mod binary;
 mod faults;
 mod forward;
 mod refuse;
+mod resilience;
 mod tls;

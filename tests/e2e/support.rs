@@ -89,6 +89,42 @@ token_env = "TEST_BESITOS_TOKEN"
     Config::from_toml(&toml, &env).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `config_for` with the resilience layers out of the way: no retries, no
+/// fallback, a circuit that never opens. What the caller sees of raw failures.
+pub fn config_bare(sim_origin: &str) -> Config {
+    tuned(sim_origin, |c| {
+        for r in [&mut c.encore.resilience, &mut c.besitos.resilience] {
+            r.soft_fallback = false;
+            r.retry.max_retries = 0;
+            r.retry.retry_after_cap = Duration::ZERO;
+            r.circuit.failure_threshold = 1_000;
+        }
+    })
+}
+
+/// `config_for` with short timings for resilience tests, then `f` applied to it.
+pub fn tuned(sim_origin: &str, f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = config_for(sim_origin, "", "");
+    for (up, res) in [
+        (&mut c.encore.upstream, &mut c.encore.resilience),
+        (&mut c.besitos.upstream, &mut c.besitos.resilience),
+    ] {
+        up.try_timeout = Duration::from_millis(300);
+        res.deadline = Duration::from_millis(1_000);
+        res.retry.backoff = vec![
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+        ];
+        res.retry.min_try = Duration::from_millis(50);
+        res.retry.budget_min_per_second = 1_000;
+        res.circuit.failure_threshold = 3;
+        res.circuit.cooldown = Duration::from_millis(300);
+    }
+    f(&mut c);
+    c
+}
+
 pub fn strict_sim() -> SimConfig {
     SimConfig {
         encore_key: Some(KEY.into()),

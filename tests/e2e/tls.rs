@@ -40,7 +40,7 @@ async fn https_partner_with_a_ca_from_config() {
     h.stop().await;
 
     // Without it the certificate is refused: nothing is sent, 502.
-    let h = Harness::with_sim(sim, |origin| config_for(origin, "", "")).await;
+    let h = Harness::with_sim(sim, config_bare).await;
     let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
     assert_eq!(
         (a.status.as_u16(), a.code().as_str()),

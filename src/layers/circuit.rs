@@ -1,0 +1,308 @@
+//! Circuit breaker per partner. After `failure_threshold` consecutive failed
+//! tries, or while a partner 429's `Retry-After` runs, calls are refused at once
+//! (`circuit_open`, which falls back) instead of waiting on a partner that is
+//! down. After `cooldown`, one probe at a time is let through: success closes
+//! the circuit, failure opens it again for another cooldown.
+//!
+//! The breaker sits inside the retry layer, so each try is checked and counted,
+//! and a retry finds the circuit open as soon as it opens. What counts as a
+//! failure is the outcome table's (`outcome.rs`). The `offergate_circuit_open`
+//! gauge is read from the breakers at scrape time, so it is never stale.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGaugeVec, Opts};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::{AroundLayer, Inner, Wrap};
+use crate::config::{CircuitConfig, Config};
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::outcome::{classify, Reason, Verdict};
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::{PerRoute, Route};
+
+pub struct Circuit {
+    breakers: Arc<PerRoute<Breaker>>,
+    retry_after_cap: PerRoute<Duration>,
+}
+
+impl Circuit {
+    /// The layer, with its gauge registered in `metrics`.
+    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Circuit>, String> {
+        let breakers = Arc::new(PerRoute::new(|r| {
+            Breaker::new(config.resilience(r).circuit.clone())
+        }));
+        let gauge = IntGaugeVec::new(
+            Opts::new(
+                "offergate_circuit_open",
+                "1 while the route's partner circuit is open (or paused by a 429), else 0.",
+            ),
+            &["route"],
+        )
+        .map_err(|e| e.to_string())?;
+        metrics
+            .registry()
+            .register(Box::new(CircuitGauge {
+                gauge,
+                breakers: breakers.clone(),
+            }))
+            .map_err(|e| format!("circuit gauge: {e}"))?;
+        Ok(AroundLayer::new(Circuit {
+            breakers,
+            retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
+        }))
+    }
+}
+
+impl Wrap for Circuit {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let breaker = self.breakers.get(route);
+        let permit = breaker
+            .admit(Instant::now())
+            .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
+        let result = inner.oneshot(req).await;
+        match classify(&result) {
+            Verdict::Deliver => permit.record(Some(true)),
+            Verdict::Failure {
+                reason,
+                trips_circuit,
+                retry_after,
+                ..
+            } => {
+                if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
+                    (reason, retry_after)
+                {
+                    breaker
+                        .pause_until(Instant::now() + asked.min(*self.retry_after_cap.get(route)));
+                }
+                match reason {
+                    // Cut short by our own deadline: says nothing about the partner.
+                    Reason::DeadlineExceeded => permit.record(None),
+                    _ => permit.record(Some(!trips_circuit)),
+                }
+            }
+        }
+        result
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+/// One partner's circuit state.
+pub struct Breaker {
+    state: Mutex<State>,
+    config: CircuitConfig,
+}
+
+struct State {
+    mode: Mode,
+    paused_until: Option<Instant>,
+}
+
+/// Leave to make one try. Dropped without a verdict (the caller went away),
+/// a probe frees its slot for the next caller.
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    recorded: bool,
+}
+
+impl Breaker {
+    pub fn new(config: CircuitConfig) -> Breaker {
+        Breaker {
+            state: Mutex::new(State {
+                mode: Mode::Closed { failures: 0 },
+                paused_until: None,
+            }),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit, or how long until the partner may be tried again.
+    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Duration> {
+        let mut s = self.lock();
+        if let Some(until) = s.paused_until {
+            if until > now {
+                return Err(until - now);
+            }
+            s.paused_until = None;
+        }
+        let probe = match s.mode {
+            Mode::Closed { .. } => false,
+            Mode::Open { until } if now < until => return Err(until - now),
+            Mode::Open { .. } | Mode::HalfOpen { probing: false } => {
+                s.mode = Mode::HalfOpen { probing: true };
+                true
+            }
+            // Someone else is probing; its answer decides soon.
+            Mode::HalfOpen { probing: true } => return Err(self.config.cooldown),
+        };
+        Ok(Permit {
+            breaker: self,
+            probe,
+            recorded: false,
+        })
+    }
+
+    /// No calls to this partner until `until` (a 429's Retry-After).
+    pub fn pause_until(&self, until: Instant) {
+        let mut s = self.lock();
+        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// Whether calls are being refused now (the gauge).
+    pub fn is_open(&self, now: Instant) -> bool {
+        let s = self.lock();
+        s.paused_until.is_some_and(|p| p > now) || !matches!(s.mode, Mode::Closed { .. })
+    }
+
+    /// `Some(true)`: the partner answered usably; `Some(false)`: it failed;
+    /// `None`: nothing learned.
+    fn record(&self, probe: bool, healthy: Option<bool>) {
+        let mut s = self.lock();
+        s.mode = match (s.mode, probe, healthy) {
+            (_, true, Some(true)) => Mode::Closed { failures: 0 },
+            (_, true, Some(false)) => Mode::Open {
+                until: Instant::now() + self.config.cooldown,
+            },
+            (_, true, None) => Mode::HalfOpen { probing: false },
+            (Mode::Closed { .. }, false, Some(true)) => Mode::Closed { failures: 0 },
+            (Mode::Closed { failures }, false, Some(false)) => {
+                let failures = failures + 1;
+                if failures >= self.config.failure_threshold {
+                    tracing::warn!(failures, "circuit opened: the partner keeps failing");
+                    Mode::Open {
+                        until: Instant::now() + self.config.cooldown,
+                    }
+                } else {
+                    Mode::Closed { failures }
+                }
+            }
+            // Late answers of tries admitted before the circuit opened.
+            (mode, false, _) => mode,
+        };
+    }
+}
+
+impl Permit<'_> {
+    pub fn record(mut self, healthy: Option<bool>) {
+        self.recorded = true;
+        self.breaker.record(self.probe, healthy);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.recorded && self.probe {
+            self.breaker.record(true, None);
+        }
+    }
+}
+
+/// `offergate_circuit_open{route}`, computed from the breakers when scraped.
+struct CircuitGauge {
+    gauge: IntGaugeVec,
+    breakers: Arc<PerRoute<Breaker>>,
+}
+
+impl Collector for CircuitGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = Instant::now();
+        for r in Route::ALL {
+            let open = self.breakers.get(r).is_open(now);
+            self.gauge
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(open));
+        }
+        self.gauge.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(CircuitConfig {
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(5),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_then_one_probe_closes_it() {
+        let b = breaker();
+        for _ in 0..2 {
+            b.admit(Instant::now()).unwrap().record(Some(false));
+        }
+        b.admit(Instant::now()).unwrap().record(Some(true));
+        for _ in 0..2 {
+            b.admit(Instant::now()).unwrap().record(Some(false));
+        }
+        assert!(
+            !b.is_open(Instant::now()),
+            "a success in between resets the count"
+        );
+        b.admit(Instant::now()).unwrap().record(Some(false));
+        assert!(b.is_open(Instant::now()));
+        let wait = b.admit(Instant::now()).err().unwrap();
+        assert_eq!(wait, Duration::from_secs(5));
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = b.admit(Instant::now()).unwrap();
+        assert!(b.admit(Instant::now()).is_err(), "one probe at a time");
+        probe.record(Some(false));
+        assert!(b.admit(Instant::now()).is_err(), "a failed probe reopens");
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.admit(Instant::now()).unwrap().record(Some(true));
+        assert!(!b.is_open(Instant::now()));
+        assert!(b.admit(Instant::now()).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_frees_the_slot() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.admit(Instant::now()).unwrap().record(Some(false));
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(b.admit(Instant::now()).unwrap());
+        assert!(b.admit(Instant::now()).is_ok(), "the next caller may probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_refuses_until_it_ends() {
+        let b = breaker();
+        b.pause_until(Instant::now() + Duration::from_secs(2));
+        assert_eq!(b.admit(Instant::now()).err(), Some(Duration::from_secs(2)));
+        assert!(b.is_open(Instant::now()));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(b.admit(Instant::now()).is_ok());
+        assert!(!b.is_open(Instant::now()));
+    }
+}

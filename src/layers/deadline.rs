@@ -1,0 +1,43 @@
+//! Deadline: one clock for the whole call. It stamps the request with when the
+//! call must be over (the retry layer plans against it, each try's timeout is
+//! capped by it) and enforces it, so a call never takes longer, whatever the
+//! layers inside do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::{AroundLayer, Inner, Wrap};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::PerRoute;
+
+pub struct Deadline {
+    per_route: PerRoute<Duration>,
+}
+
+impl Deadline {
+    pub fn layer(config: &Config) -> AroundLayer<Deadline> {
+        AroundLayer::new(Deadline {
+            per_route: PerRoute::new(|r| config.resilience(r).deadline),
+        })
+    }
+}
+
+impl Wrap for Deadline {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        mut req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let deadline = Instant::now() + *self.per_route.get(req.route());
+        req.deadline = Some(deadline);
+        match tokio::time::timeout_at(deadline, inner.oneshot(req)).await {
+            Ok(result) => result,
+            Err(_) => Err(GatewayError::DeadlineExceeded),
+        }
+    }
+}

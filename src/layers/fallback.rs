@@ -1,0 +1,113 @@
+//! Soft fallback: a failing partner must never hurt the end user. Every failure
+//! of the outcome table (after retries) becomes a 200 with the partner's own
+//! "nothing for you" body, which callers already handle, and the header
+//! `x-offergate-fallback: <reason>` says why:
+//! - Encore: `{"success":true,"offer":null}` (the docs: skip the promo step);
+//! - Besitos: an empty page, every paginator field present.
+//!
+//! With `soft_fallback = false` on a route, partner statuses pass through and
+//! offergate's own failures are answered as errors (502 / 503 / 504).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use tower::ServiceExt;
+
+use super::{AroundLayer, Inner, Wrap};
+use crate::config::{BaseUrl, Config};
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, Outcome};
+use crate::outcome::{classify, Reason, Verdict};
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::{self, PerRoute, Route, Target};
+
+/// The response header naming why a fallback was answered.
+pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");
+
+const ENCORE_NO_OFFER: &[u8] = br#"{"success":true,"offer":null}"#;
+
+/// Laravel's default page size; the partner's own is not known to a fallback.
+const FALLBACK_PER_PAGE: &str = "15";
+
+pub struct Fallback {
+    soft: PerRoute<bool>,
+    public_base_url: BaseUrl,
+    metrics: Arc<Metrics>,
+}
+
+impl Fallback {
+    pub fn layer(
+        config: &Config,
+        public_base_url: BaseUrl,
+        metrics: Arc<Metrics>,
+    ) -> AroundLayer<Fallback> {
+        AroundLayer::new(Fallback {
+            soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
+            public_base_url,
+            metrics,
+        })
+    }
+
+    /// The soft answer for `target`.
+    pub fn answer(&self, target: &Target, reason: Reason) -> ProxyResponse {
+        let body = match target.route {
+            Route::EncoreOffers => Bytes::from_static(ENCORE_NO_OFFER),
+            Route::BesitosGoals => self.empty_page(target),
+        };
+        let mut resp = ProxyResponse::json(StatusCode::OK, body);
+        let value =
+            HeaderValue::from_str(&reason.as_str()).unwrap_or(HeaderValue::from_static("unknown"));
+        resp.headers.insert(X_OFFERGATE_FALLBACK.clone(), value);
+        resp.outcome = Outcome::Fallback;
+        resp
+    }
+
+    fn empty_page(&self, target: &Target) -> Bytes {
+        let path = self.public_base_url.join(&route::besitos_path(
+            target.partner_id.as_deref().unwrap_or_default(),
+        ));
+        let page = serde_json::json!({
+            "current_page": target.page.unwrap_or(1),
+            "data": [],
+            "first_page_url": format!("{path}?page=1"),
+            "from": null,
+            "next_page_url": null,
+            "path": path,
+            "per_page": FALLBACK_PER_PAGE,
+            "prev_page_url": null,
+            "to": null,
+        });
+        Bytes::from(page.to_string())
+    }
+}
+
+impl Wrap for Fallback {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let target = req.target.clone();
+        let result = inner.oneshot(req).await;
+        // Budget exhaustion wraps the last try: fall back for the budget's reason,
+        // or pass that try through when fallback is off.
+        let (result, budget_spent) = match result {
+            Err(GatewayError::RetryBudgetExhausted(last)) => (*last, true),
+            other => (other, false),
+        };
+        let Verdict::Failure { reason, .. } = classify(&result) else {
+            return result;
+        };
+        if !*self.soft.get(target.route) {
+            return result;
+        }
+        let reason = if budget_spent {
+            Reason::RetryBudgetExhausted
+        } else {
+            reason
+        };
+        self.metrics.fallback(target.route, reason);
+        Ok(self.answer(&target, reason))
+    }
+}

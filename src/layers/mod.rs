@@ -1,0 +1,94 @@
+//! offergate's own tower layers, one concern per file. Each concern implements
+//! [`Wrap`] (its logic around the next service); [`Around`] and [`AroundLayer`]
+//! supply the tower plumbing once for all of them. `stack.rs` composes them.
+
+pub mod circuit;
+pub mod deadline;
+pub mod fallback;
+pub mod retry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service};
+
+use crate::error::GatewayError;
+use crate::proxy::{ProxyRequest, ProxyResponse};
+
+/// The service a layer wraps: the rest of the stack toward the partner.
+pub trait Inner:
+    Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Inner for S where
+    S: Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// One concern's logic around the next service.
+pub trait Wrap: Send + Sync + 'static {
+    fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send;
+}
+
+/// A [`Wrap`] around an inner service.
+pub struct Around<W, S> {
+    wrap: Arc<W>,
+    inner: S,
+}
+
+impl<W, S: Clone> Clone for Around<W, S> {
+    fn clone(&self) -> Self {
+        Around {
+            wrap: self.wrap.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<W: Wrap, S: Inner> Service<ProxyRequest> for Around<W, S> {
+    type Response = ProxyResponse;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        // The wrapped call drives the inner service's readiness itself (oneshot).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ProxyRequest) -> Self::Future {
+        Box::pin(self.wrap.clone().call(self.inner.clone(), req))
+    }
+}
+
+/// The tower layer of a [`Wrap`].
+pub struct AroundLayer<W>(Arc<W>);
+
+impl<W> AroundLayer<W> {
+    pub fn new(wrap: W) -> Self {
+        AroundLayer(Arc::new(wrap))
+    }
+}
+
+impl<W, S> Layer<S> for AroundLayer<W> {
+    type Service = Around<W, S>;
+
+    fn layer(&self, inner: S) -> Around<W, S> {
+        Around {
+            wrap: self.0.clone(),
+            inner,
+        }
+    }
+}

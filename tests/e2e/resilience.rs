@@ -1,0 +1,483 @@
+//! Retries, deadlines, the retry budget, the circuit breaker and the soft
+//! fallback, row by row of the contract's outcome table, against the
+//! simulator's scripted faults. Every test checks what reached the partner.
+
+use std::time::{Duration, Instant};
+
+use offergate::route::Route;
+use offergate::simulator::faults::Fault;
+
+use crate::support::*;
+
+const NO_OFFER: &str = r#"{"success":true,"offer":null}"#;
+
+fn plan(h: &Harness, route: Route, items: &[&str]) {
+    h.sim.state.set_plan(
+        route,
+        items.iter().map(|i| Fault::parse(i).unwrap()).collect(),
+    );
+}
+
+fn fallback_reason(a: &Answer) -> Option<String> {
+    a.headers
+        .get("x-offergate-fallback")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// Asserts a soft fallback for Encore with `reason`.
+fn assert_no_offer(a: &Answer, reason: &str) {
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body, NO_OFFER.as_bytes(), "a body callers already parse");
+    assert_eq!(fallback_reason(a).as_deref(), Some(reason));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_503s_then_the_offer_after_exactly_three_calls() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["503", "503", "ok"]);
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(fallback_reason(&a), None);
+    assert!(a.json()["offer"]["clickUrl"].is_string());
+    assert_eq!(h.calls(Route::EncoreOffers), 3);
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#
+        ),
+        2.0
+    );
+    assert_eq!(sample(&m, r#"offergate_offers_total{result="offer"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#
+        ),
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_passes_through_after_one_call() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["400"]);
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["error"]["code"], "simulated", "the partner's body");
+    assert_eq!(fallback_reason(&a), None);
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_statuses_fall_back_after_one_call() {
+    let h =
+        Harness::with_config(|o| tuned(o, |c| c.encore.resilience.circuit.failure_threshold = 100))
+            .await;
+    for (n, code) in ["500", "502", "504", "401", "403", "409", "404"]
+        .into_iter()
+        .enumerate()
+    {
+        plan(&h, Route::EncoreOffers, &[code]);
+        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        assert_no_offer(&a, &format!("upstream_status_{code}"));
+        assert_eq!(
+            h.calls(Route::EncoreOffers),
+            n as u64 + 1,
+            "{code} is not retried"
+        );
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_fallbacks_total{reason="upstream_status_500",route="encore_offers"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_requests_total{outcome="fallback",route="encore_offers"}"#
+        ),
+        7.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_retries_total{reason="upstream_status_500",route="encore_offers"}"#
+        ),
+        0.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_retry_after_is_waited_out_and_pauses_the_partner() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            c.encore.resilience.deadline = Duration::from_millis(2_500)
+        })
+    })
+    .await;
+    plan(&h, Route::EncoreOffers, &["429:1", "ok"]);
+    let started = Instant::now();
+    let first = h.post(ENCORE_PATH, &[], ENCORE_BODY);
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        (a, t.elapsed())
+    };
+    let (a, (b, b_took)) = tokio::join!(first, during);
+    let took = started.elapsed();
+    assert_eq!(a.status, 200);
+    assert!(
+        a.json()["offer"].is_object(),
+        "answered after the wait: {:?}",
+        a.body
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1_600),
+        "waited {took:?}"
+    );
+    // While the Retry-After runs, other calls fall back at once, unsent.
+    assert_no_offer(&b, "circuit_open");
+    assert!(b_took < Duration::from_millis(100), "{b_took:?}");
+    assert_eq!(h.calls(Route::EncoreOffers), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_past_the_deadline_falls_back_at_once() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["429:2"]);
+    let started = Instant::now();
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_no_offer(&a, "upstream_status_429");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_encore_is_not_retried_and_falls_back_in_time() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["hang"]);
+    let started = Instant::now();
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let took = started.elapsed();
+    assert_no_offer(&a, "upstream_timeout");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(600),
+        "{took:?}"
+    );
+    assert_eq!(
+        h.calls(Route::EncoreOffers),
+        1,
+        "a try that may have minted a link is not repeated"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_besitos_is_retried_and_never_outlives_the_deadline() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| c.besitos.resilience.circuit.failure_threshold = 100)
+    })
+    .await;
+    plan(&h, Route::BesitosGoals, &["hang", "hang", "hang", "hang"]);
+    let started = Instant::now();
+    let a = h
+        .post(&format!("{}?page=2", besitos_path(PARTNER)), &[], "{}")
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1_000 + 150),
+        "deadline 1 s, took {took:?}"
+    );
+    assert_eq!(a.status, 200);
+    let reason = fallback_reason(&a).unwrap();
+    assert!(
+        reason == "upstream_timeout" || reason == "deadline_exceeded",
+        "{reason}"
+    );
+    let page = a.json();
+    assert_eq!(page["data"], serde_json::json!([]));
+    assert_eq!(page["current_page"], 2);
+    assert_eq!(
+        page["path"],
+        format!("http://{}{}", h.gw.proxy_addr, besitos_path(PARTNER))
+    );
+    for field in [
+        "first_page_url",
+        "from",
+        "next_page_url",
+        "per_page",
+        "prev_page_url",
+        "to",
+    ] {
+        assert!(
+            page.get(field).is_some(),
+            "{field} present in the empty page"
+        );
+    }
+    assert!(
+        h.calls(Route::BesitosGoals) >= 2,
+        "Besitos is a read: the timeout is retried"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_never_takes_longer_than_its_deadline() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            let r = &mut c.encore.resilience;
+            r.deadline = Duration::from_millis(800);
+            r.retry.backoff = vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            ];
+            r.circuit.failure_threshold = 100;
+        })
+    })
+    .await;
+    plan(&h, Route::EncoreOffers, &["503"; 10]);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        assert_no_offer(&a, "upstream_status_503");
+        assert!(
+            started.elapsed() < Duration::from_millis(800 + 100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_retried_then_falls_back() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::with_config(|_| {
+        tuned(&format!("http://{closed}"), |c| {
+            c.encore.resilience.circuit.failure_threshold = 100
+        })
+    })
+    .await;
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_no_offer(&a, "upstream_unreachable");
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_retries_total{reason="upstream_unreachable",route="encore_offers"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_upstream_requests_total{route="encore_offers",status="error"}"#
+        ),
+        4.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_after_sending_is_retried_for_besitos_only() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["reset", "ok"]);
+    plan(&h, Route::BesitosGoals, &["reset", "ok"]);
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_no_offer(&a, "upstream_unreachable");
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+    let b = h.post(&besitos_path(PARTNER), &[], "{}").await;
+    assert_eq!(b.status, 200);
+    assert_eq!(fallback_reason(&b), None);
+    assert_eq!(b.json()["data"].as_array().unwrap().len(), 5);
+    assert_eq!(h.calls(Route::BesitosGoals), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_slow_answers() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["malformed"]);
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_no_offer(&a, "invalid_upstream_body");
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+    // A body trickling past the try timeout is a timeout; Besitos retries it.
+    plan(&h, Route::BesitosGoals, &["slow", "ok"]);
+    let b = h.post(&besitos_path(PARTNER), &[], "{}").await;
+    assert_eq!((b.status.as_u16(), fallback_reason(&b)), (200, None));
+    assert_eq!(h.calls(Route::BesitosGoals), 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
+    let h = Harness::with_config(|o| tuned(o, |_| {})).await;
+    plan(&h, Route::EncoreOffers, &["500", "500", "500", "500"]);
+    for _ in 0..3 {
+        assert_no_offer(
+            &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+            "upstream_status_500",
+        );
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"offergate_circuit_open{route="besitos_goals"}"#),
+        0.0
+    );
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        slowest = slowest.max(t.elapsed());
+        assert_no_offer(&a, "circuit_open");
+    }
+    assert_eq!(
+        h.calls(Route::EncoreOffers),
+        3,
+        "no call reaches the partner while open"
+    );
+    assert!(
+        slowest < Duration::from_millis(50),
+        "answered at once: {slowest:?}"
+    );
+
+    // After the cooldown one probe goes; the partner still fails (4th 500): open again.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_no_offer(
+        &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+        "upstream_status_500",
+    );
+    assert_no_offer(&h.post(ENCORE_PATH, &[], ENCORE_BODY).await, "circuit_open");
+    assert_eq!(h.calls(Route::EncoreOffers), 4);
+
+    // Recovered: the next probe closes it and traffic flows.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    for _ in 0..3 {
+        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        assert_eq!((a.status.as_u16(), fallback_reason(&a)), (200, None));
+    }
+    assert_eq!(h.calls(Route::EncoreOffers), 7);
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_fallbacks_total{reason="circuit_open",route="encore_offers"}"#
+        ),
+        21.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_budget_spent_no_more_retries_reach_the_partner() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            let r = &mut c.encore.resilience;
+            r.retry.budget_percent = 0.0;
+            r.retry.budget_min_per_second = 1;
+            r.retry.budget_window = Duration::from_secs(1);
+            r.circuit.failure_threshold = 100;
+        })
+    })
+    .await;
+    plan(&h, Route::EncoreOffers, &["503"; 20]);
+    for _ in 0..4 {
+        assert_no_offer(
+            &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+            "retry_budget_exhausted",
+        );
+    }
+    // 4 first tries + the 1 retry the floor allows in the window.
+    assert_eq!(h.calls(Route::EncoreOffers), 5);
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_fallbacks_total{reason="retry_budget_exhausted",route="encore_offers"}"#
+        ),
+        4.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fallback_off_statuses_pass_through_and_own_failures_are_errors() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            c.encore.resilience.soft_fallback = false;
+            c.encore.resilience.circuit.failure_threshold = 2;
+            c.encore.resilience.circuit.cooldown = Duration::from_secs(30);
+        })
+    })
+    .await;
+    plan(&h, Route::EncoreOffers, &["500", "hang"]);
+    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_eq!(a.status, 500);
+    assert_eq!(
+        a.json()["error"]["code"],
+        "simulated",
+        "the partner's own 500"
+    );
+    let b = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_eq!(
+        (b.status.as_u16(), b.code().as_str()),
+        (504, "upstream_timeout")
+    );
+    let c = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    assert_eq!(
+        (c.status.as_u16(), c.code().as_str()),
+        (503, "circuit_open")
+    );
+    let retry_after: u64 = c
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(h.calls(Route::EncoreOffers), 2);
+    let m = h.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"offergate_requests_total{outcome="failed",route="encore_offers"}"#
+        ),
+        2.0
+    );
+    h.stop().await;
+}
