@@ -137,3 +137,49 @@ fn secrets_from_files() {
     let c = Config::from_toml(&toml, &MapEnv::default()).unwrap();
     assert_eq!(c.encore.api_key.expose(), "pk_live_fromfile");
 }
+
+#[test]
+fn resilience_rules_are_checked_with_their_keys() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let c = Config::from_toml(base, &env()).unwrap();
+    assert_eq!(c.encore.resilience.deadline, Duration::from_millis(2_500));
+    assert!(
+        !c.encore.resilience.retry.retry_ambiguous,
+        "Encore mints a link per call"
+    );
+    assert!(
+        c.besitos.resilience.retry.retry_ambiguous,
+        "Besitos is a read"
+    );
+    assert!(c.encore.resilience.soft_fallback);
+
+    let mut e = env();
+    for (k, v) in [
+        ("OFFERGATE_ENCORE__TRY_TIMEOUT_MS", "3000"),
+        ("OFFERGATE_ENCORE__RETRY__BACKOFF_MS", "[]"),
+        ("OFFERGATE_ENCORE__RETRY__BUDGET_PERCENT", "-5"),
+        ("OFFERGATE_ENCORE__RETRY__BUDGET_WINDOW_MS", "100"),
+        ("OFFERGATE_ENCORE__RETRY__MAX_RETRIES", "50"),
+        ("OFFERGATE_BESITOS__CIRCUIT__FAILURE_THRESHOLD", "0"),
+        ("OFFERGATE_BESITOS__RETRY__MIN_TRY_MS", "9000"),
+    ] {
+        e.0.insert(k.into(), v.into());
+    }
+    let err = problems(base, &e);
+    for expect in [
+        "encore.try_timeout_ms: 3000 ms is longer than encore.deadline_ms",
+        "encore.retry.backoff_ms: empty",
+        "encore.retry.budget_percent",
+        "encore.retry.budget_window_ms",
+        "encore.retry.max_retries",
+        "besitos.circuit.failure_threshold",
+        "besitos.retry.min_try_ms",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+    let err = problems(
+        &format!("{base}[encore.retry]\nbackoff_ms = [100, 0]\n"),
+        &env(),
+    );
+    assert!(err.contains("encore.retry.backoff_ms[1]"), "{err}");
+}
