@@ -8,6 +8,7 @@
 //! 4. Besitos `partner_id` configured (404 `unknown_partner`)
 //! 5. `Content-Type` JSON (415), body within the limit and the read timeout (413 / 408)
 //! 6. the route's JSON rules (400 `invalid_request` naming the field)
+//! 7. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -85,11 +86,13 @@ impl Admission {
             )));
         }
         validate::check_body(route, &body).map_err(known)?;
+        let idempotency_key = idempotency_key(&parts).map_err(known)?;
         Ok(ProxyRequest {
             target,
             request_id,
             headers: headers::to_partner(&parts.headers),
             body,
+            idempotency_key,
             deadline: None,
         })
     }
@@ -168,4 +171,26 @@ impl Admission {
             )),
         }
     }
+}
+
+/// The caller's `Idempotency-Key`, if it sent a well-formed one.
+fn idempotency_key(parts: &Parts) -> Result<Option<Box<str>>, GatewayError> {
+    let mut values = parts.headers.get_all(&headers::IDEMPOTENCY_KEY).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return match parts.headers.contains_key(&headers::IDEMPOTENCY_KEY) {
+            true => Err(GatewayError::invalid(
+                "Idempotency-Key",
+                "send the header once",
+            )),
+            false => Ok(None),
+        };
+    };
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 255 || !b.iter().all(|c| (0x21..=0x7e).contains(c)) {
+        return Err(GatewayError::invalid(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters (no spaces), e.g. a UUID",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(b).into()))
 }

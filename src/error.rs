@@ -50,6 +50,10 @@ pub enum GatewayError {
     Upstream(UpstreamFailure),
     #[error("the partner is failing; offergate stopped calling it for now (circuit open)")]
     CircuitOpen { retry_after: std::time::Duration },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("the call's deadline passed before the partner answered")]
     DeadlineExceeded,
     /// Retries were refused by the retry budget; carries the last try's result.
@@ -85,6 +89,8 @@ impl GatewayError {
             Unauthorized => StatusCode::UNAUTHORIZED,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Upstream(_) | RetryBudgetExhausted(_) => StatusCode::BAD_GATEWAY,
@@ -105,6 +111,8 @@ impl GatewayError {
             InvalidRequest { .. } => "invalid_request",
             PayloadTooLarge { .. } => "payload_too_large",
             UnsupportedMediaType(_) => "unsupported_media_type",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            Internal(_) => "internal_error",
             BodyTimeout => "request_timeout",
             Upstream(UpstreamFailure::Connect(_)) | Upstream(UpstreamFailure::Reset(_)) => {
                 "upstream_unreachable"
@@ -121,9 +129,11 @@ impl GatewayError {
     pub fn outcome(&self) -> crate::metrics::Outcome {
         use GatewayError::*;
         match self {
-            Upstream(_) | CircuitOpen { .. } | DeadlineExceeded | RetryBudgetExhausted(_) => {
-                crate::metrics::Outcome::Failed
-            }
+            Upstream(_)
+            | CircuitOpen { .. }
+            | DeadlineExceeded
+            | RetryBudgetExhausted(_)
+            | Internal(_) => crate::metrics::Outcome::Failed,
             _ => crate::metrics::Outcome::Rejected,
         }
     }

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod headers;
+pub mod idempotency;
 pub mod layers;
 pub mod metrics;
 pub mod outcome;

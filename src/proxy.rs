@@ -22,6 +22,8 @@ pub struct ProxyRequest {
     /// The caller's end-to-end headers, credentials and hop-by-hop already removed.
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
+    pub idempotency_key: Option<Box<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<tokio::time::Instant>,
 }

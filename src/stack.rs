@@ -2,14 +2,15 @@
 //! in the order a request meets each piece:
 //!
 //! ```text
-//! caller ─▶ Edge              request id, access log, metrics, errors → answers
-//!           └ Admission       target, Host, token, partner, content type, body, JSON rules
-//!             └ Fallback      a failure after everything below → 200 "nothing for you"
-//!               └ Deadline    one clock for the whole call
-//!                 └ Retry     backoff + full jitter, Retry-After, budget (per try ↓)
-//!                   └ Circuit open after repeated failures or a 429 pause; one probe
-//!                     └ Upstream  credential injection, one pooled try within the
-//!                                 try timeout, 200-body check, Besitos URL rewrite ─▶ partner
+//! caller ─▶ Edge                request id, access log, metrics, errors → answers
+//!           └ Admission         target, Host, token, partner, content type, body, JSON rules
+//!             └ Fallback        a failure after everything below → 200 "nothing for you"
+//!               └ Idempotency   replay or coalesce duplicates: one partner call per request
+//!                 └ Deadline    one clock for the whole call
+//!                   └ Retry     backoff + full jitter, Retry-After, budget (per try ↓)
+//!                     └ Circuit open after repeated failures or a 429 pause; one probe
+//!                       └ Upstream  credential injection, one pooled try within the
+//!                                   try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::admission::Admission;
 use crate::config::{BaseUrl, Config};
 use crate::edge::Edge;
 use crate::error::GatewayError;
+use crate::idempotency::Idempotency;
 use crate::layers::{circuit::Circuit, deadline::Deadline, fallback::Fallback, retry::Retry};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyRequest, ProxyResponse};
@@ -45,6 +47,9 @@ pub fn build(
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
         .layer(Fallback::layer(config, public_base_url, metrics.clone()))
+        // Duplicates are answered here, before anything spends partner quota or
+        // retries; it sees raw results, so it stores partner answers, never fallbacks.
+        .layer(Idempotency::layer(config, &metrics)?)
         // The call's deadline: set before retries plan against it, enforced around them.
         .layer(Deadline::layer(config))
         // Retries repeat whole tries below; each try passes the circuit again.

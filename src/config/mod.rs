@@ -119,6 +119,23 @@ pub struct ResilienceConfig {
     pub soft_fallback: bool,
     pub retry: RetryConfig,
     pub circuit: CircuitConfig,
+    pub idempotency: IdempotencyConfig,
+}
+
+/// De-duplication of one route's calls.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdempotencyConfig {
+    /// Off: every call reaches the partner, keys are ignored.
+    pub enabled: bool,
+    /// How long an answer stored under an `Idempotency-Key` is replayed.
+    #[serde(rename = "ttl_ms", serialize_with = "as_ms")]
+    pub ttl: Duration,
+    /// Without the header, identical bodies within this window are one call;
+    /// `None`: off.
+    #[serde(rename = "body_key_window_ms", serialize_with = "as_opt_ms")]
+    pub body_key_window: Option<Duration>,
+    pub max_entries: u64,
+    pub max_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -240,6 +257,10 @@ impl Serialize for BaseUrl {
 
 fn as_ms_list<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(d.iter().map(|d| d.as_millis() as u64))
+}
+
+fn as_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.map_or(0, |d| d.as_millis() as u64))
 }
 
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

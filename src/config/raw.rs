@@ -88,6 +88,7 @@ pub struct RawRoute {
     pub soft_fallback: bool,
     pub retry: RawRetry,
     pub circuit: RawCircuit,
+    pub idempotency: RawIdempotency,
     pub max_response_bytes: u64,
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: u64,
@@ -107,6 +108,7 @@ impl Default for RawRoute {
             soft_fallback: true,
             retry: RawRetry::default(),
             circuit: RawCircuit::default(),
+            idempotency: RawIdempotency::default(),
             max_response_bytes: 1024 * 1024,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 64,
@@ -168,6 +170,30 @@ impl Default for RawCircuit {
         RawCircuit {
             failure_threshold: 5,
             cooldown_ms: 5_000,
+        }
+    }
+}
+
+/// `[encore.idempotency]` / `[besitos.idempotency]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIdempotency {
+    pub enabled: bool,
+    pub ttl_ms: u64,
+    /// `None`: the route's default (Encore 300000, Besitos 30000); 0: off.
+    pub body_key_window_ms: Option<u64>,
+    pub max_entries: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for RawIdempotency {
+    fn default() -> Self {
+        RawIdempotency {
+            enabled: true,
+            ttl_ms: 24 * 3600 * 1000,
+            body_key_window_ms: None,
+            max_entries: 100_000,
+            max_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use super::raw::{RawConfig, RawRetry, RawRoute};
+use super::raw::{RawConfig, RawIdempotency, RawRetry, RawRoute};
 use super::*;
 
 /// Collects problems instead of stopping at the first.
@@ -232,6 +232,7 @@ pub(super) struct RouteDefaults {
     pub base_url: &'static str,
     pub try_timeout_ms: u64,
     pub deadline_ms: u64,
+    pub body_key_window_ms: u64,
     /// Encore mints a short link per call, so a try that may have arrived is not
     /// repeated; Besitos is a read.
     pub retry_ambiguous: bool,
@@ -241,6 +242,7 @@ pub(super) const ENCORE_DEFAULTS: RouteDefaults = RouteDefaults {
     base_url: "https://api.encorekit.com",
     try_timeout_ms: 1_500,
     deadline_ms: 2_500,
+    body_key_window_ms: 300_000,
     retry_ambiguous: false,
 };
 
@@ -248,6 +250,7 @@ pub(super) const BESITOS_DEFAULTS: RouteDefaults = RouteDefaults {
     base_url: "https://wall.besitos.ai",
     try_timeout_ms: 2_000,
     deadline_ms: 5_000,
+    body_key_window_ms: 30_000,
     retry_ambiguous: true,
 };
 
@@ -317,6 +320,7 @@ fn route(
         &k("circuit.cooldown_ms"),
         millis(circuit.cooldown_ms, 1, 3_600_000),
     );
+    let idempotency = idempotency(&format!("{section}.idempotency"), &r.idempotency, d, p);
     let upstream = UpstreamConfig {
         base_url: base_url?,
         allow_plain_http: r.allow_plain_http,
@@ -334,8 +338,38 @@ fn route(
             failure_threshold: failure_threshold? as u32,
             cooldown: cooldown?,
         },
+        idempotency: idempotency?,
     };
     Some((upstream, resilience))
+}
+
+fn idempotency(
+    section: &str,
+    r: &RawIdempotency,
+    d: &RouteDefaults,
+    p: &mut Problems,
+) -> Option<IdempotencyConfig> {
+    let k = |name: &str| format!("{section}.{name}");
+    let ttl = p.check(&k("ttl_ms"), millis(r.ttl_ms, 1, 30 * 24 * 3600 * 1000));
+    let window_ms = r.body_key_window_ms.unwrap_or(d.body_key_window_ms);
+    let body_key_window = match window_ms {
+        0 => Some(None),
+        ms => p
+            .check(&k("body_key_window_ms"), millis(ms, 1, 24 * 3600 * 1000))
+            .map(Some),
+    };
+    let max_entries = p.check(&k("max_entries"), bounded(r.max_entries, 1, 100_000_000));
+    let max_bytes = p.check(
+        &k("max_bytes"),
+        bounded(r.max_bytes, 64 * 1024, 64 * 1024 * 1024 * 1024),
+    );
+    Some(IdempotencyConfig {
+        enabled: r.enabled,
+        ttl: ttl?,
+        body_key_window: body_key_window?,
+        max_entries: max_entries? as u64,
+        max_bytes: max_bytes? as u64,
+    })
 }
 
 fn retry(

@@ -26,6 +26,8 @@ pub enum Fault {
     Slow,
     /// A 200 whose body is not JSON.
     Malformed,
+    /// The normal answer, late.
+    Delay(Duration),
 }
 
 /// How long `hang` holds the connection.
@@ -42,7 +44,12 @@ impl Fault {
             "slow" => Fault::Slow,
             "malformed" => Fault::Malformed,
             _ => {
-                if let Some(secs) = item.strip_prefix("429:") {
+                if let Some(ms) = item.strip_prefix("delay:") {
+                    let ms = ms.parse().map_err(|_| {
+                        format!("`{item}`: delay must be whole milliseconds, e.g. delay:250")
+                    })?;
+                    Fault::Delay(Duration::from_millis(ms))
+                } else if let Some(secs) = item.strip_prefix("429:") {
                     let retry_after_secs = secs.parse().map_err(|_| {
                         format!("`{item}`: Retry-After must be whole seconds, e.g. 429:2")
                     })?;
@@ -139,7 +146,7 @@ mod tests {
         for item in ["hang", "reset", "slow", "malformed"] {
             assert!(Fault::parse(item).is_ok());
         }
-        for bad in ["", "OK", "99", "600", "429:x", "boom"] {
+        for bad in ["", "OK", "99", "600", "429:x", "boom", "delay:", "delay:-1"] {
             assert!(Fault::parse(bad).is_err(), "{bad}");
         }
     }

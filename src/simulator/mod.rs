@@ -259,6 +259,7 @@ async fn handle(
     let fault = lock(&state.plans[route.index()]).take_next();
     match fault {
         Fault::Ok => {}
+        Fault::Delay(d) => tokio::time::sleep(d).await,
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(json_response(status, json!({"success": false, "error": {"code": "simulated", "message": format!("simulated {code}")}}).to_string()));

@@ -30,14 +30,14 @@ async fn plan(h: &Harness, route: &str, items: &[&str]) {
 async fn control_endpoints_count_plan_and_reset() {
     let h = Harness::with_config(config_bare).await;
     plan(&h, "encore_offers", &["503", "429:7", "ok"]).await;
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 503);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 429);
     assert_eq!(a.headers.get("retry-after").unwrap(), "7");
-    assert_eq!(h.post(ENCORE_PATH, &[], ENCORE_BODY).await.status, 200);
+    assert_eq!(h.post(ENCORE_PATH, &[], &encore_body()).await.status, 200);
     assert_eq!(
-        h.post(ENCORE_PATH, &[], ENCORE_BODY).await.status,
+        h.post(ENCORE_PATH, &[], &encore_body()).await.status,
         200,
         "back to ok after the plan"
     );
@@ -100,7 +100,7 @@ async fn broken_partner_answers_become_offergate_errors() {
         ("malformed", 502, "invalid_upstream_body"),
     ] {
         plan(&h, "encore_offers", &[item]).await;
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         assert_eq!(
             (a.status.as_u16(), a.code().as_str()),
             (status, code),
@@ -132,7 +132,7 @@ async fn hanging_and_slow_partners_time_out() {
     plan(&h, "encore_offers", &["hang"]).await;
     plan(&h, "besitos_goals", &["slow"]).await;
     let started = Instant::now();
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(
         (a.status.as_u16(), a.code().as_str()),
         (504, "upstream_timeout")
@@ -167,7 +167,7 @@ async fn unreachable_partner_is_a_502() {
         .local_addr()
         .unwrap();
     let h = Harness::with_config(|_| config_bare(&format!("http://{closed}"))).await;
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(
         (a.status.as_u16(), a.code().as_str()),
         (502, "upstream_unreachable")

@@ -50,8 +50,8 @@ async fn encore_answer_is_the_partners_byte_for_byte_with_our_key() {
     assert_eq!(a.headers.get("x-request-id").unwrap(), "req-abc-1");
     assert_eq!(seen.path_and_query, ENCORE_PATH);
 
-    // A second call mints a new short link: Encore does not de-duplicate.
-    let b = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    // Another conversation mints a new short link.
+    let b = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_ne!(a.json()["offer"]["clickUrl"], b.json()["offer"]["clickUrl"]);
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     h.stop().await;
@@ -214,9 +214,10 @@ async fn one_keep_alive_connection_serves_many_calls() {
         .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for i in 0..5 {
+        let body = encore_body();
         let req = format!(
-            "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{ENCORE_BODY}",
-            ENCORE_BODY.len()
+            "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 4096];

@@ -8,6 +8,7 @@ mod admin;
 mod binary;
 mod faults;
 mod forward;
+mod idempotency;
 mod refuse;
 mod resilience;
 mod tls;

@@ -35,7 +35,7 @@ fn assert_no_offer(a: &Answer, reason: &str) {
 async fn retryable_503s_then_the_offer_after_exactly_three_calls() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["503", "503", "ok"]);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 200);
     assert_eq!(fallback_reason(&a), None);
     assert!(a.json()["offer"]["clickUrl"].is_string());
@@ -63,7 +63,7 @@ async fn retryable_503s_then_the_offer_after_exactly_three_calls() {
 async fn a_400_passes_through_after_one_call() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["400"]);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["code"], "simulated", "the partner's body");
     assert_eq!(fallback_reason(&a), None);
@@ -81,7 +81,7 @@ async fn other_statuses_fall_back_after_one_call() {
         .enumerate()
     {
         plan(&h, Route::EncoreOffers, &[code]);
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         assert_no_offer(&a, &format!("upstream_status_{code}"));
         assert_eq!(
             h.calls(Route::EncoreOffers),
@@ -124,11 +124,12 @@ async fn a_429_retry_after_is_waited_out_and_pauses_the_partner() {
     .await;
     plan(&h, Route::EncoreOffers, &["429:1", "ok"]);
     let started = Instant::now();
-    let first = h.post(ENCORE_PATH, &[], ENCORE_BODY);
+    let first_body = encore_body();
+    let first = h.post(ENCORE_PATH, &[], &first_body);
     let during = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let t = Instant::now();
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         (a, t.elapsed())
     };
     let (a, (b, b_took)) = tokio::join!(first, during);
@@ -155,7 +156,7 @@ async fn a_retry_after_past_the_deadline_falls_back_at_once() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["429:2"]);
     let started = Instant::now();
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_no_offer(&a, "upstream_status_429");
     assert!(
         started.elapsed() < Duration::from_millis(300),
@@ -171,7 +172,7 @@ async fn a_hanging_encore_is_not_retried_and_falls_back_in_time() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["hang"]);
     let started = Instant::now();
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     let took = started.elapsed();
     assert_no_offer(&a, "upstream_timeout");
     assert!(
@@ -253,7 +254,7 @@ async fn a_call_never_takes_longer_than_its_deadline() {
     plan(&h, Route::EncoreOffers, &["503"; 10]);
     for _ in 0..3 {
         let started = Instant::now();
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         assert_no_offer(&a, "upstream_status_503");
         assert!(
             started.elapsed() < Duration::from_millis(800 + 100),
@@ -276,7 +277,7 @@ async fn a_refused_connection_is_retried_then_falls_back() {
         })
     })
     .await;
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_no_offer(&a, "upstream_unreachable");
     let m = h.metrics().await;
     assert_eq!(
@@ -301,7 +302,7 @@ async fn a_reset_after_sending_is_retried_for_besitos_only() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["reset", "ok"]);
     plan(&h, Route::BesitosGoals, &["reset", "ok"]);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_no_offer(&a, "upstream_unreachable");
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     let b = h.post(&besitos_path(PARTNER), &[], "{}").await;
@@ -316,7 +317,7 @@ async fn a_reset_after_sending_is_retried_for_besitos_only() {
 async fn malformed_and_slow_answers() {
     let h = Harness::with_config(|o| tuned(o, |_| {})).await;
     plan(&h, Route::EncoreOffers, &["malformed"]);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_no_offer(&a, "invalid_upstream_body");
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     // A body trickling past the try timeout is a timeout; Besitos retries it.
@@ -333,7 +334,7 @@ async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
     plan(&h, Route::EncoreOffers, &["500", "500", "500", "500"]);
     for _ in 0..3 {
         assert_no_offer(
-            &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+            &h.post(ENCORE_PATH, &[], &encore_body()).await,
             "upstream_status_500",
         );
     }
@@ -349,7 +350,7 @@ async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let t = Instant::now();
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         slowest = slowest.max(t.elapsed());
         assert_no_offer(&a, "circuit_open");
     }
@@ -366,16 +367,19 @@ async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
     // After the cooldown one probe goes; the partner still fails (4th 500): open again.
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_no_offer(
-        &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+        &h.post(ENCORE_PATH, &[], &encore_body()).await,
         "upstream_status_500",
     );
-    assert_no_offer(&h.post(ENCORE_PATH, &[], ENCORE_BODY).await, "circuit_open");
+    assert_no_offer(
+        &h.post(ENCORE_PATH, &[], &encore_body()).await,
+        "circuit_open",
+    );
     assert_eq!(h.calls(Route::EncoreOffers), 4);
 
     // Recovered: the next probe closes it and traffic flows.
     tokio::time::sleep(Duration::from_millis(350)).await;
     for _ in 0..3 {
-        let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
         assert_eq!((a.status.as_u16(), fallback_reason(&a)), (200, None));
     }
     assert_eq!(h.calls(Route::EncoreOffers), 7);
@@ -409,7 +413,7 @@ async fn with_the_budget_spent_no_more_retries_reach_the_partner() {
     plan(&h, Route::EncoreOffers, &["503"; 20]);
     for _ in 0..4 {
         assert_no_offer(
-            &h.post(ENCORE_PATH, &[], ENCORE_BODY).await,
+            &h.post(ENCORE_PATH, &[], &encore_body()).await,
             "retry_budget_exhausted",
         );
     }
@@ -444,19 +448,19 @@ async fn with_fallback_off_statuses_pass_through_and_own_failures_are_errors() {
     })
     .await;
     plan(&h, Route::EncoreOffers, &["500", "hang"]);
-    let a = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 500);
     assert_eq!(
         a.json()["error"]["code"],
         "simulated",
         "the partner's own 500"
     );
-    let b = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let b = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(
         (b.status.as_u16(), b.code().as_str()),
         (504, "upstream_timeout")
     );
-    let c = h.post(ENCORE_PATH, &[], ENCORE_BODY).await;
+    let c = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(
         (c.status.as_u16(), c.code().as_str()),
         (503, "circuit_open")

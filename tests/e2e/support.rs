@@ -24,6 +24,14 @@ pub const PARTNER: &str = "eafLst9T";
 pub const ENCORE_PATH: &str = "/encore/publisher/sdk/v1/offers/message";
 pub const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 
+/// An Encore body with a chatId no other call in this process uses: a distinct
+/// logical request, never de-duplicated.
+pub fn encore_body() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ENCORE_BODY.replace("8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d", &format!("chat-{n}"))
+}
+
 pub fn besitos_path(partner: &str) -> String {
     format!("/data/messages/{partner}/upcoming-goals")
 }
@@ -90,7 +98,8 @@ token_env = "TEST_BESITOS_TOKEN"
 }
 
 /// `config_for` with the resilience layers out of the way: no retries, no
-/// fallback, a circuit that never opens. What the caller sees of raw failures.
+/// fallback, a circuit that never opens, no de-duplication. What the caller
+/// sees of raw failures.
 pub fn config_bare(sim_origin: &str) -> Config {
     tuned(sim_origin, |c| {
         for r in [&mut c.encore.resilience, &mut c.besitos.resilience] {
@@ -98,6 +107,7 @@ pub fn config_bare(sim_origin: &str) -> Config {
             r.retry.max_retries = 0;
             r.retry.retry_after_cap = Duration::ZERO;
             r.circuit.failure_threshold = 1_000;
+            r.idempotency.enabled = false;
         }
     })
 }

@@ -1,0 +1,131 @@
+//! A request's fingerprint: SHA-256 over its route, partner, page and canonical
+//! JSON body. Two requests with the same fingerprint ask the partner the same
+//! question, so one answer serves both.
+//!
+//! Canonical JSON: object keys sorted, no insignificant whitespace, strings and
+//! numbers re-encoded by serde_json. So `{"b":1, "a":"x"}` and `{"a":"x","b":1}`
+//! match; `1` and `1.0`, or `"1"` and `1`, do not. An empty body is `{}` (both
+//! ask Besitos for everything).
+
+use ring::digest::{Context, SHA256};
+use serde_json::Value;
+
+use crate::route::Target;
+
+pub type Fingerprint = [u8; 32];
+
+pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(target.route.as_str().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(target.partner_id.as_deref().unwrap_or_default().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(&target.page.unwrap_or(1).to_le_bytes());
+    ctx.update(b"\0");
+    ctx.update(&canonical(body));
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The canonical form of a JSON body; bytes that are not JSON stand for themselves.
+pub fn canonical(body: &[u8]) -> Vec<u8> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return b"{}".to_vec();
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let mut out = Vec::with_capacity(body.len());
+            write(&v, &mut out);
+            out
+        }
+        Err(_) => body.to_vec(),
+    }
+}
+
+fn write(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in fields.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Route;
+
+    fn t(route: Route, partner: Option<&str>, page: Option<u32>) -> Target {
+        Target {
+            route,
+            partner_id: partner.map(str::to_string),
+            page,
+        }
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_matter() {
+        let a = br#"{"clientId":"c","chatId":"x","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
+        let b = b"{ \"attributes\" : { \"platform\":\"ios\", \"language\":\"en\",\"countryCode\":\"US\" },\n \"chatId\":\"x\", \"clientId\":\"c\" }";
+        let e = t(Route::EncoreOffers, None, None);
+        assert_eq!(fingerprint(&e, a), fingerprint(&e, b));
+        assert_eq!(canonical(b), br#"{"attributes":{"countryCode":"US","language":"en","platform":"ios"},"chatId":"x","clientId":"c"}"#);
+    }
+
+    #[test]
+    fn values_route_partner_and_page_do() {
+        let e = t(Route::EncoreOffers, None, None);
+        assert_ne!(
+            fingerprint(&e, br#"{"n":1}"#),
+            fingerprint(&e, br#"{"n":1.0}"#)
+        );
+        assert_ne!(
+            fingerprint(&e, br#"{"n":1}"#),
+            fingerprint(&e, br#"{"n":"1"}"#)
+        );
+        assert_ne!(
+            fingerprint(&e, br#"{"a":[1,2]}"#),
+            fingerprint(&e, br#"{"a":[2,1]}"#)
+        );
+        let body = br#"{"hours_to":48}"#;
+        let p1 = t(Route::BesitosGoals, Some("p1"), None);
+        assert_ne!(
+            fingerprint(&p1, body),
+            fingerprint(&t(Route::BesitosGoals, Some("p2"), None), body)
+        );
+        assert_ne!(
+            fingerprint(&p1, body),
+            fingerprint(&t(Route::BesitosGoals, Some("p1"), Some(2)), body)
+        );
+        assert_eq!(
+            fingerprint(&p1, body),
+            fingerprint(&t(Route::BesitosGoals, Some("p1"), Some(1)), body)
+        );
+        assert_eq!(fingerprint(&p1, b""), fingerprint(&p1, b"{}"));
+    }
+}

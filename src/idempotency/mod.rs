@@ -1,0 +1,268 @@
+//! Idempotency: one partner call per logical request, its answer replayed to
+//! every duplicate. Encore does not de-duplicate (each call mints a new short
+//! link), so a webhook delivered twice, or a platform retry after a timeout,
+//! would otherwise send the end user two different offers.
+//!
+//! - Key: the caller's `Idempotency-Key`, scoped to the route (and Besitos
+//!   partner); without one, the request's fingerprint (canonical body, route,
+//!   partner, page) for a shorter window (`body_key_window_ms`).
+//! - Same key, same request: the stored answer is replayed with
+//!   `idempotent-replayed: true`; while the first call is in flight, later ones
+//!   wait for it and share its answer (N duplicates, one partner call).
+//! - Same key, different request: 422 `idempotency_key_reused`.
+//! - Stored: the partner's 200s and 400s only. Failures and fallbacks are not,
+//!   so a later retry with the same key reaches the partner again.
+//!
+//! The first call runs as its own task: if its caller disconnects, it still
+//! completes and is stored for the others (and for the caller's own retry), so a
+//! disconnect can never cause a second partner call. A waiter gives up at its
+//! own deadline.
+
+mod fingerprint;
+mod store;
+
+pub use fingerprint::{canonical, fingerprint, Fingerprint};
+pub use store::{Answer, Claim, IdempotencyStore, MemoryStore, Stored};
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use http::{header, HeaderName, HeaderValue};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::{Config, IdempotencyConfig};
+use crate::error::GatewayError;
+use crate::layers::{AroundLayer, Inner, Wrap};
+use crate::metrics::{Metrics, Outcome};
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::{PerRoute, Route};
+
+/// Set on answers replayed from the store or shared with an in-flight call.
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+pub struct Idempotency<St> {
+    per_route: Arc<PerRoute<RouteState<St>>>,
+    deadline: PerRoute<Duration>,
+    results: IntCounterVec,
+}
+
+struct RouteState<St> {
+    config: IdempotencyConfig,
+    store: St,
+}
+
+impl Idempotency<MemoryStore> {
+    /// The layer with in-process stores, its metrics registered in `metrics`.
+    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Self>, String> {
+        Self::with_stores(config, metrics, |c| {
+            MemoryStore::new(c.max_entries, c.max_bytes)
+        })
+    }
+}
+
+impl<St: IdempotencyStore> Idempotency<St> {
+    pub fn with_stores(
+        config: &Config,
+        metrics: &Metrics,
+        mut make_store: impl FnMut(&IdempotencyConfig) -> St,
+    ) -> Result<AroundLayer<Self>, String> {
+        let per_route = Arc::new(PerRoute::new(|r| {
+            let config = config.resilience(r).idempotency.clone();
+            RouteState {
+                store: make_store(&config),
+                config,
+            }
+        }));
+        let results = IntCounterVec::new(
+            Opts::new(
+                "offergate_idempotency_total",
+                "Idempotency lookups by route and result (miss, hit, coalesced, conflict).",
+            ),
+            &["route", "result"],
+        )
+        .map_err(|e| e.to_string())?;
+        let entries = IntGaugeVec::new(
+            Opts::new(
+                "offergate_idempotency_entries",
+                "Answers stored for replay, per route.",
+            ),
+            &["route"],
+        )
+        .map_err(|e| e.to_string())?;
+        let registry = metrics.registry();
+        registry
+            .register(Box::new(results.clone()))
+            .map_err(|e| e.to_string())?;
+        registry
+            .register(Box::new(EntriesGauge {
+                gauge: entries,
+                per_route: per_route.clone(),
+            }))
+            .map_err(|e| e.to_string())?;
+        Ok(AroundLayer::new(Idempotency {
+            per_route,
+            deadline: PerRoute::new(|r| config.resilience(r).deadline),
+            results,
+        }))
+    }
+
+    fn count(&self, route: Route, result: &str) {
+        self.results
+            .with_label_values(&[route.as_str(), result])
+            .inc();
+    }
+}
+
+impl<St> RouteState<St> {
+    /// The store key and how long an answer under it is kept, or `None` when
+    /// this request is not de-duplicated.
+    fn key(&self, req: &ProxyRequest, fp: &Fingerprint) -> Option<(String, Duration)> {
+        if !self.config.enabled {
+            return None;
+        }
+        match &req.idempotency_key {
+            Some(k) => {
+                let partner = req.target.partner_id.as_deref().unwrap_or_default();
+                Some((format!("key/{partner}/{k}"), self.config.ttl))
+            }
+            None => {
+                let window = self.config.body_key_window?;
+                let mut key = String::with_capacity(5 + 64);
+                key.push_str("body/");
+                for b in fp {
+                    key.push_str(&format!("{b:02x}"));
+                }
+                Some((key, window))
+            }
+        }
+    }
+}
+
+/// Whether an answer may be replayed: the partner's own 200 or 400.
+fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stored> {
+    match answer {
+        Ok(r) if r.outcome == Outcome::Forwarded && (r.status == 200 || r.status == 400) => {
+            Some(Stored {
+                fingerprint,
+                status: r.status,
+                content_type: r.headers.get(header::CONTENT_TYPE).cloned(),
+                body: r.body.clone(),
+                ttl,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn mark_replayed(mut resp: ProxyResponse) -> ProxyResponse {
+    resp.headers.insert(
+        IDEMPOTENT_REPLAYED.clone(),
+        HeaderValue::from_static("true"),
+    );
+    resp.outcome = Outcome::Replayed;
+    resp
+}
+
+fn replay(stored: &Stored) -> ProxyResponse {
+    let mut resp = ProxyResponse::json(stored.status, stored.body.clone());
+    match &stored.content_type {
+        Some(ct) => resp.headers.insert(header::CONTENT_TYPE, ct.clone()),
+        None => resp.headers.remove(header::CONTENT_TYPE),
+    };
+    mark_replayed(resp)
+}
+
+impl<St: IdempotencyStore> Wrap for Idempotency<St> {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let state = self.per_route.get(route);
+        if !state.config.enabled {
+            return inner.oneshot(req).await;
+        }
+        let fp = fingerprint(&req.target, &req.body);
+        let Some((key, ttl)) = state.key(&req, &fp) else {
+            return inner.oneshot(req).await;
+        };
+        match state.store.claim(&key, &fp).await {
+            Claim::Stored(stored) => {
+                self.count(route, "hit");
+                Ok(replay(&stored))
+            }
+            Claim::Conflict => {
+                self.count(route, "conflict");
+                Err(GatewayError::IdempotencyKeyReused)
+            }
+            Claim::Wait(first) => {
+                self.count(route, "coalesced");
+                let own_deadline = Instant::now() + *self.deadline.get(route);
+                match tokio::time::timeout_at(own_deadline, first).await {
+                    Ok(Some(answer)) => match keep(&answer, fp, ttl) {
+                        Some(_) => answer.map(mark_replayed),
+                        None => answer,
+                    },
+                    Ok(None) => Err(GatewayError::Internal(
+                        "the first call with this key was lost".into(),
+                    )),
+                    Err(_) => Err(GatewayError::DeadlineExceeded),
+                }
+            }
+            Claim::Lead => {
+                self.count(route, "miss");
+                let this = self.clone();
+                let call = tokio::spawn(async move {
+                    let answer = AssertUnwindSafe(inner.oneshot(req))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(GatewayError::Internal(
+                                "the partner call failed unexpectedly".into(),
+                            ))
+                        });
+                    let state = this.per_route.get(route);
+                    state
+                        .store
+                        .finish(&key, &answer, keep(&answer, fp, ttl))
+                        .await;
+                    answer
+                });
+                call.await.unwrap_or_else(|e| {
+                    Err(GatewayError::Internal(format!(
+                        "the partner call was lost: {e}"
+                    )))
+                })
+            }
+        }
+    }
+}
+
+/// `offergate_idempotency_entries{route}`, read from the stores when scraped.
+struct EntriesGauge<St> {
+    gauge: IntGaugeVec,
+    per_route: Arc<PerRoute<RouteState<St>>>,
+}
+
+impl<St: IdempotencyStore> Collector for EntriesGauge<St> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        for r in Route::ALL {
+            let n = self.per_route.get(r).store.entries();
+            self.gauge
+                .with_label_values(&[r.as_str()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.gauge.collect()
+    }
+}
