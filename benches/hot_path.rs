@@ -13,7 +13,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use offergate::config::{BaseUrl, Config};
 use offergate::route::Route;
-use offergate::{partner_body, validate, Gateway, SimConfig, Simulator};
+use offergate::route::Target;
+use offergate::{idempotency, partner_body, validate, Gateway, SimConfig, Simulator};
 
 const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 
@@ -30,6 +31,24 @@ fn local_work(c: &mut Criterion) {
     c.bench_function("check_encore_answer", |b| {
         b.iter(|| partner_body::check_encore(black_box(offer)))
     });
+    let target = Target {
+        route: Route::EncoreOffers,
+        partner_id: None,
+        page: None,
+    };
+    c.bench_function("fingerprint_encore_body", |b| {
+        b.iter(|| idempotency::fingerprint(&target, black_box(ENCORE_BODY.as_bytes())))
+    });
+}
+
+/// A distinct conversation per call, so nothing is de-duplicated.
+fn fresh_body() -> Bytes {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Bytes::from(ENCORE_BODY.replace(
+        "8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d",
+        &format!("bench-{n}"),
+    ))
 }
 
 fn one_call(c: &mut Criterion) {
@@ -47,18 +66,15 @@ fn one_call(c: &mut Criterion) {
         (sim, gw)
     });
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let call = |url: String, key: bool| {
+    let call = |url: String, headers: &'static [(&'static str, &'static str)], body: Bytes| {
         let client = client.clone();
         async move {
             let mut req = http::Request::post(url).header("content-type", "application/json");
-            if key {
-                req = req.header("x-api-key", offergate::simulator::DEMO_ENCORE_KEY);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
             }
             let resp = client
-                .request(
-                    req.body(Full::new(Bytes::from_static(ENCORE_BODY.as_bytes())))
-                        .unwrap(),
-                )
+                .request(req.body(Full::new(body)).unwrap())
                 .await
                 .unwrap();
             assert_eq!(resp.status(), 200);
@@ -68,12 +84,21 @@ fn one_call(c: &mut Criterion) {
     let path = "/encore/publisher/sdk/v1/offers/message";
     let direct = format!("http://{}{path}", sim.addr);
     let via = format!("http://{}{path}", gw.proxy_addr);
+    const KEY: &[(&str, &str)] = &[("x-api-key", offergate::simulator::DEMO_ENCORE_KEY)];
+    const REPLAY: &[(&str, &str)] = &[("idempotency-key", "bench-replay")];
+    let fixed = Bytes::from_static(ENCORE_BODY.as_bytes());
     let mut group = c.benchmark_group("encore_call_loopback");
     group.bench_function("direct_to_simulator", |b| {
-        b.to_async(&rt).iter(|| call(direct.clone(), true))
+        b.to_async(&rt)
+            .iter(|| call(direct.clone(), KEY, fresh_body()))
     });
-    group.bench_function("through_offergate", |b| {
-        b.to_async(&rt).iter(|| call(via.clone(), false))
+    group.bench_function("through_offergate_forwarded", |b| {
+        b.to_async(&rt)
+            .iter(|| call(via.clone(), &[], fresh_body()))
+    });
+    group.bench_function("through_offergate_replayed", |b| {
+        b.to_async(&rt)
+            .iter(|| call(via.clone(), REPLAY, fixed.clone()))
     });
     group.finish();
     rt.block_on(async {
