@@ -85,7 +85,7 @@ impl Admission {
                 "Content-Type is missing; send application/json".into(),
             )));
         }
-        validate::check_body(route, &body).map_err(known)?;
+        let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
         Ok(ProxyRequest {
             target,
@@ -93,6 +93,7 @@ impl Admission {
             headers: headers::to_partner(&parts.headers),
             body,
             idempotency_key,
+            client_id: checked.client_id,
             deadline: None,
         })
     }

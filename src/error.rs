@@ -9,6 +9,27 @@ use http::{header, HeaderValue, StatusCode};
 
 use crate::proxy::ProxyResponse;
 
+/// Which limit refused a call: the `scope` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The quota offergate may spend on the partner.
+    Partner,
+    /// One caller's share (`clientId` / `partner_id`).
+    Client,
+    /// The partner asked for a pause (429 with `Retry-After`).
+    Upstream,
+}
+
+impl LimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Partner => "partner",
+            LimitScope::Client => "client",
+            LimitScope::Upstream => "upstream",
+        }
+    }
+}
+
 /// Why a call to a partner did not produce a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -50,6 +71,11 @@ pub enum GatewayError {
     Upstream(UpstreamFailure),
     #[error("the partner is failing; offergate stopped calling it for now (circuit open)")]
     CircuitOpen { retry_after: std::time::Duration },
+    #[error("offergate's {} rate limit for this route is spent; retry after the Retry-After seconds", .scope.as_str())]
+    RateLimited {
+        scope: LimitScope,
+        retry_after: std::time::Duration,
+    },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
@@ -90,6 +116,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -112,6 +139,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             UnsupportedMediaType(_) => "unsupported_media_type",
             IdempotencyKeyReused => "idempotency_key_reused",
+            RateLimited { .. } => "rate_limited",
             Internal(_) => "internal_error",
             BodyTimeout => "request_timeout",
             Upstream(UpstreamFailure::Connect(_)) | Upstream(UpstreamFailure::Reset(_)) => {
@@ -150,7 +178,8 @@ impl GatewayError {
                 resp.headers
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            GatewayError::CircuitOpen { retry_after } => {
+            GatewayError::CircuitOpen { retry_after }
+            | GatewayError::RateLimited { retry_after, .. } => {
                 resp.headers
                     .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
             }

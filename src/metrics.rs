@@ -10,6 +10,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::error::LimitScope;
 use crate::outcome::Reason;
 use crate::partner_body::OfferResult;
 use crate::route::Route;
@@ -65,6 +66,7 @@ pub struct Metrics {
     upstream_duration: [prometheus::Histogram; 2],
     retries: IntCounterVec,
     fallbacks: IntCounterVec,
+    rate_limited: IntCounterVec,
     /// `offer`, `no_offer`.
     offers: [IntCounter; 2],
 }
@@ -133,6 +135,14 @@ impl Metrics {
             &["route", "reason"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "offergate_rate_limited_total",
+                "Calls refused by a rate limit after the short wait, by route and scope (partner, client, upstream).",
+            ),
+            &["route", "scope"],
+        )
+        .expect("valid metric");
         let fallbacks = IntCounterVec::new(
             Opts::new(
                 "offergate_fallbacks_total",
@@ -159,6 +169,7 @@ impl Metrics {
             Box::new(build_info),
             Box::new(retries.clone()),
             Box::new(fallbacks.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(offers.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -177,6 +188,7 @@ impl Metrics {
             upstream_requests,
             retries,
             fallbacks,
+            rate_limited,
             offers: ["offer", "no_offer"].map(|r| offers.with_label_values(&[r])),
             registry,
         }
@@ -213,6 +225,12 @@ impl Metrics {
     pub fn fallback(&self, route: Route, reason: Reason) {
         self.fallbacks
             .with_label_values(&[route.as_str(), &reason.as_str()])
+            .inc();
+    }
+
+    pub fn rate_limited(&self, route: Route, scope: LimitScope) {
+        self.rate_limited
+            .with_label_values(&[route.as_str(), scope.as_str()])
             .inc();
     }
 

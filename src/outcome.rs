@@ -115,6 +115,9 @@ pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
         Err(GatewayError::CircuitOpen { .. }) => {
             Verdict::failure(Reason::CircuitOpen, Retry::Never, false)
         }
+        Err(GatewayError::RateLimited { .. }) => {
+            Verdict::failure(Reason::RateLimited, Retry::Never, false)
+        }
         Err(GatewayError::RetryBudgetExhausted(_)) => {
             Verdict::failure(Reason::RetryBudgetExhausted, Retry::Never, false)
         }

@@ -24,6 +24,8 @@ pub struct ProxyRequest {
     pub body: Bytes,
     /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
     pub idempotency_key: Option<Box<str>>,
+    /// Encore's `clientId`, read during validation (per-caller rate limit).
+    pub client_id: Option<Box<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<tokio::time::Instant>,
 }
@@ -31,6 +33,14 @@ pub struct ProxyRequest {
 impl ProxyRequest {
     pub fn route(&self) -> Route {
         self.target.route
+    }
+
+    /// Who the call is made for: `clientId` (Encore) or `partner_id` (Besitos).
+    pub fn caller(&self) -> Option<&str> {
+        match self.target.route {
+            Route::EncoreOffers => self.client_id.as_deref(),
+            Route::BesitosGoals => self.target.partner_id.as_deref(),
+        }
     }
 }
 

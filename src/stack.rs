@@ -7,10 +7,12 @@
 //!             └ Fallback        a failure after everything below → 200 "nothing for you"
 //!               └ Idempotency   replay or coalesce duplicates: one partner call per request
 //!                 └ Deadline    one clock for the whole call
-//!                   └ Retry     backoff + full jitter, Retry-After, budget (per try ↓)
-//!                     └ Circuit open after repeated failures or a 429 pause; one probe
-//!                       └ Upstream  credential injection, one pooled try within the
-//!                                   try timeout, 200-body check, Besitos URL rewrite ─▶ partner
+//!                   └ CallerLimit   a partner 429's pause; the caller's bucket (clientId / partner_id)
+//!                     └ Retry       backoff + full jitter, Retry-After, budget (per try ↓)
+//!                       └ Circuit   open after repeated failures or a 429 pause; one probe
+//!                         └ PartnerQuota  the partner's bucket, spent by every try
+//!                           └ Upstream    credential injection, one pooled try within the
+//!                                         try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use crate::config::{BaseUrl, Config};
 use crate::edge::Edge;
 use crate::error::GatewayError;
 use crate::idempotency::Idempotency;
-use crate::layers::{circuit::Circuit, deadline::Deadline, fallback::Fallback, retry::Retry};
+use crate::layers::circuit::{self, Circuit};
+use crate::layers::rate_limit::{CallerLimit, PartnerQuota};
+use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::upstream::Upstream;
@@ -41,6 +45,7 @@ pub fn build(
     metrics: Arc<Metrics>,
 ) -> Result<Edge, String> {
     let upstream = Upstream::new(config, public_base_url.clone(), metrics.clone())?;
+    let breakers = circuit::breakers(config);
     let proxy = ServiceBuilder::new()
         // Type-erased so the edge does not change as layers are added.
         .layer(BoxCloneService::layer())
@@ -50,12 +55,20 @@ pub fn build(
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
         .layer(Idempotency::layer(config, &metrics)?)
-        // The call's deadline: set before retries plan against it, enforced around them.
+        // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
+        // Once per call: a partner 429's pause, then the caller's fair share.
+        .layer(CallerLimit::layer(
+            config,
+            breakers.clone(),
+            metrics.clone(),
+        ))
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(Retry::layer(config, metrics.clone()))
         // Per try: refuse at once while the partner is known to be failing.
-        .layer(Circuit::layer(config, &metrics)?)
+        .layer(Circuit::layer(config, breakers, &metrics)?)
+        // Per try, retries included: the quota offergate may spend on the partner.
+        .layer(PartnerQuota::layer(config, metrics.clone()))
         .service(upstream);
     Ok(Edge::new(
         Admission::new(config),

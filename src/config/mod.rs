@@ -120,6 +120,42 @@ pub struct ResilienceConfig {
     pub retry: RetryConfig,
     pub circuit: CircuitConfig,
     pub idempotency: IdempotencyConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// A token bucket: `per_second` refill (fractions allowed), `burst` capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// What a caller gets when a limit trips and the short wait did not help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLimit {
+    /// The soft fallback, reason `rate_limited`.
+    Fallback,
+    /// 429 with `Retry-After` and the error shape.
+    Reject,
+}
+
+/// How much of the partner's quota offergate spends, and how fairly.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// The whole route (every try, retries included).
+    pub partner: Rate,
+    /// Per caller: `clientId` for Encore, `partner_id` for Besitos.
+    pub client: Rate,
+    /// Per-caller exceptions (a big operator may get more).
+    pub client_overrides: BTreeMap<String, Rate>,
+    /// The longest a call waits for a permit (never past its deadline).
+    #[serde(rename = "max_wait_ms", serialize_with = "as_ms")]
+    pub max_wait: Duration,
+    pub on_limit: OnLimit,
+    /// Callers tracked before idle ones are purged early.
+    pub max_tracked_clients: usize,
 }
 
 /// De-duplication of one route's calls.

@@ -89,6 +89,7 @@ pub struct RawRoute {
     pub retry: RawRetry,
     pub circuit: RawCircuit,
     pub idempotency: RawIdempotency,
+    pub rate_limit: RawRateLimit,
     pub max_response_bytes: u64,
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle_per_host: u64,
@@ -109,6 +110,7 @@ impl Default for RawRoute {
             retry: RawRetry::default(),
             circuit: RawCircuit::default(),
             idempotency: RawIdempotency::default(),
+            rate_limit: RawRateLimit::default(),
             max_response_bytes: 1024 * 1024,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 64,
@@ -196,4 +198,44 @@ impl Default for RawIdempotency {
             max_bytes: 32 * 1024 * 1024,
         }
     }
+}
+
+/// `[encore.rate_limit]` / `[besitos.rate_limit]`. `None`: the route's default.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub enabled: bool,
+    pub partner_per_second: Option<f64>,
+    pub partner_burst: Option<u64>,
+    pub client_per_second: Option<f64>,
+    pub client_burst: Option<u64>,
+    pub client_overrides: std::collections::BTreeMap<String, RawClientLimit>,
+    pub max_wait_ms: u64,
+    /// `fallback` or `reject`.
+    pub on_limit: Option<String>,
+    pub max_tracked_clients: u64,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            enabled: true,
+            partner_per_second: None,
+            partner_burst: None,
+            client_per_second: None,
+            client_burst: None,
+            client_overrides: Default::default(),
+            max_wait_ms: 250,
+            on_limit: None,
+            max_tracked_clients: 100_000,
+        }
+    }
+}
+
+/// One entry of `client_overrides`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientLimit {
+    pub per_second: f64,
+    pub burst: u64,
 }

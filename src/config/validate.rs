@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use super::raw::{RawConfig, RawIdempotency, RawRetry, RawRoute};
+use super::raw::{RawConfig, RawIdempotency, RawRateLimit, RawRetry, RawRoute};
 use super::*;
 
 /// Collects problems instead of stopping at the first.
@@ -233,6 +233,9 @@ pub(super) struct RouteDefaults {
     pub try_timeout_ms: u64,
     pub deadline_ms: u64,
     pub body_key_window_ms: u64,
+    pub partner: (f64, u64),
+    pub client: (f64, u64),
+    pub on_limit: OnLimit,
     /// Encore mints a short link per call, so a try that may have arrived is not
     /// repeated; Besitos is a read.
     pub retry_ambiguous: bool,
@@ -243,6 +246,9 @@ pub(super) const ENCORE_DEFAULTS: RouteDefaults = RouteDefaults {
     try_timeout_ms: 1_500,
     deadline_ms: 2_500,
     body_key_window_ms: 300_000,
+    partner: (50.0, 50),
+    client: (5.0, 10),
+    on_limit: OnLimit::Fallback,
     retry_ambiguous: false,
 };
 
@@ -251,6 +257,9 @@ pub(super) const BESITOS_DEFAULTS: RouteDefaults = RouteDefaults {
     try_timeout_ms: 2_000,
     deadline_ms: 5_000,
     body_key_window_ms: 30_000,
+    partner: (20.0, 20),
+    client: (10.0, 20),
+    on_limit: OnLimit::Reject,
     retry_ambiguous: true,
 };
 
@@ -321,6 +330,7 @@ fn route(
         millis(circuit.cooldown_ms, 1, 3_600_000),
     );
     let idempotency = idempotency(&format!("{section}.idempotency"), &r.idempotency, d, p);
+    let rate_limit = rate_limit(&format!("{section}.rate_limit"), &r.rate_limit, d, p);
     let upstream = UpstreamConfig {
         base_url: base_url?,
         allow_plain_http: r.allow_plain_http,
@@ -339,8 +349,94 @@ fn route(
             cooldown: cooldown?,
         },
         idempotency: idempotency?,
+        rate_limit: rate_limit?,
     };
     Some((upstream, resilience))
+}
+
+fn rate(
+    key_rate: &str,
+    per_second: f64,
+    key_burst: &str,
+    burst: u64,
+    p: &mut Problems,
+) -> Option<Rate> {
+    let ok_rate = per_second.is_finite() && per_second > 0.0 && per_second <= 1_000_000.0;
+    if !ok_rate {
+        p.push(format!(
+            "{key_rate}: {per_second} must be a rate above 0 (fractions allowed, e.g. 0.5) and at most 1000000"
+        ));
+    }
+    let burst = p.check(key_burst, bounded(burst, 1, 1_000_000));
+    ok_rate.then_some(Rate {
+        per_second,
+        burst: burst? as u32,
+    })
+}
+
+fn rate_limit(
+    section: &str,
+    r: &RawRateLimit,
+    d: &RouteDefaults,
+    p: &mut Problems,
+) -> Option<RateLimitConfig> {
+    let k = |name: &str| format!("{section}.{name}");
+    let partner = rate(
+        &k("partner_per_second"),
+        r.partner_per_second.unwrap_or(d.partner.0),
+        &k("partner_burst"),
+        r.partner_burst.unwrap_or(d.partner.1),
+        p,
+    );
+    let client = rate(
+        &k("client_per_second"),
+        r.client_per_second.unwrap_or(d.client.0),
+        &k("client_burst"),
+        r.client_burst.unwrap_or(d.client.1),
+        p,
+    );
+    let mut overrides = BTreeMap::new();
+    for (id, o) in &r.client_overrides {
+        let key = k(&format!("client_overrides.\"{id}\""));
+        if let Some(rate) = rate(
+            &format!("{key}.per_second"),
+            o.per_second,
+            &format!("{key}.burst"),
+            o.burst,
+            p,
+        ) {
+            overrides.insert(id.clone(), rate);
+        }
+    }
+    let max_wait = p.check(&k("max_wait_ms"), millis(r.max_wait_ms, 0, 60_000));
+    let on_limit = match r.on_limit.as_deref() {
+        None => Some(d.on_limit),
+        Some("fallback") => Some(OnLimit::Fallback),
+        Some("reject") => Some(OnLimit::Reject),
+        Some(other) => {
+            p.push(format!(
+                "{}: `{other}` is not fallback or reject",
+                k("on_limit")
+            ));
+            None
+        }
+    };
+    let max_tracked_clients = p.check(
+        &k("max_tracked_clients"),
+        bounded(r.max_tracked_clients, 1, 100_000_000),
+    );
+    if overrides.len() != r.client_overrides.len() {
+        return None;
+    }
+    Some(RateLimitConfig {
+        enabled: r.enabled,
+        partner: partner?,
+        client: client?,
+        client_overrides: overrides,
+        max_wait: max_wait?,
+        on_limit: on_limit?,
+        max_tracked_clients: max_tracked_clients?,
+    })
 }
 
 fn idempotency(

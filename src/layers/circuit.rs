@@ -32,12 +32,23 @@ pub struct Circuit {
     retry_after_cap: PerRoute<Duration>,
 }
 
+/// One breaker per partner, shared by the circuit layer and the rate limiter
+/// (which honours a partner's 429 pause without a second copy of it).
+pub type Breakers = Arc<PerRoute<Breaker>>;
+
+pub fn breakers(config: &Config) -> Breakers {
+    Arc::new(PerRoute::new(|r| {
+        Breaker::new(config.resilience(r).circuit.clone())
+    }))
+}
+
 impl Circuit {
-    /// The layer, with its gauge registered in `metrics`.
-    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Circuit>, String> {
-        let breakers = Arc::new(PerRoute::new(|r| {
-            Breaker::new(config.resilience(r).circuit.clone())
-        }));
+    /// The layer over `breakers`, with its gauge registered in `metrics`.
+    pub fn layer(
+        config: &Config,
+        breakers: Breakers,
+        metrics: &Metrics,
+    ) -> Result<AroundLayer<Circuit>, String> {
         let gauge = IntGaugeVec::new(
             Opts::new(
                 "offergate_circuit_open",
@@ -87,8 +98,8 @@ impl Wrap for Circuit {
                         .pause_until(Instant::now() + asked.min(*self.retry_after_cap.get(route)));
                 }
                 match reason {
-                    // Cut short by our own deadline: says nothing about the partner.
-                    Reason::DeadlineExceeded => permit.record(None),
+                    // Cut short by our own deadline or quota: says nothing about the partner.
+                    Reason::DeadlineExceeded | Reason::RateLimited => permit.record(None),
                     _ => permit.record(Some(!trips_circuit)),
                 }
             }
@@ -168,6 +179,14 @@ impl Breaker {
     pub fn pause_until(&self, until: Instant) {
         let mut s = self.lock();
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
+    }
+
+    /// How much of a partner-requested pause is left.
+    pub fn paused_for(&self, now: Instant) -> Option<Duration> {
+        self.lock()
+            .paused_until
+            .filter(|p| *p > now)
+            .map(|p| p - now)
     }
 
     /// Whether calls are being refused now (the gauge).

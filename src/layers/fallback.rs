@@ -6,7 +6,9 @@
 //! - Besitos: an empty page, every paginator field present.
 //!
 //! With `soft_fallback = false` on a route, partner statuses pass through and
-//! offergate's own failures are answered as errors (502 / 503 / 504).
+//! offergate's own failures are answered as errors (502 / 503 / 504). A rate
+//! limit is answered as the route's `on_limit` says: the fallback (Encore's
+//! default) or 429 with `Retry-After` (Besitos's).
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
-use crate::config::{BaseUrl, Config};
+use crate::config::{BaseUrl, Config, OnLimit};
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, Outcome};
 use crate::outcome::{classify, Reason, Verdict};
@@ -32,6 +34,7 @@ const FALLBACK_PER_PAGE: &str = "15";
 
 pub struct Fallback {
     soft: PerRoute<bool>,
+    on_limit: PerRoute<OnLimit>,
     public_base_url: BaseUrl,
     metrics: Arc<Metrics>,
 }
@@ -44,6 +47,7 @@ impl Fallback {
     ) -> AroundLayer<Fallback> {
         AroundLayer::new(Fallback {
             soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
+            on_limit: PerRoute::new(|r| config.resilience(r).rate_limit.on_limit),
             public_base_url,
             metrics,
         })
@@ -99,7 +103,9 @@ impl Wrap for Fallback {
         let Verdict::Failure { reason, .. } = classify(&result) else {
             return result;
         };
-        if !*self.soft.get(target.route) {
+        let rejects_limits =
+            reason == Reason::RateLimited && *self.on_limit.get(target.route) == OnLimit::Reject;
+        if !*self.soft.get(target.route) || rejects_limits {
             return result;
         }
         let reason = if budget_spent {

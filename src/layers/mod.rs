@@ -5,6 +5,7 @@
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;
+pub mod rate_limit;
 pub mod retry;
 
 use std::future::Future;

@@ -18,11 +18,18 @@ use crate::route::Route;
 /// Longest `clientId` / `chatId` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 256;
 
+/// What validation learned that later layers need, so the body is parsed once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Encore's `clientId`: the operator the per-caller rate limit is keyed by.
+    pub client_id: Option<Box<str>>,
+}
+
 /// Checks a body for `route`; `Ok` means it may be forwarded as it is.
-pub fn check_body(route: Route, body: &[u8]) -> Result<(), GatewayError> {
+pub fn check_body(route: Route, body: &[u8]) -> Result<Checked, GatewayError> {
     match route {
         Route::EncoreOffers => encore(body),
-        Route::BesitosGoals => besitos(body),
+        Route::BesitosGoals => besitos(body).map(|()| Checked::default()),
     }
 }
 
@@ -81,9 +88,10 @@ fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str,
 }
 
 /// Encore: `clientId`, `chatId`, `attributes.{countryCode,language,platform}`.
-fn encore(body: &[u8]) -> Result<(), GatewayError> {
+fn encore(body: &[u8]) -> Result<Checked, GatewayError> {
     let obj = parse_object(body)?;
     required_id(&obj, "clientId")?;
+    let client_id = obj.get("clientId").and_then(Value::as_str).map(Box::from);
     required_id(&obj, "chatId")?;
     let attrs = match obj.get("attributes") {
         None | Some(Value::Null) => return Err(GatewayError::invalid("attributes", "is required")),
@@ -122,7 +130,7 @@ fn encore(body: &[u8]) -> Result<(), GatewayError> {
             format!("`{}` is not one of android, ios, web", clip(platform)),
         ));
     }
-    Ok(())
+    Ok(Checked { client_id })
 }
 
 /// Besitos: every filter optional; an empty body asks for everything.
@@ -195,7 +203,7 @@ fn clip(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn field_of(r: Result<(), GatewayError>) -> String {
+    fn field_of(r: Result<Checked, GatewayError>) -> String {
         match r {
             Err(GatewayError::InvalidRequest { field, .. }) => field,
             other => panic!("expected invalid_request, got {other:?}"),
@@ -206,7 +214,8 @@ mod tests {
 
     #[test]
     fn encore_accepts_the_documented_body() {
-        assert!(check_body(Route::EncoreOffers, GOOD.as_bytes()).is_ok());
+        let checked = check_body(Route::EncoreOffers, GOOD.as_bytes()).unwrap();
+        assert_eq!(checked.client_id.as_deref(), Some("client-42"));
     }
 
     #[test]

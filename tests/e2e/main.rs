@@ -9,6 +9,7 @@ mod binary;
 mod faults;
 mod forward;
 mod idempotency;
+mod rate_limit;
 mod refuse;
 mod resilience;
 mod tls;

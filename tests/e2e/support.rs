@@ -130,6 +130,13 @@ pub fn tuned(sim_origin: &str, f: impl FnOnce(&mut Config)) -> Config {
         res.retry.budget_min_per_second = 1_000;
         res.circuit.failure_threshold = 3;
         res.circuit.cooldown = Duration::from_millis(300);
+        // Out of the way unless a test is about them.
+        let plenty = offergate::config::Rate {
+            per_second: 100_000.0,
+            burst: 100_000,
+        };
+        res.rate_limit.partner = plenty;
+        res.rate_limit.client = plenty;
     }
     f(&mut c);
     c

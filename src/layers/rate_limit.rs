@@ -1,0 +1,347 @@
+//! Rate limits: spend the partner's quota fairly, and back off when the partner
+//! says so. Token buckets (GCRA, governor) at two levels:
+//!
+//! - [`CallerLimit`], once per call (below idempotency, so a replay spends
+//!   nothing): a partner 429's pause (scope `upstream`, the state the circuit
+//!   breaker keeps), then the caller's own bucket (scope `client`), keyed by
+//!   `clientId` for Encore and `partner_id` for Besitos, with per-key overrides.
+//!   One busy operator cannot starve the others.
+//! - [`PartnerQuota`], once per try (inside the retry layer, so retries spend
+//!   from the same quota): the quota offergate may spend on the partner (scope
+//!   `partner`).
+//!
+//! When a bucket is empty the call waits for a permit up to `max_wait_ms`,
+//! never past its deadline; then it is refused with `rate_limited`, which the
+//! fallback layer turns into the route's `on_limit` answer (Encore: the soft
+//! fallback; Besitos: 429 with `Retry-After`). A pause that outlasts the wait
+//! answers `circuit_open`, as for any partner the circuit keeps us from.
+//!
+//! Keyed state is bounded: callers whose bucket is full again are purged every
+//! second, and at once when more than `max_tracked_clients` are tracked.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::circuit::Breakers;
+use super::{AroundLayer, Inner, Wrap};
+use crate::config::{Config, Rate, RateLimitConfig};
+use crate::error::{GatewayError, LimitScope};
+use crate::metrics::Metrics;
+use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::route::PerRoute;
+
+fn quota(rate: Rate) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+    // `with_period` only refuses a zero period, which `max` above rules out.
+    Quota::with_period(period)
+        .unwrap_or(Quota::per_second(burst))
+        .allow_burst(burst)
+}
+
+/// Takes a permit from `check`, waiting up to `max_wait` and never past
+/// `deadline`. `Err`: how long until a permit would be free.
+async fn acquire(
+    mut check: impl FnMut() -> Result<(), Duration>,
+    max_wait: Duration,
+    deadline: Option<Instant>,
+) -> Result<(), Duration> {
+    let started = Instant::now();
+    let give_up = deadline.map_or(started + max_wait, |d| d.min(started + max_wait));
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(wait) if Instant::now() + wait <= give_up => tokio::time::sleep(wait).await,
+            Err(wait) => return Err(wait),
+        }
+    }
+}
+
+/// One route's per-caller buckets.
+pub struct CallerBuckets {
+    clock: DefaultClock,
+    shared: DefaultKeyedRateLimiter<Box<str>>,
+    overrides: HashMap<String, DefaultDirectRateLimiter>,
+    max_tracked: usize,
+    /// Milliseconds since `born` at the last purge.
+    last_purge_ms: AtomicU64,
+    born: std::time::Instant,
+}
+
+impl CallerBuckets {
+    pub fn new(config: &RateLimitConfig) -> CallerBuckets {
+        let clock = DefaultClock::default();
+        CallerBuckets {
+            shared: RateLimiter::dashmap_with_clock(quota(config.client), clock.clone()),
+            overrides: config
+                .client_overrides
+                .iter()
+                .map(|(id, rate)| {
+                    (
+                        id.clone(),
+                        RateLimiter::direct_with_clock(quota(*rate), clock.clone()),
+                    )
+                })
+                .collect(),
+            clock,
+            max_tracked: config.max_tracked_clients,
+            last_purge_ms: AtomicU64::new(0),
+            born: std::time::Instant::now(),
+        }
+    }
+
+    /// One permit for `caller`, or how long until there is one.
+    pub fn check(&self, caller: &str) -> Result<(), Duration> {
+        let verdict = match self.overrides.get(caller) {
+            Some(own) => own.check(),
+            None => {
+                self.purge_if_due();
+                self.shared.check_key(&Box::from(caller))
+            }
+        };
+        verdict.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Drops callers whose bucket is full again (they are as good as new):
+    /// every second, or at once past `max_tracked`.
+    fn purge_if_due(&self) {
+        let now_ms = self.born.elapsed().as_millis() as u64;
+        let last = self.last_purge_ms.load(Ordering::Relaxed);
+        let due = now_ms.saturating_sub(last) >= 1_000 || self.shared.len() >= self.max_tracked;
+        if due
+            && self
+                .last_purge_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.shared.retain_recent();
+            self.shared.shrink_to_fit();
+        }
+    }
+
+    /// Callers tracked now.
+    pub fn tracked(&self) -> usize {
+        self.shared.len()
+    }
+}
+
+/// Per call: the partner's pause, then the caller's bucket.
+pub struct CallerLimit {
+    per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
+    breakers: Breakers,
+    metrics: Arc<Metrics>,
+}
+
+impl CallerLimit {
+    pub fn layer(
+        config: &Config,
+        breakers: Breakers,
+        metrics: Arc<Metrics>,
+    ) -> AroundLayer<CallerLimit> {
+        AroundLayer::new(CallerLimit {
+            per_route: PerRoute::new(|r| {
+                let c = config.resilience(r).rate_limit.clone();
+                let buckets = CallerBuckets::new(&c);
+                (c, buckets)
+            }),
+            breakers,
+            metrics,
+        })
+    }
+}
+
+impl Wrap for CallerLimit {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let (config, buckets) = self.per_route.get(route);
+        if !config.enabled {
+            return inner.oneshot(req).await;
+        }
+        let breaker = self.breakers.get(route);
+        let pause = acquire(
+            || breaker.paused_for(Instant::now()).map_or(Ok(()), Err),
+            config.max_wait,
+            req.deadline,
+        );
+        if let Err(retry_after) = pause.await {
+            self.metrics.rate_limited(route, LimitScope::Upstream);
+            return Err(GatewayError::CircuitOpen { retry_after });
+        }
+        if let Some(caller) = req.caller() {
+            if let Err(retry_after) =
+                acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
+            {
+                self.metrics.rate_limited(route, LimitScope::Client);
+                return Err(GatewayError::RateLimited {
+                    scope: LimitScope::Client,
+                    retry_after,
+                });
+            }
+        }
+        inner.oneshot(req).await
+    }
+}
+
+/// Per try: the quota offergate may spend on the partner.
+pub struct PartnerQuota {
+    per_route: PerRoute<(RateLimitConfig, DefaultDirectRateLimiter, DefaultClock)>,
+    metrics: Arc<Metrics>,
+}
+
+impl PartnerQuota {
+    pub fn layer(config: &Config, metrics: Arc<Metrics>) -> AroundLayer<PartnerQuota> {
+        AroundLayer::new(PartnerQuota {
+            per_route: PerRoute::new(|r| {
+                let c = config.resilience(r).rate_limit.clone();
+                let clock = DefaultClock::default();
+                let limiter = RateLimiter::direct_with_clock(quota(c.partner), clock.clone());
+                (c, limiter, clock)
+            }),
+            metrics,
+        })
+    }
+}
+
+impl Wrap for PartnerQuota {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let (config, limiter, clock) = self.per_route.get(route);
+        if config.enabled {
+            let check = || limiter.check().map_err(|n| n.wait_time_from(clock.now()));
+            if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
+                self.metrics.rate_limited(route, LimitScope::Partner);
+                return Err(GatewayError::RateLimited {
+                    scope: LimitScope::Partner,
+                    retry_after,
+                });
+            }
+        }
+        inner.oneshot(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(client: Rate, overrides: &[(&str, Rate)], max_tracked: usize) -> RateLimitConfig {
+        RateLimitConfig {
+            enabled: true,
+            partner: Rate {
+                per_second: 100.0,
+                burst: 100,
+            },
+            client,
+            client_overrides: overrides
+                .iter()
+                .map(|(k, r)| (k.to_string(), *r))
+                .collect::<BTreeMap<_, _>>(),
+            max_wait: Duration::ZERO,
+            on_limit: crate::config::OnLimit::Fallback,
+            max_tracked_clients: max_tracked,
+        }
+    }
+
+    #[test]
+    fn each_caller_has_its_own_bucket_and_overrides_theirs() {
+        let b = CallerBuckets::new(&config(
+            Rate {
+                per_second: 1.0,
+                burst: 3,
+            },
+            &[(
+                "big",
+                Rate {
+                    per_second: 1.0,
+                    burst: 10,
+                },
+            )],
+            1_000,
+        ));
+        assert_eq!((0..10).filter(|_| b.check("a").is_ok()).count(), 3);
+        assert_eq!(
+            (0..10).filter(|_| b.check("b").is_ok()).count(),
+            3,
+            "a's flood leaves b alone"
+        );
+        assert_eq!((0..20).filter(|_| b.check("big").is_ok()).count(), 10);
+        let wait = b.check("a").unwrap_err();
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn fractional_rates() {
+        let q = quota(Rate {
+            per_second: 0.5,
+            burst: 1,
+        });
+        assert_eq!(q.replenish_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn tracked_callers_stay_bounded() {
+        // Buckets refill in 1 ms, so a caller is forgettable almost at once.
+        let b = CallerBuckets::new(&config(
+            Rate {
+                per_second: 1_000.0,
+                burst: 1,
+            },
+            &[],
+            1_000,
+        ));
+        for i in 0..100_000 {
+            let _ = b.check(&format!("client-{i}"));
+            if i % 10_000 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        assert!(b.tracked() <= 11_000, "tracked {}", b.tracked());
+        std::thread::sleep(Duration::from_millis(5));
+        b.purge_if_due();
+        let _ = b.check("one-more");
+        assert!(b.tracked() <= 1_001, "tracked {}", b.tracked());
+    }
+
+    #[tokio::test]
+    async fn waits_briefly_then_gives_up() {
+        let limiter = RateLimiter::direct(quota(Rate {
+            per_second: 20.0,
+            burst: 1,
+        }));
+        let clock = DefaultClock::default();
+        let check = || limiter.check().map_err(|n| n.wait_time_from(clock.now()));
+        assert!(acquire(check, Duration::ZERO, None).await.is_ok());
+        // The next permit is 50 ms away: a 100 ms wait gets it, no wait does not.
+        assert!(acquire(check, Duration::ZERO, None).await.is_err());
+        let started = std::time::Instant::now();
+        assert!(acquire(check, Duration::from_millis(100), None)
+            .await
+            .is_ok());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        // Never past the deadline, whatever max_wait says.
+        let deadline = Instant::now() + Duration::from_millis(10);
+        assert!(acquire(check, Duration::from_secs(5), Some(deadline))
+            .await
+            .is_err());
+    }
+}
