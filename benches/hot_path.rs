@@ -36,6 +36,30 @@ fn local_work(c: &mut Criterion) {
         partner_id: None,
         page: None,
     };
+    let rl = offergate::config::RateLimitConfig {
+        enabled: true,
+        partner: offergate::config::Rate {
+            per_second: 1e6,
+            burst: 1_000_000,
+        },
+        client: offergate::config::Rate {
+            per_second: 1e6,
+            burst: 1_000_000,
+        },
+        client_overrides: Default::default(),
+        max_wait: std::time::Duration::ZERO,
+        on_limit: offergate::config::OnLimit::Fallback,
+        max_tracked_clients: 100_000,
+    };
+    let buckets = offergate::layers::rate_limit::CallerBuckets::new(&rl);
+    let clients: Vec<String> = (0..1_000).map(|i| format!("client-{i}")).collect();
+    let mut i = 0;
+    c.bench_function("rate_limit_caller_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % clients.len();
+            buckets.check(black_box(&clients[i]))
+        })
+    });
     c.bench_function("fingerprint_encore_body", |b| {
         b.iter(|| idempotency::fingerprint(&target, black_box(ENCORE_BODY.as_bytes())))
     });
@@ -62,6 +86,18 @@ fn one_call(c: &mut Criterion) {
         let sim = Simulator::start(any, SimConfig::demo()).await.unwrap();
         let mut config = Config::demo(any, any, sim.addr).unwrap();
         config.log.access_log = false;
+        // Limits on (their cost is measured) but high enough never to throttle.
+        let plenty = offergate::config::Rate {
+            per_second: 1e6,
+            burst: 1_000_000,
+        };
+        for r in [
+            &mut config.encore.resilience,
+            &mut config.besitos.resilience,
+        ] {
+            r.rate_limit.partner = plenty;
+            r.rate_limit.client = plenty;
+        }
         let gw = Gateway::start(config).await.unwrap();
         (sim, gw)
     });

@@ -183,3 +183,62 @@ fn resilience_rules_are_checked_with_their_keys() {
     );
     assert!(err.contains("encore.retry.backoff_ms[1]"), "{err}");
 }
+
+#[test]
+fn the_contracts_sample_config_loads() {
+    let sample = r#"
+[server]
+listen = "127.0.0.1:8787"
+admin_listen = "127.0.0.1:9787"
+
+[encore]                       # route encore_offers
+base_url = "https://api.encorekit.com"
+api_key_env = "ENCORE_API_KEY" # or api_key_file = "/run/secrets/encore_api_key"
+[encore.rate_limit]
+partner_per_second = 50        # quota offergate spends on the partner
+partner_burst = 50
+client_per_second = 5          # per clientId
+client_burst = 10
+
+[besitos]                      # route besitos_goals
+base_url = "https://wall.besitos.ai"
+[[besitos.partners]]
+id = "eafLst9T"
+token_env = "BESITOS_TOKEN"    # or token_file
+"#;
+    let c = Config::from_toml(sample, &env()).unwrap();
+    let r = &c.encore.resilience.rate_limit;
+    assert_eq!((r.partner.per_second, r.partner.burst), (50.0, 50));
+    assert_eq!((r.client.per_second, r.client.burst), (5.0, 10));
+    assert_eq!(r.on_limit, OnLimit::Fallback);
+    assert_eq!(c.besitos.resilience.rate_limit.on_limit, OnLimit::Reject);
+}
+
+#[test]
+fn zero_or_negative_rates_are_refused_clearly() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let bad = format!(
+        "{base}[encore.rate_limit]\npartner_per_second = 0\nclient_per_second = -2\nclient_burst = 0\non_limit = \"drop\"\n[encore.rate_limit.client_overrides]\nbig = {{ per_second = 0.0, burst = 5 }}\n"
+    );
+    let err = problems(&bad, &env());
+    for expect in [
+        "encore.rate_limit.partner_per_second: 0 must be a rate above 0",
+        "encore.rate_limit.client_per_second: -2 must be a rate above 0",
+        "encore.rate_limit.client_burst",
+        "encore.rate_limit.on_limit: `drop`",
+        "encore.rate_limit.client_overrides.\"big\".per_second",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+    let ok = format!("{base}[encore.rate_limit]\nclient_per_second = 0.5\n");
+    assert_eq!(
+        Config::from_toml(&ok, &env())
+            .unwrap()
+            .encore
+            .resilience
+            .rate_limit
+            .client
+            .per_second,
+        0.5
+    );
+}
