@@ -27,7 +27,7 @@ use crate::error::GatewayError;
 use crate::idempotency::Idempotency;
 use crate::layers::circuit::{self, Circuit};
 use crate::layers::rate_limit::{CallerLimit, PartnerQuota};
-use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry};
+use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::upstream::Upstream;
@@ -45,6 +45,17 @@ pub fn build(
     metrics: Arc<Metrics>,
 ) -> Result<Edge, String> {
     let upstream = Upstream::new(config, public_base_url.clone(), metrics.clone())?;
+    build_with(config, public_base_url, metrics, upstream)
+}
+
+/// [`build`] around any partner service: the real [`Upstream`], or an
+/// in-memory partner in benchmarks that measure offergate's own cost.
+pub fn build_with<U: Inner>(
+    config: &Config,
+    public_base_url: BaseUrl,
+    metrics: Arc<Metrics>,
+    upstream: U,
+) -> Result<Edge, String> {
     let breakers = circuit::breakers(config);
     let proxy = ServiceBuilder::new()
         // Type-erased so the edge does not change as layers are added.
