@@ -1,0 +1,96 @@
+"""Turns the load runs into a markdown table (with ratios and the targets of
+issue 6) and an SVG chart of req/s and p99 per scenario. Standard library only."""
+import datetime
+import sys
+
+results, idle_kib, peak_kib, machine, secs, md_path, svg_path = sys.argv[1:8]
+
+
+def ms(s):
+    """wrk latency ("812.00us", "1.23ms", "1.02s") in milliseconds."""
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if s.endswith(unit):
+            return float(s[: -len(unit)]) * factor
+    return float("nan")
+
+
+rows = []
+for line in open(results):
+    label, conns, rps, p50, p99, non2xx = line.rstrip("\n").split("\t")
+    rows.append(dict(label=label, c=int(conns), rps=float(rps), p50=ms(p50), p99=ms(p99), non2xx=int(non2xx or 0)))
+by = {(r["label"], r["c"]): r for r in rows}
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+baseline = {"offergate_circuit_open": "nginx_partner_down"}
+lines = [
+    f"Run {datetime.date.today()}, {secs} s per run, wrk -t1. Machine: {machine}.",
+    "",
+    "| scenario | conns | req/s | p50 ms | p99 ms | × direct | × nginx | non-2xx |",
+    "|---|---|---|---|---|---|---|---|",
+]
+for r in rows:
+    direct = by.get(("direct", r["c"]))
+    other = by.get((baseline.get(r["label"], "nginx_forward"), r["c"]))
+    vs_direct = f'{ratio(r["rps"], direct["rps"]):.2f}' if direct else "-"
+    vs_nginx = f'{ratio(r["rps"], other["rps"]):.2f}' if other and r["label"].startswith("offergate") else "-"
+    lines.append(
+        f'| {r["label"]} | {r["c"]} | {r["rps"]:.0f} | {r["p50"]:.3f} | {r["p99"]:.3f} | {vs_direct} | {vs_nginx} | {r["non2xx"]} |'
+    )
+
+idle_mib, peak_mib = int(idle_kib) / 1024, int(peak_kib) / 1024
+lines += ["", f"offergate RSS: idle {idle_mib:.1f} MiB, peak over the run {peak_mib:.1f} MiB.", ""]
+
+
+def check(name, ok, detail):
+    lines.append(f'- {"met" if ok else "MISSED"}: {name} ({detail})')
+
+
+g = lambda label: by.get((label, 32))
+if all(g(x) for x in ("direct", "nginx_forward", "offergate_forward", "offergate_replay", "offergate_circuit_open")):
+    f, n, rp, d, co = g("offergate_forward"), g("nginx_forward"), g("offergate_replay"), g("direct"), g("offergate_circuit_open")
+    lines.append("Targets (32 connections):")
+    check("forward req/s ≥ 1.2 × nginx", f["rps"] >= 1.2 * n["rps"], f'{ratio(f["rps"], n["rps"]):.2f} ×')
+    check("forward p99 ≤ nginx p99", f["p99"] <= n["p99"], f'{f["p99"]:.3f} vs {n["p99"]:.3f} ms')
+    check("replay ≥ 0.8 × direct", rp["rps"] >= 0.8 * d["rps"], f'{ratio(rp["rps"], d["rps"]):.2f} ×')
+    check("replay ≥ 2.5 × nginx forward", rp["rps"] >= 2.5 * n["rps"], f'{ratio(rp["rps"], n["rps"]):.2f} ×')
+    check("circuit open p99 < 1 ms", co["p99"] < 1.0, f'{co["p99"]:.3f} ms')
+    check("idle RSS < 20 MiB", idle_mib < 20, f"{idle_mib:.1f} MiB")
+open(md_path, "w").write("\n".join(lines) + "\n")
+
+# Chart: req/s and p99 per scenario at 32 connections, two panels of bars.
+sel = [r for r in rows if r["c"] == 32]
+W, H, pad, bar = 760, 300, 50, 0
+colors = {"direct": "#888", "nginx": "#009639", "offergate": "#d2691e"}
+
+
+def color(label):
+    return next((c for k, c in colors.items() if label.startswith(k)), "#555")
+
+
+def panel(x0, title, key, unit):
+    top = max(r[key] for r in sel) or 1
+    width = (W / 2 - pad - 10) / max(len(sel), 1)
+    out = [f'<text x="{x0 + 10}" y="20" font-size="13" font-weight="bold">{title}</text>']
+    for i, r in enumerate(sel):
+        h = (H - 110) * r[key] / top
+        x = x0 + pad + i * width
+        y = H - 80 - h
+        out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{width * 0.7:.1f}" height="{h:.1f}" fill="{color(r["label"])}"/>')
+        out.append(f'<text x="{x + width * 0.35:.1f}" y="{y - 4:.1f}" font-size="9" text-anchor="middle">{r[key]:.{0 if key == "rps" else 2}f}</text>')
+        out.append(
+            f'<text x="{x + width * 0.35:.1f}" y="{H - 70}" font-size="9" text-anchor="end" transform="rotate(-40 {x + width * 0.35:.1f} {H - 70})">{r["label"]}</text>'
+        )
+    out.append(f'<text x="{x0 + 10}" y="{H - 5}" font-size="10">{unit}, 32 connections</text>')
+    return out
+
+
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif">',
+       f'<rect width="{W}" height="{H}" fill="white"/>']
+svg += panel(0, "Throughput (higher is better)", "rps", "requests/s")
+svg += panel(W / 2, "p99 latency (lower is better)", "p99", "milliseconds")
+svg.append("</svg>")
+open(svg_path, "w").write("\n".join(svg) + "\n")

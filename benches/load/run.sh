@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Load comparison on loopback: offergate against nginx as the reverse proxy a
+# user would otherwise reach for, and against calling the partner directly.
+# Bounded (every wrk run has a fixed duration), loopback only, stops by itself.
+#
+#   benches/load/run.sh [seconds-per-run]      (default 8)
+#
+# Pinning (2 cores): the server under test (nginx proxy, offergate, or the
+# partner itself for "direct") gets CPU 1 alone; wrk and the partner share CPU 0.
+# Prints a markdown table and writes benches/load/results.md and chart.svg.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-8}
+HERE=benches/load
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { # need COMMAND DEBIAN_PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2" >&2
+  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+}
+need nginx nginx-light
+need wrk wrk
+need taskset util-linux
+cargo build --release --locked -q
+OG=target/release/offergate
+KEY=pk_test_bench_key
+OFFER='{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://storage.googleapis.com/encore-assets-prod/creatives/primary.png","advertiserName":"Apple Music","perk":"6 months free"}}'
+PATH_=/encore/publisher/sdk/v1/offers/message
+
+P_PARTNER=18801; P_DIRECT=18802; P_NGINX=18811; P_NGINX_DOWN=18812
+P_OG=18821; P_OG_ADMIN=18822; P_OG_DOWN=18831; P_OG_DOWN_ADMIN=18832; P_DEAD=18899
+
+nginx_conf() { # name body-of-http-block
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/$1/nginx.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1;
+  fastcgi_temp_path $WORK/$1; uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+start_nginx() { # name cpu
+  taskset -c "$2" nginx -p "$WORK/$1" -c "$WORK/$1/nginx.conf" -g 'daemon off;' &
+  PIDS+=($!)
+}
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# The partner: nginx answering Encore's documented 200, checking the key.
+partner_block() {
+  echo "server { listen 127.0.0.1:$1; default_type application/json;
+    location = $PATH_ { if (\$http_x_api_key != \"$KEY\") { return 401; } return 200 '$OFFER'; } }"
+}
+nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
+nginx_conf direct "$(partner_block $P_DIRECT)"; start_nginx direct 1
+# nginx as the equivalent reverse proxy: keep-alive upstream pool, key injected.
+proxy_block() { # port upstream-port
+  echo "upstream partner { server 127.0.0.1:$2; keepalive 64; }
+  server { listen 127.0.0.1:$1;
+    location = $PATH_ { proxy_pass http://partner; proxy_http_version 1.1;
+      proxy_set_header Connection \"\"; proxy_set_header X-API-Key \"$KEY\"; } }"
+}
+nginx_conf proxy "$(proxy_block $P_NGINX $P_PARTNER)"; start_nginx proxy 1
+nginx_conf proxydown "$(proxy_block $P_NGINX_DOWN $P_DEAD)"; start_nginx proxydown 1
+
+og_config() { # listen admin partner-port
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+[log]
+level = "warn"
+access_log = false
+[encore]
+base_url = "http://127.0.0.1:$3"
+api_key_env = "BENCH_ENCORE_KEY"
+[encore.rate_limit]
+partner_per_second = 1000000
+partner_burst = 1000000
+client_per_second = 1000000
+client_burst = 1000000
+[[besitos.partners]]
+id = "bench"
+token_env = "BENCH_ENCORE_KEY"
+CONF
+}
+og_config $P_OG $P_OG_ADMIN $P_PARTNER > "$WORK/og.toml"
+og_config $P_OG_DOWN $P_OG_DOWN_ADMIN $P_DEAD > "$WORK/og-down.toml"
+BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og.toml" & OG_PID=$!; PIDS+=($OG_PID)
+BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og-down.toml" & PIDS+=($!)
+for p in $P_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_OG $P_OG_DOWN; do wait_port $p; done
+IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)
+
+# Open offergate's circuit to the dead partner before measuring it.
+for _ in 1 2 3 4 5 6; do curl -s -o /dev/null -X POST "http://127.0.0.1:$P_OG_DOWN$PATH_" -H 'Content-Type: application/json' \
+  -d '{"clientId":"c","chatId":"warm","attributes":{"countryCode":"US","language":"en","platform":"ios"}}'; done
+
+RESULTS="$WORK/results.tsv"
+run() { # label target-port conns lua-script
+  local label=$1 port=$2 conns=$3 script=$4 out key=""
+  [ "$label" = direct ] && key=$KEY
+  out=$(env ${key:+API_KEY=$key} taskset -c 0 wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$script" "http://127.0.0.1:$port$PATH_" 2>&1)
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" >> "$RESULTS"
+  echo "$label c=$conns: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}" >&2
+}
+for c in 1 32; do
+  run direct $P_DIRECT $c $HERE/forward.lua
+  run nginx_forward $P_NGINX $c $HERE/forward.lua
+  run offergate_forward $P_OG $c $HERE/forward.lua
+  run offergate_replay $P_OG $c $HERE/replay.lua
+  run nginx_partner_down $P_NGINX_DOWN $c $HERE/forward.lua
+  run offergate_circuit_open $P_OG_DOWN $c $HERE/forward.lua
+done
+PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OG_PID/status)
+
+MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)"
+python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg
+cat $HERE/results.md
