@@ -132,6 +132,7 @@ for c in 1 32; do
 done
 PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OG_PID/status)
 
-MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)"
+WRK_VERSION=$( (wrk --version 2>&1 || true) | head -1 | cut -d' ' -f2)
+MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $WRK_VERSION"
 python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg
 cat $HERE/results.md
