@@ -133,10 +133,12 @@ impl<St> RouteState<St> {
             }
             None => {
                 let window = self.config.body_key_window?;
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut key = String::with_capacity(5 + 64);
                 key.push_str("body/");
                 for b in fp {
-                    key.push_str(&format!("{b:02x}"));
+                    key.push(HEX[usize::from(b >> 4)] as char);
+                    key.push(HEX[usize::from(b & 0xf)] as char);
                 }
                 Some((key, window))
             }
