@@ -143,5 +143,9 @@ fn one_call(c: &mut Criterion) {
     });
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 criterion_group!(benches, local_work, one_call);
 criterion_main!(benches);

@@ -162,5 +162,9 @@ fn pieces(c: &mut Criterion) {
     });
 }
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 criterion_group!(benches, whole_stack, pieces);
 criterion_main!(benches);

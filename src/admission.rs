@@ -87,6 +87,7 @@ impl Admission {
         }
         let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
+        let fingerprint = crate::idempotency::fingerprint_of(&target, checked.json.as_ref());
         Ok(ProxyRequest {
             target,
             request_id,
@@ -94,6 +95,7 @@ impl Admission {
             body,
             idempotency_key,
             client_id: checked.client_id,
+            fingerprint,
             deadline: None,
         })
     }

@@ -15,6 +15,21 @@ use crate::route::Target;
 pub type Fingerprint = [u8; 32];
 
 pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
+    hash(target, &canonical(body))
+}
+
+/// The fingerprint of a body already parsed (admission parses it once to
+/// validate it; `None`: no body). Same result as [`fingerprint`].
+pub fn fingerprint_of(target: &Target, json: Option<&Value>) -> Fingerprint {
+    let mut out = Vec::with_capacity(256);
+    match json {
+        Some(v) => write(v, &mut out),
+        None => out.extend_from_slice(b"{}"),
+    }
+    hash(target, &out)
+}
+
+fn hash(target: &Target, canonical_body: &[u8]) -> Fingerprint {
     let mut ctx = Context::new(&SHA256);
     ctx.update(target.route.as_str().as_bytes());
     ctx.update(b"\0");
@@ -22,7 +37,7 @@ pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
     ctx.update(b"\0");
     ctx.update(&target.page.unwrap_or(1).to_le_bytes());
     ctx.update(b"\0");
-    ctx.update(&canonical(body));
+    ctx.update(canonical_body);
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
@@ -127,5 +142,15 @@ mod tests {
             fingerprint(&t(Route::BesitosGoals, Some("p1"), Some(1)), body)
         );
         assert_eq!(fingerprint(&p1, b""), fingerprint(&p1, b"{}"));
+    }
+
+    #[test]
+    fn from_a_parsed_value_is_the_same() {
+        let e = t(Route::EncoreOffers, None, None);
+        let body = br#"{ "b": [1, {"y":2,"x":"s"}], "a": null }"#;
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(fingerprint_of(&e, Some(&v)), fingerprint(&e, body));
+        let b = t(Route::BesitosGoals, Some("p"), None);
+        assert_eq!(fingerprint_of(&b, None), fingerprint(&b, b""));
     }
 }

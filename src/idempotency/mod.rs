@@ -21,7 +21,7 @@
 mod fingerprint;
 mod store;
 
-pub use fingerprint::{canonical, fingerprint, Fingerprint};
+pub use fingerprint::{canonical, fingerprint, fingerprint_of, Fingerprint};
 pub use store::{Answer, Claim, IdempotencyStore, MemoryStore, Stored};
 
 use std::panic::AssertUnwindSafe;
@@ -191,7 +191,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
         if !state.config.enabled {
             return inner.oneshot(req).await;
         }
-        let fp = fingerprint(&req.target, &req.body);
+        let fp = req.fingerprint;
         let Some((key, ttl)) = state.key(&req, &fp) else {
             return inner.oneshot(req).await;
         };

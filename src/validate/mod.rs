@@ -19,17 +19,19 @@ use crate::route::Route;
 pub const MAX_ID_CHARS: usize = 256;
 
 /// What validation learned that later layers need, so the body is parsed once.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Checked {
     /// Encore's `clientId`: the operator the per-caller rate limit is keyed by.
     pub client_id: Option<Box<str>>,
+    /// The parsed body (`None`: no body), for the request fingerprint.
+    pub json: Option<Value>,
 }
 
 /// Checks a body for `route`; `Ok` means it may be forwarded as it is.
 pub fn check_body(route: Route, body: &[u8]) -> Result<Checked, GatewayError> {
     match route {
         Route::EncoreOffers => encore(body),
-        Route::BesitosGoals => besitos(body).map(|()| Checked::default()),
+        Route::BesitosGoals => besitos(body),
     }
 }
 
@@ -130,13 +132,16 @@ fn encore(body: &[u8]) -> Result<Checked, GatewayError> {
             format!("`{}` is not one of android, ios, web", clip(platform)),
         ));
     }
-    Ok(Checked { client_id })
+    Ok(Checked {
+        client_id,
+        json: Some(Value::Object(obj)),
+    })
 }
 
 /// Besitos: every filter optional; an empty body asks for everything.
-fn besitos(body: &[u8]) -> Result<(), GatewayError> {
+fn besitos(body: &[u8]) -> Result<Checked, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(Checked::default());
     }
     let obj = parse_object(body)?;
     for field in ["subscribers", "offers"] {
@@ -181,7 +186,10 @@ fn besitos(body: &[u8]) -> Result<(), GatewayError> {
         }
     }
     match obj.get("message_template") {
-        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(Checked {
+            client_id: None,
+            json: Some(Value::Object(obj)),
+        }),
         Some(other) => Err(GatewayError::invalid(
             "message_template",
             format!("must be a string, not {}", kind(other)),

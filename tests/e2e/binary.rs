@@ -194,7 +194,8 @@ fn run_mode_in_front_of_the_standalone_simulator() {
         .to_string();
     assert!(origin.starts_with("http://127.0.0.1:"), "{origin}");
 
-    // Free ports for the gateway, then the production command with the shipped file.
+    // Free ports for the gateway (on 127.0.0.3, where no other test listens, so
+    // none can take them before the child binds), then the shipped file.
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -162,10 +162,7 @@ async fn hanging_and_slow_partners_time_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_partner_is_a_502() {
     // A port nothing listens on: bind, note it, close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_addr();
     let h = Harness::with_config(|_| config_bare(&format!("http://{closed}"))).await;
     let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(

@@ -267,10 +267,7 @@ async fn a_call_never_takes_longer_than_its_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_retried_then_falls_back() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_addr();
     let h = Harness::with_config(|_| {
         tuned(&format!("http://{closed}"), |c| {
             c.encore.resilience.circuit.failure_threshold = 100

@@ -240,6 +240,15 @@ pub async fn send_with(
     }
 }
 
+/// An address nothing listens on, so connecting is refused. On 127.0.0.2:
+/// every other test listens on 127.0.0.1, so none can take it meanwhile.
+pub fn closed_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
