@@ -197,7 +197,7 @@ fn run_mode_in_front_of_the_standalone_simulator() {
     // Free ports for the gateway (on 127.0.0.3, where no other test listens, so
     // none can take them before the child binds), then the shipped file.
     let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
+        std::net::TcpListener::bind("127.0.0.3:0")
             .unwrap()
             .local_addr()
             .unwrap()
