@@ -28,6 +28,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
 use prometheus::core::{Collector, Desc};
@@ -153,8 +154,16 @@ fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stor
             Some(Stored {
                 fingerprint,
                 status: r.status,
-                content_type: r.headers.get(header::CONTENT_TYPE).cloned(),
-                body: r.body.clone(),
+                // Copies, not clones: hyper parses the partner's body and header
+                // values as slices of its connection buffer (8 KiB+), which a
+                // clone would pin for the whole TTL. Measured: ~8.7 KiB of RSS
+                // per stored answer with clones, while the byte bound counted
+                // only the body.
+                content_type: r
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+                body: Bytes::copy_from_slice(&r.body),
                 ttl,
             })
         }
