@@ -3,7 +3,7 @@ issue 6) and an SVG chart of req/s and p99 per scenario. Standard library only."
 import datetime
 import sys
 
-results, idle_kib, peak_kib, machine, secs, md_path, svg_path = sys.argv[1:8]
+results, idle_kib, peak_kib, machine, secs, md_path, svg_path, soak_path, soak_requests, store_max_bytes = sys.argv[1:11]
 
 
 def ms(s):
@@ -59,6 +59,24 @@ if all(g(x) for x in ("direct", "nginx_forward", "offergate_forward", "offergate
     check("replay ≥ 2.5 × nginx forward", rp["rps"] >= 2.5 * n["rps"], f'{ratio(rp["rps"], n["rps"]):.2f} ×')
     check("circuit open p99 < 1 ms", co["p99"] < 1.0, f'{co["p99"]:.3f} ms')
     check("idle RSS < 20 MiB", idle_mib < 20, f"{idle_mib:.1f} MiB")
+
+soak = [tuple(int(x) for x in l.split()) for l in open(soak_path) if l.strip()]
+if soak:
+    bound_mib = int(store_max_bytes) / 1024 / 1024
+    rss_end = soak[-1][1] / 1024
+    store_mib = rss_end - idle_mib
+    after_10s = next((kib for t, kib in soak if t >= 10), soak[0][1]) / 1024
+    lines += [
+        "",
+        f"Soak: {int(soak_requests):,} forward requests (each a new idempotency key) over {soak[-1][0]} s.",
+        "RSS (MiB) every 5 s: " + ", ".join(f"{kib / 1024:.1f}" for _, kib in soak),
+    ]
+    check(
+        "RSS above idle within the store's byte limit + 20 %",
+        store_mib <= 1.2 * bound_mib,
+        f"{store_mib:.1f} MiB for a {bound_mib:.0f} MiB limit, after {int(soak_requests):,} keys",
+    )
+    check("no RSS growth under steady load", rss_end <= after_10s * 1.05, f"{after_10s:.1f} MiB at 10 s, {rss_end:.1f} MiB at the end")
 open(md_path, "w").write("\n".join(lines) + "\n")
 
 # Chart: req/s and p99 per scenario at 32 connections, two panels of bars.

@@ -4,6 +4,8 @@
 # Bounded (every wrk run has a fixed duration), loopback only, stops by itself.
 #
 #   benches/load/run.sh [seconds-per-run]      (default 8)
+#   SOAK=60 benches/load/run.sh                (steady forward load after the
+#                                               scenarios, RSS sampled; 0: skip)
 #
 # Pinning (2 cores): the server under test (nginx proxy, offergate, or the
 # partner itself for "direct") gets CPU 1 alone; wrk and the partner share CPU 0.
@@ -132,7 +134,23 @@ for c in 1 32; do
 done
 PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OG_PID/status)
 
+# Soak: steady forward load (every request a new idempotency key), RSS sampled
+# every 5 s. Shows the store staying inside its byte bound and RSS not growing.
+SOAK=${SOAK:-60}
+SOAK_FILE="$WORK/soak.tsv"; : > "$SOAK_FILE"
+if [ "$SOAK" -gt 0 ]; then
+  taskset -c 0 wrk -t1 -c32 -d"${SOAK}s" -s $HERE/forward.lua "http://127.0.0.1:$P_OG$PATH_" > "$WORK/soak.txt" 2>&1 & W=$!
+  for t in $(seq 5 5 "$SOAK"); do
+    sleep 5
+    printf '%s\t%s\n' "$t" "$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)" >> "$SOAK_FILE"
+  done
+  wait $W || true
+  SOAK_REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/soak.txt")
+  echo "soak: $SOAK_REQUESTS requests in ${SOAK}s" >&2
+fi
+
 WRK_VERSION=$( (wrk --version 2>&1 || true) | head -1 | cut -d' ' -f2)
 MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $WRK_VERSION"
-python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg
+python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg \
+  "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 33554432
 cat $HERE/results.md
