@@ -239,6 +239,24 @@ impl Metrics {
         self.offers[usize::from(result == OfferResult::NoOffer)].inc();
     }
 
+    /// Registers a `{route}` gauge whose values are read by `read` at scrape
+    /// time, so they are never stale (circuit state, stored answers).
+    pub fn register_route_gauge(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn(Route) -> i64 + Send + Sync + 'static,
+    ) -> Result<(), String> {
+        let gauge =
+            IntGaugeVec::new(Opts::new(name, help), &["route"]).map_err(|e| e.to_string())?;
+        self.registry
+            .register(Box::new(RouteGauge {
+                gauge,
+                read: Box::new(read),
+            }))
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8 * 1024);
@@ -246,6 +264,27 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         buf
+    }
+}
+
+/// A per-route gauge computed when scraped.
+struct RouteGauge {
+    gauge: IntGaugeVec,
+    read: Box<dyn Fn(Route) -> i64 + Send + Sync>,
+}
+
+impl prometheus::core::Collector for RouteGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        for r in Route::ALL {
+            self.gauge
+                .with_label_values(&[r.as_str()])
+                .set((self.read)(r));
+        }
+        self.gauge.collect()
     }
 }
 

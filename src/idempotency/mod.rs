@@ -31,9 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, Opts};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -88,24 +86,16 @@ impl<St: IdempotencyStore> Idempotency<St> {
             &["route", "result"],
         )
         .map_err(|e| e.to_string())?;
-        let entries = IntGaugeVec::new(
-            Opts::new(
-                "offergate_idempotency_entries",
-                "Answers stored for replay, per route.",
-            ),
-            &["route"],
-        )
-        .map_err(|e| e.to_string())?;
-        let registry = metrics.registry();
-        registry
+        metrics
+            .registry()
             .register(Box::new(results.clone()))
             .map_err(|e| e.to_string())?;
-        registry
-            .register(Box::new(EntriesGauge {
-                gauge: entries,
-                per_route: per_route.clone(),
-            }))
-            .map_err(|e| e.to_string())?;
+        let stores = per_route.clone();
+        metrics.register_route_gauge(
+            "offergate_idempotency_entries",
+            "Answers stored for replay, per route.",
+            move |r| i64::try_from(stores.get(r).store.entries()).unwrap_or(i64::MAX),
+        )?;
         Ok(AroundLayer::new(Idempotency {
             per_route,
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
@@ -253,27 +243,5 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 })
             }
         }
-    }
-}
-
-/// `offergate_idempotency_entries{route}`, read from the stores when scraped.
-struct EntriesGauge<St> {
-    gauge: IntGaugeVec,
-    per_route: Arc<PerRoute<RouteState<St>>>,
-}
-
-impl<St: IdempotencyStore> Collector for EntriesGauge<St> {
-    fn desc(&self) -> Vec<&Desc> {
-        self.gauge.desc()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        for r in Route::ALL {
-            let n = self.per_route.get(r).store.entries();
-            self.gauge
-                .with_label_values(&[r.as_str()])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        self.gauge.collect()
     }
 }

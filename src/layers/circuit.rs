@@ -13,9 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{IntGaugeVec, Opts};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -25,7 +22,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::outcome::{classify, Reason, Verdict};
 use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::{PerRoute, Route};
+use crate::route::PerRoute;
 
 pub struct Circuit {
     breakers: Arc<PerRoute<Breaker>>,
@@ -49,21 +46,12 @@ impl Circuit {
         breakers: Breakers,
         metrics: &Metrics,
     ) -> Result<AroundLayer<Circuit>, String> {
-        let gauge = IntGaugeVec::new(
-            Opts::new(
-                "offergate_circuit_open",
-                "1 while the route's partner circuit is open (or paused by a 429), else 0.",
-            ),
-            &["route"],
-        )
-        .map_err(|e| e.to_string())?;
-        metrics
-            .registry()
-            .register(Box::new(CircuitGauge {
-                gauge,
-                breakers: breakers.clone(),
-            }))
-            .map_err(|e| format!("circuit gauge: {e}"))?;
+        let read = breakers.clone();
+        metrics.register_route_gauge(
+            "offergate_circuit_open",
+            "1 while the route's partner circuit is open (or paused by a 429), else 0.",
+            move |r| i64::from(read.get(r).is_open(Instant::now())),
+        )?;
         Ok(AroundLayer::new(Circuit {
             breakers,
             retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
@@ -235,29 +223,6 @@ impl Drop for Permit<'_> {
         if !self.recorded && self.probe {
             self.breaker.record(true, None);
         }
-    }
-}
-
-/// `offergate_circuit_open{route}`, computed from the breakers when scraped.
-struct CircuitGauge {
-    gauge: IntGaugeVec,
-    breakers: Arc<PerRoute<Breaker>>,
-}
-
-impl Collector for CircuitGauge {
-    fn desc(&self) -> Vec<&Desc> {
-        self.gauge.desc()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let now = Instant::now();
-        for r in Route::ALL {
-            let open = self.breakers.get(r).is_open(now);
-            self.gauge
-                .with_label_values(&[r.as_str()])
-                .set(i64::from(open));
-        }
-        self.gauge.collect()
     }
 }
 

@@ -6,17 +6,9 @@ use std::time::Duration;
 
 use offergate::config::Secret;
 use offergate::route::Route;
-use offergate::simulator::faults::Fault;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
-
-fn plan(h: &Harness, route: Route, items: &[&str]) {
-    h.sim.state.set_plan(
-        route,
-        items.iter().map(|i| Fault::parse(i).unwrap()).collect(),
-    );
-}
 
 fn replayed(a: &Answer) -> bool {
     a.headers

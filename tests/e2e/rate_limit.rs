@@ -29,12 +29,6 @@ fn body_for(client: &str) -> String {
     encore_body().replace("client-42", client)
 }
 
-fn reason(a: &Answer) -> Option<&str> {
-    a.headers
-        .get("x-offergate-fallback")
-        .map(|v| v.to_str().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_above_the_partner_limit_lets_burst_plus_rate_through() {
     let h = Arc::new(
@@ -68,7 +62,7 @@ async fn a_burst_above_the_partner_limit_lets_burst_plus_rate_through() {
     );
     let limited: Vec<&Answer> = answers
         .iter()
-        .filter(|a| reason(a) == Some("rate_limited"))
+        .filter(|a| fallback_reason(a) == Some("rate_limited"))
         .collect();
     assert_eq!(limited.len() as u64 + reached, 30);
     assert!(
@@ -126,15 +120,18 @@ async fn one_flooding_client_does_not_starve_another() {
     let mut served = 0;
     for _ in 0..20 {
         let a = h.post(ENCORE_PATH, &[], &body_for("busy-restaurant")).await;
-        if reason(&a).is_none() {
+        if fallback_reason(&a).is_none() {
             served += 1;
         } else {
-            assert_eq!(reason(&a), Some("rate_limited"));
+            assert_eq!(fallback_reason(&a), Some("rate_limited"));
         }
     }
     assert!((3..=4).contains(&served), "{served}");
     let other = h.post(ENCORE_PATH, &[], &body_for("quiet-shop")).await;
-    assert_eq!((other.status.as_u16(), reason(&other)), (200, None));
+    assert_eq!(
+        (other.status.as_u16(), fallback_reason(&other)),
+        (200, None)
+    );
     assert!(other.json()["offer"].is_object());
     assert_eq!(h.calls(Route::EncoreOffers), served + 1);
     let m = h.metrics().await;
@@ -166,8 +163,9 @@ async fn client_overrides_give_a_big_operator_more() {
     .await;
     let mut served = 0;
     for _ in 0..8 {
-        served +=
-            u64::from(reason(&h.post(ENCORE_PATH, &[], &body_for("big-operator")).await).is_none());
+        served += u64::from(
+            fallback_reason(&h.post(ENCORE_PATH, &[], &body_for("big-operator")).await).is_none(),
+        );
     }
     assert_eq!(served, 6);
     h.stop().await;
@@ -184,11 +182,11 @@ async fn a_partner_429_pauses_forwarding_for_its_retry_after() {
     );
     let paused_at = Instant::now();
     let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
-    assert_eq!(reason(&a), Some("upstream_status_429"));
+    assert_eq!(fallback_reason(&a), Some("upstream_status_429"));
     for _ in 0..5 {
         let t = Instant::now();
         let b = h.post(ENCORE_PATH, &[], &encore_body()).await;
-        assert_eq!(reason(&b), Some("circuit_open"));
+        assert_eq!(fallback_reason(&b), Some("circuit_open"));
         assert!(
             t.elapsed() < Duration::from_millis(400),
             "the 250 ms wait at most"
@@ -198,7 +196,7 @@ async fn a_partner_429_pauses_forwarding_for_its_retry_after() {
     // Close to the end of the pause, the short wait bridges it.
     tokio::time::sleep(Duration::from_millis(850).saturating_sub(paused_at.elapsed())).await;
     let c = h.post(ENCORE_PATH, &[], &encore_body()).await;
-    assert_eq!((c.status.as_u16(), reason(&c)), (200, None));
+    assert_eq!((c.status.as_u16(), fallback_reason(&c)), (200, None));
     assert!(paused_at.elapsed() >= Duration::from_secs(1));
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     let m = h.metrics().await;
@@ -223,9 +221,9 @@ async fn a_replay_is_served_while_the_limit_is_spent() {
     let body = body_for("one-call-budget");
     let key = [("idempotency-key", "order-77")];
     let first = h.post(ENCORE_PATH, &key, &body).await;
-    assert_eq!(reason(&first), None);
+    assert_eq!(fallback_reason(&first), None);
     let limited = h.post(ENCORE_PATH, &[], &body_for("one-call-budget")).await;
-    assert_eq!(reason(&limited), Some("rate_limited"));
+    assert_eq!(fallback_reason(&limited), Some("rate_limited"));
     let replay = h.post(ENCORE_PATH, &key, &body).await;
     assert_eq!(replay.headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(replay.body, first.body);
@@ -244,7 +242,7 @@ async fn a_short_wait_smooths_a_burst_instead_of_refusing() {
     let started = Instant::now();
     for _ in 0..3 {
         let a = h.post(ENCORE_PATH, &[], &body_for("steady")).await;
-        assert_eq!(reason(&a), None, "waited for a permit");
+        assert_eq!(fallback_reason(&a), None, "waited for a permit");
     }
     assert!(
         started.elapsed() >= Duration::from_millis(180),

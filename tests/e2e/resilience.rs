@@ -5,30 +5,16 @@
 use std::time::{Duration, Instant};
 
 use offergate::route::Route;
-use offergate::simulator::faults::Fault;
 
 use crate::support::*;
 
 const NO_OFFER: &str = r#"{"success":true,"offer":null}"#;
 
-fn plan(h: &Harness, route: Route, items: &[&str]) {
-    h.sim.state.set_plan(
-        route,
-        items.iter().map(|i| Fault::parse(i).unwrap()).collect(),
-    );
-}
-
-fn fallback_reason(a: &Answer) -> Option<String> {
-    a.headers
-        .get("x-offergate-fallback")
-        .map(|v| v.to_str().unwrap().to_string())
-}
-
 /// Asserts a soft fallback for Encore with `reason`.
 fn assert_no_offer(a: &Answer, reason: &str) {
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body, NO_OFFER.as_bytes(), "a body callers already parse");
-    assert_eq!(fallback_reason(a).as_deref(), Some(reason));
+    assert_eq!(fallback_reason(a), Some(reason));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

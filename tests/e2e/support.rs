@@ -249,6 +249,21 @@ pub fn closed_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Scripts the simulator's next answers on `route` (the contract's plan items).
+pub fn plan(h: &Harness, route: offergate::route::Route, items: &[&str]) {
+    let faults = items
+        .iter()
+        .map(|i| offergate::simulator::faults::Fault::parse(i).unwrap());
+    h.sim.state.set_plan(route, faults.collect());
+}
+
+/// The `x-offergate-fallback` reason, if the answer is a soft fallback.
+pub fn fallback_reason(a: &Answer) -> Option<&str> {
+    a.headers
+        .get("x-offergate-fallback")
+        .map(|v| v.to_str().unwrap())
+}
+
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
