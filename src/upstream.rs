@@ -214,7 +214,9 @@ impl UpstreamInner {
 
     /// The partner request: the caller's forwardable headers, the credential
     /// chosen by route (and `partner_id`), the request id, the body as received.
-    fn build_request(&self, req: &ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
+    /// Takes the request by value: each try already has its own copy (the retry
+    /// layer clones per try), so its headers move instead of being cloned again.
+    fn build_request(&self, req: ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
         let route = req.route();
         let uri = self
             .client(route)
@@ -230,8 +232,8 @@ impl UpstreamInner {
                 )))
             })?;
         let h = out.headers_mut();
-        *h = req.headers.clone();
-        h.insert(X_REQUEST_ID.clone(), req.request_id.clone());
+        *h = req.headers;
+        h.insert(X_REQUEST_ID.clone(), req.request_id);
         if !h.contains_key(header::CONTENT_TYPE) && !req.body.is_empty() {
             h.insert(
                 header::CONTENT_TYPE,
@@ -261,10 +263,11 @@ impl UpstreamInner {
     async fn call(&self, req: ProxyRequest) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
         let client = self.client(route);
-        let outgoing = self.build_request(&req)?;
+        let deadline = req.deadline;
+        let outgoing = self.build_request(req)?;
         // The try gets its timeout, or what is left of the call's deadline if less.
         let started = Instant::now();
-        let left = req.deadline.map(|d| d.saturating_duration_since(started));
+        let left = deadline.map(|d| d.saturating_duration_since(started));
         let (timeout, cut_by_deadline) = match left {
             Some(left) if left < client.config.try_timeout => (left, true),
             _ => (client.config.try_timeout, false),
