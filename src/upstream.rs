@@ -197,11 +197,6 @@ impl Upstream {
             }),
         })
     }
-
-    /// Whether a Besitos partner id is configured (unknown ones are refused early).
-    pub fn knows_partner(&self, id: &str) -> bool {
-        self.inner.besitos_auth.contains_key(id)
-    }
 }
 
 impl UpstreamInner {

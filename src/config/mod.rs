@@ -386,14 +386,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Where `route`'s partner is and how its calls are made.
-    pub fn upstream(&self, route: crate::route::Route) -> &UpstreamConfig {
-        match route {
-            crate::route::Route::EncoreOffers => &self.encore.upstream,
-            crate::route::Route::BesitosGoals => &self.besitos.upstream,
-        }
-    }
-
     /// How `route` survives a failing partner.
     pub fn resilience(&self, route: crate::route::Route) -> &ResilienceConfig {
         match route {

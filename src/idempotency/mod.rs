@@ -138,9 +138,14 @@ impl<St> RouteState<St> {
 }
 
 /// Whether an answer may be replayed: the partner's own 200 or 400.
+fn storable(answer: &Answer) -> bool {
+    matches!(answer, Ok(r) if r.outcome == Outcome::Forwarded && (r.status == 200 || r.status == 400))
+}
+
+/// What to store of `answer`, if it is storable.
 fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stored> {
     match answer {
-        Ok(r) if r.outcome == Outcome::Forwarded && (r.status == 200 || r.status == 400) => {
+        Ok(r) if storable(answer) => {
             Some(Stored {
                 fingerprint,
                 status: r.status,
@@ -187,9 +192,6 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
         let state = self.per_route.get(route);
-        if !state.config.enabled {
-            return inner.oneshot(req).await;
-        }
         let fp = req.fingerprint;
         let Some((key, ttl)) = state.key(&req, &fp) else {
             return inner.oneshot(req).await;
@@ -207,10 +209,8 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 self.count(route, "coalesced");
                 let own_deadline = Instant::now() + *self.deadline.get(route);
                 match tokio::time::timeout_at(own_deadline, first).await {
-                    Ok(Some(answer)) => match keep(&answer, fp, ttl) {
-                        Some(_) => answer.map(mark_replayed),
-                        None => answer,
-                    },
+                    Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
+                    Ok(Some(answer)) => answer,
                     Ok(None) => Err(GatewayError::Internal(
                         "the first call with this key was lost".into(),
                     )),
