@@ -6,7 +6,10 @@
 //! they are rewritten to offergate's public base URL so a caller that follows
 //! `next_page_url` stays behind the gateway. Other URLs are left alone.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::BaseUrl;
@@ -18,21 +21,43 @@ pub enum OfferResult {
     NoOffer,
 }
 
+/// The parts of an Encore 200 that are checked. Borrowed and typed, not a
+/// `Value`: every forwarded answer passes here, and fields not named are
+/// skipped without allocating.
+#[derive(Deserialize)]
+struct EncoreAnswer<'a> {
+    success: bool,
+    /// Required, may be null: `deserialize_with` turns off serde's "a missing
+    /// `Option` is `None`".
+    #[serde(borrow, deserialize_with = "present")]
+    offer: Option<OfferHead<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OfferHead<'a> {
+    #[serde(rename = "clickUrl", borrow)]
+    click_url: Cow<'a, str>,
+}
+
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
 pub fn check_encore(body: &[u8]) -> Result<OfferResult, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    if obj.get("success") != Some(&Value::Bool(true)) {
+    let answer: EncoreAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("not the documented JSON: {e}"))?;
+    if !answer.success {
         return Err("`success` is not true".into());
     }
-    match obj.get("offer") {
-        Some(Value::Null) => Ok(OfferResult::NoOffer),
-        Some(Value::Object(offer)) => match offer.get("clickUrl") {
-            Some(Value::String(url)) if !url.is_empty() => Ok(OfferResult::Offer),
-            _ => Err("`offer.clickUrl` is missing or not a string".into()),
-        },
-        Some(_) => Err("`offer` is neither null nor an object".into()),
-        None => Err("`offer` is missing".into()),
+    match answer.offer {
+        None => Ok(OfferResult::NoOffer),
+        Some(offer) if !offer.click_url.is_empty() => Ok(OfferResult::Offer),
+        Some(_) => Err("`offer.clickUrl` is empty".into()),
     }
 }
 
@@ -114,12 +139,20 @@ mod tests {
             check_encore(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#),
             Ok(OfferResult::Offer)
         );
+        assert_eq!(
+            check_encore(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/l.test\/a"},"success":true,"extra":[1,{}]}"#),
+            Ok(OfferResult::Offer),
+            "escapes, key order and unknown fields"
+        );
         for bad in [
             &b"{\"success\":tru"[..],
             b"[]",
             b"{\"success\":false,\"offer\":null}",
             b"{\"success\":true}",
             b"{\"success\":true,\"offer\":{}}",
+            b"{\"success\":true,\"offer\":{\"clickUrl\":\"\"}}",
+            b"{\"success\":true,\"offer\":[]}",
+            b"{\"success\":\"true\",\"offer\":null}",
             b"<html>",
         ] {
             assert!(
