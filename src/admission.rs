@@ -11,6 +11,7 @@
 //! 7. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,13 +89,14 @@ impl Admission {
         let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
         let fingerprint = crate::idempotency::fingerprint_of(&target, checked.json.as_ref());
+        let client_id = checked.client_id;
         Ok(ProxyRequest {
             target,
             request_id,
-            headers: headers::to_partner(&parts.headers),
+            headers: Arc::new(parts.headers),
             body,
             idempotency_key,
-            client_id: checked.client_id,
+            client_id,
             fingerprint,
             deadline: None,
         })

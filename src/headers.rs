@@ -50,26 +50,39 @@ const NOT_TO_CALLER: [HeaderName; 2] = [header::CONTENT_LENGTH, header::SET_COOK
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let listed = connection_listed(headers);
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
 }
 
-/// The caller's headers that may be sent to a partner.
+/// The caller's headers that may be sent to a partner, in a new map with room
+/// for the few offergate adds. Built by filtering, not by cloning and removing:
+/// one hash per header kept instead of one per name refused.
 pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
-    let mut out = caller.clone();
-    strip_hop_by_hop(&mut out);
-    for name in NOT_TO_PARTNER.iter().chain(NOT_TO_PARTNER_OURS) {
-        out.remove(name);
+    let listed = connection_listed(caller);
+    let mut out = HeaderMap::with_capacity(caller.keys_len() + 4);
+    for (name, value) in caller {
+        let refused = HOP_BY_HOP.contains(name)
+            || NOT_TO_PARTNER.contains(name)
+            || NOT_TO_PARTNER_OURS.contains(&name)
+            || listed.contains(name);
+        if !refused {
+            out.append(name.clone(), value.clone());
+        }
     }
     out
+}
+
+/// The names a `Connection` header lists (hop-by-hop by declaration).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// The partner's headers that may be sent back to the caller.
@@ -133,9 +146,12 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
+        h.append("x-tenant", HeaderValue::from_static("second"));
         let out = to_partner(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["user-agent", "x-tenant"]);
+        let tenants: Vec<_> = out.get_all("x-tenant").iter().collect();
+        assert_eq!(tenants, ["acme", "second"], "every value of a kept header");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod idempotency;
+pub mod json;
 pub mod layers;
 pub mod metrics;
 pub mod outcome;

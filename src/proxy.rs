@@ -7,6 +7,8 @@
 //! documents and come back fully buffered as a [`ProxyResponse`] for the same
 //! reason (validation, Besitos URL rewriting, replay).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
@@ -19,8 +21,10 @@ pub struct ProxyRequest {
     pub target: Target,
     /// The caller's `x-request-id`, or one offergate made; sent to the partner.
     pub request_id: HeaderValue,
-    /// The caller's end-to-end headers, credentials and hop-by-hop already removed.
-    pub headers: HeaderMap,
+    /// The caller's headers as received. Shared, because every try and a
+    /// replay need not copy them; the upstream picks what may travel
+    /// (`headers::to_partner`) when it builds the partner request.
+    pub headers: Arc<HeaderMap>,
     pub body: Bytes,
     /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
     pub idempotency_key: Option<Box<str>>,

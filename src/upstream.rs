@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -148,6 +148,8 @@ pub struct Upstream {
 
 struct UpstreamInner {
     encore: PartnerClient,
+    /// Encore's one endpoint, parsed once (cloning a `Uri` shares its bytes).
+    encore_uri: Uri,
     encore_key: HeaderValue,
     besitos: PartnerClient,
     /// `Bearer <token>` per partner id, built once.
@@ -182,9 +184,16 @@ impl Upstream {
                 secret_header(&format!("besitos partner {id} token"), token, "Bearer ")?,
             );
         }
+        let encore = PartnerClient::new(&config.encore.upstream, tls.clone());
+        let encore_uri = encore
+            .base_url()
+            .join(crate::route::ENCORE_PATH)
+            .parse()
+            .map_err(|e| format!("encore.base_url: cannot build the offers URL: {e}"))?;
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
-                encore: PartnerClient::new(&config.encore.upstream, tls.clone()),
+                encore,
+                encore_uri,
                 encore_key: secret_header("encore.api_key", &config.encore.api_key, "")?,
                 besitos: PartnerClient::new(&config.besitos.upstream, tls),
                 besitos_auth,
@@ -209,14 +218,19 @@ impl UpstreamInner {
 
     /// The partner request: the caller's forwardable headers, the credential
     /// chosen by route (and `partner_id`), the request id, the body as received.
-    /// Takes the request by value: each try already has its own copy (the retry
-    /// layer clones per try), so its headers move instead of being cloned again.
     fn build_request(&self, req: ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
         let route = req.route();
-        let uri = self
-            .client(route)
-            .base_url()
-            .join(&req.target.upstream_path_and_query());
+        let uri = match route {
+            Route::EncoreOffers => self.encore_uri.clone(),
+            Route::BesitosGoals => {
+                let path = req.target.upstream_path_and_query();
+                self.besitos.base_url().join(&path).parse().map_err(|e| {
+                    GatewayError::Upstream(UpstreamFailure::Connect(format!(
+                        "cannot build the partner URL: {e}"
+                    )))
+                })?
+            }
+        };
         let mut out = Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -227,7 +241,7 @@ impl UpstreamInner {
                 )))
             })?;
         let h = out.headers_mut();
-        *h = req.headers;
+        *h = headers::to_partner(&req.headers);
         h.insert(X_REQUEST_ID.clone(), req.request_id);
         if !h.contains_key(header::CONTENT_TYPE) && !req.body.is_empty() {
             h.insert(

@@ -8,8 +8,8 @@
 //! ask Besitos for everything).
 
 use ring::digest::{Context, SHA256};
-use serde_json::Value;
 
+use crate::json::Json;
 use crate::route::Target;
 
 pub type Fingerprint = [u8; 32];
@@ -20,10 +20,10 @@ pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
 
 /// The fingerprint of a body already parsed (admission parses it once to
 /// validate it; `None`: no body). Same result as [`fingerprint`].
-pub fn fingerprint_of(target: &Target, json: Option<&Value>) -> Fingerprint {
+pub fn fingerprint_of(target: &Target, json: Option<&Json>) -> Fingerprint {
     let mut out = Vec::with_capacity(256);
     match json {
-        Some(v) => write(v, &mut out),
+        Some(v) => v.write_canonical(&mut out),
         None => out.extend_from_slice(b"{}"),
     }
     hash(target, &out)
@@ -48,45 +48,13 @@ pub fn canonical(body: &[u8]) -> Vec<u8> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return b"{}".to_vec();
     }
-    match serde_json::from_slice::<Value>(body) {
+    match Json::parse(body) {
         Ok(v) => {
             let mut out = Vec::with_capacity(body.len());
-            write(&v, &mut out);
+            v.write_canonical(&mut out);
             out
         }
         Err(_) => body.to_vec(),
-    }
-}
-
-fn write(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, v)) in fields.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                write(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
     }
 }
 
@@ -148,8 +116,9 @@ mod tests {
     fn from_a_parsed_value_is_the_same() {
         let e = t(Route::EncoreOffers, None, None);
         let body = br#"{ "b": [1, {"y":2,"x":"s"}], "a": null }"#;
-        let v: Value = serde_json::from_slice(body).unwrap();
+        let v = Json::parse(body).unwrap();
         assert_eq!(fingerprint_of(&e, Some(&v)), fingerprint(&e, body));
+        assert_eq!(canonical(body), br#"{"a":null,"b":[1,{"x":"s","y":2}]}"#);
         let b = t(Route::BesitosGoals, Some("p"), None);
         assert_eq!(fingerprint_of(&b, None), fingerprint(&b, b""));
     }

@@ -271,7 +271,9 @@ impl IdempotencyStore for MemoryStore {
             }
             shard.in_flight.remove(key)
         };
-        if let Some(call) = call {
+        // Nobody can subscribe once the call has left the map, so with no
+        // receiver now the answer has no one to go to: skip copying it.
+        if let Some(call) = call.filter(|c| c.answer.receiver_count() > 0) {
             call.answer.send_replace(Some(answer.clone()));
         }
     }

@@ -10,7 +10,7 @@ mod country;
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;
 
-use serde_json::{Map, Value};
+use crate::json::{Json, Object};
 
 use crate::error::GatewayError;
 use crate::route::Route;
@@ -20,27 +20,27 @@ pub const MAX_ID_CHARS: usize = 256;
 
 /// What validation learned that later layers need, so the body is parsed once.
 #[derive(Debug, Default, PartialEq)]
-pub struct Checked {
+pub struct Checked<'a> {
     /// Encore's `clientId`: the operator the per-caller rate limit is keyed by.
     pub client_id: Option<Box<str>>,
     /// The parsed body (`None`: no body), for the request fingerprint.
-    pub json: Option<Value>,
+    pub json: Option<Json<'a>>,
 }
 
 /// Checks a body for `route`; `Ok` means it may be forwarded as it is.
-pub fn check_body(route: Route, body: &[u8]) -> Result<Checked, GatewayError> {
+pub fn check_body(route: Route, body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     match route {
         Route::EncoreOffers => encore(body),
         Route::BesitosGoals => besitos(body),
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+fn parse_object(body: &[u8]) -> Result<Object<'_>, GatewayError> {
+    match Json::parse(body) {
+        Ok(Json::Object(map)) => Ok(map),
         Ok(other) => Err(GatewayError::invalid(
             "body",
-            format!("must be a JSON object, not {}", kind(&other)),
+            format!("must be a JSON object, not {}", other.kind()),
         )),
         Err(e) => Err(GatewayError::invalid(
             "body",
@@ -49,59 +49,48 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn required_id(obj: &Map<String, Value>, field: &str) -> Result<(), GatewayError> {
+fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Err(GatewayError::invalid(field, "is required")),
-        Some(Value::String(s)) if s.is_empty() => {
+        None | Some(Json::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Json::String(s)) if s.is_empty() => {
             Err(GatewayError::invalid(field, "must not be empty"))
         }
-        Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(GatewayError::invalid(
+        Some(Json::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(GatewayError::invalid(
             field,
             format!("is longer than {MAX_ID_CHARS} characters"),
         )),
-        Some(Value::String(_)) => Ok(()),
+        Some(Json::String(_)) => Ok(()),
         Some(other) => Err(GatewayError::invalid(
             field,
-            format!("must be a string, not {}", kind(other)),
+            format!("must be a string, not {}", other.kind()),
         )),
     }
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, GatewayError> {
+fn required_str<'a>(obj: &'a Object<'_>, field: &str) -> Result<&'a str, GatewayError> {
     match obj.get(field.rsplit('.').next().unwrap_or(field)) {
-        None | Some(Value::Null) => Err(GatewayError::invalid(field, "is required")),
-        Some(Value::String(s)) => Ok(s),
+        None | Some(Json::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Json::String(s)) => Ok(s),
         Some(other) => Err(GatewayError::invalid(
             field,
-            format!("must be a string, not {}", kind(other)),
+            format!("must be a string, not {}", other.kind()),
         )),
     }
 }
 
 /// Encore: `clientId`, `chatId`, `attributes.{countryCode,language,platform}`.
-fn encore(body: &[u8]) -> Result<Checked, GatewayError> {
+fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     let obj = parse_object(body)?;
     required_id(&obj, "clientId")?;
-    let client_id = obj.get("clientId").and_then(Value::as_str).map(Box::from);
+    let client_id = obj.get("clientId").and_then(Json::as_str).map(Box::from);
     required_id(&obj, "chatId")?;
     let attrs = match obj.get("attributes") {
-        None | Some(Value::Null) => return Err(GatewayError::invalid("attributes", "is required")),
-        Some(Value::Object(a)) => a,
+        None | Some(Json::Null) => return Err(GatewayError::invalid("attributes", "is required")),
+        Some(Json::Object(a)) => a,
         Some(other) => {
             return Err(GatewayError::invalid(
                 "attributes",
-                format!("must be an object, not {}", kind(other)),
+                format!("must be an object, not {}", other.kind()),
             ))
         }
     };
@@ -134,44 +123,48 @@ fn encore(body: &[u8]) -> Result<Checked, GatewayError> {
     }
     Ok(Checked {
         client_id,
-        json: Some(Value::Object(obj)),
+        json: Some(Json::Object(obj)),
     })
 }
 
 /// Besitos: every filter optional; an empty body asks for everything.
-fn besitos(body: &[u8]) -> Result<Checked, GatewayError> {
+fn besitos(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Checked::default());
     }
     let obj = parse_object(body)?;
     for field in ["subscribers", "offers"] {
         match obj.get(field) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                if let Some((i, bad)) = items.iter().enumerate().find(|(_, v)| !v.is_string()) {
+            None | Some(Json::Null) => {}
+            Some(Json::Array(items)) => {
+                if let Some((i, bad)) = items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !matches!(v, Json::String(_)))
+                {
                     return Err(GatewayError::invalid(
                         format!("{field}[{i}]"),
-                        format!("must be a string, not {}", kind(bad)),
+                        format!("must be a string, not {}", bad.kind()),
                     ));
                 }
             }
             Some(other) => {
                 return Err(GatewayError::invalid(
                     field,
-                    format!("must be an array of strings, not {}", kind(other)),
+                    format!("must be an array of strings, not {}", other.kind()),
                 ))
             }
         }
     }
     let hours = |field: &str| -> Result<Option<u64>, GatewayError> {
         match obj.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
                 GatewayError::invalid(field, format!("must be a non-negative integer, not {n}"))
             }),
             Some(other) => Err(GatewayError::invalid(
                 field,
-                format!("must be a non-negative integer, not {}", kind(other)),
+                format!("must be a non-negative integer, not {}", other.kind()),
             )),
         }
     };
@@ -186,13 +179,13 @@ fn besitos(body: &[u8]) -> Result<Checked, GatewayError> {
         }
     }
     match obj.get("message_template") {
-        None | Some(Value::Null) | Some(Value::String(_)) => Ok(Checked {
+        None | Some(Json::Null) | Some(Json::String(_)) => Ok(Checked {
             client_id: None,
-            json: Some(Value::Object(obj)),
+            json: Some(Json::Object(obj)),
         }),
         Some(other) => Err(GatewayError::invalid(
             "message_template",
-            format!("must be a string, not {}", kind(other)),
+            format!("must be a string, not {}", other.kind()),
         )),
     }
 }
@@ -211,7 +204,7 @@ fn clip(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn field_of(r: Result<Checked, GatewayError>) -> String {
+    fn field_of(r: Result<Checked<'_>, GatewayError>) -> String {
         match r {
             Err(GatewayError::InvalidRequest { field, .. }) => field,
             other => panic!("expected invalid_request, got {other:?}"),

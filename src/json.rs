@@ -1,0 +1,286 @@
+//! A request body parsed once into a tree that borrows its strings from the
+//! body, for validation and the idempotency fingerprint. A `serde_json::Value`
+//! would copy every key and string and build a hash map per object; this tree
+//! allocates one `Vec` per object or array, and a string only when it holds an
+//! escape.
+//!
+//! Objects are kept sorted by key with duplicates resolved as serde_json does
+//! (the last one wins), which is the order the canonical form needs, so the
+//! fingerprint writes them as they are.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+#[derive(Debug, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Object<'a>),
+}
+
+/// An object's fields, sorted by key, each key once.
+#[derive(Debug, PartialEq, Default)]
+pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
+
+impl<'a> Json<'a> {
+    /// Parses `body`; serde_json's errors (with line and column) and its
+    /// nesting limit apply.
+    pub fn parse(body: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// "a string", "an object", ...: for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Number(_) => "a number",
+            Json::String(_) => "a string",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Writes the canonical form: keys sorted, no whitespace, strings and
+    /// numbers encoded by serde_json.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            Json::Null => out.extend_from_slice(b"null"),
+            Json::Bool(true) => out.extend_from_slice(b"true"),
+            Json::Bool(false) => out.extend_from_slice(b"false"),
+            Json::Number(n) => {
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+            Json::String(s) => write_string(s, out),
+            Json::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_canonical(out);
+                }
+                out.push(b']');
+            }
+            Json::Object(object) => {
+                out.push(b'{');
+                for (i, (key, value)) in object.0.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_string(key, out);
+                    out.push(b':');
+                    value.write_canonical(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+impl<'a> Object<'a> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Sorts by key; of duplicate keys the last one stays.
+    fn from_fields(mut fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Object<'a> {
+        // Stable: duplicates stay in document order, so the last of a run is
+        // the one serde_json would have kept.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(fields.len());
+        for field in fields {
+            match kept.last_mut() {
+                Some(last) if last.0 == field.0 => *last = field,
+                _ => kept.push(field),
+            }
+        }
+        Object(kept)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        // As serde_json's Value does: JSON text cannot hold NaN or infinity.
+        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(4, 64));
+        while let Some(Key(key)) = map.next_key()? {
+            fields.push((key, map.next_value()?));
+        }
+        Ok(Json::Object(Object::from_fields(fields)))
+    }
+}
+
+/// An object key, borrowed from the body unless it holds an escape.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(body: &str) -> String {
+        let mut out = Vec::new();
+        Json::parse(body.as_bytes())
+            .unwrap()
+            .write_canonical(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The canonical form serde_json's `Value` gives: keys sorted (its map is
+    /// sorted without `preserve_order`; with it, sort here), compact output.
+    fn via_value(body: &str) -> String {
+        fn sorted(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => {
+                    let mut fields: Vec<_> = m.into_iter().collect();
+                    fields.sort_by(|a, b| a.0.cmp(&b.0));
+                    serde_json::Value::Object(
+                        fields.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                    )
+                }
+                serde_json::Value::Array(a) => {
+                    serde_json::Value::Array(a.into_iter().map(sorted).collect())
+                }
+                other => other,
+            }
+        }
+        sorted(serde_json::from_str(body).unwrap()).to_string()
+    }
+
+    #[test]
+    fn canonical_form_matches_serde_json() {
+        for body in [
+            r#"{"b":1,"a":"x","c":{"z":[1,2.5,-3,1e3,{"y":null,"x":true}],"a":false}}"#,
+            r#"{"k":"quote \" backslash \\ slash \/ tab \t unicode \u00e9 \ud83d\ude00"}"#,
+            r#"{"\u0062":1,"a":2}"#,
+            r#"{"dup":1,"x":0,"dup":2}"#,
+            r#"[1,"two",null,[],{}]"#,
+            r#"12345678901234567890"#,
+            r#"-0.0"#,
+            r#""just a string""#,
+        ] {
+            assert_eq!(canonical(body), via_value(body), "{body}");
+        }
+    }
+
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let Json::Object(o) = Json::parse(br#"{"plain":"abc","esc\n":"a\"b"}"#).unwrap() else {
+            panic!("object")
+        };
+        assert!(matches!(
+            o.get("plain"),
+            Some(Json::String(Cow::Borrowed("abc")))
+        ));
+        assert!(matches!(o.0[0].0, Cow::Owned(_)), "escaped key");
+        assert!(matches!(o.get("esc\n"), Some(Json::String(Cow::Owned(s))) if s == "a\"b"));
+    }
+
+    #[test]
+    fn the_last_duplicate_wins_and_lookups_find_it() {
+        let Json::Object(o) = Json::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap() else {
+            panic!("object")
+        };
+        assert_eq!(o.get("a"), Some(&Json::Number(3.into())));
+        assert_eq!(o.get("b"), Some(&Json::Number(2.into())));
+        assert_eq!(o.get("c"), None);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let deep = "[".repeat(10_000);
+        for bad in ["", "{", "{\"a\":}", "[1,]", "nul", "\"\\x\"", deep.as_str()] {
+            assert!(Json::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
