@@ -18,6 +18,7 @@ pub mod layers;
 pub mod metrics;
 pub mod outcome;
 pub mod partner_body;
+pub mod partner_client;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -7,30 +7,24 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::config::{BaseUrl, Config, Secret, UpstreamConfig};
+use crate::config::{BaseUrl, Config, Secret};
 use crate::error::{GatewayError, UpstreamFailure};
 use crate::headers::{self, X_API_KEY, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome};
 use crate::partner_body;
+use crate::partner_client::PartnerClient;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::route::Route;
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The TLS settings every partner connection uses: webpki roots plus any
 /// extra CA files from config (a partner sandbox, a test simulator).
@@ -58,86 +52,6 @@ pub fn tls_config(extra_ca_files: &[std::path::PathBuf]) -> Result<rustls::Clien
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// A keep-alive connection pool to one partner.
-#[derive(Clone)]
-pub struct PartnerClient {
-    client: HttpClient,
-    config: UpstreamConfig,
-}
-
-impl PartnerClient {
-    pub fn new(config: &UpstreamConfig, tls: rustls::ClientConfig) -> PartnerClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(https);
-        PartnerClient {
-            client,
-            config: config.clone(),
-        }
-    }
-
-    pub fn base_url(&self) -> &BaseUrl {
-        &self.config.base_url
-    }
-
-    /// Sends one request and reads the whole answer, within the per-request timeout.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
-        let limit = self.config.max_response_bytes;
-        let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamFailure::Connect(error_chain(&e))
-                } else {
-                    UpstreamFailure::Reset(error_chain(&e))
-                }
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, limit).collect().await.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    UpstreamFailure::InvalidBody(format!("answer is larger than {limit} bytes"))
-                } else {
-                    UpstreamFailure::Reset(error_chain(e.as_ref()))
-                }
-            })?;
-            Ok((parts, body.to_bytes()))
-        };
-        match tokio::time::timeout(timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamFailure::Timeout),
-        }
-    }
-}
-
-/// `outer: inner: innermost`, since hyper's top-level messages are vague.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// The innermost service: one call to the partner of the request's route.
@@ -184,7 +98,8 @@ impl Upstream {
                 secret_header(&format!("besitos partner {id} token"), token, "Bearer ")?,
             );
         }
-        let encore = PartnerClient::new(&config.encore.upstream, tls.clone());
+        let encore = PartnerClient::new(&config.encore.upstream, tls.clone())
+            .map_err(|e| format!("encore.{e}"))?;
         let encore_uri = encore
             .base_url()
             .join(crate::route::ENCORE_PATH)
@@ -195,7 +110,8 @@ impl Upstream {
                 encore,
                 encore_uri,
                 encore_key: secret_header("encore.api_key", &config.encore.api_key, "")?,
-                besitos: PartnerClient::new(&config.besitos.upstream, tls),
+                besitos: PartnerClient::new(&config.besitos.upstream, tls)
+                    .map_err(|e| format!("besitos.{e}"))?,
                 besitos_auth,
                 public_base_url,
                 user_agent: HeaderValue::from_static(concat!(
@@ -278,8 +194,8 @@ impl UpstreamInner {
         let started = Instant::now();
         let left = deadline.map(|d| d.saturating_duration_since(started));
         let (timeout, cut_by_deadline) = match left {
-            Some(left) if left < client.config.try_timeout => (left, true),
-            _ => (client.config.try_timeout, false),
+            Some(left) if left < client.config().try_timeout => (left, true),
+            _ => (client.config().try_timeout, false),
         };
         if timeout.is_zero() {
             return Err(GatewayError::DeadlineExceeded);

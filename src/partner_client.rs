@@ -1,0 +1,386 @@
+//! A keep-alive HTTP/1.1 connection pool to one partner, on hyper's
+//! connection-level client.
+//!
+//! Why not hyper-util's pooled `Client`: every partner call checked a
+//! connection out of its generic pool (a hash map keyed by scheme and host,
+//! behind a lock, with waiters and extensions), and it was a measurable share
+//! of a forwarded call. One partner is one host, so the pool here is a stack of
+//! idle connections: pop one, wait until it is ready, send, and push it back
+//! once the answer is read. The connection's I/O still runs in hyper's own
+//! task, so HTTP/1.1 framing stays hyper's.
+
+use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::{BaseUrl, UpstreamConfig};
+use crate::error::UpstreamFailure;
+
+/// A keep-alive connection pool to one partner. Clones share the pool.
+#[derive(Clone)]
+pub struct PartnerClient {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    connector: HttpsConnector<HttpConnector>,
+    config: UpstreamConfig,
+    /// The partner's origin, what the connector dials.
+    origin: Uri,
+    /// The `Host` header every request carries.
+    host: HeaderValue,
+    /// Idle connections, the most recently used on top.
+    idle: Mutex<Vec<Idle>>,
+    /// The idle reaper starts with the first connection put back (inside the
+    /// runtime, wherever the pool was built).
+    reaper: Once,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+impl PartnerClient {
+    /// A pool for `config.base_url`. Each connection's I/O runs as a Tokio
+    /// task, and a task closes connections idle for longer than
+    /// `pool_idle_timeout`.
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: rustls::ClientConfig,
+    ) -> Result<PartnerClient, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let base = &config.base_url;
+        let origin = Uri::builder()
+            .scheme(base.scheme.clone())
+            .authority(base.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("base_url: {e}"))?;
+        let host = HeaderValue::from_str(base.authority.as_str())
+            .map_err(|e| format!("base_url: the host is not a valid header: {e}"))?;
+        let shared = Arc::new(Shared {
+            connector,
+            config: config.clone(),
+            origin,
+            host,
+            idle: Mutex::new(Vec::new()),
+            reaper: Once::new(),
+        });
+        Ok(PartnerClient { shared })
+    }
+
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.shared.config.base_url
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.shared.config
+    }
+
+    /// Sends one request (its URI: the path and query on this partner) and
+    /// reads the whole answer, within `timeout`.
+    pub async fn send(
+        &self,
+        mut req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+        req.headers_mut()
+            .insert(header::HOST, self.shared.host.clone());
+        let limit = self.shared.config.max_response_bytes;
+        let call = async {
+            let (resp, sender) = self.exchange(req).await?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, limit).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    UpstreamFailure::InvalidBody(format!("answer is larger than {limit} bytes"))
+                } else {
+                    UpstreamFailure::Reset(error_chain(e.as_ref()))
+                }
+            })?;
+            // Only a connection whose answer was read to the end is reused: a
+            // timed-out or failed call drops it, and hyper closes it.
+            self.check_in(sender);
+            Ok((parts, body.to_bytes()))
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamFailure::Timeout),
+        }
+    }
+
+    /// Sends on an idle connection when one is alive, else on a new one. A
+    /// request refused by an idle connection before any of it was written
+    /// (the partner closed it meanwhile) goes on to the next: nothing reached
+    /// the partner, so this is not a retry.
+    async fn exchange(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, SendRequest<Full<Bytes>>), UpstreamFailure> {
+        while let Some(mut sender) = self.check_out() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamFailure::Reset(error_chain(&e.into_error()))),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamFailure::Reset(error_chain(&e)))?;
+        Ok((resp, sender))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamFailure> {
+        let io = self
+            .shared
+            .connector
+            .clone()
+            .oneshot(self.shared.origin.clone())
+            .await
+            .map_err(|e| UpstreamFailure::Connect(error_chain(e.as_ref())))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| UpstreamFailure::Connect(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "partner connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        lock(&self.shared)
+    }
+
+    fn check_out(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.lock();
+        let fresh_since = Instant::now().checked_sub(self.shared.config.pool_idle_timeout);
+        while let Some(conn) = idle.pop() {
+            let stale = fresh_since.is_some_and(|t| conn.since < t);
+            if !stale && !conn.sender.is_closed() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn check_in(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        self.shared.reaper.call_once(|| {
+            reap_idle(
+                Arc::downgrade(&self.shared),
+                self.shared.config.pool_idle_timeout,
+            )
+        });
+        let mut idle = self.lock();
+        if idle.len() < self.shared.config.pool_max_idle_per_host {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Idle connections now (tests).
+    pub fn idle_connections(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Vec<Idle>> {
+    shared.idle.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Closes connections idle for longer than `timeout`, checking every half of
+/// it; ends with the pool.
+fn reap_idle(pool: Weak<Shared>, timeout: Duration) {
+    let period = (timeout / 2).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(shared) = pool.upgrade() else { return };
+            let Some(fresh_since) = Instant::now().checked_sub(timeout) else {
+                continue;
+            };
+            // The oldest are at the bottom of the stack.
+            lock(&shared).retain(|c| c.since >= fresh_since && !c.sender.is_closed());
+        }
+    });
+}
+
+/// `outer: inner: innermost`, since hyper's top-level messages are vague.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A partner on loopback answering `{}` to everything. With `idle_close`,
+    /// it drops each connection 20 ms after accepting it, without a word (an
+    /// idle timeout on the partner's side). Returns its address and a count of
+    /// the connections it accepted.
+    async fn partner(idle_close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let answer = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    });
+                    let serve = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer);
+                    if idle_close {
+                        let _ = tokio::time::timeout(Duration::from_millis(20), serve).await;
+                    } else {
+                        let _ = serve.await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn client(addr: std::net::SocketAddr, idle_timeout: Duration) -> PartnerClient {
+        let unused = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut config = crate::config::Config::demo(unused(1), unused(2), addr)
+            .unwrap()
+            .encore
+            .upstream;
+        config.pool_idle_timeout = idle_timeout;
+        let tls = crate::upstream::tls_config(&[]).unwrap();
+        PartnerClient::new(&config, tls).unwrap()
+    }
+
+    async fn call(c: &PartnerClient) -> Result<Bytes, UpstreamFailure> {
+        let req = Request::post("/x")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        c.send(req, Duration::from_secs(5))
+            .await
+            .map(|(_, body)| body)
+    }
+
+    #[tokio::test]
+    async fn sequential_calls_share_one_connection() {
+        let (addr, accepted) = partner(false).await;
+        let c = client(addr, Duration::from_secs(60));
+        for _ in 0..20 {
+            assert_eq!(call(&c).await.unwrap(), "{}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(c.idle_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_open_connections_and_keep_them() {
+        let (addr, accepted) = partner(false).await;
+        let c = client(addr, Duration::from_secs(60));
+        let calls: Vec<_> = (0..8).map(|_| call(&c)).collect();
+        for r in futures_util::future::join_all(calls).await {
+            assert_eq!(r.unwrap(), "{}");
+        }
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&opened), "{opened}");
+        assert_eq!(c.idle_connections(), opened);
+        for _ in 0..8 {
+            call(&c).await.unwrap();
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            opened,
+            "reused, not reopened"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_partner_closed_is_replaced_without_failing_the_call() {
+        let (addr, accepted) = partner(true).await;
+        let c = client(addr, Duration::from_secs(60));
+        for i in 1..=3 {
+            assert_eq!(call(&c).await.unwrap(), "{}");
+            assert_eq!(c.idle_connections(), 1, "kept: nothing said it would close");
+            // Past the partner's idle close.
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), i);
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (addr, accepted) = partner(false).await;
+        let c = client(addr, Duration::from_millis(200));
+        call(&c).await.unwrap();
+        assert_eq!(c.idle_connections(), 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(c.idle_connections(), 0);
+        call(&c).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_partner_that_is_not_there_is_a_connect_failure() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let c = client(addr, Duration::from_secs(60));
+        assert!(matches!(call(&c).await, Err(UpstreamFailure::Connect(_))));
+    }
+}
