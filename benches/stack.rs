@@ -162,9 +162,87 @@ fn pieces(c: &mut Criterion) {
     });
 }
 
-/// The binary's allocator, so the figures are the binary's.
+/// The binary's allocator, so the figures are the binary's, with a count of
+/// allocations for [`allocations_per_call`] (one relaxed add each).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
 
-criterion_group!(benches, whole_stack, pieces);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+struct Counting;
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+}
+
+/// Heap allocations (and reallocations) per call through the whole stack,
+/// printed beside the timings: deterministic, so a change shows up even when
+/// the machine is too noisy for timings to.
+fn allocations_per_call(_c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let offer = Bytes::from_static(OFFER.as_bytes());
+    let stack = rt.block_on(async {
+        offergate::stack::build_with(
+            &config(),
+            BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
+            Arc::new(Metrics::new()),
+            tower::service_fn(move |_req: ProxyRequest| {
+                let resp = ProxyResponse::json(StatusCode::OK, offer.clone());
+                async move { Ok::<_, GatewayError>(resp) }
+            }),
+        )
+        .unwrap()
+    });
+    let calls = 10_000u64;
+    let count = |key: Option<&str>, fresh: bool| {
+        let bodies: Vec<String> = (0..calls)
+            .map(|i| {
+                BODY.replace(
+                    "CHAT",
+                    &if fresh {
+                        format!("a-{i}")
+                    } else {
+                        "same".into()
+                    },
+                )
+            })
+            .collect();
+        rt.block_on(async {
+            // Warm: first-call allocations (pools, maps) are not per call.
+            stack.clone().handle(request(bodies[0].clone(), key)).await;
+            let mut requests: Vec<_> = bodies.into_iter().map(|b| request(b, key)).collect();
+            requests.remove(0);
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let n = requests.len() as u64;
+            for r in requests {
+                black_box(stack.clone().handle(r).await);
+            }
+            (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64
+        })
+    };
+    println!(
+        "allocations per call (in-process stack, in-memory partner): forward {:.1}, replay {:.1}",
+        count(None, true),
+        count(Some("alloc-key"), false)
+    );
+}
+
+criterion_group!(benches, allocations_per_call, whole_stack, pieces);
 criterion_main!(benches);

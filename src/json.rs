@@ -105,19 +105,25 @@ impl<'a> Object<'a> {
             .map(|i| &self.0[i].1)
     }
 
-    /// Sorts by key; of duplicate keys the last one stays.
+    /// Sorts by key; of duplicate keys the last one stays. In place: one
+    /// allocation per object.
     fn from_fields(mut fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Object<'a> {
         // Stable: duplicates stay in document order, so the last of a run is
         // the one serde_json would have kept.
         fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(fields.len());
-        for field in fields {
-            match kept.last_mut() {
-                Some(last) if last.0 == field.0 => *last = field,
-                _ => kept.push(field),
+        let mut kept = 0;
+        for read in 0..fields.len() {
+            let superseded = fields
+                .get(read + 1)
+                .is_some_and(|next| next.0 == fields[read].0);
+            if !superseded {
+                // `kept <= read`: what moves back to `read` was already seen.
+                fields.swap(kept, read);
+                kept += 1;
             }
         }
-        Object(kept)
+        fields.truncate(kept);
+        Object(fields)
     }
 }
 
@@ -268,12 +274,17 @@ mod tests {
 
     #[test]
     fn the_last_duplicate_wins_and_lookups_find_it() {
-        let Json::Object(o) = Json::parse(br#"{"a":1,"b":2,"a":3}"#).unwrap() else {
+        let Json::Object(o) =
+            Json::parse(br#"{"a":1,"b":2,"a":3,"c":4,"c":5,"c":6,"d":7}"#).unwrap()
+        else {
             panic!("object")
         };
         assert_eq!(o.get("a"), Some(&Json::Number(3.into())));
         assert_eq!(o.get("b"), Some(&Json::Number(2.into())));
-        assert_eq!(o.get("c"), None);
+        assert_eq!(o.get("c"), Some(&Json::Number(6.into())));
+        assert_eq!(o.get("d"), Some(&Json::Number(7.into())));
+        assert_eq!(o.get("e"), None);
+        assert_eq!(o.0.len(), 4);
     }
 
     #[test]
