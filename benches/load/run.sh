@@ -3,7 +3,11 @@
 # user would otherwise reach for, and against calling the partner directly.
 # Bounded (every wrk run has a fixed duration), loopback only, stops by itself.
 #
-#   benches/load/run.sh [seconds-per-run]      (default 8)
+#   benches/load/run.sh [seconds-per-run]      (default 5)
+#   ROUNDS=3 benches/load/run.sh               (every scenario once per round,
+#                                               rounds interleaved; the table
+#                                               gives medians, ratios paired
+#                                               within a round)
 #   SOAK=60 benches/load/run.sh                (steady forward load after the
 #                                               scenarios, RSS sampled; 0: skip)
 #
@@ -12,7 +16,8 @@
 # Prints a markdown table and writes benches/load/results.md and chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SECS=${1:-8}
+SECS=${1:-5}
+ROUNDS=${ROUNDS:-3}
 HERE=benches/load
 WORK=$(mktemp -d)
 PIDS=()
@@ -112,7 +117,8 @@ for _ in 1 2 3 4 5 6; do curl -s -o /dev/null -X POST "http://127.0.0.1:$P_OG_DO
   -d '{"clientId":"c","chatId":"warm","attributes":{"countryCode":"US","language":"en","platform":"ios"}}'; done
 
 RESULTS="$WORK/results.tsv"
-run() { # label target-port conns lua-script
+run() { # round label target-port conns lua-script
+  local round=$1; shift
   local label=$1 port=$2 conns=$3 script=$4 out key=""
   [ "$label" = direct ] && key=$KEY
   out=$(env ${key:+API_KEY=$key} taskset -c 0 wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$script" "http://127.0.0.1:$port$PATH_" 2>&1)
@@ -121,16 +127,20 @@ run() { # label target-port conns lua-script
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" >> "$RESULTS"
-  echo "$label c=$conns: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" >> "$RESULTS"
+  echo "round $round: $label c=$conns: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}" >&2
 }
-for c in 1 32; do
-  run direct $P_DIRECT $c $HERE/forward.lua
-  run nginx_forward $P_NGINX $c $HERE/forward.lua
-  run offergate_forward $P_OG $c $HERE/forward.lua
-  run offergate_replay $P_OG $c $HERE/replay.lua
-  run nginx_partner_down $P_NGINX_DOWN $c $HERE/forward.lua
-  run offergate_circuit_open $P_OG_DOWN $c $HERE/forward.lua
+# Rounds interleave the scenarios, so a slow spell of this shared machine
+# lands on all of them rather than on one.
+for round in $(seq "$ROUNDS"); do
+  for c in 1 32; do
+    run "$round" direct $P_DIRECT $c $HERE/forward.lua
+    run "$round" nginx_forward $P_NGINX $c $HERE/forward.lua
+    run "$round" offergate_forward $P_OG $c $HERE/forward.lua
+    run "$round" offergate_replay $P_OG $c $HERE/replay.lua
+    run "$round" nginx_partner_down $P_NGINX_DOWN $c $HERE/forward.lua
+    run "$round" offergate_circuit_open $P_OG_DOWN $c $HERE/forward.lua
+  done
 done
 PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OG_PID/status)
 

@@ -62,8 +62,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// Bytes an entry costs beyond its key and body (its hash-table slot, the
 /// `Arc<Stored>` allocation, the copied content type, allocator rounding), so
 /// the byte limit bounds real memory, not just payloads. Calibrated from RSS
-/// under a full store of Encore answers (benches/README.md, soak).
-const ENTRY_OVERHEAD: usize = 256;
+/// under a full store of Encore answers (benches/README.md, soak): about 730
+/// bytes of RSS per entry for about 370 bytes of key and body.
+const ENTRY_OVERHEAD: usize = 320;
 
 /// Most shards a store is split into: enough that two cores rarely meet on one
 /// lock, few enough that each shard's half-budget stays large.
