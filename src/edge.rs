@@ -14,7 +14,6 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
-use tower::ServiceExt;
 
 use crate::admission::Admission;
 use crate::headers::{self, X_REQUEST_ID};
@@ -70,7 +69,7 @@ impl Edge {
         let (route, answer) = match self.shared.admission.admit(req, request_id.clone()).await {
             Ok(proxy_req) => {
                 let route = proxy_req.route();
-                let answer = match self.stack.oneshot(proxy_req).await {
+                let answer = match self.stack.call(proxy_req).await {
                     Ok(resp) => resp,
                     Err(e) => e.into_response(),
                 };

@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
-use tower::util::BoxCloneService;
-use tower::ServiceBuilder;
+use futures_util::future::BoxFuture;
+use tower::{Service, ServiceBuilder};
 
 use crate::admission::Admission;
 use crate::config::{BaseUrl, Config};
@@ -32,8 +32,27 @@ use crate::metrics::Metrics;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::upstream::Upstream;
 
-/// Everything between admission and the partner, as one cloneable service.
-pub type ProxyService = BoxCloneService<ProxyRequest, ProxyResponse, GatewayError>;
+/// Everything between admission and the partner, type-erased so the edge does
+/// not change as layers are added, and shared: the edge calls it once per
+/// request for the price of one reference count, not a boxed clone of the stack.
+#[derive(Clone)]
+pub struct ProxyService(Arc<dyn Fn(ProxyRequest) -> ProxyFuture + Send + Sync>);
+
+pub type ProxyFuture = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
+
+impl ProxyService {
+    fn new<S>(stack: S) -> ProxyService
+    where
+        S: Inner + Service<ProxyRequest, Future = ProxyFuture>,
+    {
+        // Every layer is always ready: each drives the one below with `oneshot`.
+        ProxyService(Arc::new(move |req| stack.clone().call(req)))
+    }
+
+    pub fn call(&self, req: ProxyRequest) -> ProxyFuture {
+        (self.0)(req)
+    }
+}
 
 /// Builds the caller-facing service for `config`.
 ///
@@ -58,8 +77,6 @@ pub fn build_with<U: Inner>(
 ) -> Result<Edge, String> {
     let breakers = circuit::breakers(config);
     let proxy = ServiceBuilder::new()
-        // Type-erased so the edge does not change as layers are added.
-        .layer(BoxCloneService::layer())
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
         .layer(Fallback::layer(config, public_base_url, metrics.clone()))
@@ -83,7 +100,7 @@ pub fn build_with<U: Inner>(
         .service(upstream);
     Ok(Edge::new(
         Admission::new(config),
-        proxy,
+        ProxyService::new(proxy),
         metrics,
         config.log.access_log,
     ))

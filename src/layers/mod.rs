@@ -19,10 +19,12 @@ use crate::error::GatewayError;
 use crate::proxy::{ProxyRequest, ProxyResponse};
 
 /// The service a layer wraps: the rest of the stack toward the partner.
+/// `Sync` because layers share it behind an `Arc` ([`Around`]).
 pub trait Inner:
     Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
     + Clone
     + Send
+    + Sync
     + 'static
 {
 }
@@ -31,6 +33,7 @@ impl<S> Inner for S where
     S: Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
         + Clone
         + Send
+        + Sync
         + 'static
 {
 }
@@ -44,18 +47,18 @@ pub trait Wrap: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send;
 }
 
-/// A [`Wrap`] around an inner service.
-pub struct Around<W, S> {
+/// A [`Wrap`] around an inner service. Shared behind one `Arc`, so a clone
+/// (one per call and layer) costs one count, not one per layer below.
+pub struct Around<W, S>(Arc<AroundShared<W, S>>);
+
+struct AroundShared<W, S> {
     wrap: Arc<W>,
     inner: S,
 }
 
-impl<W, S: Clone> Clone for Around<W, S> {
+impl<W, S> Clone for Around<W, S> {
     fn clone(&self) -> Self {
-        Around {
-            wrap: self.wrap.clone(),
-            inner: self.inner.clone(),
-        }
+        Around(self.0.clone())
     }
 }
 
@@ -70,7 +73,7 @@ impl<W: Wrap, S: Inner> Service<ProxyRequest> for Around<W, S> {
     }
 
     fn call(&mut self, req: ProxyRequest) -> Self::Future {
-        Box::pin(self.wrap.clone().call(self.inner.clone(), req))
+        Box::pin(self.0.wrap.clone().call(self.0.inner.clone(), req))
     }
 }
 
@@ -87,9 +90,9 @@ impl<W, S> Layer<S> for AroundLayer<W> {
     type Service = Around<W, S>;
 
     fn layer(&self, inner: S) -> Around<W, S> {
-        Around {
+        Around(Arc::new(AroundShared {
             wrap: self.0.clone(),
             inner,
-        }
+        }))
     }
 }
