@@ -179,7 +179,7 @@ impl Admission {
 }
 
 /// The caller's `Idempotency-Key`, if it sent a well-formed one.
-fn idempotency_key(parts: &Parts) -> Result<Option<Box<str>>, GatewayError> {
+fn idempotency_key(parts: &Parts) -> Result<Option<Arc<str>>, GatewayError> {
     let mut values = parts.headers.get_all(&headers::IDEMPOTENCY_KEY).iter();
     let (Some(v), None) = (values.next(), values.next()) else {
         return match parts.headers.contains_key(&headers::IDEMPOTENCY_KEY) {

@@ -27,12 +27,12 @@ pub struct ProxyRequest {
     pub headers: Arc<HeaderMap>,
     pub body: Bytes,
     /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
-    pub idempotency_key: Option<Box<str>>,
+    pub idempotency_key: Option<Arc<str>>,
     /// Route, partner, page and canonical body, hashed once at admission: what
     /// makes two requests the same one (idempotency).
     pub fingerprint: crate::idempotency::Fingerprint,
     /// Encore's `clientId`, read during validation (per-caller rate limit).
-    pub client_id: Option<Box<str>>,
+    pub client_id: Option<Arc<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<tokio::time::Instant>,
 }

@@ -10,6 +10,8 @@ mod country;
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;
 
+use std::sync::Arc;
+
 use crate::json::{Json, Object};
 
 use crate::error::GatewayError;
@@ -22,7 +24,7 @@ pub const MAX_ID_CHARS: usize = 256;
 #[derive(Debug, Default, PartialEq)]
 pub struct Checked<'a> {
     /// Encore's `clientId`: the operator the per-caller rate limit is keyed by.
-    pub client_id: Option<Box<str>>,
+    pub client_id: Option<Arc<str>>,
     /// The parsed body (`None`: no body), for the request fingerprint.
     pub json: Option<Json<'a>>,
 }
@@ -82,7 +84,7 @@ fn required_str<'a>(obj: &'a Object<'_>, field: &str) -> Result<&'a str, Gateway
 fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     let obj = parse_object(body)?;
     required_id(&obj, "clientId")?;
-    let client_id = obj.get("clientId").and_then(Json::as_str).map(Box::from);
+    let client_id = obj.get("clientId").and_then(Json::as_str).map(Arc::from);
     required_id(&obj, "chatId")?;
     let attrs = match obj.get("attributes") {
         None | Some(Json::Null) => return Err(GatewayError::invalid("attributes", "is required")),
