@@ -98,10 +98,12 @@ impl PartnerClient {
     }
 
     /// Sends one request (its URI: the path and query on this partner) and
-    /// reads the whole answer, within `timeout`.
+    /// reads the whole answer, within `timeout` of `started` (when the caller
+    /// began the try: it has read the clock already).
     pub async fn send(
         &self,
         mut req: Request<Full<Bytes>>,
+        started: Instant,
         timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
         let path = req
@@ -114,7 +116,7 @@ impl PartnerClient {
             .insert(header::HOST, self.shared.host.clone());
         let limit = self.shared.config.max_response_bytes;
         let call = async {
-            let (resp, sender) = self.exchange(req).await?;
+            let (resp, sender) = self.exchange(req, started).await?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -130,7 +132,7 @@ impl PartnerClient {
             self.check_in(sender);
             Ok((parts, body.to_bytes()))
         };
-        match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout_at(started + timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamFailure::Timeout),
         }
@@ -143,8 +145,9 @@ impl PartnerClient {
     async fn exchange(
         &self,
         mut req: Request<Full<Bytes>>,
+        now: Instant,
     ) -> Result<(Response<Incoming>, SendRequest<Full<Bytes>>), UpstreamFailure> {
-        while let Some(mut sender) = self.check_out() {
+        while let Some(mut sender) = self.check_out(now) {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -187,9 +190,9 @@ impl PartnerClient {
         lock(&self.shared)
     }
 
-    fn check_out(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn check_out(&self, now: Instant) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.lock();
-        let fresh_since = Instant::now().checked_sub(self.shared.config.pool_idle_timeout);
+        let fresh_since = now.checked_sub(self.shared.config.pool_idle_timeout);
         while let Some(conn) = idle.pop() {
             let stale = fresh_since.is_some_and(|t| conn.since < t);
             if !stale && !conn.sender.is_closed() {
@@ -313,7 +316,7 @@ mod tests {
         let req = Request::post("/x")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        c.send(req, Duration::from_secs(5))
+        c.send(req, Instant::now(), Duration::from_secs(5))
             .await
             .map(|(_, body)| body)
     }

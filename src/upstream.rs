@@ -200,7 +200,7 @@ impl UpstreamInner {
         if timeout.is_zero() {
             return Err(GatewayError::DeadlineExceeded);
         }
-        let result = client.send(outgoing, timeout).await;
+        let result = client.send(outgoing, started, timeout).await;
         let elapsed = started.elapsed().as_secs_f64();
         let (parts, body) = match result {
             Ok(ok) => ok,

@@ -132,10 +132,11 @@ impl Generation {
 
 impl Shard {
     /// The live answer under `key`; an expired one is dropped on the way.
-    fn get(&mut self, key: &str, now: Instant) -> Option<Arc<Stored>> {
+    /// Reads the clock only for a key it holds.
+    fn get(&mut self, key: &str) -> Option<Arc<Stored>> {
         for generation in [&mut self.current, &mut self.previous] {
             if let Some(kept) = generation.answers.get(key) {
-                if kept.expires > now {
+                if kept.expires > Instant::now() {
                     return Some(kept.stored.clone());
                 }
                 generation.remove(key);
@@ -234,7 +235,7 @@ impl IdempotencyStore for MemoryStore {
         // One lock over both lookups: a call that finishes stores its answer
         // before leaving the in-flight map, so a key is always found in one.
         let mut shard = self.shard(key);
-        if let Some(stored) = shard.get(key, Instant::now()) {
+        if let Some(stored) = shard.get(key) {
             return if stored.fingerprint == *fingerprint {
                 Claim::Stored(stored)
             } else {

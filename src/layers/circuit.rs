@@ -68,7 +68,7 @@ impl Wrap for Circuit {
         let route = req.route();
         let breaker = self.breakers.get(route);
         let permit = breaker
-            .admit(Instant::now())
+            .admit()
             .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
         let result = inner.oneshot(req).await;
         match classify(&result) {
@@ -137,10 +137,12 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A permit, or how long until the partner may be tried again.
-    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Duration> {
+    /// A permit, or how long until the partner may be tried again. Reads the
+    /// clock only when a pause is set or the circuit is not closed.
+    pub fn admit(&self) -> Result<Permit<'_>, Duration> {
         let mut s = self.lock();
         if let Some(until) = s.paused_until {
+            let now = Instant::now();
             if until > now {
                 return Err(until - now);
             }
@@ -148,7 +150,9 @@ impl Breaker {
         }
         let probe = match s.mode {
             Mode::Closed { .. } => false,
-            Mode::Open { until } if now < until => return Err(until - now),
+            Mode::Open { until } if Instant::now() < until => {
+                return Err(until.saturating_duration_since(Instant::now()))
+            }
             Mode::Open { .. } | Mode::HalfOpen { probing: false } => {
                 s.mode = Mode::HalfOpen { probing: true };
                 true
@@ -169,12 +173,12 @@ impl Breaker {
         s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
     }
 
-    /// How much of a partner-requested pause is left.
-    pub fn paused_for(&self, now: Instant) -> Option<Duration> {
-        self.lock()
-            .paused_until
-            .filter(|p| *p > now)
-            .map(|p| p - now)
+    /// How much of a partner-requested pause is left. Reads the clock only
+    /// while a pause is set.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = self.lock().paused_until?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Whether calls are being refused now (the gauge).
@@ -241,52 +245,52 @@ mod tests {
     async fn opens_after_consecutive_failures_then_one_probe_closes_it() {
         let b = breaker();
         for _ in 0..2 {
-            b.admit(Instant::now()).unwrap().record(Some(false));
+            b.admit().unwrap().record(Some(false));
         }
-        b.admit(Instant::now()).unwrap().record(Some(true));
+        b.admit().unwrap().record(Some(true));
         for _ in 0..2 {
-            b.admit(Instant::now()).unwrap().record(Some(false));
+            b.admit().unwrap().record(Some(false));
         }
         assert!(
             !b.is_open(Instant::now()),
             "a success in between resets the count"
         );
-        b.admit(Instant::now()).unwrap().record(Some(false));
+        b.admit().unwrap().record(Some(false));
         assert!(b.is_open(Instant::now()));
-        let wait = b.admit(Instant::now()).err().unwrap();
+        let wait = b.admit().err().unwrap();
         assert_eq!(wait, Duration::from_secs(5));
 
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = b.admit(Instant::now()).unwrap();
-        assert!(b.admit(Instant::now()).is_err(), "one probe at a time");
+        let probe = b.admit().unwrap();
+        assert!(b.admit().is_err(), "one probe at a time");
         probe.record(Some(false));
-        assert!(b.admit(Instant::now()).is_err(), "a failed probe reopens");
+        assert!(b.admit().is_err(), "a failed probe reopens");
 
         tokio::time::advance(Duration::from_secs(5)).await;
-        b.admit(Instant::now()).unwrap().record(Some(true));
+        b.admit().unwrap().record(Some(true));
         assert!(!b.is_open(Instant::now()));
-        assert!(b.admit(Instant::now()).is_ok());
+        assert!(b.admit().is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_probe_frees_the_slot() {
         let b = breaker();
         for _ in 0..3 {
-            b.admit(Instant::now()).unwrap().record(Some(false));
+            b.admit().unwrap().record(Some(false));
         }
         tokio::time::advance(Duration::from_secs(5)).await;
-        drop(b.admit(Instant::now()).unwrap());
-        assert!(b.admit(Instant::now()).is_ok(), "the next caller may probe");
+        drop(b.admit().unwrap());
+        assert!(b.admit().is_ok(), "the next caller may probe");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_refuses_until_it_ends() {
         let b = breaker();
         b.pause_until(Instant::now() + Duration::from_secs(2));
-        assert_eq!(b.admit(Instant::now()).err(), Some(Duration::from_secs(2)));
+        assert_eq!(b.admit().err(), Some(Duration::from_secs(2)));
         assert!(b.is_open(Instant::now()));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(b.admit(Instant::now()).is_ok());
+        assert!(b.admit().is_ok());
         assert!(!b.is_open(Instant::now()));
     }
 }

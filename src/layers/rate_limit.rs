@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -54,13 +54,21 @@ async fn acquire(
     max_wait: Duration,
     deadline: Option<Instant>,
 ) -> Result<(), Duration> {
+    // The common case, a permit at once, reads no clock.
+    let mut wait = match check() {
+        Ok(()) => return Ok(()),
+        Err(wait) => wait,
+    };
     let started = Instant::now();
     let give_up = deadline.map_or(started + max_wait, |d| d.min(started + max_wait));
     loop {
+        if Instant::now() + wait > give_up {
+            return Err(wait);
+        }
+        tokio::time::sleep(wait).await;
         match check() {
             Ok(()) => return Ok(()),
-            Err(wait) if Instant::now() + wait <= give_up => tokio::time::sleep(wait).await,
-            Err(wait) => return Err(wait),
+            Err(next) => wait = next,
         }
     }
 }
@@ -73,7 +81,8 @@ pub struct CallerBuckets {
     max_tracked: usize,
     /// Milliseconds since `born` at the last purge.
     last_purge_ms: AtomicU64,
-    born: std::time::Instant,
+    /// Read with governor's clock (a TSC read, not a system call).
+    born: <DefaultClock as Clock>::Instant,
 }
 
 impl CallerBuckets {
@@ -91,10 +100,10 @@ impl CallerBuckets {
                     )
                 })
                 .collect(),
+            born: clock.now(),
             clock,
             max_tracked: config.max_tracked_clients,
             last_purge_ms: AtomicU64::new(0),
-            born: std::time::Instant::now(),
         }
     }
 
@@ -113,7 +122,7 @@ impl CallerBuckets {
     /// Drops callers whose bucket is full again (they are as good as new):
     /// every second, or at once past `max_tracked`.
     fn purge_if_due(&self) {
-        let now_ms = self.born.elapsed().as_millis() as u64;
+        let now_ms = Duration::from(self.clock.now().duration_since(self.born)).as_millis() as u64;
         let last = self.last_purge_ms.load(Ordering::Relaxed);
         let due = now_ms.saturating_sub(last) >= 1_000 || self.shared.len() >= self.max_tracked;
         if due
@@ -171,7 +180,7 @@ impl Wrap for CallerLimit {
         }
         let breaker = self.breakers.get(route);
         let pause = acquire(
-            || breaker.paused_for(Instant::now()).map_or(Ok(()), Err),
+            || breaker.paused_for().map_or(Ok(()), Err),
             config.max_wait,
             req.deadline,
         );
