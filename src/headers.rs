@@ -74,14 +74,22 @@ pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The names a `Connection` header lists (hop-by-hop by declaration).
+/// The names a `Connection` header lists (hop-by-hop by declaration), except
+/// those removed anyway: `Connection: keep-alive`, on nearly every answer,
+/// allocates nothing.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(name))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
 }
 
