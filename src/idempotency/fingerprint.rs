@@ -21,12 +21,24 @@ pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
 /// The fingerprint of a body already parsed (admission parses it once to
 /// validate it; `None`: no body). Same result as [`fingerprint`].
 pub fn fingerprint_of(target: &Target, json: Option<&Json>) -> Fingerprint {
-    let mut out = Vec::with_capacity(256);
-    match json {
-        Some(v) => v.write_canonical(&mut out),
-        None => out.extend_from_slice(b"{}"),
+    thread_local! {
+        /// The canonical form is written here and hashed at once: one buffer
+        /// per thread, not an allocation per request.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    hash(target, &out)
+    SCRATCH.with_borrow_mut(|out| {
+        out.clear();
+        match json {
+            Some(v) => v.write_canonical(out),
+            None => out.extend_from_slice(b"{}"),
+        }
+        let fingerprint = hash(target, out);
+        // A huge body's buffer is not kept for the thread's lifetime.
+        if out.capacity() > 64 * 1024 {
+            *out = Vec::new();
+        }
+        fingerprint
+    })
 }
 
 fn hash(target: &Target, canonical_body: &[u8]) -> Fingerprint {
