@@ -19,10 +19,12 @@
 //! own deadline.
 
 mod fingerprint;
+mod memory;
 mod store;
 
 pub use fingerprint::{canonical, fingerprint, fingerprint_of, Fingerprint};
-pub use store::{Answer, Claim, IdempotencyStore, MemoryStore, Stored};
+pub use memory::MemoryStore;
+pub use store::{Answer, Claim, IdempotencyStore, Stored};
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
