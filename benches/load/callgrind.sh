@@ -11,71 +11,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SCENARIO=${1:-forward}
-HERE=benches/load
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-need() { # need COMMAND DEBIAN_PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "installing $2" >&2
-  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-}
+. benches/load/common.sh
 need nginx nginx-light
 need wrk wrk
 need valgrind valgrind
 need taskset util-linux
 # Line tables make the dump readable with callgrind_annotate; same code otherwise.
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q
-PATH_=/encore/publisher/sdk/v1/offers/message
-KEY=pk_test_bench_key
 P_PARTNER=18951; P_OG=18952; P_ADMIN=18953
-OFFER='{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://storage.googleapis.com/encore-assets-prod/creatives/primary.png","advertiserName":"Apple Music","perk":"6 months free"}}'
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$P_PARTNER; default_type application/json;
-    location = $PATH_ { return 200 '$OFFER'; } }
-}
-CONF
-cat > "$WORK/og.toml" <<CONF
-[server]
-listen = "127.0.0.1:$P_OG"
-admin_listen = "127.0.0.1:$P_ADMIN"
-[log]
-level = "warn"
-access_log = false
-[encore]
-base_url = "http://127.0.0.1:$P_PARTNER"
-api_key_env = "BENCH_ENCORE_KEY"
-[encore.rate_limit]
-partner_per_second = 1000000
-partner_burst = 1000000
-client_per_second = 1000000
-client_burst = 1000000
-[[besitos.partners]]
-id = "bench"
-token_env = "BENCH_ENCORE_KEY"
-CONF
-taskset -c 0 nginx -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
+og_config $P_OG $P_ADMIN $P_PARTNER > "$WORK/og.toml"
 BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
   --callgrind-out-file="$WORK/cg.out" target/release/offergate run -c "$WORK/og.toml" \
   2>"$WORK/valgrind.log" & OG=$!; PIDS+=($OG)
-for _ in $(seq 150); do
-  kill -0 "$OG" 2>/dev/null || { echo "offergate did not start:" >&2; cat "$WORK/valgrind.log" >&2; exit 1; }
-  (exec 3<>/dev/tcp/127.0.0.1/$P_OG) 2>/dev/null && break
-  sleep 0.2
-done
+wait_port $P_PARTNER
+wait_port $P_OG "$OG" || { cat "$WORK/valgrind.log" >&2; exit 1; }
 load() { taskset -c 0 wrk -t1 -c8 -d"$1" -s "$HERE/$SCENARIO.lua" "http://127.0.0.1:$P_OG$PATH_"; }
 load 2s >/dev/null
 callgrind_control -z "$OG" >/dev/null 2>&1

@@ -18,60 +18,16 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 ROUNDS=${ROUNDS:-3}
-HERE=benches/load
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-need() { # need COMMAND DEBIAN_PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  echo "installing $2" >&2
-  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-}
+. benches/load/common.sh
 need nginx nginx-light
 need wrk wrk
 need taskset util-linux
 cargo build --release --locked -q
 OG=target/release/offergate
-KEY=pk_test_bench_key
-OFFER='{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://storage.googleapis.com/encore-assets-prod/creatives/primary.png","advertiserName":"Apple Music","perk":"6 months free"}}'
-PATH_=/encore/publisher/sdk/v1/offers/message
 
 P_PARTNER=18801; P_DIRECT=18802; P_NGINX=18811; P_NGINX_DOWN=18812
 P_OG=18821; P_OG_ADMIN=18822; P_OG_DOWN=18831; P_OG_DOWN_ADMIN=18832; P_DEAD=18899
 
-nginx_conf() { # name body-of-http-block
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/$1/nginx.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1; proxy_temp_path $WORK/$1;
-  fastcgi_temp_path $WORK/$1; uwsgi_temp_path $WORK/$1; scgi_temp_path $WORK/$1;
-  keepalive_requests 1000000;
-  $2
-}
-CONF
-}
-start_nginx() { # name cpu
-  taskset -c "$2" nginx -p "$WORK/$1" -c "$WORK/$1/nginx.conf" -g 'daemon off;' &
-  PIDS+=($!)
-}
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
-# The partner: nginx answering Encore's documented 200, checking the key.
-partner_block() {
-  echo "server { listen 127.0.0.1:$1; default_type application/json;
-    location = $PATH_ { if (\$http_x_api_key != \"$KEY\") { return 401; } return 200 '$OFFER'; } }"
-}
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 nginx_conf direct "$(partner_block $P_DIRECT)"; start_nginx direct 1
 # nginx as the equivalent reverse proxy: keep-alive upstream pool, key injected.
@@ -84,27 +40,6 @@ proxy_block() { # port upstream-port
 nginx_conf proxy "$(proxy_block $P_NGINX $P_PARTNER)"; start_nginx proxy 1
 nginx_conf proxydown "$(proxy_block $P_NGINX_DOWN $P_DEAD)"; start_nginx proxydown 1
 
-og_config() { # listen admin partner-port
-  cat <<CONF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$2"
-[log]
-level = "warn"
-access_log = false
-[encore]
-base_url = "http://127.0.0.1:$3"
-api_key_env = "BENCH_ENCORE_KEY"
-[encore.rate_limit]
-partner_per_second = 1000000
-partner_burst = 1000000
-client_per_second = 1000000
-client_burst = 1000000
-[[besitos.partners]]
-id = "bench"
-token_env = "BENCH_ENCORE_KEY"
-CONF
-}
 og_config $P_OG $P_OG_ADMIN $P_PARTNER > "$WORK/og.toml"
 og_config $P_OG_DOWN $P_OG_DOWN_ADMIN $P_DEAD > "$WORK/og-down.toml"
 BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og.toml" & OG_PID=$!; PIDS+=($OG_PID)
