@@ -48,21 +48,35 @@ fn request(body: String, key: Option<&str>) -> http::Request<Full<Bytes>> {
     r.body(Full::new(Bytes::from(body))).unwrap()
 }
 
-fn whole_stack(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime: the stack's cost without scheduler hops.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// The whole stack in front of an in-memory partner answering `status` with
+/// the Encore offer.
+fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::Edge {
     let offer = Bytes::from_static(OFFER.as_bytes());
-    let partner = move |status: StatusCode| {
-        let offer = offer.clone();
-        tower::service_fn(move |_req: ProxyRequest| {
-            let mut resp = ProxyResponse::json(status, offer.clone());
-            resp.outcome = Outcome::Forwarded;
-            async move { Ok::<_, GatewayError>(resp) }
-        })
-    };
-    let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
+    rt.block_on(async {
+        offergate::stack::build_with(
+            &config(),
+            BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
+            Arc::new(Metrics::new()),
+            tower::service_fn(move |_req: ProxyRequest| {
+                let mut resp = ProxyResponse::json(status, offer.clone());
+                resp.outcome = Outcome::Forwarded;
+                async move { Ok::<_, GatewayError>(resp) }
+            }),
+        )
+        .unwrap()
+    })
+}
+
+fn whole_stack(c: &mut Criterion) {
+    let rt = runtime();
     let next = AtomicU64::new(0);
     let fresh = || {
         BODY.replace(
@@ -70,16 +84,7 @@ fn whole_stack(c: &mut Criterion) {
             &format!("chat-{}", next.fetch_add(1, Ordering::Relaxed)),
         )
     };
-
-    let ok = rt.block_on(async {
-        offergate::stack::build_with(
-            &config(),
-            public.clone(),
-            Arc::new(Metrics::new()),
-            partner(StatusCode::OK),
-        )
-        .unwrap()
-    });
+    let ok = stack(&rt, StatusCode::OK);
     let mut group = c.benchmark_group("stack_in_process");
     group.bench_function("forward", |b| {
         b.to_async(&rt)
@@ -90,15 +95,7 @@ fn whole_stack(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| ok.clone().handle(request(body.clone(), Some("bench-key"))))
     });
-    let down = rt.block_on(async {
-        offergate::stack::build_with(
-            &config(),
-            public,
-            Arc::new(Metrics::new()),
-            partner(StatusCode::INTERNAL_SERVER_ERROR),
-        )
-        .unwrap()
-    });
+    let down = stack(&rt, StatusCode::INTERNAL_SERVER_ERROR);
     // Open the circuit first, then measure the fallback it answers.
     rt.block_on(async {
         for _ in 0..10 {
@@ -193,23 +190,8 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 /// printed beside the timings: deterministic, so a change shows up even when
 /// the machine is too noisy for timings to.
 fn allocations_per_call(_c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let offer = Bytes::from_static(OFFER.as_bytes());
-    let stack = rt.block_on(async {
-        offergate::stack::build_with(
-            &config(),
-            BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
-            Arc::new(Metrics::new()),
-            tower::service_fn(move |_req: ProxyRequest| {
-                let resp = ProxyResponse::json(StatusCode::OK, offer.clone());
-                async move { Ok::<_, GatewayError>(resp) }
-            }),
-        )
-        .unwrap()
-    });
+    let rt = runtime();
+    let stack = stack(&rt, StatusCode::OK);
     let calls = 10_000u64;
     let count = |key: Option<&str>, fresh: bool| {
         let bodies: Vec<String> = (0..calls)

@@ -80,7 +80,7 @@ def check(name, ok, detail):
 
 g = lambda label: by.get((label, 32))
 if all(g(x) for x in ("direct", "nginx_forward", "offergate_forward", "offergate_replay", "offergate_circuit_open")):
-    f, n, rp, d, co = g("offergate_forward"), g("nginx_forward"), g("offergate_replay"), g("direct"), g("offergate_circuit_open")
+    f, n, co = g("offergate_forward"), g("nginx_forward"), g("offergate_circuit_open")
     lines.append("Targets (32 connections):")
     fwd = paired("offergate_forward", "nginx_forward", 32)
     rp_direct = paired("offergate_replay", "direct", 32)
