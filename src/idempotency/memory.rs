@@ -266,6 +266,18 @@ mod tests {
         }
     }
 
+    /// A new call under `key` (it must lead) whose answer is kept: a body of
+    /// `body_len` bytes for `ttl`.
+    async fn answer(s: &MemoryStore, key: &str, body_len: usize, ttl: Duration) {
+        assert!(matches!(s.claim(key, &[1; 32]).await, Claim::Lead), "{key}");
+        s.finish(
+            key,
+            &Err(GatewayError::DeadlineExceeded),
+            Some(stored(1, body_len, ttl)),
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn lead_wait_store_replay_conflict() {
         let s = MemoryStore::new(100, 1 << 20);
@@ -305,14 +317,8 @@ mod tests {
         let s = MemoryStore::new(max_entries, max_bytes);
         for i in 0..100_000u32 {
             let key = format!("encore_offers/x/{i:08}-some-caller-key");
-            assert!(matches!(s.claim(&key, &[1; 32]).await, Claim::Lead));
             // An Encore offer answer is about 300 bytes.
-            s.finish(
-                &key,
-                &Err(GatewayError::DeadlineExceeded),
-                Some(stored(1, 300, Duration::from_secs(3600))),
-            )
-            .await;
+            answer(&s, &key, 300, Duration::from_secs(3600)).await;
         }
         assert!(
             s.weighted_size() <= max_bytes,
@@ -332,20 +338,8 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_after_their_ttl() {
         let s = MemoryStore::new(100, 1 << 20);
-        s.claim("short", &[1; 32]).await;
-        s.finish(
-            "short",
-            &Err(GatewayError::DeadlineExceeded),
-            Some(stored(1, 1, Duration::from_millis(50))),
-        )
-        .await;
-        s.claim("long", &[1; 32]).await;
-        s.finish(
-            "long",
-            &Err(GatewayError::DeadlineExceeded),
-            Some(stored(1, 1, Duration::from_secs(60))),
-        )
-        .await;
+        answer(&s, "short", 1, Duration::from_millis(50)).await;
+        answer(&s, "long", 1, Duration::from_secs(60)).await;
         std::thread::sleep(Duration::from_millis(80));
         assert!(matches!(s.claim("short", &[1; 32]).await, Claim::Lead));
         assert!(matches!(s.claim("long", &[1; 32]).await, Claim::Stored(_)));
@@ -356,13 +350,7 @@ mod tests {
         let s = MemoryStore::new(5_000, 4 * 1024 * 1024);
         for i in 0..50_000u32 {
             let key = format!("key/{i:08}");
-            assert!(matches!(s.claim(&key, &[1; 32]).await, Claim::Lead));
-            s.finish(
-                &key,
-                &Err(GatewayError::DeadlineExceeded),
-                Some(stored(1, 300, Duration::from_secs(3600))),
-            )
-            .await;
+            answer(&s, &key, 300, Duration::from_secs(3600)).await;
             // A platform's retry of the call just made must be replayed.
             assert!(
                 matches!(s.claim(&key, &[1; 32]).await, Claim::Stored(_)),
@@ -381,13 +369,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_larger_than_a_generation_is_not_kept() {
         let s = MemoryStore::new(100, 64 * 1024);
-        s.claim("big", &[1; 32]).await;
-        s.finish(
-            "big",
-            &Err(GatewayError::DeadlineExceeded),
-            Some(stored(1, 40 * 1024, Duration::from_secs(60))),
-        )
-        .await;
+        answer(&s, "big", 40 * 1024, Duration::from_secs(60)).await;
         assert!(matches!(s.claim("big", &[1; 32]).await, Claim::Lead));
         assert_eq!(s.weighted_size(), 0);
     }
@@ -396,13 +378,8 @@ mod tests {
     async fn a_replaced_answer_is_counted_once() {
         let s = MemoryStore::new(100, 1 << 20);
         for _ in 0..3 {
-            s.claim("k", &[1; 32]).await;
-            s.finish(
-                "k",
-                &Err(GatewayError::DeadlineExceeded),
-                Some(stored(1, 10, Duration::from_millis(1))),
-            )
-            .await;
+            // Each expired before the next: the key leads again.
+            answer(&s, "k", 10, Duration::from_millis(1)).await;
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(s.entries(), 0, "expired");
