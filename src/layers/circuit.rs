@@ -148,11 +148,14 @@ impl Breaker {
             }
             s.paused_until = None;
         }
+        if let Mode::Open { until } = s.mode {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                return Err(left);
+            }
+        }
         let probe = match s.mode {
             Mode::Closed { .. } => false,
-            Mode::Open { until } if Instant::now() < until => {
-                return Err(until.saturating_duration_since(Instant::now()))
-            }
             Mode::Open { .. } | Mode::HalfOpen { probing: false } => {
                 s.mode = Mode::HalfOpen { probing: true };
                 true
