@@ -186,16 +186,10 @@ impl PartnerClient {
         Ok(sender)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
-        lock(&self.shared)
-    }
-
     fn check_out(&self, now: Instant) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.lock();
-        let fresh_since = now.checked_sub(self.shared.config.pool_idle_timeout);
+        let mut idle = self.shared.idle();
         while let Some(conn) = idle.pop() {
-            let stale = fresh_since.is_some_and(|t| conn.since < t);
-            if !stale && !conn.sender.is_closed() {
+            if self.shared.usable(&conn, now) {
                 return Some(conn.sender);
             }
         }
@@ -212,7 +206,7 @@ impl PartnerClient {
                 self.shared.config.pool_idle_timeout,
             )
         });
-        let mut idle = self.lock();
+        let mut idle = self.shared.idle();
         if idle.len() < self.shared.config.pool_max_idle_per_host {
             idle.push(Idle {
                 sender,
@@ -223,16 +217,27 @@ impl PartnerClient {
 
     /// Idle connections now (tests).
     pub fn idle_connections(&self) -> usize {
-        self.lock().len()
+        self.shared.idle().len()
     }
 }
 
-fn lock(shared: &Shared) -> MutexGuard<'_, Vec<Idle>> {
-    shared.idle.lock().unwrap_or_else(|p| p.into_inner())
+impl Shared {
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether an idle connection may carry a request at `now`: still open,
+    /// and idle for no longer than `pool_idle_timeout`.
+    fn usable(&self, conn: &Idle, now: Instant) -> bool {
+        let stale = now
+            .checked_sub(self.config.pool_idle_timeout)
+            .is_some_and(|fresh_since| conn.since < fresh_since);
+        !stale && !conn.sender.is_closed()
+    }
 }
 
-/// Closes connections idle for longer than `timeout`, checking every half of
-/// it; ends with the pool.
+/// Closes connections idle for longer than `timeout` (or closed by the
+/// partner), checking every half of it; ends with the pool.
 fn reap_idle(pool: Weak<Shared>, timeout: Duration) {
     let period = (timeout / 2).max(Duration::from_millis(100));
     tokio::spawn(async move {
@@ -241,11 +246,8 @@ fn reap_idle(pool: Weak<Shared>, timeout: Duration) {
         loop {
             tick.tick().await;
             let Some(shared) = pool.upgrade() else { return };
-            let Some(fresh_since) = Instant::now().checked_sub(timeout) else {
-                continue;
-            };
-            // The oldest are at the bottom of the stack.
-            lock(&shared).retain(|c| c.since >= fresh_since && !c.sender.is_closed());
+            let now = Instant::now();
+            shared.idle().retain(|c| shared.usable(c, now));
         }
     });
 }
