@@ -109,19 +109,15 @@ async fn broken_partner_answers_become_offergate_errors() {
     }
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="failed",route="encore_offers"}"#
-        ),
-        2.0
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="failed",route="encore_offers"}"#,
+        2.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_upstream_requests_total{route="encore_offers",status="error"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_upstream_requests_total{route="encore_offers",status="error"}"#,
+        1.0,
     );
     h.stop().await;
 }
@@ -149,12 +145,10 @@ async fn hanging_and_slow_partners_time_out() {
         "two 300 ms timeouts took {took:?}"
     );
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_upstream_requests_total{route="encore_offers",status="timeout"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_upstream_requests_total{route="encore_offers",status="timeout"}"#,
+        1.0,
     );
     h.stop().await;
 }

@@ -46,40 +46,30 @@ async fn a_duplicate_with_the_same_key_replays_the_same_short_link() {
         "our header stays with us"
     );
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_idempotency_total{result="miss",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_idempotency_total{result="miss",route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_idempotency_total{result="hit",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_idempotency_total{result="hit",route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_idempotency_entries{route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_idempotency_entries{route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="replayed",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="replayed",route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#,
+        1.0,
     );
     h.stop().await;
 }
@@ -150,12 +140,10 @@ async fn the_same_key_with_another_body_is_422_and_not_forwarded() {
     assert_eq!(second.status, 422);
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_idempotency_total{result="conflict",route="encore_offers"}"#
-        ),
-        2.0
+    assert_sample(
+        &m,
+        r#"offergate_idempotency_total{result="conflict",route="encore_offers"}"#,
+        2.0,
     );
     h.stop().await;
 }

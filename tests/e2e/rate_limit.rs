@@ -72,12 +72,10 @@ async fn a_burst_above_the_partner_limit_lets_burst_plus_rate_through() {
         "Encore: the soft fallback"
     );
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_rate_limited_total{route="encore_offers",scope="partner"}"#
-        ),
-        limited.len() as f64
+    assert_sample(
+        &m,
+        r#"offergate_rate_limited_total{route="encore_offers",scope="partner"}"#,
+        limited.len() as f64,
     );
 
     // Besitos answers 429 with Retry-After and the error shape.
@@ -135,12 +133,10 @@ async fn one_flooding_client_does_not_starve_another() {
     assert!(other.json()["offer"].is_object());
     assert_eq!(h.calls(Route::EncoreOffers), served + 1);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_rate_limited_total{route="encore_offers",scope="client"}"#
-        ),
-        (20 - served) as f64
+    assert_sample(
+        &m,
+        r#"offergate_rate_limited_total{route="encore_offers",scope="client"}"#,
+        (20 - served) as f64,
     );
     h.stop().await;
 }
@@ -200,12 +196,10 @@ async fn a_partner_429_pauses_forwarding_for_its_retry_after() {
     assert!(paused_at.elapsed() >= Duration::from_secs(1));
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_rate_limited_total{route="encore_offers",scope="upstream"}"#
-        ),
-        5.0
+    assert_sample(
+        &m,
+        r#"offergate_rate_limited_total{route="encore_offers",scope="upstream"}"#,
+        5.0,
     );
     h.stop().await;
 }

@@ -27,20 +27,16 @@ async fn retryable_503s_then_the_offer_after_exactly_three_calls() {
     assert!(a.json()["offer"]["clickUrl"].is_string());
     assert_eq!(h.calls(Route::EncoreOffers), 3);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#
-        ),
-        2.0
+    assert_sample(
+        &m,
+        r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#,
+        2.0,
     );
-    assert_eq!(sample(&m, r#"offergate_offers_total{result="offer"}"#), 1.0);
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(&m, r#"offergate_offers_total{result="offer"}"#, 1.0);
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#,
+        1.0,
     );
     h.stop().await;
 }
@@ -76,26 +72,20 @@ async fn other_statuses_fall_back_after_one_call() {
         );
     }
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_fallbacks_total{reason="upstream_status_500",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_fallbacks_total{reason="upstream_status_500",route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="fallback",route="encore_offers"}"#
-        ),
-        7.0
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="fallback",route="encore_offers"}"#,
+        7.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_retries_total{reason="upstream_status_500",route="encore_offers"}"#
-        ),
-        0.0
+    assert_sample(
+        &m,
+        r#"offergate_retries_total{reason="upstream_status_500",route="encore_offers"}"#,
+        0.0,
     );
     h.stop().await;
 }
@@ -263,19 +253,15 @@ async fn a_refused_connection_is_retried_then_falls_back() {
     let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_no_offer(&a, "upstream_unreachable");
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_retries_total{reason="upstream_unreachable",route="encore_offers"}"#
-        ),
-        3.0
+    assert_sample(
+        &m,
+        r#"offergate_retries_total{reason="upstream_unreachable",route="encore_offers"}"#,
+        3.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_upstream_requests_total{route="encore_offers",status="error"}"#
-        ),
-        4.0
+    assert_sample(
+        &m,
+        r#"offergate_upstream_requests_total{route="encore_offers",status="error"}"#,
+        4.0,
     );
     h.stop().await;
 }
@@ -322,14 +308,8 @@ async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
         );
     }
     let m = h.metrics().await;
-    assert_eq!(
-        sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#),
-        1.0
-    );
-    assert_eq!(
-        sample(&m, r#"offergate_circuit_open{route="besitos_goals"}"#),
-        0.0
-    );
+    assert_sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#, 1.0);
+    assert_sample(&m, r#"offergate_circuit_open{route="besitos_goals"}"#, 0.0);
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let t = Instant::now();
@@ -367,16 +347,11 @@ async fn the_circuit_opens_stops_calls_and_closes_when_the_partner_recovers() {
     }
     assert_eq!(h.calls(Route::EncoreOffers), 7);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#),
-        0.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_fallbacks_total{reason="circuit_open",route="encore_offers"}"#
-        ),
-        21.0
+    assert_sample(&m, r#"offergate_circuit_open{route="encore_offers"}"#, 0.0);
+    assert_sample(
+        &m,
+        r#"offergate_fallbacks_total{reason="circuit_open",route="encore_offers"}"#,
+        21.0,
     );
     h.stop().await;
 }
@@ -403,19 +378,15 @@ async fn with_the_budget_spent_no_more_retries_reach_the_partner() {
     // 4 first tries + the 1 retry the floor allows in the window.
     assert_eq!(h.calls(Route::EncoreOffers), 5);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#
-        ),
-        1.0
+    assert_sample(
+        &m,
+        r#"offergate_retries_total{reason="upstream_status_503",route="encore_offers"}"#,
+        1.0,
     );
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_fallbacks_total{reason="retry_budget_exhausted",route="encore_offers"}"#
-        ),
-        4.0
+    assert_sample(
+        &m,
+        r#"offergate_fallbacks_total{reason="retry_budget_exhausted",route="encore_offers"}"#,
+        4.0,
     );
     h.stop().await;
 }
@@ -459,12 +430,10 @@ async fn with_fallback_off_statuses_pass_through_and_own_failures_are_errors() {
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(h.calls(Route::EncoreOffers), 2);
     let m = h.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            r#"offergate_requests_total{outcome="failed",route="encore_offers"}"#
-        ),
-        2.0
+    assert_sample(
+        &m,
+        r#"offergate_requests_total{outcome="failed",route="encore_offers"}"#,
+        2.0,
     );
     h.stop().await;
 }

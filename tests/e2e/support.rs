@@ -289,6 +289,13 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 }
 
 /// A metric sample's value from Prometheus text, 0 when absent.
+/// Asserts the value of one series (name and labels as exposed), naming it
+/// when it differs.
+#[track_caller]
+pub fn assert_sample(metrics: &str, name_and_labels: &str, want: f64) {
+    assert_eq!(sample(metrics, name_and_labels), want, "{name_and_labels}");
+}
+
 pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
