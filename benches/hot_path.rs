@@ -11,10 +11,13 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use offergate::config::{BaseUrl, Config};
-use offergate::route::Route;
-use offergate::route::Target;
-use offergate::{idempotency, partner_body, validate, Gateway, SimConfig, Simulator};
+use offergate::call::fingerprint;
+use offergate::call::route::Route;
+use offergate::call::route::Target;
+use offergate::config::BaseUrl;
+use offergate::edge::validate;
+use offergate::upstream::partner_body;
+use offergate::{Gateway, Simulator};
 
 const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 
@@ -61,7 +64,7 @@ fn local_work(c: &mut Criterion) {
         })
     });
     c.bench_function("fingerprint_encore_body", |b| {
-        b.iter(|| idempotency::fingerprint(&target, black_box(ENCORE_BODY.as_bytes())))
+        b.iter(|| fingerprint::fingerprint(&target, black_box(ENCORE_BODY.as_bytes())))
     });
 }
 
@@ -83,8 +86,10 @@ fn one_call(c: &mut Criterion) {
         .unwrap();
     let (sim, gw) = rt.block_on(async {
         let any = "127.0.0.1:0".parse().unwrap();
-        let sim = Simulator::start(any, SimConfig::demo()).await.unwrap();
-        let mut config = Config::demo(any, any, sim.addr).unwrap();
+        let sim = Simulator::start(any, offergate::cli::demo::simulator_config())
+            .await
+            .unwrap();
+        let mut config = offergate::cli::demo::config(any, any, sim.addr).unwrap();
         config.log.access_log = false;
         // Limits on (their cost is measured) but high enough never to throttle.
         let plenty = offergate::config::Rate {
@@ -120,7 +125,7 @@ fn one_call(c: &mut Criterion) {
     let path = "/encore/publisher/sdk/v1/offers/message";
     let direct = format!("http://{}{path}", sim.addr);
     let via = format!("http://{}{path}", gw.proxy_addr);
-    const KEY: &[(&str, &str)] = &[("x-api-key", offergate::simulator::DEMO_ENCORE_KEY)];
+    const KEY: &[(&str, &str)] = &[("x-api-key", offergate::cli::demo::ENCORE_KEY)];
     const REPLAY: &[(&str, &str)] = &[("idempotency-key", "bench-replay")];
     let fixed = Bytes::from_static(ENCORE_BODY.as_bytes());
     let mut group = c.benchmark_group("encore_call_loopback");

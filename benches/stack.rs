@@ -13,19 +13,20 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::StatusCode;
 use http_body_util::Full;
+use offergate::call::error::GatewayError;
+use offergate::call::request::Outcome;
+use offergate::call::request::{ProxyRequest, ProxyResponse};
+use offergate::call::route::Route;
 use offergate::config::{BaseUrl, Config, Rate};
-use offergate::error::GatewayError;
-use offergate::idempotency::{Claim, IdempotencyStore, MemoryStore, Stored};
-use offergate::metrics::{Metrics, Outcome};
-use offergate::proxy::{ProxyRequest, ProxyResponse};
-use offergate::route::Route;
+use offergate::layers::idempotency::{Claim, IdempotencyStore, MemoryStore, Stored};
+use offergate::metrics::Metrics;
 
 const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
 const BODY: &str = r#"{"clientId":"client-42","chatId":"CHAT","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 
 fn config() -> Config {
     let any = "127.0.0.1:0".parse().unwrap();
-    let mut c = Config::demo(any, any, any).unwrap();
+    let mut c = offergate::cli::demo::config(any, any, any).unwrap();
     c.log.access_log = false;
     let plenty = Rate {
         per_second: 1e7,
@@ -61,7 +62,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::Edge {
     let offer = Bytes::from_static(OFFER.as_bytes());
     rt.block_on(async {
-        offergate::stack::build_with(
+        offergate::app::stack::build_with(
             &config(),
             BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
             Arc::new(Metrics::new()),

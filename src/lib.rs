@@ -1,33 +1,25 @@
 //! offergate: a sidecar gateway in front of the Encore offers and Besitos goals
 //! partner APIs. It injects credentials, validates locally, forwards over a
 //! pooled keep-alive client and exports Prometheus metrics; see README.md for
-//! the request's life and `stack.rs` for where each piece sits.
+//! the request's life and `app/stack.rs` for where each piece sits.
+//!
+//! Modules, each depending only on those listed before it:
+//! `call` (core types) → `config` → `metrics` → `layers`, `upstream`, `edge` →
+//! `app` (composition, listeners) → `cli`. `server` (the accept loop) depends
+//! on nothing; `simulator` on `call` and `server` only.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod admission;
+pub mod app;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod edge;
-pub mod error;
-pub mod gateway;
-pub mod headers;
-pub mod idempotency;
-pub mod json;
 pub mod layers;
 pub mod metrics;
-pub mod outcome;
-pub mod partner_body;
-pub mod partner_client;
-pub mod proxy;
-pub mod route;
 pub mod server;
 pub mod simulator;
-pub mod stack;
-pub mod telemetry;
 pub mod upstream;
-pub mod validate;
 
+pub use app::gateway::Gateway;
 pub use config::Config;
-pub use gateway::Gateway;
 pub use simulator::{SimConfig, Simulator};

@@ -10,45 +10,11 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::error::LimitScope;
-use crate::outcome::Reason;
-use crate::partner_body::OfferResult;
-use crate::route::Route;
-
-/// How a request ended, the `outcome` label of `offergate_requests_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The partner's answer was relayed.
-    Forwarded,
-    /// A stored answer was replayed (idempotency).
-    Replayed,
-    /// offergate answered the soft fallback.
-    Fallback,
-    /// Refused locally before anything was forwarded (4xx of offergate's own).
-    Rejected,
-    /// The partner call failed and no fallback applied (502 / 504).
-    Failed,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Forwarded,
-        Outcome::Replayed,
-        Outcome::Fallback,
-        Outcome::Rejected,
-        Outcome::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::Replayed => "replayed",
-            Outcome::Fallback => "fallback",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-        }
-    }
-}
+use crate::call::error::LimitScope;
+use crate::call::outcome::OfferResult;
+use crate::call::outcome::Reason;
+use crate::call::request::Outcome;
+use crate::call::route::Route;
 
 /// Latency buckets for a sidecar: sub-millisecond local work up to slow partners.
 const BUCKETS: &[f64] = &[

@@ -12,13 +12,14 @@ mod validate;
 pub use env::{apply_overrides, Env, MapEnv, ProcessEnv};
 pub use secret::{Secret, SecretSource};
 
+pub use crate::call::base_url::BaseUrl;
+
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
 use serde::Serialize;
 
 use raw::RawConfig;
@@ -203,94 +204,6 @@ pub struct CircuitConfig {
     pub cooldown: Duration,
 }
 
-/// An `http(s)://host[:port][/prefix]` URL with no query, fragment or userinfo.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseUrl {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Empty, or starts with `/` and has no trailing `/`.
-    pub path_prefix: String,
-}
-
-impl BaseUrl {
-    pub fn parse(s: &str) -> Result<BaseUrl, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
-        let scheme = match uri.scheme_str() {
-            Some("http") => Scheme::HTTP,
-            Some("https") => Scheme::HTTPS,
-            Some(other) => return Err(format!("`{s}`: scheme {other} is not http or https")),
-            None => return Err(format!("`{s}` needs a scheme (https://...)")),
-        };
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("`{s}` has no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!("`{s}`: credentials in the URL are not allowed"));
-        }
-        if authority.host().is_empty() {
-            return Err(format!("`{s}` has no host"));
-        }
-        if uri.query().is_some() || s.contains('#') {
-            return Err(format!("`{s}`: a base URL takes no query or fragment"));
-        }
-        let path_prefix = uri.path().trim_end_matches('/').to_string();
-        Ok(BaseUrl {
-            scheme,
-            authority,
-            path_prefix,
-        })
-    }
-
-    /// `http://<addr>`, the default public base URL.
-    pub fn for_socket(addr: SocketAddr) -> BaseUrl {
-        let authority = Authority::try_from(addr.to_string().as_str())
-            .expect("a socket address is a valid authority");
-        BaseUrl {
-            scheme: Scheme::HTTP,
-            authority,
-            path_prefix: String::new(),
-        }
-    }
-
-    /// Whether the host is this machine, where plain HTTP leaks nothing.
-    pub fn is_loopback(&self) -> bool {
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(false)
-    }
-
-    /// `scheme://authority/prefix` + `path_and_query` (which starts with `/`).
-    pub fn join(&self, path_and_query: &str) -> String {
-        let mut s = String::with_capacity(64 + path_and_query.len());
-        s.push_str(self.scheme.as_str());
-        s.push_str("://");
-        s.push_str(self.authority.as_str());
-        s.push_str(&self.path_prefix);
-        s.push_str(path_and_query);
-        s
-    }
-}
-
-impl fmt::Display for BaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.join(""))
-    }
-}
-
-impl Serialize for BaseUrl {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 fn as_ms_list<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(d.iter().map(|d| d.as_millis() as u64))
 }
@@ -359,38 +272,11 @@ impl Config {
         validate(raw, env)
     }
 
-    /// The embedded configuration of `offergate demo`: both partners point at the
-    /// built-in simulator, with its public test credentials. Built through the
-    /// same loader as a file, so it has every default a file would have.
-    pub fn demo(
-        listen: SocketAddr,
-        admin_listen: SocketAddr,
-        simulator: SocketAddr,
-    ) -> Result<Config, ConfigError> {
-        use crate::simulator::{DEMO_BESITOS_PARTNER, DEMO_BESITOS_TOKEN, DEMO_ENCORE_KEY};
-        let toml = format!(
-            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
-             [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\n\
-             [besitos]\nbase_url = \"http://{simulator}\"\n\
-             [[besitos.partners]]\nid = \"{DEMO_BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n"
-        );
-        let env = MapEnv::from([
-            ("DEMO_ENCORE_KEY", DEMO_ENCORE_KEY),
-            ("DEMO_BESITOS_TOKEN", DEMO_BESITOS_TOKEN),
-        ]);
-        let mut config = Config::from_toml(&toml, &env)?;
-        config.encore.api_key = Secret::builtin(DEMO_ENCORE_KEY);
-        for token in config.besitos.partners.values_mut() {
-            *token = Secret::builtin(DEMO_BESITOS_TOKEN);
-        }
-        Ok(config)
-    }
-
     /// How `route` survives a failing partner.
-    pub fn resilience(&self, route: crate::route::Route) -> &ResilienceConfig {
+    pub fn resilience(&self, route: crate::call::route::Route) -> &ResilienceConfig {
         match route {
-            crate::route::Route::EncoreOffers => &self.encore.resilience,
-            crate::route::Route::BesitosGoals => &self.besitos.resilience,
+            crate::call::route::Route::EncoreOffers => &self.encore.resilience,
+            crate::call::route::Route::BesitosGoals => &self.besitos.resilience,
         }
     }
 

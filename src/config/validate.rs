@@ -165,7 +165,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     let mut partners = BTreeMap::new();
     for (i, raw_partner) in raw.besitos.partners.iter().enumerate() {
         let key = format!("besitos.partners[{i}]");
-        if let Err(e) = crate::route::check_partner_id(&raw_partner.id) {
+        if let Err(e) = crate::call::route::check_partner_id(&raw_partner.id) {
             p.push(format!("{key}.id: {e}"));
             continue;
         }

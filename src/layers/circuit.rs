@@ -4,6 +4,9 @@
 //! down. After `cooldown`, one probe at a time is let through: success closes
 //! the circuit, failure opens it again for another cooldown.
 //!
+//! A partner's 429 pause (`pause.rs`) is set here, from the answer, and
+//! refuses tries here while it runs.
+//!
 //! The breaker sits inside the retry layer, so each try is checked and counted,
 //! and a retry finds the circuit open as soon as it opens. What counts as a
 //! failure is the outcome table's (`outcome.rs`). The `offergate_circuit_open`
@@ -13,47 +16,44 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::pause::Pauses;
 use super::{AroundLayer, Inner, Wrap};
+use crate::call::clock::{self, Instant};
+use crate::call::error::GatewayError;
+use crate::call::outcome::{classify, Reason, Verdict};
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::PerRoute;
 use crate::config::{CircuitConfig, Config};
-use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::outcome::{classify, Reason, Verdict};
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::PerRoute;
 
 pub struct Circuit {
     breakers: Arc<PerRoute<Breaker>>,
+    pauses: Pauses,
     retry_after_cap: PerRoute<Duration>,
 }
 
-/// One breaker per partner, shared by the circuit layer and the rate limiter
-/// (which honours a partner's 429 pause without a second copy of it).
-pub type Breakers = Arc<PerRoute<Breaker>>;
-
-pub fn breakers(config: &Config) -> Breakers {
-    Arc::new(PerRoute::new(|r| {
-        Breaker::new(config.resilience(r).circuit.clone())
-    }))
-}
-
 impl Circuit {
-    /// The layer over `breakers`, with its gauge registered in `metrics`.
+    /// The layer, one breaker per partner, honouring and setting `pauses`;
+    /// its gauge registered in `metrics`.
     pub fn layer(
         config: &Config,
-        breakers: Breakers,
+        pauses: Pauses,
         metrics: &Metrics,
     ) -> Result<AroundLayer<Circuit>, String> {
-        let read = breakers.clone();
+        let breakers = Arc::new(PerRoute::new(|r| {
+            Breaker::new(config.resilience(r).circuit.clone())
+        }));
+        let (read, paused) = (breakers.clone(), pauses.clone());
         metrics.register_route_gauge(
             "offergate_circuit_open",
             "1 while the route's partner circuit is open (or paused by a 429), else 0.",
-            move |r| i64::from(read.get(r).is_open(Instant::now())),
+            move |r| i64::from(paused.get(r).left().is_some() || read.get(r).is_open()),
         )?;
         Ok(AroundLayer::new(Circuit {
             breakers,
+            pauses,
             retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
         }))
     }
@@ -66,8 +66,13 @@ impl Wrap for Circuit {
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
-        let breaker = self.breakers.get(route);
-        let permit = breaker
+        let pause = self.pauses.get(route);
+        if let Some(retry_after) = pause.left() {
+            return Err(GatewayError::CircuitOpen { retry_after });
+        }
+        let permit = self
+            .breakers
+            .get(route)
             .admit()
             .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
         let result = inner.oneshot(req).await;
@@ -82,8 +87,7 @@ impl Wrap for Circuit {
                 if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
                     (reason, retry_after)
                 {
-                    breaker
-                        .pause_until(Instant::now() + asked.min(*self.retry_after_cap.get(route)));
+                    pause.pause_until(clock::now() + asked.min(*self.retry_after_cap.get(route)));
                 }
                 match reason {
                     // Cut short by our own deadline or quota: says nothing about the partner.
@@ -111,7 +115,6 @@ pub struct Breaker {
 
 struct State {
     mode: Mode,
-    paused_until: Option<Instant>,
 }
 
 /// Leave to make one try. Dropped without a verdict (the caller went away),
@@ -127,7 +130,6 @@ impl Breaker {
         Breaker {
             state: Mutex::new(State {
                 mode: Mode::Closed { failures: 0 },
-                paused_until: None,
             }),
             config,
         }
@@ -138,18 +140,11 @@ impl Breaker {
     }
 
     /// A permit, or how long until the partner may be tried again. Reads the
-    /// clock only when a pause is set or the circuit is not closed.
+    /// clock only when the circuit is not closed.
     pub fn admit(&self) -> Result<Permit<'_>, Duration> {
         let mut s = self.lock();
-        if let Some(until) = s.paused_until {
-            let now = Instant::now();
-            if until > now {
-                return Err(until - now);
-            }
-            s.paused_until = None;
-        }
         if let Mode::Open { until } = s.mode {
-            let left = until.saturating_duration_since(Instant::now());
+            let left = until.saturating_duration_since(clock::now());
             if !left.is_zero() {
                 return Err(left);
             }
@@ -170,24 +165,9 @@ impl Breaker {
         })
     }
 
-    /// No calls to this partner until `until` (a 429's Retry-After).
-    pub fn pause_until(&self, until: Instant) {
-        let mut s = self.lock();
-        s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until)));
-    }
-
-    /// How much of a partner-requested pause is left. Reads the clock only
-    /// while a pause is set.
-    pub fn paused_for(&self) -> Option<Duration> {
-        let until = self.lock().paused_until?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
-
     /// Whether calls are being refused now (the gauge).
-    pub fn is_open(&self, now: Instant) -> bool {
-        let s = self.lock();
-        s.paused_until.is_some_and(|p| p > now) || !matches!(s.mode, Mode::Closed { .. })
+    pub fn is_open(&self) -> bool {
+        !matches!(self.lock().mode, Mode::Closed { .. })
     }
 
     /// `Some(true)`: the partner answered usably; `Some(false)`: it failed;
@@ -197,7 +177,7 @@ impl Breaker {
         s.mode = match (s.mode, probe, healthy) {
             (_, true, Some(true)) => Mode::Closed { failures: 0 },
             (_, true, Some(false)) => Mode::Open {
-                until: Instant::now() + self.config.cooldown,
+                until: clock::now() + self.config.cooldown,
             },
             (_, true, None) => Mode::HalfOpen { probing: false },
             (Mode::Closed { .. }, false, Some(true)) => Mode::Closed { failures: 0 },
@@ -206,7 +186,7 @@ impl Breaker {
                 if failures >= self.config.failure_threshold {
                     tracing::warn!(failures, "circuit opened: the partner keeps failing");
                     Mode::Open {
-                        until: Instant::now() + self.config.cooldown,
+                        until: clock::now() + self.config.cooldown,
                     }
                 } else {
                     Mode::Closed { failures }
@@ -254,12 +234,9 @@ mod tests {
         for _ in 0..2 {
             b.admit().unwrap().record(Some(false));
         }
-        assert!(
-            !b.is_open(Instant::now()),
-            "a success in between resets the count"
-        );
+        assert!(!b.is_open(), "a success in between resets the count");
         b.admit().unwrap().record(Some(false));
-        assert!(b.is_open(Instant::now()));
+        assert!(b.is_open());
         let wait = b.admit().err().unwrap();
         assert_eq!(wait, Duration::from_secs(5));
 
@@ -271,7 +248,7 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(5)).await;
         b.admit().unwrap().record(Some(true));
-        assert!(!b.is_open(Instant::now()));
+        assert!(!b.is_open());
         assert!(b.admit().is_ok());
     }
 
@@ -284,16 +261,5 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(b.admit().unwrap());
         assert!(b.admit().is_ok(), "the next caller may probe");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_refuses_until_it_ends() {
-        let b = breaker();
-        b.pause_until(Instant::now() + Duration::from_secs(2));
-        assert_eq!(b.admit().err(), Some(Duration::from_secs(2)));
-        assert!(b.is_open(Instant::now()));
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(b.admit().is_ok());
-        assert!(!b.is_open(Instant::now()));
     }
 }

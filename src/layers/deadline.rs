@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::call::clock;
 use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
+use crate::call::error::GatewayError;
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::PerRoute;
 use crate::config::Config;
-use crate::error::GatewayError;
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::PerRoute;
 
 pub struct Deadline {
     per_route: PerRoute<Duration>,
@@ -33,7 +33,7 @@ impl Wrap for Deadline {
         inner: S,
         mut req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
-        let deadline = Instant::now() + *self.per_route.get(req.route());
+        let deadline = clock::now() + *self.per_route.get(req.route());
         req.deadline = Some(deadline);
         match tokio::time::timeout_at(deadline, inner.oneshot(req)).await {
             Ok(result) => result,

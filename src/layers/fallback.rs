@@ -17,12 +17,13 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
+use crate::call::error::GatewayError;
+use crate::call::outcome::{classify, Reason, Verdict};
+use crate::call::request::Outcome;
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::{self, PerRoute, Route, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
-use crate::error::GatewayError;
-use crate::metrics::{Metrics, Outcome};
-use crate::outcome::{classify, Reason, Verdict};
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::{self, PerRoute, Route, Target};
+use crate::metrics::Metrics;
 
 /// The response header naming why a fallback was answered.
 pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");

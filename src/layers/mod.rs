@@ -5,6 +5,8 @@
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;
+pub mod idempotency;
+pub mod pause;
 pub mod rate_limit;
 pub mod retry;
 
@@ -15,8 +17,8 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use tower::{Layer, Service};
 
-use crate::error::GatewayError;
-use crate::proxy::{ProxyRequest, ProxyResponse};
+use crate::call::error::GatewayError;
+use crate::call::request::{ProxyRequest, ProxyResponse};
 
 /// The service a layer wraps: the rest of the stack toward the partner.
 /// `Sync` because layers share it behind an `Arc` ([`Around`]).

@@ -3,7 +3,7 @@
 //!
 //! - [`CallerLimit`], once per call (below idempotency, so a replay spends
 //!   nothing): a partner 429's pause (scope `upstream`, the state the circuit
-//!   breaker keeps), then the caller's own bucket (scope `client`), keyed by
+//!   pause, `pause.rs`), then the caller's own bucket (scope `client`), keyed by
 //!   `clientId` for Encore and `partner_id` for Besitos, with per-key overrides.
 //!   One busy operator cannot starve the others.
 //! - [`PartnerQuota`], once per try (inside the retry layer, so retries spend
@@ -25,18 +25,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock, Reference};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::time::Instant;
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tower::ServiceExt;
 
-use super::circuit::Breakers;
+use super::pause::Pauses;
 use super::{AroundLayer, Inner, Wrap};
+use crate::call::clock::{self, Clock, Instant};
+use crate::call::error::{GatewayError, LimitScope};
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::PerRoute;
 use crate::config::{Config, Rate, RateLimitConfig};
-use crate::error::{GatewayError, LimitScope};
 use crate::metrics::Metrics;
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::PerRoute;
 
 fn quota(rate: Rate) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
@@ -59,10 +62,10 @@ async fn acquire(
         Ok(()) => return Ok(()),
         Err(wait) => wait,
     };
-    let started = Instant::now();
+    let started = clock::now();
     let give_up = deadline.map_or(started + max_wait, |d| d.min(started + max_wait));
     loop {
-        if Instant::now() + wait > give_up {
+        if clock::now() + wait > give_up {
             return Err(wait);
         }
         tokio::time::sleep(wait).await;
@@ -73,35 +76,37 @@ async fn acquire(
     }
 }
 
+/// A bucket on offergate's clock (so paused-clock tests move it).
+type Bucket = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+/// One bucket per key, on the same clock.
+type KeyedBuckets =
+    RateLimiter<Box<str>, DashMapStateStore<Box<str>>, Clock, NoOpMiddleware<std::time::Instant>>;
+
 /// One route's per-caller buckets.
 pub struct CallerBuckets {
-    clock: DefaultClock,
-    shared: DefaultKeyedRateLimiter<Box<str>>,
-    overrides: HashMap<String, DefaultDirectRateLimiter>,
+    shared: KeyedBuckets,
+    overrides: HashMap<String, Bucket>,
     max_tracked: usize,
     /// Milliseconds since `born` at the last purge.
     last_purge_ms: AtomicU64,
-    /// Read with governor's clock (a TSC read, not a system call).
-    born: <DefaultClock as Clock>::Instant,
+    born: Instant,
 }
 
 impl CallerBuckets {
     pub fn new(config: &RateLimitConfig) -> CallerBuckets {
-        let clock = DefaultClock::default();
         CallerBuckets {
-            shared: RateLimiter::dashmap_with_clock(quota(config.client), clock.clone()),
+            shared: RateLimiter::dashmap_with_clock(quota(config.client), Clock),
             overrides: config
                 .client_overrides
                 .iter()
                 .map(|(id, rate)| {
                     (
                         id.clone(),
-                        RateLimiter::direct_with_clock(quota(*rate), clock.clone()),
+                        RateLimiter::direct_with_clock(quota(*rate), Clock),
                     )
                 })
                 .collect(),
-            born: clock.now(),
-            clock,
+            born: clock::now(),
             max_tracked: config.max_tracked_clients,
             last_purge_ms: AtomicU64::new(0),
         }
@@ -116,13 +121,13 @@ impl CallerBuckets {
                 self.shared.check_key(&Box::from(caller))
             }
         };
-        verdict.map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        verdict.map_err(|not_until| not_until.wait_time_from(Clock.now()))
     }
 
     /// Drops callers whose bucket is full again (they are as good as new):
     /// every second, or at once past `max_tracked`.
     fn purge_if_due(&self) {
-        let now_ms = Duration::from(self.clock.now().duration_since(self.born)).as_millis() as u64;
+        let now_ms = clock::now().duration_since(self.born).as_millis() as u64;
         let last = self.last_purge_ms.load(Ordering::Relaxed);
         let due = now_ms.saturating_sub(last) >= 1_000 || self.shared.len() >= self.max_tracked;
         if due
@@ -145,14 +150,14 @@ impl CallerBuckets {
 /// Per call: the partner's pause, then the caller's bucket.
 pub struct CallerLimit {
     per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
-    breakers: Breakers,
+    pauses: Pauses,
     metrics: Arc<Metrics>,
 }
 
 impl CallerLimit {
     pub fn layer(
         config: &Config,
-        breakers: Breakers,
+        pauses: Pauses,
         metrics: Arc<Metrics>,
     ) -> AroundLayer<CallerLimit> {
         AroundLayer::new(CallerLimit {
@@ -161,7 +166,7 @@ impl CallerLimit {
                 let buckets = CallerBuckets::new(&c);
                 (c, buckets)
             }),
-            breakers,
+            pauses,
             metrics,
         })
     }
@@ -178,9 +183,9 @@ impl Wrap for CallerLimit {
         if !config.enabled {
             return inner.oneshot(req).await;
         }
-        let breaker = self.breakers.get(route);
+        let pause = self.pauses.get(route);
         let pause = acquire(
-            || breaker.paused_for().map_or(Ok(()), Err),
+            || pause.left().map_or(Ok(()), Err),
             config.max_wait,
             req.deadline,
         );
@@ -205,7 +210,7 @@ impl Wrap for CallerLimit {
 
 /// Per try: the quota offergate may spend on the partner.
 pub struct PartnerQuota {
-    per_route: PerRoute<(RateLimitConfig, DefaultDirectRateLimiter, DefaultClock)>,
+    per_route: PerRoute<(RateLimitConfig, Bucket)>,
     metrics: Arc<Metrics>,
 }
 
@@ -214,9 +219,8 @@ impl PartnerQuota {
         AroundLayer::new(PartnerQuota {
             per_route: PerRoute::new(|r| {
                 let c = config.resilience(r).rate_limit.clone();
-                let clock = DefaultClock::default();
-                let limiter = RateLimiter::direct_with_clock(quota(c.partner), clock.clone());
-                (c, limiter, clock)
+                let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
+                (c, limiter)
             }),
             metrics,
         })
@@ -230,9 +234,9 @@ impl Wrap for PartnerQuota {
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
-        let (config, limiter, clock) = self.per_route.get(route);
+        let (config, limiter) = self.per_route.get(route);
         if config.enabled {
-            let check = || limiter.check().map_err(|n| n.wait_time_from(clock.now()));
+            let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
             if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
                 self.metrics.rate_limited(route, LimitScope::Partner);
                 return Err(GatewayError::RateLimited {
@@ -331,24 +335,26 @@ mod tests {
         assert!(b.tracked() <= 1_001, "tracked {}", b.tracked());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn waits_briefly_then_gives_up() {
-        let limiter = RateLimiter::direct(quota(Rate {
-            per_second: 20.0,
-            burst: 1,
-        }));
-        let clock = DefaultClock::default();
-        let check = || limiter.check().map_err(|n| n.wait_time_from(clock.now()));
+        let limiter = RateLimiter::direct_with_clock(
+            quota(Rate {
+                per_second: 20.0,
+                burst: 1,
+            }),
+            Clock,
+        );
+        let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
         assert!(acquire(check, Duration::ZERO, None).await.is_ok());
         // The next permit is 50 ms away: a 100 ms wait gets it, no wait does not.
         assert!(acquire(check, Duration::ZERO, None).await.is_err());
-        let started = std::time::Instant::now();
+        let started = clock::now();
         assert!(acquire(check, Duration::from_millis(100), None)
             .await
             .is_ok());
-        assert!(started.elapsed() >= Duration::from_millis(30));
+        assert!(clock::now() - started >= Duration::from_millis(30));
         // Never past the deadline, whatever max_wait says.
-        let deadline = Instant::now() + Duration::from_millis(10);
+        let deadline = clock::now() + Duration::from_millis(10);
         assert!(acquire(check, Duration::from_secs(5), Some(deadline))
             .await
             .is_err());

@@ -22,17 +22,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::call::clock::{self, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
+use crate::call::error::GatewayError;
+use crate::call::outcome::{classify, Retry as RetryKind, Verdict};
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::PerRoute;
 use crate::config::{Config, RetryConfig};
-use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::outcome::{classify, Retry as RetryKind, Verdict};
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::PerRoute;
 
 pub struct Retry {
     per_route: PerRoute<RoutePolicy>,
@@ -127,7 +127,7 @@ impl Wrap for Retry {
             else {
                 return result;
             };
-            let Some(delay) = policy.delay(done, retry, retry_after, req.deadline, Instant::now())
+            let Some(delay) = policy.delay(done, retry, retry_after, req.deadline, clock::now())
             else {
                 return result;
             };
@@ -165,7 +165,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn full_jitter_under_each_ceiling_and_at_most_three() {
         let p = policy(false);
-        let now = Instant::now();
+        let now = clock::now();
         for (done, ceiling) in [(0, 200), (1, 1_000), (2, 5_000)] {
             let draws: Vec<Duration> = (0..500)
                 .filter_map(|_| p.delay(done, RetryKind::Safe, None, None, now))
@@ -192,7 +192,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ambiguous_tries_follow_the_route() {
-        let now = Instant::now();
+        let now = clock::now();
         assert_eq!(
             policy(false).delay(0, RetryKind::Ambiguous, None, None, now),
             None
@@ -209,7 +209,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_and_deadline() {
         let p = policy(false);
-        let now = Instant::now();
+        let now = clock::now();
         let d = p
             .delay(0, RetryKind::Safe, Some(Duration::from_secs(1)), None, now)
             .unwrap();

@@ -171,7 +171,7 @@ pub fn answer(goals: &[Goal], f: &Filters, page: usize, origin: &str, partner_id
             message: render(template, g),
         })
         .collect();
-    let path = format!("{origin}{}", crate::route::besitos_path(partner_id));
+    let path = format!("{origin}{}", crate::call::route::besitos_path(partner_id));
     let url = |p: usize| format!("{path}?page={p}");
     let n = data.len();
     let body = Page {

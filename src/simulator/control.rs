@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::faults::Fault;
 use super::{json_response, SimBody, SimState};
-use crate::route::Route;
+use crate::call::route::Route;
 
 pub(super) fn answer(
     state: &SimState,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use offergate::route::Route;
+use offergate::call::route::Route;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! Both routes forward, answer byte for byte, and carry the configured
 //! credential, never the caller's.
 
-use offergate::route::Route;
+use offergate::call::route::Route;
 use serde_json::Value;
 
 use crate::support::*;

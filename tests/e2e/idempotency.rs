@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use offergate::call::route::Route;
 use offergate::config::Secret;
-use offergate::route::Route;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;

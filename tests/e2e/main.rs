@@ -2,6 +2,9 @@
 //! simulator, over loopback. Every test asserts on what reached the partner
 //! (the simulator's counts and recorded requests), not only on what the caller saw.
 
+// This tier runs real sockets on real time: wall-clock readings are the point.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod admin;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use offergate::call::route::Route;
 use offergate::config::{Rate, RateLimitConfig};
-use offergate::route::Route;
 use offergate::simulator::faults::Fault;
 
 use crate::support::*;

@@ -1,7 +1,7 @@
 //! Everything offergate refuses is answered with the right status and error
 //! code, and nothing of it reaches the partner.
 
-use offergate::route::Route;
+use offergate::call::route::Route;
 
 use crate::support::*;
 

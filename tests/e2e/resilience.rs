@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use offergate::route::Route;
+use offergate::call::route::Route;
 
 use crate::support::*;
 

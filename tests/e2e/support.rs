@@ -11,8 +11,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use offergate::call::route::Route;
 use offergate::config::MapEnv;
-use offergate::route::Route;
 use offergate::{Config, Gateway, SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -250,7 +250,7 @@ pub fn closed_addr() -> SocketAddr {
 }
 
 /// Scripts the simulator's next answers on `route` (the contract's plan items).
-pub fn plan(h: &Harness, route: offergate::route::Route, items: &[&str]) {
+pub fn plan(h: &Harness, route: offergate::call::route::Route, items: &[&str]) {
     let faults = items
         .iter()
         .map(|i| offergate::simulator::faults::Fault::parse(i).unwrap());

@@ -1,6 +1,6 @@
 //! HTTPS to a partner whose certificate is trusted only through config.
 
-use offergate::route::Route;
+use offergate::call::route::Route;
 use offergate::simulator;
 
 use crate::support::*;

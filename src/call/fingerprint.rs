@@ -9,8 +9,8 @@
 
 use ring::digest::{Context, SHA256};
 
-use crate::json::Json;
-use crate::route::Target;
+use crate::call::json::Json;
+use crate::call::route::Target;
 
 pub type Fingerprint = [u8; 32];
 
@@ -73,7 +73,7 @@ pub fn canonical(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Route;
+    use crate::call::route::Route;
 
     fn t(route: Route, partner: Option<&str>, page: Option<u32>) -> Target {
         Target {

@@ -17,42 +17,18 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
-use crate::admission::Admission;
 use crate::config::{BaseUrl, Config};
-use crate::edge::Edge;
-use crate::error::GatewayError;
-use crate::idempotency::Idempotency;
-use crate::layers::circuit::{self, Circuit};
+use crate::edge::admission::Admission;
+use crate::edge::{Edge, ProxyService};
+use crate::layers::circuit::Circuit;
+use crate::layers::idempotency::Idempotency;
+use crate::layers::pause;
 use crate::layers::rate_limit::{CallerLimit, PartnerQuota};
 use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
 use crate::metrics::Metrics;
-use crate::proxy::{ProxyRequest, ProxyResponse};
 use crate::upstream::Upstream;
-
-/// Everything between admission and the partner, type-erased so the edge does
-/// not change as layers are added, and shared: the edge calls it once per
-/// request for the price of one reference count, not a boxed clone of the stack.
-#[derive(Clone)]
-pub struct ProxyService(Arc<dyn Fn(ProxyRequest) -> ProxyFuture + Send + Sync>);
-
-pub type ProxyFuture = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
-
-impl ProxyService {
-    fn new<S>(stack: S) -> ProxyService
-    where
-        S: Inner + Service<ProxyRequest, Future = ProxyFuture>,
-    {
-        // Every layer is always ready: each drives the one below with `oneshot`.
-        ProxyService(Arc::new(move |req| stack.clone().call(req)))
-    }
-
-    pub fn call(&self, req: ProxyRequest) -> ProxyFuture {
-        (self.0)(req)
-    }
-}
 
 /// Builds the caller-facing service for `config`.
 ///
@@ -75,7 +51,7 @@ pub fn build_with<U: Inner>(
     metrics: Arc<Metrics>,
     upstream: U,
 ) -> Result<Edge, String> {
-    let breakers = circuit::breakers(config);
+    let pauses = pause::pauses();
     let proxy = ServiceBuilder::new()
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
@@ -86,15 +62,11 @@ pub fn build_with<U: Inner>(
         // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
-        .layer(CallerLimit::layer(
-            config,
-            breakers.clone(),
-            metrics.clone(),
-        ))
+        .layer(CallerLimit::layer(config, pauses.clone(), metrics.clone()))
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(Retry::layer(config, metrics.clone()))
         // Per try: refuse at once while the partner is known to be failing.
-        .layer(Circuit::layer(config, breakers, &metrics)?)
+        .layer(Circuit::layer(config, pauses, &metrics)?)
         // Per try, retries included: the quota offergate may spend on the partner.
         .layer(PartnerQuota::layer(config, metrics.clone()))
         .service(upstream);

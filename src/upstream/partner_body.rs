@@ -12,14 +12,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::BaseUrl;
-
-/// Whether an Encore answer carried an offer (the fill-rate metric).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OfferResult {
-    Offer,
-    NoOffer,
-}
+use crate::call::base_url::BaseUrl;
+use crate::call::outcome::OfferResult;
 
 /// The parts of an Encore 200 that are checked. Borrowed and typed, not a
 /// `Value`: every forwarded answer passes here, and fields not named are

@@ -18,11 +18,10 @@
 //! disconnect can never cause a second partner call. A waiter gives up at its
 //! own deadline.
 
-mod fingerprint;
 mod memory;
 mod store;
 
-pub use fingerprint::{canonical, fingerprint, fingerprint_of, Fingerprint};
+use crate::call::fingerprint::Fingerprint;
 pub use memory::MemoryStore;
 pub use store::{Answer, Claim, IdempotencyStore, Stored};
 
@@ -30,19 +29,20 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::call::clock;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
 use prometheus::{IntCounterVec, Opts};
-use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::call::error::GatewayError;
+use crate::call::request::Outcome;
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, IdempotencyConfig};
-use crate::error::GatewayError;
 use crate::layers::{AroundLayer, Inner, Wrap};
-use crate::metrics::{Metrics, Outcome};
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::{PerRoute, Route};
+use crate::metrics::Metrics;
 
 /// Set on answers replayed from the store or shared with an in-flight call.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -214,7 +214,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
             }
             Claim::Wait(first) => {
                 self.count(route, "coalesced");
-                let own_deadline = Instant::now() + *self.deadline.get(route);
+                let own_deadline = clock::now() + *self.deadline.get(route);
                 match tokio::time::timeout_at(own_deadline, first).await {
                     Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
                     Ok(Some(answer)) => answer,

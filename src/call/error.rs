@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
-use crate::proxy::ProxyResponse;
+use crate::call::request::ProxyResponse;
 
 /// Which limit refused a call: the `scope` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,15 +154,15 @@ impl GatewayError {
     }
 
     /// The `outcome` label of `offergate_requests_total`.
-    pub fn outcome(&self) -> crate::metrics::Outcome {
+    pub fn outcome(&self) -> crate::call::request::Outcome {
         use GatewayError::*;
         match self {
             Upstream(_)
             | CircuitOpen { .. }
             | DeadlineExceeded
             | RetryBudgetExhausted(_)
-            | Internal(_) => crate::metrics::Outcome::Failed,
-            _ => crate::metrics::Outcome::Rejected,
+            | Internal(_) => crate::call::request::Outcome::Failed,
+            _ => crate::call::request::Outcome::Rejected,
         }
     }
 

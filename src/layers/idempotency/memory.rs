@@ -1,15 +1,15 @@
 //! The in-process [`IdempotencyStore`]: sharded, two generations per shard.
 
+use crate::call::clock::{self, Instant};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use foldhash::fast::RandomState;
 use tokio::sync::watch;
 
-use super::fingerprint::Fingerprint;
 use super::store::{Answer, Claim, IdempotencyStore, Stored};
+use crate::call::fingerprint::Fingerprint;
 
 /// Bytes an entry costs beyond its key and body (its hash-table slot, the
 /// `Arc<Stored>` allocation, the copied content type, allocator rounding), so
@@ -88,7 +88,7 @@ impl Shard {
     fn get(&mut self, key: &str) -> Option<Arc<Stored>> {
         for generation in [&mut self.current, &mut self.previous] {
             if let Some(kept) = generation.answers.get(key) {
-                if kept.expires > Instant::now() {
+                if kept.expires > clock::now() {
                     return Some(kept.stored.clone());
                 }
                 generation.remove(key);
@@ -150,7 +150,7 @@ impl MemoryStore {
             shard.previous.bytes = 0;
             std::mem::swap(&mut shard.current, &mut shard.previous);
         }
-        let expires = Instant::now() + stored.ttl;
+        let expires = clock::now() + stored.ttl;
         shard.current.bytes += weight;
         shard.current.answers.insert(
             key.into(),
@@ -234,7 +234,7 @@ impl IdempotencyStore for MemoryStore {
 
     /// Live answers: expired ones still held are not counted.
     fn entries(&self) -> u64 {
-        let now = Instant::now();
+        let now = clock::now();
         self.each_shard()
             .map(|s| {
                 [&s.current, &s.previous]
@@ -254,7 +254,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
-    use crate::error::GatewayError;
+    use crate::call::error::GatewayError;
 
     fn stored(fp: u8, body_len: usize, ttl: Duration) -> Stored {
         Stored {

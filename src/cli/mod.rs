@@ -1,13 +1,15 @@
 //! The `offergate` command line: `demo`, `run`, `simulate`, `check-config`.
 
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::gateway::Gateway;
 use crate::config::{self, Config, ProcessEnv};
-use crate::gateway::Gateway;
 use crate::simulator::{self, SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
@@ -110,7 +112,7 @@ async fn async_main(command: Command) -> ExitCode {
             listen,
             admin_listen,
             simulator_listen,
-        } => demo(listen, admin_listen, simulator_listen).await,
+        } => demo::run(listen, admin_listen, simulator_listen).await,
         Command::Run { config } => run(config_path(config)).await,
         Command::Simulate {
             listen,
@@ -131,7 +133,7 @@ async fn async_main(command: Command) -> ExitCode {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         let mut term =
@@ -153,50 +155,11 @@ async fn stop_signal() {
 
 async fn run(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
-    crate::telemetry::init(&config.log);
+    crate::app::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
     stop_signal().await;
     tracing::info!("shutting down: not ready, draining open calls");
     gateway.shutdown().await;
-    Ok(())
-}
-
-async fn demo(listen: SocketAddr, admin: SocketAddr, sim_addr: SocketAddr) -> Result<(), String> {
-    let sim = Simulator::start(sim_addr, SimConfig::demo()).await?;
-    let config = Config::demo(listen, admin, sim.addr).map_err(|e| e.to_string())?;
-    crate::telemetry::init(&config.log);
-    let gateway = Gateway::start(config).await?;
-    let proxy = gateway.proxy_addr;
-    println!("offergate demo: the gateway in front of a built-in simulator of both partners");
-    println!("  proxy      http://{proxy}");
-    println!(
-        "  admin      http://{}/metrics  /healthz  /readyz",
-        gateway.admin_addr
-    );
-    println!(
-        "  simulator  {}  (Encore key {}, Besitos partner {} with token {})",
-        sim.origin(),
-        simulator::DEMO_ENCORE_KEY,
-        simulator::DEMO_BESITOS_PARTNER,
-        simulator::DEMO_BESITOS_TOKEN
-    );
-    println!();
-    println!("Ask for an offer (no key needed: offergate injects it):");
-    println!(
-        "curl -s -X POST http://{proxy}/encore/publisher/sdk/v1/offers/message -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'"
-    );
-    println!("Ask for upcoming-goal reminders:");
-    println!(
-        "curl -s -X POST 'http://{proxy}/data/messages/{}/upcoming-goals?page=1' -H 'Content-Type: application/json' -d '{{\"hours_to\":48}}'",
-        simulator::DEMO_BESITOS_PARTNER
-    );
-    println!();
-    println!("Ctrl-C to stop.");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    stop_signal().await;
-    gateway.shutdown().await;
-    sim.shutdown().await;
     Ok(())
 }
 
@@ -206,7 +169,7 @@ async fn simulate(
     besitos_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), String> {
-    crate::telemetry::init(&config::LogConfig {
+    crate::app::telemetry::init(&config::LogConfig {
         level: "warn".into(),
         format: config::LogFormat::Text,
         access_log: false,

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::Admin;
+use crate::app::admin::Admin;
 use crate::config::{BaseUrl, Config};
 use crate::metrics::Metrics;
 use crate::server::{serve, ServeOptions};
@@ -43,7 +43,7 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| BaseUrl::for_socket(proxy_addr));
         let metrics = Arc::new(Metrics::new());
-        let edge = crate::stack::build(&config, public, metrics.clone())?;
+        let edge = crate::app::stack::build(&config, public, metrics.clone())?;
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown, rx) = watch::channel(false);
         let opts = ServeOptions {

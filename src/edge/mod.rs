@@ -5,21 +5,55 @@
 //! the request metrics and the access log line. Its error type is `Infallible`:
 //! every failure becomes an answer, the connection is never dropped on the caller.
 
+pub mod admission;
+pub mod validate;
+
+use crate::call::clock;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
+use tower::Service;
 
-use crate::admission::Admission;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::call::error::GatewayError;
+use crate::call::headers::{self, X_REQUEST_ID};
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::edge::admission::Admission;
 use crate::metrics::Metrics;
-use crate::proxy::ProxyResponse;
-use crate::stack::ProxyService;
+
+/// Everything between admission and the partner, type-erased so the edge does
+/// not change as layers are added, and shared: the edge calls it once per
+/// request for the price of one reference count, not a boxed clone of the stack.
+#[derive(Clone)]
+pub struct ProxyService(Arc<dyn Fn(ProxyRequest) -> ProxyFuture + Send + Sync>);
+
+pub type ProxyFuture = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
+
+impl ProxyService {
+    pub fn new<S>(stack: S) -> ProxyService
+    where
+        S: Service<
+                ProxyRequest,
+                Response = ProxyResponse,
+                Error = GatewayError,
+                Future = ProxyFuture,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        // Every layer is always ready: each drives the one below with `oneshot`.
+        ProxyService(Arc::new(move |req| stack.clone().call(req)))
+    }
+
+    pub fn call(&self, req: ProxyRequest) -> ProxyFuture {
+        (self.0)(req)
+    }
+}
 
 #[derive(Clone)]
 pub struct Edge {
@@ -56,7 +90,7 @@ impl Edge {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let started = Instant::now();
+        let started = clock::now();
         let request_id = headers::request_id(req.headers());
         let (method, path) = if self.shared.access_log {
             (

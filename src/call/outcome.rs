@@ -21,8 +21,15 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, StatusCode};
 
-use crate::error::{GatewayError, UpstreamFailure};
-use crate::proxy::ProxyResponse;
+use crate::call::error::{GatewayError, UpstreamFailure};
+use crate::call::request::ProxyResponse;
+
+/// Whether an Encore answer carried an offer (the fill-rate metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfferResult {
+    Offer,
+    NoOffer,
+}
 
 /// Why a call did not end with the partner's answer: the `x-offergate-fallback`
 /// header value and the `reason` metric label.

@@ -5,10 +5,13 @@
 //!
 //! One call here is one try: retries, deadlines and fallbacks are layers above it.
 
+pub mod partner_body;
+pub mod pool;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
+use crate::call::clock;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -17,14 +20,14 @@ use http_body_util::Full;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use crate::call::error::{GatewayError, UpstreamFailure};
+use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
+use crate::call::request::Outcome;
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::Route;
 use crate::config::{BaseUrl, Config, Secret};
-use crate::error::{GatewayError, UpstreamFailure};
-use crate::headers::{self, X_API_KEY, X_REQUEST_ID};
-use crate::metrics::{Metrics, Outcome};
-use crate::partner_body;
-use crate::partner_client::PartnerClient;
-use crate::proxy::{ProxyRequest, ProxyResponse};
-use crate::route::Route;
+use crate::metrics::Metrics;
+use crate::upstream::pool::PartnerClient;
 
 /// The TLS settings every partner connection uses: webpki roots plus any
 /// extra CA files from config (a partner sandbox, a test simulator).
@@ -102,7 +105,7 @@ impl Upstream {
             .map_err(|e| format!("encore.{e}"))?;
         let encore_uri = encore
             .base_url()
-            .join(crate::route::ENCORE_PATH)
+            .join(crate::call::route::ENCORE_PATH)
             .parse()
             .map_err(|e| format!("encore.base_url: cannot build the offers URL: {e}"))?;
         Ok(Upstream {
@@ -191,7 +194,7 @@ impl UpstreamInner {
         let deadline = req.deadline;
         let outgoing = self.build_request(req)?;
         // The try gets its timeout, or what is left of the call's deadline if less.
-        let started = Instant::now();
+        let started = clock::now();
         let left = deadline.map(|d| d.saturating_duration_since(started));
         let (timeout, cut_by_deadline) = match left {
             Some(left) if left < client.config().try_timeout => (left, true),

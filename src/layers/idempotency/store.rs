@@ -11,9 +11,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
 
-use super::fingerprint::Fingerprint;
-use crate::error::GatewayError;
-use crate::proxy::ProxyResponse;
+use crate::call::error::GatewayError;
+use crate::call::fingerprint::Fingerprint;
+use crate::call::request::ProxyResponse;
 
 /// What a call ended with, as shared with the callers that waited for it.
 pub type Answer = Result<ProxyResponse, GatewayError>;

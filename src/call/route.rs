@@ -8,7 +8,7 @@
 
 use http::{Method, Uri};
 
-use crate::error::GatewayError;
+use crate::call::error::GatewayError;
 
 /// The two routes of the contract. Also the bounded `route` metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

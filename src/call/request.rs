@@ -12,8 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use crate::metrics::Outcome;
-use crate::route::{Route, Target};
+use crate::call::route::{Route, Target};
 
 /// A caller's request that passed admission.
 #[derive(Clone, Debug)]
@@ -30,11 +29,11 @@ pub struct ProxyRequest {
     pub idempotency_key: Option<Arc<str>>,
     /// Route, partner, page and canonical body, hashed once at admission: what
     /// makes two requests the same one (idempotency).
-    pub fingerprint: crate::idempotency::Fingerprint,
+    pub fingerprint: crate::call::fingerprint::Fingerprint,
     /// Encore's `clientId`, read during validation (per-caller rate limit).
     pub client_id: Option<Arc<str>>,
     /// When the whole call must be over; set by the deadline layer.
-    pub deadline: Option<tokio::time::Instant>,
+    pub deadline: Option<super::clock::Instant>,
 }
 
 impl ProxyRequest {
@@ -74,6 +73,41 @@ impl ProxyResponse {
             headers,
             body,
             outcome: Outcome::Forwarded,
+        }
+    }
+}
+
+/// How a request ended, the `outcome` label of `offergate_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The partner's answer was relayed.
+    Forwarded,
+    /// A stored answer was replayed (idempotency).
+    Replayed,
+    /// offergate answered the soft fallback.
+    Fallback,
+    /// Refused locally before anything was forwarded (4xx of offergate's own).
+    Rejected,
+    /// The partner call failed and no fallback applied (502 / 504).
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Forwarded,
+        Outcome::Replayed,
+        Outcome::Fallback,
+        Outcome::Rejected,
+        Outcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Replayed => "replayed",
+            Outcome::Fallback => "fallback",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
         }
     }
 }

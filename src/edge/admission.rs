@@ -19,12 +19,12 @@ use http::{header, request::Parts, HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
+use crate::call::error::GatewayError;
+use crate::call::headers::{self, X_OFFERGATE_TOKEN};
+use crate::call::request::ProxyRequest;
+use crate::call::route::{self, Route};
 use crate::config::{Config, Secret};
-use crate::error::GatewayError;
-use crate::headers::{self, X_OFFERGATE_TOKEN};
-use crate::proxy::ProxyRequest;
-use crate::route::{self, Route};
-use crate::validate;
+use crate::edge::validate;
 
 /// A refusal, with the route when it was already known (for metrics).
 pub type Refusal = (Option<Route>, GatewayError);
@@ -88,7 +88,7 @@ impl Admission {
         }
         let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
-        let fingerprint = crate::idempotency::fingerprint_of(&target, checked.json.as_ref());
+        let fingerprint = crate::call::fingerprint::fingerprint_of(&target, checked.json.as_ref());
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             target,

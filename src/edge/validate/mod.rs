@@ -12,10 +12,10 @@ pub use country::is_iso3166_alpha2;
 
 use std::sync::Arc;
 
-use crate::json::{Json, Object};
+use crate::call::json::{Json, Object};
 
-use crate::error::GatewayError;
-use crate::route::Route;
+use crate::call::error::GatewayError;
+use crate::call::route::Route;
 
 /// Longest `clientId` / `chatId` accepted, in characters.
 pub const MAX_ID_CHARS: usize = 256;

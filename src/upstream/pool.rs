@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
+use crate::call::clock::{self, Instant};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
@@ -20,11 +21,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::call::error::UpstreamFailure;
 use crate::config::{BaseUrl, UpstreamConfig};
-use crate::error::UpstreamFailure;
 
 /// A keep-alive connection pool to one partner. Clones share the pool.
 #[derive(Clone)]
@@ -210,7 +210,7 @@ impl PartnerClient {
         if idle.len() < self.shared.config.pool_max_idle_per_host {
             idle.push(Idle {
                 sender,
-                since: Instant::now(),
+                since: clock::now(),
             });
         }
     }
@@ -246,7 +246,7 @@ fn reap_idle(pool: Weak<Shared>, timeout: Duration) {
         loop {
             tick.tick().await;
             let Some(shared) = pool.upgrade() else { return };
-            let now = Instant::now();
+            let now = clock::now();
             shared.idle().retain(|c| shared.usable(c, now));
         }
     });
@@ -305,7 +305,7 @@ mod tests {
 
     fn client(addr: std::net::SocketAddr, idle_timeout: Duration) -> PartnerClient {
         let unused = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut config = crate::config::Config::demo(unused(1), unused(2), addr)
+        let mut config = crate::cli::demo::config(unused(1), unused(2), addr)
             .unwrap()
             .encore
             .upstream;
@@ -318,7 +318,7 @@ mod tests {
         let req = Request::post("/x")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
-        c.send(req, Instant::now(), Duration::from_secs(5))
+        c.send(req, clock::now(), Duration::from_secs(5))
             .await
             .map(|(_, body)| body)
     }

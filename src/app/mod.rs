@@ -1,0 +1,8 @@
+//! The application: the one place the request path is composed (`stack`), the
+//! running gateway with its listeners (`gateway`), the admin listener and log
+//! setup. It depends on every module below it; none depends on it but `cli`.
+
+pub mod admin;
+pub mod gateway;
+pub mod stack;
+pub mod telemetry;

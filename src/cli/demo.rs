@@ -1,0 +1,94 @@
+//! `offergate demo`: the place where the gateway's config meets the simulator.
+//! Both partners point at the built-in simulator, which checks exactly the demo
+//! credentials below, so the demo needs no config file and no secrets.
+
+use std::net::SocketAddr;
+
+use crate::app::gateway::Gateway;
+use crate::config::{Config, ConfigError, MapEnv, Secret};
+use crate::simulator::{SimConfig, Simulator};
+
+/// The demo's Encore key; the simulator in the demo accepts exactly this.
+pub const ENCORE_KEY: &str = "pk_test_demo";
+/// The demo's Besitos partner id.
+pub const BESITOS_PARTNER: &str = "demo";
+/// The demo's Besitos token.
+pub const BESITOS_TOKEN: &str = "demo-token";
+
+/// The simulator as the demo runs it: the demo credentials only.
+pub fn simulator_config() -> SimConfig {
+    SimConfig {
+        encore_key: Some(ENCORE_KEY.into()),
+        besitos_token: Some(BESITOS_TOKEN.into()),
+        tls: None,
+    }
+}
+
+/// The embedded configuration of `offergate demo`: both partners point at the
+/// simulator at `simulator`, with the demo credentials. Built through the same
+/// loader as a file, so it has every default a file would have.
+pub fn config(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    simulator: SocketAddr,
+) -> Result<Config, ConfigError> {
+    let toml = format!(
+        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
+         [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\n\
+         [besitos]\nbase_url = \"http://{simulator}\"\n\
+         [[besitos.partners]]\nid = \"{BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n"
+    );
+    let env = MapEnv::from([
+        ("DEMO_ENCORE_KEY", ENCORE_KEY),
+        ("DEMO_BESITOS_TOKEN", BESITOS_TOKEN),
+    ]);
+    let mut config = Config::from_toml(&toml, &env)?;
+    config.encore.api_key = Secret::builtin(ENCORE_KEY);
+    for token in config.besitos.partners.values_mut() {
+        *token = Secret::builtin(BESITOS_TOKEN);
+    }
+    Ok(config)
+}
+
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    sim_addr: SocketAddr,
+) -> Result<(), String> {
+    let sim = Simulator::start(sim_addr, simulator_config()).await?;
+    let config = config(listen, admin, sim.addr).map_err(|e| e.to_string())?;
+    crate::app::telemetry::init(&config.log);
+    let gateway = Gateway::start(config).await?;
+    let proxy = gateway.proxy_addr;
+    println!("offergate demo: the gateway in front of a built-in simulator of both partners");
+    println!("  proxy      http://{proxy}");
+    println!(
+        "  admin      http://{}/metrics  /healthz  /readyz",
+        gateway.admin_addr
+    );
+    println!(
+        "  simulator  {}  (Encore key {}, Besitos partner {} with token {})",
+        sim.origin(),
+        ENCORE_KEY,
+        BESITOS_PARTNER,
+        BESITOS_TOKEN
+    );
+    println!();
+    println!("Ask for an offer (no key needed: offergate injects it):");
+    println!(
+        "curl -s -X POST http://{proxy}/encore/publisher/sdk/v1/offers/message -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'"
+    );
+    println!("Ask for upcoming-goal reminders:");
+    println!(
+        "curl -s -X POST 'http://{proxy}/data/messages/{}/upcoming-goals?page=1' -H 'Content-Type: application/json' -d '{{\"hours_to\":48}}'",
+        BESITOS_PARTNER
+    );
+    println!();
+    println!("Ctrl-C to stop.");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    super::stop_signal().await;
+    gateway.shutdown().await;
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! A partner's request to stop calling it for a while: a 429 whose
+//! `Retry-After` offergate honours. The circuit layer sets it (it sees each
+//! try's answer) and refuses tries while it runs; the caller limit, once per
+//! call, waits out a pause shorter than its wait. One pause per route, shared
+//! by both layers, so neither keeps a copy of the other's state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::call::clock::{self, Instant};
+use crate::call::route::PerRoute;
+
+/// Every route's pause.
+pub type Pauses = Arc<PerRoute<PartnerPause>>;
+
+pub fn pauses() -> Pauses {
+    Arc::new(PerRoute::new(|_| PartnerPause::new()))
+}
+
+/// One partner's pause. Stored as nanoseconds after `origin` (0: none), so the
+/// common case, no pause, is one atomic load and no clock read.
+pub struct PartnerPause {
+    origin: Instant,
+    until_nanos: AtomicU64,
+}
+
+impl PartnerPause {
+    pub fn new() -> PartnerPause {
+        PartnerPause {
+            origin: clock::now(),
+            until_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// No calls until `until`; a longer pause already set stands.
+    pub fn pause_until(&self, until: Instant) {
+        let nanos = u64::try_from(until.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.until_nanos.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// How much of the pause is left, if one runs now.
+    pub fn left(&self) -> Option<Duration> {
+        match self.until_nanos.load(Ordering::Acquire) {
+            0 => None,
+            nanos => {
+                let left = (self.origin + Duration::from_nanos(nanos))
+                    .saturating_duration_since(clock::now());
+                (!left.is_zero()).then_some(left)
+            }
+        }
+    }
+}
+
+impl Default for PartnerPause {
+    fn default() -> Self {
+        PartnerPause::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_runs_until_it_ends_and_the_longer_one_wins() {
+        let p = PartnerPause::new();
+        assert_eq!(p.left(), None);
+        p.pause_until(clock::now() + Duration::from_secs(2));
+        p.pause_until(clock::now() + Duration::from_secs(1));
+        assert_eq!(p.left(), Some(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        assert_eq!(p.left(), Some(Duration::from_millis(500)));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(p.left(), None);
+    }
+}
