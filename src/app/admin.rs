@@ -11,6 +11,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::call::error::GatewayError;
+use crate::edge::respond;
+
 #[derive(Clone)]
 pub struct Admin {
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -29,30 +32,25 @@ fn text(
     r
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({"success": false, "error": {"code": code, "message": message}});
-    text(status, "application/json", body.to_string())
+/// An admin error, answered in the contract's shape by the one error renderer.
+fn error(e: GatewayError) -> Response<Full<Bytes>> {
+    let answer = respond::answer(e);
+    let mut r = Response::new(Full::new(answer.body));
+    *r.status_mut() = answer.status;
+    *r.headers_mut() = answer.headers;
+    r
 }
 
 impl Admin {
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "admin serves GET /healthz, /readyz and /metrics",
-            );
+            return error(GatewayError::NotFound {
+                serves: "GET /healthz, GET /readyz and GET /metrics",
+            });
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut r = error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "only GET is served",
-            );
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+            return error(GatewayError::MethodNotAllowed { allow: "GET, HEAD" });
         }
         match path {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),

@@ -1,13 +1,38 @@
-//! offergate's own failures, and the one place that turns them into an HTTP answer.
-//!
-//! Each variant knows its status, its stable `code` (snake_case, in the JSON body)
-//! and the outcome it counts as. Messages say what to fix and never carry a
-//! secret: the partner's key and tokens are not reachable from here.
+//! offergate's failures as plain data. Each error says where it came from
+//! ([`ErrorSource`]: the caller, the partner, or offergate itself) and whether
+//! repeating the try may help ([`RetryType`]), after pingora's error source and
+//! retry type. Errors know nothing of HTTP answers: `edge::respond` is the one
+//! place that turns an error into one. Messages say what to fix and never carry
+//! a secret: the partner's key and tokens are not reachable from here.
 
-use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use std::time::Duration;
 
-use crate::call::request::ProxyResponse;
+use http::StatusCode;
+
+use super::request::ProxyResponse;
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The caller's request is wrong or not allowed: fixing it is the caller's job.
+    Caller,
+    /// The partner failed, is failing, or was too slow.
+    Partner,
+    /// offergate itself: its own limits, or a bug.
+    Offergate,
+}
+
+/// Whether a failed try may be repeated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryType {
+    /// The request provably did not take effect (429, 503, never sent).
+    Safe,
+    /// It may have reached the partner (timeout, reset after sending): only
+    /// where the route allows it (`retry_ambiguous`).
+    Ambiguous,
+    /// Repeating it cannot help.
+    Never,
+}
 
 /// Which limit refused a call: the `scope` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +69,14 @@ pub enum UpstreamFailure {
     InvalidBody(String),
 }
 
-/// Everything offergate answers on its own instead of relaying the partner.
+/// Everything that keeps a call from ending with the partner's 200 or 400.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
-    #[error("no such route; offergate serves POST /encore/publisher/sdk/v1/offers/message and POST /data/messages/{{partner_id}}/upcoming-goals")]
-    NotFound,
-    #[error("only POST is served on this route")]
-    MethodNotAllowed,
+    // The caller's.
+    #[error("no such route; this listener serves {serves}")]
+    NotFound { serves: &'static str },
+    #[error("this route answers {allow} only")]
+    MethodNotAllowed { allow: &'static str },
     #[error("absolute-form request targets are refused: offergate is not a forward proxy; send an origin-form path")]
     InvalidTarget,
     #[error("{0}")]
@@ -67,24 +93,38 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("the request body did not arrive within the read timeout")]
     BodyTimeout,
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
+
+    // The partner's.
     #[error("{}", upstream_message(.0))]
     Upstream(UpstreamFailure),
+    /// The partner answered, with a status that is neither its 200 nor its
+    /// 400: its answer, for a caller that asked for statuses to pass through.
+    #[error("the partner answered {}", .0.status)]
+    PartnerStatus(Box<ProxyResponse>),
     #[error("the partner is failing; offergate stopped calling it for now (circuit open)")]
-    CircuitOpen { retry_after: std::time::Duration },
+    CircuitOpen { retry_after: Duration },
+    #[error("the call's deadline passed before the partner answered")]
+    DeadlineExceeded,
+    /// A retry was refused by the retry budget; `last` is the try's failure.
+    #[error("the partner is failing and the retry budget is spent ({last})")]
+    RetryBudgetExhausted { last: Box<GatewayError> },
+
+    // offergate's own.
     #[error("offergate's {} rate limit for this route is spent; retry after the Retry-After seconds", .scope.as_str())]
     RateLimited {
         scope: LimitScope,
-        retry_after: std::time::Duration,
+        retry_after: Duration,
     },
+    #[error(
+        "offergate has server.max_in_flight calls in flight; retry after the Retry-After seconds"
+    )]
+    Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
-    IdempotencyKeyReused,
-    #[error("the call's deadline passed before the partner answered")]
-    DeadlineExceeded,
-    /// Retries were refused by the retry budget; carries the last try's result.
-    #[error("the partner is failing and the retry budget is spent")]
-    RetryBudgetExhausted(Box<Result<ProxyResponse, GatewayError>>),
+    #[error("internal error: offergate failed while handling this request")]
+    Panic,
 }
 
 fn upstream_message(f: &UpstreamFailure) -> String {
@@ -106,31 +146,54 @@ impl GatewayError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub fn source(&self) -> ErrorSource {
         use GatewayError::*;
         match self {
-            NotFound | UnknownPartner(_) => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            Upstream(_) | RetryBudgetExhausted(_) => StatusCode::BAD_GATEWAY,
-            CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            NotFound { .. }
+            | MethodNotAllowed { .. }
+            | InvalidTarget
+            | InvalidHost(_)
+            | UnknownPartner(_)
+            | Unauthorized
+            | InvalidRequest { .. }
+            | PayloadTooLarge { .. }
+            | UnsupportedMediaType(_)
+            | BodyTimeout
+            | IdempotencyKeyReused => ErrorSource::Caller,
+            Upstream(_)
+            | PartnerStatus(_)
+            | CircuitOpen { .. }
+            | DeadlineExceeded
+            | RetryBudgetExhausted { .. } => ErrorSource::Partner,
+            RateLimited { .. } | Overloaded | Internal(_) | Panic => ErrorSource::Offergate,
         }
     }
 
-    /// The stable machine-readable code in the error body.
+    /// Whether the try that failed so may be repeated.
+    pub fn retry(&self) -> RetryType {
+        match self {
+            GatewayError::Upstream(UpstreamFailure::Connect(_)) => RetryType::Safe,
+            GatewayError::Upstream(UpstreamFailure::Reset(_) | UpstreamFailure::Timeout) => {
+                RetryType::Ambiguous
+            }
+            GatewayError::PartnerStatus(r)
+                if matches!(
+                    r.status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                RetryType::Safe
+            }
+            _ => RetryType::Never,
+        }
+    }
+
+    /// The stable machine-readable code: the error body's `code`, a metric label.
     pub fn code(&self) -> &'static str {
         use GatewayError::*;
         match self {
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
+            NotFound { .. } => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
             InvalidTarget => "invalid_request_target",
             InvalidHost(_) => "invalid_host",
             UnknownPartner(_) => "unknown_partner",
@@ -138,90 +201,67 @@ impl GatewayError {
             InvalidRequest { .. } => "invalid_request",
             PayloadTooLarge { .. } => "payload_too_large",
             UnsupportedMediaType(_) => "unsupported_media_type",
-            IdempotencyKeyReused => "idempotency_key_reused",
-            RateLimited { .. } => "rate_limited",
-            Internal(_) => "internal_error",
             BodyTimeout => "request_timeout",
-            Upstream(UpstreamFailure::Connect(_)) | Upstream(UpstreamFailure::Reset(_)) => {
+            IdempotencyKeyReused => "idempotency_key_reused",
+            Upstream(UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)) => {
                 "upstream_unreachable"
             }
             Upstream(UpstreamFailure::Timeout) => "upstream_timeout",
             Upstream(UpstreamFailure::InvalidBody(_)) => "invalid_upstream_body",
+            PartnerStatus(_) => "upstream_status",
             CircuitOpen { .. } => "circuit_open",
             DeadlineExceeded => "deadline_exceeded",
-            RetryBudgetExhausted(_) => "retry_budget_exhausted",
+            RetryBudgetExhausted { .. } => "retry_budget_exhausted",
+            RateLimited { .. } => "rate_limited",
+            Overloaded => "overloaded",
+            Internal(_) | Panic => "internal_error",
         }
     }
-
-    /// The `outcome` label of `offergate_requests_total`.
-    pub fn outcome(&self) -> crate::call::request::Outcome {
-        use GatewayError::*;
-        match self {
-            Upstream(_)
-            | CircuitOpen { .. }
-            | DeadlineExceeded
-            | RetryBudgetExhausted(_)
-            | Internal(_) => crate::call::request::Outcome::Failed,
-            _ => crate::call::request::Outcome::Rejected,
-        }
-    }
-
-    /// The single rendering of an offergate error.
-    pub fn into_response(self) -> ProxyResponse {
-        let body = serde_json::json!({
-            "success": false,
-            "error": { "code": self.code(), "message": self.to_string() },
-        });
-        let mut resp = ProxyResponse::json(self.status(), Bytes::from(body.to_string()));
-        match &self {
-            GatewayError::MethodNotAllowed => {
-                resp.headers
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            }
-            GatewayError::CircuitOpen { retry_after }
-            | GatewayError::RateLimited { retry_after, .. } => {
-                resp.headers
-                    .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
-            }
-            _ => {}
-        }
-        resp.outcome = self.outcome();
-        resp
-    }
-}
-
-/// `Retry-After` in whole seconds, at least 1 (0 would invite a retry storm).
-pub fn retry_after_secs(d: std::time::Duration) -> HeaderValue {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    HeaderValue::from(secs.max(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn partner(code: u16) -> GatewayError {
+        GatewayError::PartnerStatus(Box::new(ProxyResponse::json(
+            StatusCode::from_u16(code).unwrap(),
+            Bytes::new(),
+        )))
+    }
 
     #[test]
-    fn renders_the_contract_shape() {
-        let r = GatewayError::invalid("attributes.platform", "must be one of android, ios, web")
-            .into_response();
-        assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert_eq!(v["success"], false);
-        assert_eq!(v["error"]["code"], "invalid_request");
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("attributes.platform: "));
-        let r = GatewayError::MethodNotAllowed.into_response();
-        assert_eq!(r.headers.get(header::ALLOW).unwrap(), "POST");
-        let wait = std::time::Duration::from_millis(1_200);
-        let r = GatewayError::CircuitOpen { retry_after: wait }.into_response();
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    fn every_error_says_where_it_came_from() {
+        assert_eq!(GatewayError::Unauthorized.source(), ErrorSource::Caller);
+        assert_eq!(partner(500).source(), ErrorSource::Partner);
         assert_eq!(
-            r.headers.get(header::RETRY_AFTER).unwrap(),
-            "2",
-            "rounded up"
+            GatewayError::DeadlineExceeded.source(),
+            ErrorSource::Partner
         );
-        assert_eq!(retry_after_secs(std::time::Duration::ZERO), "1", "never 0");
+        assert_eq!(GatewayError::Overloaded.source(), ErrorSource::Offergate);
+        assert_eq!(GatewayError::Panic.source(), ErrorSource::Offergate);
+    }
+
+    #[test]
+    fn only_what_provably_did_not_take_effect_is_safe_to_repeat() {
+        assert_eq!(partner(429).retry(), RetryType::Safe);
+        assert_eq!(partner(503).retry(), RetryType::Safe);
+        assert_eq!(partner(500).retry(), RetryType::Never);
+        let up = GatewayError::Upstream;
+        assert_eq!(
+            up(UpstreamFailure::Connect("refused".into())).retry(),
+            RetryType::Safe
+        );
+        assert_eq!(
+            up(UpstreamFailure::Reset("eof".into())).retry(),
+            RetryType::Ambiguous
+        );
+        assert_eq!(up(UpstreamFailure::Timeout).retry(), RetryType::Ambiguous);
+        assert_eq!(
+            up(UpstreamFailure::InvalidBody("x".into())).retry(),
+            RetryType::Never
+        );
+        assert_eq!(GatewayError::invalid("a", "b").retry(), RetryType::Never);
     }
 }

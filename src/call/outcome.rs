@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, StatusCode};
 
+use super::error::RetryType;
+
 use crate::call::error::{GatewayError, UpstreamFailure};
 use crate::call::request::ProxyResponse;
 
@@ -60,17 +62,6 @@ impl Reason {
     }
 }
 
-/// Whether a failed try may be repeated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// The request provably did not take effect (429, 503, never sent).
-    Safe,
-    /// It may have reached the partner (timeout, reset after sending): only
-    /// where the route allows it (`retry_ambiguous`).
-    Ambiguous,
-    Never,
-}
-
 /// What a try's result means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -79,7 +70,7 @@ pub enum Verdict {
     Deliver,
     Failure {
         reason: Reason,
-        retry: Retry,
+        retry: RetryType,
         /// The partner's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
         /// Counts toward opening the circuit.
@@ -88,7 +79,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn failure(reason: Reason, retry: Retry, trips_circuit: bool) -> Verdict {
+    fn failure(reason: Reason, retry: RetryType, trips_circuit: bool) -> Verdict {
         Verdict::Failure {
             reason,
             retry,
@@ -98,53 +89,43 @@ impl Verdict {
     }
 }
 
-/// Classifies one try's result (the table above).
+/// Classifies one try's result (the table above). Only errors can be
+/// failures: the upstream answers `Ok` for the partner's 200 and 400 alone.
 pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
-    match result {
-        Ok(resp) => classify_status(resp.status, &resp.headers),
-        Err(GatewayError::Upstream(f)) => match f {
-            UpstreamFailure::Connect(_) => {
-                Verdict::failure(Reason::UpstreamUnreachable, Retry::Safe, true)
-            }
-            UpstreamFailure::Reset(_) => {
-                Verdict::failure(Reason::UpstreamUnreachable, Retry::Ambiguous, true)
-            }
-            UpstreamFailure::Timeout => {
-                Verdict::failure(Reason::UpstreamTimeout, Retry::Ambiguous, true)
-            }
-            UpstreamFailure::InvalidBody(_) => {
-                Verdict::failure(Reason::InvalidUpstreamBody, Retry::Never, true)
-            }
-        },
-        Err(GatewayError::DeadlineExceeded) => {
-            Verdict::failure(Reason::DeadlineExceeded, Retry::Never, false)
+    let Err(e) = result else {
+        return Verdict::Deliver;
+    };
+    let retry = e.retry();
+    match e {
+        GatewayError::Upstream(f) => {
+            let reason = match f {
+                UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) => {
+                    Reason::UpstreamUnreachable
+                }
+                UpstreamFailure::Timeout => Reason::UpstreamTimeout,
+                UpstreamFailure::InvalidBody(_) => Reason::InvalidUpstreamBody,
+            };
+            Verdict::failure(reason, retry, true)
         }
-        Err(GatewayError::CircuitOpen { .. }) => {
-            Verdict::failure(Reason::CircuitOpen, Retry::Never, false)
+        GatewayError::PartnerStatus(answer) => {
+            let status = answer.status;
+            let trips_circuit = !matches!(status.as_u16(), 402 | 404..=428 | 430..=499);
+            Verdict::Failure {
+                reason: Reason::UpstreamStatus(status),
+                retry,
+                retry_after: (retry == RetryType::Safe)
+                    .then(|| retry_after(&answer.headers, SystemTime::now()))
+                    .flatten(),
+                trips_circuit,
+            }
         }
-        Err(GatewayError::RateLimited { .. }) => {
-            Verdict::failure(Reason::RateLimited, Retry::Never, false)
+        GatewayError::DeadlineExceeded => Verdict::failure(Reason::DeadlineExceeded, retry, false),
+        GatewayError::CircuitOpen { .. } => Verdict::failure(Reason::CircuitOpen, retry, false),
+        GatewayError::RateLimited { .. } => Verdict::failure(Reason::RateLimited, retry, false),
+        GatewayError::RetryBudgetExhausted { .. } => {
+            Verdict::failure(Reason::RetryBudgetExhausted, retry, false)
         }
-        Err(GatewayError::RetryBudgetExhausted(_)) => {
-            Verdict::failure(Reason::RetryBudgetExhausted, Retry::Never, false)
-        }
-        Err(_) => Verdict::Deliver,
-    }
-}
-
-fn classify_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    let reason = Reason::UpstreamStatus(status);
-    match status.as_u16() {
-        200 | 400 => Verdict::Deliver,
-        429 | 503 => Verdict::Failure {
-            reason,
-            retry: Retry::Safe,
-            retry_after: retry_after(headers, SystemTime::now()),
-            trips_circuit: true,
-        },
-        401 | 403 => Verdict::failure(reason, Retry::Never, true),
-        402..=499 => Verdict::failure(reason, Retry::Never, false),
-        _ => Verdict::failure(reason, Retry::Never, true),
+        _ => Verdict::Deliver,
     }
 }
 
@@ -163,14 +144,16 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// What the upstream hands back for a partner answer with `code`.
     fn status(code: u16) -> Result<ProxyResponse, GatewayError> {
-        Ok(ProxyResponse::json(
-            StatusCode::from_u16(code).unwrap(),
-            Bytes::new(),
-        ))
+        let answer = ProxyResponse::json(StatusCode::from_u16(code).unwrap(), Bytes::new());
+        match code {
+            200 | 400 => Ok(answer),
+            _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
+        }
     }
 
-    fn retry_of(v: Verdict) -> Option<Retry> {
+    fn retry_of(v: Verdict) -> Option<RetryType> {
         match v {
             Verdict::Failure { retry, .. } => Some(retry),
             Verdict::Deliver => None,
@@ -184,35 +167,38 @@ mod tests {
         for code in [401, 403, 409, 404, 422, 500, 502, 504, 501, 599, 204, 302] {
             assert_eq!(
                 retry_of(classify(&status(code))),
-                Some(Retry::Never),
+                Some(RetryType::Never),
                 "{code}"
             );
         }
         for code in [429, 503] {
             assert_eq!(
                 retry_of(classify(&status(code))),
-                Some(Retry::Safe),
+                Some(RetryType::Safe),
                 "{code}"
             );
         }
         let up = |f| Err(GatewayError::Upstream(f));
         assert_eq!(
             retry_of(classify(&up(UpstreamFailure::Connect("refused".into())))),
-            Some(Retry::Safe)
+            Some(RetryType::Safe)
         );
         assert_eq!(
             retry_of(classify(&up(UpstreamFailure::Reset("eof".into())))),
-            Some(Retry::Ambiguous)
+            Some(RetryType::Ambiguous)
         );
         assert_eq!(
             retry_of(classify(&up(UpstreamFailure::Timeout))),
-            Some(Retry::Ambiguous)
+            Some(RetryType::Ambiguous)
         );
         assert_eq!(
             retry_of(classify(&up(UpstreamFailure::InvalidBody("x".into())))),
-            Some(Retry::Never)
+            Some(RetryType::Never)
         );
-        assert_eq!(classify(&Err(GatewayError::NotFound)), Verdict::Deliver);
+        assert_eq!(
+            classify(&Err(GatewayError::NotFound { serves: "x" })),
+            Verdict::Deliver
+        );
     }
 
     #[test]

@@ -109,10 +109,16 @@ pub fn check_partner_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the proxy listener serves, for a 404's message.
+pub const SERVED: &str =
+    "POST /encore/publisher/sdk/v1/offers/message and POST /data/messages/{partner_id}/upcoming-goals";
+
 /// Matches a request line against the two routes.
 pub fn match_target(method: &Method, uri: &Uri) -> Result<Target, GatewayError> {
+    let not_allowed = GatewayError::MethodNotAllowed { allow: "POST" };
+    let not_found = || GatewayError::NotFound { serves: SERVED };
     if method == Method::CONNECT {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(not_allowed);
     }
     if uri.scheme().is_some() || uri.authority().is_some() {
         return Err(GatewayError::InvalidTarget);
@@ -125,14 +131,14 @@ pub fn match_target(method: &Method, uri: &Uri) -> Result<Target, GatewayError> 
         .and_then(|rest| rest.strip_suffix(BESITOS_SUFFIX))
     {
         if check_partner_id(id).is_err() {
-            return Err(GatewayError::NotFound);
+            return Err(not_found());
         }
         (Route::BesitosGoals, Some(id.to_string()))
     } else {
-        return Err(GatewayError::NotFound);
+        return Err(not_found());
     };
     if method != Method::POST {
-        return Err(GatewayError::MethodNotAllowed);
+        return Err(not_allowed);
     }
     let page = parse_query(route, uri.query())?;
     Ok(Target {
@@ -218,17 +224,17 @@ mod tests {
             "/data/messages/../../admin/upcoming-goals",
         ] {
             assert!(
-                matches!(m(Method::POST, target), Err(GatewayError::NotFound)),
+                matches!(m(Method::POST, target), Err(GatewayError::NotFound { .. })),
                 "{target}"
             );
         }
         assert!(matches!(
             m(Method::GET, ENCORE_PATH),
-            Err(GatewayError::MethodNotAllowed)
+            Err(GatewayError::MethodNotAllowed { .. })
         ));
         assert!(matches!(
             m(Method::GET, "/nope"),
-            Err(GatewayError::NotFound)
+            Err(GatewayError::NotFound { .. })
         ));
         assert!(matches!(
             m(
@@ -239,7 +245,7 @@ mod tests {
         ));
         assert!(matches!(
             m(Method::CONNECT, "evil.example:443"),
-            Err(GatewayError::MethodNotAllowed)
+            Err(GatewayError::MethodNotAllowed { .. })
         ));
     }
 

@@ -6,6 +6,7 @@
 //! every failure becomes an answer, the connection is never dropped on the caller.
 
 pub mod admission;
+pub mod respond;
 pub mod validate;
 
 use crate::call::clock;
@@ -105,7 +106,7 @@ impl Edge {
                 let route = proxy_req.route();
                 let answer = match self.stack.call(proxy_req).await {
                     Ok(resp) => resp,
-                    Err(e) => e.into_response(),
+                    Err(e) => respond::answer(e),
                 };
                 (Some(route), answer)
             }
@@ -113,7 +114,7 @@ impl Edge {
                 if route.is_none() {
                     self.shared.metrics.unrouted(e.code());
                 }
-                (route, e.into_response())
+                (route, respond::answer(e))
             }
         };
         let elapsed = started.elapsed();

@@ -95,10 +95,10 @@ impl Wrap for Fallback {
     ) -> Result<ProxyResponse, GatewayError> {
         let target = req.target.clone();
         let result = inner.oneshot(req).await;
-        // Budget exhaustion wraps the last try: fall back for the budget's reason,
-        // or pass that try through when fallback is off.
+        // Budget exhaustion carries the last try's failure: fall back for the
+        // budget's reason, or pass that failure through when fallback is off.
         let (result, budget_spent) = match result {
-            Err(GatewayError::RetryBudgetExhausted(last)) => (*last, true),
+            Err(GatewayError::RetryBudgetExhausted { last }) => (Err(*last), true),
             other => (other, false),
         };
         let Verdict::Failure { reason, .. } = classify(&result) else {

@@ -28,7 +28,8 @@ use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
-use crate::call::outcome::{classify, Retry as RetryKind, Verdict};
+use crate::call::error::RetryType as RetryKind;
+use crate::call::outcome::{classify, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
 use crate::config::{Config, RetryConfig};
@@ -131,8 +132,15 @@ impl Wrap for Retry {
             else {
                 return result;
             };
+            // Only errors are failures (`classify`).
+            let last = match result {
+                Err(e) => e,
+                ok => return ok,
+            };
             if !policy.budget.withdraw() {
-                return Err(GatewayError::RetryBudgetExhausted(Box::new(result)));
+                return Err(GatewayError::RetryBudgetExhausted {
+                    last: Box::new(last),
+                });
             }
             self.metrics.retry(route, reason);
             tokio::time::sleep(delay).await;

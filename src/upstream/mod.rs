@@ -238,12 +238,18 @@ impl UpstreamInner {
         };
         let mut headers = parts.headers;
         headers::to_caller(&mut headers);
-        Ok(ProxyResponse {
+        let answer = ProxyResponse {
             status: parts.status,
             headers,
             body,
             outcome: Outcome::Forwarded,
-        })
+        };
+        // The partner's answers to deliver are its 200 and its 400; any other
+        // status is a failure the layers above decide about (outcome table).
+        match answer.status {
+            StatusCode::OK | StatusCode::BAD_REQUEST => Ok(answer),
+            _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
+        }
     }
 }
 

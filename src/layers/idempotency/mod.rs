@@ -217,6 +217,10 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 let own_deadline = clock::now() + *self.deadline.get(route);
                 match tokio::time::timeout_at(own_deadline, first).await {
                     Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
+                    // The first call's panic is counted once, on its own answer.
+                    Ok(Some(Err(GatewayError::Panic))) => Err(GatewayError::Internal(
+                        "the first call with this key failed unexpectedly".into(),
+                    )),
                     Ok(Some(answer)) => answer,
                     Ok(None) => Err(GatewayError::Internal(
                         "the first call with this key was lost".into(),
@@ -231,11 +235,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                     let answer = AssertUnwindSafe(inner.oneshot(req))
                         .catch_unwind()
                         .await
-                        .unwrap_or_else(|_| {
-                            Err(GatewayError::Internal(
-                                "the partner call failed unexpectedly".into(),
-                            ))
-                        });
+                        .unwrap_or(Err(GatewayError::Panic));
                     let state = this.per_route.get(route);
                     state
                         .store

@@ -1,0 +1,133 @@
+//! The one place an error becomes an HTTP answer: its status, the headers it
+//! needs (`Allow`, `Retry-After`), the contract's JSON shape, and how it counts
+//! in `offergate_requests_total`. The proxy and the admin listener both answer
+//! through [`answer`]; errors themselves know nothing of HTTP answers.
+//!
+//! `{"success":false,"error":{"code":"<snake_case>","message":"<what to fix>"}}`
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+
+use crate::call::error::{ErrorSource, GatewayError, UpstreamFailure};
+use crate::call::request::{Outcome, ProxyResponse};
+
+/// The answer for `error`.
+pub fn answer(error: GatewayError) -> ProxyResponse {
+    use GatewayError::*;
+    let error = match error {
+        // A partner status passes through as the partner sent it.
+        PartnerStatus(partner) => return *partner,
+        other => other,
+    };
+    let status = match &error {
+        PartnerStatus(_) => StatusCode::BAD_GATEWAY,
+        NotFound { .. } | UnknownPartner(_) => StatusCode::NOT_FOUND,
+        MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+        Unauthorized => StatusCode::UNAUTHORIZED,
+        PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Upstream(_) | RetryBudgetExhausted { .. } => StatusCode::BAD_GATEWAY,
+        CircuitOpen { .. } | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Internal(_) | Panic => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = serde_json::json!({
+        "success": false,
+        "error": { "code": error.code(), "message": error.to_string() },
+    });
+    let mut resp = ProxyResponse::json(status, Bytes::from(body.to_string()));
+    match &error {
+        MethodNotAllowed { allow } => {
+            resp.headers
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        CircuitOpen { retry_after } | RateLimited { retry_after, .. } => {
+            resp.headers
+                .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
+        }
+        Overloaded => {
+            resp.headers
+                .insert(header::RETRY_AFTER, retry_after_secs(Duration::ZERO));
+        }
+        _ => {}
+    }
+    resp.outcome = match (error.source(), &error) {
+        (ErrorSource::Caller, _) | (_, RateLimited { .. }) => Outcome::Rejected,
+        _ => Outcome::Failed,
+    };
+    resp
+}
+
+/// `Retry-After` in whole seconds, at least 1 (0 would invite a retry storm).
+pub fn retry_after_secs(d: Duration) -> HeaderValue {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_shape() {
+        let r = answer(GatewayError::invalid(
+            "attributes.platform",
+            "must be one of android, ios, web",
+        ));
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.outcome, Outcome::Rejected);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["success"], false);
+        assert_eq!(v["error"]["code"], "invalid_request");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("attributes.platform: "));
+        let r = answer(GatewayError::MethodNotAllowed { allow: "POST" });
+        assert_eq!(r.headers.get(header::ALLOW).unwrap(), "POST");
+        let wait = Duration::from_millis(1_200);
+        let r = answer(GatewayError::CircuitOpen { retry_after: wait });
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(
+            r.headers.get(header::RETRY_AFTER).unwrap(),
+            "2",
+            "rounded up"
+        );
+        assert_eq!(retry_after_secs(Duration::ZERO), "1", "never 0");
+    }
+
+    #[test]
+    fn overload_and_panics_answer_in_the_same_shape() {
+        let r = answer(GatewayError::Overloaded);
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded");
+        let r = answer(GatewayError::Panic);
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["code"], "internal_error");
+    }
+
+    #[test]
+    fn a_partner_status_passes_through_as_sent() {
+        let mut partner = ProxyResponse::json(StatusCode::BAD_GATEWAY, Bytes::from_static(b"{}"));
+        partner
+            .headers
+            .insert("x-partner", HeaderValue::from_static("1"));
+        let r = answer(GatewayError::PartnerStatus(Box::new(partner)));
+        assert_eq!(
+            (r.status, r.outcome),
+            (StatusCode::BAD_GATEWAY, Outcome::Forwarded)
+        );
+        assert_eq!(r.headers.get("x-partner").unwrap(), "1");
+        assert_eq!(r.body, "{}");
+    }
+}
