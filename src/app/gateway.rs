@@ -43,7 +43,7 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| BaseUrl::for_socket(proxy_addr));
         let metrics = Arc::new(Metrics::new());
-        let edge = crate::app::stack::build(&config, public, metrics.clone())?;
+        let edge = crate::app::stack::build(&config, public, &metrics)?;
         let ready = Arc::new(AtomicBool::new(false));
         let (shutdown, rx) = watch::channel(false);
         let opts = ServeOptions {

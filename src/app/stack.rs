@@ -15,17 +15,14 @@
 //!                                         try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
-use std::sync::Arc;
-
 use tower::ServiceBuilder;
 
 use crate::config::{BaseUrl, Config};
-use crate::edge::admission::Admission;
 use crate::edge::{Edge, ProxyService};
 use crate::layers::circuit::Circuit;
 use crate::layers::idempotency::Idempotency;
 use crate::layers::pause;
-use crate::layers::rate_limit::{CallerLimit, PartnerQuota};
+use crate::layers::rate_limit::{CallerLimit, LimitedCounter, PartnerQuota};
 use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -33,47 +30,41 @@ use crate::upstream::Upstream;
 /// Builds the caller-facing service for `config`.
 ///
 /// `public_base_url` is where callers reach this gateway (Besitos page URLs are
-/// rewritten to it); `metrics` is the registry every layer records into.
-pub fn build(
-    config: &Config,
-    public_base_url: BaseUrl,
-    metrics: Arc<Metrics>,
-) -> Result<Edge, String> {
-    let upstream = Upstream::new(config, public_base_url.clone(), metrics.clone())?;
+/// rewritten to it); each piece registers its metrics in `metrics`.
+pub fn build(config: &Config, public_base_url: BaseUrl, metrics: &Metrics) -> Result<Edge, String> {
+    let upstream = Upstream::new(config, public_base_url.clone(), metrics)?;
     build_with(config, public_base_url, metrics, upstream)
 }
 
 /// [`build`] around any partner service: the real [`Upstream`], or an
-/// in-memory partner in benchmarks that measure offergate's own cost.
+/// in-memory partner in the stack tests and the benchmarks.
 pub fn build_with<U: Inner>(
     config: &Config,
     public_base_url: BaseUrl,
-    metrics: Arc<Metrics>,
+    metrics: &Metrics,
     upstream: U,
 ) -> Result<Edge, String> {
     let pauses = pause::pauses();
+    let limited = LimitedCounter::register(metrics)?;
     let proxy = ServiceBuilder::new()
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
-        .layer(Fallback::layer(config, public_base_url, metrics.clone()))
+        .layer(Fallback::layer(config, public_base_url, metrics)?)
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
-        .layer(Idempotency::layer(config, &metrics)?)
+        .layer(Idempotency::layer(config, metrics)?)
         // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
-        .layer(CallerLimit::layer(config, pauses.clone(), metrics.clone()))
+        .layer(CallerLimit::layer(config, pauses.clone(), limited.clone()))
         // Retries repeat whole tries below; each try passes the circuit again.
-        .layer(Retry::layer(config, metrics.clone()))
-        // Per try: refuse at once while the partner is known to be failing.
-        .layer(Circuit::layer(config, pauses, &metrics)?)
+        .layer(Retry::layer(config, metrics)?)
+        // Per try: refuse at once while the partner is failing or paused.
+        .layer(Circuit::layer(config, pauses, metrics)?)
         // Per try, retries included: the quota offergate may spend on the partner.
-        .layer(PartnerQuota::layer(config, metrics.clone()))
+        .layer(PartnerQuota::layer(config, limited))
         .service(upstream);
-    Ok(Edge::new(
-        Admission::new(config),
-        ProxyService::new(proxy),
-        metrics,
-        config.log.access_log,
-    ))
+    // In front of it all, the edge: load shedding, admission, panics and
+    // errors turned into answers (edge/mod.rs).
+    Edge::new(config, ProxyService::new(proxy), metrics)
 }

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     #[serde(rename = "shutdown_grace_ms", serialize_with = "as_ms")]
     pub shutdown_grace: Duration,
+    /// Calls in flight at once; past it a call is answered 503 at once.
+    pub max_in_flight: usize,
     /// Lower-cased host names (without port) accepted in `Host`; empty: any.
     pub allowed_hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -79,6 +79,10 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         "server.shutdown_grace_ms",
         millis(s.shutdown_grace_ms, 0, 600_000),
     );
+    let max_in_flight = p.check(
+        "server.max_in_flight",
+        bounded(s.max_in_flight, 1, 1_000_000),
+    );
     let mut allowed_hosts = Vec::new();
     for (i, h) in s.allowed_hosts.iter().enumerate() {
         let h = h.trim().to_ascii_lowercase();
@@ -203,6 +207,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             header_read_timeout: header_read_timeout.ok_or_else(missing)?,
             body_read_timeout: body_read_timeout.ok_or_else(missing)?,
             shutdown_grace: shutdown_grace.ok_or_else(missing)?,
+            max_in_flight: max_in_flight.ok_or_else(missing)?,
             allowed_hosts,
             inbound_token: inbound_token.ok_or_else(missing)?,
         },

@@ -1,30 +1,41 @@
 //! The caller-facing service hyper runs on every proxy connection.
 //!
-//! It is the one place where a request enters and an answer leaves: request id,
-//! admission, the proxy stack, rendering of errors, `x-request-id` on the answer,
-//! the request metrics and the access log line. Its error type is `Infallible`:
-//! every failure becomes an answer, the connection is never dropped on the caller.
+//! It is the one place where a request enters and an answer leaves, in this
+//! order: request id; load shedding (`server.max_in_flight`: the excess is
+//! answered 503 at once, before anything is read, so an overload degrades
+//! instead of queueing); admission; the proxy stack; errors rendered
+//! (`respond.rs`); `x-request-id` on the answer; the request metrics and the
+//! access log line. A panic anywhere in admission or the stack is caught here
+//! and answered 500 in the error shape (`offergate_panics_total`). Its error
+//! type is `Infallible`: the connection is never dropped on the caller.
 
 pub mod admission;
+mod metrics;
 pub mod respond;
 pub mod validate;
 
-use crate::call::clock;
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use futures_util::FutureExt;
+use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
+use tokio::sync::Semaphore;
 use tower::Service;
 
+use crate::call::clock;
 use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::edge::admission::Admission;
+use crate::call::route::Route;
+use crate::config::Config;
 use crate::metrics::Metrics;
+use admission::Admission;
+use metrics::EdgeMetrics;
 
 /// Everything between admission and the partner, type-erased so the edge does
 /// not change as layers are added, and shared: the edge calls it once per
@@ -64,28 +75,28 @@ pub struct Edge {
 
 struct EdgeShared {
     admission: Admission,
-    metrics: Arc<Metrics>,
+    metrics: EdgeMetrics,
     access_log: bool,
+    /// One permit per call in flight; none left: the call is shed at once.
+    in_flight: Semaphore,
 }
 
 impl Edge {
-    pub fn new(
-        admission: Admission,
-        stack: ProxyService,
-        metrics: Arc<Metrics>,
-        access_log: bool,
-    ) -> Edge {
-        Edge {
+    /// The edge in front of `stack`, its metrics registered in `metrics`.
+    pub fn new(config: &Config, stack: ProxyService, metrics: &Metrics) -> Result<Edge, String> {
+        Ok(Edge {
             shared: Arc::new(EdgeShared {
-                admission,
-                metrics,
-                access_log,
+                admission: Admission::new(config),
+                metrics: EdgeMetrics::register(metrics)?,
+                access_log: config.log.access_log,
+                in_flight: Semaphore::new(config.server.max_in_flight),
             }),
             stack,
-        }
+        })
     }
 
-    /// Handles one request to completion; never fails.
+    /// Handles one request to completion; never fails, never drops the caller:
+    /// overload is shed with 503, a panic anywhere below answers 500.
     pub async fn handle<B>(self, req: Request<B>) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes>,
@@ -101,20 +112,27 @@ impl Edge {
         } else {
             (None, None)
         };
-        let (route, answer) = match self.shared.admission.admit(req, request_id.clone()).await {
-            Ok(proxy_req) => {
-                let route = proxy_req.route();
-                let answer = match self.stack.call(proxy_req).await {
-                    Ok(resp) => resp,
-                    Err(e) => respond::answer(e),
-                };
-                (Some(route), answer)
+        let mut route = None;
+        let answer = match self.shared.in_flight.try_acquire() {
+            // Shed before anything is read: an overload degrades, it does not queue.
+            Err(_) => {
+                self.shared.metrics.shed("max_in_flight");
+                respond::answer(GatewayError::Overloaded)
             }
-            Err((route, e)) => {
-                if route.is_none() {
-                    self.shared.metrics.unrouted(e.code());
+            Ok(_permit) => {
+                let call = self.admit_and_call(req, request_id.clone(), &mut route);
+                match AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(answer) => answer,
+                    Err(panic) => {
+                        self.shared.metrics.panicked();
+                        tracing::error!(
+                            request_id = request_id.to_str().unwrap_or("-"),
+                            panic = panic_message(&*panic),
+                            "panic while handling a request; answered 500"
+                        );
+                        respond::answer(GatewayError::Panic)
+                    }
                 }
-                (route, respond::answer(e))
             }
         };
         let elapsed = started.elapsed();
@@ -138,6 +156,50 @@ impl Edge {
         }
         render(answer, request_id)
     }
+
+    /// Admission, then the stack; `route` is set as soon as it is known, so
+    /// even a panic later on is counted under it.
+    async fn admit_and_call<B>(
+        &self,
+        req: Request<B>,
+        request_id: HeaderValue,
+        route: &mut Option<Route>,
+    ) -> ProxyResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.shared.admission.admit(req, request_id).await {
+            Ok(proxy_req) => {
+                *route = Some(proxy_req.route());
+                match self.stack.call(proxy_req).await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        // A panic the stack caught itself (a spawned call's).
+                        if matches!(e, GatewayError::Panic) {
+                            self.shared.metrics.panicked();
+                        }
+                        respond::answer(e)
+                    }
+                }
+            }
+            Err((known, e)) => {
+                *route = known;
+                if known.is_none() {
+                    self.shared.metrics.unrouted(e.code());
+                }
+                respond::answer(e)
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("-")
 }
 
 fn render(answer: ProxyResponse, request_id: http::HeaderValue) -> Response<Full<Bytes>> {

@@ -46,7 +46,7 @@ impl Circuit {
             Breaker::new(config.resilience(r).circuit.clone())
         }));
         let (read, paused) = (breakers.clone(), pauses.clone());
-        metrics.register_route_gauge(
+        metrics.route_gauge(
             "offergate_circuit_open",
             "1 while the route's partner circuit is open (or paused by a 429), else 0.",
             move |r| i64::from(paused.get(r).left().is_some() || read.get(r).is_open()),

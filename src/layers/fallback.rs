@@ -24,6 +24,7 @@ use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{self, PerRoute, Route, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
 use crate::metrics::Metrics;
+use prometheus::IntCounterVec;
 
 /// The response header naming why a fallback was answered.
 pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");
@@ -37,21 +38,27 @@ pub struct Fallback {
     soft: PerRoute<bool>,
     on_limit: PerRoute<OnLimit>,
     public_base_url: BaseUrl,
-    metrics: Arc<Metrics>,
+    /// `offergate_fallbacks_total{route,reason}`.
+    fallbacks: IntCounterVec,
 }
 
 impl Fallback {
     pub fn layer(
         config: &Config,
         public_base_url: BaseUrl,
-        metrics: Arc<Metrics>,
-    ) -> AroundLayer<Fallback> {
-        AroundLayer::new(Fallback {
+        metrics: &Metrics,
+    ) -> Result<AroundLayer<Fallback>, String> {
+        let fallbacks = metrics.counter_vec(
+            "offergate_fallbacks_total",
+            "Soft fallbacks answered, by route and reason.",
+            &["route", "reason"],
+        )?;
+        Ok(AroundLayer::new(Fallback {
             soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
             on_limit: PerRoute::new(|r| config.resilience(r).rate_limit.on_limit),
             public_base_url,
-            metrics,
-        })
+            fallbacks,
+        }))
     }
 
     /// The soft answer for `target`.
@@ -114,7 +121,9 @@ impl Wrap for Fallback {
         } else {
             reason
         };
-        self.metrics.fallback(target.route, reason);
+        self.fallbacks
+            .with_label_values(&[target.route.as_str(), &reason.as_str()])
+            .inc();
         Ok(self.answer(&target, reason))
     }
 }

@@ -38,8 +38,10 @@ use crate::call::clock::{self, Clock, Instant};
 use crate::call::error::{GatewayError, LimitScope};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
+use crate::call::route::Route;
 use crate::config::{Config, Rate, RateLimitConfig};
 use crate::metrics::Metrics;
+use prometheus::IntCounterVec;
 
 fn quota(rate: Rate) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
@@ -73,6 +75,28 @@ async fn acquire(
             Ok(()) => return Ok(()),
             Err(next) => wait = next,
         }
+    }
+}
+
+/// `offergate_rate_limited_total{route,scope}`, shared by both layers here.
+#[derive(Clone)]
+pub struct LimitedCounter(IntCounterVec);
+
+impl LimitedCounter {
+    pub fn register(metrics: &Metrics) -> Result<LimitedCounter, String> {
+        metrics
+            .counter_vec(
+                "offergate_rate_limited_total",
+                "Calls refused by a rate limit after the short wait, by route and scope (partner, client, upstream).",
+                &["route", "scope"],
+            )
+            .map(LimitedCounter)
+    }
+
+    fn inc(&self, route: Route, scope: LimitScope) {
+        self.0
+            .with_label_values(&[route.as_str(), scope.as_str()])
+            .inc();
     }
 }
 
@@ -151,14 +175,14 @@ impl CallerBuckets {
 pub struct CallerLimit {
     per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
     pauses: Pauses,
-    metrics: Arc<Metrics>,
+    limited: LimitedCounter,
 }
 
 impl CallerLimit {
     pub fn layer(
         config: &Config,
         pauses: Pauses,
-        metrics: Arc<Metrics>,
+        limited: LimitedCounter,
     ) -> AroundLayer<CallerLimit> {
         AroundLayer::new(CallerLimit {
             per_route: PerRoute::new(|r| {
@@ -167,7 +191,7 @@ impl CallerLimit {
                 (c, buckets)
             }),
             pauses,
-            metrics,
+            limited,
         })
     }
 }
@@ -190,14 +214,14 @@ impl Wrap for CallerLimit {
             req.deadline,
         );
         if let Err(retry_after) = pause.await {
-            self.metrics.rate_limited(route, LimitScope::Upstream);
+            self.limited.inc(route, LimitScope::Upstream);
             return Err(GatewayError::CircuitOpen { retry_after });
         }
         if let Some(caller) = req.caller() {
             if let Err(retry_after) =
                 acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
             {
-                self.metrics.rate_limited(route, LimitScope::Client);
+                self.limited.inc(route, LimitScope::Client);
                 return Err(GatewayError::RateLimited {
                     scope: LimitScope::Client,
                     retry_after,
@@ -211,18 +235,18 @@ impl Wrap for CallerLimit {
 /// Per try: the quota offergate may spend on the partner.
 pub struct PartnerQuota {
     per_route: PerRoute<(RateLimitConfig, Bucket)>,
-    metrics: Arc<Metrics>,
+    limited: LimitedCounter,
 }
 
 impl PartnerQuota {
-    pub fn layer(config: &Config, metrics: Arc<Metrics>) -> AroundLayer<PartnerQuota> {
+    pub fn layer(config: &Config, limited: LimitedCounter) -> AroundLayer<PartnerQuota> {
         AroundLayer::new(PartnerQuota {
             per_route: PerRoute::new(|r| {
                 let c = config.resilience(r).rate_limit.clone();
                 let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
                 (c, limiter)
             }),
-            metrics,
+            limited,
         })
     }
 }
@@ -238,7 +262,7 @@ impl Wrap for PartnerQuota {
         if config.enabled {
             let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
             if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
-                self.metrics.rate_limited(route, LimitScope::Partner);
+                self.limited.inc(route, LimitScope::Partner);
                 return Err(GatewayError::RateLimited {
                     scope: LimitScope::Partner,
                     retry_after,

@@ -34,10 +34,12 @@ use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
 use crate::config::{Config, RetryConfig};
 use crate::metrics::Metrics;
+use prometheus::IntCounterVec;
 
 pub struct Retry {
     per_route: PerRoute<RoutePolicy>,
-    metrics: Arc<Metrics>,
+    /// `offergate_retries_total{route,reason}`.
+    retries: IntCounterVec,
 }
 
 /// One route's retry rules and its budget.
@@ -47,11 +49,16 @@ pub struct RoutePolicy {
 }
 
 impl Retry {
-    pub fn layer(config: &Config, metrics: Arc<Metrics>) -> AroundLayer<Retry> {
-        AroundLayer::new(Retry {
+    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Retry>, String> {
+        let retries = metrics.counter_vec(
+            "offergate_retries_total",
+            "Partner tries repeated, by route and the failure that caused it.",
+            &["route", "reason"],
+        )?;
+        Ok(AroundLayer::new(Retry {
             per_route: PerRoute::new(|r| RoutePolicy::new(config.resilience(r).retry.clone())),
-            metrics,
-        })
+            retries,
+        }))
     }
 }
 
@@ -142,7 +149,9 @@ impl Wrap for Retry {
                     last: Box::new(last),
                 });
             }
-            self.metrics.retry(route, reason);
+            self.retries
+                .with_label_values(&[route.as_str(), &reason.as_str()])
+                .inc();
             tokio::time::sleep(delay).await;
             done += 1;
         }

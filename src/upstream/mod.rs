@@ -5,8 +5,10 @@
 //!
 //! One call here is one try: retries, deadlines and fallbacks are layers above it.
 
+mod metrics;
 pub mod partner_body;
 pub mod pool;
+pub mod tls;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,8 +19,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use crate::call::error::{GatewayError, UpstreamFailure};
 use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
@@ -28,34 +28,7 @@ use crate::call::route::Route;
 use crate::config::{BaseUrl, Config, Secret};
 use crate::metrics::Metrics;
 use crate::upstream::pool::PartnerClient;
-
-/// The TLS settings every partner connection uses: webpki roots plus any
-/// extra CA files from config (a partner sandbox, a test simulator).
-pub fn tls_config(extra_ca_files: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for path in extra_ca_files {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("tls.extra_ca_files: {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls.extra_ca_files: {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls.extra_ca_files: {}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-}
+use metrics::UpstreamMetrics;
 
 /// The innermost service: one call to the partner of the request's route.
 #[derive(Clone)]
@@ -73,7 +46,7 @@ struct UpstreamInner {
     besitos_auth: std::collections::HashMap<String, HeaderValue>,
     public_base_url: BaseUrl,
     user_agent: HeaderValue,
-    metrics: Arc<Metrics>,
+    metrics: UpstreamMetrics,
 }
 
 fn sensitive(value: &str) -> Result<HeaderValue, String> {
@@ -87,9 +60,9 @@ impl Upstream {
     pub fn new(
         config: &Config,
         public_base_url: BaseUrl,
-        metrics: Arc<Metrics>,
+        metrics: &Metrics,
     ) -> Result<Upstream, String> {
-        let tls = tls_config(&config.tls.extra_ca_files)?;
+        let tls = tls::tls_config(&config.tls.extra_ca_files)?;
         let secret_header = |key: &str, s: &Secret, prefix: &str| {
             sensitive(&format!("{prefix}{}", s.expose()))
                 .map_err(|e| format!("{key}: the secret {e}"))
@@ -121,7 +94,7 @@ impl Upstream {
                     "offergate/",
                     env!("CARGO_PKG_VERSION")
                 )),
-                metrics,
+                metrics: UpstreamMetrics::register(metrics)?,
             }),
         })
     }

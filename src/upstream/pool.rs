@@ -310,7 +310,7 @@ mod tests {
             .encore
             .upstream;
         config.pool_idle_timeout = idle_timeout;
-        let tls = crate::upstream::tls_config(&[]).unwrap();
+        let tls = crate::upstream::tls::tls_config(&[]).unwrap();
         PartnerClient::new(&config, tls).unwrap()
     }
 

@@ -33,7 +33,7 @@ use crate::call::clock;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
-use prometheus::{IntCounterVec, Opts};
+use prometheus::IntCounterVec;
 use tower::ServiceExt;
 
 use crate::call::error::GatewayError;
@@ -80,20 +80,13 @@ impl<St: IdempotencyStore> Idempotency<St> {
                 config,
             }
         }));
-        let results = IntCounterVec::new(
-            Opts::new(
-                "offergate_idempotency_total",
-                "Idempotency lookups by route and result (miss, hit, coalesced, conflict).",
-            ),
+        let results = metrics.counter_vec(
+            "offergate_idempotency_total",
+            "Idempotency lookups by route and result (miss, hit, coalesced, conflict).",
             &["route", "result"],
-        )
-        .map_err(|e| e.to_string())?;
-        metrics
-            .registry()
-            .register(Box::new(results.clone()))
-            .map_err(|e| e.to_string())?;
+        )?;
         let stores = per_route.clone();
-        metrics.register_route_gauge(
+        metrics.route_gauge(
             "offergate_idempotency_entries",
             "Answers stored for replay, per route.",
             move |r| i64::try_from(stores.get(r).store.entries()).unwrap_or(i64::MAX),

@@ -1,0 +1,69 @@
+//! The edge's metrics: every request by route and outcome, its duration,
+//! refusals before a route was known, panics caught, and calls shed.
+
+use prometheus::{Histogram, IntCounter, IntCounterVec};
+
+use crate::call::request::Outcome;
+use crate::call::route::Route;
+use crate::metrics::Metrics;
+
+pub(super) struct EdgeMetrics {
+    /// Resolved once per route and outcome: no label lookup per request.
+    requests: [[IntCounter; 5]; 2],
+    request_duration: [Histogram; 2],
+    unrouted: IntCounterVec,
+    panics: IntCounter,
+    shed: IntCounterVec,
+}
+
+impl EdgeMetrics {
+    pub(super) fn register(m: &Metrics) -> Result<EdgeMetrics, String> {
+        let requests = m.counter_vec(
+            "offergate_requests_total",
+            "Requests by route and how they ended.",
+            &["route", "outcome"],
+        )?;
+        let duration = m.histogram_vec(
+            "offergate_request_duration_seconds",
+            "Time from request received to answer ready, per route.",
+            &["route"],
+        )?;
+        let per_route =
+            |r: Route| Outcome::ALL.map(|o| requests.with_label_values(&[r.as_str(), o.as_str()]));
+        Ok(EdgeMetrics {
+            requests: Route::ALL.map(per_route),
+            request_duration: Route::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
+            unrouted: m.counter_vec(
+                "offergate_unrouted_requests_total",
+                "Requests refused before a route was known (unknown path, method, target or host), by error code.",
+                &["code"],
+            )?,
+            panics: m.counter(
+                "offergate_panics_total",
+                "Panics caught while handling a request (each answered 500); a bug to report.",
+            )?,
+            shed: m.counter_vec(
+                "offergate_shed_total",
+                "Requests refused at once with 503 because offergate was overloaded, by reason.",
+                &["reason"],
+            )?,
+        })
+    }
+
+    pub(super) fn request_done(&self, route: Route, outcome: Outcome, seconds: f64) {
+        self.requests[route.index()][outcome as usize].inc();
+        self.request_duration[route.index()].observe(seconds);
+    }
+
+    pub(super) fn unrouted(&self, code: &'static str) {
+        self.unrouted.with_label_values(&[code]).inc();
+    }
+
+    pub(super) fn panicked(&self) {
+        self.panics.inc();
+    }
+
+    pub(super) fn shed(&self, reason: &'static str) {
+        self.shed.with_label_values(&[reason]).inc();
+    }
+}

@@ -1,0 +1,52 @@
+//! The upstream's metrics: every partner try by status, its duration, and
+//! Encore's fill rate.
+
+use prometheus::{Histogram, IntCounter, IntCounterVec};
+
+use crate::call::outcome::OfferResult;
+use crate::call::route::Route;
+use crate::metrics::Metrics;
+
+pub(super) struct UpstreamMetrics {
+    requests: IntCounterVec,
+    duration: [Histogram; 2],
+    /// `offer`, `no_offer`.
+    offers: [IntCounter; 2],
+}
+
+impl UpstreamMetrics {
+    pub(super) fn register(m: &Metrics) -> Result<UpstreamMetrics, String> {
+        let duration = m.histogram_vec(
+            "offergate_upstream_duration_seconds",
+            "Duration of each partner call (one try), per route.",
+            &["route"],
+        )?;
+        let offers = m.counter_vec(
+            "offergate_offers_total",
+            "Encore 200 answers with an offer and without one (the partner's fill rate).",
+            &["result"],
+        )?;
+        Ok(UpstreamMetrics {
+            requests: m.counter_vec(
+                "offergate_upstream_requests_total",
+                "Calls to partners by route and status code (or error, timeout).",
+                &["route", "status"],
+            )?,
+            duration: Route::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
+            offers: ["offer", "no_offer"].map(|r| offers.with_label_values(&[r])),
+        })
+    }
+
+    /// One partner call; `status` is the code, `error` or `timeout`.
+    pub(super) fn upstream_call(&self, route: Route, status: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[route.as_str(), status])
+            .inc();
+        self.duration[route.index()].observe(seconds);
+    }
+
+    /// One Encore 200 delivered from the partner.
+    pub(super) fn offer(&self, result: OfferResult) {
+        self.offers[usize::from(result == OfferResult::NoOffer)].inc();
+    }
+}
