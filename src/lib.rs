@@ -20,6 +20,9 @@ pub mod server;
 pub mod simulator;
 pub mod upstream;
 
+#[cfg(test)]
+mod tests;
+
 pub use app::gateway::Gateway;
 pub use config::Config;
 pub use simulator::{SimConfig, Simulator};

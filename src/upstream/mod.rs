@@ -240,3 +240,114 @@ impl tower::Service<ProxyRequest> for Upstream {
         Box::pin(async move { inner.call(req).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::route::Target;
+    use crate::config::MapEnv;
+    use http::HeaderMap;
+
+    fn upstream() -> Upstream {
+        let toml = r#"
+[encore]
+base_url = "http://127.0.0.1:9/enc"
+api_key_env = "KEY"
+[besitos]
+base_url = "http://127.0.0.1:9"
+[[besitos.partners]]
+id = "p1"
+token_env = "T1"
+[[besitos.partners]]
+id = "p2"
+token_env = "T2"
+"#;
+        let env = MapEnv::from([
+            ("KEY", "pk_test_injected"),
+            ("T1", "tok-1"),
+            ("T2", "tok-2"),
+        ]);
+        let config = Config::from_toml(toml, &env).unwrap();
+        let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
+        Upstream::new(&config, public, &Metrics::new()).unwrap()
+    }
+
+    fn request(route: Route, partner: Option<&str>, caller: &[(&str, &str)]) -> ProxyRequest {
+        let mut headers = HeaderMap::new();
+        for (k, v) in caller {
+            headers.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        ProxyRequest {
+            target: Target {
+                route,
+                partner_id: partner.map(str::to_string),
+                page: Some(2).filter(|_| partner.is_some()),
+            },
+            request_id: HeaderValue::from_static("req-1"),
+            headers: Arc::new(headers),
+            body: Bytes::from_static(b"{}"),
+            idempotency_key: None,
+            fingerprint: [0; 32],
+            client_id: None,
+            deadline: None,
+        }
+    }
+
+    #[test]
+    fn the_partner_credential_replaces_the_callers() {
+        let up = upstream();
+        let caller = [
+            ("x-api-key", "pk_live_callers_own"),
+            ("authorization", "Bearer callers"),
+            ("x-request-id", "spoofed"),
+        ];
+        let out = up
+            .inner
+            .build_request(request(Route::EncoreOffers, None, &caller))
+            .unwrap();
+        assert_eq!(
+            out.uri(),
+            "http://127.0.0.1:9/enc/encore/publisher/sdk/v1/offers/message"
+        );
+        let h = out.headers();
+        assert_eq!(
+            h.get_all(&X_API_KEY).iter().collect::<Vec<_>>(),
+            ["pk_test_injected"]
+        );
+        assert!(
+            h.get(&X_API_KEY).unwrap().is_sensitive(),
+            "kept out of debug output"
+        );
+        assert!(h.get(header::AUTHORIZATION).is_none());
+        assert_eq!(h.get(&X_REQUEST_ID).unwrap(), "req-1");
+        assert_eq!(h.get(header::CONTENT_TYPE).unwrap(), "application/json");
+    }
+
+    #[test]
+    fn besitos_gets_the_token_of_its_partner_id() {
+        let up = upstream();
+        for (id, token) in [("p1", "Bearer tok-1"), ("p2", "Bearer tok-2")] {
+            let out = up
+                .inner
+                .build_request(request(
+                    Route::BesitosGoals,
+                    Some(id),
+                    &[("x-api-key", "x")],
+                ))
+                .unwrap();
+            assert_eq!(
+                out.uri().to_string(),
+                format!("http://127.0.0.1:9/data/messages/{id}/upcoming-goals?page=2")
+            );
+            assert_eq!(out.headers().get(header::AUTHORIZATION).unwrap(), token);
+            assert!(out.headers().get(&X_API_KEY).is_none());
+        }
+        let unknown = up
+            .inner
+            .build_request(request(Route::BesitosGoals, Some("p3"), &[]));
+        assert!(matches!(unknown, Err(GatewayError::UnknownPartner(_))));
+    }
+}

@@ -1,7 +1,8 @@
 //! The module layout's one rule, checked: dependencies between offergate's
 //! top-level modules run one way, as `ALLOWED` (and README's picture) shows.
 //! A new `use crate::x` that points up, or sideways where the table says no,
-//! fails here with the file that made it.
+//! fails here with the file that made it. (A unit test of the crate, in a
+//! file named `tests.rs` so that the scan, like `module-circles`, skips it.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
