@@ -5,6 +5,7 @@
 //! fixes a file in one pass. Nothing downstream re-checks or panics on config.
 
 mod env;
+mod parse;
 mod raw;
 mod secret;
 mod validate;

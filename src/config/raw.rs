@@ -3,6 +3,8 @@
 //! documents each one. Validation into typed values happens in [`super::Config`].
 
 use serde::Deserialize;
+
+use super::OnLimit;
 use std::path::PathBuf;
 
 #[derive(Deserialize, Debug, Default)]
@@ -241,3 +243,39 @@ pub struct RawClientLimit {
     pub per_second: f64,
     pub burst: u64,
 }
+
+/// What differs between the two partner sections when a key is left out.
+pub struct RouteDefaults {
+    pub base_url: &'static str,
+    pub try_timeout_ms: u64,
+    pub deadline_ms: u64,
+    pub body_key_window_ms: u64,
+    pub partner: (f64, u64),
+    pub client: (f64, u64),
+    pub on_limit: OnLimit,
+    /// Encore mints a short link per call, so a try that may have arrived is not
+    /// repeated; Besitos is a read.
+    pub retry_ambiguous: bool,
+}
+
+pub const ENCORE_DEFAULTS: RouteDefaults = RouteDefaults {
+    base_url: "https://api.encorekit.com",
+    try_timeout_ms: 1_500,
+    deadline_ms: 2_500,
+    body_key_window_ms: 300_000,
+    partner: (50.0, 50),
+    client: (5.0, 10),
+    on_limit: OnLimit::Fallback,
+    retry_ambiguous: false,
+};
+
+pub const BESITOS_DEFAULTS: RouteDefaults = RouteDefaults {
+    base_url: "https://wall.besitos.ai",
+    try_timeout_ms: 2_000,
+    deadline_ms: 5_000,
+    body_key_window_ms: 30_000,
+    partner: (20.0, 20),
+    client: (10.0, 20),
+    on_limit: OnLimit::Reject,
+    retry_ambiguous: true,
+};

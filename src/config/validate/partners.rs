@@ -1,154 +1,31 @@
-//! From the raw file to a [`Config`]: every key checked, every problem collected
-//! with its key, cross-field rules applied, secrets loaded.
+//! `[encore]` and `[besitos]`: the connection, resilience, idempotency and
+//! rate-limit keys both partner sections share, and what belongs to one only
+//! (Encore's key, Besitos's partners).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 
-use super::raw::{RawConfig, RawIdempotency, RawRateLimit, RawRetry, RawRoute};
-use super::*;
+use super::super::parse::{bounded, millis, on_limit, per_second, Problems};
+use super::super::raw::{
+    RawIdempotency, RawRateLimit, RawRetry, RawRoute, RouteDefaults, BESITOS_DEFAULTS,
+    ENCORE_DEFAULTS,
+};
+use super::super::*;
 
-/// Collects problems instead of stopping at the first.
-struct Problems(Vec<String>);
-
-impl Problems {
-    fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.0.push(format!("{key}: {e}"));
-                None
-            }
-        }
-    }
-    fn push(&mut self, msg: String) {
-        self.0.push(msg);
-    }
-}
-
-fn socket(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:8787)"))
-}
-
-fn millis(v: u64, min: u64, max: u64) -> Result<Duration, String> {
-    if v < min || v > max {
-        return Err(format!("{v} is outside {min}..={max} ms"));
-    }
-    Ok(Duration::from_millis(v))
-}
-
-fn bounded(v: u64, min: u64, max: u64) -> Result<usize, String> {
-    if v < min || v > max {
-        return Err(format!("{v} is outside {min}..={max}"));
-    }
-    Ok(v as usize)
-}
-
-pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
-    let mut p = Problems(Vec::new());
-    let s = &raw.server;
-    let listen = p.check("server.listen", socket(&s.listen));
-    let admin_listen = p.check("server.admin_listen", socket(&s.admin_listen));
-    if let (Some(a), Some(b)) = (listen, admin_listen) {
-        if a == b && a.port() != 0 {
-            p.push("server.admin_listen: must differ from server.listen".into());
-        }
-    }
-    let public_base_url = match &s.public_base_url {
-        Some(u) => p
-            .check("server.public_base_url", BaseUrl::parse(u))
-            .map(Some),
-        None => Some(None),
-    };
-    let body_limit_bytes = p.check(
-        "server.body_limit_bytes",
-        bounded(s.body_limit_bytes, 256, 16 * 1024 * 1024),
-    );
-    let header_read_timeout = p.check(
-        "server.header_read_timeout_ms",
-        millis(s.header_read_timeout_ms, 10, 600_000),
-    );
-    let body_read_timeout = p.check(
-        "server.body_read_timeout_ms",
-        millis(s.body_read_timeout_ms, 10, 600_000),
-    );
-    let shutdown_grace = p.check(
-        "server.shutdown_grace_ms",
-        millis(s.shutdown_grace_ms, 0, 600_000),
-    );
-    let max_in_flight = p.check(
-        "server.max_in_flight",
-        bounded(s.max_in_flight, 1, 1_000_000),
-    );
-    let mut allowed_hosts = Vec::new();
-    for (i, h) in s.allowed_hosts.iter().enumerate() {
-        let h = h.trim().to_ascii_lowercase();
-        if h.is_empty()
-            || Authority::try_from(h.as_str())
-                .map(|a| a.as_str() != a.host())
-                .unwrap_or(true)
-        {
-            p.push(format!(
-                "server.allowed_hosts[{i}]: `{h}` is not a bare host name (no port, no scheme)"
-            ));
-        } else {
-            allowed_hosts.push(h);
-        }
-    }
-    let inbound_token = match (&s.inbound_token_env, &s.inbound_token_file) {
-        (None, None) => Some(None),
-        (e, f) => p
-            .check(
-                "server",
-                Secret::load("server.inbound_token", e.as_deref(), f.as_deref(), env),
-            )
-            .map(Some),
-    };
-    if let (Some(addr), Some(None)) = (listen, &inbound_token) {
-        if !addr.ip().is_loopback() {
-            p.push(format!(
-                "server.listen: {addr} is reachable from other hosts, so callers must authenticate: \
-                 set server.inbound_token_env or server.inbound_token_file"
-            ));
-        }
-    }
-
-    let log_level = raw.log.level.trim().to_string();
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-        p.push(format!(
-            "log.level: `{log_level}` is not a level or filter (e.g. info, debug, offergate=debug)"
-        ));
-    }
-    let format = match raw.log.format.as_str() {
-        "text" => Some(LogFormat::Text),
-        "json" => Some(LogFormat::Json),
-        other => {
-            p.push(format!("log.format: `{other}` is not text or json"));
-            None
-        }
-    };
-    for (i, f) in raw.tls.extra_ca_files.iter().enumerate() {
-        if !f.is_file() {
-            p.push(format!(
-                "tls.extra_ca_files[{i}]: {} is not a readable file",
-                f.display()
-            ));
-        }
-    }
-
-    let encore_route = route("encore", &raw.encore, &ENCORE_DEFAULTS, &mut p);
-    if !raw.encore.partners.is_empty() {
+/// `[encore]`: the shared keys, and the publishable key.
+pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<EncoreConfig> {
+    let route = route("encore", r, &ENCORE_DEFAULTS, p);
+    if !r.partners.is_empty() {
         p.push("encore.partners: not a key of [encore] (partners belong to [besitos])".into());
     }
     let api_key = p.check(
         "encore",
         Secret::load(
             "encore.api_key",
-            raw.encore.api_key_env.as_deref(),
-            raw.encore.api_key_file.as_deref(),
+            r.api_key_env.as_deref(),
+            r.api_key_file.as_deref(),
             env,
         ),
     );
@@ -161,13 +38,22 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             );
         }
     }
+    let (upstream, resilience) = route?;
+    Some(EncoreConfig {
+        upstream,
+        resilience,
+        api_key: api_key?,
+    })
+}
 
-    let besitos_route = route("besitos", &raw.besitos, &BESITOS_DEFAULTS, &mut p);
-    if raw.besitos.api_key_env.is_some() || raw.besitos.api_key_file.is_some() {
+/// `[besitos]`: the shared keys, and a token per partner.
+pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<BesitosConfig> {
+    let route = route("besitos", r, &BESITOS_DEFAULTS, p);
+    if r.api_key_env.is_some() || r.api_key_file.is_some() {
         p.push("besitos.api_key_env/api_key_file: not keys of [besitos]; each [[besitos.partners]] has token_env or token_file".into());
     }
     let mut partners = BTreeMap::new();
-    for (i, raw_partner) in raw.besitos.partners.iter().enumerate() {
+    for (i, raw_partner) in r.partners.iter().enumerate() {
         let key = format!("besitos.partners[{i}]");
         if let Err(e) = crate::call::route::check_partner_id(&raw_partner.id) {
             p.push(format!("{key}.id: {e}"));
@@ -189,84 +75,16 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             partners.insert(raw_partner.id.clone(), token);
         }
     }
-    if raw.besitos.partners.is_empty() {
+    if r.partners.is_empty() {
         p.push("besitos.partners: at least one [[besitos.partners]] with id and token_env or token_file is required".into());
     }
-
-    if !p.0.is_empty() {
-        return Err(ConfigError { problems: p.0 });
-    }
-    // Every `None` above pushed a problem, so these are all present.
-    let missing = || ConfigError::one("internal: validated value missing".into());
-    Ok(Config {
-        server: ServerConfig {
-            listen: listen.ok_or_else(missing)?,
-            admin_listen: admin_listen.ok_or_else(missing)?,
-            public_base_url: public_base_url.ok_or_else(missing)?,
-            body_limit_bytes: body_limit_bytes.ok_or_else(missing)?,
-            header_read_timeout: header_read_timeout.ok_or_else(missing)?,
-            body_read_timeout: body_read_timeout.ok_or_else(missing)?,
-            shutdown_grace: shutdown_grace.ok_or_else(missing)?,
-            max_in_flight: max_in_flight.ok_or_else(missing)?,
-            allowed_hosts,
-            inbound_token: inbound_token.ok_or_else(missing)?,
-        },
-        log: LogConfig {
-            level: log_level,
-            format: format.ok_or_else(missing)?,
-            access_log: raw.log.access_log,
-        },
-        tls: TlsConfig {
-            extra_ca_files: raw.tls.extra_ca_files,
-        },
-        encore: EncoreConfig {
-            upstream: encore_route.clone().ok_or_else(missing)?.0,
-            resilience: encore_route.ok_or_else(missing)?.1,
-            api_key: api_key.ok_or_else(missing)?,
-        },
-        besitos: BesitosConfig {
-            upstream: besitos_route.clone().ok_or_else(missing)?.0,
-            resilience: besitos_route.ok_or_else(missing)?.1,
-            partners,
-        },
+    let (upstream, resilience) = route?;
+    Some(BesitosConfig {
+        upstream,
+        resilience,
+        partners,
     })
 }
-
-/// What differs between the two partner sections when a key is left out.
-pub(super) struct RouteDefaults {
-    pub base_url: &'static str,
-    pub try_timeout_ms: u64,
-    pub deadline_ms: u64,
-    pub body_key_window_ms: u64,
-    pub partner: (f64, u64),
-    pub client: (f64, u64),
-    pub on_limit: OnLimit,
-    /// Encore mints a short link per call, so a try that may have arrived is not
-    /// repeated; Besitos is a read.
-    pub retry_ambiguous: bool,
-}
-
-pub(super) const ENCORE_DEFAULTS: RouteDefaults = RouteDefaults {
-    base_url: "https://api.encorekit.com",
-    try_timeout_ms: 1_500,
-    deadline_ms: 2_500,
-    body_key_window_ms: 300_000,
-    partner: (50.0, 50),
-    client: (5.0, 10),
-    on_limit: OnLimit::Fallback,
-    retry_ambiguous: false,
-};
-
-pub(super) const BESITOS_DEFAULTS: RouteDefaults = RouteDefaults {
-    base_url: "https://wall.besitos.ai",
-    try_timeout_ms: 2_000,
-    deadline_ms: 5_000,
-    body_key_window_ms: 30_000,
-    partner: (20.0, 20),
-    client: (10.0, 20),
-    on_limit: OnLimit::Reject,
-    retry_ambiguous: true,
-};
 
 fn route(
     section: &str,
@@ -359,22 +177,18 @@ fn route(
     Some((upstream, resilience))
 }
 
-fn rate(
+/// A token bucket from its two keys, each checked and named on its own.
+fn rate_at(
     key_rate: &str,
-    per_second: f64,
+    rate: f64,
     key_burst: &str,
     burst: u64,
     p: &mut Problems,
 ) -> Option<Rate> {
-    let ok_rate = per_second.is_finite() && per_second > 0.0 && per_second <= 1_000_000.0;
-    if !ok_rate {
-        p.push(format!(
-            "{key_rate}: {per_second} must be a rate above 0 (fractions allowed, e.g. 0.5) and at most 1000000"
-        ));
-    }
+    let rate = p.check(key_rate, per_second(rate));
     let burst = p.check(key_burst, bounded(burst, 1, 1_000_000));
-    ok_rate.then_some(Rate {
-        per_second,
+    Some(Rate {
+        per_second: rate?,
         burst: burst? as u32,
     })
 }
@@ -386,14 +200,14 @@ fn rate_limit(
     p: &mut Problems,
 ) -> Option<RateLimitConfig> {
     let k = |name: &str| format!("{section}.{name}");
-    let partner = rate(
+    let partner = rate_at(
         &k("partner_per_second"),
         r.partner_per_second.unwrap_or(d.partner.0),
         &k("partner_burst"),
         r.partner_burst.unwrap_or(d.partner.1),
         p,
     );
-    let client = rate(
+    let client = rate_at(
         &k("client_per_second"),
         r.client_per_second.unwrap_or(d.client.0),
         &k("client_burst"),
@@ -403,7 +217,7 @@ fn rate_limit(
     let mut overrides = BTreeMap::new();
     for (id, o) in &r.client_overrides {
         let key = k(&format!("client_overrides.\"{id}\""));
-        if let Some(rate) = rate(
+        if let Some(rate) = rate_at(
             &format!("{key}.per_second"),
             o.per_second,
             &format!("{key}.burst"),
@@ -416,15 +230,7 @@ fn rate_limit(
     let max_wait = p.check(&k("max_wait_ms"), millis(r.max_wait_ms, 0, 60_000));
     let on_limit = match r.on_limit.as_deref() {
         None => Some(d.on_limit),
-        Some("fallback") => Some(OnLimit::Fallback),
-        Some("reject") => Some(OnLimit::Reject),
-        Some(other) => {
-            p.push(format!(
-                "{}: `{other}` is not fallback or reject",
-                k("on_limit")
-            ));
-            None
-        }
+        Some(s) => p.check(&k("on_limit"), on_limit(s)),
     };
     let max_tracked_clients = p.check(
         &k("max_tracked_clients"),

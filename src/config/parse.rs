@@ -1,0 +1,147 @@
+//! One small parser per kind of value in the config file. Each returns the
+//! typed value or a message saying what is wrong and what would be right;
+//! [`Problems`] collects those messages with their keys, so a file with five
+//! mistakes gets five lines, not one at a time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+use super::OnLimit;
+
+/// Collects problems instead of stopping at the first.
+#[derive(Default)]
+pub(super) struct Problems(pub Vec<String>);
+
+impl Problems {
+    /// The value, or `None` with the problem recorded under `key`.
+    pub fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, msg: String) {
+        self.0.push(msg);
+    }
+}
+
+/// `IP:port`.
+pub(super) fn socket(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:8787)"))
+}
+
+/// Milliseconds within `min..=max`.
+pub(super) fn millis(v: u64, min: u64, max: u64) -> Result<Duration, String> {
+    if v < min || v > max {
+        return Err(format!("{v} is outside {min}..={max} ms"));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+/// A count or size within `min..=max`.
+pub(super) fn bounded(v: u64, min: u64, max: u64) -> Result<usize, String> {
+    if v < min || v > max {
+        return Err(format!("{v} is outside {min}..={max}"));
+    }
+    usize::try_from(v).map_err(|_| format!("{v} is too large for this machine"))
+}
+
+/// A token bucket's refill rate per second (fractions allowed).
+pub(super) fn per_second(v: f64) -> Result<f64, String> {
+    if !(v.is_finite() && v > 0.0 && v <= 1_000_000.0) {
+        return Err(format!(
+            "{v} must be a rate above 0 (fractions allowed, e.g. 0.5) and at most 1000000"
+        ));
+    }
+    Ok(v)
+}
+
+/// A bare host name (no port, no scheme), lower-cased.
+pub(super) fn host_name(s: &str) -> Result<String, String> {
+    let h = s.trim().to_ascii_lowercase();
+    let bare = !h.is_empty()
+        && Authority::try_from(h.as_str())
+            .map(|a| a.as_str() == a.host())
+            .unwrap_or(false);
+    if !bare {
+        return Err(format!(
+            "`{h}` is not a bare host name (no port, no scheme)"
+        ));
+    }
+    Ok(h)
+}
+
+/// A log level or filter directive.
+pub(super) fn log_filter(s: &str) -> Result<String, String> {
+    let level = s.trim().to_string();
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map(|_| level.clone())
+        .map_err(|_| {
+            format!("`{level}` is not a level or filter (e.g. info, debug, offergate=debug)")
+        })
+}
+
+/// What to answer when a limit trips.
+pub(super) fn on_limit(s: &str) -> Result<OnLimit, String> {
+    match s {
+        "fallback" => Ok(OnLimit::Fallback),
+        "reject" => Ok(OnLimit::Reject),
+        other => Err(format!("`{other}` is not fallback or reject")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets() {
+        assert_eq!(socket("127.0.0.1:8787").unwrap().port(), 8787);
+        assert!(socket("[::1]:1").is_ok());
+        for bad in ["localhost:1", "127.0.0.1", ":80", ""] {
+            assert!(socket(bad).unwrap_err().contains("IP:port"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges_include_both_ends() {
+        assert_eq!(millis(10, 10, 20), Ok(Duration::from_millis(10)));
+        assert_eq!(millis(20, 10, 20), Ok(Duration::from_millis(20)));
+        assert_eq!(millis(21, 10, 20).unwrap_err(), "21 is outside 10..=20 ms");
+        assert_eq!(bounded(0, 1, 5).unwrap_err(), "0 is outside 1..=5");
+        assert_eq!(bounded(5, 1, 5), Ok(5));
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(per_second(0.5), Ok(0.5));
+        assert_eq!(per_second(1_000_000.0), Ok(1_000_000.0));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 2e6] {
+            assert!(per_second(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name(" Example.COM ").unwrap(), "example.com");
+        for bad in ["", "a:80", "http://a", "a/b", "u@a"] {
+            assert!(host_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn levels_and_choices() {
+        assert_eq!(log_filter(" info ").unwrap(), "info");
+        assert!(log_filter("offergate=debug,info").is_ok());
+        assert!(log_filter("offergate=loudest").is_err());
+        assert_eq!(on_limit("reject"), Ok(OnLimit::Reject));
+        assert!(on_limit("drop").is_err());
+    }
+}

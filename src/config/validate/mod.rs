@@ -1,0 +1,137 @@
+//! From the raw file to a [`Config`]: one function per section, each checking
+//! its keys with the parsers of `parse.rs`, applying its cross-field rules and
+//! loading its secrets. Every problem is collected with its key; the config is
+//! built only when there are none.
+
+mod partners;
+
+use super::parse::{bounded, host_name, log_filter, millis, socket, Problems};
+use super::raw::{RawConfig, RawLog, RawServer, RawTls};
+use super::*;
+
+pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    let server = server(&raw.server, env, &mut p);
+    let log = log(&raw.log, &mut p);
+    let tls = tls(raw.tls, &mut p);
+    let encore = partners::encore(&raw.encore, env, &mut p);
+    let besitos = partners::besitos(&raw.besitos, env, &mut p);
+    match (server, log, tls, encore, besitos) {
+        (Some(server), Some(log), Some(tls), Some(encore), Some(besitos)) if p.0.is_empty() => {
+            Ok(Config {
+                server,
+                log,
+                tls,
+                encore,
+                besitos,
+            })
+        }
+        _ => Err(ConfigError { problems: p.0 }),
+    }
+}
+
+/// `[server]`.
+fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig> {
+    let listen = p.check("server.listen", socket(&s.listen));
+    let admin_listen = p.check("server.admin_listen", socket(&s.admin_listen));
+    if let (Some(a), Some(b)) = (listen, admin_listen) {
+        if a == b && a.port() != 0 {
+            p.push("server.admin_listen: must differ from server.listen".into());
+        }
+    }
+    let public_base_url = match &s.public_base_url {
+        Some(u) => p
+            .check("server.public_base_url", BaseUrl::parse(u))
+            .map(Some),
+        None => Some(None),
+    };
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in s.allowed_hosts.iter().enumerate() {
+        if let Some(h) = p.check(&format!("server.allowed_hosts[{i}]"), host_name(h)) {
+            allowed_hosts.push(h);
+        }
+    }
+    let inbound_token = match (&s.inbound_token_env, &s.inbound_token_file) {
+        (None, None) => Some(None),
+        (e, f) => p
+            .check(
+                "server",
+                Secret::load("server.inbound_token", e.as_deref(), f.as_deref(), env),
+            )
+            .map(Some),
+    };
+    if let (Some(addr), Some(None)) = (listen, &inbound_token) {
+        if !addr.ip().is_loopback() {
+            p.push(format!(
+                "server.listen: {addr} is reachable from other hosts, so callers must authenticate: \
+                 set server.inbound_token_env or server.inbound_token_file"
+            ));
+        }
+    }
+    // Every key is checked before any is required, so all problems are reported.
+    let body_limit_bytes = p.check(
+        "server.body_limit_bytes",
+        bounded(s.body_limit_bytes, 256, 16 * 1024 * 1024),
+    );
+    let header_read_timeout = p.check(
+        "server.header_read_timeout_ms",
+        millis(s.header_read_timeout_ms, 10, 600_000),
+    );
+    let body_read_timeout = p.check(
+        "server.body_read_timeout_ms",
+        millis(s.body_read_timeout_ms, 10, 600_000),
+    );
+    let shutdown_grace = p.check(
+        "server.shutdown_grace_ms",
+        millis(s.shutdown_grace_ms, 0, 600_000),
+    );
+    let max_in_flight = p.check(
+        "server.max_in_flight",
+        bounded(s.max_in_flight, 1, 1_000_000),
+    );
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        public_base_url: public_base_url?,
+        body_limit_bytes: body_limit_bytes?,
+        header_read_timeout: header_read_timeout?,
+        body_read_timeout: body_read_timeout?,
+        shutdown_grace: shutdown_grace?,
+        max_in_flight: max_in_flight?,
+        allowed_hosts: (allowed_hosts.len() == s.allowed_hosts.len()).then_some(allowed_hosts)?,
+        inbound_token: inbound_token?,
+    })
+}
+
+/// `[log]`.
+fn log(l: &RawLog, p: &mut Problems) -> Option<LogConfig> {
+    let level = p.check("log.level", log_filter(&l.level));
+    let format = match l.format.as_str() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        other => {
+            p.push(format!("log.format: `{other}` is not text or json"));
+            None
+        }
+    };
+    Some(LogConfig {
+        level: level?,
+        format: format?,
+        access_log: l.access_log,
+    })
+}
+
+/// `[tls]`.
+fn tls(t: RawTls, p: &mut Problems) -> Option<TlsConfig> {
+    for (i, f) in t.extra_ca_files.iter().enumerate() {
+        if !f.is_file() {
+            p.push(format!(
+                "tls.extra_ca_files[{i}]: {} is not a readable file",
+                f.display()
+            ));
+        }
+    }
+    Some(TlsConfig {
+        extra_ca_files: t.extra_ca_files,
+    })
+}
