@@ -70,6 +70,13 @@ for r in rows:
         f'| {r["label"]} | {r["c"]} | {r["rps"]:.0f} | {r["p50"]:.3f} | {r["p99"]:.3f} | {vs_direct} | {vs_nginx} | {r["non2xx"]} |'
     )
 
+if any(r["label"] == "baseline_forward" for r in runs):
+    lines += ["", "This build against the baseline build (BASELINE), paired within each round:"]
+    for c in sorted({r["c"] for r in runs}):
+        fwd = paired("offergate_forward", "baseline_forward", c)
+        rep = paired("offergate_replay", "baseline_replay", c)
+        lines.append(f"- {c} conns: forward {fwd:.2f} ×, replay {rep:.2f} ×")
+
 idle_mib, peak_mib = int(idle_kib) / 1024, int(peak_kib) / 1024
 lines += ["", f"offergate RSS: idle {idle_mib:.1f} MiB, peak over the run {peak_mib:.1f} MiB.", ""]
 

@@ -10,6 +10,11 @@
 #                                               within a round)
 #   SOAK=60 benches/load/run.sh                (steady forward load after the
 #                                               scenarios, RSS sampled; 0: skip)
+#   BASELINE=path/to/offergate benches/load/run.sh
+#                                              (also runs forward and replay on
+#                                               another build, e.g. the last
+#                                               commit's, in the same rounds, and
+#                                               reports this build / that one)
 #
 # Pinning (2 cores): the server under test (nginx proxy, offergate, or the
 # partner itself for "direct") gets CPU 1 alone; wrk and the partner share CPU 0.
@@ -27,6 +32,7 @@ OG=target/release/offergate
 
 P_PARTNER=18801; P_DIRECT=18802; P_NGINX=18811; P_NGINX_DOWN=18812
 P_OG=18821; P_OG_ADMIN=18822; P_OG_DOWN=18831; P_OG_DOWN_ADMIN=18832; P_DEAD=18899
+P_BASE=18841; P_BASE_ADMIN=18842
 
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 nginx_conf direct "$(partner_block $P_DIRECT)"; start_nginx direct 1
@@ -44,6 +50,12 @@ og_config $P_OG $P_OG_ADMIN $P_PARTNER > "$WORK/og.toml"
 og_config $P_OG_DOWN $P_OG_DOWN_ADMIN $P_DEAD > "$WORK/og-down.toml"
 BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og.toml" & OG_PID=$!; PIDS+=($OG_PID)
 BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og-down.toml" & PIDS+=($!)
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  og_config $P_BASE $P_BASE_ADMIN $P_PARTNER > "$WORK/og-base.toml"
+  BENCH_ENCORE_KEY=$KEY taskset -c 1 "$BASELINE" run -c "$WORK/og-base.toml" & PIDS+=($!)
+  wait_port $P_BASE
+fi
 for p in $P_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_OG $P_OG_DOWN; do wait_port $p; done
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)
 
@@ -73,6 +85,10 @@ for round in $(seq "$ROUNDS"); do
     run "$round" nginx_forward $P_NGINX $c $HERE/forward.lua
     run "$round" offergate_forward $P_OG $c $HERE/forward.lua
     run "$round" offergate_replay $P_OG $c $HERE/replay.lua
+    if [ -n "$BASELINE" ]; then
+      run "$round" baseline_forward $P_BASE $c $HERE/forward.lua
+      run "$round" baseline_replay $P_BASE $c $HERE/replay.lua
+    fi
     run "$round" nginx_partner_down $P_NGINX_DOWN $c $HERE/forward.lua
     run "$round" offergate_circuit_open $P_OG_DOWN $c $HERE/forward.lua
   done
