@@ -10,12 +10,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
-fn replayed(a: &Answer) -> bool {
-    a.headers
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true")
-}
-
 async fn harness(f: impl FnOnce(&mut offergate::Config) + Send + 'static) -> Harness {
     Harness::with_config(|o| tuned(o, f)).await
 }
@@ -28,12 +22,12 @@ async fn a_duplicate_with_the_same_key_replays_the_same_short_link() {
         .post(ENCORE_PATH, &[("idempotency-key", "webhook-123")], &body)
         .await;
     assert_eq!(first.status, 200);
-    assert!(!replayed(&first));
+    assert!(!first.replayed());
     let again = h
         .post(ENCORE_PATH, &[("idempotency-key", "webhook-123")], &body)
         .await;
     assert_eq!(again.status, 200);
-    assert!(replayed(&again));
+    assert!(again.replayed());
     assert_eq!(again.body, first.body, "the same short link");
     assert_eq!(
         again.headers.get("content-type").unwrap(),
@@ -96,7 +90,7 @@ async fn fifty_concurrent_duplicates_cost_exactly_one_call() {
         .iter()
         .all(|a| a.status == 200 && a.body == answers[0].body));
     assert_eq!(
-        answers.iter().filter(|a| !replayed(a)).count(),
+        answers.iter().filter(|a| !a.replayed()).count(),
         1,
         "one leader, 49 shared"
     );
@@ -163,7 +157,7 @@ async fn fallbacks_are_not_replayed_but_partner_400s_are() {
     let b = h
         .post(ENCORE_PATH, &[("idempotency-key", "retry-me")], &body)
         .await;
-    assert!(!replayed(&b) && b.headers.get("x-offergate-fallback").is_none());
+    assert!(!b.replayed() && b.headers.get("x-offergate-fallback").is_none());
     assert!(
         b.json()["offer"].is_object(),
         "the retry reached the partner"
@@ -179,7 +173,7 @@ async fn fallbacks_are_not_replayed_but_partner_400s_are() {
         .post(ENCORE_PATH, &[("idempotency-key", "bad")], &body)
         .await;
     assert_eq!((c.status.as_u16(), d.status.as_u16()), (400, 400));
-    assert!(replayed(&d));
+    assert!(d.replayed());
     assert_eq!(c.body, d.body);
     assert_eq!(h.calls(Route::EncoreOffers), 3);
     h.stop().await;

@@ -61,7 +61,7 @@ async fn a_burst_above_the_partner_limit_lets_burst_plus_rate_through() {
     );
     let limited: Vec<&Answer> = answers
         .iter()
-        .filter(|a| fallback_reason(a) == Some("rate_limited"))
+        .filter(|a| a.fallback() == Some("rate_limited"))
         .collect();
     assert_eq!(limited.len() as u64 + reached, 30);
     assert!(
@@ -117,18 +117,15 @@ async fn one_flooding_client_does_not_starve_another() {
     let mut served = 0;
     for _ in 0..20 {
         let a = h.post(ENCORE_PATH, &[], &body_for("busy-restaurant")).await;
-        if fallback_reason(&a).is_none() {
+        if a.fallback().is_none() {
             served += 1;
         } else {
-            assert_eq!(fallback_reason(&a), Some("rate_limited"));
+            assert_eq!(a.fallback(), Some("rate_limited"));
         }
     }
     assert!((3..=4).contains(&served), "{served}");
     let other = h.post(ENCORE_PATH, &[], &body_for("quiet-shop")).await;
-    assert_eq!(
-        (other.status.as_u16(), fallback_reason(&other)),
-        (200, None)
-    );
+    assert_eq!((other.status.as_u16(), other.fallback()), (200, None));
     assert!(other.json()["offer"].is_object());
     assert_eq!(h.calls(Route::EncoreOffers), served + 1);
     let m = h.metrics().await;
@@ -159,7 +156,10 @@ async fn client_overrides_give_a_big_operator_more() {
     let mut served = 0;
     for _ in 0..8 {
         served += u64::from(
-            fallback_reason(&h.post(ENCORE_PATH, &[], &body_for("big-operator")).await).is_none(),
+            h.post(ENCORE_PATH, &[], &body_for("big-operator"))
+                .await
+                .fallback()
+                .is_none(),
         );
     }
     assert_eq!(served, 6);
@@ -177,9 +177,9 @@ async fn a_replay_is_served_while_the_limit_is_spent() {
     let body = body_for("one-call-budget");
     let key = [("idempotency-key", "order-77")];
     let first = h.post(ENCORE_PATH, &key, &body).await;
-    assert_eq!(fallback_reason(&first), None);
+    assert_eq!(first.fallback(), None);
     let limited = h.post(ENCORE_PATH, &[], &body_for("one-call-budget")).await;
-    assert_eq!(fallback_reason(&limited), Some("rate_limited"));
+    assert_eq!(limited.fallback(), Some("rate_limited"));
     let replay = h.post(ENCORE_PATH, &key, &body).await;
     assert_eq!(replay.headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(replay.body, first.body);

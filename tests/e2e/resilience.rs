@@ -14,7 +14,7 @@ const NO_OFFER: &str = r#"{"success":true,"offer":null}"#;
 fn assert_no_offer(a: &Answer, reason: &str) {
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(a.body, NO_OFFER.as_bytes(), "a body callers already parse");
-    assert_eq!(fallback_reason(a), Some(reason));
+    assert_eq!(a.fallback(), Some(reason));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,7 @@ async fn retryable_503s_then_the_offer_after_exactly_three_calls() {
     plan(&h, Route::EncoreOffers, &["503", "503", "ok"]);
     let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 200);
-    assert_eq!(fallback_reason(&a), None);
+    assert_eq!(a.fallback(), None);
     assert!(a.json()["offer"]["clickUrl"].is_string());
     assert_eq!(h.calls(Route::EncoreOffers), 3);
     let m = h.metrics().await;
@@ -48,7 +48,7 @@ async fn a_400_passes_through_after_one_call() {
     let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["code"], "simulated", "the partner's body");
-    assert_eq!(fallback_reason(&a), None);
+    assert_eq!(a.fallback(), None);
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     h.stop().await;
 }
@@ -127,7 +127,7 @@ async fn a_hanging_besitos_is_retried_and_never_outlives_the_deadline() {
         "deadline 1 s, took {took:?}"
     );
     assert_eq!(a.status, 200);
-    let reason = fallback_reason(&a).unwrap();
+    let reason = a.fallback().unwrap();
     assert!(
         reason == "upstream_timeout" || reason == "deadline_exceeded",
         "{reason}"
@@ -194,7 +194,7 @@ async fn a_reset_after_sending_is_retried_for_besitos_only() {
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     let b = h.post(&besitos_path(PARTNER), &[], "{}").await;
     assert_eq!(b.status, 200);
-    assert_eq!(fallback_reason(&b), None);
+    assert_eq!(b.fallback(), None);
     assert_eq!(b.json()["data"].as_array().unwrap().len(), 5);
     assert_eq!(h.calls(Route::BesitosGoals), 2);
     h.stop().await;
@@ -210,7 +210,7 @@ async fn malformed_and_slow_answers() {
     // A body trickling past the try timeout is a timeout; Besitos retries it.
     plan(&h, Route::BesitosGoals, &["slow", "ok"]);
     let b = h.post(&besitos_path(PARTNER), &[], "{}").await;
-    assert_eq!((b.status.as_u16(), fallback_reason(&b)), (200, None));
+    assert_eq!((b.status.as_u16(), b.fallback()), (200, None));
     assert_eq!(h.calls(Route::BesitosGoals), 2);
     h.stop().await;
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -42,30 +42,9 @@ pub struct Harness {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    /// The `error.code` of offergate's error shape.
-    pub fn code(&self) -> String {
-        let v = self.json();
-        assert_eq!(v["success"], false, "{v}");
-        v["error"]["code"].as_str().unwrap_or_default().to_string()
-    }
-    pub fn message(&self) -> String {
-        self.json()["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-}
+#[path = "../common/answer.rs"]
+mod answer;
+pub use answer::Answer;
 
 /// A gateway config file pointing both partners at `sim`, plus `extra` TOML
 /// lines appended to it, loaded through the real loader with secrets from env.
@@ -255,13 +234,6 @@ pub fn plan(h: &Harness, route: offergate::call::route::Route, items: &[&str]) {
         .iter()
         .map(|i| offergate::simulator::faults::Fault::parse(i).unwrap());
     h.sim.state.set_plan(route, faults.collect());
-}
-
-/// The `x-offergate-fallback` reason, if the answer is a soft fallback.
-pub fn fallback_reason(a: &Answer) -> Option<&str> {
-    a.headers
-        .get("x-offergate-fallback")
-        .map(|v| v.to_str().unwrap())
 }
 
 pub fn any_port() -> SocketAddr {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use offergate::call::error::{GatewayError, UpstreamFailure};
 use offergate::call::request::{Outcome, ProxyRequest, ProxyResponse};
@@ -121,32 +121,9 @@ pub struct Stack {
     pub metrics: Metrics,
 }
 
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .into()
-    }
-    pub fn fallback(&self) -> Option<&str> {
-        self.headers
-            .get("x-offergate-fallback")
-            .map(|v| v.to_str().unwrap())
-    }
-    pub fn replayed(&self) -> bool {
-        self.headers.get("idempotent-replayed").is_some()
-    }
-}
+#[path = "../common/answer.rs"]
+mod answer;
+pub use answer::Answer;
 
 /// The shipped defaults, with rate limits out of the way unless a test is about them.
 pub fn config() -> Config {
