@@ -21,6 +21,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
+    /// The request line and headers together; past it hyper answers 431.
+    pub max_header_bytes: usize,
     /// How long open connections may finish after shutdown begins.
     pub grace: Duration,
 }
@@ -29,6 +31,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
             grace: Duration::from_secs(5),
         }
     }
@@ -85,6 +88,7 @@ pub async fn serve<S, B>(
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(opts.header_read_timeout)
+                .max_header_size(opts.max_header_bytes)
                 .keep_alive(true);
             let result = match tls {
                 None => {

@@ -19,8 +19,10 @@ pub struct Gateway {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stop_proxy: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
@@ -45,19 +47,19 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new());
         let edge = crate::app::stack::build(&config, public, &metrics)?;
         let ready = Arc::new(AtomicBool::new(false));
-        let (shutdown, rx) = watch::channel(false);
+        let (stop_proxy, proxy_rx) = watch::channel(false);
+        let (stop_admin, admin_rx) = watch::channel(false);
         let opts = ServeOptions {
             header_read_timeout: config.server.header_read_timeout,
+            max_header_bytes: config.server.max_header_bytes,
             grace: config.server.shutdown_grace,
         };
         let admin_svc = Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
-        let tasks = vec![
-            tokio::spawn(serve(proxy, None, edge, opts, rx.clone())),
-            tokio::spawn(serve(admin, None, admin_svc, opts, rx)),
-        ];
+        let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
+        let admin_task = tokio::spawn(serve(admin, None, admin_svc, opts, admin_rx));
         ready.store(true, Ordering::Release);
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "offergate ready");
         Ok(Gateway {
@@ -65,17 +67,22 @@ impl Gateway {
             admin_addr,
             metrics,
             ready,
-            shutdown,
-            tasks,
+            stop_proxy,
+            stop_admin,
+            proxy_task,
+            admin_task,
         })
     }
 
-    /// Marks not-ready, stops accepting, lets open calls finish within the grace.
+    /// Drains: `/readyz` answers 503 at once, the proxy listener stops
+    /// accepting, open calls (coalesced ones too) finish within the grace;
+    /// the admin listener keeps answering `/healthz`, `/readyz` and `/metrics`
+    /// all along and closes last.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Release);
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        let _ = self.stop_proxy.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin_task.await;
     }
 }

@@ -17,8 +17,14 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
-    pub fn parse(s: &str) -> Result<BaseUrl, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    /// Parses `url`. Errors quote it with any user info masked: a password
+    /// written into a URL must not reach a log or a terminal.
+    pub fn parse(url: &str) -> Result<BaseUrl, String> {
+        let shown = mask_userinfo(url);
+        let s = shown.as_str();
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("`{s}` is not a URL: {e}"))?;
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::HTTP,
             Some("https") => Scheme::HTTPS,
@@ -35,7 +41,7 @@ impl BaseUrl {
         if authority.host().is_empty() {
             return Err(format!("`{s}` has no host"));
         }
-        if uri.query().is_some() || s.contains('#') {
+        if uri.query().is_some() || url.contains('#') {
             return Err(format!("`{s}`: a base URL takes no query or fragment"));
         }
         let path_prefix = uri.path().trim_end_matches('/').to_string();
@@ -92,5 +98,38 @@ impl fmt::Display for BaseUrl {
 impl Serialize for BaseUrl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// `url` with whatever stands between `://` and the authority's last `@`
+/// replaced by `***`.
+fn mask_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_refused_without_being_echoed() {
+        for url in [
+            "https://user:hunter2@api.example",
+            "https://hunter2@api.example/x",
+            "ftp://u:hunter2@x",
+            "https://u:hunter2@exa mple",
+        ] {
+            let e = BaseUrl::parse(url).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert_eq!(mask_userinfo("https://a:b@h/p@q"), "https://***@h/p@q");
+        assert_eq!(mask_userinfo("https://h/p@q"), "https://h/p@q");
     }
 }

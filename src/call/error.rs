@@ -87,6 +87,8 @@ pub enum GatewayError {
     Unauthorized,
     #[error("{field}: {message}")]
     InvalidRequest { field: String, message: String },
+    #[error("more than {limit} request headers (server.max_headers); send fewer")]
+    TooManyHeaders { limit: usize },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -157,6 +159,7 @@ impl GatewayError {
             | Unauthorized
             | InvalidRequest { .. }
             | PayloadTooLarge { .. }
+            | TooManyHeaders { .. }
             | UnsupportedMediaType(_)
             | BodyTimeout
             | IdempotencyKeyReused => ErrorSource::Caller,
@@ -200,6 +203,7 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             InvalidRequest { .. } => "invalid_request",
             PayloadTooLarge { .. } => "payload_too_large",
+            TooManyHeaders { .. } => "too_many_headers",
             UnsupportedMediaType(_) => "unsupported_media_type",
             BodyTimeout => "request_timeout",
             IdempotencyKeyReused => "idempotency_key_reused",

@@ -1,14 +1,16 @@
 //! Header hygiene at both edges: which caller headers may travel to a partner,
 //! which partner headers may travel back, and the request id.
 //!
-//! Removed toward the partner: hop-by-hop headers (RFC 9110 7.6.1, including every
-//! name listed in `Connection`), the caller's own credentials (`X-API-Key`,
-//! `Authorization`, `Proxy-Authorization`, `Cookie`), offergate's own control
-//! headers (`Idempotency-Key`, `x-offergate-token`), `Host` and `Content-Length`
-//! (the client sets both for the partner), and `Accept-Encoding` (offergate
-//! reads the partner's JSON, so it asks for it uncompressed).
-//! Removed toward the caller: hop-by-hop headers, `Content-Length` (recomputed)
-//! and `Set-Cookie` (partner session state is no business of the caller's app).
+//! Toward the partner, an allowlist, not a denylist: a header offergate did not
+//! think of (`X-HTTP-Method-Override`, `X-Original-URL`, `Forwarded`,
+//! `X-Forwarded-Host`, `Content-Encoding`, a 64 KiB custom header) could change
+//! what the partner does with a request offergate validated. What travels:
+//! the partner docs' own `Content-Type` and the trace context (`traceparent`,
+//! `tracestate`), plus what offergate sets itself (the credential,
+//! `x-request-id`, `Accept`, `User-Agent`, `Host`, `Content-Length`).
+//! Removed toward the caller: hop-by-hop headers (RFC 9110 7.6.1, including
+//! every name listed in `Connection`), `Content-Length` (recomputed) and
+//! `Set-Cookie` (partner session state is no business of the caller's app).
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
@@ -17,6 +19,8 @@ use http::{HeaderMap, HeaderValue};
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The header a caller authenticates with when an inbound token is configured.
 pub static X_OFFERGATE_TOKEN: HeaderName = HeaderName::from_static("x-offergate-token");
+/// The response header naming why a fallback was answered.
+pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");
 /// The caller's idempotency key (used by offergate, never forwarded).
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Encore's credential header.
@@ -33,18 +37,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-const NOT_TO_PARTNER: [HeaderName; 8] = [
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::AUTHORIZATION,
-    header::COOKIE,
-    header::ACCEPT_ENCODING,
-    header::EXPECT,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("proxy-connection"),
+/// The caller's headers that may reach a partner (see the module doc).
+const TO_PARTNER: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
 ];
-
-const NOT_TO_PARTNER_OURS: [&HeaderName; 3] = [&X_OFFERGATE_TOKEN, &IDEMPOTENCY_KEY, &X_REQUEST_ID];
 
 const NOT_TO_CALLER: [HeaderName; 2] = [header::CONTENT_LENGTH, header::SET_COOKIE];
 
@@ -57,17 +55,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The caller's headers that may be sent to a partner, in a new map with room
-/// for the few offergate adds. Built by filtering, not by cloning and removing:
-/// one hash per header kept instead of one per name refused.
+/// for the few offergate adds.
 pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(caller);
-    let mut out = HeaderMap::with_capacity(caller.keys_len() + 4);
-    for (name, value) in caller {
-        let refused = HOP_BY_HOP.contains(name)
-            || NOT_TO_PARTNER.contains(name)
-            || NOT_TO_PARTNER_OURS.contains(&name)
-            || listed.contains(name);
-        if !refused {
+    let mut out = HeaderMap::with_capacity(TO_PARTNER.len() + 5);
+    for name in &TO_PARTNER {
+        for value in caller.get_all(name) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -135,7 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caller_credentials_and_hop_by_hop_never_reach_the_partner() {
+    fn only_the_allowlist_reaches_the_partner() {
         let mut h = HeaderMap::new();
         for (k, v) in [
             ("x-api-key", "pk_live_caller"),
@@ -151,15 +143,23 @@ mod tests {
             ("accept-encoding", "gzip"),
             ("user-agent", "platform/1.0"),
             ("x-tenant", "acme"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/admin"),
+            ("forwarded", "for=1.2.3.4;host=evil"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil.example"),
+            ("content-encoding", "gzip"),
+            ("content-type", "application/json"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        h.append("x-tenant", HeaderValue::from_static("second"));
         let out = to_partner(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["user-agent", "x-tenant"]);
-        let tenants: Vec<_> = out.get_all("x-tenant").iter().collect();
-        assert_eq!(tenants, ["acme", "second"], "every value of a kept header");
+        assert_eq!(names, ["content-type", "traceparent"]);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! allocates one `Vec` per object or array, and a string only when it holds an
 //! escape.
 //!
-//! Objects are kept sorted by key with duplicates resolved as serde_json does
-//! (the last one wins), which is the order the canonical form needs, so the
-//! fingerprint writes them as they are.
+//! Objects are kept sorted by key, which is the order the canonical form
+//! needs, so the fingerprint writes them as they are. A key given twice in one
+//! object is an error, not "the last one wins": the raw body is what reaches the
+//! partner, and a partner whose parser keeps the first value would act on a
+//! value offergate never checked.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -30,7 +32,7 @@ pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
 
 impl<'a> Json<'a> {
     /// Parses `body`; serde_json's errors (with line and column) and its
-    /// nesting limit apply.
+    /// nesting limit apply, and a key repeated within an object is an error.
     pub fn parse(body: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
         serde_json::from_slice(body)
     }
@@ -105,25 +107,14 @@ impl<'a> Object<'a> {
             .map(|i| &self.0[i].1)
     }
 
-    /// Sorts by key; of duplicate keys the last one stays. In place: one
-    /// allocation per object.
-    fn from_fields(mut fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Object<'a> {
-        // Stable: duplicates stay in document order, so the last of a run is
-        // the one serde_json would have kept.
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept = 0;
-        for read in 0..fields.len() {
-            let superseded = fields
-                .get(read + 1)
-                .is_some_and(|next| next.0 == fields[read].0);
-            if !superseded {
-                // `kept <= read`: what moves back to `read` was already seen.
-                fields.swap(kept, read);
-                kept += 1;
-            }
+    /// Sorts by key, in place (one allocation per object); `Err` names a key
+    /// given more than once.
+    fn from_fields(mut fields: Vec<(Cow<'a, str>, Json<'a>)>) -> Result<Object<'a>, Cow<'a, str>> {
+        fields.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = fields.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(pair[0].0.clone());
         }
-        fields.truncate(kept);
-        Object(fields)
+        Ok(Object(fields))
     }
 }
 
@@ -181,7 +172,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
         while let Some(Key(key)) = map.next_key()? {
             fields.push((key, map.next_value()?));
         }
-        Ok(Json::Object(Object::from_fields(fields)))
+        Object::from_fields(fields)
+            .map(Json::Object)
+            .map_err(|key| de::Error::custom(format_args!("duplicate key `{key}`")))
     }
 }
 
@@ -249,7 +242,6 @@ mod tests {
             r#"{"b":1,"a":"x","c":{"z":[1,2.5,-3,1e3,{"y":null,"x":true}],"a":false}}"#,
             r#"{"k":"quote \" backslash \\ slash \/ tab \t unicode \u00e9 \ud83d\ude00"}"#,
             r#"{"\u0062":1,"a":2}"#,
-            r#"{"dup":1,"x":0,"dup":2}"#,
             r#"[1,"two",null,[],{}]"#,
             r#"12345678901234567890"#,
             r#"-0.0"#,
@@ -273,18 +265,35 @@ mod tests {
     }
 
     #[test]
-    fn the_last_duplicate_wins_and_lookups_find_it() {
-        let Json::Object(o) =
-            Json::parse(br#"{"a":1,"b":2,"a":3,"c":4,"c":5,"c":6,"d":7}"#).unwrap()
-        else {
+    fn lookups_find_every_key() {
+        let Json::Object(o) = Json::parse(br#"{"d":7,"a":1,"c":4,"b":2}"#).unwrap() else {
             panic!("object")
         };
-        assert_eq!(o.get("a"), Some(&Json::Number(3.into())));
+        assert_eq!(o.get("a"), Some(&Json::Number(1.into())));
         assert_eq!(o.get("b"), Some(&Json::Number(2.into())));
-        assert_eq!(o.get("c"), Some(&Json::Number(6.into())));
+        assert_eq!(o.get("c"), Some(&Json::Number(4.into())));
         assert_eq!(o.get("d"), Some(&Json::Number(7.into())));
         assert_eq!(o.get("e"), None);
-        assert_eq!(o.0.len(), 4);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_it_at_any_depth() {
+        for (body, key) in [
+            (r#"{"clientId":"","clientId":"ok"}"#, "clientId"),
+            (
+                r#"{"a":{"countryCode":"xx","b":1,"countryCode":"US"}}"#,
+                "countryCode",
+            ),
+            (r#"[{"k":1},{"k":1,"k":2}]"#, "k"),
+            (r#"{"\u0061":1,"a":2}"#, "a"),
+        ] {
+            let e = Json::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(&format!("duplicate key `{key}`")), "{body}: {e}");
+        }
+        assert!(
+            Json::parse(br#"{"a":{"k":1},"b":{"k":1}}"#).is_ok(),
+            "same key, other objects"
+        );
     }
 
     #[test]

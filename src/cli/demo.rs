@@ -55,6 +55,7 @@ pub async fn run(
     admin: SocketAddr,
     sim_addr: SocketAddr,
 ) -> Result<(), String> {
+    let stop = super::stop_signal();
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
     let config = config(listen, admin, sim.addr).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
@@ -87,7 +88,7 @@ pub async fn run(
     println!("Ctrl-C to stop.");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    super::stop_signal().await;
+    stop.await;
     gateway.shutdown().await;
     sim.shutdown().await;
     Ok(())

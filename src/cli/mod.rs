@@ -92,11 +92,15 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
     let path = config_path(path);
     match Config::load(&path, &ProcessEnv) {
         Ok(c) => {
-            println!(
-                "# {}: valid. Effective configuration (secrets redacted):",
-                path.display()
+            // Written, not printed: a reader that stops early (`| head -1`)
+            // closes the pipe, and that is not an error of ours.
+            use std::io::Write;
+            let text = format!(
+                "# {}: valid. Effective configuration (secrets redacted):\n{}",
+                path.display(),
+                c.to_redacted_toml()
             );
-            print!("{}", c.to_redacted_toml());
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -132,34 +136,68 @@ async fn async_main(command: Command) -> ExitCode {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
-pub(crate) async fn stop_signal() {
+/// Resolves when the process is asked to stop: SIGTERM (what Kubernetes and
+/// systemd send), SIGINT (Ctrl-C) or SIGQUIT (nginx's graceful stop). The
+/// caller then drains. Meanwhile SIGHUP, SIGUSR1 and SIGUSR2, whose default
+/// action would kill the process and lose every call in flight, are taken and
+/// logged instead; SIGPIPE is ignored by the Rust runtime itself.
+///
+/// Everything is registered when this is called (so a signal that comes
+/// before the returned future is first polled is not lost); call it first.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, name) in [
+            (SignalKind::hangup(), "SIGHUP"),
+            (SignalKind::user_defined1(), "SIGUSR1"),
+            (SignalKind::user_defined2(), "SIGUSR2"),
+        ] {
+            if let Ok(mut s) = signal(kind) {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        tracing::info!(signal = name, "signal received: nothing to do, serving on");
+                    }
+                });
+            }
+        }
+        let stops = [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::quit(),
+        ]
+        .map(signal);
+        async move {
+            match stops {
+                [Ok(mut term), Ok(mut int), Ok(mut quit)] => {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                        _ = quit.recv() => "SIGQUIT",
+                    };
+                    tracing::info!(signal = name, "stop requested");
                 }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn run(path: PathBuf) -> Result<(), String> {
+    let stop = stop_signal();
     let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
-    stop_signal().await;
-    tracing::info!("shutting down: not ready, draining open calls");
+    stop.await;
+    tracing::info!("draining: /readyz answers 503, open calls finish, then exit");
     gateway.shutdown().await;
+    tracing::info!("drained; exiting");
     Ok(())
 }
 
@@ -169,6 +207,7 @@ async fn simulate(
     besitos_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), String> {
+    let stop = stop_signal();
     crate::app::telemetry::init(&config::LogConfig {
         level: "warn".into(),
         format: config::LogFormat::Text,
@@ -199,7 +238,7 @@ async fn simulate(
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    stop_signal().await;
+    stop.await;
     sim.shutdown().await;
     Ok(())
 }

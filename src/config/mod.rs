@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Calls in flight at once; past it a call is answered 503 at once.
     pub max_in_flight: usize,
+    /// Request headers accepted; more answers 431 (below the partners' limits).
+    pub max_headers: usize,
+    /// The request line and headers together, in bytes; more answers 431.
+    pub max_header_bytes: usize,
     /// Lower-cased host names (without port) accepted in `Host`; empty: any.
     pub allowed_hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,11 +271,17 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::one(format!("not valid TOML: {e}")))?;
         apply_overrides(&mut doc, env).map_err(ConfigError::one)?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
-                let path = e.path().to_string();
-                ConfigError::one(format!("{path}: {}", e.into_inner()))
-            })?;
+        let raw: RawConfig = match raw::deserialize(toml::Value::Table(doc.clone())) {
+            Ok(raw) => raw,
+            // serde stops at the first key that does not fit; find them all.
+            Err(first) => {
+                let mut problems = raw::every_problem(&doc);
+                if problems.is_empty() {
+                    problems.push(first);
+                }
+                return Err(ConfigError { problems });
+            }
+        };
         validate(raw, env)
     }
 

@@ -78,9 +78,20 @@ pub(super) fn host_name(s: &str) -> Result<String, String> {
     Ok(h)
 }
 
-/// A log level or filter directive.
+/// A log level or filter directive. A bare word must be a level: the filter
+/// syntax would read `warning` as a target name and silence everything else.
 pub(super) fn log_filter(s: &str) -> Result<String, String> {
     let level = s.trim().to_string();
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for part in level.split(',').map(str::trim) {
+        let bare = !part.contains(['=', '[', ':']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
+            return Err(format!(
+                "`{part}` is not a level; use one of trace, debug, info, warn, error, off \
+                 (or target=level, e.g. offergate=debug)"
+            ));
+        }
+    }
     tracing_subscriber::EnvFilter::try_new(&level)
         .map(|_| level.clone())
         .map_err(|_| {
@@ -141,6 +152,13 @@ mod tests {
         assert_eq!(log_filter(" info ").unwrap(), "info");
         assert!(log_filter("offergate=debug,info").is_ok());
         assert!(log_filter("offergate=loudest").is_err());
+        for bad in ["warning", "info,verbose", "INFOS"] {
+            assert!(
+                log_filter(bad).unwrap_err().contains("is not a level"),
+                "{bad}"
+            );
+        }
+        assert!(log_filter("WARN").is_ok());
         assert_eq!(on_limit("reject"), Ok(OnLimit::Reject));
         assert!(on_limit("drop").is_err());
     }

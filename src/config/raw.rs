@@ -28,6 +28,8 @@ pub struct RawServer {
     pub body_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     pub max_in_flight: u64,
+    pub max_headers: u64,
+    pub max_header_bytes: u64,
     pub allowed_hosts: Vec<String>,
     pub inbound_token_env: Option<String>,
     pub inbound_token_file: Option<PathBuf>,
@@ -44,6 +46,8 @@ impl Default for RawServer {
             body_read_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
             max_in_flight: 1_024,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
             allowed_hosts: Vec::new(),
             inbound_token_env: None,
             inbound_token_file: None,
@@ -242,6 +246,45 @@ impl Default for RawRateLimit {
 pub struct RawClientLimit {
     pub per_second: f64,
     pub burst: u64,
+}
+
+/// The raw config from a TOML document; `Err` names the first key that does
+/// not fit, with its path.
+pub fn deserialize(doc: toml::Value) -> Result<RawConfig, String> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
+}
+
+/// Every key of `doc` that does not fit, each tried on its own (a document
+/// holding only that key, every other one at its default).
+pub fn every_problem(doc: &toml::Table) -> Vec<String> {
+    fn walk(table: &toml::Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+        for (key, value) in table {
+            path.push(key.clone());
+            match value {
+                toml::Value::Table(t) if !t.is_empty() => walk(t, path, out),
+                leaf => {
+                    let mut doc = leaf.clone();
+                    for name in path.iter().rev() {
+                        let mut t = toml::Table::new();
+                        t.insert(name.clone(), doc);
+                        doc = toml::Value::Table(t);
+                    }
+                    if let Err(e) = deserialize(doc) {
+                        if !out.contains(&e) {
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, &mut Vec::new(), &mut out);
+    out
 }
 
 /// What differs between the two partner sections when a key is left out.

@@ -46,6 +46,29 @@ impl Secret {
         file: Option<&Path>,
         env: &dyn Env,
     ) -> Result<Secret, String> {
+        let secret = Self::read(key, env_name, file, env)?;
+        // What `run` would refuse when it puts the secret in a header is
+        // refused here, so `check-config` and `run` agree.
+        if let Some(c) = secret.value.chars().find(|c| !(' '..='~').contains(c)) {
+            let what = match &secret.source {
+                SecretSource::Env(name) => format!("{key}_env: environment variable {name}"),
+                SecretSource::File(path) => format!("{key}_file: {}", path.display()),
+                SecretSource::Builtin => key.to_string(),
+            };
+            return Err(format!(
+                "{what} holds a character not allowed in a header (U+{:04X}); a secret is printable ASCII",
+                u32::from(c)
+            ));
+        }
+        Ok(secret)
+    }
+
+    fn read(
+        key: &str,
+        env_name: Option<&str>,
+        file: Option<&Path>,
+        env: &dyn Env,
+    ) -> Result<Secret, String> {
         match (env_name, file) {
             (Some(_), Some(_)) => Err(format!("{key}_env and {key}_file are both set; choose one")),
             (None, None) => Err(format!(

@@ -242,3 +242,33 @@ fn zero_or_negative_rates_are_refused_clearly() {
         0.5
     );
 }
+
+#[test]
+fn every_key_that_does_not_fit_is_reported_not_only_the_first() {
+    let bad = "[server]\nlisten = 8787\nmax_in_flight = \"many\"\n[encore.retry]\nmax_retries = -1\n[log]\nlevel = \"warning\"\n";
+    let err = problems(bad, &env());
+    for expect in [
+        "server.listen",
+        "server.max_in_flight",
+        "encore.retry.max_retries",
+    ] {
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+}
+
+#[test]
+fn a_secret_run_would_refuse_is_refused_by_check_config_too() {
+    let env = MapEnv::from([
+        ("ENCORE_API_KEY", "pk_test_ok\u{7}bell"),
+        ("BESITOS_TOKEN", "token"),
+    ]);
+    let err = problems(SHIPPED, &env);
+    assert!(
+        err.contains("ENCORE_API_KEY holds a character not allowed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("bell"),
+        "the secret itself is never shown: {err}"
+    );
+}

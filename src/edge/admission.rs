@@ -3,12 +3,17 @@
 //! nothing is read from the body until the target, host and caller are known):
 //!
 //! 1. request target: one of the two routes, POST, origin-form (404 / 405 / 400)
-//! 2. `Host`: exactly one, well-formed, in `server.allowed_hosts` if set (400)
-//! 3. inbound token, when configured (401)
-//! 4. Besitos `partner_id` configured (404 `unknown_partner`)
-//! 5. `Content-Type` JSON (415), body within the limit and the read timeout (413 / 408)
-//! 6. the route's JSON rules (400 `invalid_request` naming the field)
-//! 7. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
+//! 2. at most `server.max_headers` headers (431); `Transfer-Encoding`, if
+//!    any, exactly `chunked` (400)
+//! 3. `Host`: exactly one, well-formed with a valid port, in
+//!    `server.allowed_hosts` if set (400)
+//! 4. inbound token, when configured: exactly one, matching (401)
+//! 5. Besitos `partner_id` configured (404 `unknown_partner`)
+//! 6. `Content-Type` once and JSON (400 / 415), body within the limit and the
+//!    read timeout (413 / 408)
+//! 7. the route's JSON rules, no key twice in any object (400
+//!    `invalid_request` naming the field or key)
+//! 8. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ pub type Refusal = (Option<Route>, GatewayError);
 pub struct Admission {
     body_limit: usize,
     body_read_timeout: Duration,
+    max_headers: usize,
     allowed_hosts: Vec<String>,
     inbound_token: Option<Secret>,
     partners: HashSet<String>,
@@ -42,6 +48,7 @@ impl Admission {
         Admission {
             body_limit: config.server.body_limit_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            max_headers: config.server.max_headers,
             allowed_hosts: config.server.allowed_hosts.clone(),
             inbound_token: config.server.inbound_token.clone(),
             partners: config.besitos.partners.keys().cloned().collect(),
@@ -61,12 +68,19 @@ impl Admission {
         let target = route::match_target(&parts.method, &parts.uri).map_err(|e| (None, e))?;
         let route = target.route;
         let known = |e| (Some(route), e);
+        self.check_framing(&parts).map_err(known)?;
         self.check_host(&parts).map_err(known)?;
         self.check_token(&parts).map_err(known)?;
         if let Some(id) = &target.partner_id {
             if !self.partners.contains(id) {
                 return Err(known(GatewayError::UnknownPartner(id.clone())));
             }
+        }
+        if parts.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
+            return Err(known(GatewayError::invalid(
+                "Content-Type",
+                "send the header once",
+            )));
         }
         let declared_json = match parts.headers.get(header::CONTENT_TYPE) {
             Some(ct) if headers::is_json_content_type(ct) => true,
@@ -102,6 +116,25 @@ impl Admission {
         })
     }
 
+    /// The header count, and a `Transfer-Encoding` a partner could read
+    /// differently (`gzip, chunked`, repeated, obfuscated).
+    fn check_framing(&self, parts: &Parts) -> Result<(), GatewayError> {
+        if parts.headers.len() > self.max_headers {
+            return Err(GatewayError::TooManyHeaders {
+                limit: self.max_headers,
+            });
+        }
+        let mut te = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
+        match (te.next(), te.next()) {
+            (None, _) => Ok(()),
+            (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+            _ => Err(GatewayError::invalid(
+                "Transfer-Encoding",
+                "only a single `chunked` is accepted",
+            )),
+        }
+    }
+
     fn check_host(&self, parts: &Parts) -> Result<(), GatewayError> {
         let mut hosts = parts.headers.get_all(header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
@@ -119,7 +152,7 @@ impl Admission {
         };
         let authority = http::uri::Authority::try_from(host.as_bytes())
             .ok()
-            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty() && valid_port(a))
             .ok_or_else(|| {
                 GatewayError::InvalidHost("the Host header is not a host[:port]".into())
             })?;
@@ -138,8 +171,10 @@ impl Admission {
         let Some(token) = &self.inbound_token else {
             return Ok(());
         };
-        match parts.headers.get(&X_OFFERGATE_TOKEN) {
-            Some(v) if token.matches(v.as_bytes()) => Ok(()),
+        // Exactly one: with two, which one a check and a log read would differ.
+        let mut sent = parts.headers.get_all(&X_OFFERGATE_TOKEN).iter();
+        match (sent.next(), sent.next()) {
+            (Some(v), None) if token.matches(v.as_bytes()) => Ok(()),
             _ => Err(GatewayError::Unauthorized),
         }
     }
@@ -175,6 +210,16 @@ impl Admission {
                 format!("could not be read: {e}"),
             )),
         }
+    }
+}
+
+/// No port, or a port from 0 to 65535 (`Host: x:99999` is not a host).
+fn valid_port(a: &http::uri::Authority) -> bool {
+    match a.as_str().strip_prefix(a.host()) {
+        None | Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok()),
     }
 }
 

@@ -29,7 +29,7 @@ use tower::Service;
 
 use crate::call::clock;
 use crate::call::error::GatewayError;
-use crate::call::headers::{self, X_REQUEST_ID};
+use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::Config;
@@ -150,6 +150,11 @@ impl Edge {
                 route = route.map(|r| r.as_str()).unwrap_or("-"),
                 status = answer.status.as_u16(),
                 outcome = answer.outcome.as_str(),
+                fallback = answer
+                    .headers
+                    .get(&X_OFFERGATE_FALLBACK)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
             );

@@ -28,6 +28,7 @@ pub fn answer(error: GatewayError) -> ProxyResponse {
         InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,
         PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

@@ -24,7 +24,7 @@ use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::PerRoute;
+use crate::call::route::{PerRoute, Route};
 use crate::config::{CircuitConfig, Config};
 use crate::metrics::Metrics;
 
@@ -43,7 +43,7 @@ impl Circuit {
         metrics: &Metrics,
     ) -> Result<AroundLayer<Circuit>, String> {
         let breakers = Arc::new(PerRoute::new(|r| {
-            Breaker::new(config.resilience(r).circuit.clone())
+            Breaker::new(r, config.resilience(r).circuit.clone())
         }));
         let (read, paused) = (breakers.clone(), pauses.clone());
         metrics.route_gauge(
@@ -109,6 +109,8 @@ enum Mode {
 
 /// One partner's circuit state.
 pub struct Breaker {
+    /// Whose circuit this is, for the log lines.
+    route: Route,
     state: Mutex<State>,
     config: CircuitConfig,
 }
@@ -126,8 +128,9 @@ pub struct Permit<'a> {
 }
 
 impl Breaker {
-    pub fn new(config: CircuitConfig) -> Breaker {
+    pub fn new(route: Route, config: CircuitConfig) -> Breaker {
         Breaker {
+            route,
             state: Mutex::new(State {
                 mode: Mode::Closed { failures: 0 },
             }),
@@ -184,7 +187,12 @@ impl Breaker {
             (Mode::Closed { failures }, false, Some(false)) => {
                 let failures = failures + 1;
                 if failures >= self.config.failure_threshold {
-                    tracing::warn!(failures, "circuit opened: the partner keeps failing");
+                    tracing::warn!(
+                        route = self.route.as_str(),
+                        failures,
+                        cooldown_ms = self.config.cooldown.as_millis() as u64,
+                        "circuit opened: the partner keeps failing"
+                    );
                     Mode::Open {
                         until: clock::now() + self.config.cooldown,
                     }
@@ -218,10 +226,13 @@ mod tests {
     use super::*;
 
     fn breaker() -> Breaker {
-        Breaker::new(CircuitConfig {
-            failure_threshold: 3,
-            cooldown: Duration::from_secs(5),
-        })
+        Breaker::new(
+            Route::EncoreOffers,
+            CircuitConfig {
+                failure_threshold: 3,
+                cooldown: Duration::from_secs(5),
+            },
+        )
     }
 
     #[tokio::test(start_paused = true)]

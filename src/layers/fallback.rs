@@ -13,11 +13,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
+use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
@@ -25,9 +26,6 @@ use crate::call::route::{self, PerRoute, Route, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
 use crate::metrics::Metrics;
 use prometheus::IntCounterVec;
-
-/// The response header naming why a fallback was answered.
-pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");
 
 const ENCORE_NO_OFFER: &[u8] = br#"{"success":true,"offer":null}"#;
 

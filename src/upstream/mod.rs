@@ -142,9 +142,7 @@ impl UpstreamInner {
             );
         }
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        if !h.contains_key(header::USER_AGENT) {
-            h.insert(header::USER_AGENT, self.user_agent.clone());
-        }
+        h.insert(header::USER_AGENT, self.user_agent.clone());
         match route {
             Route::EncoreOffers => {
                 h.insert(X_API_KEY.clone(), self.encore_key.clone());

@@ -163,7 +163,7 @@ async fn besitos_without_a_body_asks_for_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partner_4xx_passes_through_and_hop_by_hop_headers_stay_home() {
+async fn partner_4xx_passes_through_and_only_allowlisted_headers_travel() {
     let h = Harness::start().await;
     h.sim.state.set_plan(
         Route::EncoreOffers,
@@ -176,6 +176,12 @@ async fn partner_4xx_passes_through_and_hop_by_hop_headers_stay_home() {
                 ("connection", "x-hop-secret"),
                 ("x-hop-secret", "1"),
                 ("x-tenant", "acme"),
+                ("x-http-method-override", "DELETE"),
+                ("forwarded", "for=203.0.113.9;host=evil.example"),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
             ],
             ENCORE_BODY,
         )
@@ -187,11 +193,21 @@ async fn partner_4xx_passes_through_and_hop_by_hop_headers_stay_home() {
         "the partner's own 400 body"
     );
     let seen = h.sim.state.last(Route::EncoreOffers).unwrap();
-    assert!(seen.headers.get("x-hop-secret").is_none());
+    for name in [
+        "x-hop-secret",
+        "x-tenant",
+        "x-http-method-override",
+        "forwarded",
+    ] {
+        assert!(
+            seen.headers.get(name).is_none(),
+            "{name} is not on the allowlist"
+        );
+    }
     assert_eq!(
-        seen.headers.get("x-tenant").unwrap(),
-        "acme",
-        "end-to-end headers travel"
+        seen.headers.get("traceparent").unwrap(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "trace context travels"
     );
     let generated = a.headers.get("x-request-id").unwrap();
     assert_eq!(
