@@ -53,13 +53,20 @@ impl Gateway {
             header_read_timeout: config.server.header_read_timeout,
             max_header_bytes: config.server.max_header_bytes,
             grace: config.server.shutdown_grace,
+            max_connections: config.server.max_connections,
+        };
+        // The admin listener has its own, small cap: a flood there cannot
+        // take connections from callers, nor callers from the probes.
+        let admin_opts = ServeOptions {
+            max_connections: 64,
+            ..opts
         };
         let admin_svc = Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
         };
         let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
-        let admin_task = tokio::spawn(serve(admin, None, admin_svc, opts, admin_rx));
+        let admin_task = tokio::spawn(serve(admin, None, admin_svc, admin_opts, admin_rx));
         ready.store(true, Ordering::Release);
         tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "offergate ready");
         Ok(Gateway {

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Calls in flight at once; past it a call is answered 503 at once.
     pub max_in_flight: usize,
+    /// Open caller connections; at the cap the longest-idle one is closed.
+    pub max_connections: usize,
     /// Request headers accepted; more answers 431 (below the partners' limits).
     pub max_headers: usize,
     /// The request line and headers together, in bytes; more answers 431.

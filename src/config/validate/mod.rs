@@ -89,6 +89,10 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         "server.max_in_flight",
         bounded(s.max_in_flight, 1, 1_000_000),
     );
+    let max_connections = p.check(
+        "server.max_connections",
+        bounded(s.max_connections, 1, 1_000_000),
+    );
     let max_headers = p.check("server.max_headers", bounded(s.max_headers, 1, 100));
     let max_header_bytes = p.check(
         "server.max_header_bytes",
@@ -104,6 +108,7 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         shutdown_grace: shutdown_grace?,
         max_in_flight: max_in_flight?,
         max_headers: max_headers?,
+        max_connections: max_connections?,
         max_header_bytes: max_header_bytes?,
         allowed_hosts: (allowed_hosts.len() == s.allowed_hosts.len()).then_some(allowed_hosts)?,
         inbound_token: inbound_token?,
