@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -17,6 +17,8 @@ use tokio::time::Instant;
 /// idle, and how to ask it to close.
 pub struct Conn {
     busy: AtomicUsize,
+    /// Asked to close: no longer counted, never picked again.
+    closing: AtomicBool,
     /// Milliseconds after the listener's start.
     idle_since_ms: AtomicU64,
     pub(super) close: Notify,
@@ -59,20 +61,32 @@ impl Conns {
     /// Registers a new connection, making room under `cap` first.
     pub fn admit(&self, cap: usize) -> Admit {
         let mut open = self.lock();
-        if open.len() >= cap {
+        // Below the cap nothing is scanned; at it, connections already asked
+        // to close do not count (they leave as soon as their task runs).
+        let live = |open: &HashMap<u64, Arc<Conn>>| {
+            open.values()
+                .filter(|c| !c.closing.load(Ordering::Relaxed))
+                .count()
+        };
+        if open.len() >= cap && live(&open) >= cap {
             let oldest_idle = open
                 .values()
-                .filter(|c| c.busy.load(Ordering::Acquire) == 0)
+                .filter(|c| {
+                    c.busy.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Relaxed)
+                })
                 .min_by_key(|c| c.idle_since_ms.load(Ordering::Relaxed));
             match oldest_idle {
-                // It leaves when it notices; the new one may run meanwhile.
-                Some(idle) => idle.close.notify_one(),
+                Some(idle) => {
+                    idle.closing.store(true, Ordering::Relaxed);
+                    idle.close.notify_one();
+                }
                 None => return Admit::Refuse,
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             busy: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(self.now_ms()),
             close: Notify::new(),
         });

@@ -11,6 +11,7 @@ mod admin;
 mod binary;
 mod faults;
 mod forward;
+mod hostile;
 mod idempotency;
 mod rate_limit;
 mod refuse;

@@ -277,3 +277,28 @@ pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Sends raw bytes on a fresh connection and reads until the server closes
+/// it (or 5 s pass): every status line answered, in order. Empty: the server
+/// closed the connection without an answer.
+pub async fn raw_statuses(addr: SocketAddr, request: &[u8]) -> Vec<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may close before it has read everything; that is an answer too.
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    // Answers follow each other's bodies directly: find every status line.
+    let text = String::from_utf8_lossy(&buf);
+    let mut statuses = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find("HTTP/1.") {
+        let line = &rest[at..];
+        if let Some(code) = line.get(9..12).and_then(|c| c.parse().ok()) {
+            if line.as_bytes().get(8) == Some(&b' ') {
+                statuses.push(code);
+            }
+        }
+        rest = &rest[at + 7..];
+    }
+    statuses
+}

@@ -1,0 +1,177 @@
+//! Hostile input at the byte level, as an attacker or a broken client would
+//! send it, not as a well-behaved HTTP client can: smuggling, framing games,
+//! oversized and too many headers, Host and path games, odd HTTP versions,
+//! pipelining, hostile JSON, slow and idle clients. Each gets a clear 4xx or a
+//! closed connection, nothing reaches the partner, and a normal call made
+//! afterwards is answered.
+
+use std::time::{Duration, Instant};
+
+use offergate::call::route::Route;
+
+use crate::support::*;
+
+/// A POST to the Encore route with `headers` (each ending in CRLF) and `body`,
+/// with `Connection: close`.
+fn post(headers: &str, body: &str) -> String {
+    format!(
+        "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n{body}"
+    )
+}
+
+fn json_post(body: &str) -> String {
+    post(
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        body,
+    )
+}
+
+/// A closed connection without an answer.
+const CLOSED: u16 = 0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            c.server.header_read_timeout = Duration::from_millis(300);
+            c.server.body_read_timeout = Duration::from_millis(300);
+        })
+    })
+    .await;
+    let ct = "Content-Type: application/json\r\n";
+    let many_headers: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let too_many_for_hyper: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let huge_header = format!("X-Big: {}\r\n", "a".repeat(64 * 1024));
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let cases: Vec<(&str, String, &[u16])> = vec![
+        // Smuggling: both framings (hyper frames by TE alone, drops the length
+        // and closes the connection after answering), conflicting lengths, TE games.
+        ("CL and TE together", post(&format!("{ct}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"), "0\r\n\r\n"), &[400]),
+        ("two different Content-Lengths", post(&format!("{ct}Content-Length: 2\r\nContent-Length: 3\r\n"), "{}"), &[400, CLOSED]),
+        ("a signed Content-Length", post(&format!("{ct}Content-Length: +2\r\n"), "{}"), &[400, CLOSED]),
+        ("a Content-Length list", post(&format!("{ct}Content-Length: 2, 2\r\n"), "{}"), &[400, CLOSED]),
+        ("TE gzip, chunked", post(&format!("{ct}Transfer-Encoding: gzip, chunked\r\n"), "2\r\n{}\r\n0\r\n\r\n"), &[400, CLOSED]),
+        ("TE chunked twice", post(&format!("{ct}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), "2\r\n{}\r\n0\r\n\r\n"), &[400, CLOSED]),
+        ("TE xchunked", post(&format!("{ct}Transfer-Encoding: xchunked\r\n"), "2\r\n{}\r\n0\r\n\r\n"), &[400, 501, CLOSED]),
+        ("space before the colon", post(&format!("{ct}Transfer-Encoding : chunked\r\n"), "2\r\n{}\r\n0\r\n\r\n"), &[400, CLOSED]),
+        ("a chunk size that overflows", post(&format!("{ct}Transfer-Encoding: chunked\r\n"), "fffffffffffffffffff\r\n{}\r\n0\r\n\r\n"), &[400, 413, CLOSED]),
+        ("a negative chunk size", post(&format!("{ct}Transfer-Encoding: chunked\r\n"), "-2\r\n{}\r\n0\r\n\r\n"), &[400, CLOSED]),
+        // hyper reads bare LF line ends; the request is rebuilt for the partner, so
+        // nothing of its framing travels. Here it lacks a Content-Type.
+        ("a bare LF line ending", format!("POST {ENCORE_PATH} HTTP/1.1\nHost: x\nContent-Length: 2\n\n{{}}"), &[400, 415, CLOSED]),
+        // Size and count.
+        ("70 headers", post(&format!("{ct}{many_headers}Content-Length: 2\r\n"), "{}"), &[431]),
+        ("120 headers", post(&format!("{ct}{too_many_for_hyper}Content-Length: 2\r\n"), "{}"), &[431, CLOSED]),
+        ("a 64 KiB header", post(&format!("{ct}{huge_header}Content-Length: 2\r\n"), "{}"), &[431, CLOSED]),
+        ("a 10 MiB body announced", post(&format!("{ct}Content-Length: 10485760\r\n"), ""), &[413]),
+        // Targets, Host, versions.
+        ("absolute-form", format!("POST http://evil.example{ENCORE_PATH} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), &[400]),
+        ("CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n".into(), &[405, 400]),
+        ("a fragment in the target", format!("POST {ENCORE_PATH}#x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400, 404]),
+        ("a port past 65535", format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: x:99999\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
+        ("no Host", format!("POST {ENCORE_PATH} HTTP/1.1\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
+        ("a path with ..", "POST /encore/publisher/sdk/v1/offers/../offers/message HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".into(), &[404]),
+        ("HTTP/2.0 in the request line", format!("POST {ENCORE_PATH} HTTP/2.0\r\nHost: x\r\n\r\n"), &[400, 505, CLOSED]),
+        ("HTTP/0.9", format!("GET {ENCORE_PATH}\r\n\r\n"), &[400, CLOSED]),
+        ("HTTP/1.0 without Host", format!("POST {ENCORE_PATH} HTTP/1.0\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
+        ("an h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(), &[400, 505, CLOSED]),
+        ("binary garbage", "\u{0}\u{1}\u{2}\u{ff}garbage\r\n\r\n".into(), &[400, CLOSED]),
+        // Hostile JSON.
+        ("truncated JSON", json_post(r#"{"clientId":"#), &[400]),
+        ("a duplicate key", json_post(&ENCORE_BODY.replace(r#""clientId":"client-42""#, r#""clientId":"","clientId":"client-42""#)), &[400]),
+        ("nesting 5000 deep", json_post(&deep), &[400]),
+        ("a body shorter than announced", post(&format!("{ct}Content-Length: 100\r\n"), "{}"), &[408, 400, CLOSED]),
+        ("a form body", post("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n", "a=b"), &[415]),
+        // Slow client: headers never finished.
+        ("headers never finished", format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nX-Slow: "), &[408, CLOSED]),
+    ];
+    let mut tried = 0;
+    for (name, request, allowed) in &cases {
+        let got = raw_statuses(h.gw.proxy_addr, request.as_bytes()).await;
+        let first = got.first().copied().unwrap_or(CLOSED);
+        assert!(
+            allowed.contains(&first),
+            "{name}: answered {got:?}, expected one of {allowed:?}"
+        );
+        tried += 1;
+    }
+    // Invalid UTF-8 inside a JSON string (bytes, not a Rust string).
+    let mut bad_utf8 = json_post(r#"{"clientId":"?"}"#).into_bytes();
+    let at = bad_utf8.iter().rposition(|b| *b == b'?').unwrap_or(0);
+    bad_utf8[at] = 0xff;
+    assert_eq!(
+        raw_statuses(h.gw.proxy_addr, &bad_utf8).await,
+        [400],
+        "invalid UTF-8"
+    );
+    tried += 1;
+    // Pipelined: two refusals in one write, both answered, in order.
+    let pipelined = format!(
+        "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n{}",
+        json_post("[]")
+    );
+    assert_eq!(
+        raw_statuses(h.gw.proxy_addr, pipelined.as_bytes()).await,
+        [404, 400]
+    );
+    assert_eq!(h.total_calls(), 0, "nothing reached the partner");
+    // The admin listener refuses the same way.
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n0",
+        "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /../metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let got = raw_statuses(h.gw.admin_addr, request.as_bytes()).await;
+        assert!(matches!(got.first(), Some(400..=499) | None), "{request}: {got:?}");
+    }
+    // And a normal call is still answered.
+    let ok = h.post(ENCORE_PATH, &[], &encore_body()).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+    assert!(tried >= 30, "{tried} hostile requests tried");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_flood_cannot_crowd_out_a_normal_call() {
+    let h = Harness::with_config(|o| {
+        tuned(o, |c| {
+            c.server.max_connections = 50;
+        })
+    })
+    .await;
+    // 300 connections that send nothing.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = tokio::net::TcpStream::connect(h.gw.proxy_addr).await {
+            idle.push(s);
+        }
+    }
+    let started = Instant::now();
+    let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The cap held: most of the flood was closed by offergate to make room.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for mut s in idle {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 250,
+        "only {closed} of 300 idle connections were closed"
+    );
+    h.stop().await;
+}
