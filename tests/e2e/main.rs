@@ -16,4 +16,5 @@ mod idempotency;
 mod rate_limit;
 mod refuse;
 mod resilience;
+mod signals;
 mod tls;
