@@ -21,6 +21,8 @@ pub mod simulator;
 pub mod upstream;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 pub use app::gateway::Gateway;

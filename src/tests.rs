@@ -25,6 +25,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("cli", &["call", "config", "app", "simulator"]),
+    // Test-only: the property tests of every parser (`props.rs`).
+    ("props", &["call", "config", "edge", "upstream"]),
 ];
 
 /// `(module, used module) -> first file that uses it`, test code left out.

@@ -1,0 +1,134 @@
+//! Property tests of every parser and transformer a caller's or a partner's
+//! bytes pass through: JSON and its canonical form, the fingerprint, body
+//! validation, `Retry-After`, the Besitos page-URL rewrite, and config
+//! parsing. Whatever the input, no panic; and the laws each one promises.
+//! (A unit test module: `cargo test --lib props`.)
+
+use proptest::prelude::*;
+
+use crate::call::base_url::BaseUrl;
+use crate::call::fingerprint::{canonical, fingerprint};
+use crate::call::json::Json;
+use crate::call::outcome::retry_after;
+use crate::call::route::{Route, Target};
+use crate::config::{Config, MapEnv};
+use crate::edge::validate::check_body;
+use crate::upstream::partner_body::rewrite_besitos;
+
+/// A JSON value as text, objects with distinct keys, a few levels deep.
+fn json_text() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        (-1e9f64..1e9).prop_map(|f| format!("{f:?}")),
+        "[a-zA-Z0-9 é\"\\\\/\n]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..6).prop_map(|m| {
+                let fields: Vec<String> = m
+                    .into_iter()
+                    .map(|(k, v)| format!("{}:{v}", serde_json::to_string(&k).unwrap_or_default()))
+                    .collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    })
+}
+
+/// The same object with its top-level fields in another order and spacing.
+fn reordered(text: &str) -> Option<String> {
+    let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    let fields: Vec<String> = map
+        .iter()
+        .rev()
+        .map(|(k, v)| format!(" {} : {v} ", serde_json::to_string(k).unwrap_or_default()))
+        .collect();
+    Some(format!("{{ {} }}", fields.join(",\n")))
+}
+
+fn encore() -> Target {
+    Target {
+        route: Route::EncoreOffers,
+        partner_id: None,
+        page: None,
+    }
+}
+
+proptest! {
+    #[test]
+    fn canonical_form_and_fingerprint_ignore_key_order(text in json_text()) {
+        if let Some(other) = reordered(&text) {
+            prop_assert_eq!(canonical(text.as_bytes()), canonical(other.as_bytes()));
+            prop_assert_eq!(fingerprint(&encore(), text.as_bytes()), fingerprint(&encore(), other.as_bytes()));
+        }
+        // Canonical output is itself JSON, and canonical again unchanged.
+        let once = canonical(text.as_bytes());
+        prop_assert!(Json::parse(&once).is_ok());
+        prop_assert_eq!(canonical(&once), once);
+    }
+
+    #[test]
+    fn a_key_given_twice_is_always_refused(
+        text in json_text(), key in "[a-z]{1,6}", first in json_text(),
+    ) {
+        // Splice a repeated key into any object, at the top level.
+        let doc = format!("{{\"{key}\":{first},\"wrap\":{text},\"{key}\":{first}}}");
+        let e = Json::parse(doc.as_bytes()).expect_err("a duplicate key");
+        prop_assert!(e.to_string().contains("duplicate key"), "{}", e);
+        prop_assert!(check_body(Route::EncoreOffers, doc.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn no_body_makes_validation_or_fingerprinting_panic(body in prop::collection::vec(any::<u8>(), 0..300)) {
+        for route in Route::ALL {
+            let _ = check_body(route, &body);
+        }
+        let _ = fingerprint(&encore(), &body);
+        let _ = Json::parse(&body);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_never_panics(v in ".{0,40}", secs in 0u64..1_000_000) {
+        let mut h = http::HeaderMap::new();
+        if let Ok(value) = http::HeaderValue::from_str(&v) {
+            h.insert(http::header::RETRY_AFTER, value);
+            let _ = retry_after(&h, std::time::SystemTime::now());
+        }
+        h.insert(http::header::RETRY_AFTER, secs.into());
+        prop_assert_eq!(retry_after(&h, std::time::SystemTime::now()), Some(std::time::Duration::from_secs(secs)));
+    }
+
+    #[test]
+    fn the_besitos_rewrite_changes_only_the_origin_of_page_urls(
+        host in "[a-z]{1,10}\\.(test|example)", page in 1u32..1000, path in "(/[a-z0-9]{1,8}){1,3}",
+        message in ".{0,30}",
+    ) {
+        let public = BaseUrl::parse("https://gw.internal:8443").unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("https://{host}{path}?page={page}");
+        let body = serde_json::json!({
+            "data": [{"message": message, "link": url}],
+            "next_page_url": url,
+            "path": format!("https://{host}{path}"),
+            "links": [{"url": url}],
+        });
+        let out = rewrite_besitos(body.to_string().as_bytes(), &public, "").expect("a page");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        prop_assert_eq!(&v["next_page_url"], &serde_json::json!(format!("https://gw.internal:8443{path}?page={page}")));
+        prop_assert_eq!(&v["path"], &serde_json::json!(format!("https://gw.internal:8443{path}")));
+        prop_assert_eq!(&v["links"][0]["url"], &v["next_page_url"]);
+        // Data is the partner's and is left alone.
+        prop_assert_eq!(&v["data"], &body["data"]);
+    }
+
+    #[test]
+    fn no_config_text_makes_the_loader_panic(text in ".{0,200}", toml_ish in "(\\[[a-z.]{1,12}\\]\n)?([a-z_]{1,16} = (\"[^\"\n]{0,10}\"|[0-9]{1,6}|true|\\[\\])\n){0,6}") {
+        let env = MapEnv::from([("ENCORE_API_KEY", "pk_test_x"), ("BESITOS_TOKEN", "t")]);
+        let _ = Config::from_toml(&text, &env);
+        let _ = Config::from_toml(&toml_ish, &env);
+    }
+}
