@@ -14,6 +14,7 @@ mod fleet;
 mod forward;
 mod hostile;
 mod idempotency;
+mod load_faults;
 mod rate_limit;
 mod refuse;
 mod resilience;
