@@ -147,6 +147,12 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
     );
     seen.extend(log.lines().map(str::to_string));
     let found: Vec<&String> = seen.iter().filter(|t| t.contains(CANARY)).collect();
+    println!(
+        "secrets: {} outputs scanned ({} log lines), {} with a secret",
+        seen.len(),
+        log.lines().count(),
+        found.len()
+    );
     assert!(
         found.is_empty(),
         "secrets found in {} of {} outputs: {found:#?}",
