@@ -262,3 +262,38 @@ fn run_mode_in_front_of_the_standalone_simulator() {
     assert!(status.success(), "{status:?}");
     let _ = &mut gw;
 }
+
+#[test]
+fn check_config_into_a_closed_pipe_is_not_a_crash() {
+    // `offergate check-config | head -1`: the reader leaves after one line.
+    let mut child = Command::new(BIN)
+        .args(["check-config", "-c", &shipped_config()])
+        .env("ENCORE_API_KEY", "pk_live_pipe")
+        .env("BESITOS_TOKEN", "t")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_log_level_that_is_not_a_level_is_refused() {
+    let out = Command::new(BIN)
+        .args(["check-config", "-c", &shipped_config()])
+        .env("ENCORE_API_KEY", "pk_live_x")
+        .env("BESITOS_TOKEN", "t")
+        .env("OFFERGATE_LOG__LEVEL", "warning")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("log.level: `warning` is not a level"),
+        "{stderr}"
+    );
+}

@@ -12,29 +12,11 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::fleet::Fleet;
+use crate::fleet::{open_fds, rss_kib, Fleet};
 use crate::support::*;
 
 const SECS: u64 = 8;
 const DEADLINE: Duration = Duration::from_millis(2_500);
-
-fn proc_status(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_caller_is_answered_in_time_while_the_partner_misbehaves() {
@@ -54,7 +36,7 @@ async fn every_caller_is_answered_in_time_while_the_partner_misbehaves() {
     let pid = f.gw.0.id();
     // Warm up, then take the baseline.
     f.calls(20, 0).await;
-    let (fds_before, rss_before) = (open_fds(pid), proc_status(pid, "VmRSS:"));
+    let (fds_before, rss_before) = (open_fds(pid), rss_kib(pid));
     // The partner's misbehaviour, cycled: enough plan for every call.
     let cycle = [
         "503",
@@ -145,7 +127,7 @@ async fn every_caller_is_answered_in_time_while_the_partner_misbehaves() {
 
     // Once idle again: no connection leak, memory back near its baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (fds_after, rss_after) = (open_fds(pid), proc_status(pid, "VmRSS:"));
+    let (fds_after, rss_after) = (open_fds(pid), rss_kib(pid));
     assert!(
         fds_after <= fds_before + 70,
         "fds {fds_before} -> {fds_after}"

@@ -63,6 +63,13 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
             encore_body(),
             401,
         ),
+        // Twice, one of them right: a check and a log must never read different ones.
+        (
+            ENCORE_PATH.into(),
+            vec![token, ("x-offergate-token", "other")],
+            encore_body(),
+            401,
+        ),
         (
             ENCORE_PATH.into(),
             vec![token],
