@@ -152,6 +152,10 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
         log.lines().count() > 10,
         "the debug log was captured:\n{log}"
     );
+    assert!(
+        log.contains(r#""fallback":"upstream_status_500""#),
+        "the access log names the fallback reason:\n{log}"
+    );
     seen.extend(log.lines().map(str::to_string));
     let found: Vec<&String> = seen.iter().filter(|t| t.contains(CANARY)).collect();
     println!(
