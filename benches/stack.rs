@@ -65,10 +65,16 @@ fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::E
             &config(),
             BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
             &Metrics::new(),
+            None,
             tower::service_fn(move |_req: ProxyRequest| {
                 let mut resp = ProxyResponse::json(status, offer.clone());
                 resp.outcome = Outcome::Forwarded;
-                async move { Ok::<_, GatewayError>(resp) }
+                // As the upstream does: only the partner's 200 and 400 are answers.
+                let answer = match status.as_u16() {
+                    200 | 400 => Ok(resp),
+                    _ => Err(GatewayError::PartnerStatus(Box::new(resp))),
+                };
+                async move { answer }
             }),
         )
         .unwrap()

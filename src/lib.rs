@@ -18,6 +18,7 @@ pub mod layers;
 pub mod metrics;
 pub mod server;
 pub mod simulator;
+pub mod state;
 pub mod upstream;
 
 #[cfg(test)]

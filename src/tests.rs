@@ -14,14 +14,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("server", &[]),
     ("config", &["call"]),
     ("metrics", &["call"]),
-    ("layers", &["call", "config", "metrics"]),
+    ("state", &["call", "config", "metrics"]),
+    ("layers", &["call", "config", "metrics", "state"]),
     ("upstream", &["call", "config", "metrics"]),
     ("edge", &["call", "config", "metrics"]),
     ("simulator", &["call", "server"]),
     (
         "app",
         &[
-            "call", "config", "metrics", "layers", "upstream", "edge", "server",
+            "call", "config", "metrics", "state", "layers", "upstream", "edge", "server",
         ],
     ),
     ("cli", &["call", "config", "app", "simulator"]),

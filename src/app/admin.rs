@@ -12,12 +12,17 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::call::error::GatewayError;
+use crate::config::OnStateError;
 use crate::edge::respond;
+use crate::state::Redis;
 
 #[derive(Clone)]
 pub struct Admin {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// The shared state backend, when there is one: its health is part of
+    /// readiness.
+    pub state: Option<Redis>,
 }
 
 fn text(
@@ -54,15 +59,41 @@ impl Admin {
         }
         match path {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" if self.ready.load(Ordering::Acquire) => {
-                text(StatusCode::OK, "text/plain", "ready\n")
-            }
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
+            "/readyz" => self.readiness(),
             _ => text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             ),
+        }
+    }
+}
+
+impl Admin {
+    /// 200 while serving, 503 while starting or draining. A degraded shared
+    /// state is reported in the body; it makes offergate unready only where
+    /// calls would fail without it (`on_error = "fail_closed"`).
+    fn readiness(&self) -> Response<Full<Bytes>> {
+        if !self.ready.load(Ordering::Acquire) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n");
+        }
+        match &self.state {
+            None => text(StatusCode::OK, "text/plain", "ready\n"),
+            Some(redis) if !redis.degraded() => {
+                text(StatusCode::OK, "text/plain", "ready\nstate: redis ok\n")
+            }
+            Some(redis) => match redis.on_error() {
+                OnStateError::FailOpen => text(
+                    StatusCode::OK,
+                    "text/plain",
+                    "ready\nstate: redis degraded (fail_open: serving without cross-replica de-duplication or fleet-wide limits)\n",
+                ),
+                OnStateError::FailClosed => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\nstate: redis unavailable (fail_closed)\n",
+                ),
+            },
         }
     }
 }

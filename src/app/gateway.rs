@@ -10,9 +10,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::admin::Admin;
+use crate::config::StateBackend;
 use crate::config::{BaseUrl, Config};
 use crate::metrics::Metrics;
 use crate::server::{serve, ServeOptions};
+use crate::state::Redis;
 
 pub struct Gateway {
     pub proxy_addr: SocketAddr,
@@ -45,7 +47,11 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| BaseUrl::for_socket(proxy_addr));
         let metrics = Arc::new(Metrics::new());
-        let edge = crate::app::stack::build(&config, public, &metrics)?;
+        let shared = match config.state.backend {
+            StateBackend::Memory => None,
+            StateBackend::Redis => Some(Redis::connect(&config.state, &metrics)?),
+        };
+        let edge = crate::app::stack::build(&config, public, &metrics, shared.as_ref())?;
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_proxy, proxy_rx) = watch::channel(false);
         let (stop_admin, admin_rx) = watch::channel(false);
@@ -64,6 +70,7 @@ impl Gateway {
         let admin_svc = Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            state: shared,
         };
         let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_svc, admin_opts, admin_rx));

@@ -25,15 +25,22 @@ use crate::layers::pause;
 use crate::layers::rate_limit::{CallerLimit, LimitedCounter, PartnerQuota};
 use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
 use crate::metrics::Metrics;
+use crate::state::Redis;
 use crate::upstream::Upstream;
 
 /// Builds the caller-facing service for `config`.
 ///
 /// `public_base_url` is where callers reach this gateway (Besitos page URLs are
-/// rewritten to it); each piece registers its metrics in `metrics`.
-pub fn build(config: &Config, public_base_url: BaseUrl, metrics: &Metrics) -> Result<Edge, String> {
+/// rewritten to it); each piece registers its metrics in `metrics`; `shared`
+/// is the Redis handle when `[state] backend = "redis"`.
+pub fn build(
+    config: &Config,
+    public_base_url: BaseUrl,
+    metrics: &Metrics,
+    shared: Option<&Redis>,
+) -> Result<Edge, String> {
     let upstream = Upstream::new(config, public_base_url.clone(), metrics)?;
-    build_with(config, public_base_url, metrics, upstream)
+    build_with(config, public_base_url, metrics, shared, upstream)
 }
 
 /// [`build`] around any partner service: the real [`Upstream`], or an
@@ -42,6 +49,7 @@ pub fn build_with<U: Inner>(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
+    shared: Option<&Redis>,
     upstream: U,
 ) -> Result<Edge, String> {
     let pauses = pause::pauses();
@@ -52,17 +60,32 @@ pub fn build_with<U: Inner>(
         .layer(Fallback::layer(config, public_base_url, metrics)?)
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
-        .layer(Idempotency::layer(config, metrics)?)
+        .layer(Idempotency::layer(config, metrics, shared)?)
         // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
-        .layer(CallerLimit::layer(config, pauses.clone(), limited.clone()))
+        .layer(CallerLimit::layer(
+            config,
+            pauses.clone(),
+            limited.clone(),
+            shared.cloned(),
+        ))
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(Retry::layer(config, metrics)?)
         // Per try: refuse at once while the partner is failing or paused.
-        .layer(Circuit::layer(config, pauses, metrics)?)
+        .layer(Circuit::layer(
+            config,
+            pauses.clone(),
+            metrics,
+            shared.cloned(),
+        )?)
         // Per try, retries included: the quota offergate may spend on the partner.
-        .layer(PartnerQuota::layer(config, limited))
+        .layer(PartnerQuota::layer(
+            config,
+            limited,
+            pauses,
+            shared.cloned(),
+        ))
         .service(upstream);
     // In front of it all, the edge: load shedding, admission, panics and
     // errors turned into answers (edge/mod.rs).

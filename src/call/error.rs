@@ -123,6 +123,8 @@ pub enum GatewayError {
         "offergate has server.max_in_flight calls in flight; retry after the Retry-After seconds"
     )]
     Overloaded,
+    #[error("the shared state backend cannot be reached and state.on_error is fail_closed")]
+    StateUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
     #[error("internal error: offergate failed while handling this request")]
@@ -168,7 +170,9 @@ impl GatewayError {
             | CircuitOpen { .. }
             | DeadlineExceeded
             | RetryBudgetExhausted { .. } => ErrorSource::Partner,
-            RateLimited { .. } | Overloaded | Internal(_) | Panic => ErrorSource::Offergate,
+            RateLimited { .. } | Overloaded | StateUnavailable | Internal(_) | Panic => {
+                ErrorSource::Offergate
+            }
         }
     }
 
@@ -218,6 +222,7 @@ impl GatewayError {
             RetryBudgetExhausted { .. } => "retry_budget_exhausted",
             RateLimited { .. } => "rate_limited",
             Overloaded => "overloaded",
+            StateUnavailable => "state_unavailable",
             Internal(_) | Panic => "internal_error",
         }
     }

@@ -45,6 +45,7 @@ pub enum Reason {
     RateLimited,
     RetryBudgetExhausted,
     DeadlineExceeded,
+    StateUnavailable,
 }
 
 impl Reason {
@@ -58,6 +59,7 @@ impl Reason {
             Reason::RateLimited => Cow::Borrowed("rate_limited"),
             Reason::RetryBudgetExhausted => Cow::Borrowed("retry_budget_exhausted"),
             Reason::DeadlineExceeded => Cow::Borrowed("deadline_exceeded"),
+            Reason::StateUnavailable => Cow::Borrowed("state_unavailable"),
         }
     }
 }
@@ -122,6 +124,7 @@ pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
         GatewayError::DeadlineExceeded => Verdict::failure(Reason::DeadlineExceeded, retry, false),
         GatewayError::CircuitOpen { .. } => Verdict::failure(Reason::CircuitOpen, retry, false),
         GatewayError::RateLimited { .. } => Verdict::failure(Reason::RateLimited, retry, false),
+        GatewayError::StateUnavailable => Verdict::failure(Reason::StateUnavailable, retry, false),
         GatewayError::RetryBudgetExhausted { .. } => {
             Verdict::failure(Reason::RetryBudgetExhausted, retry, false)
         }

@@ -34,6 +34,43 @@ pub struct Config {
     pub tls: TlsConfig,
     pub encore: EncoreConfig,
     pub besitos: BesitosConfig,
+    pub state: StateConfig,
+}
+
+/// Where shared state lives: idempotent answers and in-flight locks, rate
+/// limit buckets, partner pauses.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `redis://` or `rediss://` (TLS), without a password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<Secret>,
+    pub key_prefix: String,
+    /// Every Redis call.
+    #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
+    pub timeout: Duration,
+    pub on_error: OnStateError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process: nothing to run, nothing shared.
+    Memory,
+    /// One Redis (or Valkey) for every replica.
+    Redis,
+}
+
+/// What a call gets when the shared state cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStateError {
+    /// Go on without it: no cross-replica de-duplication, local limits.
+    FailOpen,
+    /// The soft fallback, reason `state_unavailable`.
+    FailClosed,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -15,6 +15,34 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub encore: RawRoute,
     pub besitos: RawRoute,
+    pub state: RawState,
+}
+
+/// `[state]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    pub backend: String,
+    pub redis_url: Option<String>,
+    pub redis_password_env: Option<String>,
+    pub redis_password_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+    pub on_error: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            backend: "memory".into(),
+            redis_url: None,
+            redis_password_env: None,
+            redis_password_file: None,
+            key_prefix: "offergate".into(),
+            timeout_ms: 50,
+            on_error: "fail_open".into(),
+        }
+    }
 }
 
 #[derive(Deserialize, Debug)]

@@ -34,7 +34,7 @@ pub fn answer(error: GatewayError) -> ProxyResponse {
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Upstream(_) | RetryBudgetExhausted { .. } => StatusCode::BAD_GATEWAY,
-        CircuitOpen { .. } | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        CircuitOpen { .. } | Overloaded | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Internal(_) | Panic => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -27,10 +27,13 @@ use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{CircuitConfig, Config};
 use crate::metrics::Metrics;
+use crate::state::Redis;
 
 pub struct Circuit {
     breakers: Arc<PerRoute<Breaker>>,
     pauses: Pauses,
+    /// Where a 429's pause is published for the other replicas.
+    shared: Option<Redis>,
     retry_after_cap: PerRoute<Duration>,
 }
 
@@ -41,6 +44,7 @@ impl Circuit {
         config: &Config,
         pauses: Pauses,
         metrics: &Metrics,
+        shared: Option<Redis>,
     ) -> Result<AroundLayer<Circuit>, String> {
         let breakers = Arc::new(PerRoute::new(|r| {
             Breaker::new(r, config.resilience(r).circuit.clone())
@@ -54,6 +58,7 @@ impl Circuit {
         Ok(AroundLayer::new(Circuit {
             breakers,
             pauses,
+            shared,
             retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
         }))
     }
@@ -87,7 +92,15 @@ impl Wrap for Circuit {
                 if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
                     (reason, retry_after)
                 {
-                    pause.pause_until(clock::now() + asked.min(*self.retry_after_cap.get(route)));
+                    let pause_for = asked.min(*self.retry_after_cap.get(route));
+                    pause.pause_until(clock::now() + pause_for);
+                    if let Some(redis) = &self.shared {
+                        // A failure is counted; the other replicas then learn
+                        // of the pause from the partner itself.
+                        let _ = redis
+                            .pause(&super::rate_limit::pause_key(redis, route), pause_for)
+                            .await;
+                    }
                 }
                 match reason {
                     // Cut short by our own deadline or quota: says nothing about the partner.

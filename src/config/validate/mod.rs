@@ -6,7 +6,7 @@
 mod partners;
 
 use super::parse::{bounded, host_name, log_filter, millis, socket, Problems};
-use super::raw::{RawConfig, RawLog, RawServer, RawTls};
+use super::raw::{RawConfig, RawLog, RawServer, RawState, RawTls};
 use super::*;
 
 pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
@@ -16,14 +16,18 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     let tls = tls(raw.tls, &mut p);
     let encore = partners::encore(&raw.encore, env, &mut p);
     let besitos = partners::besitos(&raw.besitos, env, &mut p);
-    match (server, log, tls, encore, besitos) {
-        (Some(server), Some(log), Some(tls), Some(encore), Some(besitos)) if p.0.is_empty() => {
+    let state = state(&raw.state, env, &mut p);
+    match (server, log, tls, encore, besitos, state) {
+        (Some(server), Some(log), Some(tls), Some(encore), Some(besitos), Some(state))
+            if p.0.is_empty() =>
+        {
             Ok(Config {
                 server,
                 log,
                 tls,
                 encore,
                 besitos,
+                state,
             })
         }
         _ => Err(ConfigError { problems: p.0 }),
@@ -131,6 +135,84 @@ fn log(l: &RawLog, p: &mut Problems) -> Option<LogConfig> {
         format: format?,
         access_log: l.access_log,
     })
+}
+
+/// `[state]`.
+fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
+    let backend = match s.backend.as_str() {
+        "memory" => Some(StateBackend::Memory),
+        "redis" => Some(StateBackend::Redis),
+        other => {
+            p.push(format!("state.backend: `{other}` is not memory or redis"));
+            None
+        }
+    };
+    let on_error = match s.on_error.as_str() {
+        "fail_open" => Some(OnStateError::FailOpen),
+        "fail_closed" => Some(OnStateError::FailClosed),
+        other => {
+            p.push(format!(
+                "state.on_error: `{other}` is not fail_open or fail_closed"
+            ));
+            None
+        }
+    };
+    let redis_url = match (&s.redis_url, backend) {
+        (Some(url), _) => p.check("state.redis_url", redis_url(url)).map(Some),
+        (None, Some(StateBackend::Redis)) => {
+            p.push("state.redis_url: required with backend = \"redis\" (e.g. redis://127.0.0.1:6379/0)".into());
+            None
+        }
+        (None, _) => Some(None),
+    };
+    let redis_password = match (&s.redis_password_env, &s.redis_password_file) {
+        (None, None) => Some(None),
+        (e, f) => p
+            .check(
+                "state",
+                Secret::load("state.redis_password", e.as_deref(), f.as_deref(), env),
+            )
+            .map(Some),
+    };
+    let prefix_ok = !s.key_prefix.is_empty()
+        && s.key_prefix.len() <= 64
+        && s.key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !prefix_ok {
+        p.push(format!(
+            "state.key_prefix: `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+            s.key_prefix
+        ));
+    }
+    let timeout = p.check("state.timeout_ms", millis(s.timeout_ms, 1, 10_000));
+    Some(StateConfig {
+        backend: backend?,
+        redis_url: redis_url?,
+        redis_password: redis_password?,
+        key_prefix: prefix_ok.then(|| s.key_prefix.clone())?,
+        timeout: timeout?,
+        on_error: on_error?,
+    })
+}
+
+/// A Redis URL: `redis://` or `rediss://`, a host, no password in it (a
+/// password comes from `redis_password_env` / `_file`, never the file).
+fn redis_url(url: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("needs a scheme: redis://host:port/db or rediss:// for TLS".into());
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(format!("scheme {scheme} is not redis or rediss"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("a password in the URL is not allowed; use state.redis_password_env or state.redis_password_file".into());
+    }
+    if authority.is_empty() {
+        return Err("has no host".into());
+    }
+    Ok(url.to_string())
 }
 
 /// `[tls]`.

@@ -18,11 +18,15 @@
 //! disconnect can never cause a second partner call. A waiter gives up at its
 //! own deadline.
 
+mod any;
 mod memory;
+mod redis;
 mod store;
 
 use crate::call::fingerprint::Fingerprint;
+pub use any::AnyStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use store::{Answer, Claim, IdempotencyStore, Stored};
 
 use std::panic::AssertUnwindSafe;
@@ -58,11 +62,27 @@ struct RouteState<St> {
     store: St,
 }
 
-impl Idempotency<MemoryStore> {
-    /// The layer with in-process stores, its metrics registered in `metrics`.
-    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Self>, String> {
-        Self::with_stores(config, metrics, |c| {
-            MemoryStore::new(c.max_entries, c.max_bytes)
+impl Idempotency<AnyStore> {
+    /// The layer with the stores `[state]` asks for: in-process, or Redis
+    /// (`shared`) in front of in-process ones; its metrics registered in `metrics`.
+    pub fn layer(
+        config: &Config,
+        metrics: &Metrics,
+        shared: Option<&crate::state::Redis>,
+    ) -> Result<AroundLayer<Self>, String> {
+        Self::with_stores(config, metrics, |route, c| {
+            let local = MemoryStore::new(c.max_entries, c.max_bytes);
+            match shared {
+                None => AnyStore::Memory(local),
+                Some(redis) => AnyStore::Redis(RedisStore::new(
+                    local,
+                    redis.clone(),
+                    route,
+                    config.resilience(route).deadline,
+                    // The memory store's bound on one answer: half a shard's share.
+                    (c.max_bytes / 32).max(1024) as usize,
+                )),
+            }
         })
     }
 }
@@ -71,12 +91,12 @@ impl<St: IdempotencyStore> Idempotency<St> {
     pub fn with_stores(
         config: &Config,
         metrics: &Metrics,
-        mut make_store: impl FnMut(&IdempotencyConfig) -> St,
+        mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
     ) -> Result<AroundLayer<Self>, String> {
         let per_route = Arc::new(PerRoute::new(|r| {
             let config = config.resilience(r).idempotency.clone();
             RouteState {
-                store: make_store(&config),
+                store: make_store(r, &config),
                 config,
             }
         }));
@@ -221,6 +241,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                     Err(_) => Err(GatewayError::DeadlineExceeded),
                 }
             }
+            Claim::Unavailable => Err(GatewayError::StateUnavailable),
             Claim::Lead => {
                 self.count(route, "miss");
                 let this = self.clone();

@@ -19,7 +19,7 @@ use crate::call::request::ProxyResponse;
 pub type Answer = Result<ProxyResponse, GatewayError>;
 
 /// A partner answer kept for replay.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stored {
     pub fingerprint: Fingerprint,
     pub status: StatusCode,
@@ -40,6 +40,8 @@ pub enum Claim {
     Wait(BoxFuture<'static, Option<Answer>>),
     /// New: the caller makes the call and must [`IdempotencyStore::finish`] it.
     Lead,
+    /// The shared store cannot be reached and must be (`fail_closed`).
+    Unavailable,
 }
 
 pub trait IdempotencyStore: Send + Sync + 'static {

@@ -1,28 +1,9 @@
-//! Rate limits: spend the partner's quota fairly, and back off when the partner
-//! says so. Token buckets (GCRA, governor) at two levels:
-//!
-//! - [`CallerLimit`], once per call (below idempotency, so a replay spends
-//!   nothing): a partner 429's pause (scope `upstream`, the state the circuit
-//!   pause, `pause.rs`), then the caller's own bucket (scope `client`), keyed by
-//!   `clientId` for Encore and `partner_id` for Besitos, with per-key overrides.
-//!   One busy operator cannot starve the others.
-//! - [`PartnerQuota`], once per try (inside the retry layer, so retries spend
-//!   from the same quota): the quota offergate may spend on the partner (scope
-//!   `partner`).
-//!
-//! When a bucket is empty the call waits for a permit up to `max_wait_ms`,
-//! never past its deadline; then it is refused with `rate_limited`, which the
-//! fallback layer turns into the route's `on_limit` answer (Encore: the soft
-//! fallback; Besitos: 429 with `Retry-After`). A pause that outlasts the wait
-//! answers `circuit_open`, as for any partner the circuit keeps us from.
-//!
-//! Keyed state is bounded: callers whose bucket is full again are purged every
-//! second, and at once when more than `max_tracked_clients` are tracked.
+//! The in-process token buckets (GCRA, governor, on offergate's clock) and
+//! the short wait for a permit, used by both rate-limit layers.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::Clock as _;
@@ -30,20 +11,11 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tower::ServiceExt;
 
-use super::pause::Pauses;
-use super::{AroundLayer, Inner, Wrap};
 use crate::call::clock::{self, Clock, Instant};
-use crate::call::error::{GatewayError, LimitScope};
-use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::PerRoute;
-use crate::call::route::Route;
-use crate::config::{Config, Rate, RateLimitConfig};
-use crate::metrics::Metrics;
-use prometheus::IntCounterVec;
+use crate::config::{Rate, RateLimitConfig};
 
-fn quota(rate: Rate) -> Quota {
+pub(super) fn quota(rate: Rate) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
     // `with_period` only refuses a zero period, which `max` above rules out.
@@ -54,7 +26,7 @@ fn quota(rate: Rate) -> Quota {
 
 /// Takes a permit from `check`, waiting up to `max_wait` and never past
 /// `deadline`. `Err`: how long until a permit would be free.
-async fn acquire(
+pub(super) async fn acquire(
     mut check: impl FnMut() -> Result<(), Duration>,
     max_wait: Duration,
     deadline: Option<Instant>,
@@ -78,30 +50,9 @@ async fn acquire(
     }
 }
 
-/// `offergate_rate_limited_total{route,scope}`, shared by both layers here.
-#[derive(Clone)]
-pub struct LimitedCounter(IntCounterVec);
-
-impl LimitedCounter {
-    pub fn register(metrics: &Metrics) -> Result<LimitedCounter, String> {
-        metrics
-            .counter_vec(
-                "offergate_rate_limited_total",
-                "Calls refused by a rate limit after the short wait, by route and scope (partner, client, upstream).",
-                &["route", "scope"],
-            )
-            .map(LimitedCounter)
-    }
-
-    fn inc(&self, route: Route, scope: LimitScope) {
-        self.0
-            .with_label_values(&[route.as_str(), scope.as_str()])
-            .inc();
-    }
-}
-
 /// A bucket on offergate's clock (so paused-clock tests move it).
-type Bucket = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
+pub(super) type Bucket =
+    RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
 /// One bucket per key, on the same clock.
 type KeyedBuckets =
     RateLimiter<Box<str>, DashMapStateStore<Box<str>>, Clock, NoOpMiddleware<std::time::Instant>>;
@@ -168,108 +119,6 @@ impl CallerBuckets {
     /// Callers tracked now.
     pub fn tracked(&self) -> usize {
         self.shared.len()
-    }
-}
-
-/// Per call: the partner's pause, then the caller's bucket.
-pub struct CallerLimit {
-    per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
-    pauses: Pauses,
-    limited: LimitedCounter,
-}
-
-impl CallerLimit {
-    pub fn layer(
-        config: &Config,
-        pauses: Pauses,
-        limited: LimitedCounter,
-    ) -> AroundLayer<CallerLimit> {
-        AroundLayer::new(CallerLimit {
-            per_route: PerRoute::new(|r| {
-                let c = config.resilience(r).rate_limit.clone();
-                let buckets = CallerBuckets::new(&c);
-                (c, buckets)
-            }),
-            pauses,
-            limited,
-        })
-    }
-}
-
-impl Wrap for CallerLimit {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
-        req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let (config, buckets) = self.per_route.get(route);
-        if !config.enabled {
-            return inner.oneshot(req).await;
-        }
-        let pause = self.pauses.get(route);
-        let pause = acquire(
-            || pause.left().map_or(Ok(()), Err),
-            config.max_wait,
-            req.deadline,
-        );
-        if let Err(retry_after) = pause.await {
-            self.limited.inc(route, LimitScope::Upstream);
-            return Err(GatewayError::CircuitOpen { retry_after });
-        }
-        if let Some(caller) = req.caller() {
-            if let Err(retry_after) =
-                acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
-            {
-                self.limited.inc(route, LimitScope::Client);
-                return Err(GatewayError::RateLimited {
-                    scope: LimitScope::Client,
-                    retry_after,
-                });
-            }
-        }
-        inner.oneshot(req).await
-    }
-}
-
-/// Per try: the quota offergate may spend on the partner.
-pub struct PartnerQuota {
-    per_route: PerRoute<(RateLimitConfig, Bucket)>,
-    limited: LimitedCounter,
-}
-
-impl PartnerQuota {
-    pub fn layer(config: &Config, limited: LimitedCounter) -> AroundLayer<PartnerQuota> {
-        AroundLayer::new(PartnerQuota {
-            per_route: PerRoute::new(|r| {
-                let c = config.resilience(r).rate_limit.clone();
-                let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
-                (c, limiter)
-            }),
-            limited,
-        })
-    }
-}
-
-impl Wrap for PartnerQuota {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
-        req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let (config, limiter) = self.per_route.get(route);
-        if config.enabled {
-            let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
-            if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
-                self.limited.inc(route, LimitScope::Partner);
-                return Err(GatewayError::RateLimited {
-                    scope: LimitScope::Partner,
-                    retry_after,
-                });
-            }
-        }
-        inner.oneshot(req).await
     }
 }
 

@@ -1,0 +1,269 @@
+//! The fleet-wide [`IdempotencyStore`]: answers and in-flight locks in Redis,
+//! in front of the in-process store, which still coalesces this replica's own
+//! duplicates (one Redis wait per replica, not one per caller) and caches
+//! answers it has seen.
+//!
+//! - The first replica takes the key's lock (`SET NX PX`, the value naming the
+//!   request's fingerprint and this process) and calls the partner; it stores
+//!   the answer (`SET PX NX`, the route's TTL) and frees the lock only if it
+//!   is still its own (compare-and-delete, one script).
+//! - A replica that finds the same request in flight elsewhere polls every
+//!   25 ms until the answer is there, the key is free again (the holder died:
+//!   its lock expires after the call's deadline plus a second, and the poller
+//!   leads), or its own deadline passes. Polling, not pub/sub: it needs no
+//!   second connection per replica and no subscription state to rebuild after
+//!   a reconnect, and its cost is at most one poll interval of latency, only
+//!   for duplicates that arrive while the first call is in flight.
+//! - A different request under the key: 422, from any replica.
+//! - Stored: fingerprint, status, content type, body. Never a secret or a
+//!   caller's raw body; keys hold the route, the caller's key or the body's
+//!   fingerprint.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::memory::MemoryStore;
+use super::store::{Answer, Claim, IdempotencyStore, Stored};
+use crate::call::clock;
+use crate::call::error::GatewayError;
+use crate::call::fingerprint::Fingerprint;
+use crate::call::request::{Outcome, ProxyResponse};
+use crate::call::route::Route;
+use crate::config::OnStateError;
+use crate::state::{ClaimReply, Redis};
+
+/// How often a replica looks for an answer another replica is fetching.
+const POLL: Duration = Duration::from_millis(25);
+
+pub struct RedisStore {
+    local: MemoryStore,
+    redis: Redis,
+    route: Route,
+    /// This process, in lock values.
+    owner: String,
+    /// A lock outlives the call that took it by this much at most.
+    lock_ttl: Duration,
+    /// The longest a replica waits for another's answer (the call's deadline).
+    wait_for: Duration,
+    /// Answers larger than this are not shared (the memory store's bound).
+    max_answer_bytes: usize,
+    /// Lock values of the keys this replica leads.
+    leading: Mutex<HashMap<Box<str>, String>>,
+}
+
+impl RedisStore {
+    pub fn new(
+        local: MemoryStore,
+        redis: Redis,
+        route: Route,
+        deadline: Duration,
+        max_answer_bytes: usize,
+    ) -> RedisStore {
+        RedisStore {
+            local,
+            redis,
+            route,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            lock_ttl: deadline + Duration::from_secs(1),
+            wait_for: deadline,
+            max_answer_bytes,
+            leading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(&self, key: &str) -> (String, String) {
+        (
+            self.redis.key(self.route, "answer", key),
+            self.redis.key(self.route, "lock", key),
+        )
+    }
+
+    /// Ends this replica's local lead with `answer` for its local waiters.
+    async fn settle_locally(&self, key: &str, answer: Answer, keep: Option<Stored>) {
+        self.local.finish(key, &answer, keep).await;
+    }
+}
+
+fn hex(fp: &Fingerprint) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fp.iter()
+        .flat_map(|b| {
+            [
+                HEX[usize::from(b >> 4)] as char,
+                HEX[usize::from(b & 0xf)] as char,
+            ]
+        })
+        .collect()
+}
+
+/// fingerprint (32) · status (2, big-endian) · content-type length (1) ·
+/// content type · body.
+fn encode(s: &Stored) -> Vec<u8> {
+    let ct = s.content_type.as_ref().map_or(&b""[..], |v| v.as_bytes());
+    let ct = &ct[..ct.len().min(255)];
+    let mut out = Vec::with_capacity(35 + ct.len() + s.body.len());
+    out.extend_from_slice(&s.fingerprint);
+    out.extend_from_slice(&s.status.as_u16().to_be_bytes());
+    out.push(ct.len() as u8);
+    out.extend_from_slice(ct);
+    out.extend_from_slice(&s.body);
+    out
+}
+
+fn decode(bytes: &[u8], ttl: Duration) -> Option<Stored> {
+    let fingerprint: Fingerprint = bytes.get(..32)?.try_into().ok()?;
+    let status =
+        StatusCode::from_u16(u16::from_be_bytes(bytes.get(32..34)?.try_into().ok()?)).ok()?;
+    let ct_len = usize::from(*bytes.get(34)?);
+    let ct = bytes.get(35..35 + ct_len)?;
+    Some(Stored {
+        fingerprint,
+        status,
+        content_type: (!ct.is_empty())
+            .then(|| HeaderValue::from_bytes(ct).ok())
+            .flatten(),
+        body: Bytes::copy_from_slice(bytes.get(35 + ct_len..)?),
+        ttl,
+    })
+}
+
+/// The answer a stored one gives this replica's waiters.
+fn answer_of(s: &Stored) -> Answer {
+    let mut resp = ProxyResponse::json(s.status, s.body.clone());
+    match &s.content_type {
+        Some(ct) => resp.headers.insert(http::header::CONTENT_TYPE, ct.clone()),
+        None => resp.headers.remove(http::header::CONTENT_TYPE),
+    };
+    resp.outcome = Outcome::Forwarded;
+    Ok(resp)
+}
+
+impl IdempotencyStore for RedisStore {
+    async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
+        // This replica's own duplicates wait on its own leader.
+        match self.local.claim(key, fingerprint).await {
+            Claim::Lead => {}
+            other => return other,
+        }
+        let (answer_key, lock_key) = self.keys(key);
+        let fp = hex(fingerprint);
+        let lock_value = format!("{fp}{}", self.owner);
+        let give_up = clock::now() + self.wait_for;
+        loop {
+            let reply = self
+                .redis
+                .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
+                .await;
+            match reply {
+                Ok(ClaimReply::Lead) => {
+                    self.leading
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.into(), lock_value);
+                    return Claim::Lead;
+                }
+                Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, Duration::ZERO) {
+                    Some(stored) if stored.fingerprint == *fingerprint => {
+                        // Kept here too, for the rest of a short window.
+                        let keep = Stored {
+                            ttl: self.wait_for,
+                            ..stored.clone()
+                        };
+                        self.settle_locally(key, answer_of(&stored), Some(keep))
+                            .await;
+                        return Claim::Stored(Arc::new(stored));
+                    }
+                    Some(_) => {
+                        self.settle_locally(key, Err(GatewayError::IdempotencyKeyReused), None)
+                            .await;
+                        return Claim::Conflict;
+                    }
+                    None => {
+                        tracing::warn!(key = %answer_key, "a stored answer could not be read; calling the partner");
+                        return Claim::Lead;
+                    }
+                },
+                Ok(ClaimReply::Conflict) => {
+                    self.settle_locally(key, Err(GatewayError::IdempotencyKeyReused), None)
+                        .await;
+                    return Claim::Conflict;
+                }
+                Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Ok(ClaimReply::InFlight) => {
+                    self.settle_locally(key, Err(GatewayError::DeadlineExceeded), None)
+                        .await;
+                    let late: Answer = Err(GatewayError::DeadlineExceeded);
+                    return Claim::Wait(Box::pin(std::future::ready(Some(late))));
+                }
+                Err(_) => match self.redis.on_error() {
+                    // Counted by the state metrics; this replica de-duplicates alone.
+                    OnStateError::FailOpen => return Claim::Lead,
+                    OnStateError::FailClosed => {
+                        self.settle_locally(key, Err(GatewayError::StateUnavailable), None)
+                            .await;
+                        return Claim::Unavailable;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
+        let lock_value = self
+            .leading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        let shared = keep
+            .as_ref()
+            .map(encode)
+            .filter(|bytes| bytes.len() <= self.max_answer_bytes);
+        let ttl = keep.as_ref().map_or(Duration::ZERO, |k| k.ttl);
+        self.local.finish(key, answer, keep).await;
+        if let Some(lock_value) = lock_value {
+            let (answer_key, lock_key) = self.keys(key);
+            let shared = shared.unwrap_or_default();
+            // A failure is counted; the lock then expires on its own.
+            let _ = self
+                .redis
+                .finish(&answer_key, &lock_key, &lock_value, &shared, ttl)
+                .await;
+        }
+    }
+
+    fn entries(&self) -> u64 {
+        self.local.entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_through_their_encoding() {
+        let s = Stored {
+            fingerprint: [7; 32],
+            status: StatusCode::BAD_REQUEST,
+            content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
+            body: Bytes::from_static(br#"{"success":false}"#),
+            ttl: Duration::from_secs(1),
+        };
+        assert!(
+            decode(&encode(&s)[..30], Duration::ZERO).is_none(),
+            "truncated"
+        );
+        let back = decode(&encode(&s), Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (back.fingerprint, back.status, back.content_type, back.body),
+            (s.fingerprint, s.status, s.content_type, s.body)
+        );
+        assert_eq!(hex(&[0xab; 32]).len(), 64);
+    }
+}

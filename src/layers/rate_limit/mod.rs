@@ -1,0 +1,257 @@
+//! Rate limits: spend the partner's quota fairly, and back off when the partner
+//! says so. Token buckets (GCRA, governor) at two levels:
+//!
+//! - [`CallerLimit`], once per call (below idempotency, so a replay spends
+//!   nothing): a partner 429's pause (scope `upstream`, the state the circuit
+//!   pause, `pause.rs`), then the caller's own bucket (scope `client`), keyed by
+//!   `clientId` for Encore and `partner_id` for Besitos, with per-key overrides.
+//!   One busy operator cannot starve the others.
+//! - [`PartnerQuota`], once per try (inside the retry layer, so retries spend
+//!   from the same quota): the quota offergate may spend on the partner (scope
+//!   `partner`).
+//!
+//! When a bucket is empty the call waits for a permit up to `max_wait_ms`,
+//! never past its deadline; then it is refused with `rate_limited`, which the
+//! fallback layer turns into the route's `on_limit` answer (Encore: the soft
+//! fallback; Besitos: 429 with `Retry-After`). A pause that outlasts the wait
+//! answers `circuit_open`, as for any partner the circuit keeps us from.
+//!
+//! Keyed state is bounded: callers whose bucket is full again are purged every
+//! second, and at once when more than `max_tracked_clients` are tracked.
+
+//!
+//! With `[state] backend = "redis"` both buckets and the pause are fleet-wide
+//! (`shared.rs`); the in-process buckets stay as the `fail_open` fallback.
+
+mod buckets;
+mod shared;
+
+use std::sync::Arc;
+
+use governor::clock::Clock as _;
+use governor::RateLimiter;
+use prometheus::IntCounterVec;
+use tower::ServiceExt;
+
+use super::pause::Pauses;
+use super::{AroundLayer, Inner, Wrap};
+use crate::call::clock::Clock;
+use crate::call::error::{GatewayError, LimitScope};
+use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::route::{PerRoute, Route};
+use crate::config::{Config, OnStateError, RateLimitConfig};
+use crate::metrics::Metrics;
+use crate::state::Redis;
+pub use buckets::CallerBuckets;
+use buckets::{acquire, quota, Bucket};
+pub use shared::pause_key;
+use shared::Refusal;
+
+/// What a fleet-wide refusal means for the call; `None`: decide locally.
+fn refused(
+    redis: &Redis,
+    route: Route,
+    scope: LimitScope,
+    refusal: Refusal,
+    limited: &LimitedCounter,
+) -> Option<GatewayError> {
+    match refusal {
+        Refusal::Paused(retry_after) => {
+            limited.inc(route, LimitScope::Upstream);
+            Some(GatewayError::CircuitOpen { retry_after })
+        }
+        Refusal::Limited(retry_after) => {
+            limited.inc(route, scope);
+            Some(GatewayError::RateLimited { scope, retry_after })
+        }
+        Refusal::Unavailable => match redis.on_error() {
+            OnStateError::FailOpen => None,
+            OnStateError::FailClosed => Some(GatewayError::StateUnavailable),
+        },
+    }
+}
+
+/// `offergate_rate_limited_total{route,scope}`, shared by both layers here.
+#[derive(Clone)]
+pub struct LimitedCounter(IntCounterVec);
+
+impl LimitedCounter {
+    pub fn register(metrics: &Metrics) -> Result<LimitedCounter, String> {
+        metrics
+            .counter_vec(
+                "offergate_rate_limited_total",
+                "Calls refused by a rate limit after the short wait, by route and scope (partner, client, upstream).",
+                &["route", "scope"],
+            )
+            .map(LimitedCounter)
+    }
+
+    fn inc(&self, route: Route, scope: LimitScope) {
+        self.0
+            .with_label_values(&[route.as_str(), scope.as_str()])
+            .inc();
+    }
+}
+
+/// Per call: the partner's pause, then the caller's bucket.
+pub struct CallerLimit {
+    per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
+    pauses: Pauses,
+    limited: LimitedCounter,
+    shared: Option<Redis>,
+}
+
+impl CallerLimit {
+    pub fn layer(
+        config: &Config,
+        pauses: Pauses,
+        limited: LimitedCounter,
+        shared: Option<Redis>,
+    ) -> AroundLayer<CallerLimit> {
+        AroundLayer::new(CallerLimit {
+            per_route: PerRoute::new(|r| {
+                let c = config.resilience(r).rate_limit.clone();
+                let buckets = CallerBuckets::new(&c);
+                (c, buckets)
+            }),
+            pauses,
+            limited,
+            shared,
+        })
+    }
+}
+
+impl Wrap for CallerLimit {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let (config, buckets) = self.per_route.get(route);
+        if !config.enabled {
+            return inner.oneshot(req).await;
+        }
+        let pause = self.pauses.get(route);
+        if let (Some(redis), Some(caller)) = (&self.shared, req.caller()) {
+            let rate = config
+                .client_overrides
+                .get(caller)
+                .copied()
+                .unwrap_or(config.client);
+            let bucket = shared::caller_key(redis, route, caller);
+            let permit = shared::acquire(
+                redis,
+                &bucket,
+                route,
+                rate,
+                config.max_wait,
+                req.deadline,
+                pause,
+            );
+            match permit.await {
+                Ok(()) => return inner.oneshot(req).await,
+                Err(refusal) => {
+                    if let Some(e) =
+                        refused(redis, route, LimitScope::Client, refusal, &self.limited)
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let pause = acquire(
+            || pause.left().map_or(Ok(()), Err),
+            config.max_wait,
+            req.deadline,
+        );
+        if let Err(retry_after) = pause.await {
+            self.limited.inc(route, LimitScope::Upstream);
+            return Err(GatewayError::CircuitOpen { retry_after });
+        }
+        if let Some(caller) = req.caller() {
+            if let Err(retry_after) =
+                acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
+            {
+                self.limited.inc(route, LimitScope::Client);
+                return Err(GatewayError::RateLimited {
+                    scope: LimitScope::Client,
+                    retry_after,
+                });
+            }
+        }
+        inner.oneshot(req).await
+    }
+}
+
+/// Per try: the quota offergate may spend on the partner.
+pub struct PartnerQuota {
+    per_route: PerRoute<(RateLimitConfig, Bucket)>,
+    limited: LimitedCounter,
+    pauses: Pauses,
+    shared: Option<Redis>,
+}
+
+impl PartnerQuota {
+    pub fn layer(
+        config: &Config,
+        limited: LimitedCounter,
+        pauses: Pauses,
+        shared: Option<Redis>,
+    ) -> AroundLayer<PartnerQuota> {
+        AroundLayer::new(PartnerQuota {
+            per_route: PerRoute::new(|r| {
+                let c = config.resilience(r).rate_limit.clone();
+                let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
+                (c, limiter)
+            }),
+            limited,
+            pauses,
+            shared,
+        })
+    }
+}
+
+impl Wrap for PartnerQuota {
+    async fn call<S: Inner>(
+        self: Arc<Self>,
+        inner: S,
+        req: ProxyRequest,
+    ) -> Result<ProxyResponse, GatewayError> {
+        let route = req.route();
+        let (config, limiter) = self.per_route.get(route);
+        if let (true, Some(redis)) = (config.enabled, &self.shared) {
+            let bucket = shared::quota_key(redis, route);
+            let permit = shared::acquire(
+                redis,
+                &bucket,
+                route,
+                config.partner,
+                config.max_wait,
+                req.deadline,
+                self.pauses.get(route),
+            );
+            match permit.await {
+                Ok(()) => return inner.oneshot(req).await,
+                Err(refusal) => {
+                    if let Some(e) =
+                        refused(redis, route, LimitScope::Partner, refusal, &self.limited)
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        if config.enabled {
+            let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
+            if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
+                self.limited.inc(route, LimitScope::Partner);
+                return Err(GatewayError::RateLimited {
+                    scope: LimitScope::Partner,
+                    retry_after,
+                });
+            }
+        }
+        inner.oneshot(req).await
+    }
+}

@@ -1,0 +1,15 @@
+//! Shared state for a fleet of replicas: where idempotent answers and
+//! in-flight locks, rate-limit buckets and partner pauses live when they must
+//! hold across processes. `[state] backend = "memory"` (the default) needs
+//! none of this; `"redis"` builds one [`Redis`] handle that the idempotency
+//! store, the rate limits and the partner pause use.
+//!
+//! Redis trouble never takes a call down: every call has `timeout_ms`, errors
+//! are counted (`offergate_state_errors_total{backend,op}`), and `on_error`
+//! says what the caller gets (`fail_open`: go on without the shared state;
+//! `fail_closed`: the soft fallback `state_unavailable`).
+
+mod redis;
+mod scripts;
+
+pub use redis::{ClaimReply, Limit, Redis, StateError};

@@ -1,0 +1,288 @@
+//! The Redis handle: one connection manager (redis-rs's, which multiplexes
+//! every call over one connection and reconnects with backoff), a timeout on
+//! every call, the four scripts, the state metrics and a degraded flag for
+//! `/readyz`.
+//!
+//! Why redis-rs and not fred: its `ConnectionManager` and `Script` (EVALSHA,
+//! reloaded on NOSCRIPT) are all offergate needs, it is the most used Rust
+//! client, and it shares tokio and rustls with the rest of the tree (fred
+//! brings its own runtime layer and pool for features offergate does not use).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus::{Histogram, IntCounterVec};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script, Value};
+
+use super::scripts;
+use crate::call::clock;
+use crate::call::route::Route;
+use crate::config::{OnStateError, Rate, StateConfig};
+use crate::metrics::Metrics;
+
+/// Why a Redis call did not give an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StateError {
+    #[error("not connected to Redis yet")]
+    NotConnected,
+    #[error("Redis did not answer within the state timeout")]
+    Timeout,
+    #[error("Redis: {0}")]
+    Redis(String),
+    #[error("Redis answered something offergate did not expect")]
+    Unexpected,
+}
+
+/// A shared handle; clones share the connection.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: RwLock<Option<ConnectionManager>>,
+    prefix: String,
+    timeout: Duration,
+    on_error: OnStateError,
+    degraded: AtomicBool,
+    errors: IntCounterVec,
+    /// Per op: claim, finish, limit, pause.
+    latency: [Histogram; 4],
+    scripts: [Script; 4],
+}
+
+const OPS: [&str; 4] = ["claim", "finish", "limit", "pause"];
+
+/// What an idempotency claim found.
+pub enum ClaimReply {
+    /// An answer is stored (its encoded bytes).
+    Stored(Vec<u8>),
+    /// The key was free: the lock is now this replica's.
+    Lead,
+    /// The same request is in flight on a replica.
+    InFlight,
+    /// Another request holds the key.
+    Conflict,
+}
+
+/// A rate-limit decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The partner asked for a pause; this much of it is left.
+    pub paused: Option<Duration>,
+    /// No permit until this much later.
+    pub wait: Option<Duration>,
+}
+
+impl Redis {
+    /// The handle for `[state]`; it connects in the background and keeps
+    /// trying, so a Redis that is down at start does not stop offergate.
+    pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, String> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .ok_or("state.redis_url is required with backend = \"redis\"")?;
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| format!("state.redis_url: {e}"))?;
+        if let Some(password) = &config.redis_password {
+            info.redis.password = Some(password.expose().to_string());
+        }
+        if url.starts_with("rediss://") {
+            // rustls needs a process-wide provider; offergate's is ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::Client::open(info).map_err(|e| format!("state.redis_url: {e}"))?;
+        let latency = metrics.histogram_vec(
+            "offergate_state_latency_seconds",
+            "Duration of each call to the shared state backend, by operation.",
+            &["op"],
+        )?;
+        let inner = Arc::new(Inner {
+            conn: RwLock::new(None),
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            on_error: config.on_error,
+            degraded: AtomicBool::new(true),
+            errors: metrics.counter_vec(
+                "offergate_state_errors_total",
+                "Calls to the shared state backend that failed or timed out, by backend and operation.",
+                &["backend", "op"],
+            )?,
+            latency: OPS.map(|op| latency.with_label_values(&[op])),
+            scripts: [scripts::CLAIM, scripts::FINISH, scripts::LIMIT, scripts::PAUSE]
+                .map(Script::new),
+        });
+        tokio::spawn(connect_until_connected(
+            client,
+            Arc::downgrade(&inner),
+            config.timeout,
+        ));
+        Ok(Redis { inner })
+    }
+
+    /// `{prefix}:{route}:{kind}:{id}`.
+    pub fn key(&self, route: Route, kind: &str, id: &str) -> String {
+        format!("{}:{}:{kind}:{id}", self.inner.prefix, route.as_str())
+    }
+
+    pub fn on_error(&self) -> OnStateError {
+        self.inner.on_error
+    }
+
+    /// Whether the last call failed (or none has been made since the start).
+    pub fn degraded(&self) -> bool {
+        self.inner.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Runs script `op` with `keys` and `args`, within the timeout, counted.
+    async fn run(&self, op: usize, keys: &[&str], args: &[&[u8]]) -> Result<Value, StateError> {
+        let inner = &self.inner;
+        let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = match conn {
+            None => Err(StateError::NotConnected),
+            Some(mut conn) => {
+                let mut call = inner.scripts[op].prepare_invoke();
+                for k in keys {
+                    call.key(*k);
+                }
+                for a in args {
+                    call.arg(*a);
+                }
+                let started = clock::now();
+                let answer =
+                    tokio::time::timeout(inner.timeout, call.invoke_async::<Value>(&mut conn))
+                        .await;
+                inner.latency[op].observe(started.elapsed().as_secs_f64());
+                match answer {
+                    Err(_) => Err(StateError::Timeout),
+                    Ok(Err(e)) => Err(StateError::Redis(e.to_string())),
+                    Ok(Ok(v)) => Ok(v),
+                }
+            }
+        };
+        inner.degraded.store(result.is_err(), Ordering::Relaxed);
+        if let Err(e) = &result {
+            inner.errors.with_label_values(&["redis", OPS[op]]).inc();
+            tracing::debug!(op = OPS[op], error = %e, "state backend call failed");
+        }
+        result
+    }
+
+    /// Claims an idempotency key for the request with fingerprint `fp_hex`.
+    pub async fn claim(
+        &self,
+        answer_key: &str,
+        lock_key: &str,
+        fp_hex: &str,
+        lock_value: &str,
+        lock_ttl: Duration,
+    ) -> Result<ClaimReply, StateError> {
+        let ttl = lock_ttl.as_millis().max(1).to_string();
+        let reply = self
+            .run(
+                0,
+                &[answer_key, lock_key],
+                &[fp_hex.as_bytes(), lock_value.as_bytes(), ttl.as_bytes()],
+            )
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(StateError::Unexpected);
+        };
+        match items.as_slice() {
+            [Value::Int(1), Value::BulkString(stored)] => Ok(ClaimReply::Stored(stored.clone())),
+            [Value::Int(0)] => Ok(ClaimReply::Lead),
+            [Value::Int(2)] => Ok(ClaimReply::InFlight),
+            [Value::Int(3)] => Ok(ClaimReply::Conflict),
+            _ => Err(StateError::Unexpected),
+        }
+    }
+
+    /// Ends this replica's lead: keeps `answer` (if any) for `ttl`, frees the lock.
+    pub async fn finish(
+        &self,
+        answer_key: &str,
+        lock_key: &str,
+        lock_value: &str,
+        answer: &[u8],
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let ttl = ttl.as_millis().max(1).to_string();
+        self.run(
+            1,
+            &[answer_key, lock_key],
+            &[lock_value.as_bytes(), answer, ttl.as_bytes()],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One permit from the fleet-wide bucket `bucket_key` at `rate`, unless
+    /// the partner's pause at `pause_key` runs.
+    pub async fn limit(
+        &self,
+        bucket_key: &str,
+        pause_key: &str,
+        rate: Rate,
+    ) -> Result<Limit, StateError> {
+        let emission_us = (1_000_000.0 / rate.per_second).max(1.0) as u64;
+        let tolerance_us = emission_us * u64::from(rate.burst.saturating_sub(1));
+        let (e, t) = (emission_us.to_string(), tolerance_us.to_string());
+        let reply = self
+            .run(2, &[bucket_key, pause_key], &[e.as_bytes(), t.as_bytes()])
+            .await?;
+        match reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(pause_ms), Value::Int(wait_us)] => Ok(Limit {
+                    paused: (*pause_ms > 0).then(|| Duration::from_millis(*pause_ms as u64)),
+                    wait: (*wait_us > 0).then(|| Duration::from_micros(*wait_us as u64)),
+                }),
+                _ => Err(StateError::Unexpected),
+            },
+            _ => Err(StateError::Unexpected),
+        }
+    }
+
+    /// Pauses the partner fleet-wide for `pause` (a longer pause stands).
+    pub async fn pause(&self, pause_key: &str, pause: Duration) -> Result<(), StateError> {
+        let ms = pause.as_millis().max(1).to_string();
+        self.run(3, &[pause_key], &[ms.as_bytes()]).await.map(drop)
+    }
+}
+
+/// Connects, retrying with backoff (100 ms doubling to 5 s) until it works or
+/// the handle is gone; from then on the connection manager reconnects itself.
+async fn connect_until_connected(
+    client: redis::Client,
+    inner: std::sync::Weak<Inner>,
+    timeout: Duration,
+) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout.max(Duration::from_millis(250)))
+        .set_response_timeout(timeout)
+        .set_number_of_retries(6)
+        .set_max_delay(2_000);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => {
+                if let Some(inner) = inner.upgrade() {
+                    *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    inner.degraded.store(false, Ordering::Relaxed);
+                    tracing::info!("connected to the state backend (redis)");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
