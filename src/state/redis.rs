@@ -253,7 +253,9 @@ impl Redis {
 }
 
 /// Connects, retrying with backoff (100 ms doubling to 5 s) until it works or
-/// the handle is gone; from then on the connection manager reconnects itself.
+/// the handle is gone; from then on the connection manager reconnects itself,
+/// and a PING a second keeps the degraded flag (`/readyz`) true to Redis even
+/// when no call comes.
 async fn connect_until_connected(
     client: redis::Client,
     inner: std::sync::Weak<Inner>,
@@ -272,17 +274,40 @@ async fn connect_until_connected(
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => {
                 if let Some(inner) = inner.upgrade() {
-                    *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
                     inner.degraded.store(false, Ordering::Relaxed);
                     tracing::info!("connected to the state backend (redis)");
                 }
-                return;
+                return watch_health(conn, inner, timeout).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// PINGs once a second for as long as the handle lives.
+async fn watch_health(
+    mut conn: ConnectionManager,
+    inner: std::sync::Weak<Inner>,
+    timeout: Duration,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
+        let was_degraded = inner.degraded.swap(!healthy, Ordering::Relaxed);
+        if was_degraded && healthy {
+            tracing::info!("the state backend (redis) answers again");
+        } else if !was_degraded && !healthy {
+            tracing::warn!("the state backend (redis) does not answer");
         }
     }
 }

@@ -16,6 +16,8 @@ mod hostile;
 mod idempotency;
 mod load_faults;
 mod rate_limit;
+mod redis;
+mod redis_server;
 mod refuse;
 mod resilience;
 mod secrets;

@@ -1,0 +1,234 @@
+//! Two replicas over one Redis, in front of one simulator: idempotency, the
+//! partner quota and the partner's 429 pause hold for the fleet; Redis
+//! trouble is answered per `on_error`; a replica killed while holding a lock
+//! frees its key at the lock's expiry.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use offergate::call::route::Route;
+use offergate::{Config, Gateway};
+
+use crate::redis_server::RedisServer;
+use crate::support::*;
+
+/// A replica's config: the test config, on `redis`.
+fn replica(origin: &str, redis: &RedisServer, extra: &str) -> Config {
+    let state = format!(
+        "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout_ms = 250\n{extra}",
+        redis.url()
+    );
+    let mut c = config_for(origin, "", &state);
+    for r in [&mut c.encore.resilience, &mut c.besitos.resilience] {
+        r.rate_limit.client.per_second = 10_000.0;
+        r.rate_limit.client.burst = 10_000;
+        r.rate_limit.partner.per_second = 10_000.0;
+        r.rate_limit.partner.burst = 10_000;
+    }
+    c
+}
+
+/// A second replica beside the harness's, same simulator, same Redis.
+async fn second(_beside: &Harness, config: Config) -> Harness2 {
+    Harness2(Gateway::start(config).await.expect("second replica"))
+}
+
+struct Harness2(Gateway);
+
+async fn post_to(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let mut req = http::Request::post(format!("http://{}{ENCORE_PATH}", gw.proxy_addr))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send_with(
+        &client,
+        req.body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap(),
+    )
+    .await
+}
+
+/// Waits until `gw` reaches Redis (its `/readyz` says so).
+async fn until_connected(h: &Harness, gw: &Gateway) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    for _ in 0..200 {
+        let req = http::Request::get(format!("http://{}/readyz", gw.admin_addr))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        if String::from_utf8_lossy(&send_with(&client, req).await.body).contains("redis ok") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = h;
+    panic!("the replica did not reach Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_on_two_replicas_cost_one_partner_call() {
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    until_connected(&a, &a.gw).await;
+    until_connected(&a, &b.0).await;
+
+    let body = encore_body();
+    let key = [("idempotency-key", "webhook-1")];
+    let first = a.post(ENCORE_PATH, &key, &body).await;
+    let again = post_to(&b.0, &key, &body).await;
+    assert!(first.json()["offer"]["clickUrl"].is_string());
+    assert!(again.replayed(), "the other replica replays");
+    assert_eq!(again.body, first.body, "the same short link");
+    assert_eq!(a.calls(Route::EncoreOffers), 1);
+
+    // 50 at once, spread over both, while the partner is slow: one call.
+    plan(&a, Route::EncoreOffers, &["delay:300"]);
+    let body = encore_body();
+    let key = [("idempotency-key", "webhook-2")];
+    let answers = join_all((0..50).map(|n| {
+        let (gw, body) = (if n % 2 == 0 { &a.gw } else { &b.0 }, body.clone());
+        async move { post_to(gw, &key, &body).await }
+    }))
+    .await;
+    assert!(answers
+        .iter()
+        .all(|x| x.status == 200 && x.body == answers[0].body));
+    assert_eq!(
+        a.calls(Route::EncoreOffers),
+        2,
+        "one call for fifty duplicates"
+    );
+
+    // The same key with another body, on the other replica: 422.
+    let changed = post_to(&b.0, &[("idempotency-key", "webhook-1")], &encore_body()).await;
+    assert_eq!(
+        (changed.status.as_u16(), changed.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(a.calls(Route::EncoreOffers), 2);
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
+    let redis = RedisServer::start().await;
+    let tune = |mut c: Config| {
+        let r = &mut c.encore.resilience;
+        r.rate_limit.partner.per_second = 0.5;
+        r.rate_limit.partner.burst = 5;
+        r.rate_limit.max_wait = Duration::ZERO;
+        r.retry.max_retries = 0;
+        r.idempotency.enabled = false;
+        c
+    };
+    let a = Harness::with_config(|o| tune(replica(o, &redis, ""))).await;
+    let b = second(&a, tune(replica(a.sim.origin(), &redis, ""))).await;
+    until_connected(&a, &a.gw).await;
+    until_connected(&a, &b.0).await;
+    let mut through = 0;
+    for n in 0..30 {
+        let gw = if n % 2 == 0 { &a.gw } else { &b.0 };
+        let x = post_to(gw, &[], &encore_body()).await;
+        through += usize::from(x.fallback().is_none());
+    }
+    assert!(
+        a.calls(Route::EncoreOffers) <= 6,
+        "{} partner calls",
+        a.calls(Route::EncoreOffers)
+    );
+    assert_eq!(through as u64, a.calls(Route::EncoreOffers));
+    assert!(through >= 5, "the burst went through");
+
+    // A 429 seen by one replica pauses the other.
+    let c = Harness::with_config(|o| {
+        let mut c = tune(replica(o, &redis, "key_prefix = \"pause\"\n"));
+        c.encore.resilience.rate_limit.partner.per_second = 1_000.0;
+        c
+    })
+    .await;
+    let d = second(&c, {
+        let mut x = tune(replica(c.sim.origin(), &redis, "key_prefix = \"pause\"\n"));
+        x.encore.resilience.rate_limit.partner.per_second = 1_000.0;
+        x
+    })
+    .await;
+    until_connected(&c, &c.gw).await;
+    until_connected(&c, &d.0).await;
+    plan(&c, Route::EncoreOffers, &["429:3"]);
+    let seen = c.post(ENCORE_PATH, &[], &encore_body()).await;
+    assert_eq!(seen.fallback(), Some("upstream_status_429"));
+    let other = post_to(&d.0, &[], &encore_body()).await;
+    assert_eq!(
+        other.fallback(),
+        Some("circuit_open"),
+        "the other replica is paused too"
+    );
+    assert_eq!(c.calls(Route::EncoreOffers), 1);
+    d.0.shutdown().await;
+    c.stop().await;
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
+    let mut redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    let closed = second(
+        &a,
+        replica(a.sim.origin(), &redis, "on_error = \"fail_closed\"\n"),
+    )
+    .await;
+    until_connected(&a, &a.gw).await;
+    until_connected(&a, &b.0).await;
+    until_connected(&a, &closed.0).await;
+
+    redis.kill();
+    let deadline = Duration::from_millis(1_000 + 500);
+    for n in 0..3 {
+        let started = Instant::now();
+        let open = post_to(if n % 2 == 0 { &a.gw } else { &b.0 }, &[], &encore_body()).await;
+        assert_eq!(
+            (open.status.as_u16(), open.fallback()),
+            (200, None),
+            "fail_open forwards"
+        );
+        assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+        let started = Instant::now();
+        let shut = post_to(&closed.0, &[], &encore_body()).await;
+        assert_eq!(
+            shut.fallback(),
+            Some("state_unavailable"),
+            "fail_closed falls back"
+        );
+        assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+    }
+    let m = a.metrics().await;
+    assert!(
+        m.contains("offergate_state_errors_total{backend=\"redis\",op=\"claim\"}"),
+        "{m}"
+    );
+
+    redis.restart().await;
+    until_connected(&a, &a.gw).await;
+    until_connected(&a, &b.0).await;
+    let body = encore_body();
+    let key = [("idempotency-key", "after-the-outage")];
+    let first = a.post(ENCORE_PATH, &key, &body).await;
+    let again = post_to(&b.0, &key, &body).await;
+    assert!(
+        again.replayed() && again.body == first.body,
+        "de-duplication works again"
+    );
+    closed.0.shutdown().await;
+    b.0.shutdown().await;
+    a.stop().await;
+}
