@@ -54,7 +54,7 @@ async fn post_to(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Answer {
 }
 
 /// Waits until `gw` reaches Redis (its `/readyz` says so).
-async fn until_connected(h: &Harness, gw: &Gateway) {
+async fn until_connected(gw: &Gateway) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
     for _ in 0..200 {
@@ -66,7 +66,6 @@ async fn until_connected(h: &Harness, gw: &Gateway) {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let _ = h;
     panic!("the replica did not reach Redis");
 }
 
@@ -75,8 +74,8 @@ async fn duplicates_on_two_replicas_cost_one_partner_call() {
     let redis = RedisServer::start().await;
     let a = Harness::with_config(|o| replica(o, &redis, "")).await;
     let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
-    until_connected(&a, &a.gw).await;
-    until_connected(&a, &b.0).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
 
     let body = encore_body();
     let key = [("idempotency-key", "webhook-1")];
@@ -130,8 +129,8 @@ async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
     };
     let a = Harness::with_config(|o| tune(replica(o, &redis, ""))).await;
     let b = second(&a, tune(replica(a.sim.origin(), &redis, ""))).await;
-    until_connected(&a, &a.gw).await;
-    until_connected(&a, &b.0).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
     let mut through = 0;
     for n in 0..30 {
         let gw = if n % 2 == 0 { &a.gw } else { &b.0 };
@@ -159,8 +158,8 @@ async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
         x
     })
     .await;
-    until_connected(&c, &c.gw).await;
-    until_connected(&c, &d.0).await;
+    until_connected(&c.gw).await;
+    until_connected(&d.0).await;
     plan(&c, Route::EncoreOffers, &["429:3"]);
     let seen = c.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(seen.fallback(), Some("upstream_status_429"));
@@ -187,9 +186,9 @@ async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
         replica(a.sim.origin(), &redis, "on_error = \"fail_closed\"\n"),
     )
     .await;
-    until_connected(&a, &a.gw).await;
-    until_connected(&a, &b.0).await;
-    until_connected(&a, &closed.0).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    until_connected(&closed.0).await;
 
     redis.kill();
     let deadline = Duration::from_millis(1_000 + 500);
@@ -218,8 +217,8 @@ async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
     );
 
     redis.restart().await;
-    until_connected(&a, &a.gw).await;
-    until_connected(&a, &b.0).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
     let body = encore_body();
     let key = [("idempotency-key", "after-the-outage")];
     let first = a.post(ENCORE_PATH, &key, &body).await;
@@ -231,4 +230,68 @@ async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
     closed.0.shutdown().await;
     b.0.shutdown().await;
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_holding_a_lock_frees_the_key_at_the_lock_expiry() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    // Replica A: the real binary, so it can be SIGKILLed mid-call.
+    let a = crate::fleet::Fleet::start(
+        &[
+            ("OFFERGATE_STATE__BACKEND", "redis"),
+            ("OFFERGATE_STATE__REDIS_URL", url.as_str()),
+            ("OFFERGATE_STATE__TIMEOUT_MS", "250"),
+        ],
+        None,
+    )
+    .await;
+    // Replica B: in this process, the same simulator and Redis.
+    let b = Gateway::start(replica(&format!("http://{}", a.sim_addr), &redis, ""))
+        .await
+        .expect("replica B");
+    until_connected(&b).await;
+    a.slow_partner(1, 4_000).await;
+    let body = encore_body();
+    let key = [("idempotency-key", "held-by-a-dead-replica")];
+    // A takes the lock and calls the (slow) partner...
+    let to_a = {
+        let (listen, body) = (a.listen, body.clone());
+        tokio::spawn(async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let req = http::Request::post(format!("http://{listen}{ENCORE_PATH}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "held-by-a-dead-replica")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            client.request(req).await.is_ok()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // ...and dies holding it.
+    crate::fleet::signal(&a.gw.0, "KILL");
+    assert!(!to_a.await.unwrap(), "A's caller lost its connection");
+    // B waits for A's answer up to its own deadline, then falls back.
+    let waited = post_to(&b, &key, &body).await;
+    assert_eq!(waited.fallback(), Some("deadline_exceeded"));
+    // At the lock's expiry (A's deadline + 1 s) the key is free: B leads.
+    let led = post_to(&b, &key, &body).await;
+    assert!(
+        led.json()["offer"]["clickUrl"].is_string(),
+        "{:?}",
+        led.body
+    );
+    let calls = send_with(
+        &a.client,
+        http::Request::get(format!("http://{}/__sim/calls", a.sim_addr))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .json()["encore_offers"]
+        .as_u64();
+    assert_eq!(calls, Some(2), "A's call and B's, no more");
+    b.shutdown().await;
 }
