@@ -32,11 +32,24 @@ pub fn config(
     admin_listen: SocketAddr,
     simulator: SocketAddr,
 ) -> Result<Config, ConfigError> {
+    config_on(listen, admin_listen, simulator, None)
+}
+
+/// [`config`], with shared state on the Redis at `redis_url` when given.
+pub fn config_on(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    simulator: SocketAddr,
+    redis_url: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let state = redis_url.map_or(String::new(), |url| {
+        format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n")
+    });
     let toml = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
          [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\n\
          [besitos]\nbase_url = \"http://{simulator}\"\n\
-         [[besitos.partners]]\nid = \"{BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n"
+         [[besitos.partners]]\nid = \"{BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n{state}"
     );
     let env = MapEnv::from([
         ("DEMO_ENCORE_KEY", ENCORE_KEY),
@@ -54,14 +67,19 @@ pub async fn run(
     listen: SocketAddr,
     admin: SocketAddr,
     sim_addr: SocketAddr,
+    redis_url: Option<String>,
 ) -> Result<(), String> {
     let stop = super::stop_signal();
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
-    let config = config(listen, admin, sim.addr).map_err(|e| e.to_string())?;
+    let config =
+        config_on(listen, admin, sim.addr, redis_url.as_deref()).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
     let proxy = gateway.proxy_addr;
     println!("offergate demo: the gateway in front of a built-in simulator of both partners");
+    if let Some(url) = &redis_url {
+        println!("  state      redis at {url} (shared with every replica on it)");
+    }
     println!("  proxy      http://{proxy}");
     println!(
         "  admin      http://{}/metrics  /healthz  /readyz",

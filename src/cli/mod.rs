@@ -33,6 +33,13 @@ pub enum Command {
         admin_listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8789")]
         simulator_listen: SocketAddr,
+        /// Keep shared state in a Redis you name (`--redis-url`): run two demos
+        /// on one Redis to see duplicates replayed across replicas.
+        #[arg(long, value_parser = ["memory", "redis"], default_value = "memory")]
+        state: String,
+        /// The Redis for `--state redis`.
+        #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+        redis_url: String,
     },
     /// Production mode: serve with a config file.
     Run {
@@ -116,7 +123,12 @@ async fn async_main(command: Command) -> ExitCode {
             listen,
             admin_listen,
             simulator_listen,
-        } => demo::run(listen, admin_listen, simulator_listen).await,
+            state,
+            redis_url,
+        } => {
+            let state = (state == "redis").then_some(redis_url);
+            demo::run(listen, admin_listen, simulator_listen, state).await
+        }
         Command::Run { config } => run(config_path(config)).await,
         Command::Simulate {
             listen,

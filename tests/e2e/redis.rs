@@ -295,3 +295,84 @@ async fn a_replica_killed_holding_a_lock_frees_the_key_at_the_lock_expiry() {
     assert_eq!(calls, Some(2), "A's call and B's, no more");
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demos_on_one_redis_replay_each_others_answers() {
+    let redis = RedisServer::start().await;
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.5:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut demos = Vec::new();
+    for _ in 0..2 {
+        let (listen, admin, sim) = (free(), free(), free());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_offergate"))
+            .args(["demo", "--state", "redis", "--redis-url", &redis.url()])
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args(["--simulator-listen", &sim.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        demos.push((crate::fleet::Killed(child), listen, admin, sim));
+    }
+    for (_, _, admin, _) in &demos {
+        let mut ready = false;
+        for _ in 0..200 {
+            let req = http::Request::get(format!("http://{admin}/readyz"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            if let Ok(Ok(r)) =
+                tokio::time::timeout(Duration::from_secs(1), client.request(req)).await
+            {
+                use http_body_util::BodyExt;
+                let body = r
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                if String::from_utf8_lossy(&body).contains("redis ok") {
+                    ready = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(ready, "a demo reached Redis");
+    }
+    let body = ENCORE_BODY;
+    let mut links = Vec::new();
+    for (_, listen, _, _) in &demos {
+        let req = http::Request::post(format!("http://{listen}{ENCORE_PATH}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "one-webhook")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let a = send_with(&client, req).await;
+        links.push(a.json()["offer"]["clickUrl"].clone());
+    }
+    assert!(links[0].is_string());
+    assert_eq!(
+        links[0], links[1],
+        "the second demo replays the first's short link"
+    );
+    // Only the first demo's simulator was called.
+    let mut calls = Vec::new();
+    for (_, _, _, sim) in &demos {
+        let req = http::Request::get(format!("http://{sim}/__sim/calls"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        calls.push(send_with(&client, req).await.json()["encore_offers"].as_u64());
+    }
+    assert_eq!(calls, [Some(1), Some(0)]);
+}
