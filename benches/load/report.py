@@ -70,6 +70,17 @@ for r in rows:
         f'| {r["label"]} | {r["c"]} | {r["rps"]:.0f} | {r["p50"]:.3f} | {r["p99"]:.3f} | {vs_direct} | {vs_nginx} | {r["non2xx"]} |'
     )
 
+if any(r["label"] == "redis_forward" for r in runs):
+    lines += ["", "State on Redis against state in memory (same build), paired within each round:"]
+    for c in sorted({r["c"] for r in runs}):
+        fwd = paired("redis_forward", "offergate_forward", c)
+        rep = paired("redis_replay", "offergate_replay", c)
+        extra = lambda a, b: 1e6 / by[(a, c)]["rps"] - 1e6 / by[(b, c)]["rps"] if by.get((a, c)) and by.get((b, c)) else float("nan")
+        lines.append(
+            f"- {c} conns: forward {fwd:.2f} × ({extra('redis_forward', 'offergate_forward'):+.1f} µs per request), "
+            f"replay {rep:.2f} × ({extra('redis_replay', 'offergate_replay'):+.1f} µs per request)"
+        )
+
 if any(r["label"] == "baseline_forward" for r in runs):
     lines += ["", "This build against the baseline build (BASELINE), paired within each round:"]
     for c in sorted({r["c"] for r in runs}):

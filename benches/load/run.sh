@@ -27,12 +27,14 @@ ROUNDS=${ROUNDS:-3}
 need nginx nginx-light
 need wrk wrk
 need taskset util-linux
+need redis-server redis-server
 cargo build --release --locked -q
 OG=target/release/offergate
 
 P_PARTNER=18801; P_DIRECT=18802; P_NGINX=18811; P_NGINX_DOWN=18812
 P_OG=18821; P_OG_ADMIN=18822; P_OG_DOWN=18831; P_OG_DOWN_ADMIN=18832; P_DEAD=18899
 P_BASE=18841; P_BASE_ADMIN=18842
+P_REDIS=18861; P_OG_REDIS=18871; P_OG_REDIS_ADMIN=18872
 
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 nginx_conf direct "$(partner_block $P_DIRECT)"; start_nginx direct 1
@@ -56,7 +58,13 @@ if [ -n "$BASELINE" ]; then
   BENCH_ENCORE_KEY=$KEY taskset -c 1 "$BASELINE" run -c "$WORK/og-base.toml" & PIDS+=($!)
   wait_port $P_BASE
 fi
-for p in $P_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_OG $P_OG_DOWN; do wait_port $p; done
+# offergate with its state on Redis (Redis beside the partner on CPU 0).
+taskset -c 0 redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
+wait_port $P_REDIS
+{ og_config $P_OG_REDIS $P_OG_REDIS_ADMIN $P_PARTNER
+  printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' $P_REDIS; } > "$WORK/og-redis.toml"
+BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og-redis.toml" & PIDS+=($!)
+for p in $P_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_OG $P_OG_DOWN $P_OG_REDIS; do wait_port $p; done
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)
 
 # Open offergate's circuit to the dead partner before measuring it.
@@ -85,6 +93,8 @@ for round in $(seq "$ROUNDS"); do
     run "$round" nginx_forward $P_NGINX $c $HERE/forward.lua
     run "$round" offergate_forward $P_OG $c $HERE/forward.lua
     run "$round" offergate_replay $P_OG $c $HERE/replay.lua
+    run "$round" redis_forward $P_OG_REDIS $c $HERE/forward.lua
+    run "$round" redis_replay $P_OG_REDIS $c $HERE/replay.lua
     if [ -n "$BASELINE" ]; then
       run "$round" baseline_forward $P_BASE $c $HERE/forward.lua
       run "$round" baseline_replay $P_BASE $c $HERE/replay.lua
