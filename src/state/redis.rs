@@ -8,7 +8,7 @@
 //! client, and it shares tokio and rustls with the rest of the tree (fred
 //! brings its own runtime layer and pool for features offergate does not use).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,7 +33,13 @@ pub enum StateError {
     Redis(String),
     #[error("Redis answered something offergate did not expect")]
     Unexpected,
+    #[error("Redis failed several calls in a row; not asked until it answers a PING")]
+    Degraded,
 }
+
+/// Consecutive failures after which calls stop going to Redis (each would
+/// cost up to the timeout) until the health PING sees it answer again.
+const FAIL_FAST_AFTER: u32 = 3;
 
 /// A shared handle; clones share the connection.
 #[derive(Clone)]
@@ -47,6 +53,8 @@ struct Inner {
     timeout: Duration,
     on_error: OnStateError,
     degraded: AtomicBool,
+    /// Calls failed in a row.
+    failures: AtomicU32,
     errors: IntCounterVec,
     /// Per op: claim, finish, limit, pause.
     latency: [Histogram; 4],
@@ -106,6 +114,7 @@ impl Redis {
             timeout: config.timeout,
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
             errors: metrics.counter_vec(
                 "offergate_state_errors_total",
                 "Calls to the shared state backend that failed or timed out, by backend and operation.",
@@ -141,8 +150,10 @@ impl Redis {
     async fn run(&self, op: usize, keys: &[&str], args: &[&[u8]]) -> Result<Value, StateError> {
         let inner = &self.inner;
         let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let failing = inner.failures.load(Ordering::Relaxed) >= FAIL_FAST_AFTER;
         let result = match conn {
             None => Err(StateError::NotConnected),
+            Some(_) if failing => Err(StateError::Degraded),
             Some(mut conn) => {
                 let mut call = inner.scripts[op].prepare_invoke();
                 for k in keys {
@@ -164,6 +175,11 @@ impl Redis {
             }
         };
         inner.degraded.store(result.is_err(), Ordering::Relaxed);
+        if result.is_ok() {
+            inner.failures.store(0, Ordering::Relaxed);
+        } else if !failing {
+            inner.failures.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = &result {
             inner.errors.with_label_values(&["redis", OPS[op]]).inc();
             tracing::debug!(op = OPS[op], error = %e, "state backend call failed");
@@ -304,6 +320,9 @@ async fn watch_health(
         let ping = cmd.query_async::<String>(&mut conn);
         let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
         let was_degraded = inner.degraded.swap(!healthy, Ordering::Relaxed);
+        if healthy {
+            inner.failures.store(0, Ordering::Relaxed);
+        }
         if was_degraded && healthy {
             tracing::info!("the state backend (redis) answers again");
         } else if !was_degraded && !healthy {
