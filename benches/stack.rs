@@ -61,11 +61,12 @@ fn runtime() -> tokio::runtime::Runtime {
 fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::Edge {
     let offer = Bytes::from_static(OFFER.as_bytes());
     rt.block_on(async {
+        let config = config();
         offergate::app::stack::build_with(
-            &config(),
+            &config,
             BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
             &Metrics::new(),
-            None,
+            &offergate::app::stack::Shared::new(&config, None),
             tower::service_fn(move |_req: ProxyRequest| {
                 let mut resp = ProxyResponse::json(status, offer.clone());
                 resp.outcome = Outcome::Forwarded;

@@ -76,6 +76,11 @@ impl Metrics {
         self.register(name, g)
     }
 
+    /// Registers a gauge made by its owner.
+    pub fn register_gauge(&self, gauge: prometheus::IntGauge) -> Result<(), String> {
+        self.register("gauge", gauge).map(drop)
+    }
+
     /// A latency histogram with offergate's buckets.
     pub fn histogram_vec(
         &self,

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::admin::Admin;
-use crate::config::StateBackend;
+use crate::app::stack::Shared;
 use crate::config::{BaseUrl, Config};
+use crate::config::{Live, Secrets, StateBackend};
 use crate::metrics::Metrics;
 use crate::server::{serve, ServeOptions};
 use crate::state::Redis;
@@ -20,6 +21,8 @@ pub struct Gateway {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The secrets a reload replaces.
+    pub secrets: Arc<Live<Secrets>>,
     ready: Arc<AtomicBool>,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
@@ -51,7 +54,8 @@ impl Gateway {
             StateBackend::Memory => None,
             StateBackend::Redis => Some(Redis::connect(&config.state, &metrics)?),
         };
-        let edge = crate::app::stack::build(&config, public, &metrics, shared.as_ref())?;
+        let shared = Shared::new(&config, shared);
+        let edge = crate::app::stack::build(&config, public, &metrics, &shared)?;
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_proxy, proxy_rx) = watch::channel(false);
         let (stop_admin, admin_rx) = watch::channel(false);
@@ -70,7 +74,7 @@ impl Gateway {
         let admin_svc = Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
-            state: shared,
+            state: shared.state.clone(),
         };
         let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_svc, admin_opts, admin_rx));
@@ -80,6 +84,7 @@ impl Gateway {
             proxy_addr,
             admin_addr,
             metrics,
+            secrets: shared.secrets.clone(),
             ready,
             stop_proxy,
             stop_admin,

@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod gateway;
+pub mod reload;
 pub mod stack;
 pub mod telemetry;

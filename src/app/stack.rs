@@ -17,7 +17,9 @@
 
 use tower::ServiceBuilder;
 
-use crate::config::{BaseUrl, Config};
+use std::sync::Arc;
+
+use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::edge::{Edge, ProxyService};
 use crate::layers::circuit::Circuit;
 use crate::layers::idempotency::Idempotency;
@@ -28,18 +30,40 @@ use crate::metrics::Metrics;
 use crate::state::Redis;
 use crate::upstream::Upstream;
 
+/// What the stack shares with the running gateway: the state backend, and
+/// the secrets a reload replaces.
+#[derive(Clone)]
+pub struct Shared {
+    pub state: Option<Redis>,
+    pub secrets: Arc<Live<Secrets>>,
+}
+
+impl Shared {
+    /// For `config`, with `state` when `[state] backend = "redis"`.
+    pub fn new(config: &Config, state: Option<Redis>) -> Shared {
+        Shared {
+            state,
+            secrets: Arc::new(Live::new(Secrets::of(config))),
+        }
+    }
+}
+
 /// Builds the caller-facing service for `config`.
 ///
 /// `public_base_url` is where callers reach this gateway (Besitos page URLs are
-/// rewritten to it); each piece registers its metrics in `metrics`; `shared`
-/// is the Redis handle when `[state] backend = "redis"`.
+/// rewritten to it); each piece registers its metrics in `metrics`.
 pub fn build(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
-    shared: Option<&Redis>,
+    shared: &Shared,
 ) -> Result<Edge, String> {
-    let upstream = Upstream::new(config, public_base_url.clone(), metrics)?;
+    let upstream = Upstream::new(
+        config,
+        public_base_url.clone(),
+        metrics,
+        shared.secrets.clone(),
+    )?;
     build_with(config, public_base_url, metrics, shared, upstream)
 }
 
@@ -49,9 +73,10 @@ pub fn build_with<U: Inner>(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
-    shared: Option<&Redis>,
+    shared: &Shared,
     upstream: U,
 ) -> Result<Edge, String> {
+    let state = shared.state.as_ref();
     let pauses = pause::pauses();
     let limited = LimitedCounter::register(metrics)?;
     let proxy = ServiceBuilder::new()
@@ -60,7 +85,7 @@ pub fn build_with<U: Inner>(
         .layer(Fallback::layer(config, public_base_url, metrics)?)
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
-        .layer(Idempotency::layer(config, metrics, shared)?)
+        .layer(Idempotency::layer(config, metrics, state)?)
         // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
@@ -68,7 +93,7 @@ pub fn build_with<U: Inner>(
             config,
             pauses.clone(),
             limited.clone(),
-            shared.cloned(),
+            state.cloned(),
         ))
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(Retry::layer(config, metrics)?)
@@ -77,17 +102,17 @@ pub fn build_with<U: Inner>(
             config,
             pauses.clone(),
             metrics,
-            shared.cloned(),
+            state.cloned(),
         )?)
         // Per try, retries included: the quota offergate may spend on the partner.
-        .layer(PartnerQuota::layer(
-            config,
-            limited,
-            pauses,
-            shared.cloned(),
-        ))
+        .layer(PartnerQuota::layer(config, limited, pauses, state.cloned()))
         .service(upstream);
     // In front of it all, the edge: load shedding, admission, panics and
     // errors turned into answers (edge/mod.rs).
-    Edge::new(config, ProxyService::new(proxy), metrics)
+    Edge::new(
+        config,
+        ProxyService::new(proxy),
+        metrics,
+        shared.secrets.clone(),
+    )
 }

@@ -69,7 +69,9 @@ pub async fn run(
     sim_addr: SocketAddr,
     redis_url: Option<String>,
 ) -> Result<(), String> {
-    let stop = super::stop_signal();
+    let stop = super::stop_signal(|| {
+        tracing::info!("the demo runs on its embedded config: nothing to reload")
+    });
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
     let config =
         config_on(listen, admin, sim.addr, redis_url.as_deref()).map_err(|e| e.to_string())?;

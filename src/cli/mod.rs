@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::gateway::Gateway;
+use std::sync::Arc;
+
+use crate::app::reload::Reloader;
 use crate::config::{self, Config, ProcessEnv};
 use crate::simulator::{self, SimConfig, Simulator};
 
@@ -150,18 +153,28 @@ async fn async_main(command: Command) -> ExitCode {
 
 /// Resolves when the process is asked to stop: SIGTERM (what Kubernetes and
 /// systemd send), SIGINT (Ctrl-C) or SIGQUIT (nginx's graceful stop). The
-/// caller then drains. Meanwhile SIGHUP, SIGUSR1 and SIGUSR2, whose default
-/// action would kill the process and lose every call in flight, are taken and
-/// logged instead; SIGPIPE is ignored by the Rust runtime itself.
+/// caller then drains. Meanwhile SIGHUP runs `on_hangup` (a config reload),
+/// and SIGUSR1 and SIGUSR2, whose default action would kill the process and
+/// lose every call in flight, are taken and logged; SIGPIPE is ignored by the
+/// Rust runtime itself.
 ///
 /// Everything is registered when this is called (so a signal that comes
 /// before the returned future is first polled is not lost); call it first.
-pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn stop_signal(
+    on_hangup: impl Fn() + Send + Sync + 'static,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!(signal = "SIGHUP", "signal received");
+                    on_hangup();
+                }
+            });
+        }
         for (kind, name) in [
-            (SignalKind::hangup(), "SIGHUP"),
             (SignalKind::user_defined1(), "SIGUSR1"),
             (SignalKind::user_defined2(), "SIGUSR2"),
         ] {
@@ -202,10 +215,28 @@ pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
 }
 
 async fn run(path: PathBuf) -> Result<(), String> {
-    let stop = stop_signal();
+    // Signals are taken before anything else; a SIGHUP before the gateway
+    // runs finds nothing to reload yet.
+    let reloader = Arc::new(std::sync::OnceLock::<Reloader>::new());
+    let on_hangup = {
+        let reloader = reloader.clone();
+        move || match reloader.get() {
+            Some(r) => drop(r.reload()),
+            None => tracing::info!("SIGHUP before start: nothing to reload yet"),
+        }
+    };
+    let stop = stop_signal(on_hangup);
     let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
+    let running = config.clone();
     let gateway = Gateway::start(config).await?;
+    let _ = reloader.set(Reloader::new(
+        path,
+        Box::new(ProcessEnv),
+        running,
+        gateway.secrets.clone(),
+        &gateway.metrics,
+    )?);
     stop.await;
     tracing::info!("draining: /readyz answers 503, open calls finish, then exit");
     gateway.shutdown().await;
@@ -219,7 +250,7 @@ async fn simulate(
     besitos_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<(), String> {
-    let stop = stop_signal();
+    let stop = stop_signal(|| tracing::info!("the simulator has no config to reload"));
     crate::app::telemetry::init(&config::LogConfig {
         level: "warn".into(),
         format: config::LogFormat::Text,

@@ -5,12 +5,14 @@
 //! fixes a file in one pass. Nothing downstream re-checks or panics on config.
 
 mod env;
+mod live;
 mod parse;
 mod raw;
 mod secret;
 mod validate;
 
 pub use env::{apply_overrides, Env, MapEnv, ProcessEnv};
+pub use live::{Live, Secrets};
 pub use secret::{Secret, SecretSource};
 
 pub use crate::call::base_url::BaseUrl;

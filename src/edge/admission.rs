@@ -15,7 +15,6 @@
 //!    `invalid_request` naming the field or key)
 //! 8. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
 use crate::call::request::ProxyRequest;
 use crate::call::route::{self, Route};
-use crate::config::{Config, Secret};
+use crate::config::{Config, Live, Secrets};
 use crate::edge::validate;
 
 /// A refusal, with the route when it was already known (for metrics).
@@ -39,19 +38,18 @@ pub struct Admission {
     body_read_timeout: Duration,
     max_headers: usize,
     allowed_hosts: Vec<String>,
-    inbound_token: Option<Secret>,
-    partners: HashSet<String>,
+    /// The inbound token and the Besitos partners, as the last reload left them.
+    secrets: Arc<Live<Secrets>>,
 }
 
 impl Admission {
-    pub fn new(config: &Config) -> Admission {
+    pub fn new(config: &Config, secrets: Arc<Live<Secrets>>) -> Admission {
         Admission {
             body_limit: config.server.body_limit_bytes,
             body_read_timeout: config.server.body_read_timeout,
             max_headers: config.server.max_headers,
             allowed_hosts: config.server.allowed_hosts.clone(),
-            inbound_token: config.server.inbound_token.clone(),
-            partners: config.besitos.partners.keys().cloned().collect(),
+            secrets,
         }
     }
 
@@ -72,7 +70,7 @@ impl Admission {
         self.check_host(&parts).map_err(known)?;
         self.check_token(&parts).map_err(known)?;
         if let Some(id) = &target.partner_id {
-            if !self.partners.contains(id) {
+            if !self.secrets.get().partners.contains_key(id) {
                 return Err(known(GatewayError::UnknownPartner(id.clone())));
             }
         }
@@ -168,7 +166,8 @@ impl Admission {
     }
 
     fn check_token(&self, parts: &Parts) -> Result<(), GatewayError> {
-        let Some(token) = &self.inbound_token else {
+        let secrets = self.secrets.get();
+        let Some(token) = &secrets.inbound_token else {
             return Ok(());
         };
         // Exactly one: with two, which one a check and a log read would differ.

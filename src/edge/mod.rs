@@ -32,7 +32,7 @@ use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
-use crate::config::Config;
+use crate::config::{Config, Live, Secrets};
 use crate::metrics::Metrics;
 use admission::Admission;
 use metrics::EdgeMetrics;
@@ -83,10 +83,15 @@ struct EdgeShared {
 
 impl Edge {
     /// The edge in front of `stack`, its metrics registered in `metrics`.
-    pub fn new(config: &Config, stack: ProxyService, metrics: &Metrics) -> Result<Edge, String> {
+    pub fn new(
+        config: &Config,
+        stack: ProxyService,
+        metrics: &Metrics,
+        secrets: Arc<Live<Secrets>>,
+    ) -> Result<Edge, String> {
         Ok(Edge {
             shared: Arc::new(EdgeShared {
-                admission: Admission::new(config),
+                admission: Admission::new(config, secrets),
                 metrics: EdgeMetrics::register(metrics)?,
                 access_log: config.log.access_log,
                 in_flight: Semaphore::new(config.server.max_in_flight),

@@ -5,6 +5,7 @@
 //!
 //! One call here is one try: retries, deadlines and fallbacks are layers above it.
 
+mod credentials;
 mod metrics;
 pub mod partner_body;
 pub mod pool;
@@ -25,9 +26,10 @@ use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
-use crate::config::{BaseUrl, Config, Secret};
+use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::metrics::Metrics;
 use crate::upstream::pool::PartnerClient;
+use credentials::LiveCredentials;
 use metrics::UpstreamMetrics;
 
 /// The innermost service: one call to the partner of the request's route.
@@ -40,20 +42,11 @@ struct UpstreamInner {
     encore: PartnerClient,
     /// Encore's one endpoint, parsed once (cloning a `Uri` shares its bytes).
     encore_uri: Uri,
-    encore_key: HeaderValue,
     besitos: PartnerClient,
-    /// `Bearer <token>` per partner id, built once.
-    besitos_auth: std::collections::HashMap<String, HeaderValue>,
+    credentials: LiveCredentials,
     public_base_url: BaseUrl,
     user_agent: HeaderValue,
     metrics: UpstreamMetrics,
-}
-
-fn sensitive(value: &str) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| "holds characters not allowed in a header".to_string())?;
-    v.set_sensitive(true);
-    Ok(v)
 }
 
 impl Upstream {
@@ -61,19 +54,9 @@ impl Upstream {
         config: &Config,
         public_base_url: BaseUrl,
         metrics: &Metrics,
+        secrets: Arc<Live<Secrets>>,
     ) -> Result<Upstream, String> {
         let tls = tls::tls_config(&config.tls.extra_ca_files)?;
-        let secret_header = |key: &str, s: &Secret, prefix: &str| {
-            sensitive(&format!("{prefix}{}", s.expose()))
-                .map_err(|e| format!("{key}: the secret {e}"))
-        };
-        let mut besitos_auth = std::collections::HashMap::new();
-        for (id, token) in &config.besitos.partners {
-            besitos_auth.insert(
-                id.clone(),
-                secret_header(&format!("besitos partner {id} token"), token, "Bearer ")?,
-            );
-        }
         let encore = PartnerClient::new(&config.encore.upstream, tls.clone())
             .map_err(|e| format!("encore.{e}"))?;
         let encore_uri = encore
@@ -85,10 +68,9 @@ impl Upstream {
             inner: Arc::new(UpstreamInner {
                 encore,
                 encore_uri,
-                encore_key: secret_header("encore.api_key", &config.encore.api_key, "")?,
                 besitos: PartnerClient::new(&config.besitos.upstream, tls)
                     .map_err(|e| format!("besitos.{e}"))?,
-                besitos_auth,
+                credentials: LiveCredentials::new(secrets)?,
                 public_base_url,
                 user_agent: HeaderValue::from_static(concat!(
                     "offergate/",
@@ -145,11 +127,15 @@ impl UpstreamInner {
         h.insert(header::USER_AGENT, self.user_agent.clone());
         match route {
             Route::EncoreOffers => {
-                h.insert(X_API_KEY.clone(), self.encore_key.clone());
+                h.insert(
+                    X_API_KEY.clone(),
+                    self.credentials.current().encore_key.clone(),
+                );
             }
             Route::BesitosGoals => {
                 let id = req.target.partner_id.as_deref().unwrap_or_default();
-                let auth = self
+                let credentials = self.credentials.current();
+                let auth = credentials
                     .besitos_auth
                     .get(id)
                     .ok_or_else(|| GatewayError::UnknownPartner(id.to_string()))?;
@@ -267,7 +253,13 @@ token_env = "T2"
         ]);
         let config = Config::from_toml(toml, &env).unwrap();
         let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
-        Upstream::new(&config, public, &Metrics::new()).unwrap()
+        Upstream::new(
+            &config,
+            public,
+            &Metrics::new(),
+            Arc::new(Live::new(Secrets::of(&config))),
+        )
+        .unwrap()
     }
 
     fn request(route: Route, partner: Option<&str>, caller: &[(&str, &str)]) -> ProxyRequest {

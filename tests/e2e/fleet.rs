@@ -57,6 +57,16 @@ impl Fleet {
     /// Both children; `env` is added to the gateway's environment, its
     /// stderr (the log) goes to `log` or nowhere.
     pub async fn start(env: &[(&str, &str)], log: Option<std::fs::File>) -> Fleet {
+        let shipped = format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"));
+        Fleet::start_with(&shipped, env, log).await
+    }
+
+    /// [`Fleet::start`] with the config file at `config`.
+    pub async fn start_with(
+        config: &str,
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+    ) -> Fleet {
         let (sim_addr, listen, admin) = (free(), free(), free());
         let quiet = |c: &mut Command| {
             c.stdout(Stdio::null()).stderr(Stdio::null());
@@ -66,20 +76,16 @@ impl Fleet {
         quiet(&mut sim);
         let sim = Killed(sim.spawn().unwrap());
         let mut gw = Command::new(BIN);
-        gw.args([
-            "run",
-            "-c",
-            &format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR")),
-        ])
-        .env("ENCORE_API_KEY", "pk_live_signals")
-        .env("BESITOS_TOKEN", "t")
-        .env("OFFERGATE_SERVER__LISTEN", listen.to_string())
-        .env("OFFERGATE_SERVER__ADMIN_LISTEN", admin.to_string())
-        .env("OFFERGATE_SERVER__SHUTDOWN_GRACE_MS", "5000")
-        .env("OFFERGATE_ENCORE__BASE_URL", format!("http://{sim_addr}"))
-        .env("OFFERGATE_BESITOS__BASE_URL", format!("http://{sim_addr}"))
-        .env("OFFERGATE_ENCORE__RATE_LIMIT__CLIENT_BURST", "1000")
-        .envs(env.iter().copied());
+        gw.args(["run", "-c", config])
+            .env("ENCORE_API_KEY", "pk_live_signals")
+            .env("BESITOS_TOKEN", "t")
+            .env("OFFERGATE_SERVER__LISTEN", listen.to_string())
+            .env("OFFERGATE_SERVER__ADMIN_LISTEN", admin.to_string())
+            .env("OFFERGATE_SERVER__SHUTDOWN_GRACE_MS", "5000")
+            .env("OFFERGATE_ENCORE__BASE_URL", format!("http://{sim_addr}"))
+            .env("OFFERGATE_BESITOS__BASE_URL", format!("http://{sim_addr}"))
+            .env("OFFERGATE_ENCORE__RATE_LIMIT__CLIENT_BURST", "1000")
+            .envs(env.iter().copied());
         quiet(&mut gw);
         if let Some(file) = log {
             gw.stderr(file);

@@ -19,6 +19,7 @@ mod rate_limit;
 mod redis;
 mod redis_server;
 mod refuse;
+mod reload;
 mod resilience;
 mod secrets;
 mod signals;

@@ -171,8 +171,14 @@ impl Stack {
             async move { p.answer(req).await }
         });
         let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
-        let edge = offergate::app::stack::build_with(&c, public, &metrics, None, service)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let edge = offergate::app::stack::build_with(
+            &c,
+            public,
+            &metrics,
+            &offergate::app::stack::Shared::new(&c, None),
+            service,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Stack {
             edge,
             partner,

@@ -1,0 +1,63 @@
+//! Settings that change while offergate runs: the secrets, re-read on a
+//! reload (SIGHUP). Whoever uses one reads it per call, so a rotated key is
+//! used from the next call on, while calls in flight keep the value they
+//! started with.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use super::{Config, Secret};
+
+/// A value that a reload may replace.
+pub struct Live<T> {
+    value: RwLock<Arc<T>>,
+}
+
+impl<T> Live<T> {
+    pub fn new(value: T) -> Live<T> {
+        Live {
+            value: RwLock::new(Arc::new(value)),
+        }
+    }
+
+    /// The current value (one reference count).
+    pub fn get(&self) -> Arc<T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, value: T) {
+        *self.value.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
+    }
+}
+
+/// Every secret of a config, and the Besitos partners they belong to.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    pub encore_key: Secret,
+    /// Bearer token per `partner_id`.
+    pub partners: BTreeMap<String, Secret>,
+    pub inbound_token: Option<Secret>,
+}
+
+impl Secrets {
+    pub fn of(config: &Config) -> Secrets {
+        Secrets {
+            encore_key: config.encore.api_key.clone(),
+            partners: config.besitos.partners.clone(),
+            inbound_token: config.server.inbound_token.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_keeps_what_it_read_and_the_next_one_sees_the_new_value() {
+        let live = Live::new(1);
+        let held = live.get();
+        live.set(2);
+        assert_eq!((*held, *live.get()), (1, 2));
+    }
+}

@@ -1,0 +1,135 @@
+//! Reloading without a restart (SIGHUP) on the real binary: a rotated key is
+//! used from the next call on, calls in flight lose nothing, an invalid
+//! config is refused and the old one keeps serving, and settings that need a
+//! restart are named.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::fleet::{signal, Fleet};
+use crate::support::*;
+
+/// The shipped config with the Encore key read from `key_file`.
+fn config_with_key_file(key_file: &std::path::Path) -> String {
+    std::fs::read_to_string(format!(
+        "{}/config/offergate.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace(
+        "api_key_env = \"ENCORE_API_KEY\"",
+        &format!("api_key_file = \"{}\"", key_file.display()),
+    )
+}
+
+async fn key_seen_by_partner(f: &Fleet) -> String {
+    let req = Request::get(format!(
+        "http://{}/__sim/last?route=encore_offers",
+        f.sim_addr
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    send_with(&f.client, req).await.json()["headers"]["x-api-key"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn metric(f: &Fleet, series: &str) -> f64 {
+    let req = Request::get(format!("http://{}/metrics", f.admin))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    sample(
+        &String::from_utf8_lossy(&send_with(&f.client, req).await.body),
+        series,
+    )
+}
+
+/// Sends SIGHUP and waits until the reload counter moves.
+async fn reload(f: &Fleet, result: &str) {
+    let series = format!("offergate_config_reloads_total{{result=\"{result}\"}}");
+    let before = metric(f, &series).await;
+    signal(&f.gw.0, "HUP");
+    for _ in 0..200 {
+        if metric(f, &series).await > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no reload counted as {result}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, "pk_live_first_key\n").unwrap();
+    let config = dir.path().join("offergate.toml");
+    std::fs::write(&config, config_with_key_file(&key_file)).unwrap();
+    let log_path = dir.path().join("offergate.log");
+    let f = Fleet::start_with(
+        config.to_str().unwrap(),
+        &[],
+        Some(std::fs::File::create(&log_path).unwrap()),
+    )
+    .await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(key_seen_by_partner(&f).await, "pk_live_first_key");
+
+    // Rotation while 30 calls are in flight: none is lost.
+    std::fs::write(&key_file, "pk_live_second_key\n").unwrap();
+    f.slow_partner(30, 400).await;
+    let in_flight = f.calls(30, 0);
+    let rotate = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        reload(&f, "success").await;
+    };
+    let (answered, ()) = tokio::join!(in_flight, rotate);
+    assert_eq!(answered, 30, "no call lost to the reload");
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(
+        key_seen_by_partner(&f).await,
+        "pk_live_second_key",
+        "the next call uses the new key"
+    );
+
+    // An invalid config is refused; the running one keeps serving.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("try_timeout_ms = 1500", "try_timeout_ms = 0"),
+    )
+    .unwrap();
+    std::fs::write(&key_file, "pk_live_third_key\n").unwrap();
+    reload(&f, "failure").await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(
+        key_seen_by_partner(&f).await,
+        "pk_live_second_key",
+        "the old config serves on"
+    );
+
+    // A setting that cannot change live is applied at the next restart, and said so.
+    std::fs::write(
+        &config,
+        good.replace("max_in_flight = 1024", "max_in_flight = 1000"),
+    )
+    .unwrap();
+    reload(&f, "success").await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(key_seen_by_partner(&f).await, "pk_live_third_key");
+    assert!(metric(&f, "offergate_config_last_reload_success_timestamp_seconds").await > 1.7e9);
+
+    signal(&f.gw.0, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("config reload refused") && log.contains("encore.try_timeout_ms"),
+        "{log}"
+    );
+    assert!(log.contains("needs_restart=server"), "{log}");
+    assert!(!log.contains("pk_live_"), "no key in the log");
+}
