@@ -67,6 +67,15 @@ pub enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Ask a running offergate's admin listener whether it is healthy: exit 0
+    /// on a 200 from `/healthz` (or `--path`). For container health checks in
+    /// images without a shell or curl.
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:9787")]
+        admin: SocketAddr,
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
     /// Validate a config file and print it with secrets redacted.
     CheckConfig {
         #[arg(short = 'c', long = "config", env = "OFFERGATE_CONFIG")]
@@ -78,6 +87,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(config),
+        Command::Healthcheck { admin, path } => healthcheck(admin, &path),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -96,6 +106,37 @@ pub fn main() -> ExitCode {
 
 fn config_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+/// One plain HTTP/1.1 GET over a blocking socket, 2 s at most.
+fn healthcheck(admin: SocketAddr, path: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(2);
+    let status = std::net::TcpStream::connect_timeout(&admin, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head)
+    });
+    match status {
+        Ok(head) if head.starts_with(b"HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(head) => {
+            eprintln!(
+                "offergate: {admin}{path} answered {}",
+                String::from_utf8_lossy(&head)
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("offergate: {admin}{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: Option<PathBuf>) -> ExitCode {
@@ -140,7 +181,7 @@ async fn async_main(command: Command) -> ExitCode {
             tls_cert,
             tls_key,
         } => simulate(listen, encore_key, besitos_token, tls_cert.zip(tls_key)).await,
-        Command::CheckConfig { .. } => Ok(()),
+        Command::CheckConfig { .. } | Command::Healthcheck { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
