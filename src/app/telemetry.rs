@@ -1,5 +1,6 @@
-//! Log setup: `tracing` to stderr, text or JSON, level from config. Stdout is
-//! left to the commands' own output (`check-config`, the demo's banner).
+//! Log setup: `tracing` to stderr, text or JSON, level from config (or
+//! `RUST_LOG`). Stdout is left to the commands' own output (`check-config`,
+//! the demo's banner).
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,7 +8,10 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG, when set, wins over log.level (a one-off debugging session).
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, never into a file or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

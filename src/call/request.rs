@@ -34,6 +34,35 @@ pub struct ProxyRequest {
     pub client_id: Option<Arc<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<super::clock::Instant>,
+    /// What happened at the partner, for the access log: shared by every try.
+    pub trace: Arc<CallTrace>,
+}
+
+/// Tries made and the partner's last status, written by the upstream, read
+/// by the edge when it logs the call.
+#[derive(Debug, Default)]
+pub struct CallTrace {
+    tries: std::sync::atomic::AtomicU32,
+    last_status: std::sync::atomic::AtomicU32,
+}
+
+impl CallTrace {
+    /// One try sent; `status` is the partner's answer, 0 for none.
+    pub fn tried(&self, status: u16) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.tries.fetch_add(1, Relaxed);
+        self.last_status.store(u32::from(status), Relaxed);
+    }
+
+    pub fn tries(&self) -> u32 {
+        self.tries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The partner's last status, if it answered one.
+    pub fn last_status(&self) -> Option<u16> {
+        let s = self.last_status.load(std::sync::atomic::Ordering::Relaxed);
+        (s != 0).then_some(s as u16)
+    }
 }
 
 impl ProxyRequest {

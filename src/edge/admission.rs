@@ -111,6 +111,7 @@ impl Admission {
             client_id,
             fingerprint,
             deadline: None,
+            trace: Arc::default(),
         })
     }
 

@@ -30,7 +30,7 @@ use tower::Service;
 use crate::call::clock;
 use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
-use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::request::{CallTrace, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::{Config, Live, Secrets};
 use crate::metrics::Metrics;
@@ -117,6 +117,13 @@ impl Edge {
         } else {
             (None, None)
         };
+        let traceparent = self.shared.access_log.then(|| {
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(64).collect::<String>())
+        });
+        let mut trace: Option<Arc<CallTrace>> = None;
         let mut route = None;
         let answer = match self.shared.in_flight.try_acquire() {
             // Shed before anything is read: an overload degrades, it does not queue.
@@ -125,7 +132,7 @@ impl Edge {
                 respond::answer(GatewayError::Overloaded)
             }
             Ok(_permit) => {
-                let call = self.admit_and_call(req, request_id.clone(), &mut route);
+                let call = self.admit_and_call(req, request_id.clone(), &mut route, &mut trace);
                 match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(answer) => answer,
                     Err(panic) => {
@@ -160,6 +167,9 @@ impl Edge {
                     .get(&X_OFFERGATE_FALLBACK)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-"),
+                partner_status = trace.as_ref().and_then(|t| t.last_status()).unwrap_or(0),
+                attempts = trace.as_ref().map_or(0, |t| t.tries()),
+                traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
             );
@@ -174,6 +184,7 @@ impl Edge {
         req: Request<B>,
         request_id: HeaderValue,
         route: &mut Option<Route>,
+        trace: &mut Option<Arc<CallTrace>>,
     ) -> ProxyResponse
     where
         B: Body<Data = Bytes>,
@@ -182,6 +193,7 @@ impl Edge {
         match self.shared.admission.admit(req, request_id).await {
             Ok(proxy_req) => {
                 *route = Some(proxy_req.route());
+                *trace = Some(proxy_req.trace.clone());
                 match self.stack.call(proxy_req).await {
                     Ok(resp) => resp,
                     Err(e) => {

@@ -149,6 +149,7 @@ impl UpstreamInner {
         let route = req.route();
         let client = self.client(route);
         let deadline = req.deadline;
+        let trace = req.trace.clone();
         let outgoing = self.build_request(req)?;
         // The try gets its timeout, or what is left of the call's deadline if less.
         let started = clock::now();
@@ -165,6 +166,7 @@ impl UpstreamInner {
         let (parts, body) = match result {
             Ok(ok) => ok,
             Err(failure) => {
+                trace.tried(0);
                 let timed_out = failure == UpstreamFailure::Timeout;
                 let label = if timed_out { "timeout" } else { "error" };
                 self.metrics.upstream_call(route, label, elapsed);
@@ -175,6 +177,7 @@ impl UpstreamInner {
                 });
             }
         };
+        trace.tried(parts.status.as_u16());
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
         let body = if parts.status == StatusCode::OK {
@@ -283,6 +286,7 @@ token_env = "T2"
             fingerprint: [0; 32],
             client_id: None,
             deadline: None,
+            trace: Default::default(),
         }
     }
 

@@ -50,6 +50,10 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
     let token = ("x-offergate-token", INBOUND);
     let callers_own = [
         token,
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
         ("x-api-key", "pk_live_CALLERcanary"),
         ("authorization", "Bearer CALLERcanary"),
     ];
@@ -156,6 +160,16 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
         log.contains(r#""fallback":"upstream_status_500""#),
         "the access log names the fallback reason:\n{log}"
     );
+    for field in [
+        r#""partner_status":500"#,
+        r#""attempts":1"#,
+        r#""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#,
+    ] {
+        assert!(
+            log.contains(field),
+            "the access log carries {field}:\n{log}"
+        );
+    }
     seen.extend(log.lines().map(str::to_string));
     let found: Vec<&String> = seen.iter().filter(|t| t.contains(CANARY)).collect();
     println!(
