@@ -94,6 +94,48 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// The config file and the secret files the running config reads.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let secrets = Secrets::of(&running);
+        let mut files = vec![self.path.clone()];
+        let all = std::iter::once(&secrets.encore_key)
+            .chain(secrets.partners.values())
+            .chain(secrets.inbound_token.as_ref())
+            .chain(running.state.redis_password.as_ref());
+        for secret in all {
+            if let crate::config::SecretSource::File(path) = secret.source() {
+                files.push(path.clone());
+            }
+        }
+        files
+    }
+
+    /// Reloads whenever a watched file changes, checking every second, for
+    /// as long as the process runs (`[reload] watch = true`).
+    pub async fn watch(self: Arc<Self>) {
+        let stamp = |files: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+            files
+                .iter()
+                .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                .collect()
+        };
+        let mut files = self.watched_files();
+        let mut seen = stamp(&files);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = stamp(&files);
+            if now != seen {
+                tracing::info!("a config or secret file changed; reloading");
+                self.reload();
+                files = self.watched_files();
+                seen = stamp(&files);
+            }
+        }
+    }
+}
+
 /// The sections whose settings differ, apart from what a reload applies.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -106,13 +148,14 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         c
     };
     let (old, new) = (strip(old), strip(new));
-    let sections: [(&'static str, String, String); 6] = [
+    let sections: [(&'static str, String, String); 7] = [
         ("server", toml(&old.server), toml(&new.server)),
         ("log", toml(&old.log), toml(&new.log)),
         ("tls", toml(&old.tls), toml(&new.tls)),
         ("encore", toml(&old.encore), toml(&new.encore)),
         ("besitos", toml(&old.besitos), toml(&new.besitos)),
         ("state", toml(&old.state), toml(&new.state)),
+        ("reload", toml(&old.reload), toml(&new.reload)),
     ];
     for (name, before, after) in sections {
         if before != after {

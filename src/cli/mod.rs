@@ -258,7 +258,7 @@ pub(crate) fn stop_signal(
 async fn run(path: PathBuf) -> Result<(), String> {
     // Signals are taken before anything else; a SIGHUP before the gateway
     // runs finds nothing to reload yet.
-    let reloader = Arc::new(std::sync::OnceLock::<Reloader>::new());
+    let reloader = Arc::new(std::sync::OnceLock::<Arc<Reloader>>::new());
     let on_hangup = {
         let reloader = reloader.clone();
         move || match reloader.get() {
@@ -271,13 +271,18 @@ async fn run(path: PathBuf) -> Result<(), String> {
     crate::app::telemetry::init(&config.log);
     let running = config.clone();
     let gateway = Gateway::start(config).await?;
-    let _ = reloader.set(Reloader::new(
+    let watch = running.reload.watch;
+    let live = Arc::new(Reloader::new(
         path,
         Box::new(ProcessEnv),
         running,
         gateway.secrets.clone(),
         &gateway.metrics,
     )?);
+    if watch {
+        tokio::spawn(live.clone().watch());
+    }
+    let _ = reloader.set(live);
     stop.await;
     tracing::info!("draining: /readyz answers 503, open calls finish, then exit");
     gateway.shutdown().await;

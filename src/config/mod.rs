@@ -37,6 +37,15 @@ pub struct Config {
     pub encore: EncoreConfig,
     pub besitos: BesitosConfig,
     pub state: StateConfig,
+    pub reload: ReloadConfig,
+}
+
+/// Reloading without a restart.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadConfig {
+    /// Also reload when the config file or a secret file changes (checked
+    /// every second), not only on SIGHUP.
+    pub watch: bool,
 }
 
 /// Where shared state lives: idempotent answers and in-flight locks, rate

@@ -16,6 +16,14 @@ pub struct RawConfig {
     pub encore: RawRoute,
     pub besitos: RawRoute,
     pub state: RawState,
+    pub reload: RawReload,
+}
+
+/// `[reload]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawReload {
+    pub watch: bool,
 }
 
 /// `[state]`.

@@ -133,3 +133,31 @@ async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() 
     assert!(log.contains("needs_restart=server"), "{log}");
     assert!(!log.contains("pk_live_"), "no key in the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, "pk_live_watched_one\n").unwrap();
+    let config = dir.path().join("offergate.toml");
+    std::fs::write(
+        &config,
+        config_with_key_file(&key_file).replace("watch = false", "watch = true"),
+    )
+    .unwrap();
+    let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_one");
+    // Like a Kubernetes Secret update: the file is replaced, no signal sent.
+    let next = dir.path().join("next");
+    std::fs::write(&next, "pk_live_watched_two\n").unwrap();
+    std::fs::rename(&next, &key_file).unwrap();
+    for _ in 0..50 {
+        if metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
+}

@@ -28,6 +28,9 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
                 encore,
                 besitos,
                 state,
+                reload: ReloadConfig {
+                    watch: raw.reload.watch,
+                },
             })
         }
         _ => Err(ConfigError { problems: p.0 }),
