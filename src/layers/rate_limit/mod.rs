@@ -47,26 +47,43 @@ use buckets::{acquire, quota, Bucket};
 pub use shared::pause_key;
 use shared::Refusal;
 
-/// What a fleet-wide refusal means for the call; `None`: decide locally.
-fn refused(
+/// A fleet-wide permit for `scope` from `bucket`: `Some(Ok)` granted,
+/// `Some(Err)` refused (the error to answer), `None` when Redis gave no
+/// decision and `fail_open` leaves it to this replica's own buckets.
+#[allow(clippy::too_many_arguments)]
+async fn fleet_permit(
     redis: &Redis,
+    bucket: &str,
     route: Route,
     scope: LimitScope,
-    refusal: Refusal,
+    rate: crate::config::Rate,
+    config: &RateLimitConfig,
+    req: &ProxyRequest,
+    pause: &super::pause::PartnerPause,
     limited: &LimitedCounter,
-) -> Option<GatewayError> {
-    match refusal {
-        Refusal::Paused(retry_after) => {
+) -> Option<Result<(), GatewayError>> {
+    let permit = shared::acquire(
+        redis,
+        bucket,
+        route,
+        rate,
+        config.max_wait,
+        req.deadline,
+        pause,
+    );
+    match permit.await {
+        Ok(()) => Some(Ok(())),
+        Err(Refusal::Paused(retry_after)) => {
             limited.inc(route, LimitScope::Upstream);
-            Some(GatewayError::CircuitOpen { retry_after })
+            Some(Err(GatewayError::CircuitOpen { retry_after }))
         }
-        Refusal::Limited(retry_after) => {
+        Err(Refusal::Limited(retry_after)) => {
             limited.inc(route, scope);
-            Some(GatewayError::RateLimited { scope, retry_after })
+            Some(Err(GatewayError::RateLimited { scope, retry_after }))
         }
-        Refusal::Unavailable => match redis.on_error() {
+        Err(Refusal::Unavailable) => match redis.on_error() {
             OnStateError::FailOpen => None,
-            OnStateError::FailClosed => Some(GatewayError::StateUnavailable),
+            OnStateError::FailClosed => Some(Err(GatewayError::StateUnavailable)),
         },
     }
 }
@@ -140,24 +157,22 @@ impl Wrap for CallerLimit {
                 .copied()
                 .unwrap_or(config.client);
             let bucket = shared::caller_key(redis, route, caller);
-            let permit = shared::acquire(
+            let scope = LimitScope::Client;
+            let permit = fleet_permit(
                 redis,
                 &bucket,
                 route,
+                scope,
                 rate,
-                config.max_wait,
-                req.deadline,
+                config,
+                &req,
                 pause,
+                &self.limited,
             );
             match permit.await {
-                Ok(()) => return inner.oneshot(req).await,
-                Err(refusal) => {
-                    if let Some(e) =
-                        refused(redis, route, LimitScope::Client, refusal, &self.limited)
-                    {
-                        return Err(e);
-                    }
-                }
+                Some(Ok(())) => return inner.oneshot(req).await,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
         let pause = acquire(
@@ -222,24 +237,22 @@ impl Wrap for PartnerQuota {
         let (config, limiter) = self.per_route.get(route);
         if let (true, Some(redis)) = (config.enabled, &self.shared) {
             let bucket = shared::quota_key(redis, route);
-            let permit = shared::acquire(
+            let (scope, pause) = (LimitScope::Partner, self.pauses.get(route));
+            let permit = fleet_permit(
                 redis,
                 &bucket,
                 route,
+                scope,
                 config.partner,
-                config.max_wait,
-                req.deadline,
-                self.pauses.get(route),
+                config,
+                &req,
+                pause,
+                &self.limited,
             );
             match permit.await {
-                Ok(()) => return inner.oneshot(req).await,
-                Err(refusal) => {
-                    if let Some(e) =
-                        refused(redis, route, LimitScope::Partner, refusal, &self.limited)
-                    {
-                        return Err(e);
-                    }
-                }
+                Some(Ok(())) => return inner.oneshot(req).await,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
         if config.enabled {
