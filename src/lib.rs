@@ -14,6 +14,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod integrator;
 pub mod layers;
 pub mod metrics;
 pub mod server;

@@ -17,7 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("state", &["call", "config", "metrics"]),
     ("layers", &["call", "config", "metrics", "state"]),
     ("upstream", &["call", "config", "metrics"]),
-    ("edge", &["call", "config", "metrics"]),
+    ("integrator", &["call", "config"]),
+    ("edge", &["call", "config", "metrics", "integrator"]),
     ("simulator", &["call", "server"]),
     (
         "app",

@@ -48,6 +48,19 @@ pub struct ReloadConfig {
     pub watch: bool,
 }
 
+/// The Encore doc's integrator rules.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct IntegratorConfig {
+    /// A message this long after the previous one starts a re-engagement.
+    #[serde(rename = "idle_gap_ms", serialize_with = "as_ms")]
+    pub idle_gap: Duration,
+    /// Offers one thread may show (0: no cap).
+    pub thread_cap: u32,
+    /// How far back shown offers count toward the cap.
+    #[serde(rename = "thread_window_ms", serialize_with = "as_ms")]
+    pub thread_window: Duration,
+}
+
 /// Where shared state lives: idempotent answers and in-flight locks, rate
 /// limit buckets, partner pauses.
 #[derive(Clone, Debug, Serialize)]
@@ -153,6 +166,7 @@ pub struct EncoreConfig {
     #[serde(flatten)]
     pub upstream: UpstreamConfig,
     pub api_key: Secret,
+    pub integrator: IntegratorConfig,
     #[serde(flatten)]
     pub resilience: ResilienceConfig,
 }

@@ -142,6 +142,27 @@ pub struct RawRoute {
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub partners: Vec<RawPartner>,
+    /// `[encore.integrator]`; Encore only.
+    pub integrator: Option<RawIntegrator>,
+}
+
+/// `[encore.integrator]`: the doc's "when to call us" rules.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIntegrator {
+    pub idle_gap_ms: u64,
+    pub thread_cap: u64,
+    pub thread_window_ms: u64,
+}
+
+impl Default for RawIntegrator {
+    fn default() -> Self {
+        RawIntegrator {
+            idle_gap_ms: 12 * 3_600_000,
+            thread_cap: 3,
+            thread_window_ms: 30 * 24 * 3_600_000,
+        }
+    }
 }
 
 impl Default for RawRoute {
@@ -163,6 +184,7 @@ impl Default for RawRoute {
             api_key_env: None,
             api_key_file: None,
             partners: Vec::new(),
+            integrator: None,
         }
     }
 }

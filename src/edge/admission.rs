@@ -115,6 +115,38 @@ impl Admission {
         })
     }
 
+    /// The checks of [`Admission::admit`] for offergate's own endpoints (POST,
+    /// no query, framing, Host, token, a JSON body within the limits): the
+    /// body, or the refusal.
+    pub async fn admit_own<B>(&self, req: Request<B>) -> Result<Bytes, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        if parts.method != http::Method::POST {
+            return Err(GatewayError::MethodNotAllowed { allow: "POST" });
+        }
+        if parts.uri.query().is_some_and(|q| !q.is_empty()) {
+            return Err(GatewayError::invalid(
+                "query",
+                "this endpoint takes no query parameters",
+            ));
+        }
+        self.check_framing(&parts)?;
+        self.check_host(&parts)?;
+        self.check_token(&parts)?;
+        match parts.headers.get(header::CONTENT_TYPE) {
+            Some(ct) if headers::is_json_content_type(ct) => {}
+            _ => {
+                return Err(GatewayError::UnsupportedMediaType(
+                    "send the body as application/json".into(),
+                ))
+            }
+        }
+        self.read_body(&parts, body).await
+    }
+
     /// The header count, and a `Transfer-Encoding` a partner could read
     /// differently (`gzip, chunked`, repeated, obfuscated).
     fn check_framing(&self, parts: &Parts) -> Result<(), GatewayError> {

@@ -14,6 +14,7 @@ pub(super) struct EdgeMetrics {
     unrouted: IntCounterVec,
     panics: IntCounter,
     shed: IntCounterVec,
+    eligibility: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -47,6 +48,11 @@ impl EdgeMetrics {
                 "Requests refused at once with 503 because offergate was overloaded, by reason.",
                 &["reason"],
             )?,
+            eligibility: m.counter_vec(
+                "offergate_eligibility_total",
+                "Eligibility answers by result: eligible, mid_thread, thread_cap, invalid.",
+                &["result"],
+            )?,
         })
     }
 
@@ -61,6 +67,10 @@ impl EdgeMetrics {
 
     pub(super) fn panicked(&self) {
         self.panics.inc();
+    }
+
+    pub(super) fn eligibility(&self, result: &'static str) {
+        self.eligibility.with_label_values(&[result]).inc();
     }
 
     pub(super) fn shed(&self, reason: &'static str) {

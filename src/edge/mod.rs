@@ -33,6 +33,7 @@ use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallTrace, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::{Config, Live, Secrets};
+use crate::integrator::eligibility;
 use crate::metrics::Metrics;
 use admission::Admission;
 use metrics::EdgeMetrics;
@@ -79,6 +80,8 @@ struct EdgeShared {
     access_log: bool,
     /// One permit per call in flight; none left: the call is shed at once.
     in_flight: Semaphore,
+    /// The integrator rules of the eligibility endpoint.
+    rules: eligibility::Rules,
 }
 
 impl Edge {
@@ -95,6 +98,7 @@ impl Edge {
                 metrics: EdgeMetrics::register(metrics)?,
                 access_log: config.log.access_log,
                 in_flight: Semaphore::new(config.server.max_in_flight),
+                rules: (&config.encore.integrator).into(),
             }),
             stack,
         })
@@ -190,6 +194,9 @@ impl Edge {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if req.uri().path() == eligibility::PATH && req.uri().authority().is_none() {
+            return self.eligibility(req).await;
+        }
         match self.shared.admission.admit(req, request_id).await {
             Ok(proxy_req) => {
                 *route = Some(proxy_req.route());
@@ -210,6 +217,38 @@ impl Edge {
                 if known.is_none() {
                     self.shared.metrics.unrouted(e.code());
                 }
+                respond::answer(e)
+            }
+        }
+    }
+}
+
+impl Edge {
+    /// `POST /offergate/v1/encore/eligibility`: the doc's "when to call us",
+    /// answered here; no partner call.
+    async fn eligibility<B>(&self, req: Request<B>) -> ProxyResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = match self.shared.admission.admit_own(req).await {
+            Ok(body) => body,
+            Err(e) => {
+                self.shared.metrics.eligibility("invalid");
+                return respond::answer(e);
+            }
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        match eligibility::decide(&body, &self.shared.rules, now_ms) {
+            Ok(decision) => {
+                self.shared.metrics.eligibility(decision.result());
+                let body = serde_json::to_vec(&decision).unwrap_or_default();
+                ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))
+            }
+            Err(e) => {
+                self.shared.metrics.eligibility("invalid");
                 respond::answer(e)
             }
         }

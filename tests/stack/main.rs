@@ -8,6 +8,7 @@ mod support;
 
 mod admission;
 mod idempotency;
+mod integrator;
 mod limits;
 mod resilience;
 mod safety;

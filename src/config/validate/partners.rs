@@ -9,8 +9,8 @@ use http::uri::Scheme;
 
 use super::super::parse::{bounded, millis, on_limit, per_second, Problems};
 use super::super::raw::{
-    RawIdempotency, RawRateLimit, RawRetry, RawRoute, RouteDefaults, BESITOS_DEFAULTS,
-    ENCORE_DEFAULTS,
+    RawIdempotency, RawIntegrator, RawRateLimit, RawRetry, RawRoute, RouteDefaults,
+    BESITOS_DEFAULTS, ENCORE_DEFAULTS,
 };
 use super::super::*;
 
@@ -38,17 +38,24 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
             );
         }
     }
+    let integrator = integrator(r.integrator.as_ref(), p);
     let (upstream, resilience) = route?;
     Some(EncoreConfig {
         upstream,
         resilience,
         api_key: api_key?,
+        integrator: integrator?,
     })
 }
 
 /// `[besitos]`: the shared keys, and a token per partner.
 pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<BesitosConfig> {
     let route = route("besitos", r, &BESITOS_DEFAULTS, p);
+    if r.integrator.is_some() {
+        p.push(
+            "besitos.integrator: not a key of [besitos] (the integrator rules are Encore's)".into(),
+        );
+    }
     if r.api_key_env.is_some() || r.api_key_file.is_some() {
         p.push("besitos.api_key_env/api_key_file: not keys of [besitos]; each [[besitos.partners]] has token_env or token_file".into());
     }
@@ -175,6 +182,29 @@ fn route(
         rate_limit: rate_limit?,
     };
     Some((upstream, resilience))
+}
+
+/// `[encore.integrator]`.
+fn integrator(r: Option<&RawIntegrator>, p: &mut Problems) -> Option<IntegratorConfig> {
+    let default = RawIntegrator::default();
+    let r = r.unwrap_or(&default);
+    let idle_gap = p.check(
+        "encore.integrator.idle_gap_ms",
+        millis(r.idle_gap_ms, 1_000, 365 * 24 * 3_600_000),
+    );
+    let thread_cap = p.check(
+        "encore.integrator.thread_cap",
+        bounded(r.thread_cap, 0, 1_000),
+    );
+    let thread_window = p.check(
+        "encore.integrator.thread_window_ms",
+        millis(r.thread_window_ms, 1_000, 365 * 24 * 3_600_000),
+    );
+    Some(IntegratorConfig {
+        idle_gap: idle_gap?,
+        thread_cap: thread_cap? as u32,
+        thread_window: thread_window?,
+    })
 }
 
 /// A token bucket from its two keys, each checked and named on its own.
