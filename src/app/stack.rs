@@ -25,6 +25,7 @@ use crate::layers::circuit::Circuit;
 use crate::layers::idempotency::Idempotency;
 use crate::layers::pause;
 use crate::layers::rate_limit::{CallerLimit, LimitedCounter, PartnerQuota};
+use crate::layers::thread_cap::ThreadCap;
 use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
 use crate::metrics::Metrics;
 use crate::state::Redis;
@@ -86,6 +87,9 @@ pub fn build_with<U: Inner>(
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
         .layer(Idempotency::layer(config, metrics, state)?)
+        // The Encore doc's per-thread cap: below idempotency, so a replay
+        // never counts twice; before anything spends quota or retries.
+        .layer(ThreadCap::layer(config, metrics, state.cloned())?)
         // The call's deadline: set before anything waits or plans against it.
         .layer(Deadline::layer(config))
         // Once per call: a partner 429's pause, then the caller's fair share.

@@ -34,8 +34,24 @@ pub struct ProxyRequest {
     pub client_id: Option<Arc<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<super::clock::Instant>,
+    /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's key.
+    pub thread: Option<ThreadId>,
     /// What happened at the partner, for the access log: shared by every try.
     pub trace: Arc<CallTrace>,
+}
+
+/// A conversation's id: SHA-256 of `clientId` and `chatId`, cut to 16 bytes.
+/// Stable across replicas, and no caller id is kept in the clear.
+pub type ThreadId = [u8; 16];
+
+pub fn thread_id(client_id: &str, chat_id: &str) -> ThreadId {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(client_id.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(chat_id.as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
+    id
 }
 
 /// Tries made and the partner's last status, written by the upstream, read
@@ -87,6 +103,9 @@ pub struct ProxyResponse {
     pub body: Bytes,
     /// How this answer counts in `offergate_requests_total`.
     pub outcome: Outcome,
+    /// An Encore 200 carrying an offer, straight from the partner (the
+    /// thread cap counts these).
+    pub offer_served: bool,
 }
 
 impl ProxyResponse {
@@ -102,6 +121,7 @@ impl ProxyResponse {
             headers,
             body,
             outcome: Outcome::Forwarded,
+            offer_served: false,
         }
     }
 }

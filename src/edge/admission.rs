@@ -101,7 +101,7 @@ impl Admission {
         let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
         let fingerprint = crate::call::fingerprint::fingerprint_of(&target, checked.json.as_ref());
-        let client_id = checked.client_id;
+        let (client_id, thread) = (checked.client_id, checked.thread);
         Ok(ProxyRequest {
             target,
             request_id,
@@ -111,6 +111,7 @@ impl Admission {
             client_id,
             fingerprint,
             deadline: None,
+            thread,
             trace: Arc::default(),
         })
     }

@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod pause;
 pub mod rate_limit;
 pub mod retry;
+pub mod thread_cap;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -56,12 +56,12 @@ struct Inner {
     /// Calls failed in a row.
     failures: AtomicU32,
     errors: IntCounterVec,
-    /// Per op: claim, finish, limit, pause.
-    latency: [Histogram; 4],
-    scripts: [Script; 4],
+    /// Per op: claim, finish, limit, pause, thread.
+    latency: [Histogram; 5],
+    scripts: [Script; 5],
 }
 
-const OPS: [&str; 4] = ["claim", "finish", "limit", "pause"];
+const OPS: [&str; 5] = ["claim", "finish", "limit", "pause", "thread"];
 
 /// What an idempotency claim found.
 pub enum ClaimReply {
@@ -121,8 +121,14 @@ impl Redis {
                 &["backend", "op"],
             )?,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
-            scripts: [scripts::CLAIM, scripts::FINISH, scripts::LIMIT, scripts::PAUSE]
-                .map(Script::new),
+            scripts: [
+                scripts::CLAIM,
+                scripts::FINISH,
+                scripts::LIMIT,
+                scripts::PAUSE,
+                scripts::THREAD,
+            ]
+            .map(Script::new),
         });
         tokio::spawn(connect_until_connected(
             client,
@@ -265,6 +271,33 @@ impl Redis {
     pub async fn pause(&self, pause_key: &str, pause: Duration) -> Result<(), StateError> {
         let ms = pause.as_millis().max(1).to_string();
         self.run(3, &[pause_key], &[ms.as_bytes()]).await.map(drop)
+    }
+}
+
+impl Redis {
+    /// Takes (`reserve`) or gives back (`release`) one of a thread's offer
+    /// slots. `Ok(true)`: done; `Ok(false)`: the thread is at its cap.
+    pub async fn thread(
+        &self,
+        key: &str,
+        window: Duration,
+        cap: u32,
+        member: &str,
+        release: bool,
+    ) -> Result<bool, StateError> {
+        let (w, c) = (window.as_millis().to_string(), cap.to_string());
+        let mode: &[u8] = if release { b"release" } else { b"reserve" };
+        match self
+            .run(
+                4,
+                &[key],
+                &[w.as_bytes(), c.as_bytes(), member.as_bytes(), mode],
+            )
+            .await?
+        {
+            Value::Int(n) => Ok(n == 1),
+            _ => Err(StateError::Unexpected),
+        }
     }
 }
 

@@ -46,6 +46,23 @@ redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 
 return {0, 0}
 "#;
 
+/// The per-thread cap. KEYS: the thread's sorted set of offers. ARGV: the
+/// window in ms, the cap, a member naming this reservation, `reserve` or
+/// `release`. Reserve: 1 if a slot was free (and is now taken), 0 at the cap.
+pub const THREAD: &str = r#"
+if ARGV[4] == 'release' then
+  redis.call('ZREM', KEYS[1], ARGV[3])
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"#;
+
 /// Sets a partner pause of ARGV[1] ms unless a longer one runs. KEYS: pause.
 pub const PAUSE: &str = r#"
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then

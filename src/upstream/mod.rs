@@ -23,6 +23,7 @@ use http_body_util::Full;
 
 use crate::call::error::{GatewayError, UpstreamFailure};
 use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
+use crate::call::outcome::OfferResult;
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
@@ -180,10 +181,12 @@ impl UpstreamInner {
         trace.tried(parts.status.as_u16());
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
+        let mut offer_served = false;
         let body = if parts.status == StatusCode::OK {
             match route {
                 Route::EncoreOffers => partner_body::check_encore(&body).map(|offer| {
                     self.metrics.offer(offer);
+                    offer_served = offer == OfferResult::Offer;
                     body
                 }),
                 Route::BesitosGoals => partner_body::rewrite_besitos(
@@ -203,6 +206,7 @@ impl UpstreamInner {
             headers,
             body,
             outcome: Outcome::Forwarded,
+            offer_served,
         };
         // The partner's answers to deliver are its 200 and its 400; any other
         // status is a failure the layers above decide about (outcome table).
@@ -286,6 +290,7 @@ token_env = "T2"
             fingerprint: [0; 32],
             client_id: None,
             deadline: None,
+            thread: None,
             trace: Default::default(),
         }
     }

@@ -376,3 +376,31 @@ async fn two_demos_on_one_redis_replay_each_others_answers() {
     }
     assert_eq!(calls, [Some(1), Some(0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_thread_cap_is_counted_across_replicas() {
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let mut offers = 0;
+    let mut skipped = 0;
+    for n in 0..6 {
+        // One thread, six different messages (the platform varies, so the
+        // bodies are not duplicates of each other).
+        let body = ENCORE_BODY.replace("\"ios\"", ["\"ios\"", "\"android\"", "\"web\""][n % 3]);
+        let body = body.replace("client-42", &format!("client-42\",\"n\":\"{n}"));
+        let x = post_to(if n % 2 == 0 { &a.gw } else { &b.0 }, &[], &body).await;
+        offers += usize::from(x.json()["offer"].is_object());
+        skipped += usize::from(x.headers.contains_key("x-offergate-skipped"));
+    }
+    assert_eq!(
+        (offers, skipped),
+        (3, 3),
+        "the cap of 3 holds for the fleet"
+    );
+    assert_eq!(a.calls(Route::EncoreOffers), 3);
+    b.0.shutdown().await;
+    a.stop().await;
+}

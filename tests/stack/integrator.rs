@@ -1,6 +1,7 @@
 //! The integrator rules through the whole stack: the eligibility endpoint on
 //! offergate's own prefix, with no partner call.
 
+use futures_util::future::join_all;
 use offergate::call::route::Route;
 
 use crate::support::*;
@@ -65,4 +66,98 @@ async fn the_eligibility_endpoint_answers_from_the_thread_alone() {
         s.sample(r#"offergate_eligibility_total{result="invalid"}"#),
         2.0
     );
+}
+
+fn chat(n: usize) -> String {
+    // Other messages of one thread: same clientId and chatId, other text.
+    encore_body("thread-1").replace(
+        "\"ios\"",
+        if n % 2 == 0 { "\"ios\"" } else { "\"android\"" },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_thread_cap_holds_across_calls_replays_and_concurrency() {
+    let s = Stack::with(|c| c.encore.resilience.idempotency.body_key_window = None);
+    // A 200 without an offer is not an offer shown.
+    s.plan(&[Step::NoOffer]);
+    assert!(s.post(ENCORE_PATH, &[], chat(0)).await.json()["offer"].is_null());
+    for n in 1..=3 {
+        let a = s
+            .post(
+                ENCORE_PATH,
+                &[("idempotency-key", &format!("m{n}"))],
+                chat(n),
+            )
+            .await;
+        assert!(a.json()["offer"]["clickUrl"].is_string(), "offer {n}");
+    }
+    // A replay of an offer already shown does not count again.
+    assert!(s
+        .post(ENCORE_PATH, &[("idempotency-key", "m3")], chat(3))
+        .await
+        .replayed());
+    let capped = s.post(ENCORE_PATH, &[], chat(4)).await;
+    assert_eq!(capped.status, 200);
+    assert_eq!(capped.body, NO_OFFER.as_bytes());
+    assert_eq!(
+        capped.headers.get("x-offergate-skipped").unwrap(),
+        "thread_cap"
+    );
+    assert_eq!(
+        s.calls(Route::EncoreOffers),
+        4,
+        "the capped call reached no partner"
+    );
+    assert_eq!(
+        s.sample(r#"offergate_skipped_total{reason="thread_cap",route="encore_offers"}"#),
+        1.0
+    );
+    // Another thread is not affected.
+    assert!(s
+        .post(ENCORE_PATH, &[], encore_body("thread-2"))
+        .await
+        .json()["offer"]
+        .is_object());
+
+    // 20 at once for one new chat: never more than the cap.
+    let s = Stack::with(|c| c.encore.resilience.idempotency.enabled = false);
+    s.plan(&[Step::Slow(ms(200)); 20]);
+    let bodies: Vec<String> = (0..20).map(|_| encore_body("busy-thread")).collect();
+    let answers = join_all(bodies.iter().map(|b| s.post(ENCORE_PATH, &[], b))).await;
+    let offers = answers
+        .iter()
+        .filter(|a| a.json()["offer"].is_object())
+        .count();
+    assert_eq!(offers, 3);
+    assert_eq!(s.calls(Route::EncoreOffers), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thread_cap_of_zero_turns_it_off_and_the_window_frees_slots() {
+    let s = Stack::with(|c| {
+        c.encore.resilience.idempotency.enabled = false;
+        c.encore.integrator.thread_window = ms(60_000);
+    });
+    for _ in 0..3 {
+        s.post(ENCORE_PATH, &[], encore_body("t")).await;
+    }
+    assert!(s
+        .post(ENCORE_PATH, &[], encore_body("t"))
+        .await
+        .headers
+        .contains_key("x-offergate-skipped"));
+    tokio::time::advance(ms(60_000)).await;
+    assert!(
+        s.post(ENCORE_PATH, &[], encore_body("t")).await.json()["offer"].is_object(),
+        "the window passed"
+    );
+
+    let s = Stack::with(|c| {
+        c.encore.resilience.idempotency.enabled = false;
+        c.encore.integrator.thread_cap = 0;
+    });
+    for _ in 0..5 {
+        assert!(s.post(ENCORE_PATH, &[], encore_body("t")).await.json()["offer"].is_object());
+    }
 }

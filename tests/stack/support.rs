@@ -46,6 +46,8 @@ pub enum Step {
     TooMany(u64),
     /// Its normal answer, after this long.
     Slow(Duration),
+    /// Encore's 200 with no offer for this user.
+    NoOffer,
     /// Never answers (the deadline or a try timeout ends it).
     Hang,
     /// The connection could not be made: the request never left.
@@ -88,15 +90,21 @@ impl Partner {
             Step::Answer | Step::Slow(_) => {
                 let n = self.links.fetch_add(1, Ordering::SeqCst);
                 Ok(match route {
-                    Route::EncoreOffers => json(
-                        200,
-                        format!(
-                            r#"{{"success":true,"offer":{{"clickUrl":"https://link.encorekit.com/{n}","title":"t"}}}}"#
-                        ),
-                    ),
+                    Route::EncoreOffers => {
+                        let mut offer = json(
+                            200,
+                            format!(
+                                r#"{{"success":true,"offer":{{"clickUrl":"https://link.encorekit.com/{n}","title":"t"}}}}"#
+                            ),
+                        );
+                        // As the upstream marks a served offer (the thread cap counts it).
+                        offer.offer_served = true;
+                        offer
+                    }
                     Route::BesitosGoals => json(200, format!(r#"{{"data":[{{"n":{n}}}]}}"#)),
                 })
             }
+            Step::NoOffer => Ok(json(200, r#"{"success":true,"offer":null}"#.into())),
             Step::Status(400) => Ok(json(400, r#"{"success":false}"#.into())),
             Step::Status(code) => failure(json(code, r#"{"success":false}"#.into())),
             Step::TooMany(secs) => {
