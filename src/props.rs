@@ -13,6 +13,7 @@ use crate::call::outcome::retry_after;
 use crate::call::route::{Route, Target};
 use crate::config::{Config, MapEnv};
 use crate::edge::validate::check_body;
+use crate::integrator::links::{count_offer_links, OFFER_HOST};
 use crate::upstream::partner_body::rewrite_besitos;
 
 /// A JSON value as text, objects with distinct keys, a few levels deep.
@@ -123,6 +124,27 @@ proptest! {
         prop_assert_eq!(&v["links"][0]["url"], &v["next_page_url"]);
         // Data is the partner's and is left alone.
         prop_assert_eq!(&v["data"], &body["data"]);
+    }
+
+    #[test]
+    fn the_link_counter_counts_exactly_the_partners_host(
+        host in prop_oneof![
+            Just(OFFER_HOST.to_string()),
+            Just(OFFER_HOST.to_uppercase()),
+            "[a-z]{0,3}link\\.encorekit\\.com(\\.[a-z]{1,6})?",
+            "link\\.encorekit\\.[a-z]{2,4}",
+            "[a-z0-9.-]{1,20}",
+        ],
+        scheme in prop_oneof![Just(""), Just("http://"), Just("HTTPS://"), Just("ftp://")],
+        userinfo in prop_oneof![Just(""), Just("user@"), Just("link.encorekit.com@")],
+        path in "(/[A-Za-z0-9]{0,8})?",
+        around in prop_oneof![Just(("", "")), Just(("(", ")")), Just(("[x](", ")")), Just(("**", "**.")), Just(("<", ">,"))],
+    ) {
+        let text = format!("see {}{scheme}{userinfo}{host}{path}{} now", around.0, around.1);
+        let exact = host.eq_ignore_ascii_case(OFFER_HOST)
+            && userinfo.is_empty()
+            && scheme != "ftp://";
+        prop_assert_eq!(count_offer_links(&text), usize::from(exact), "{}", text);
     }
 
     #[test]

@@ -28,7 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("cli", &["call", "config", "app", "simulator"]),
     // Test-only: the property tests of every parser (`props.rs`).
-    ("props", &["call", "config", "edge", "upstream"]),
+    (
+        "props",
+        &["call", "config", "edge", "upstream", "integrator"],
+    ),
 ];
 
 /// `(module, used module) -> first file that uses it`, test code left out.

@@ -59,6 +59,8 @@ pub struct IntegratorConfig {
     /// How far back shown offers count toward the cap.
     #[serde(rename = "thread_window_ms", serialize_with = "as_ms")]
     pub thread_window: Duration,
+    /// Compose the message for every offer, not only when a caller asks.
+    pub compose: bool,
 }
 
 /// Where shared state lives: idempotent answers and in-flight locks, rate

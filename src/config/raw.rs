@@ -153,6 +153,7 @@ pub struct RawIntegrator {
     pub idle_gap_ms: u64,
     pub thread_cap: u64,
     pub thread_window_ms: u64,
+    pub compose: bool,
 }
 
 impl Default for RawIntegrator {
@@ -161,6 +162,7 @@ impl Default for RawIntegrator {
             idle_gap_ms: 12 * 3_600_000,
             thread_cap: 3,
             thread_window_ms: 30 * 24 * 3_600_000,
+            compose: false,
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallTrace, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::{Config, Live, Secrets};
-use crate::integrator::eligibility;
+use crate::integrator::{compose, eligibility};
 use crate::metrics::Metrics;
 use admission::Admission;
 use metrics::EdgeMetrics;
@@ -82,6 +82,8 @@ struct EdgeShared {
     in_flight: Semaphore,
     /// The integrator rules of the eligibility endpoint.
     rules: eligibility::Rules,
+    /// Compose the message for every offer (`[encore.integrator] compose`).
+    compose: bool,
 }
 
 impl Edge {
@@ -99,6 +101,7 @@ impl Edge {
                 access_log: config.log.access_log,
                 in_flight: Semaphore::new(config.server.max_in_flight),
                 rules: (&config.encore.integrator).into(),
+                compose: config.encore.integrator.compose,
             }),
             stack,
         })
@@ -201,8 +204,18 @@ impl Edge {
             Ok(proxy_req) => {
                 *route = Some(proxy_req.route());
                 *trace = Some(proxy_req.trace.clone());
+                let compose = (proxy_req.route() == Route::EncoreOffers)
+                    .then(|| self.composing(&proxy_req))
+                    .flatten();
                 match self.stack.call(proxy_req).await {
-                    Ok(resp) => resp,
+                    Ok(mut resp) => {
+                        if let (Some(language), 200) = (compose, resp.status.as_u16()) {
+                            if let Some(body) = compose::compose(&resp.body, language.as_deref()) {
+                                resp.body = body;
+                            }
+                        }
+                        resp
+                    }
                     Err(e) => {
                         // A panic the stack caught itself (a spawned call's).
                         if matches!(e, GatewayError::Panic) {
@@ -224,6 +237,16 @@ impl Edge {
 }
 
 impl Edge {
+    /// `Some(language)` when the answer to `req` is to carry a composed
+    /// message (the request asks, or the config always does).
+    fn composing(&self, req: &ProxyRequest) -> Option<Option<String>> {
+        if !(self.shared.compose || compose::asked(req.headers.get("x-offergate-compose"))) {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        Some(body["attributes"]["language"].as_str().map(str::to_string))
+    }
+
     /// `POST /offergate/v1/encore/eligibility`: the doc's "when to call us",
     /// answered here; no partner call.
     async fn eligibility<B>(&self, req: Request<B>) -> ProxyResponse

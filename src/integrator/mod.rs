@@ -4,6 +4,7 @@
 //! to send (`compose`). Pure logic: the edge serves the eligibility endpoint,
 //! the thread-cap layer enforces the cap on the offers route.
 
+pub mod compose;
 pub mod eligibility;
 pub mod links;
 pub mod time;

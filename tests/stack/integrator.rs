@@ -161,3 +161,37 @@ async fn a_thread_cap_of_zero_turns_it_off_and_the_window_frees_slots() {
         assert!(s.post(ENCORE_PATH, &[], encore_body("t")).await.json()["offer"].is_object());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_composed_message_on_request_with_the_link_verbatim() {
+    let s = Stack::new();
+    let body = encore_body("composed").replace("\"en\"", "\"es-MX\"");
+    let plain = s.post(ENCORE_PATH, &[], encore_body("plain")).await;
+    assert!(plain.json().get("composed").is_none(), "only when asked");
+    let a = s
+        .post(ENCORE_PATH, &[("x-offergate-compose", "true")], &body)
+        .await;
+    let v = a.json();
+    let url = v["offer"]["clickUrl"].as_str().unwrap();
+    let text = v["composed"]["text"].as_str().unwrap();
+    assert!(text.contains(url), "{text}");
+    assert!(
+        text.ends_with("Desbloqueado por nuestro socio EncoreKit"),
+        "{text}"
+    );
+    assert_eq!(v["composed"]["language"], "es");
+    // The composition rides on replays too, and never on a no-offer answer.
+    let again = s
+        .post(ENCORE_PATH, &[("x-offergate-compose", "true")], &body)
+        .await;
+    assert!(again.replayed() && again.json()["composed"]["text"] == text);
+    s.plan(&[Step::NoOffer]);
+    let none = s
+        .post(
+            ENCORE_PATH,
+            &[("x-offergate-compose", "true")],
+            encore_body("no-offer"),
+        )
+        .await;
+    assert_eq!(none.body, NO_OFFER.as_bytes());
+}

@@ -204,6 +204,7 @@ fn integrator(r: Option<&RawIntegrator>, p: &mut Problems) -> Option<IntegratorC
         idle_gap: idle_gap?,
         thread_cap: thread_cap? as u32,
         thread_window: thread_window?,
+        compose: r.compose,
     })
 }
 

@@ -1,0 +1,143 @@
+//! The message to send, composed from an Encore offer (opt-in: request header
+//! `x-offergate-compose: true`, or `[encore.integrator] compose = true`). The
+//! doc's recommended sentence, with the click URL verbatim and the partner
+//! sign-off, in the caller's language when a template exists (by the primary
+//! subtag of `attributes.language`), English otherwise. The `perk` fills the
+//! sentence; when it is null, the `title` does. The answer gains
+//! `"composed": {"text", "language"}`; every other field stays as the partner
+//! sent it.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// `(language, template)`: `{offer}` is the perk (or the title), `{url}` the
+/// click URL.
+const TEMPLATES: [(&str, &str); 5] = [
+    ("en", "Get {offer} by claiming now: {url} — Unlocked by our partner EncoreKit"),
+    ("es", "Consigue {offer} reclamándolo ahora: {url} — Desbloqueado por nuestro socio EncoreKit"),
+    ("pt", "Ganhe {offer} resgatando agora: {url} — Desbloqueado pelo nosso parceiro EncoreKit"),
+    ("fr", "Obtenez {offer} en le réclamant maintenant : {url} — Débloqué par notre partenaire EncoreKit"),
+    ("de", "Hol dir {offer}, jetzt einlösen: {url} — Freigeschaltet von unserem Partner EncoreKit"),
+];
+
+/// Whether a caller asked for composition.
+pub fn asked(value: Option<&http::HeaderValue>) -> bool {
+    value.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+}
+
+/// `answer` with `composed` added, or `None` when it holds no offer to compose
+/// (then it is sent as it is).
+pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
+    let mut v: Value = serde_json::from_slice(answer).ok()?;
+    let offer = v.get("offer")?.as_object()?;
+    let url = offer.get("clickUrl")?.as_str()?;
+    let what = offer
+        .get("perk")
+        .and_then(Value::as_str)
+        .filter(|p| !p.trim().is_empty())
+        .or_else(|| offer.get("title").and_then(Value::as_str))?;
+    let primary = language
+        .and_then(|l| l.split(['-', '_']).next())
+        .map(str::to_ascii_lowercase);
+    let (lang, template) = TEMPLATES
+        .iter()
+        .find(|(l, _)| primary.as_deref() == Some(*l))
+        .unwrap_or(&TEMPLATES[0]);
+    let text = fill(template, what, url);
+    v.as_object_mut()?.insert(
+        "composed".into(),
+        serde_json::json!({ "text": text, "language": lang }),
+    );
+    serde_json::to_vec(&v).ok().map(Bytes::from)
+}
+
+/// The template with its placeholders filled. Only the template is scanned
+/// for placeholders, never what goes into them: an offer field that reads
+/// `{url}` stays as it is.
+fn fill(template: &str, offer: &str, url: &str) -> String {
+    let mut out = String::with_capacity(template.len() + offer.len() + url.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("{offer}") {
+            out.push_str(offer);
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("{url}") {
+            out.push_str(url);
+            rest = after;
+        } else {
+            out.push('{');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
+
+    fn composed(answer: &str, lang: Option<&str>) -> Value {
+        serde_json::from_slice(&compose(answer.as_bytes(), lang).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_docs_sentence_with_the_perk_or_the_title() {
+        let v = composed(OFFER, Some("en-US"));
+        assert_eq!(
+            v["composed"]["text"],
+            "Get 6 months free by claiming now: https://link.encorekit.com/aB3xY7q2 — Unlocked by our partner EncoreKit"
+        );
+        assert_eq!(v["composed"]["language"], "en");
+        let no_perk = OFFER.replace(r#""6 months free""#, "null");
+        let v = composed(&no_perk, None);
+        assert!(v["composed"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Get Free Apple Music for 6 months by claiming now"));
+        // Every other field exactly as the partner sent it.
+        let before: Value = serde_json::from_str(OFFER).unwrap();
+        let mut after = composed(OFFER, None);
+        after.as_object_mut().unwrap().remove("composed");
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn languages_and_their_fallback() {
+        assert_eq!(
+            composed(OFFER, Some("es-419"))["composed"]["language"],
+            "es"
+        );
+        assert!(composed(OFFER, Some("pt-BR"))["composed"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ganhe 6 months free"));
+        assert_eq!(
+            composed(OFFER, Some("zh-Hant-TW"))["composed"]["language"],
+            "en",
+            "no template: English"
+        );
+    }
+
+    #[test]
+    fn the_click_url_is_never_altered_and_no_offer_is_left_alone() {
+        let tricky = OFFER.replace("6 months free", "{url} and {offer}");
+        let text = composed(&tricky, None)["composed"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            text.matches("https://link.encorekit.com/aB3xY7q2").count(),
+            1
+        );
+        assert!(
+            text.contains("{url} and {offer}"),
+            "offer text is not a template: {text}"
+        );
+        assert!(compose(br#"{"success":true,"offer":null}"#, None).is_none());
+    }
+}
