@@ -99,13 +99,23 @@ pub(super) fn log_filter(s: &str) -> Result<String, String> {
         })
 }
 
+/// One word of a closed set (`log.format`, `on_limit`, `state.backend`, ...).
+pub(super) fn choice<T: Copy>(s: &str, options: &[(&str, T)]) -> Result<T, String> {
+    match options.iter().find(|(word, _)| *word == s) {
+        Some((_, value)) => Ok(*value),
+        None => {
+            let words: Vec<&str> = options.iter().map(|(w, _)| *w).collect();
+            Err(format!("`{s}` is not {}", words.join(" or ")))
+        }
+    }
+}
+
 /// What to answer when a limit trips.
 pub(super) fn on_limit(s: &str) -> Result<OnLimit, String> {
-    match s {
-        "fallback" => Ok(OnLimit::Fallback),
-        "reject" => Ok(OnLimit::Reject),
-        other => Err(format!("`{other}` is not fallback or reject")),
-    }
+    choice(
+        s,
+        &[("fallback", OnLimit::Fallback), ("reject", OnLimit::Reject)],
+    )
 }
 
 #[cfg(test)]
@@ -160,6 +170,9 @@ mod tests {
         }
         assert!(log_filter("WARN").is_ok());
         assert_eq!(on_limit("reject"), Ok(OnLimit::Reject));
-        assert!(on_limit("drop").is_err());
+        assert_eq!(
+            on_limit("drop").unwrap_err(),
+            "`drop` is not fallback or reject"
+        );
     }
 }

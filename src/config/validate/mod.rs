@@ -5,7 +5,7 @@
 
 mod partners;
 
-use super::parse::{bounded, host_name, log_filter, millis, socket, Problems};
+use super::parse::{bounded, choice, host_name, log_filter, millis, socket, Problems};
 use super::raw::{RawConfig, RawLog, RawServer, RawState, RawTls};
 use super::*;
 
@@ -125,14 +125,8 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
 /// `[log]`.
 fn log(l: &RawLog, p: &mut Problems) -> Option<LogConfig> {
     let level = p.check("log.level", log_filter(&l.level));
-    let format = match l.format.as_str() {
-        "text" => Some(LogFormat::Text),
-        "json" => Some(LogFormat::Json),
-        other => {
-            p.push(format!("log.format: `{other}` is not text or json"));
-            None
-        }
-    };
+    let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+    let format = p.check("log.format", choice(&l.format, &formats));
     Some(LogConfig {
         level: level?,
         format: format?,
@@ -142,24 +136,16 @@ fn log(l: &RawLog, p: &mut Problems) -> Option<LogConfig> {
 
 /// `[state]`.
 fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
-    let backend = match s.backend.as_str() {
-        "memory" => Some(StateBackend::Memory),
-        "redis" => Some(StateBackend::Redis),
-        other => {
-            p.push(format!("state.backend: `{other}` is not memory or redis"));
-            None
-        }
-    };
-    let on_error = match s.on_error.as_str() {
-        "fail_open" => Some(OnStateError::FailOpen),
-        "fail_closed" => Some(OnStateError::FailClosed),
-        other => {
-            p.push(format!(
-                "state.on_error: `{other}` is not fail_open or fail_closed"
-            ));
-            None
-        }
-    };
+    let backends = [
+        ("memory", StateBackend::Memory),
+        ("redis", StateBackend::Redis),
+    ];
+    let backend = p.check("state.backend", choice(&s.backend, &backends));
+    let on_errors = [
+        ("fail_open", OnStateError::FailOpen),
+        ("fail_closed", OnStateError::FailClosed),
+    ];
+    let on_error = p.check("state.on_error", choice(&s.on_error, &on_errors));
     let redis_url = match (&s.redis_url, backend) {
         (Some(url), _) => p.check("state.redis_url", redis_url(url)).map(Some),
         (None, Some(StateBackend::Redis)) => {
