@@ -71,10 +71,7 @@ fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::E
                 let mut resp = ProxyResponse::json(status, offer.clone());
                 resp.outcome = Outcome::Forwarded;
                 // As the upstream does: only the partner's 200 and 400 are answers.
-                let answer = match status.as_u16() {
-                    200 | 400 => Ok(resp),
-                    _ => Err(GatewayError::PartnerStatus(Box::new(resp))),
-                };
+                let answer = offergate::call::outcome::partner_answer(resp);
                 async move { answer }
             }),
         )

@@ -91,6 +91,16 @@ impl Verdict {
     }
 }
 
+/// A partner's answer as a try's result: its 200 and its 400 are answers to
+/// deliver; any other status is a failure the layers decide about (the table
+/// above), carried as an error that holds the answer.
+pub fn partner_answer(answer: ProxyResponse) -> Result<ProxyResponse, GatewayError> {
+    match answer.status {
+        StatusCode::OK | StatusCode::BAD_REQUEST => Ok(answer),
+        _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
+    }
+}
+
 /// Classifies one try's result (the table above). Only errors can be
 /// failures: the upstream answers `Ok` for the partner's 200 and 400 alone.
 pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
@@ -149,11 +159,10 @@ mod tests {
 
     /// What the upstream hands back for a partner answer with `code`.
     fn status(code: u16) -> Result<ProxyResponse, GatewayError> {
-        let answer = ProxyResponse::json(StatusCode::from_u16(code).unwrap(), Bytes::new());
-        match code {
-            200 | 400 => Ok(answer),
-            _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
-        }
+        partner_answer(ProxyResponse::json(
+            StatusCode::from_u16(code).unwrap(),
+            Bytes::new(),
+        ))
     }
 
     fn retry_of(v: Verdict) -> Option<RetryType> {

@@ -23,7 +23,7 @@ use http_body_util::Full;
 
 use crate::call::error::{GatewayError, UpstreamFailure};
 use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
-use crate::call::outcome::OfferResult;
+use crate::call::outcome::{partner_answer, OfferResult};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
@@ -208,12 +208,7 @@ impl UpstreamInner {
             outcome: Outcome::Forwarded,
             offer_served,
         };
-        // The partner's answers to deliver are its 200 and its 400; any other
-        // status is a failure the layers above decide about (outcome table).
-        match answer.status {
-            StatusCode::OK | StatusCode::BAD_REQUEST => Ok(answer),
-            _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
-        }
+        partner_answer(answer)
     }
 }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use offergate::call::error::{GatewayError, UpstreamFailure};
+use offergate::call::outcome::partner_answer;
 use offergate::call::request::{Outcome, ProxyRequest, ProxyResponse};
 use offergate::call::route::Route;
 use offergate::config::{BaseUrl, Config, MapEnv, Rate};
@@ -105,8 +106,7 @@ impl Partner {
                 })
             }
             Step::NoOffer => Ok(json(200, r#"{"success":true,"offer":null}"#.into())),
-            Step::Status(400) => Ok(json(400, r#"{"success":false}"#.into())),
-            Step::Status(code) => failure(json(code, r#"{"success":false}"#.into())),
+            Step::Status(code) => partner_answer(json(code, r#"{"success":false}"#.into())),
             Step::TooMany(secs) => {
                 let mut r = json(429, r#"{"success":false}"#.into());
                 r.headers
