@@ -119,14 +119,14 @@ fn pieces(c: &mut Criterion) {
         .unwrap();
     let store = MemoryStore::new(100_000, 64 * 1024 * 1024);
     let stored = || Stored {
-        fingerprint: [7; 32],
+        fingerprint: [7; 16],
         status: StatusCode::OK,
         content_type: None,
         body: Bytes::from_static(OFFER.as_bytes()),
         ttl: Duration::from_secs(3600),
     };
     rt.block_on(async {
-        store.claim("hit", &[7; 32]).await;
+        store.claim("hit", &[7; 16]).await;
         store
             .finish("hit", &Err(GatewayError::DeadlineExceeded), Some(stored()))
             .await;
@@ -135,7 +135,7 @@ fn pieces(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 matches!(
-                    store.claim(black_box("hit"), &[7; 32]).await,
+                    store.claim(black_box("hit"), &[7; 16]).await,
                     Claim::Stored(_)
                 )
             })
@@ -147,7 +147,7 @@ fn pieces(c: &mut Criterion) {
             n += 1;
             let key = format!("miss-{n}");
             rt.block_on(async {
-                store.claim(&key, &[7; 32]).await;
+                store.claim(&key, &[7; 16]).await;
                 store
                     .finish(&key, &Err(GatewayError::DeadlineExceeded), Some(stored()))
                     .await;

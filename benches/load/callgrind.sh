@@ -4,6 +4,8 @@
 # machine and show what a change saved. Loopback only, bounded, stops itself.
 #
 #   benches/load/callgrind.sh [forward|replay]        (default forward)
+#   DUMP_TO=cg.out benches/load/callgrind.sh          (keeps the dump for
+#                                                      callgrind_annotate)
 #
 # An nginx static partner on CPU 0, offergate under callgrind on CPU 1, wrk (8
 # connections) for 2 s of warm-up, counters zeroed, 4 s measured, counters
@@ -34,6 +36,7 @@ callgrind_control -d "$OG" >/dev/null 2>&1
 sleep 1
 REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
 DUMP=$(ls "$WORK"/cg.out.* | head -1)
+[ -n "${DUMP_TO:-}" ] && cp "$DUMP" "$DUMP_TO"
 python3 - "$DUMP" "$REQUESTS" "$SCENARIO" <<'PY'
 import re, sys
 dump, requests, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -1,21 +1,32 @@
-//! A request's fingerprint: SHA-256 over its route, partner, page and canonical
-//! JSON body. Two requests with the same fingerprint ask the partner the same
-//! question, so one answer serves both.
+//! A request's fingerprint: XXH3-128 over its route, partner, page and
+//! canonical JSON body. Two requests with the same fingerprint ask the partner
+//! the same question, so one answer serves both.
+//!
+//! Why not a cryptographic hash: the fingerprint only tells a caller's own
+//! requests apart (a derived idempotency key, or a reused key's body), and
+//! the caller is the platform beside offergate, not an adversary. XXH3-128 is
+//! stable across machines and versions (replicas share keys on Redis), and
+//! the odds that two different requests ever collide are about n² / 2¹²⁹:
+//! below 10⁻¹⁸ after 10¹⁰ requests. It costs a tenth of SHA-256's
+//! instructions per call (benches/README.md).
 //!
 //! Canonical JSON: object keys sorted, no insignificant whitespace, strings and
 //! numbers re-encoded by serde_json. So `{"b":1, "a":"x"}` and `{"a":"x","b":1}`
 //! match; `1` and `1.0`, or `"1"` and `1`, do not. An empty body is `{}` (both
 //! ask Besitos for everything).
 
-use ring::digest::{Context, SHA256};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::call::json::Json;
 use crate::call::route::Target;
 
-pub type Fingerprint = [u8; 32];
+pub type Fingerprint = [u8; 16];
 
 pub fn fingerprint(target: &Target, body: &[u8]) -> Fingerprint {
-    hash(target, &canonical(body))
+    let mut out = Vec::new();
+    write_target(target, &mut out);
+    out.extend_from_slice(&canonical(body));
+    xxh3_128(&out).to_be_bytes()
 }
 
 /// The fingerprint of a body already parsed (admission parses it once to
@@ -28,11 +39,12 @@ pub fn fingerprint_of(target: &Target, json: Option<&Json>) -> Fingerprint {
     }
     SCRATCH.with_borrow_mut(|out| {
         out.clear();
+        write_target(target, out);
         match json {
             Some(v) => v.write_canonical(out),
             None => out.extend_from_slice(b"{}"),
         }
-        let fingerprint = hash(target, out);
+        let fingerprint = xxh3_128(out).to_be_bytes();
         // A huge body's buffer is not kept for the thread's lifetime.
         if out.capacity() > 64 * 1024 {
             *out = Vec::new();
@@ -41,18 +53,15 @@ pub fn fingerprint_of(target: &Target, json: Option<&Json>) -> Fingerprint {
     })
 }
 
-fn hash(target: &Target, canonical_body: &[u8]) -> Fingerprint {
-    let mut ctx = Context::new(&SHA256);
-    ctx.update(target.route.as_str().as_bytes());
-    ctx.update(b"\0");
-    ctx.update(target.partner_id.as_deref().unwrap_or_default().as_bytes());
-    ctx.update(b"\0");
-    ctx.update(&target.page.unwrap_or(1).to_le_bytes());
-    ctx.update(b"\0");
-    ctx.update(canonical_body);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+/// What the body is hashed after: route, partner and page, each ended by a
+/// NUL (which no route, partner id or page number contains).
+fn write_target(target: &Target, out: &mut Vec<u8>) {
+    out.extend_from_slice(target.route.as_str().as_bytes());
+    out.push(0);
+    out.extend_from_slice(target.partner_id.as_deref().unwrap_or_default().as_bytes());
+    out.push(0);
+    out.extend_from_slice(&target.page.unwrap_or(1).to_le_bytes());
+    out.push(0);
 }
 
 /// The canonical form of a JSON body; bytes that are not JSON stand for themselves.
@@ -133,5 +142,34 @@ mod tests {
         assert_eq!(canonical(body), br#"{"a":null,"b":[1,{"x":"s","y":2}]}"#);
         let b = t(Route::BesitosGoals, Some("p"), None);
         assert_eq!(fingerprint_of(&b, None), fingerprint(&b, b""));
+    }
+}
+
+#[cfg(test)]
+mod stability {
+    use super::*;
+    use crate::call::request::thread_id;
+    use crate::call::route::Route;
+
+    /// Replicas of different builds share keys on Redis: the same request
+    /// must hash the same on every build, so these values may never change
+    /// without a new key format.
+    #[test]
+    fn fingerprints_and_thread_ids_are_stable_across_builds() {
+        let t = Target {
+            route: Route::EncoreOffers,
+            partner_id: None,
+            page: None,
+        };
+        let fp = fingerprint(&t, br#"{"chatId":"x","clientId":"c"}"#);
+        assert_eq!(hex(&fp), "f41241d427820ad507a494281290ede1");
+        assert_eq!(
+            hex(&thread_id("c", "x")),
+            "7f72c11a990d4c38afcf8d21082602a0"
+        );
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -28,30 +28,30 @@ pub struct ProxyRequest {
     /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
     pub idempotency_key: Option<Arc<str>>,
     /// Route, partner, page and canonical body, hashed once at admission: what
-    /// makes two requests the same one (idempotency).
-    pub fingerprint: crate::call::fingerprint::Fingerprint,
+    /// makes two requests the same one. `None` where idempotency is off.
+    pub fingerprint: Option<crate::call::fingerprint::Fingerprint>,
     /// Encore's `clientId`, read during validation (per-caller rate limit).
     pub client_id: Option<Arc<str>>,
     /// When the whole call must be over; set by the deadline layer.
     pub deadline: Option<super::clock::Instant>,
-    /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's key.
+    /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's
+    /// key. `None` where the cap is off.
     pub thread: Option<ThreadId>,
     /// What happened at the partner, for the access log: shared by every try.
     pub trace: Arc<CallTrace>,
 }
 
-/// A conversation's id: SHA-256 of `clientId` and `chatId`, cut to 16 bytes.
-/// Stable across replicas, and no caller id is kept in the clear.
+/// A conversation's id: XXH3-128 of `clientId` and `chatId` (the collision
+/// odds are the fingerprint's, `fingerprint.rs`). Stable across replicas, and
+/// no caller id is kept in the clear.
 pub type ThreadId = [u8; 16];
 
 pub fn thread_id(client_id: &str, chat_id: &str) -> ThreadId {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(client_id.as_bytes());
-    ctx.update(b"\0");
-    ctx.update(chat_id.as_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&ctx.finish().as_ref()[..16]);
-    id
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(client_id.as_bytes());
+    h.update(b"\0");
+    h.update(chat_id.as_bytes());
+    h.digest128().to_be_bytes()
 }
 
 /// Tries made and the partner's last status, written by the upstream, read

@@ -24,9 +24,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
 use crate::call::error::GatewayError;
+use crate::call::fingerprint;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
+use crate::call::request::thread_id;
 use crate::call::request::ProxyRequest;
-use crate::call::route::{self, Route};
+use crate::call::route::{self, PerRoute, Route};
 use crate::config::{Config, Live, Secrets};
 use crate::edge::validate;
 
@@ -38,6 +40,10 @@ pub struct Admission {
     body_read_timeout: Duration,
     max_headers: usize,
     allowed_hosts: Vec<String>,
+    /// Whether a route's requests need a fingerprint (idempotency is on).
+    fingerprints: PerRoute<bool>,
+    /// Whether Encore calls need a thread id (the thread cap is on).
+    thread_ids: bool,
     /// The inbound token and the Besitos partners, as the last reload left them.
     secrets: Arc<Live<Secrets>>,
 }
@@ -49,6 +55,8 @@ impl Admission {
             body_read_timeout: config.server.body_read_timeout,
             max_headers: config.server.max_headers,
             allowed_hosts: config.server.allowed_hosts.clone(),
+            fingerprints: PerRoute::new(|r| config.resilience(r).idempotency.enabled),
+            thread_ids: config.encore.integrator.thread_cap > 0,
             secrets,
         }
     }
@@ -100,8 +108,14 @@ impl Admission {
         }
         let checked = validate::check_body(route, &body).map_err(known)?;
         let idempotency_key = idempotency_key(&parts).map_err(known)?;
-        let fingerprint = crate::call::fingerprint::fingerprint_of(&target, checked.json.as_ref());
-        let (client_id, thread) = (checked.client_id, checked.thread);
+        // Hashed only where a layer reads them.
+        let fingerprint = (*self.fingerprints.get(route))
+            .then(|| fingerprint::fingerprint_of(&target, checked.json.as_ref()));
+        let thread = match (&checked.client_id, checked.chat_id()) {
+            (Some(client), Some(chat)) if self.thread_ids => Some(thread_id(client, chat)),
+            _ => None,
+        };
+        let client_id = checked.client_id;
         Ok(ProxyRequest {
             target,
             request_id,

@@ -2,7 +2,7 @@
 //! script, loaded once and called by its SHA (`redis::Script` reloads it on
 //! `NOSCRIPT`, after a Redis restart).
 
-/// Claims an idempotency key. KEYS: answer, lock. ARGV: fingerprint (64 hex),
+/// Claims an idempotency key. KEYS: answer, lock. ARGV: fingerprint (hex),
 /// lock value (fingerprint and owner), lock TTL in ms.
 /// Returns `{1, answer}` stored, `{0}` lead (the lock is now ours), `{2}` the
 /// same request is in flight elsewhere, `{3}` another request holds the key.
@@ -11,7 +11,7 @@ local stored = redis.call('GET', KEYS[1])
 if stored then return {1, stored} end
 local lock = redis.call('GET', KEYS[2])
 if lock then
-  if string.sub(lock, 1, 64) == ARGV[1] then return {2} end
+  if string.sub(lock, 1, #ARGV[1]) == ARGV[1] then return {2} end
   return {3}
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])

@@ -282,7 +282,7 @@ token_env = "T2"
             headers: Arc::new(headers),
             body: Bytes::from_static(b"{}"),
             idempotency_key: None,
-            fingerprint: [0; 32],
+            fingerprint: None,
             client_id: None,
             deadline: None,
             thread: None,

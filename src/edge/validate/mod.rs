@@ -15,7 +15,6 @@ use std::sync::Arc;
 use crate::call::json::{Json, Object};
 
 use crate::call::error::GatewayError;
-use crate::call::request::{thread_id, ThreadId};
 use crate::call::route::Route;
 
 /// Longest `clientId` / `chatId` accepted, in characters.
@@ -26,10 +25,18 @@ pub const MAX_ID_CHARS: usize = 256;
 pub struct Checked<'a> {
     /// Encore's `clientId`: the operator the per-caller rate limit is keyed by.
     pub client_id: Option<Arc<str>>,
-    /// Encore's conversation: `clientId` and `chatId`, hashed (the thread cap).
-    pub thread: Option<ThreadId>,
     /// The parsed body (`None`: no body), for the request fingerprint.
     pub json: Option<Json<'a>>,
+}
+
+impl Checked<'_> {
+    /// Encore's `chatId` (with `clientId`, the thread the cap counts).
+    pub fn chat_id(&self) -> Option<&str> {
+        match &self.json {
+            Some(Json::Object(obj)) => obj.get("chatId").and_then(Json::as_str),
+            _ => None,
+        }
+    }
 }
 
 /// Checks a body for `route`; `Ok` means it may be forwarded as it is.
@@ -89,10 +96,6 @@ fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     required_id(&obj, "clientId")?;
     let client_id = obj.get("clientId").and_then(Json::as_str).map(Arc::from);
     required_id(&obj, "chatId")?;
-    let thread = match (obj.get("clientId"), obj.get("chatId")) {
-        (Some(Json::String(client)), Some(Json::String(chat))) => Some(thread_id(client, chat)),
-        _ => None,
-    };
     let attrs = match obj.get("attributes") {
         None | Some(Json::Null) => return Err(GatewayError::invalid("attributes", "is required")),
         Some(Json::Object(a)) => a,
@@ -132,7 +135,6 @@ fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     }
     Ok(Checked {
         client_id,
-        thread,
         json: Some(Json::Object(obj)),
     })
 }
@@ -191,7 +193,6 @@ fn besitos(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
     match obj.get("message_template") {
         None | Some(Json::Null) | Some(Json::String(_)) => Ok(Checked {
             client_id: None,
-            thread: None,
             json: Some(Json::Object(obj)),
         }),
         Some(other) => Err(GatewayError::invalid(

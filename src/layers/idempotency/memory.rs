@@ -258,7 +258,7 @@ mod tests {
 
     fn stored(fp: u8, body_len: usize, ttl: Duration) -> Stored {
         Stored {
-            fingerprint: [fp; 32],
+            fingerprint: [fp; 16],
             status: StatusCode::OK,
             content_type: None,
             body: Bytes::from(vec![b'x'; body_len]),
@@ -269,7 +269,7 @@ mod tests {
     /// A new call under `key` (it must lead) whose answer is kept: a body of
     /// `body_len` bytes for `ttl`.
     async fn answer(s: &MemoryStore, key: &str, body_len: usize, ttl: Duration) {
-        assert!(matches!(s.claim(key, &[1; 32]).await, Claim::Lead), "{key}");
+        assert!(matches!(s.claim(key, &[1; 16]).await, Claim::Lead), "{key}");
         s.finish(
             key,
             &Err(GatewayError::DeadlineExceeded),
@@ -281,12 +281,12 @@ mod tests {
     #[tokio::test]
     async fn lead_wait_store_replay_conflict() {
         let s = MemoryStore::new(100, 1 << 20);
-        assert!(matches!(s.claim("k", &[1; 32]).await, Claim::Lead));
+        assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Lead));
         assert!(
-            matches!(s.claim("k", &[2; 32]).await, Claim::Conflict),
+            matches!(s.claim("k", &[2; 16]).await, Claim::Conflict),
             "in flight, other request"
         );
-        let Claim::Wait(waiter) = s.claim("k", &[1; 32]).await else {
+        let Claim::Wait(waiter) = s.claim("k", &[1; 16]).await else {
             panic!("should wait")
         };
         let answer: Answer = Err(GatewayError::DeadlineExceeded);
@@ -296,18 +296,18 @@ mod tests {
             waiter.await,
             Some(Err(GatewayError::DeadlineExceeded))
         ));
-        assert!(matches!(s.claim("k", &[1; 32]).await, Claim::Stored(_)));
-        assert!(matches!(s.claim("k", &[2; 32]).await, Claim::Conflict));
+        assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Stored(_)));
+        assert!(matches!(s.claim("k", &[2; 16]).await, Claim::Conflict));
         assert_eq!(s.entries(), 1);
     }
 
     #[tokio::test]
     async fn a_call_not_kept_leaves_the_key_free() {
         let s = MemoryStore::new(100, 1 << 20);
-        assert!(matches!(s.claim("k", &[1; 32]).await, Claim::Lead));
+        assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Lead));
         s.finish("k", &Err(GatewayError::DeadlineExceeded), None)
             .await;
-        assert!(matches!(s.claim("k", &[1; 32]).await, Claim::Lead));
+        assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Lead));
     }
 
     #[tokio::test]
@@ -341,8 +341,8 @@ mod tests {
         answer(&s, "short", 1, Duration::from_millis(50)).await;
         answer(&s, "long", 1, Duration::from_secs(60)).await;
         std::thread::sleep(Duration::from_millis(80));
-        assert!(matches!(s.claim("short", &[1; 32]).await, Claim::Lead));
-        assert!(matches!(s.claim("long", &[1; 32]).await, Claim::Stored(_)));
+        assert!(matches!(s.claim("short", &[1; 16]).await, Claim::Lead));
+        assert!(matches!(s.claim("long", &[1; 16]).await, Claim::Stored(_)));
     }
 
     #[tokio::test]
@@ -353,14 +353,14 @@ mod tests {
             answer(&s, &key, 300, Duration::from_secs(3600)).await;
             // A platform's retry of the call just made must be replayed.
             assert!(
-                matches!(s.claim(&key, &[1; 32]).await, Claim::Stored(_)),
+                matches!(s.claim(&key, &[1; 16]).await, Claim::Stored(_)),
                 "answer {i} was not kept"
             );
         }
         for i in (50_000 - 1_000)..50_000u32 {
             let key = format!("key/{i:08}");
             assert!(
-                matches!(s.claim(&key, &[1; 32]).await, Claim::Stored(_)),
+                matches!(s.claim(&key, &[1; 16]).await, Claim::Stored(_)),
                 "recent answer {i} was evicted"
             );
         }
@@ -370,7 +370,7 @@ mod tests {
     async fn an_answer_larger_than_a_generation_is_not_kept() {
         let s = MemoryStore::new(100, 64 * 1024);
         answer(&s, "big", 40 * 1024, Duration::from_secs(60)).await;
-        assert!(matches!(s.claim("big", &[1; 32]).await, Claim::Lead));
+        assert!(matches!(s.claim("big", &[1; 16]).await, Claim::Lead));
         assert_eq!(s.weighted_size(), 0);
     }
 

@@ -212,7 +212,9 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
         let state = self.per_route.get(route);
-        let fp = req.fingerprint;
+        let Some(fp) = req.fingerprint else {
+            return inner.oneshot(req).await;
+        };
         let Some((key, ttl)) = state.key(&req, &fp) else {
             return inner.oneshot(req).await;
         };

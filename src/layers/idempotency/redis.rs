@@ -100,12 +100,17 @@ fn hex(fp: &Fingerprint) -> String {
         .collect()
 }
 
-/// fingerprint (32) · status (2, big-endian) · content-type length (1) ·
-/// content type · body.
+/// The stored answer's layout: version (1) · fingerprint (16) · status (2,
+/// big-endian) · content-type length (1) · content type · body. An answer
+/// another version wrote is not read (the caller's partner call goes ahead).
+const FORMAT: u8 = 2;
+const HEAD: usize = 1 + 16 + 2 + 1;
+
 fn encode(s: &Stored) -> Vec<u8> {
     let ct = s.content_type.as_ref().map_or(&b""[..], |v| v.as_bytes());
     let ct = &ct[..ct.len().min(255)];
-    let mut out = Vec::with_capacity(35 + ct.len() + s.body.len());
+    let mut out = Vec::with_capacity(HEAD + ct.len() + s.body.len());
+    out.push(FORMAT);
     out.extend_from_slice(&s.fingerprint);
     out.extend_from_slice(&s.status.as_u16().to_be_bytes());
     out.push(ct.len() as u8);
@@ -115,18 +120,21 @@ fn encode(s: &Stored) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8], ttl: Duration) -> Option<Stored> {
-    let fingerprint: Fingerprint = bytes.get(..32)?.try_into().ok()?;
+    if bytes.first() != Some(&FORMAT) {
+        return None;
+    }
+    let fingerprint: Fingerprint = bytes.get(1..17)?.try_into().ok()?;
     let status =
-        StatusCode::from_u16(u16::from_be_bytes(bytes.get(32..34)?.try_into().ok()?)).ok()?;
-    let ct_len = usize::from(*bytes.get(34)?);
-    let ct = bytes.get(35..35 + ct_len)?;
+        StatusCode::from_u16(u16::from_be_bytes(bytes.get(17..19)?.try_into().ok()?)).ok()?;
+    let ct_len = usize::from(*bytes.get(19)?);
+    let ct = bytes.get(HEAD..HEAD + ct_len)?;
     Some(Stored {
         fingerprint,
         status,
         content_type: (!ct.is_empty())
             .then(|| HeaderValue::from_bytes(ct).ok())
             .flatten(),
-        body: Bytes::copy_from_slice(bytes.get(35 + ct_len..)?),
+        body: Bytes::copy_from_slice(bytes.get(HEAD + ct_len..)?),
         ttl,
     })
 }
@@ -249,7 +257,7 @@ mod tests {
     #[test]
     fn answers_round_trip_through_their_encoding() {
         let s = Stored {
-            fingerprint: [7; 32],
+            fingerprint: [7; 16],
             status: StatusCode::BAD_REQUEST,
             content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
             body: Bytes::from_static(br#"{"success":false}"#),
@@ -259,11 +267,14 @@ mod tests {
             decode(&encode(&s)[..30], Duration::ZERO).is_none(),
             "truncated"
         );
+        let mut other_version = encode(&s);
+        other_version[0] = 1;
+        assert!(decode(&other_version, Duration::ZERO).is_none());
         let back = decode(&encode(&s), Duration::from_secs(1)).unwrap();
         assert_eq!(
             (back.fingerprint, back.status, back.content_type, back.body),
             (s.fingerprint, s.status, s.content_type, s.body)
         );
-        assert_eq!(hex(&[0xab; 32]).len(), 64);
+        assert_eq!(hex(&[0xab; 16]).len(), 32);
     }
 }
