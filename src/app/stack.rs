@@ -19,6 +19,8 @@ use tower::ServiceBuilder;
 
 use std::sync::Arc;
 
+use crate::call::error::GatewayError;
+use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::edge::{Edge, ProxyService};
 use crate::layers::circuit::Circuit;
@@ -26,7 +28,7 @@ use crate::layers::idempotency::Idempotency;
 use crate::layers::pause;
 use crate::layers::rate_limit::{CallerLimit, LimitedCounter, PartnerQuota};
 use crate::layers::thread_cap::ThreadCap;
-use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, Inner};
+use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, FromService, Inner};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 use crate::upstream::Upstream;
@@ -65,12 +67,30 @@ pub fn build(
         metrics,
         shared.secrets.clone(),
     )?;
-    build_with(config, public_base_url, metrics, shared, upstream)
+    assemble(config, public_base_url, metrics, shared, upstream)
 }
 
-/// [`build`] around any partner service: the real [`Upstream`], or an
-/// in-memory partner in the stack tests and the benchmarks.
-pub fn build_with<U: Inner>(
+/// [`build`] around any tower service as the partner: the in-memory
+/// partners of the stack tests and the benchmarks.
+pub fn build_with<U>(
+    config: &Config,
+    public_base_url: BaseUrl,
+    metrics: &Metrics,
+    shared: &Shared,
+    upstream: U,
+) -> Result<Edge, String>
+where
+    U: tower::Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let partner = FromService(upstream);
+    assemble(config, public_base_url, metrics, shared, partner)
+}
+
+fn assemble<U: Inner>(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
@@ -115,7 +135,11 @@ pub fn build_with<U: Inner>(
     // errors turned into answers (edge/mod.rs).
     Edge::new(
         config,
-        ProxyService::new(proxy),
+        // The whole stack's call is one future, boxed once here.
+        ProxyService::new(move |req| {
+            let proxy = proxy.clone();
+            Box::pin(async move { proxy.call(req).await })
+        }),
         metrics,
         shared.secrets.clone(),
     )

@@ -12,3 +12,4 @@ pub mod json;
 pub mod outcome;
 pub mod request;
 pub mod route;
+pub mod service;

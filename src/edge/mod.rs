@@ -25,7 +25,6 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
 use hyper::body::Body;
 use tokio::sync::Semaphore;
-use tower::Service;
 
 use crate::call::clock;
 use crate::call::error::GatewayError;
@@ -47,20 +46,12 @@ pub struct ProxyService(Arc<dyn Fn(ProxyRequest) -> ProxyFuture + Send + Sync>);
 pub type ProxyFuture = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
 
 impl ProxyService {
-    pub fn new<S>(stack: S) -> ProxyService
-    where
-        S: Service<
-                ProxyRequest,
-                Response = ProxyResponse,
-                Error = GatewayError,
-                Future = ProxyFuture,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
-        // Every layer is always ready: each drives the one below with `oneshot`.
-        ProxyService(Arc::new(move |req| stack.clone().call(req)))
+    /// The stack as one function from a request to its boxed future (one
+    /// allocation per call for the whole stack; `app/stack.rs` builds it).
+    pub fn new(
+        stack: impl Fn(ProxyRequest) -> ProxyFuture + Send + Sync + 'static,
+    ) -> ProxyService {
+        ProxyService(Arc::new(stack))
     }
 
     pub fn call(&self, req: ProxyRequest) -> ProxyFuture {

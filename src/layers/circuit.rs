@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::StatusCode;
-use tower::ServiceExt;
 
 use super::pause::Pauses;
 use super::{AroundLayer, Inner, Wrap};
@@ -65,9 +64,9 @@ impl Circuit {
 }
 
 impl Wrap for Circuit {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
@@ -80,7 +79,7 @@ impl Wrap for Circuit {
             .get(route)
             .admit()
             .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
-        let result = inner.oneshot(req).await;
+        let result = inner.call(req).await;
         match classify(&result) {
             Verdict::Deliver => permit.record(Some(true)),
             Verdict::Failure {

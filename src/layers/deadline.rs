@@ -3,11 +3,9 @@
 //! capped by it) and enforces it, so a call never takes longer, whatever the
 //! layers inside do.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::clock;
-use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
@@ -28,14 +26,14 @@ impl Deadline {
 }
 
 impl Wrap for Deadline {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         mut req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let deadline = clock::now() + *self.per_route.get(req.route());
         req.deadline = Some(deadline);
-        match tokio::time::timeout_at(deadline, inner.oneshot(req)).await {
+        match tokio::time::timeout_at(deadline, inner.call(req)).await {
             Ok(result) => result,
             Err(_) => Err(GatewayError::DeadlineExceeded),
         }

@@ -10,11 +10,8 @@
 //! limit is answered as the route's `on_limit` says: the fallback (Encore's
 //! default) or 429 with `Retry-After` (Besitos's).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
@@ -93,13 +90,13 @@ impl Fallback {
 }
 
 impl Wrap for Fallback {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let target = req.target.clone();
-        let result = inner.oneshot(req).await;
+        let result = inner.call(req).await;
         // Budget exhaustion carries the last try's failure: fall back for the
         // budget's reason, or pass that failure through when fallback is off.
         let (result, budget_spent) = match result {

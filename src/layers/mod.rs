@@ -1,6 +1,6 @@
 //! offergate's own tower layers, one concern per file. Each concern implements
 //! [`Wrap`] (its logic around the next service); [`Around`] and [`AroundLayer`]
-//! supply the tower plumbing once for all of them. `stack.rs` composes them.
+//! supply the plumbing once for all of them. `app/stack.rs` composes them.
 
 pub mod circuit;
 pub mod deadline;
@@ -13,45 +13,25 @@ pub mod thread_cap;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 
-/// The service a layer wraps: the rest of the stack toward the partner.
-/// `Sync` because layers share it behind an `Arc` ([`Around`]).
-pub trait Inner:
-    Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> Inner for S where
-    S: Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+pub use crate::call::service::Inner;
 
 /// One concern's logic around the next service.
 pub trait Wrap: Send + Sync + 'static {
-    fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send;
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a;
 }
 
 /// A [`Wrap`] around an inner service. Shared behind one `Arc`, so a clone
-/// (one per call and layer) costs one count, not one per layer below.
+/// (the idempotency leader's task takes one) costs one count.
 pub struct Around<W, S>(Arc<AroundShared<W, S>>);
 
 struct AroundShared<W, S> {
@@ -65,18 +45,12 @@ impl<W, S> Clone for Around<W, S> {
     }
 }
 
-impl<W: Wrap, S: Inner> Service<ProxyRequest> for Around<W, S> {
-    type Response = ProxyResponse;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        // The wrapped call drives the inner service's readiness itself (oneshot).
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: ProxyRequest) -> Self::Future {
-        Box::pin(self.0.wrap.clone().call(self.0.inner.clone(), req))
+impl<W: Wrap, S: Inner> Inner for Around<W, S> {
+    fn call(
+        &self,
+        req: ProxyRequest,
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
+        self.0.wrap.call(&self.0.inner, req)
     }
 }
 
@@ -97,5 +71,26 @@ impl<W, S> Layer<S> for AroundLayer<W> {
             wrap: self.0.clone(),
             inner,
         }))
+    }
+}
+
+/// Any tower service as the innermost [`Inner`]: the stack tier's and the
+/// benchmarks' in-memory partners.
+#[derive(Clone)]
+pub struct FromService<S>(pub S);
+
+impl<S> Inner for FromService<S>
+where
+    S: Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    fn call(
+        &self,
+        req: ProxyRequest,
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
+        self.0.clone().oneshot(req)
     }
 }

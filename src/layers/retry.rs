@@ -19,12 +19,10 @@
 //!
 //! The request body is replayed from memory (`ProxyRequest` holds `Bytes`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::clock::{self, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
@@ -115,9 +113,9 @@ fn jitter_up_to(ceiling: Duration) -> Duration {
 }
 
 impl Wrap for Retry {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
@@ -125,7 +123,7 @@ impl Wrap for Retry {
         policy.budget.deposit();
         let mut done = 0;
         loop {
-            let result = inner.clone().oneshot(req.clone()).await;
+            let result = inner.call(req.clone()).await;
             let Verdict::Failure {
                 reason,
                 retry,

@@ -19,7 +19,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
-use tower::ServiceExt;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::clock::{self, Instant};
@@ -173,14 +172,14 @@ impl Drop for Held {
 }
 
 impl Wrap for ThreadCap {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let thread = match (req.route(), req.thread) {
             (Route::EncoreOffers, Some(thread)) if self.cap > 0 => thread,
-            _ => return inner.oneshot(req).await,
+            _ => return inner.call(req).await,
         };
         let mut held = None;
         if let Some(redis) = &self.shared {
@@ -215,7 +214,7 @@ impl Wrap for ThreadCap {
                 None => return Ok(self.skip()),
             },
         };
-        let result = inner.oneshot(req).await;
+        let result = inner.call(req).await;
         if matches!(&result, Ok(r) if r.offer_served) {
             // An offer was shown: the slot stays taken.
             held.0 = None;

@@ -12,12 +12,10 @@ pub mod pool;
 pub mod tls;
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use crate::call::clock;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 
@@ -212,18 +210,12 @@ impl UpstreamInner {
     }
 }
 
-impl tower::Service<ProxyRequest> for Upstream {
-    type Response = ProxyResponse;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: ProxyRequest) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.call(req).await })
+impl crate::call::service::Inner for Upstream {
+    fn call(
+        &self,
+        req: ProxyRequest,
+    ) -> impl std::future::Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
+        self.inner.call(req)
     }
 }
 

@@ -38,7 +38,6 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
 use prometheus::IntCounterVec;
-use tower::ServiceExt;
 
 use crate::call::error::GatewayError;
 use crate::call::request::Outcome;
@@ -205,18 +204,18 @@ fn replay(stored: &Stored) -> ProxyResponse {
 }
 
 impl<St: IdempotencyStore> Wrap for Idempotency<St> {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
         let state = self.per_route.get(route);
         let Some(fp) = req.fingerprint else {
-            return inner.oneshot(req).await;
+            return inner.call(req).await;
         };
         let Some((key, ttl)) = state.key(&req, &fp) else {
-            return inner.oneshot(req).await;
+            return inner.call(req).await;
         };
         match state.store.claim(&key, &fp).await {
             Claim::Stored(stored) => {
@@ -246,13 +245,13 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
             Claim::Unavailable => Err(GatewayError::StateUnavailable),
             Claim::Lead => {
                 self.count(route, "miss");
-                let this = self.clone();
+                let (per_route, inner) = (self.per_route.clone(), inner.clone());
                 let call = tokio::spawn(async move {
-                    let answer = AssertUnwindSafe(inner.oneshot(req))
+                    let answer = AssertUnwindSafe(inner.call(req))
                         .catch_unwind()
                         .await
                         .unwrap_or(Err(GatewayError::Panic));
-                    let state = this.per_route.get(route);
+                    let state = per_route.get(route);
                     state
                         .store
                         .finish(&key, &answer, keep(&answer, fp, ttl))

@@ -26,12 +26,9 @@
 mod buckets;
 mod shared;
 
-use std::sync::Arc;
-
 use governor::clock::Clock as _;
 use governor::RateLimiter;
 use prometheus::IntCounterVec;
-use tower::ServiceExt;
 
 use super::pause::Pauses;
 use super::{AroundLayer, Inner, Wrap};
@@ -139,15 +136,15 @@ impl CallerLimit {
 }
 
 impl Wrap for CallerLimit {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
         let (config, buckets) = self.per_route.get(route);
         if !config.enabled {
-            return inner.oneshot(req).await;
+            return inner.call(req).await;
         }
         let pause = self.pauses.get(route);
         if let (Some(redis), Some(caller)) = (&self.shared, req.caller()) {
@@ -170,7 +167,7 @@ impl Wrap for CallerLimit {
                 &self.limited,
             );
             match permit.await {
-                Some(Ok(())) => return inner.oneshot(req).await,
+                Some(Ok(())) => return inner.call(req).await,
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
@@ -195,7 +192,7 @@ impl Wrap for CallerLimit {
                 });
             }
         }
-        inner.oneshot(req).await
+        inner.call(req).await
     }
 }
 
@@ -228,9 +225,9 @@ impl PartnerQuota {
 }
 
 impl Wrap for PartnerQuota {
-    async fn call<S: Inner>(
-        self: Arc<Self>,
-        inner: S,
+    async fn call<'a, S: Inner>(
+        &'a self,
+        inner: &'a S,
         req: ProxyRequest,
     ) -> Result<ProxyResponse, GatewayError> {
         let route = req.route();
@@ -250,7 +247,7 @@ impl Wrap for PartnerQuota {
                 &self.limited,
             );
             match permit.await {
-                Some(Ok(())) => return inner.oneshot(req).await,
+                Some(Ok(())) => return inner.call(req).await,
                 Some(Err(e)) => return Err(e),
                 None => {}
             }
@@ -265,6 +262,6 @@ impl Wrap for PartnerQuota {
                 });
             }
         }
-        inner.oneshot(req).await
+        inner.call(req).await
     }
 }
