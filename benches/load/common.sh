@@ -21,11 +21,13 @@ need() { # need COMMAND DEBIAN_PACKAGE
 KEY=pk_test_bench_key
 OFFER='{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://storage.googleapis.com/encore-assets-prod/creatives/primary.png","advertiserName":"Apple Music","perk":"6 months free"}}'
 PATH_=/encore/publisher/sdk/v1/offers/message
+BESITOS_PATH=/data/messages/bench/upcoming-goals
+PAGE='{"current_page":1,"data":[{"subscriber_id":"LaQ1VYb5ANTAny25Ig","game":"Merge Island","level":"level 1079","level_description":"Reach Level 15","hours":3,"currency":"coins","reward":"40 coins","message":"You have 3 hours left to reach level 1079 of Merge Island and earn 40 coins."}],"first_page_url":"http://besitos-service.test/data/messages/bench/upcoming-goals?page=1","from":1,"next_page_url":null,"path":"http://besitos-service.test/data/messages/bench/upcoming-goals","per_page":"1","prev_page_url":null,"to":1}'
 
-nginx_conf() { # name body-of-http-block
+nginx_conf() { # name body-of-http-block [worker-processes]
   mkdir -p "$WORK/$1"
   cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes ${3:-1};
 pid $WORK/$1/nginx.pid;
 error_log $WORK/$1/error.log warn;
 events { worker_connections 4096; }
@@ -38,7 +40,7 @@ http {
 }
 CONF
 }
-start_nginx() { # name cpu
+start_nginx() { # name cpus
   taskset -c "$2" nginx -p "$WORK/$1" -c "$WORK/$1/nginx.conf" -g 'daemon off;' &
   PIDS+=($!)
 }
@@ -54,15 +56,19 @@ wait_port() {
   return 1
 }
 
-# The partner: nginx answering Encore's documented 200, checking the key.
-partner_block() { # port
-  echo "server { listen 127.0.0.1:$1; default_type application/json;
-    location = $PATH_ { if (\$http_x_api_key != \"$KEY\") { return 401; } return 200 '$OFFER'; } }"
+# The partner: nginx answering Encore's documented 200 and a Besitos page,
+# checking the credentials. With a certificate and key, over TLS.
+partner_block() { # port [cert key]
+  local tls=""
+  [ -n "${2:-}" ] && tls="ssl; ssl_certificate $2; ssl_certificate_key $3; keepalive_timeout 60s"
+  echo "server { listen 127.0.0.1:$1 $tls; default_type application/json;
+    location = $PATH_ { if (\$http_x_api_key != \"$KEY\") { return 401; } return 200 '$OFFER'; }
+    location = $BESITOS_PATH { if (\$http_authorization != \"Bearer $KEY\") { return 401; } return 200 '$PAGE'; } }"
 }
 
-# offergate in front of the partner, limits out of the way, the key in
-# BENCH_ENCORE_KEY (set it to $KEY).
-og_config() { # listen admin partner-port
+# offergate in front of the partner with its shipped defaults, but the rate
+# limits out of the way, the key in BENCH_ENCORE_KEY (set it to $KEY).
+og_config() { # listen admin partner-port [scheme]
   cat <<CONF
 [server]
 listen = "127.0.0.1:$1"
@@ -71,9 +77,16 @@ admin_listen = "127.0.0.1:$2"
 level = "warn"
 access_log = false
 [encore]
-base_url = "http://127.0.0.1:$3"
+base_url = "${4:-http}://127.0.0.1:$3"
 api_key_env = "BENCH_ENCORE_KEY"
 [encore.rate_limit]
+partner_per_second = 1000000
+partner_burst = 1000000
+client_per_second = 1000000
+client_burst = 1000000
+[besitos]
+base_url = "${4:-http}://127.0.0.1:$3"
+[besitos.rate_limit]
 partner_per_second = 1000000
 partner_burst = 1000000
 client_per_second = 1000000

@@ -1,119 +1,188 @@
 #!/usr/bin/env bash
 # Load comparison on loopback: offergate against nginx as the reverse proxy a
-# user would otherwise reach for, and against calling the partner directly.
+# user would otherwise reach for, against `bare` (the least a hyper 1 + tokio
+# proxy can do: benches/bare), and against calling the partner directly.
 # Bounded (every wrk run has a fixed duration), loopback only, stops by itself.
 #
 #   benches/load/run.sh [seconds-per-run]      (default 5)
-#   ROUNDS=3 benches/load/run.sh               (every scenario once per round,
-#                                               rounds interleaved; the table
-#                                               gives medians, ratios paired
-#                                               within a round)
-#   SOAK=60 benches/load/run.sh                (steady forward load after the
-#                                               scenarios, RSS sampled; 0: skip)
-#   BASELINE=path/to/offergate benches/load/run.sh
-#                                              (also runs forward and replay on
-#                                               another build, e.g. the last
-#                                               commit's, in the same rounds, and
-#                                               reports this build / that one)
+#   ROUNDS=3      every scenario once per round, rounds interleaved; the table
+#                 gives medians, ratios paired within a round
+#   CORES=1       cores for the server under test (nginx workers, offergate's
+#                 and bare's worker threads). With 3 × CORES + 1 CPUs or more,
+#                 the server, wrk and the partner get their own CPUs; on fewer
+#                 (the 2-core machine, CORES=1) the server gets CPU 1 alone and
+#                 wrk and the partner share CPU 0
+#   CONNS="1 32"  connection counts (1 shows the latency offergate adds)
+#   SOAK=60       steady forward load after the scenarios, RSS sampled; 0: skip
+#   REDIS=1       also offergate with its state on a redis-server; 0: skip
+#   BASELINE=path/to/offergate   also forward and replay on another build, in
+#                 the same rounds, reported as this build / that one
 #
-# Pinning (2 cores): the server under test (nginx proxy, offergate, or the
-# partner itself for "direct") gets CPU 1 alone; wrk and the partner share CPU 0.
+# CPU per request: user + system time of the server's processes over each run
+# (/proc), divided by the requests it answered.
 # Prints a markdown table and writes benches/load/results.md and chart.svg.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-5}
 ROUNDS=${ROUNDS:-3}
+CORES=${CORES:-1}
+CONNS=${CONNS:-1 32}
+REDIS=${REDIS:-1}
 . benches/load/common.sh
 need nginx nginx-light
 need wrk wrk
 need taskset util-linux
-need redis-server redis-server
-cargo build --release --locked -q
+need openssl openssl
+[ "$REDIS" = 1 ] && need redis-server redis-server
+cargo build --release --locked -q --bin offergate --example bare
 OG=target/release/offergate
+BARE=target/release/examples/bare
 
-P_PARTNER=18801; P_DIRECT=18802; P_NGINX=18811; P_NGINX_DOWN=18812
-P_OG=18821; P_OG_ADMIN=18822; P_OG_DOWN=18831; P_OG_DOWN_ADMIN=18832; P_DEAD=18899
-P_BASE=18841; P_BASE_ADMIN=18842
-P_REDIS=18861; P_OG_REDIS=18871; P_OG_REDIS_ADMIN=18872
-
-nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
-nginx_conf direct "$(partner_block $P_DIRECT)"; start_nginx direct 1
-# nginx as the equivalent reverse proxy: keep-alive upstream pool, key injected.
-proxy_block() { # port upstream-port
-  echo "upstream partner { server 127.0.0.1:$2; keepalive 64; }
-  server { listen 127.0.0.1:$1;
-    location = $PATH_ { proxy_pass http://partner; proxy_http_version 1.1;
-      proxy_set_header Connection \"\"; proxy_set_header X-API-Key \"$KEY\"; } }"
-}
-nginx_conf proxy "$(proxy_block $P_NGINX $P_PARTNER)"; start_nginx proxy 1
-nginx_conf proxydown "$(proxy_block $P_NGINX_DOWN $P_DEAD)"; start_nginx proxydown 1
-
-og_config $P_OG $P_OG_ADMIN $P_PARTNER > "$WORK/og.toml"
-og_config $P_OG_DOWN $P_OG_DOWN_ADMIN $P_DEAD > "$WORK/og-down.toml"
-BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og.toml" & OG_PID=$!; PIDS+=($OG_PID)
-BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og-down.toml" & PIDS+=($!)
-BASELINE=${BASELINE:-}
-if [ -n "$BASELINE" ]; then
-  og_config $P_BASE $P_BASE_ADMIN $P_PARTNER > "$WORK/og-base.toml"
-  BENCH_ENCORE_KEY=$KEY taskset -c 1 "$BASELINE" run -c "$WORK/og-base.toml" & PIDS+=($!)
-  wait_port $P_BASE
+# CPU sets: "a-b" ranges for taskset.
+span() { [ "$2" -le 1 ] && echo "$1" || echo "$1-$(($1 + $2 - 1))"; }
+if [ "$(nproc)" -ge $((3 * CORES + 1)) ]; then
+  SRV=$(span 1 "$CORES"); LOAD=$(span $((1 + CORES)) "$CORES"); PARTNER=$(span $((1 + 2 * CORES)) "$CORES")
+elif [ "$CORES" = 1 ]; then
+  SRV=1; LOAD=0; PARTNER=0
+else
+  echo "CORES=$CORES needs $((3 * CORES + 1)) CPUs, this machine has $(nproc)" >&2; exit 2
 fi
-# offergate with its state on Redis (Redis beside the partner on CPU 0).
-taskset -c 0 redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
-wait_port $P_REDIS
-{ og_config $P_OG_REDIS $P_OG_REDIS_ADMIN $P_PARTNER
-  printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' $P_REDIS; } > "$WORK/og-redis.toml"
-BENCH_ENCORE_KEY=$KEY taskset -c 1 $OG run -c "$WORK/og-redis.toml" & PIDS+=($!)
-for p in $P_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_OG $P_OG_DOWN $P_OG_REDIS; do wait_port $p; done
-IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)
+export TOKIO_WORKER_THREADS=$CORES
+
+P_PARTNER=18801; P_DIRECT=18802; P_TLS_PARTNER=18803
+P_NGINX=18811; P_NGINX_DOWN=18812; P_NGINX_TLS=18813
+P_BARE=18851
+P_OG=18821; P_OG_DOWN=18831; P_OG_NOIDEM=18833; P_OG_TLS=18835; P_DEAD=18899
+P_BASE=18841; P_REDIS=18861; P_OG_REDIS=18871
+
+# A CA and a leaf certificate for the TLS partner (127.0.0.1 and localhost).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
+  -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$WORK/leaf.key" \
+  -out "$WORK/leaf.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$WORK/san.ext"
+openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -days 2 -extfile "$WORK/san.ext" -out "$WORK/leaf.pem" 2>/dev/null
+
+nginx_conf partner "$(partner_block $P_PARTNER)
+  $(partner_block $P_TLS_PARTNER "$WORK/leaf.pem" "$WORK/leaf.key")" "$CORES"
+start_nginx partner "$PARTNER"
+nginx_conf direct "$(partner_block $P_DIRECT)" "$CORES"; start_nginx direct "$SRV"
+# nginx as the equivalent reverse proxy: keep-alive upstream pool, key injected.
+proxy_block() { # port upstream-port [tls]
+  local scheme=http ssl=""
+  [ -n "${3:-}" ] && scheme=https && ssl="proxy_ssl_trusted_certificate $WORK/ca.pem;
+      proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;"
+  echo "upstream up$1 { server 127.0.0.1:$2; keepalive 64; }
+  server { listen 127.0.0.1:$1;
+    location = $PATH_ { proxy_pass $scheme://up$1; proxy_http_version 1.1; $ssl
+      proxy_set_header Connection \"\"; proxy_set_header X-API-Key \"$KEY\"; }
+    location = $BESITOS_PATH { proxy_pass $scheme://up$1; proxy_http_version 1.1; $ssl
+      proxy_set_header Connection \"\"; proxy_set_header Authorization \"Bearer $KEY\"; } }"
+}
+nginx_conf proxy "$(proxy_block $P_NGINX $P_PARTNER)
+  $(proxy_block $P_NGINX_TLS $P_TLS_PARTNER tls)
+  $(proxy_block $P_NGINX_DOWN $P_DEAD)" "$CORES"
+start_nginx proxy "$SRV"
+taskset -c "$SRV" $BARE 127.0.0.1:$P_BARE 127.0.0.1:$P_PARTNER "$KEY" "$CORES" & PIDS+=($!)
+
+start_og() { # name port config-extra [binary]
+  { og_config "$2" $(($2 + 1)) "${P_UP:-$P_PARTNER}" "${SCHEME:-http}"; printf '%s\n' "$3"; } > "$WORK/og-$1.toml"
+  BENCH_ENCORE_KEY=$KEY taskset -c "$SRV" "${4:-$OG}" run -c "$WORK/og-$1.toml" & PIDS+=($!)
+  eval "PID_$1=$!"
+}
+start_og main $P_OG ""
+P_UP=$P_DEAD start_og down $P_OG_DOWN ""
+start_og noidem $P_OG_NOIDEM "$(printf '[encore.idempotency]\nenabled = false\n[besitos.idempotency]\nenabled = false')"
+P_UP=$P_TLS_PARTNER SCHEME=https start_og tls $P_OG_TLS "$(printf '[tls]\nextra_ca_files = ["%s"]' "$WORK/ca.pem")"
+BASELINE=${BASELINE:-}
+[ -n "$BASELINE" ] && start_og base $P_BASE "" "$BASELINE"
+if [ "$REDIS" = 1 ]; then
+  # offergate with its state on Redis (Redis beside the partner).
+  taskset -c "$PARTNER" redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
+  wait_port $P_REDIS
+  start_og redis $P_OG_REDIS "$(printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"' $P_REDIS)"
+fi
+for p in $P_PARTNER $P_TLS_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_BARE $P_OG $P_OG_DOWN $P_OG_NOIDEM $P_OG_TLS; do wait_port $p; done
+[ -n "$BASELINE" ] && wait_port $P_BASE
+[ "$REDIS" = 1 ] && wait_port $P_OG_REDIS
+IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID_main/status)
 
 # Open offergate's circuit to the dead partner before measuring it.
 for _ in 1 2 3 4 5 6; do curl -s -o /dev/null -X POST "http://127.0.0.1:$P_OG_DOWN$PATH_" -H 'Content-Type: application/json' \
   -d '{"clientId":"c","chatId":"warm","attributes":{"countryCode":"US","language":"en","platform":"ios"}}'; done
 
+# The server processes behind a port: every process holding its listening
+# socket (nginx: the master and its workers).
+server_pids() { # port
+  ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+}
+cpu_ticks() { # pids...: user + system ticks
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo $t
+}
+TICK=$(getconf CLK_TCK)
+
 RESULTS="$WORK/results.tsv"
-run() { # round label target-port conns lua-script
-  local round=$1; shift
-  local label=$1 port=$2 conns=$3 script=$4 out key=""
-  [ "$label" = direct ] && key=$KEY
-  out=$(env ${key:+API_KEY=$key} taskset -c 0 wrk -t1 -c"$conns" -d"${SECS}s" --latency -s "$script" "http://127.0.0.1:$port$PATH_" 2>&1)
-  local rps p50 p99
+run() { # round label target-port conns lua-script [path]
+  local round=$1 label=$2 port=$3 conns=$4 script=$5 path=${6:-$PATH_} out key="" pids before after
+  [ "${label%%_*}" = direct ] && key=$KEY
+  pids=$(server_pids "$port")
+  before=$(cpu_ticks $pids)
+  out=$(env ${key:+API_KEY=$key} taskset -c "$LOAD" wrk -t"$CORES" -c"$conns" -d"${SECS}s" --latency -s "$script" "http://127.0.0.1:$port$path" 2>&1)
+  after=$(cpu_ticks $pids)
+  local rps p50 p99 total non2xx cpu_us
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" >> "$RESULTS"
-  echo "round $round: $label c=$conns: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}" >&2
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  cpu_us=$(awk -v t=$((after - before)) -v n="${total:-0}" -v hz="$TICK" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "nan" }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu_us" >> "$RESULTS"
+  echo "round $round: $label c=$conns: $rps req/s, p50 $p50, p99 $p99, CPU $cpu_us µs/req, non-2xx ${non2xx:-0}" >&2
 }
-# Rounds interleave the scenarios, so a slow spell of this shared machine
-# lands on all of them rather than on one.
+# Rounds interleave the scenarios, so a slow spell of a shared machine lands
+# on all of them rather than on one.
+F=$HERE/forward.lua; R=$HERE/replay.lua; K=$HERE/forward_key.lua; B=$HERE/besitos.lua
 for round in $(seq "$ROUNDS"); do
-  for c in 1 32; do
-    run "$round" direct $P_DIRECT $c $HERE/forward.lua
-    run "$round" nginx_forward $P_NGINX $c $HERE/forward.lua
-    run "$round" offergate_forward $P_OG $c $HERE/forward.lua
-    run "$round" offergate_replay $P_OG $c $HERE/replay.lua
-    run "$round" redis_forward $P_OG_REDIS $c $HERE/forward.lua
-    run "$round" redis_replay $P_OG_REDIS $c $HERE/replay.lua
-    if [ -n "$BASELINE" ]; then
-      run "$round" baseline_forward $P_BASE $c $HERE/forward.lua
-      run "$round" baseline_replay $P_BASE $c $HERE/replay.lua
+  for c in $CONNS; do
+    run "$round" direct $P_DIRECT "$c" $F
+    run "$round" nginx_forward $P_NGINX "$c" $F
+    run "$round" bare_forward $P_BARE "$c" $F
+    run "$round" offergate_forward $P_OG "$c" $F
+    [ "$c" = 1 ] && continue # latency at one connection: the forward path only
+    run "$round" offergate_replay $P_OG "$c" $R
+    run "$round" offergate_key $P_OG "$c" $K
+    run "$round" offergate_noidem $P_OG_NOIDEM "$c" $F
+    run "$round" direct_besitos $P_DIRECT "$c" $B "$BESITOS_PATH"
+    run "$round" nginx_besitos $P_NGINX "$c" $B "$BESITOS_PATH"
+    run "$round" offergate_besitos $P_OG "$c" $B "$BESITOS_PATH"
+    run "$round" nginx_tls $P_NGINX_TLS "$c" $F
+    run "$round" offergate_tls $P_OG_TLS "$c" $F
+    run "$round" nginx_partner_down $P_NGINX_DOWN "$c" $F
+    run "$round" offergate_circuit_open $P_OG_DOWN "$c" $F
+    if [ "$REDIS" = 1 ]; then
+      run "$round" redis_forward $P_OG_REDIS "$c" $F
+      run "$round" redis_replay $P_OG_REDIS "$c" $R
     fi
-    run "$round" nginx_partner_down $P_NGINX_DOWN $c $HERE/forward.lua
-    run "$round" offergate_circuit_open $P_OG_DOWN $c $HERE/forward.lua
+    if [ -n "$BASELINE" ]; then
+      run "$round" baseline_forward $P_BASE "$c" $F
+      run "$round" baseline_replay $P_BASE "$c" $R
+    fi
   done
 done
-PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$OG_PID/status)
+PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$PID_main/status)
 
 # Soak: steady forward load (every request a new idempotency key), RSS sampled
 # every 5 s. Shows the store staying inside its byte bound and RSS not growing.
 SOAK=${SOAK:-60}
 SOAK_FILE="$WORK/soak.tsv"; : > "$SOAK_FILE"
 if [ "$SOAK" -gt 0 ]; then
-  taskset -c 0 wrk -t1 -c32 -d"${SOAK}s" -s $HERE/forward.lua "http://127.0.0.1:$P_OG$PATH_" > "$WORK/soak.txt" 2>&1 & W=$!
+  taskset -c "$LOAD" wrk -t"$CORES" -c32 -d"${SOAK}s" -s $F "http://127.0.0.1:$P_OG$PATH_" > "$WORK/soak.txt" 2>&1 & W=$!
   for t in $(seq 5 5 "$SOAK"); do
     sleep 5
-    printf '%s\t%s\n' "$t" "$(awk '/VmRSS/ {print $2}' /proc/$OG_PID/status)" >> "$SOAK_FILE"
+    printf '%s\t%s\n' "$t" "$(awk '/VmRSS/ {print $2}' /proc/$PID_main/status)" >> "$SOAK_FILE"
   done
   wait $W || true
   SOAK_REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/soak.txt")
@@ -121,7 +190,8 @@ if [ "$SOAK" -gt 0 ]; then
 fi
 
 WRK_VERSION=$( (wrk --version 2>&1 || true) | head -1 | cut -d' ' -f2)
-MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $WRK_VERSION"
+MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $WRK_VERSION; server on CPUs $SRV ($CORES cores), wrk on $LOAD, partner on $PARTNER"
 python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg \
   "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 33554432
+cp "$RESULTS" $HERE/results.tsv
 cat $HERE/results.md

@@ -36,10 +36,13 @@ pub static X_OFFERGATE_SKIPPED: HeaderName = HeaderName::from_static("x-offergat
 /// are dropped.
 const MAX_THREADS: usize = 100_000;
 
+/// Offers per thread. A thread id is already a hash: foldhash is cheap on it.
+type Threads = HashMap<ThreadId, VecDeque<Instant>, foldhash::fast::RandomState>;
+
 pub struct ThreadCap {
     cap: u32,
     window: Duration,
-    local: Arc<Mutex<HashMap<ThreadId, VecDeque<Instant>>>>,
+    local: Arc<Mutex<Threads>>,
     shared: Option<Redis>,
     skipped: IntCounterVec,
 }
@@ -108,7 +111,7 @@ impl ThreadCap {
 /// Makes room: drops the threads whose offers all left the window, and if
 /// that is not enough, the half whose newest offer is oldest (their counts
 /// start again). Run once per `MAX_THREADS / 2` new threads at most.
-fn evict(threads: &mut HashMap<ThreadId, VecDeque<Instant>>, expired: impl Fn(&Instant) -> bool) {
+fn evict(threads: &mut Threads, expired: impl Fn(&Instant) -> bool) {
     threads.retain(|_, offers| !offers.iter().all(&expired));
     if threads.len() < MAX_THREADS / 2 {
         return;
@@ -125,7 +128,7 @@ struct Held(Option<Slot>);
 
 enum Slot {
     Local {
-        threads: Arc<Mutex<HashMap<ThreadId, VecDeque<Instant>>>>,
+        threads: Arc<Mutex<Threads>>,
         thread: ThreadId,
         at: Instant,
     },
@@ -229,7 +232,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn eviction_keeps_the_most_recent_half() {
-        let mut threads = HashMap::new();
+        let mut threads = Threads::default();
         for n in 0..MAX_THREADS as u64 {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&n.to_le_bytes());

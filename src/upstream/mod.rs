@@ -215,7 +215,9 @@ impl crate::call::service::Inner for Upstream {
         &self,
         req: ProxyRequest,
     ) -> impl std::future::Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
-        self.inner.call(req)
+        // Boxed: hyper's client futures make this the largest state of the
+        // stack (4.5 KB), and every layer above would carry and move it.
+        Box::pin(self.inner.call(req))
     }
 }
 

@@ -44,7 +44,7 @@ where
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
 pub fn check_encore(body: &[u8]) -> Result<OfferResult, String> {
     let answer: EncoreAnswer =
-        serde_json::from_slice(body).map_err(|e| format!("not the documented JSON: {e}"))?;
+        crate::call::json::from_bytes(body).map_err(|e| format!("not the documented JSON: {e}"))?;
     if !answer.success {
         return Err("`success` is not true".into());
     }

@@ -246,7 +246,9 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
             Claim::Lead => {
                 self.count(route, "miss");
                 let (per_route, inner) = (self.per_route.clone(), inner.clone());
-                let call = tokio::spawn(async move {
+                // Boxed: a task's future is copied whole as it starts, finishes
+                // and hands over its answer; a box makes each copy a pointer.
+                let call = tokio::spawn(Box::pin(async move {
                     let answer = AssertUnwindSafe(inner.call(req))
                         .catch_unwind()
                         .await
@@ -257,7 +259,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                         .finish(&key, &answer, keep(&answer, fp, ttl))
                         .await;
                     answer
-                });
+                }));
                 call.await.unwrap_or_else(|e| {
                     Err(GatewayError::Internal(format!(
                         "the partner call was lost: {e}"
