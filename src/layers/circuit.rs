@@ -96,9 +96,9 @@ impl Wrap for Circuit {
                     if let Some(redis) = &self.shared {
                         // A failure is counted; the other replicas then learn
                         // of the pause from the partner itself.
-                        let _ = redis
-                            .pause(&super::rate_limit::pause_key(redis, route), pause_for)
-                            .await;
+                        // Boxed: its state stays out of the in-memory path.
+                        let key = super::rate_limit::pause_key(redis, route);
+                        let _ = Box::pin(redis.pause(&key, pause_for)).await;
                     }
                 }
                 match reason {

@@ -189,10 +189,8 @@ impl Wrap for ThreadCap {
             let hex: String = thread.iter().map(|b| format!("{b:02x}")).collect();
             let key = redis.key(Route::EncoreOffers, "thread", &hex);
             let member = uuid::Uuid::new_v4().simple().to_string();
-            match redis
-                .thread(&key, self.window, self.cap, &member, false)
-                .await
-            {
+            // Boxed: a Redis wait's state stays out of the in-memory path.
+            match Box::pin(redis.thread(&key, self.window, self.cap, &member, false)).await {
                 Ok(true) => {
                     held = Some(Held(Some(Slot::Shared {
                         redis: redis.clone(),

@@ -14,14 +14,15 @@ impl IdempotencyStore for AnyStore {
     async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
         match self {
             AnyStore::Memory(s) => s.claim(key, fingerprint).await,
-            AnyStore::Redis(s) => s.claim(key, fingerprint).await,
+            // Boxed: the Redis store's state stays out of the in-memory path.
+            AnyStore::Redis(s) => Box::pin(s.claim(key, fingerprint)).await,
         }
     }
 
     async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
         match self {
             AnyStore::Memory(s) => s.finish(key, answer, keep).await,
-            AnyStore::Redis(s) => s.finish(key, answer, keep).await,
+            AnyStore::Redis(s) => Box::pin(s.finish(key, answer, keep)).await,
         }
     }
 

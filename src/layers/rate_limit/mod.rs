@@ -166,7 +166,9 @@ impl Wrap for CallerLimit {
                 pause,
                 &self.limited,
             );
-            match permit.await {
+            // Boxed, as every Redis wait in the layers: its state would
+            // otherwise sit in every call's future, Redis or not.
+            match Box::pin(permit).await {
                 Some(Ok(())) => return inner.call(req).await,
                 Some(Err(e)) => return Err(e),
                 None => {}
@@ -246,7 +248,9 @@ impl Wrap for PartnerQuota {
                 pause,
                 &self.limited,
             );
-            match permit.await {
+            // Boxed, as every Redis wait in the layers: its state would
+            // otherwise sit in every call's future, Redis or not.
+            match Box::pin(permit).await {
                 Some(Ok(())) => return inner.call(req).await,
                 Some(Err(e)) => return Err(e),
                 None => {}
