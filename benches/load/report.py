@@ -63,7 +63,7 @@ baseline = {
     "offergate_tls": "nginx_tls",
 }
 lines = [
-    f"Run {datetime.date.today()}, {secs} s per run, {len(rounds)} interleaved rounds (medians; ratios paired within a round), wrk -t1. Machine: {machine}.",
+    f"Run {datetime.date.today()}, {secs} s per run, {len(rounds)} interleaved rounds (medians; ratios paired within a round), wrk. Machine: {machine}.",
     "",
     "| scenario | conns | req/s | p50 ms | p99 ms | CPU µs/req | × direct | × nginx | CPU × nginx | non-2xx |",
     "|---|---|---|---|---|---|---|---|---|---|",
@@ -81,7 +81,7 @@ for r in rows:
 
 if any(r["label"] == "redis_forward" for r in runs):
     lines += ["", "State on Redis against state in memory (same build), paired within each round:"]
-    for c in sorted({r["c"] for r in runs}):
+    for c in sorted({r["c"] for r in runs if r["label"] == "redis_forward"}):
         fwd = paired("redis_forward", "offergate_forward", c)
         rep = paired("redis_replay", "offergate_replay", c)
         extra = lambda a, b: 1e6 / by[(a, c)]["rps"] - 1e6 / by[(b, c)]["rps"] if by.get((a, c)) and by.get((b, c)) else float("nan")
@@ -92,7 +92,7 @@ if any(r["label"] == "redis_forward" for r in runs):
 
 if any(r["label"] == "baseline_forward" for r in runs):
     lines += ["", "This build against the baseline build (BASELINE), paired within each round:"]
-    for c in sorted({r["c"] for r in runs}):
+    for c in sorted({r["c"] for r in runs if r["label"] == "baseline_forward"}):
         fwd = paired("offergate_forward", "baseline_forward", c)
         rep = paired("offergate_replay", "baseline_replay", c)
         lines.append(f"- {c} conns: forward {fwd:.2f} ×, replay {rep:.2f} ×")
