@@ -12,6 +12,7 @@
 //! failure is the outcome table's (`outcome.rs`). The `offergate_circuit_open`
 //! gauge is read from the breakers at scrape time, so it is never stale.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -64,51 +65,53 @@ impl Circuit {
 }
 
 impl Wrap for Circuit {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let pause = self.pauses.get(route);
-        if let Some(retry_after) = pause.left() {
-            return Err(GatewayError::CircuitOpen { retry_after });
-        }
-        let permit = self
-            .breakers
-            .get(route)
-            .admit()
-            .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
-        let result = inner.call(req).await;
-        match classify(&result) {
-            Verdict::Deliver => permit.record(Some(true)),
-            Verdict::Failure {
-                reason,
-                trips_circuit,
-                retry_after,
-                ..
-            } => {
-                if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
-                    (reason, retry_after)
-                {
-                    let pause_for = asked.min(*self.retry_after_cap.get(route));
-                    pause.pause_until(clock::now() + pause_for);
-                    if let Some(redis) = &self.shared {
-                        // A failure is counted; the other replicas then learn
-                        // of the pause from the partner itself.
-                        // Boxed: its state stays out of the in-memory path.
-                        let key = super::rate_limit::pause_key(redis, route);
-                        let _ = Box::pin(redis.pause(&key, pause_for)).await;
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let route = req.route();
+            let pause = self.pauses.get(route);
+            if let Some(retry_after) = pause.left() {
+                return Err(GatewayError::CircuitOpen { retry_after });
+            }
+            let permit = self
+                .breakers
+                .get(route)
+                .admit()
+                .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
+            let result = inner.call(req).await;
+            match classify(&result) {
+                Verdict::Deliver => permit.record(Some(true)),
+                Verdict::Failure {
+                    reason,
+                    trips_circuit,
+                    retry_after,
+                    ..
+                } => {
+                    if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
+                        (reason, retry_after)
+                    {
+                        let pause_for = asked.min(*self.retry_after_cap.get(route));
+                        pause.pause_until(clock::now() + pause_for);
+                        if let Some(redis) = &self.shared {
+                            // A failure is counted; the other replicas then learn
+                            // of the pause from the partner itself.
+                            // Boxed: its state stays out of the in-memory path.
+                            let key = super::rate_limit::pause_key(redis, route);
+                            let _ = Box::pin(redis.pause(&key, pause_for)).await;
+                        }
+                    }
+                    match reason {
+                        // Cut short by our own deadline or quota: says nothing about the partner.
+                        Reason::DeadlineExceeded | Reason::RateLimited => permit.record(None),
+                        _ => permit.record(Some(!trips_circuit)),
                     }
                 }
-                match reason {
-                    // Cut short by our own deadline or quota: says nothing about the partner.
-                    Reason::DeadlineExceeded | Reason::RateLimited => permit.record(None),
-                    _ => permit.record(Some(!trips_circuit)),
-                }
             }
+            result
         }
-        result
     }
 }
 

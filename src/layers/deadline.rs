@@ -3,6 +3,7 @@
 //! capped by it) and enforces it, so a call never takes longer, whatever the
 //! layers inside do.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::call::clock;
@@ -26,16 +27,18 @@ impl Deadline {
 }
 
 impl Wrap for Deadline {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         mut req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let deadline = clock::now() + *self.per_route.get(req.route());
-        req.deadline = Some(deadline);
-        match tokio::time::timeout_at(deadline, inner.call(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(GatewayError::DeadlineExceeded),
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let deadline = clock::now() + *self.per_route.get(req.route());
+            req.deadline = Some(deadline);
+            match tokio::time::timeout_at(deadline, inner.call(req)).await {
+                Ok(result) => result,
+                Err(_) => Err(GatewayError::DeadlineExceeded),
+            }
         }
     }
 }

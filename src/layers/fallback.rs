@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use std::future::Future;
 
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::error::GatewayError;
@@ -90,35 +91,37 @@ impl Fallback {
 }
 
 impl Wrap for Fallback {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let target = req.target.clone();
-        let result = inner.call(req).await;
-        // Budget exhaustion carries the last try's failure: fall back for the
-        // budget's reason, or pass that failure through when fallback is off.
-        let (result, budget_spent) = match result {
-            Err(GatewayError::RetryBudgetExhausted { last }) => (Err(*last), true),
-            other => (other, false),
-        };
-        let Verdict::Failure { reason, .. } = classify(&result) else {
-            return result;
-        };
-        let rejects_limits =
-            reason == Reason::RateLimited && *self.on_limit.get(target.route) == OnLimit::Reject;
-        if !*self.soft.get(target.route) || rejects_limits {
-            return result;
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let target = req.target.clone();
+            let result = inner.call(req).await;
+            // Budget exhaustion carries the last try's failure: fall back for the
+            // budget's reason, or pass that failure through when fallback is off.
+            let (result, budget_spent) = match result {
+                Err(GatewayError::RetryBudgetExhausted { last }) => (Err(*last), true),
+                other => (other, false),
+            };
+            let Verdict::Failure { reason, .. } = classify(&result) else {
+                return result;
+            };
+            let rejects_limits = reason == Reason::RateLimited
+                && *self.on_limit.get(target.route) == OnLimit::Reject;
+            if !*self.soft.get(target.route) || rejects_limits {
+                return result;
+            }
+            let reason = if budget_spent {
+                Reason::RetryBudgetExhausted
+            } else {
+                reason
+            };
+            self.fallbacks
+                .with_label_values(&[target.route.as_str(), &reason.as_str()])
+                .inc();
+            Ok(self.answer(&target, reason))
         }
-        let reason = if budget_spent {
-            Reason::RetryBudgetExhausted
-        } else {
-            reason
-        };
-        self.fallbacks
-            .with_label_values(&[target.route.as_str(), &reason.as_str()])
-            .inc();
-        Ok(self.answer(&target, reason))
     }
 }

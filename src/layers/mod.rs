@@ -2,6 +2,9 @@
 //! [`Wrap`] (its logic around the next service); [`Around`] and [`AroundLayer`]
 //! supply the plumbing once for all of them. `app/stack.rs` composes them.
 
+// Layers return `async move` blocks on purpose (see `Wrap`).
+#![allow(clippy::manual_async_fn)]
+
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;
@@ -22,6 +25,11 @@ use crate::call::request::{ProxyRequest, ProxyResponse};
 pub use crate::call::service::Inner;
 
 /// One concern's logic around the next service.
+///
+/// Implementations are plain functions returning an `async move` block, not
+/// `async fn`s: an `async fn` keeps its arguments twice in its state
+/// (rust-lang/rust#62958), and the request is 216 bytes in every layer of
+/// every call (the stack's future: 5.4 KB with `async fn`, 3.6 KB without).
 pub trait Wrap: Send + Sync + 'static {
     fn call<'a, S: Inner>(
         &'a self,

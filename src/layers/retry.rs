@@ -19,6 +19,7 @@
 //!
 //! The request body is replayed from memory (`ProxyRequest` holds `Bytes`).
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::call::clock::{self, Instant};
@@ -113,45 +114,48 @@ fn jitter_up_to(ceiling: Duration) -> Duration {
 }
 
 impl Wrap for Retry {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let policy = self.per_route.get(route);
-        policy.budget.deposit();
-        let mut done = 0;
-        loop {
-            let result = inner.call(req.clone()).await;
-            let Verdict::Failure {
-                reason,
-                retry,
-                retry_after,
-                ..
-            } = classify(&result)
-            else {
-                return result;
-            };
-            let Some(delay) = policy.delay(done, retry, retry_after, req.deadline, clock::now())
-            else {
-                return result;
-            };
-            // Only errors are failures (`classify`).
-            let last = match result {
-                Err(e) => e,
-                ok => return ok,
-            };
-            if !policy.budget.withdraw() {
-                return Err(GatewayError::RetryBudgetExhausted {
-                    last: Box::new(last),
-                });
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let route = req.route();
+            let policy = self.per_route.get(route);
+            policy.budget.deposit();
+            let mut done = 0;
+            loop {
+                let result = inner.call(req.clone()).await;
+                let Verdict::Failure {
+                    reason,
+                    retry,
+                    retry_after,
+                    ..
+                } = classify(&result)
+                else {
+                    return result;
+                };
+                let Some(delay) =
+                    policy.delay(done, retry, retry_after, req.deadline, clock::now())
+                else {
+                    return result;
+                };
+                // Only errors are failures (`classify`).
+                let last = match result {
+                    Err(e) => e,
+                    ok => return ok,
+                };
+                if !policy.budget.withdraw() {
+                    return Err(GatewayError::RetryBudgetExhausted {
+                        last: Box::new(last),
+                    });
+                }
+                self.retries
+                    .with_label_values(&[route.as_str(), &reason.as_str()])
+                    .inc();
+                tokio::time::sleep(delay).await;
+                done += 1;
             }
-            self.retries
-                .with_label_values(&[route.as_str(), &reason.as_str()])
-                .inc();
-            tokio::time::sleep(delay).await;
-            done += 1;
         }
     }
 }

@@ -13,6 +13,7 @@
 //! one sorted set per thread shared by every replica, expiring with the window.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -175,52 +176,54 @@ impl Drop for Held {
 }
 
 impl Wrap for ThreadCap {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let thread = match (req.route(), req.thread) {
-            (Route::EncoreOffers, Some(thread)) if self.cap > 0 => thread,
-            _ => return inner.call(req).await,
-        };
-        let mut held = None;
-        if let Some(redis) = &self.shared {
-            let hex: String = thread.iter().map(|b| format!("{b:02x}")).collect();
-            let key = redis.key(Route::EncoreOffers, "thread", &hex);
-            let member = uuid::Uuid::new_v4().simple().to_string();
-            // Boxed: a Redis wait's state stays out of the in-memory path.
-            match Box::pin(redis.thread(&key, self.window, self.cap, &member, false)).await {
-                Ok(true) => {
-                    held = Some(Held(Some(Slot::Shared {
-                        redis: redis.clone(),
-                        key,
-                        member,
-                        window: self.window,
-                        cap: self.cap,
-                    })))
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let thread = match (req.route(), req.thread) {
+                (Route::EncoreOffers, Some(thread)) if self.cap > 0 => thread,
+                _ => return inner.call(req).await,
+            };
+            let mut held = None;
+            if let Some(redis) = &self.shared {
+                let hex: String = thread.iter().map(|b| format!("{b:02x}")).collect();
+                let key = redis.key(Route::EncoreOffers, "thread", &hex);
+                let member = uuid::Uuid::new_v4().simple().to_string();
+                // Boxed: a Redis wait's state stays out of the in-memory path.
+                match Box::pin(redis.thread(&key, self.window, self.cap, &member, false)).await {
+                    Ok(true) => {
+                        held = Some(Held(Some(Slot::Shared {
+                            redis: redis.clone(),
+                            key,
+                            member,
+                            window: self.window,
+                            cap: self.cap,
+                        })))
+                    }
+                    Ok(false) => return Ok(self.skip()),
+                    Err(_) if redis.on_error() == OnStateError::FailClosed => {
+                        return Err(GatewayError::StateUnavailable)
+                    }
+                    // fail_open: this replica's own counts decide.
+                    Err(_) => {}
                 }
-                Ok(false) => return Ok(self.skip()),
-                Err(_) if redis.on_error() == OnStateError::FailClosed => {
-                    return Err(GatewayError::StateUnavailable)
-                }
-                // fail_open: this replica's own counts decide.
-                Err(_) => {}
             }
-        }
-        let mut held = match held {
-            Some(h) => h,
-            None => match self.reserve_local(thread) {
+            let mut held = match held {
                 Some(h) => h,
-                None => return Ok(self.skip()),
-            },
-        };
-        let result = inner.call(req).await;
-        if matches!(&result, Ok(r) if r.offer_served) {
-            // An offer was shown: the slot stays taken.
-            held.0 = None;
+                None => match self.reserve_local(thread) {
+                    Some(h) => h,
+                    None => return Ok(self.skip()),
+                },
+            };
+            let result = inner.call(req).await;
+            if matches!(&result, Ok(r) if r.offer_served) {
+                // An offer was shown: the slot stays taken.
+                held.0 = None;
+            }
+            result
         }
-        result
     }
 }
 

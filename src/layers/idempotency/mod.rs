@@ -27,6 +27,7 @@ use crate::call::fingerprint::Fingerprint;
 pub use any::AnyStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+use std::future::Future;
 pub use store::{Answer, Claim, IdempotencyStore, Stored};
 
 use std::panic::AssertUnwindSafe;
@@ -204,67 +205,69 @@ fn replay(stored: &Stored) -> ProxyResponse {
 }
 
 impl<St: IdempotencyStore> Wrap for Idempotency<St> {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let state = self.per_route.get(route);
-        let Some(fp) = req.fingerprint else {
-            return inner.call(req).await;
-        };
-        let Some((key, ttl)) = state.key(&req, &fp) else {
-            return inner.call(req).await;
-        };
-        match state.store.claim(&key, &fp).await {
-            Claim::Stored(stored) => {
-                self.count(route, "hit");
-                Ok(replay(&stored))
-            }
-            Claim::Conflict => {
-                self.count(route, "conflict");
-                Err(GatewayError::IdempotencyKeyReused)
-            }
-            Claim::Wait(first) => {
-                self.count(route, "coalesced");
-                let own_deadline = clock::now() + *self.deadline.get(route);
-                match tokio::time::timeout_at(own_deadline, first).await {
-                    Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
-                    // The first call's panic is counted once, on its own answer.
-                    Ok(Some(Err(GatewayError::Panic))) => Err(GatewayError::Internal(
-                        "the first call with this key failed unexpectedly".into(),
-                    )),
-                    Ok(Some(answer)) => answer,
-                    Ok(None) => Err(GatewayError::Internal(
-                        "the first call with this key was lost".into(),
-                    )),
-                    Err(_) => Err(GatewayError::DeadlineExceeded),
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let route = req.route();
+            let state = self.per_route.get(route);
+            let Some(fp) = req.fingerprint else {
+                return inner.call(req).await;
+            };
+            let Some((key, ttl)) = state.key(&req, &fp) else {
+                return inner.call(req).await;
+            };
+            match state.store.claim(&key, &fp).await {
+                Claim::Stored(stored) => {
+                    self.count(route, "hit");
+                    Ok(replay(&stored))
                 }
-            }
-            Claim::Unavailable => Err(GatewayError::StateUnavailable),
-            Claim::Lead => {
-                self.count(route, "miss");
-                let (per_route, inner) = (self.per_route.clone(), inner.clone());
-                // Boxed: a task's future is copied whole as it starts, finishes
-                // and hands over its answer; a box makes each copy a pointer.
-                let call = tokio::spawn(Box::pin(async move {
-                    let answer = AssertUnwindSafe(inner.call(req))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or(Err(GatewayError::Panic));
-                    let state = per_route.get(route);
-                    state
-                        .store
-                        .finish(&key, &answer, keep(&answer, fp, ttl))
-                        .await;
-                    answer
-                }));
-                call.await.unwrap_or_else(|e| {
-                    Err(GatewayError::Internal(format!(
-                        "the partner call was lost: {e}"
-                    )))
-                })
+                Claim::Conflict => {
+                    self.count(route, "conflict");
+                    Err(GatewayError::IdempotencyKeyReused)
+                }
+                Claim::Wait(first) => {
+                    self.count(route, "coalesced");
+                    let own_deadline = clock::now() + *self.deadline.get(route);
+                    match tokio::time::timeout_at(own_deadline, first).await {
+                        Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
+                        // The first call's panic is counted once, on its own answer.
+                        Ok(Some(Err(GatewayError::Panic))) => Err(GatewayError::Internal(
+                            "the first call with this key failed unexpectedly".into(),
+                        )),
+                        Ok(Some(answer)) => answer,
+                        Ok(None) => Err(GatewayError::Internal(
+                            "the first call with this key was lost".into(),
+                        )),
+                        Err(_) => Err(GatewayError::DeadlineExceeded),
+                    }
+                }
+                Claim::Unavailable => Err(GatewayError::StateUnavailable),
+                Claim::Lead => {
+                    self.count(route, "miss");
+                    let (per_route, inner) = (self.per_route.clone(), inner.clone());
+                    // Boxed: a task's future is copied whole as it starts, finishes
+                    // and hands over its answer; a box makes each copy a pointer.
+                    let call = tokio::spawn(Box::pin(async move {
+                        let answer = AssertUnwindSafe(inner.call(req))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or(Err(GatewayError::Panic));
+                        let state = per_route.get(route);
+                        state
+                            .store
+                            .finish(&key, &answer, keep(&answer, fp, ttl))
+                            .await;
+                        answer
+                    }));
+                    call.await.unwrap_or_else(|e| {
+                        Err(GatewayError::Internal(format!(
+                            "the partner call was lost: {e}"
+                        )))
+                    })
+                }
             }
         }
     }

@@ -29,6 +29,7 @@ mod shared;
 use governor::clock::Clock as _;
 use governor::RateLimiter;
 use prometheus::IntCounterVec;
+use std::future::Future;
 
 use super::pause::Pauses;
 use super::{AroundLayer, Inner, Wrap};
@@ -136,65 +137,67 @@ impl CallerLimit {
 }
 
 impl Wrap for CallerLimit {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let (config, buckets) = self.per_route.get(route);
-        if !config.enabled {
-            return inner.call(req).await;
-        }
-        let pause = self.pauses.get(route);
-        if let (Some(redis), Some(caller)) = (&self.shared, req.caller()) {
-            let rate = config
-                .client_overrides
-                .get(caller)
-                .copied()
-                .unwrap_or(config.client);
-            let bucket = shared::caller_key(redis, route, caller);
-            let scope = LimitScope::Client;
-            let permit = fleet_permit(
-                redis,
-                &bucket,
-                route,
-                scope,
-                rate,
-                config,
-                &req,
-                pause,
-                &self.limited,
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let route = req.route();
+            let (config, buckets) = self.per_route.get(route);
+            if !config.enabled {
+                return inner.call(req).await;
+            }
+            let pause = self.pauses.get(route);
+            if let (Some(redis), Some(caller)) = (&self.shared, req.caller()) {
+                let rate = config
+                    .client_overrides
+                    .get(caller)
+                    .copied()
+                    .unwrap_or(config.client);
+                let bucket = shared::caller_key(redis, route, caller);
+                let scope = LimitScope::Client;
+                let permit = fleet_permit(
+                    redis,
+                    &bucket,
+                    route,
+                    scope,
+                    rate,
+                    config,
+                    &req,
+                    pause,
+                    &self.limited,
+                );
+                // Boxed, as every Redis wait in the layers: its state would
+                // otherwise sit in every call's future, Redis or not.
+                match Box::pin(permit).await {
+                    Some(Ok(())) => return inner.call(req).await,
+                    Some(Err(e)) => return Err(e),
+                    None => {}
+                }
+            }
+            let pause = acquire(
+                || pause.left().map_or(Ok(()), Err),
+                config.max_wait,
+                req.deadline,
             );
-            // Boxed, as every Redis wait in the layers: its state would
-            // otherwise sit in every call's future, Redis or not.
-            match Box::pin(permit).await {
-                Some(Ok(())) => return inner.call(req).await,
-                Some(Err(e)) => return Err(e),
-                None => {}
+            if let Err(retry_after) = pause.await {
+                self.limited.inc(route, LimitScope::Upstream);
+                return Err(GatewayError::CircuitOpen { retry_after });
             }
-        }
-        let pause = acquire(
-            || pause.left().map_or(Ok(()), Err),
-            config.max_wait,
-            req.deadline,
-        );
-        if let Err(retry_after) = pause.await {
-            self.limited.inc(route, LimitScope::Upstream);
-            return Err(GatewayError::CircuitOpen { retry_after });
-        }
-        if let Some(caller) = req.caller() {
-            if let Err(retry_after) =
-                acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
-            {
-                self.limited.inc(route, LimitScope::Client);
-                return Err(GatewayError::RateLimited {
-                    scope: LimitScope::Client,
-                    retry_after,
-                });
+            if let Some(caller) = req.caller() {
+                if let Err(retry_after) =
+                    acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
+                {
+                    self.limited.inc(route, LimitScope::Client);
+                    return Err(GatewayError::RateLimited {
+                        scope: LimitScope::Client,
+                        retry_after,
+                    });
+                }
             }
+            inner.call(req).await
         }
-        inner.call(req).await
     }
 }
 
@@ -227,45 +230,47 @@ impl PartnerQuota {
 }
 
 impl Wrap for PartnerQuota {
-    async fn call<'a, S: Inner>(
+    fn call<'a, S: Inner>(
         &'a self,
         inner: &'a S,
         req: ProxyRequest,
-    ) -> Result<ProxyResponse, GatewayError> {
-        let route = req.route();
-        let (config, limiter) = self.per_route.get(route);
-        if let (true, Some(redis)) = (config.enabled, &self.shared) {
-            let bucket = shared::quota_key(redis, route);
-            let (scope, pause) = (LimitScope::Partner, self.pauses.get(route));
-            let permit = fleet_permit(
-                redis,
-                &bucket,
-                route,
-                scope,
-                config.partner,
-                config,
-                &req,
-                pause,
-                &self.limited,
-            );
-            // Boxed, as every Redis wait in the layers: its state would
-            // otherwise sit in every call's future, Redis or not.
-            match Box::pin(permit).await {
-                Some(Ok(())) => return inner.call(req).await,
-                Some(Err(e)) => return Err(e),
-                None => {}
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+        async move {
+            let route = req.route();
+            let (config, limiter) = self.per_route.get(route);
+            if let (true, Some(redis)) = (config.enabled, &self.shared) {
+                let bucket = shared::quota_key(redis, route);
+                let (scope, pause) = (LimitScope::Partner, self.pauses.get(route));
+                let permit = fleet_permit(
+                    redis,
+                    &bucket,
+                    route,
+                    scope,
+                    config.partner,
+                    config,
+                    &req,
+                    pause,
+                    &self.limited,
+                );
+                // Boxed, as every Redis wait in the layers: its state would
+                // otherwise sit in every call's future, Redis or not.
+                match Box::pin(permit).await {
+                    Some(Ok(())) => return inner.call(req).await,
+                    Some(Err(e)) => return Err(e),
+                    None => {}
+                }
             }
-        }
-        if config.enabled {
-            let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
-            if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
-                self.limited.inc(route, LimitScope::Partner);
-                return Err(GatewayError::RateLimited {
-                    scope: LimitScope::Partner,
-                    retry_after,
-                });
+            if config.enabled {
+                let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
+                if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
+                    self.limited.inc(route, LimitScope::Partner);
+                    return Err(GatewayError::RateLimited {
+                        scope: LimitScope::Partner,
+                        retry_after,
+                    });
+                }
             }
+            inner.call(req).await
         }
-        inner.call(req).await
     }
 }
