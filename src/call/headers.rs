@@ -102,7 +102,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = uuid::Uuid::new_v4();
+    // A v4 UUID from fastrand's per-thread generator: request ids must be
+    // unique, not secret, and this skips a ChaCha round per request.
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
         .unwrap_or(HeaderValue::from_static("invalid"))
@@ -112,14 +114,13 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// parameters such as `charset` allowed).
 pub fn is_json_content_type(value: &HeaderValue) -> bool {
     let Ok(s) = value.to_str() else { return false };
-    let essence = s
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    // Compared without lowercasing a copy: this runs on every request.
+    let essence = s.split(';').next().unwrap_or("").trim().as_bytes();
+    let starts = |p: &[u8]| essence.len() >= p.len() && essence[..p.len()].eq_ignore_ascii_case(p);
+    let ends = |p: &[u8]| {
+        essence.len() >= p.len() && essence[essence.len() - p.len()..].eq_ignore_ascii_case(p)
+    };
+    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 #[cfg(test)]
@@ -180,6 +181,7 @@ mod tests {
             "application/json; charset=utf-8",
             "Application/JSON",
             "application/vnd.x+json",
+            "APPLICATION/VND.X+JSON ; charset=utf-8",
         ] {
             assert!(is_json_content_type(&HeaderValue::from_static(ok)), "{ok}");
         }
@@ -188,6 +190,8 @@ mod tests {
             "application/x-www-form-urlencoded",
             "",
             "application/jsonx",
+            "text/x+json",
+            "application/json-seq",
         ] {
             assert!(
                 !is_json_content_type(&HeaderValue::from_static(bad)),
