@@ -37,6 +37,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Asks for the composed message on an offer (integrator rules).
+pub static X_OFFERGATE_COMPOSE: HeaderName = HeaderName::from_static("x-offergate-compose");
+/// W3C trace context, logged in the access line.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The caller's headers that may reach a partner (see the module doc).
 const TO_PARTNER: [HeaderName; 3] = [
     header::CONTENT_TYPE,
@@ -45,14 +50,6 @@ const TO_PARTNER: [HeaderName; 3] = [
 ];
 
 const NOT_TO_CALLER: [HeaderName; 2] = [header::CONTENT_LENGTH, header::SET_COOKIE];
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed = connection_listed(headers);
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
 
 /// The caller's headers that may be sent to a partner, in a new map with room
 /// for the few offergate adds.
@@ -85,11 +82,17 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// The partner's headers that may be sent back to the caller.
+/// The partner's headers that may be sent back to the caller: hop-by-hop
+/// ones (including those the `Connection` header names) and [`NOT_TO_CALLER`]
+/// removed. Only names present are looked up: an answer has a handful of
+/// headers, and a removal hashes its name whether it is there or not.
 pub fn to_caller(partner: &mut HeaderMap) {
-    strip_hop_by_hop(partner);
-    for name in &NOT_TO_CALLER {
-        partner.remove(name);
+    let listed = connection_listed(partner);
+    let doomed = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name) || NOT_TO_CALLER.contains(name) || listed.contains(name)
+    };
+    while let Some(name) = partner.keys().find(|n| doomed(n)).cloned() {
+        partner.remove(&name);
     }
 }
 
@@ -172,6 +175,29 @@ mod tests {
         let made = request_id(&h);
         assert_eq!(made.len(), 36);
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_end_to_end_headers_go_back_to_the_caller() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "12"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("upgrade", "h2c"),
+            ("content-type", "application/json"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        to_caller(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
     }
 
     #[test]

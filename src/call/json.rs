@@ -105,9 +105,21 @@ impl<'a> Json<'a> {
     }
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+fn write_string(s: &Cow<'_, str>, out: &mut Vec<u8>) {
+    match s {
+        // Borrowed from the body: it held no escape, and valid JSON has no raw
+        // quote, backslash or control character in a string, so serde_json
+        // would write it back byte for byte.
+        Cow::Borrowed(raw) => {
+            out.push(b'"');
+            out.extend_from_slice(raw.as_bytes());
+            out.push(b'"');
+        }
+        // Writing a &str into a Vec cannot fail.
+        Cow::Owned(decoded) => {
+            let _ = serde_json::to_writer(&mut *out, decoded);
+        }
+    }
 }
 
 impl<'a> Object<'a> {

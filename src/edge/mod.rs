@@ -117,7 +117,7 @@ impl Edge {
         };
         let traceparent = self.shared.access_log.then(|| {
             req.headers()
-                .get("traceparent")
+                .get(&headers::TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(64).collect::<String>())
         });
@@ -231,7 +231,8 @@ impl Edge {
     /// `Some(language)` when the answer to `req` is to carry a composed
     /// message (the request asks, or the config always does).
     fn composing(&self, req: &ProxyRequest) -> Option<Option<String>> {
-        if !(self.shared.compose || compose::asked(req.headers.get("x-offergate-compose"))) {
+        if !(self.shared.compose || compose::asked(req.headers.get(&headers::X_OFFERGATE_COMPOSE)))
+        {
             return None;
         }
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
