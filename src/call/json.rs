@@ -105,6 +105,8 @@ impl<'a> Json<'a> {
     }
 }
 
+// Takes the `Cow` itself: whether the string was borrowed is the point.
+#[allow(clippy::ptr_arg)]
 fn write_string(s: &Cow<'_, str>, out: &mut Vec<u8>) {
     match s {
         // Borrowed from the body: it held no escape, and valid JSON has no raw
