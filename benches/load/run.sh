@@ -192,6 +192,6 @@ fi
 WRK_VERSION=$( (wrk --version 2>&1 || true) | head -1 | cut -d' ' -f2)
 MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | xargs), $(free -g | awk '/Mem/ {print $2}') GiB, $(uname -sr), nginx $(nginx -v 2>&1 | cut -d/ -f2), wrk $WRK_VERSION; server on CPUs $SRV ($CORES cores), wrk on $LOAD, partner on $PARTNER"
 python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg \
-  "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 33554432
+  "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 33554432 18
 cp "$RESULTS" $HERE/results.tsv
 cat $HERE/results.md
