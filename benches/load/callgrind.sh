@@ -3,7 +3,9 @@
 # valgrind's callgrind: counts, not timings, so they hold still on a noisy
 # machine and show what a change saved. Loopback only, bounded, stops itself.
 #
-#   benches/load/callgrind.sh [forward|replay]        (default forward)
+#   benches/load/callgrind.sh [forward|replay] [offergate|bare]
+#                                                     (default forward offergate;
+#                                                      bare: the reference proxy)
 #   DUMP_TO=cg.out benches/load/callgrind.sh          (keeps the dump for
 #                                                      callgrind_annotate)
 #
@@ -13,18 +15,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SCENARIO=${1:-forward}
+SERVER=${2:-offergate}
 . benches/load/common.sh
 need nginx nginx-light
 need wrk wrk
 need valgrind valgrind
 need taskset util-linux
 # Line tables make the dump readable with callgrind_annotate; same code otherwise.
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q
+CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q --bin offergate --example bare
 P_PARTNER=18951; P_OG=18952; P_ADMIN=18953
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 og_config $P_OG $P_ADMIN $P_PARTNER > "$WORK/og.toml"
+if [ "$SERVER" = bare ]; then
+  CMD=(target/release/examples/bare 127.0.0.1:$P_OG 127.0.0.1:$P_PARTNER "$KEY" 1)
+else
+  CMD=(target/release/offergate run -c "$WORK/og.toml")
+fi
 BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
-  --callgrind-out-file="$WORK/cg.out" target/release/offergate run -c "$WORK/og.toml" \
+  --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" \
   2>"$WORK/valgrind.log" & OG=$!; PIDS+=($OG)
 wait_port $P_PARTNER
 wait_port $P_OG "$OG" || { cat "$WORK/valgrind.log" >&2; exit 1; }
@@ -37,7 +45,7 @@ sleep 1
 REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
 DUMP=$(ls "$WORK"/cg.out.* | head -1)
 [ -n "${DUMP_TO:-}" ] && cp "$DUMP" "$DUMP_TO"
-python3 - "$DUMP" "$REQUESTS" "$SCENARIO" <<'PY'
+python3 - "$DUMP" "$REQUESTS" "$SERVER $SCENARIO" <<'PY'
 import re, sys
 dump, requests, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 names, total, allocs, callee = {}, 0, 0, None

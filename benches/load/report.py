@@ -150,7 +150,7 @@ if soak:
     check(
         "RSS above idle within the store's byte limit (+ the thread map's bound) + 20 %",
         store_mib <= 1.2 * (bound_mib + thread_map_mib),
-        f"{store_mib:.1f} MiB for a {bound_mib:.0f} MiB store limit + {thread_map_mib:.1f} MiB of thread map, after {int(soak_requests):,} keys",
+        f"{store_mib:.1f} MiB for {bound_mib:.0f} MiB of store limits + {thread_map_mib:.1f} MiB of thread map, after {int(soak_requests):,} keys",
     )
     check("no RSS growth under steady load", rss_end <= after_10s * 1.05, f"{after_10s:.1f} MiB at 10 s, {rss_end:.1f} MiB at the end")
 open(md_path, "w").write("\n".join(lines) + "\n")
