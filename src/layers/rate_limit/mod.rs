@@ -69,7 +69,9 @@ async fn fleet_permit(
         req.deadline,
         pause,
     );
-    match permit.await {
+    // Boxed, as every Redis wait in the layers: its state would otherwise
+    // sit in every call's future, Redis or not.
+    match Box::pin(permit).await {
         Ok(()) => Some(Ok(())),
         Err(Refusal::Paused(retry_after)) => {
             limited.inc(route, LimitScope::Upstream);
@@ -168,9 +170,7 @@ impl Wrap for CallerLimit {
                     pause,
                     &self.limited,
                 );
-                // Boxed, as every Redis wait in the layers: its state would
-                // otherwise sit in every call's future, Redis or not.
-                match Box::pin(permit).await {
+                match permit.await {
                     Some(Ok(())) => return inner.call(req).await,
                     Some(Err(e)) => return Err(e),
                     None => {}
@@ -252,9 +252,7 @@ impl Wrap for PartnerQuota {
                     pause,
                     &self.limited,
                 );
-                // Boxed, as every Redis wait in the layers: its state would
-                // otherwise sit in every call's future, Redis or not.
-                match Box::pin(permit).await {
+                match permit.await {
                     Some(Ok(())) => return inner.call(req).await,
                     Some(Err(e)) => return Err(e),
                     None => {}
