@@ -14,17 +14,27 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::call::route::{Route, Target};
 
-/// A caller's request that passed admission.
+/// A caller's request that passed admission. Small on purpose (every layer
+/// holds it while the call is under way, and each try clones it): what stays
+/// the same for the whole call is shared behind one `Arc` ([`CallInfo`]).
 #[derive(Clone, Debug)]
 pub struct ProxyRequest {
     pub target: Target,
+    pub body: Bytes,
+    /// When the whole call must be over; set by the deadline layer.
+    pub deadline: Option<super::clock::Instant>,
+    /// What admission learned, shared by every try and by the edge.
+    pub call: Arc<CallInfo>,
+}
+
+/// The parts of a request that never change during its call.
+#[derive(Debug)]
+pub struct CallInfo {
     /// The caller's `x-request-id`, or one offergate made; sent to the partner.
     pub request_id: HeaderValue,
-    /// The caller's headers as received. Shared, because every try and a
-    /// replay need not copy them; the upstream picks what may travel
+    /// The caller's headers as received; the upstream picks what may travel
     /// (`headers::to_partner`) when it builds the partner request.
-    pub headers: Arc<HeaderMap>,
-    pub body: Bytes,
+    pub headers: HeaderMap,
     /// The caller's `Idempotency-Key`, already checked (1 to 255 visible ASCII).
     pub idempotency_key: Option<Arc<str>>,
     /// Route, partner, page and canonical body, hashed once at admission: what
@@ -32,13 +42,27 @@ pub struct ProxyRequest {
     pub fingerprint: Option<crate::call::fingerprint::Fingerprint>,
     /// Encore's `clientId`, read during validation (per-caller rate limit).
     pub client_id: Option<Arc<str>>,
-    /// When the whole call must be over; set by the deadline layer.
-    pub deadline: Option<super::clock::Instant>,
     /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's
     /// key. `None` where the cap is off.
     pub thread: Option<ThreadId>,
-    /// What happened at the partner, for the access log: shared by every try.
-    pub trace: Arc<CallTrace>,
+    /// What happened at the partner, for the access log.
+    pub trace: CallTrace,
+}
+
+impl CallInfo {
+    /// A call with `request_id` and `headers` and nothing else learned yet
+    /// (tests and benchmarks fill in what they need).
+    pub fn new(request_id: HeaderValue, headers: HeaderMap) -> CallInfo {
+        CallInfo {
+            request_id,
+            headers,
+            idempotency_key: None,
+            fingerprint: None,
+            client_id: None,
+            thread: None,
+            trace: CallTrace::default(),
+        }
+    }
 }
 
 /// A conversation's id: XXH3-128 of `clientId` and `chatId` (the collision
@@ -89,7 +113,7 @@ impl ProxyRequest {
     /// Who the call is made for: `clientId` (Encore) or `partner_id` (Besitos).
     pub fn caller(&self) -> Option<&str> {
         match self.target.route {
-            Route::EncoreOffers => self.client_id.as_deref(),
+            Route::EncoreOffers => self.call.client_id.as_deref(),
             Route::BesitosGoals => self.target.partner_id.as_deref(),
         }
     }

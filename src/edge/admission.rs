@@ -27,7 +27,7 @@ use crate::call::error::GatewayError;
 use crate::call::fingerprint;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
 use crate::call::request::thread_id;
-use crate::call::request::ProxyRequest;
+use crate::call::request::{CallInfo, CallTrace, ProxyRequest};
 use crate::call::route::{self, PerRoute, Route};
 use crate::config::{Config, Live, Secrets};
 use crate::edge::validate;
@@ -118,15 +118,17 @@ impl Admission {
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             target,
-            request_id,
-            headers: Arc::new(parts.headers),
             body,
-            idempotency_key,
-            client_id,
-            fingerprint,
             deadline: None,
-            thread,
-            trace: Arc::default(),
+            call: Arc::new(CallInfo {
+                request_id,
+                headers: parts.headers,
+                idempotency_key,
+                client_id,
+                fingerprint,
+                thread,
+                trace: CallTrace::default(),
+            }),
         })
     }
 

@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 use crate::call::clock;
 use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
-use crate::call::request::{CallTrace, ProxyRequest, ProxyResponse};
+use crate::call::request::{CallInfo, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::{Config, Live, Secrets};
 use crate::integrator::{compose, eligibility};
@@ -121,7 +121,7 @@ impl Edge {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(64).collect::<String>())
         });
-        let mut trace: Option<Arc<CallTrace>> = None;
+        let mut trace: Option<Arc<CallInfo>> = None;
         let mut route = None;
         let answer = match self.shared.in_flight.try_acquire() {
             // Shed before anything is read: an overload degrades, it does not queue.
@@ -165,8 +165,8 @@ impl Edge {
                     .get(&X_OFFERGATE_FALLBACK)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-"),
-                partner_status = trace.as_ref().and_then(|t| t.last_status()).unwrap_or(0),
-                attempts = trace.as_ref().map_or(0, |t| t.tries()),
+                partner_status = trace.as_ref().and_then(|t| t.trace.last_status()).unwrap_or(0),
+                attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
                 traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
@@ -182,7 +182,7 @@ impl Edge {
         req: Request<B>,
         request_id: HeaderValue,
         route: &mut Option<Route>,
-        trace: &mut Option<Arc<CallTrace>>,
+        trace: &mut Option<Arc<CallInfo>>,
     ) -> ProxyResponse
     where
         B: Body<Data = Bytes>,
@@ -194,7 +194,7 @@ impl Edge {
         match self.shared.admission.admit(req, request_id).await {
             Ok(proxy_req) => {
                 *route = Some(proxy_req.route());
-                *trace = Some(proxy_req.trace.clone());
+                *trace = Some(proxy_req.call.clone());
                 let compose = (proxy_req.route() == Route::EncoreOffers)
                     .then(|| self.composing(&proxy_req))
                     .flatten();
@@ -231,7 +231,8 @@ impl Edge {
     /// `Some(language)` when the answer to `req` is to carry a composed
     /// message (the request asks, or the config always does).
     fn composing(&self, req: &ProxyRequest) -> Option<Option<String>> {
-        if !(self.shared.compose || compose::asked(req.headers.get(&headers::X_OFFERGATE_COMPOSE)))
+        if !(self.shared.compose
+            || compose::asked(req.call.headers.get(&headers::X_OFFERGATE_COMPOSE)))
         {
             return None;
         }

@@ -182,7 +182,7 @@ impl Wrap for ThreadCap {
         req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
         async move {
-            let thread = match (req.route(), req.thread) {
+            let thread = match (req.route(), req.call.thread) {
                 (Route::EncoreOffers, Some(thread)) if self.cap > 0 => thread,
                 _ => return inner.call(req).await,
             };

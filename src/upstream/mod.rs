@@ -114,8 +114,8 @@ impl UpstreamInner {
                 )))
             })?;
         let h = out.headers_mut();
-        *h = headers::to_partner(&req.headers);
-        h.insert(X_REQUEST_ID.clone(), req.request_id);
+        *h = headers::to_partner(&req.call.headers);
+        h.insert(X_REQUEST_ID.clone(), req.call.request_id.clone());
         if !h.contains_key(header::CONTENT_TYPE) && !req.body.is_empty() {
             h.insert(
                 header::CONTENT_TYPE,
@@ -148,7 +148,8 @@ impl UpstreamInner {
         let route = req.route();
         let client = self.client(route);
         let deadline = req.deadline;
-        let trace = req.trace.clone();
+        let call = req.call.clone();
+        let trace = &call.trace;
         let outgoing = self.build_request(req)?;
         // The try gets its timeout, or what is left of the call's deadline if less.
         let started = clock::now();
@@ -224,6 +225,7 @@ impl crate::call::service::Inner for Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::request::CallInfo;
     use crate::call::route::Target;
     use crate::config::MapEnv;
     use http::HeaderMap;
@@ -272,15 +274,9 @@ token_env = "T2"
                 partner_id: partner.map(str::to_string),
                 page: Some(2).filter(|_| partner.is_some()),
             },
-            request_id: HeaderValue::from_static("req-1"),
-            headers: Arc::new(headers),
             body: Bytes::from_static(b"{}"),
-            idempotency_key: None,
-            fingerprint: None,
-            client_id: None,
             deadline: None,
-            thread: None,
-            trace: Default::default(),
+            call: Arc::new(CallInfo::new(HeaderValue::from_static("req-1"), headers)),
         }
     }
 

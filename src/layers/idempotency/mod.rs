@@ -132,7 +132,7 @@ impl<St> RouteState<St> {
         if !self.config.enabled {
             return None;
         }
-        match &req.idempotency_key {
+        match &req.call.idempotency_key {
             Some(k) => {
                 let partner = req.target.partner_id.as_deref().unwrap_or_default();
                 Some((format!("key/{partner}/{k}"), self.config.ttl))
@@ -213,7 +213,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
         async move {
             let route = req.route();
             let state = self.per_route.get(route);
-            let Some(fp) = req.fingerprint else {
+            let Some(fp) = req.call.fingerprint else {
                 return inner.call(req).await;
             };
             let Some((key, ttl)) = state.key(&req, &fp) else {
