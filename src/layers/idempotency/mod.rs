@@ -13,12 +13,13 @@
 //! - Stored: the partner's 200s and 400s only. Failures and fallbacks are not,
 //!   so a later retry with the same key reaches the partner again.
 //!
-//! The first call runs as its own task: if its caller disconnects, it still
-//! completes and is stored for the others (and for the caller's own retry), so a
-//! disconnect can never cause a second partner call. A waiter gives up at its
-//! own deadline.
+//! The first call runs in its caller's task, and moves to a task of its own
+//! only if that caller disconnects (`finish.rs`): it still completes and is
+//! stored for the others (and for the caller's own retry), so a disconnect can
+//! never cause a second partner call. A waiter gives up at its own deadline.
 
 mod any;
+mod finish;
 mod memory;
 mod redis;
 mod store;
@@ -248,9 +249,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 Claim::Lead => {
                     self.count(route, "miss");
                     let (per_route, inner) = (self.per_route.clone(), inner.clone());
-                    // Boxed: a task's future is copied whole as it starts, finishes
-                    // and hands over its answer; a box makes each copy a pointer.
-                    let call = tokio::spawn(Box::pin(async move {
+                    finish::FinishAnyway::new(async move {
                         let answer = AssertUnwindSafe(inner.call(req))
                             .catch_unwind()
                             .await
@@ -261,12 +260,8 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                             .finish(&key, &answer, keep(&answer, fp, ttl))
                             .await;
                         answer
-                    }));
-                    call.await.unwrap_or_else(|e| {
-                        Err(GatewayError::Internal(format!(
-                            "the partner call was lost: {e}"
-                        )))
                     })
+                    .await
                 }
             }
         }
