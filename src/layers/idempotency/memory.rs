@@ -64,7 +64,8 @@ struct Kept {
 
 struct InFlight {
     fingerprint: Fingerprint,
-    answer: watch::Sender<Option<Answer>>,
+    /// Made when the first duplicate arrives: most calls have none.
+    answer: Option<watch::Sender<Option<Answer>>>,
 }
 
 impl Generation {
@@ -134,13 +135,13 @@ impl MemoryStore {
     /// Keeps `stored` under `key` in the current generation of its shard,
     /// rotating first when it is full. An answer weighing more than a whole
     /// generation is not kept.
-    fn keep(&self, shard: &mut Shard, key: &str, stored: Stored) {
+    fn keep(&self, shard: &mut Shard, key: Box<str>, stored: Stored) {
         let weight = (key.len() + stored.body.len() + ENTRY_OVERHEAD).max(self.floor);
         if weight > self.generation_bytes {
             return;
         }
-        shard.previous.remove(key);
-        shard.current.remove(key);
+        shard.previous.remove(&key);
+        shard.current.remove(&key);
         if shard.current.bytes + weight > self.generation_bytes
             || shard.current.answers.len() >= self.generation_entries
         {
@@ -153,7 +154,7 @@ impl MemoryStore {
         let expires = clock::now() + stored.ttl;
         shard.current.bytes += weight;
         shard.current.answers.insert(
-            key.into(),
+            key,
             Kept {
                 stored: Arc::new(stored),
                 expires,
@@ -194,11 +195,12 @@ impl IdempotencyStore for MemoryStore {
                 Claim::Conflict
             };
         }
-        if let Some(call) = shard.in_flight.get(key) {
+        if let Some(call) = shard.in_flight.get_mut(key) {
             if call.fingerprint != *fingerprint {
                 return Claim::Conflict;
             }
-            let mut answer = call.answer.subscribe();
+            let sender = call.answer.get_or_insert_with(|| watch::channel(None).0);
+            let mut answer = sender.subscribe();
             return Claim::Wait(Box::pin(async move {
                 answer
                     .wait_for(Option::is_some)
@@ -211,7 +213,7 @@ impl IdempotencyStore for MemoryStore {
             key.into(),
             InFlight {
                 fingerprint: *fingerprint,
-                answer: watch::channel(None).0,
+                answer: None,
             },
         );
         Claim::Lead
@@ -220,15 +222,22 @@ impl IdempotencyStore for MemoryStore {
     async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
         let call = {
             let mut shard = self.shard(key);
+            // The in-flight entry's key is the stored answer's key: no new one.
+            let (key, call) = match shard.in_flight.remove_entry(key) {
+                Some((key, call)) => (key, Some(call)),
+                None => (key.into(), None),
+            };
             if let Some(stored) = keep {
                 self.keep(&mut shard, key, stored);
             }
-            shard.in_flight.remove(key)
+            call
         };
         // Nobody can subscribe once the call has left the map, so with no
         // receiver now the answer has no one to go to: skip copying it.
-        if let Some(call) = call.filter(|c| c.answer.receiver_count() > 0) {
-            call.answer.send_replace(Some(answer.clone()));
+        if let Some(sender) = call.and_then(|c| c.answer) {
+            if sender.receiver_count() > 0 {
+                sender.send_replace(Some(answer.clone()));
+            }
         }
     }
 

@@ -53,11 +53,12 @@ pub(super) async fn acquire(
 /// A bucket on offergate's clock (so paused-clock tests move it).
 pub(super) type Bucket =
     RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<std::time::Instant>>;
-/// One bucket per key, on the same clock, hashed with foldhash (keyed per
-/// process, several times cheaper than the default SipHash on short ids).
+/// One bucket per caller, on the same clock. Keyed by the caller id's
+/// XXH3-128 (a lookup builds no `Box<str>`: an allocation per call before),
+/// hashed with foldhash (several times cheaper than the default SipHash).
 type KeyedBuckets = RateLimiter<
-    Box<str>,
-    DashMapStateStore<Box<str>, foldhash::fast::RandomState>,
+    u128,
+    DashMapStateStore<u128, foldhash::fast::RandomState>,
     Clock,
     NoOpMiddleware<std::time::Instant>,
 >;
@@ -102,7 +103,8 @@ impl CallerBuckets {
             Some(own) => own.check(),
             None => {
                 self.purge_if_due();
-                self.shared.check_key(&Box::from(caller))
+                self.shared
+                    .check_key(&xxhash_rust::xxh3::xxh3_128(caller.as_bytes()))
             }
         };
         verdict.map_err(|not_until| not_until.wait_time_from(Clock.now()))
