@@ -64,6 +64,23 @@ fn write_target(target: &Target, out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// Lowercase hex of `bytes`, appended to `out`: how fingerprints, thread ids
+/// and hashed caller ids are written into store and Redis keys.
+pub fn push_hex(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(bytes, &mut out);
+    out
+}
+
 /// The canonical form of a JSON body; bytes that are not JSON stand for themselves.
 pub fn canonical(body: &[u8]) -> Vec<u8> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -167,9 +184,6 @@ mod stability {
             hex(&thread_id("c", "x")),
             "7f72c11a990d4c38afcf8d21082602a0"
         );
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 }

@@ -24,6 +24,7 @@ use prometheus::IntCounterVec;
 use super::{AroundLayer, Inner, Wrap};
 use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
+use crate::call::fingerprint::hex;
 use crate::call::request::{Outcome, ProxyRequest, ProxyResponse, ThreadId};
 use crate::call::route::Route;
 use crate::config::{Config, OnStateError};
@@ -188,8 +189,7 @@ impl Wrap for ThreadCap {
             };
             let mut held = None;
             if let Some(redis) = &self.shared {
-                let hex: String = thread.iter().map(|b| format!("{b:02x}")).collect();
-                let key = redis.key(Route::EncoreOffers, "thread", &hex);
+                let key = redis.key(Route::EncoreOffers, "thread", &hex(&thread));
                 let member = uuid::Uuid::new_v4().simple().to_string();
                 // Boxed: a Redis wait's state stays out of the in-memory path.
                 match Box::pin(redis.thread(&key, self.window, self.cap, &member, false)).await {

@@ -140,13 +140,9 @@ impl<St> RouteState<St> {
             }
             None => {
                 let window = self.config.body_key_window?;
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut key = String::with_capacity(5 + 64);
+                let mut key = String::with_capacity(5 + 2 * fp.len());
                 key.push_str("body/");
-                for b in fp {
-                    key.push(HEX[usize::from(b >> 4)] as char);
-                    key.push(HEX[usize::from(b & 0xf)] as char);
-                }
+                crate::call::fingerprint::push_hex(fp, &mut key);
                 Some((key, window))
             }
         }

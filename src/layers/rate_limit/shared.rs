@@ -9,6 +9,7 @@ use std::time::Duration;
 use ring::digest::{digest, SHA256};
 
 use crate::call::clock::{self, Instant};
+use crate::call::fingerprint::hex;
 use crate::call::route::Route;
 use crate::config::Rate;
 use crate::layers::pause::PartnerPause;
@@ -77,9 +78,5 @@ pub(super) fn quota_key(redis: &Redis, route: Route) -> String {
 /// request body, and no body content is stored in Redis.
 pub(super) fn caller_key(redis: &Redis, route: Route, caller: &str) -> String {
     let hash = digest(&SHA256, caller.as_bytes());
-    let hex: String = hash.as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    redis.key(route, "caller", &hex)
+    redis.key(route, "caller", &hex(&hash.as_ref()[..12]))
 }
