@@ -83,23 +83,29 @@ for r in rows:
         f'| {r["label"]} | {r["c"]} | {r["rps"]:.0f} | {r["p50"]:.3f} | {r["p99"]:.3f} | {r["cpu"]:.1f} | {vs_direct} | {vs_nginx} | {cpu_nginx} | {r["non2xx"]} |'
     )
 
-if any(r["label"] == "redis_forward" for r in runs):
-    lines += ["", "State on Redis against state in memory (same build), paired within each round:"]
-    for c in sorted({r["c"] for r in runs if r["label"] == "redis_forward"}):
-        fwd = paired("redis_forward", "offergate_forward", c)
-        rep = paired("redis_replay", "offergate_replay", c)
-        extra = lambda a, b: 1e6 / by[(a, c)]["rps"] - 1e6 / by[(b, c)]["rps"] if by.get((a, c)) and by.get((b, c)) else float("nan")
-        lines.append(
-            f"- {c} conns: forward {fwd:.2f} × ({extra('redis_forward', 'offergate_forward'):+.1f} µs per request), "
-            f"replay {rep:.2f} × ({extra('redis_replay', 'offergate_replay'):+.1f} µs per request)"
-        )
+def compare(title, forward, replay, per_request):
+    """Two offergates' forward and replay, each (this, that) paired within
+    each round, at every connection count both were run at."""
+    ran = lambda label: {r["c"] for r in runs if r["label"] == label}
+    conns = sorted(ran(forward[0]) & ran(forward[1]))
+    if not conns:
+        return
+    lines.extend(["", title])
+    for c in conns:
+        parts = []
+        for what, (a, b) in (("forward", forward), ("replay", replay)):
+            part = f"{what} {paired(a, b, c):.2f} ×"
+            if per_request:
+                extra = 1e6 / by[(a, c)]["rps"] - 1e6 / by[(b, c)]["rps"] if by.get((a, c)) and by.get((b, c)) else float("nan")
+                part += f" ({extra:+.1f} µs per request)"
+            parts.append(part)
+        lines.append(f"- {c} conns: " + ", ".join(parts))
 
-if any(r["label"] == "baseline_forward" for r in runs):
-    lines += ["", "This build against the baseline build (BASELINE), paired within each round:"]
-    for c in sorted({r["c"] for r in runs if r["label"] == "baseline_forward"}):
-        fwd = paired("offergate_forward", "baseline_forward", c)
-        rep = paired("offergate_replay", "baseline_replay", c)
-        lines.append(f"- {c} conns: forward {fwd:.2f} ×, replay {rep:.2f} ×")
+
+compare("State on Redis against state in memory (same build), paired within each round:",
+        ("redis_forward", "offergate_forward"), ("redis_replay", "offergate_replay"), True)
+compare("This build against the baseline build (BASELINE), paired within each round:",
+        ("offergate_forward", "baseline_forward"), ("offergate_replay", "baseline_replay"), False)
 
 idle_mib, peak_mib = int(idle_kib) / 1024, int(peak_kib) / 1024
 lines += ["", f"offergate RSS: idle {idle_mib:.1f} MiB, peak over the run {peak_mib:.1f} MiB.", ""]
