@@ -198,19 +198,15 @@ impl Admission {
                 ))
             }
         };
-        let authority = http::uri::Authority::try_from(host.as_bytes())
-            .ok()
-            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty() && valid_port(a))
-            .ok_or_else(|| {
-                GatewayError::InvalidHost("the Host header is not a host[:port]".into())
-            })?;
-        if !self.allowed_hosts.is_empty() {
-            let name = authority.host().to_ascii_lowercase();
-            if !self.allowed_hosts.contains(&name) {
-                return Err(GatewayError::InvalidHost(format!(
-                    "Host `{name}` is not one of server.allowed_hosts"
-                )));
-            }
+        let host = validate::host_of(host.as_bytes()).ok_or_else(|| {
+            GatewayError::InvalidHost("the Host header is not a host[:port]".into())
+        })?;
+        let allowed = |h: &String| h.eq_ignore_ascii_case(host);
+        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(allowed) {
+            return Err(GatewayError::InvalidHost(format!(
+                "Host `{}` is not one of server.allowed_hosts",
+                host.to_ascii_lowercase()
+            )));
         }
         Ok(())
     }
@@ -259,16 +255,6 @@ impl Admission {
                 format!("could not be read: {e}"),
             )),
         }
-    }
-}
-
-/// No port, or a port from 0 to 65535 (`Host: x:99999` is not a host).
-fn valid_port(a: &http::uri::Authority) -> bool {
-    match a.as_str().strip_prefix(a.host()) {
-        None | Some("") => true,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok()),
     }
 }
 

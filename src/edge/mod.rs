@@ -15,6 +15,7 @@ pub mod respond;
 pub mod validate;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -100,7 +101,7 @@ impl Edge {
 
     /// Handles one request to completion; never fails, never drops the caller:
     /// overload is shed with 503, a panic anywhere below answers 500.
-    pub async fn handle<B>(self, req: Request<B>) -> Response<Full<Bytes>>
+    pub fn handle<B>(self, req: Request<B>) -> impl Future<Output = Response<Full<Bytes>>>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -121,58 +122,62 @@ impl Edge {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(64).collect::<String>())
         });
-        let mut trace: Option<Arc<CallInfo>> = None;
-        let mut route = None;
-        let answer = match self.shared.in_flight.try_acquire() {
-            // Shed before anything is read: an overload degrades, it does not queue.
-            Err(_) => {
-                self.shared.metrics.shed("max_in_flight");
-                respond::answer(GatewayError::Overloaded)
-            }
-            Ok(_permit) => {
-                let call = self.admit_and_call(req, request_id.clone(), &mut route, &mut trace);
-                match AssertUnwindSafe(call).catch_unwind().await {
-                    Ok(answer) => answer,
-                    Err(panic) => {
-                        self.shared.metrics.panicked();
-                        tracing::error!(
-                            request_id = request_id.to_str().unwrap_or("-"),
-                            panic = panic_message(&*panic),
-                            "panic while handling a request; answered 500"
-                        );
-                        respond::answer(GatewayError::Panic)
+        // An `async move` block, not an `async fn`: the request is held once,
+        // not twice (rust-lang/rust#62958), in the state every call moves.
+        async move {
+            let mut trace: Option<Arc<CallInfo>> = None;
+            let mut route = None;
+            let answer = match self.shared.in_flight.try_acquire() {
+                // Shed before anything is read: an overload degrades, it does not queue.
+                Err(_) => {
+                    self.shared.metrics.shed("max_in_flight");
+                    respond::answer(GatewayError::Overloaded)
+                }
+                Ok(_permit) => {
+                    let call = self.admit_and_call(req, request_id.clone(), &mut route, &mut trace);
+                    match AssertUnwindSafe(call).catch_unwind().await {
+                        Ok(answer) => answer,
+                        Err(panic) => {
+                            self.shared.metrics.panicked();
+                            tracing::error!(
+                                request_id = request_id.to_str().unwrap_or("-"),
+                                panic = panic_message(&*panic),
+                                "panic while handling a request; answered 500"
+                            );
+                            respond::answer(GatewayError::Panic)
+                        }
                     }
                 }
+            };
+            let elapsed = started.elapsed();
+            if let Some(route) = route {
+                self.shared
+                    .metrics
+                    .request_done(route, answer.outcome, elapsed.as_secs_f64());
             }
-        };
-        let elapsed = started.elapsed();
-        if let Some(route) = route {
-            self.shared
-                .metrics
-                .request_done(route, answer.outcome, elapsed.as_secs_f64());
+            if self.shared.access_log {
+                tracing::info!(
+                    target: "offergate::access",
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    method = %method.as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                    path = path.as_deref().unwrap_or("-"),
+                    route = route.map(|r| r.as_str()).unwrap_or("-"),
+                    status = answer.status.as_u16(),
+                    outcome = answer.outcome.as_str(),
+                    fallback = answer
+                        .headers
+                        .get(&X_OFFERGATE_FALLBACK)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-"),
+                    partner_status = trace.as_ref().and_then(|t| t.trace.last_status()).unwrap_or(0),
+                    attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
+                    traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                );
+            }
+            render(answer, request_id)
         }
-        if self.shared.access_log {
-            tracing::info!(
-                target: "offergate::access",
-                request_id = request_id.to_str().unwrap_or("-"),
-                method = %method.as_ref().map(|m| m.as_str()).unwrap_or("-"),
-                path = path.as_deref().unwrap_or("-"),
-                route = route.map(|r| r.as_str()).unwrap_or("-"),
-                status = answer.status.as_u16(),
-                outcome = answer.outcome.as_str(),
-                fallback = answer
-                    .headers
-                    .get(&X_OFFERGATE_FALLBACK)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-"),
-                partner_status = trace.as_ref().and_then(|t| t.trace.last_status()).unwrap_or(0),
-                attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
-                traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
-        }
-        render(answer, request_id)
     }
 
     /// Admission, then the stack; `route` is set as soon as it is known, so
@@ -189,7 +194,8 @@ impl Edge {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if req.uri().path() == eligibility::PATH && req.uri().authority().is_none() {
-            return self.eligibility(req).await;
+            // Boxed: its state would size every proxied call's.
+            return Box::pin(self.eligibility(req)).await;
         }
         match self.shared.admission.admit(req, request_id).await {
             Ok(proxy_req) => {
@@ -297,7 +303,6 @@ where
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let edge = self.clone();
-        Box::pin(async move { Ok(edge.handle(req).await) })
+        Box::pin(self.clone().handle(req).map(Ok))
     }
 }

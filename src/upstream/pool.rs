@@ -9,6 +9,7 @@
 //! once the answer is read. The connection's I/O still runs in hyper's own
 //! task, so HTTP/1.1 framing stays hyper's.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
@@ -100,12 +101,13 @@ impl PartnerClient {
     /// Sends one request (its URI: the path and query on this partner) and
     /// reads the whole answer, within `timeout` of `started` (when the caller
     /// began the try: it has read the clock already).
-    pub async fn send(
+    pub fn send(
         &self,
         mut req: Request<Full<Bytes>>,
         started: Instant,
         timeout: Duration,
-    ) -> Result<(http::response::Parts, Bytes), UpstreamFailure> {
+    ) -> impl Future<Output = Result<(http::response::Parts, Bytes), UpstreamFailure>> + Send + '_
+    {
         let path = req
             .uri()
             .path_and_query()
@@ -115,7 +117,9 @@ impl PartnerClient {
         req.headers_mut()
             .insert(header::HOST, self.shared.host.clone());
         let limit = self.shared.config.max_response_bytes;
-        let call = async {
+        // The request is moved in, not held twice (an `async fn` would keep
+        // its argument beside the moved copy: rust-lang/rust#62958).
+        let call = async move {
             let (resp, sender) = self.exchange(req, started).await?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
@@ -132,9 +136,11 @@ impl PartnerClient {
             self.check_in(sender);
             Ok((parts, body.to_bytes()))
         };
-        match tokio::time::timeout_at(started + timeout, call).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamFailure::Timeout),
+        async move {
+            match tokio::time::timeout_at(started + timeout, call).await {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamFailure::Timeout),
+            }
         }
     }
 
@@ -159,7 +165,9 @@ impl PartnerClient {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: the connector's future (2.4 KB) would otherwise size every
+        // call's state, and a new connection is the rare case.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender
             .send_request(req)
             .await

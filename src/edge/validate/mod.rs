@@ -6,9 +6,11 @@
 
 mod bcp47;
 mod country;
+mod host;
 
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;
+pub use host::host_of;
 
 use std::sync::Arc;
 
@@ -67,10 +69,10 @@ fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
         Some(Json::String(s)) if s.is_empty() => {
             Err(GatewayError::invalid(field, "must not be empty"))
         }
-        Some(Json::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(GatewayError::invalid(
-            field,
-            format!("is longer than {MAX_ID_CHARS} characters"),
-        )),
+        // Characters are never more than bytes: most ids are counted by length alone.
+        Some(Json::String(s)) if s.len() > MAX_ID_CHARS && s.chars().count() > MAX_ID_CHARS => Err(
+            GatewayError::invalid(field, format!("is longer than {MAX_ID_CHARS} characters")),
+        ),
         Some(Json::String(_)) => Ok(()),
         Some(other) => Err(GatewayError::invalid(
             field,
@@ -79,8 +81,9 @@ fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
     }
 }
 
-fn required_str<'a>(obj: &'a Object<'_>, field: &str) -> Result<&'a str, GatewayError> {
-    match obj.get(field.rsplit('.').next().unwrap_or(field)) {
+/// `obj[key]` as a string; `field` is its full name, for the error.
+fn required_str<'a>(obj: &'a Object<'_>, key: &str, field: &str) -> Result<&'a str, GatewayError> {
+    match obj.get(key) {
         None | Some(Json::Null) => Err(GatewayError::invalid(field, "is required")),
         Some(Json::String(s)) => Ok(s),
         Some(other) => Err(GatewayError::invalid(
@@ -106,7 +109,7 @@ fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
             ))
         }
     };
-    let country = required_str(attrs, "attributes.countryCode")?;
+    let country = required_str(attrs, "countryCode", "attributes.countryCode")?;
     if !is_iso3166_alpha2(country) {
         return Err(GatewayError::invalid(
             "attributes.countryCode",
@@ -116,7 +119,7 @@ fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
             ),
         ));
     }
-    let language = required_str(attrs, "attributes.language")?;
+    let language = required_str(attrs, "language", "attributes.language")?;
     if !is_bcp47(language) {
         return Err(GatewayError::invalid(
             "attributes.language",
@@ -126,7 +129,7 @@ fn encore(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
             ),
         ));
     }
-    let platform = required_str(attrs, "attributes.platform")?;
+    let platform = required_str(attrs, "platform", "attributes.platform")?;
     if !matches!(platform, "android" | "ios" | "web") {
         return Err(GatewayError::invalid(
             "attributes.platform",
