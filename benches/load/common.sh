@@ -68,6 +68,8 @@ partner_block() { # port [cert key]
 
 # offergate in front of the partner with its shipped defaults, but the rate
 # limits out of the way, the key in BENCH_ENCORE_KEY (set it to $KEY).
+# RATE_LIMITS=false turns the limit layers off and OG_EXTRA is appended (TOML
+# tables): how callgrind.sh prices each feature.
 og_config() { # listen admin partner-port [scheme]
   cat <<CONF
 [server]
@@ -80,6 +82,7 @@ access_log = false
 base_url = "${4:-http}://127.0.0.1:$3"
 api_key_env = "BENCH_ENCORE_KEY"
 [encore.rate_limit]
+enabled = ${RATE_LIMITS:-true}
 partner_per_second = 1000000
 partner_burst = 1000000
 client_per_second = 1000000
@@ -87,6 +90,7 @@ client_burst = 1000000
 [besitos]
 base_url = "${4:-http}://127.0.0.1:$3"
 [besitos.rate_limit]
+enabled = ${RATE_LIMITS:-true}
 partner_per_second = 1000000
 partner_burst = 1000000
 client_per_second = 1000000
@@ -94,5 +98,6 @@ client_burst = 1000000
 [[besitos.partners]]
 id = "bench"
 token_env = "BENCH_ENCORE_KEY"
+${OG_EXTRA:-}
 CONF
 }
