@@ -7,8 +7,15 @@ use crate::call::outcome::OfferResult;
 use crate::call::route::Route;
 use crate::metrics::Metrics;
 
+/// Statuses resolved once per route: the forwarded call's `200`, and the two
+/// labels that are not codes. Others are looked up when they happen.
+const RESOLVED: [&str; 3] = ["200", "timeout", "error"];
+
 pub(super) struct UpstreamMetrics {
     requests: IntCounterVec,
+    /// `requests` for each route and [`RESOLVED`] status: no label lookup
+    /// (a hash and a lock) on a forwarded call.
+    resolved: [[IntCounter; 3]; 2],
     duration: [Histogram; 2],
     /// `offer`, `no_offer`.
     offers: [IntCounter; 2],
@@ -26,12 +33,15 @@ impl UpstreamMetrics {
             "Encore 200 answers with an offer and without one (the partner's fill rate).",
             &["result"],
         )?;
+        let requests = m.counter_vec(
+            "offergate_upstream_requests_total",
+            "Calls to partners by route and status code (or error, timeout).",
+            &["route", "status"],
+        )?;
         Ok(UpstreamMetrics {
-            requests: m.counter_vec(
-                "offergate_upstream_requests_total",
-                "Calls to partners by route and status code (or error, timeout).",
-                &["route", "status"],
-            )?,
+            resolved: Route::ALL
+                .map(|r| RESOLVED.map(|s| requests.with_label_values(&[r.as_str(), s]))),
+            requests,
             duration: Route::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
             offers: ["offer", "no_offer"].map(|r| offers.with_label_values(&[r])),
         })
@@ -39,9 +49,13 @@ impl UpstreamMetrics {
 
     /// One partner call; `status` is the code, `error` or `timeout`.
     pub(super) fn upstream_call(&self, route: Route, status: &str, seconds: f64) {
-        self.requests
-            .with_label_values(&[route.as_str(), status])
-            .inc();
+        match RESOLVED.iter().position(|s| *s == status) {
+            Some(i) => self.resolved[route.index()][i].inc(),
+            None => self
+                .requests
+                .with_label_values(&[route.as_str(), status])
+                .inc(),
+        }
         self.duration[route.index()].observe(seconds);
     }
 

@@ -39,7 +39,7 @@ use crate::call::clock;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
-use prometheus::IntCounterVec;
+use prometheus::IntCounter;
 
 use crate::call::error::GatewayError;
 use crate::call::request::Outcome;
@@ -55,7 +55,36 @@ pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent
 pub struct Idempotency<St> {
     per_route: Arc<PerRoute<RouteState<St>>>,
     deadline: PerRoute<Duration>,
-    results: IntCounterVec,
+    /// `offergate_idempotency_total` per route and [`Lookup`], resolved once:
+    /// no label lookup (a hash and a lock) per call.
+    results: [[IntCounter; 4]; 2],
+}
+
+/// How a lookup ended: the `result` label.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Miss,
+    Hit,
+    Coalesced,
+    Conflict,
+}
+
+impl Lookup {
+    const ALL: [Lookup; 4] = [
+        Lookup::Miss,
+        Lookup::Hit,
+        Lookup::Coalesced,
+        Lookup::Conflict,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Miss => "miss",
+            Lookup::Hit => "hit",
+            Lookup::Coalesced => "coalesced",
+            Lookup::Conflict => "conflict",
+        }
+    }
 }
 
 struct RouteState<St> {
@@ -115,14 +144,13 @@ impl<St: IdempotencyStore> Idempotency<St> {
         Ok(AroundLayer::new(Idempotency {
             per_route,
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
-            results,
+            results: Route::ALL
+                .map(|r| Lookup::ALL.map(|l| results.with_label_values(&[r.as_str(), l.as_str()]))),
         }))
     }
 
-    fn count(&self, route: Route, result: &str) {
-        self.results
-            .with_label_values(&[route.as_str(), result])
-            .inc();
+    fn count(&self, route: Route, result: Lookup) {
+        self.results[route.index()][result as usize].inc();
     }
 }
 
@@ -218,15 +246,15 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
             };
             match state.store.claim(&key, &fp).await {
                 Claim::Stored(stored) => {
-                    self.count(route, "hit");
+                    self.count(route, Lookup::Hit);
                     Ok(replay(&stored))
                 }
                 Claim::Conflict => {
-                    self.count(route, "conflict");
+                    self.count(route, Lookup::Conflict);
                     Err(GatewayError::IdempotencyKeyReused)
                 }
                 Claim::Wait(first) => {
-                    self.count(route, "coalesced");
+                    self.count(route, Lookup::Coalesced);
                     let own_deadline = clock::now() + *self.deadline.get(route);
                     match tokio::time::timeout_at(own_deadline, first).await {
                         Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
@@ -243,7 +271,7 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 }
                 Claim::Unavailable => Err(GatewayError::StateUnavailable),
                 Claim::Lead => {
-                    self.count(route, "miss");
+                    self.count(route, Lookup::Miss);
                     let (per_route, inner) = (self.per_route.clone(), inner.clone());
                     finish::FinishAnyway::new(async move {
                         let answer = AssertUnwindSafe(inner.call(req))
