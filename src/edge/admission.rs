@@ -82,13 +82,15 @@ impl Admission {
                 return Err(known(GatewayError::UnknownPartner(id.clone())));
             }
         }
-        if parts.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
+        let mut content_types = parts.headers.get_all(header::CONTENT_TYPE).iter();
+        let content_type = content_types.next();
+        if content_types.next().is_some() {
             return Err(known(GatewayError::invalid(
                 "Content-Type",
                 "send the header once",
             )));
         }
-        let declared_json = match parts.headers.get(header::CONTENT_TYPE) {
+        let declared_json = match content_type {
             Some(ct) if headers::is_json_content_type(ct) => true,
             Some(ct) => {
                 return Err(known(GatewayError::UnsupportedMediaType(format!(
@@ -261,14 +263,15 @@ impl Admission {
 /// The caller's `Idempotency-Key`, if it sent a well-formed one.
 fn idempotency_key(parts: &Parts) -> Result<Option<Arc<str>>, GatewayError> {
     let mut values = parts.headers.get_all(&headers::IDEMPOTENCY_KEY).iter();
-    let (Some(v), None) = (values.next(), values.next()) else {
-        return match parts.headers.contains_key(&headers::IDEMPOTENCY_KEY) {
-            true => Err(GatewayError::invalid(
+    let v = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(v), None) => v,
+        (Some(_), Some(_)) => {
+            return Err(GatewayError::invalid(
                 "Idempotency-Key",
                 "send the header once",
-            )),
-            false => Ok(None),
-        };
+            ))
+        }
     };
     let b = v.as_bytes();
     if b.is_empty() || b.len() > 255 || !b.iter().all(|c| (0x21..=0x7e).contains(c)) {
