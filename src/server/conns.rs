@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -21,7 +22,32 @@ pub struct Conn {
     closing: AtomicBool,
     /// Milliseconds after the listener's start.
     idle_since_ms: AtomicU64,
-    pub(super) close: Notify,
+    /// The connection's task, woken when it is asked to close.
+    waker: AtomicWaker,
+}
+
+impl Conn {
+    /// Asks the connection to close once the request in hand is answered.
+    fn ask_to_close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Resolves once the connection is asked to close. It is polled at every
+    /// wake of the connection's task, so it costs a load and a waker
+    /// registration, where a `Notify` took a lock.
+    pub(super) fn asked_to_close(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.closing.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            match self.closing.load(Ordering::Acquire) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+    }
 }
 
 /// Every open connection of a listener.
@@ -76,10 +102,7 @@ impl Conns {
                 })
                 .min_by_key(|c| c.idle_since_ms.load(Ordering::Relaxed));
             match oldest_idle {
-                Some(idle) => {
-                    idle.closing.store(true, Ordering::Relaxed);
-                    idle.close.notify_one();
-                }
+                Some(idle) => idle.ask_to_close(),
                 None => return Admit::Refuse,
             }
         }
@@ -88,7 +111,7 @@ impl Conns {
             busy: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(self.now_ms()),
-            close: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         open.insert(id, conn.clone());
         Admit::Serve(id, conn)
@@ -99,6 +122,13 @@ impl Conns {
         open.remove(&id);
         if open.is_empty() {
             self.emptied.notify_waiters();
+        }
+    }
+
+    /// Asks every open connection to close (shutdown has begun).
+    pub fn close_all(&self) {
+        for conn in self.lock().values() {
+            conn.ask_to_close();
         }
     }
 
@@ -176,8 +206,8 @@ mod tests {
         // The first is busy: the second, idle, is the one asked to close.
         let busy = conns.track(&first, std::future::ready(()));
         assert!(matches!(conns.admit(2), Admit::Serve(..)));
-        // `notify_one` stored a permit: the connection sees it at once.
-        tokio::time::timeout(std::time::Duration::from_millis(1), second.close.notified())
+        // The request is kept: the connection sees it at its next poll.
+        tokio::time::timeout(std::time::Duration::from_millis(1), second.asked_to_close())
             .await
             .expect("the idle connection was asked to close");
         drop(busy);

@@ -114,7 +114,6 @@ pub async fn serve<S, B>(
         };
         let tls = tls.clone();
         let conns = conns.clone();
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
@@ -122,15 +121,14 @@ pub async fn serve<S, B>(
                 .max_header_size(opts.max_header_bytes)
                 .keep_alive(true);
             let result = match tls {
-                None => run_conn(&http, TokioIo::new(stream), service, &conn, shutdown).await,
+                None => run_conn(&http, TokioIo::new(stream), service, &conn).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(opts.header_read_timeout, acceptor.accept(stream))
                             .await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            run_conn(&http, TokioIo::new(tls_stream), service, &conn, shutdown)
-                                .await
+                            run_conn(&http, TokioIo::new(tls_stream), service, &conn).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -147,6 +145,8 @@ pub async fn serve<S, B>(
         });
     }
     drop(listener);
+    // Each connection closes once its request in hand is answered.
+    conns.close_all();
     let drained = async {
         loop {
             let emptied = conns.emptied.notified();
@@ -173,7 +173,6 @@ async fn run_conn<I, S, B>(
     io: I,
     service: S,
     conn: &conns::Conn,
-    shutdown: ShutdownRx,
 ) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -184,22 +183,12 @@ where
 {
     let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
-    let stop = shutdown_requested(shutdown);
-    tokio::pin!(stop);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            _ = conn.close.notified(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = &mut stop, if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-        }
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => return result,
+        _ = conn.asked_to_close() => connection.as_mut().graceful_shutdown(),
     }
+    connection.await
 }
 
 /// The listener's service, marking its connection busy while it answers.
