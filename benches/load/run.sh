@@ -194,6 +194,6 @@ MACHINE="$(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo
 # Memory bound: the Encore and Besitos stores (32 MiB each by default; the
 # scenarios fill both) plus the thread cap's map at its bound.
 python3 $HERE/report.py "$RESULTS" "$IDLE_RSS" "$PEAK_RSS" "$MACHINE" "$SECS" $HERE/results.md $HERE/chart.svg \
-  "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 67108864 18
+  "$SOAK_FILE" "${SOAK_REQUESTS:-0}" 67108864 15
 cp "$RESULTS" $HERE/results.tsv
 cat $HERE/results.md
