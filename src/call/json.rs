@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Number;
 
 /// `serde_json::from_slice`, with the body's UTF-8 checked once up front
@@ -200,6 +201,31 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Object::from_fields(fields)
             .map(Json::Object)
             .map_err(|key| de::Error::custom(format_args!("duplicate key `{key}`")))
+    }
+}
+
+/// A JSON object's members in the order given, each value left as its raw
+/// text: enough to check a few fields and rewrite some without building (and
+/// re-encoding) the whole tree. A key given twice is kept twice.
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(16);
+                while let Some(Key(key)) = map.next_key()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(MembersVisitor)
     }
 }
 
