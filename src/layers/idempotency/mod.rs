@@ -164,7 +164,11 @@ impl<St> RouteState<St> {
         match &req.call.idempotency_key {
             Some(k) => {
                 let partner = req.target.partner_id.as_deref().unwrap_or_default();
-                Some((format!("key/{partner}/{k}"), self.config.ttl))
+                let mut key = String::with_capacity(5 + partner.len() + k.len());
+                for part in ["key/", partner, "/", k] {
+                    key.push_str(part);
+                }
+                Some((key, self.config.ttl))
             }
             None => {
                 let window = self.config.body_key_window?;
