@@ -140,8 +140,12 @@ impl MemoryStore {
         if weight > self.generation_bytes {
             return;
         }
-        shard.previous.remove(&key);
-        shard.current.remove(&key);
+        // No earlier answer is looked for: the leader's claim found none live
+        // (and dropped an expired one), and no other call can store under the
+        // key while it is in flight. Should one be in the current generation
+        // anyway, `insert` hands it back below; one in the previous generation
+        // is shadowed by this one and goes with it. Two fewer probes into
+        // tables too large for the cache.
         if shard.current.bytes + weight > self.generation_bytes
             || shard.current.answers.len() >= self.generation_entries
         {
@@ -153,14 +157,14 @@ impl MemoryStore {
         }
         let expires = clock::now() + stored.ttl;
         shard.current.bytes += weight;
-        shard.current.answers.insert(
-            key,
-            Kept {
-                stored: Arc::new(stored),
-                expires,
-                weight,
-            },
-        );
+        let kept = Kept {
+            stored: Arc::new(stored),
+            expires,
+            weight,
+        };
+        if let Some(replaced) = shard.current.answers.insert(key, kept) {
+            shard.current.bytes -= replaced.weight;
+        }
     }
 
     fn each_shard(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
