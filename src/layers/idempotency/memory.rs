@@ -348,12 +348,12 @@ mod tests {
         assert!(s.nothing_in_flight(), "nothing left in flight");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn entries_expire_after_their_ttl() {
         let s = MemoryStore::new(100, 1 << 20);
         answer(&s, "short", 1, Duration::from_millis(50)).await;
         answer(&s, "long", 1, Duration::from_secs(60)).await;
-        std::thread::sleep(Duration::from_millis(80));
+        tokio::time::advance(Duration::from_millis(80)).await;
         assert!(matches!(s.claim("short", &[1; 16]).await, Claim::Lead));
         assert!(matches!(s.claim("long", &[1; 16]).await, Claim::Stored(_)));
     }
@@ -387,13 +387,13 @@ mod tests {
         assert_eq!(s.weighted_size(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_replaced_answer_is_counted_once() {
         let s = MemoryStore::new(100, 1 << 20);
         for _ in 0..3 {
             // Each expired before the next: the key leads again.
             answer(&s, "k", 10, Duration::from_millis(1)).await;
-            std::thread::sleep(Duration::from_millis(2));
+            tokio::time::advance(Duration::from_millis(2)).await;
         }
         assert_eq!(s.entries(), 0, "expired");
         assert_eq!(
