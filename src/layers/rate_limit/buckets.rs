@@ -111,20 +111,25 @@ impl CallerBuckets {
     }
 
     /// Drops callers whose bucket is full again (they are as good as new):
-    /// every second, or at once past `max_tracked`.
-    fn purge_if_due(&self) {
+    /// every second, and past `max_tracked` every 100 ms. Not on every call
+    /// past it: when more callers than that are active at once, a purge
+    /// frees nothing, and each call would scan the whole map for nothing.
+    /// Whether it purged, for tests.
+    fn purge_if_due(&self) -> bool {
         let now_ms = clock::now().duration_since(self.born).as_millis() as u64;
         let last = self.last_purge_ms.load(Ordering::Relaxed);
-        let due = now_ms.saturating_sub(last) >= 1_000 || self.shared.len() >= self.max_tracked;
-        if due
+        let since = now_ms.saturating_sub(last);
+        let due = since >= 1_000 || (since >= 100 && self.shared.len() >= self.max_tracked);
+        let purging = due
             && self
                 .last_purge_ms
                 .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
+                .is_ok();
+        if purging {
             self.shared.retain_recent();
             self.shared.shrink_to_fit();
         }
+        purging
     }
 
     /// Callers tracked now.
@@ -206,19 +211,42 @@ mod tests {
             &[],
             1_000,
         ));
+        // 50,000 new callers a second: over the cap of 1,000 within 20 ms,
+        // purged every 100 ms from then on.
         for i in 0..100_000 {
             let _ = b.check(&format!("client-{i}"));
-            // Time moves as it would under load: at most 1,000 new callers a
-            // refill period (past the cap, every check purges until it moves).
-            if i % 1_000 == 0 {
+            if i % 100 == 0 {
                 tokio::time::advance(Duration::from_millis(2)).await;
             }
         }
-        assert!(b.tracked() <= 11_000, "tracked {}", b.tracked());
-        tokio::time::advance(Duration::from_millis(5)).await;
-        b.purge_if_due();
+        assert!(b.tracked() <= 6_000, "tracked {}", b.tracked());
+        // A second on, everyone's bucket is full again: all forgotten.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.purge_if_due());
         let _ = b.check("one-more");
         assert!(b.tracked() <= 1_001, "tracked {}", b.tracked());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_cap_with_every_caller_active_a_purge_is_not_run_per_call() {
+        // One call a second each: nobody is forgettable within the test.
+        let b = CallerBuckets::new(&config(
+            Rate {
+                per_second: 1.0,
+                burst: 1,
+            },
+            &[],
+            100,
+        ));
+        for i in 0..300 {
+            let _ = b.check(&format!("client-{i}"));
+        }
+        assert_eq!(b.tracked(), 300, "a purge frees no one active");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(b.purge_if_due(), "past the cap, after 100 ms");
+        assert!(!b.purge_if_due(), "not again at once");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(b.purge_if_due());
     }
 
     #[tokio::test(start_paused = true)]
