@@ -17,7 +17,7 @@
 //! answers `circuit_open`, as for any partner the circuit keeps us from.
 //!
 //! Keyed state is bounded: callers whose bucket is full again are purged every
-//! second, and at once when more than `max_tracked_clients` are tracked.
+//! second, and every 100 ms while more than `max_tracked_clients` are tracked.
 
 //!
 //! With `[state] backend = "redis"` both buckets and the pause are fleet-wide
