@@ -45,14 +45,14 @@ use buckets::{acquire, quota, Bucket};
 pub use shared::pause_key;
 use shared::Refusal;
 
-/// A fleet-wide permit for `scope` from `bucket`: `Some(Ok)` granted,
-/// `Some(Err)` refused (the error to answer), `None` when Redis gave no
-/// decision and `fail_open` leaves it to this replica's own buckets.
+/// A fleet-wide permit for `scope` from `bucket`, for `req`'s route and
+/// within its deadline: `Some(Ok)` granted, `Some(Err)` refused (the error to
+/// answer), `None` when Redis gave no decision and `fail_open` leaves it to
+/// this replica's own buckets.
 #[allow(clippy::too_many_arguments)]
 async fn fleet_permit(
     redis: &Redis,
     bucket: &str,
-    route: Route,
     scope: LimitScope,
     rate: crate::config::Rate,
     config: &RateLimitConfig,
@@ -60,6 +60,7 @@ async fn fleet_permit(
     pause: &super::pause::PartnerPause,
     limited: &LimitedCounter,
 ) -> Option<Result<(), GatewayError>> {
+    let route = req.route();
     let permit = shared::acquire(
         redis,
         bucket,
@@ -162,7 +163,6 @@ impl Wrap for CallerLimit {
                 let permit = fleet_permit(
                     redis,
                     &bucket,
-                    route,
                     scope,
                     rate,
                     config,
@@ -244,7 +244,6 @@ impl Wrap for PartnerQuota {
                 let permit = fleet_permit(
                     redis,
                     &bucket,
-                    route,
                     scope,
                     config.partner,
                     config,
