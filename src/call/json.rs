@@ -106,9 +106,11 @@ impl<'a> Json<'a> {
     }
 }
 
+/// Writes `s` as a JSON string: as it stood in the body when borrowed, else
+/// encoded by serde_json.
 // Takes the `Cow` itself: whether the string was borrowed is the point.
 #[allow(clippy::ptr_arg)]
-fn write_string(s: &Cow<'_, str>, out: &mut Vec<u8>) {
+pub fn write_string(s: &Cow<'_, str>, out: &mut Vec<u8>) {
     match s {
         // Borrowed from the body: it held no escape, and valid JSON has no raw
         // quote, backslash or control character in a string, so serde_json

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::call::json::Members;
+use crate::call::json::{write_string, Members};
 
 use crate::call::base_url::BaseUrl;
 use crate::call::outcome::OfferResult;
@@ -86,35 +86,33 @@ pub fn rewrite_besitos(
     if !members.iter().any(|(k, v)| k == "data" && is_array(v)) {
         return Err("`data` is missing or not an array".into());
     }
-    // New text for the members whose URLs moved, by index.
-    let mut rewritten: Vec<(usize, String)> = Vec::new();
-    for (i, (key, raw)) in members.iter().enumerate() {
-        let new = if PAGE_URL_FIELDS.contains(&key.as_ref()) {
-            rewrite_url_value(raw, public, partner_prefix)
-        } else if key == "links" && is_array(raw) {
-            rewrite_links(raw, public, partner_prefix)
-        } else {
-            None
-        };
-        if let Some(new) = new {
-            rewritten.push((i, new));
-        }
-    }
-    if rewritten.is_empty() {
+    // The new text of each member whose URLs moved.
+    let rewritten: Vec<Option<String>> = members
+        .iter()
+        .map(|(key, raw)| {
+            if PAGE_URL_FIELDS.contains(&key.as_ref()) {
+                rewrite_url_value(raw, public, partner_prefix)
+            } else if key == "links" && is_array(raw) {
+                rewrite_links(raw, public, partner_prefix)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let moved = rewritten.iter().flatten().count();
+    if moved == 0 {
         return Ok(Bytes::copy_from_slice(body));
     }
-    let mut out = Vec::with_capacity(body.len() + 64 * rewritten.len());
+    let mut out = Vec::with_capacity(body.len() + 64 * moved);
     out.push(b'{');
-    for (i, (key, raw)) in members.iter().enumerate() {
+    for (i, ((key, raw), new)) in members.iter().zip(&rewritten).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut out, key).map_err(|e| e.to_string())?;
+        write_string(key, &mut out);
         out.push(b':');
-        match rewritten.iter().find(|(at, _)| *at == i) {
-            Some((_, new)) => out.extend_from_slice(new.as_bytes()),
-            None => out.extend_from_slice(raw.get().as_bytes()),
-        }
+        let text = new.as_deref().unwrap_or(raw.get());
+        out.extend_from_slice(text.as_bytes());
     }
     out.push(b'}');
     Ok(Bytes::from(out))
