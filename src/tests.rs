@@ -1,11 +1,17 @@
 //! The module layout's one rule, checked: dependencies between offergate's
-//! top-level modules run one way, as `ALLOWED` (and README's picture) shows.
-//! A new `use crate::x` that points up, or sideways where the table says no,
-//! fails here with the file that made it. (A unit test of the crate, in a
-//! file named `tests.rs` so that the scan, like `module-circles`, skips it.)
+//! top-level modules run one way, as `ALLOWED` (and the README's picture)
+//! shows. Every file under `src/` is parsed with `syn`, test modules
+//! included, and every path that names another top-level module counts: `use`
+//! trees with their `{a, b}` groups, `super::` chains that climb out of a
+//! module, paths in code and the tokens of macro calls. A new import that
+//! points up, or sideways where the table says no, fails here with the file
+//! that made it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use proc_macro2::{TokenStream, TokenTree};
+use syn::visit::Visit;
 
 /// Each top-level module and the modules it may use. Read bottom-up: `call`
 /// is the core with no dependency, `cli` the top.
@@ -34,58 +40,230 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `(module, used module) -> first file that uses it`, test code left out.
-fn edges(src: &Path) -> BTreeMap<(String, String), String> {
-    let mut found = BTreeMap::new();
+/// One import of another top-level module: who, whom, and the first file.
+type Edges = BTreeMap<(String, String), String>;
+
+/// Every `(module, used module)` pair under `src`, with the first file that
+/// makes it. Files that do not parse are an error, not a silent skip.
+fn edges(src: &Path) -> Result<Edges, String> {
+    let reexports = root_reexports(src)?;
+    let mut found = Edges::new();
+    for path in rust_files(src)? {
+        let rel = path.strip_prefix(src).map_err(|e| e.to_string())?;
+        let module = module_path(rel);
+        // The crate root and this check itself stand outside the layering.
+        if matches!(module.first().map(String::as_str), None | Some("tests")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{rel:?}: {e}"))?;
+        let file = syn::parse_file(&text).map_err(|e| format!("{rel:?}: {e}"))?;
+        let mut scan = Scan {
+            module: module.clone(),
+            uses: BTreeSet::new(),
+            reexports: &reexports,
+        };
+        scan.visit_file(&file);
+        let top = &module[0];
+        for used in scan.uses {
+            if &used != top {
+                found
+                    .entry((top.clone(), used))
+                    .or_insert_with(|| rel.display().to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn rust_files(src: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
     let mut dirs = vec![src.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src is readable") {
-            let path = entry.expect("entry").path();
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir:?}: {e}"))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
             if path.is_dir() {
                 dirs.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
             }
-            let rel = path.strip_prefix(src).expect("under src");
-            let top = rel
-                .components()
-                .next()
-                .and_then(|c| c.as_os_str().to_str())
-                .unwrap_or_default()
-                .trim_end_matches(".rs")
-                .to_string();
-            if path.extension().map_or(true, |e| e != "rs")
-                || path.file_name().is_some_and(|f| f == "tests.rs")
-                || top == "lib"
-                || top == "main"
-            {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).expect("readable source");
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-            for (i, _) in code.match_indices("crate::") {
-                let used: String = code[i + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !used.is_empty() && used != top {
-                    found
-                        .entry((top.clone(), used))
-                        .or_insert_with(|| rel.display().to_string());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `layers/idempotency/memory.rs` -> `[layers, idempotency, memory]`;
+/// `mod.rs` names its folder; `lib.rs` and `main.rs` are the root (empty).
+fn module_path(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .filter_map(|p| p.to_str())
+        .map(|p| p.trim_end_matches(".rs").to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") || parts == ["lib"] || parts == ["main"] {
+        parts.pop();
+    }
+    parts
+}
+
+/// Names `lib.rs` re-exports at the root (`crate::Gateway`), with the module
+/// each comes from, so that a path through them is seen for what it is.
+fn root_reexports(src: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(src.join("lib.rs")).map_err(|e| e.to_string())?;
+    let file = syn::parse_file(&text).map_err(|e| e.to_string())?;
+    let mut names = BTreeMap::new();
+    for item in file.items {
+        if let syn::Item::Use(u) = item {
+            if let syn::UseTree::Path(p) = &u.tree {
+                let mut leaves = Vec::new();
+                leaf_names(&p.tree, &mut leaves);
+                for leaf in leaves {
+                    names.insert(leaf, p.ident.to_string());
                 }
             }
         }
     }
-    found
+    Ok(names)
 }
 
-#[test]
-fn modules_depend_one_way_only() {
+fn leaf_names(tree: &syn::UseTree, out: &mut Vec<String>) {
+    match tree {
+        syn::UseTree::Path(p) => leaf_names(&p.tree, out),
+        syn::UseTree::Name(n) => out.push(n.ident.to_string()),
+        syn::UseTree::Rename(r) => out.push(r.rename.to_string()),
+        syn::UseTree::Glob(_) => {}
+        syn::UseTree::Group(g) => g.items.iter().for_each(|t| leaf_names(t, out)),
+    }
+}
+
+/// Walks one file, keeping the module it is in (inline `mod`s included).
+struct Scan<'a> {
+    module: Vec<String>,
+    uses: BTreeSet<String>,
+    reexports: &'a BTreeMap<String, String>,
+}
+
+impl Scan<'_> {
+    /// Records the top-level module a path starting with `segments` lands in,
+    /// when it starts at `crate`, `super` or `self`.
+    fn resolve(&mut self, segments: &[String]) {
+        let mut at = self.module.clone();
+        let mut rest = segments;
+        match rest.first().map(String::as_str) {
+            Some("crate") => {
+                at.clear();
+                rest = &rest[1..];
+            }
+            Some("super" | "self") => {
+                while let Some(first) = rest.first() {
+                    match first.as_str() {
+                        "super" => {
+                            at.pop();
+                        }
+                        "self" => {}
+                        _ => break,
+                    }
+                    rest = &rest[1..];
+                }
+            }
+            _ => return,
+        }
+        if let Some(top) = at.first() {
+            self.uses.insert(top.clone());
+        } else if let Some(next) = rest.first() {
+            let top = self.reexports.get(next).unwrap_or(next);
+            self.uses.insert(top.clone());
+        }
+    }
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.use_tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => self.leaf(prefix, &n.ident),
+            syn::UseTree::Rename(r) => self.leaf(prefix, &r.ident),
+            syn::UseTree::Glob(_) => self.resolve(prefix),
+            syn::UseTree::Group(g) => {
+                for item in &g.items {
+                    self.use_tree(prefix, item);
+                }
+            }
+        }
+    }
+
+    fn leaf(&mut self, prefix: &mut Vec<String>, ident: &syn::Ident) {
+        prefix.push(ident.to_string());
+        self.resolve(prefix);
+        prefix.pop();
+    }
+
+    /// `crate::x` inside a macro's tokens (`tracing::info!`, `assert!`, ...).
+    fn tokens(&mut self, tokens: TokenStream) {
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, tree) in trees.iter().enumerate() {
+            match tree {
+                TokenTree::Group(g) => self.tokens(g.stream()),
+                TokenTree::Ident(id) if id == "crate" || id == "super" => {
+                    let mut path = vec![id.to_string()];
+                    let mut j = i + 1;
+                    while let (Some(TokenTree::Punct(a)), Some(TokenTree::Punct(b))) =
+                        (trees.get(j), trees.get(j + 1))
+                    {
+                        if a.as_char() != ':' || b.as_char() != ':' {
+                            break;
+                        }
+                        match trees.get(j + 2) {
+                            Some(TokenTree::Ident(next)) => path.push(next.to_string()),
+                            _ => break,
+                        }
+                        j += 3;
+                    }
+                    if path.len() > 1 {
+                        self.resolve(&path);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Scan<'_> {
+    fn visit_item_mod(&mut self, i: &'ast syn::ItemMod) {
+        self.module.push(i.ident.to_string());
+        syn::visit::visit_item_mod(self, i);
+        self.module.pop();
+    }
+
+    fn visit_item_use(&mut self, i: &'ast syn::ItemUse) {
+        self.use_tree(&mut Vec::new(), &i.tree);
+    }
+
+    fn visit_path(&mut self, i: &'ast syn::Path) {
+        let segments: Vec<String> = i.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.resolve(&segments);
+        syn::visit::visit_path(self, i);
+    }
+
+    fn visit_macro(&mut self, i: &'ast syn::Macro) {
+        self.tokens(i.tokens.clone());
+        syn::visit::visit_macro(self, i);
+    }
+}
+
+/// Every import the table does not allow, one line each.
+fn violations(src: &Path) -> Result<Vec<String>, String> {
     let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
         .iter()
         .map(|(m, deps)| (*m, deps.iter().copied().collect()))
         .collect();
-    let found = edges(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
-    assert!(found.len() > 10, "the scan found the crate's imports");
+    let found = edges(src)?;
+    if found.len() <= 10 {
+        return Err(format!("the scan found only {} imports", found.len()));
+    }
     let mut wrong = Vec::new();
     for ((from, to), file) in &found {
         match allowed.get(from.as_str()) {
@@ -98,6 +276,16 @@ fn modules_depend_one_way_only() {
             Some(_) => {}
         }
     }
+    Ok(wrong)
+}
+
+fn src_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn modules_depend_one_way_only() {
+    let wrong = violations(&src_dir()).expect("src parses");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
@@ -111,4 +299,80 @@ fn the_layering_itself_has_no_circle() {
         }
         seen.insert(*module);
     }
+}
+
+/// A copy of `src/` with `planted` appended to the file `file`.
+fn planted(file: &str, planted: &str) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("temp dir");
+    let src = src_dir();
+    for path in rust_files(&src).expect("src readable") {
+        let rel = path.strip_prefix(&src).expect("under src");
+        let to = copy.path().join(rel);
+        std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir");
+        let mut text = std::fs::read_to_string(&path).expect("readable");
+        if rel == Path::new(file) {
+            text.push_str(planted);
+        }
+        std::fs::write(&to, text).expect("write");
+    }
+    copy
+}
+
+#[test]
+fn a_planted_upward_import_fails_the_check() {
+    let cases = [
+        // Inside a test module, after the file's first #[cfg(test)].
+        (
+            "layers/idempotency/memory.rs",
+            "\n#[cfg(test)]\nmod planted {\n    use crate::app::stack;\n}\n",
+            "`layers` uses `crate::app`",
+        ),
+        // A braced group.
+        (
+            "layers/deadline.rs",
+            "\nuse crate::{cli};\n",
+            "`layers` uses `crate::cli`",
+        ),
+        // A path in code, no `use`, through a root re-export.
+        (
+            "call/clock.rs",
+            "\nfn planted() -> Option<crate::Gateway> { None }\n",
+            "`call` uses `crate::app`",
+        ),
+        // Inside a macro's tokens.
+        (
+            "metrics.rs",
+            "\nfn planted() { let _ = format!(\"{:?}\", crate::edge::respond::answer); }\n",
+            "`metrics` uses `crate::edge`",
+        ),
+        // A `super` chain that climbs out of its module.
+        (
+            "layers/idempotency/store.rs",
+            "\nuse super::super::super::cli;\n",
+            "`layers` uses `crate::cli`",
+        ),
+        // A module the table does not know.
+        (
+            "newroom.rs",
+            "\nuse crate::call::clock;\n",
+            "`newroom` is not in ALLOWED",
+        ),
+    ];
+    for (file, code, expected) in cases {
+        let copy = planted(file, code);
+        if !copy.path().join(file).exists() {
+            std::fs::write(copy.path().join(file), code).expect("write");
+        }
+        let wrong = violations(copy.path()).expect("the copy parses");
+        assert!(
+            wrong.iter().any(|w| w.contains(expected)),
+            "{file}: expected {expected:?}, got {wrong:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_does_not_parse_is_an_error() {
+    let copy = planted("call/clock.rs", "\nfn broken( {\n");
+    assert!(violations(copy.path()).is_err());
 }

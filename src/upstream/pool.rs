@@ -312,8 +312,13 @@ mod tests {
     }
 
     fn client(addr: std::net::SocketAddr, idle_timeout: Duration) -> PartnerClient {
-        let unused = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut config = crate::cli::demo::config(unused(1), unused(2), addr)
+        let toml = format!(
+            "[encore]\nbase_url = \"http://{addr}\"\napi_key_env = \"K\"\n\
+             [besitos]\nbase_url = \"http://{addr}\"\n\
+             [[besitos.partners]]\nid = \"p\"\ntoken_env = \"K\"\n"
+        );
+        let env = crate::config::MapEnv::from([("K", "pk_test_pool")]);
+        let mut config = crate::config::Config::from_toml(&toml, &env)
             .unwrap()
             .encore
             .upstream;
