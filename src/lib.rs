@@ -3,10 +3,12 @@
 //! pooled keep-alive client and exports Prometheus metrics; see README.md for
 //! the request's life and `app/stack.rs` for where each piece sits.
 //!
-//! Modules, each depending only on those listed before it:
-//! `call` (core types) → `config` → `metrics` → `layers`, `upstream`, `edge` →
-//! `app` (composition, listeners) → `cli`. `server` (the accept loop) depends
-//! on nothing; `simulator` on `call` and `server` only.
+//! Modules, each depending only on those listed before it (`src/tests.rs`
+//! checks it): `call` (core types) → `config` → `metrics` → `state` (the
+//! shared-state backend) → `layers`, `upstream`, `integrator` (the Encore
+//! doc's rules for integrators) → `edge` → `app` (composition, listeners) →
+//! `cli`. `server` (the accept loop) depends on nothing; `simulator` on
+//! `call` and `server` only.
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -1,5 +1,5 @@
 """Turns the load runs into a markdown table (with ratios, CPU per request and
-the targets of issue 15) and an SVG chart of req/s and p99 per scenario.
+the performance targets) and an SVG chart of req/s and p99 per scenario.
 Standard library only."""
 import datetime
 import sys
@@ -7,7 +7,7 @@ import sys
 results, idle_kib, peak_kib, machine, secs, md_path, svg_path, soak_path, soak_requests, store_max_bytes = sys.argv[1:11]
 # The thread cap's in-memory map at its bound (100,000 threads; RSS 14.4 MiB
 # higher with thread_cap = 3 than 0 after 597 k distinct chats on the 2-core
-# machine, session 5; 22.4 MiB before the inline offer lists): the other
+# machine, 2026-11-23; 22.4 MiB before the inline offer lists): the other
 # bounded structure a forward-only soak fills.
 thread_map_mib = float(sys.argv[11]) if len(sys.argv) > 11 else 0.0
 
@@ -119,7 +119,7 @@ def check(name, ok, detail):
 top = max(r["c"] for r in runs)
 g = lambda label, c=top: by.get((label, c))
 if all(g(x) for x in ("direct", "nginx_forward", "bare_forward", "offergate_forward")):
-    lines.append(f"Targets of issue 15 ({top} connections unless said; every ratio paired within a round):")
+    lines.append(f"Targets ({top} connections unless said; every ratio paired within a round):")
     fwd, cpu = paired("offergate_forward", "nginx_forward", top), paired("offergate_forward", "nginx_forward", top, "cpu")
     check("forward req/s ≥ 0.9 × nginx", fwd >= 0.9, f"{fwd:.2f} ×; bare {paired('bare_forward', 'nginx_forward', top):.2f} ×")
     check("forward CPU per request ≤ 1.15 × nginx", cpu <= 1.15,

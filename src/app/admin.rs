@@ -37,7 +37,7 @@ fn text(
     r
 }
 
-/// An admin error, answered in the contract's shape by the one error renderer.
+/// An admin error, answered in the error shape by the one error renderer.
 fn error(e: GatewayError) -> Response<Full<Bytes>> {
     let answer = respond::answer(e);
     let mut r = Response::new(Full::new(answer.body));

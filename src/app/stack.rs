@@ -6,13 +6,14 @@
 //!           └ Admission         target, Host, token, partner, content type, body, JSON rules
 //!             └ Fallback        a failure after everything below → 200 "nothing for you"
 //!               └ Idempotency   replay or coalesce duplicates: one partner call per request
-//!                 └ Deadline    one clock for the whole call
-//!                   └ CallerLimit   a partner 429's pause; the caller's bucket (clientId / partner_id)
-//!                     └ Retry       backoff + full jitter, Retry-After, budget (per try ↓)
-//!                       └ Circuit   open after repeated failures or a 429 pause; one probe
-//!                         └ PartnerQuota  the partner's bucket, spent by every try
-//!                           └ Upstream    credential injection, one pooled try within the
-//!                                         try timeout, 200-body check, Besitos URL rewrite ─▶ partner
+//!                 └ ThreadCap   Encore: at most N offers per chat in the window
+//!                   └ Deadline    one clock for the whole call
+//!                     └ CallerLimit   a partner 429's pause; the caller's bucket (clientId / partner_id)
+//!                       └ Retry       backoff + full jitter, Retry-After, budget (per try ↓)
+//!                         └ Circuit   open after repeated failures or a 429 pause; one probe
+//!                           └ PartnerQuota  the partner's bucket, spent by every try
+//!                             └ Upstream    credential injection, one pooled try within the
+//!                                           try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
 use tower::ServiceBuilder;

@@ -1,4 +1,4 @@
-//! The contract's outcome table, in one place: what a partner try's result means
+//! The outcome table, in one place: what a partner try's result means
 //! for retries, the circuit breaker and the soft fallback.
 //!
 //! | partner answers                               | retried            | caller gets     |
@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn follows_the_contract_table() {
+    fn follows_the_outcome_table() {
         assert_eq!(classify(&status(200)), Verdict::Deliver);
         assert_eq!(classify(&status(400)), Verdict::Deliver);
         for code in [401, 403, 409, 404, 422, 500, 502, 504, 501, 599, 204, 302] {

@@ -10,7 +10,7 @@ use http::{Method, Uri};
 
 use crate::call::error::GatewayError;
 
-/// The two routes of the contract. Also the bounded `route` metric label.
+/// The partner routes offergate forwards. Also the bounded `route` metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     EncoreOffers,

@@ -185,7 +185,7 @@ fn resilience_rules_are_checked_with_their_keys() {
 }
 
 #[test]
-fn the_contracts_sample_config_loads() {
+fn the_documented_sample_config_loads() {
     let sample = r#"
 [server]
 listen = "127.0.0.1:8787"

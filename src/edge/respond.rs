@@ -1,5 +1,5 @@
 //! The one place an error becomes an HTTP answer: its status, the headers it
-//! needs (`Allow`, `Retry-After`), the contract's JSON shape, and how it counts
+//! needs (`Allow`, `Retry-After`), the error's JSON shape, and how it counts
 //! in `offergate_requests_total`. The proxy and the admin listener both answer
 //! through [`answer`]; errors themselves know nothing of HTTP answers.
 //!
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_the_contract_shape() {
+    fn renders_the_error_shape() {
         let r = answer(GatewayError::invalid(
             "attributes.platform",
             "must be one of android, ios, web",

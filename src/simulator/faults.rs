@@ -1,5 +1,5 @@
 //! Scripted partner faults: a plan per route, consumed one item per call, then
-//! back to `ok`. The items are the contract's: `ok`, a status code (`"500"`),
+//! back to `ok`. The items: `ok`, a status code (`"500"`),
 //! `"429:S"` (429 with `Retry-After: S`), `hang`, `reset`, `slow`, `malformed`.
 
 use std::collections::VecDeque;
@@ -134,7 +134,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_contract_items() {
+    fn parses_the_plan_items() {
         assert_eq!(Fault::parse("ok"), Ok(Fault::Ok));
         assert_eq!(Fault::parse("503"), Ok(Fault::Status(503)));
         assert_eq!(

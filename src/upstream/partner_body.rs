@@ -1,7 +1,7 @@
 //! What a partner's 200 must look like, and the Besitos page-URL rewrite.
 //!
 //! A 200 that is not the documented JSON is a failure, not an answer: passing it
-//! on would break the caller's parser (and, with issue 3, it falls back). Besitos
+//! on would break the caller's parser (and it falls back softly). Besitos
 //! answers are Laravel paginators whose page URLs point at the partner's host;
 //! they are rewritten to offergate's public base URL so a caller that follows
 //! `next_page_url` stays behind the gateway. Other URLs are left alone.

@@ -228,7 +228,7 @@ pub fn closed_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// Scripts the simulator's next answers on `route` (the contract's plan items).
+/// Scripts the simulator's next answers on `route` (the simulator's plan items).
 pub fn plan(h: &Harness, route: offergate::call::route::Route, items: &[&str]) {
     let faults = items
         .iter()

@@ -1,7 +1,7 @@
 //! Local validation of both request bodies, so a malformed call is answered 400
 //! at once, names the field to fix, and never spends partner quota.
 //!
-//! Only the fields the contract names are checked; unknown extra fields are left
+//! Only the fields the partner docs name are checked; unknown extra fields are left
 //! alone and forwarded untouched (the body bytes are never re-encoded).
 
 mod bcp47;
