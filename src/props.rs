@@ -98,10 +98,10 @@ proptest! {
         let mut h = http::HeaderMap::new();
         if let Ok(value) = http::HeaderValue::from_str(&v) {
             h.insert(http::header::RETRY_AFTER, value);
-            let _ = retry_after(&h, std::time::SystemTime::now());
+            let _ = retry_after(&h, crate::call::clock::wall());
         }
         h.insert(http::header::RETRY_AFTER, secs.into());
-        prop_assert_eq!(retry_after(&h, std::time::SystemTime::now()), Some(std::time::Duration::from_secs(secs)));
+        prop_assert_eq!(retry_after(&h, crate::call::clock::wall()), Some(std::time::Duration::from_secs(secs)));
     }
 
     #[test]

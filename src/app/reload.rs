@@ -170,9 +170,7 @@ fn toml<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::call::clock::wall_ms() / 1000
 }
 
 #[cfg(test)]

@@ -1,14 +1,29 @@
 //! offergate's one clock. Every deadline, TTL, token bucket, cooldown and
 //! pause reads time here, and this reads tokio's clock: a test on tokio's
 //! paused clock (`start_paused = true`, `time::advance`) moves all of them
-//! together, without sleeping. `clippy.toml` bans `std::time::Instant::now`,
-//! so nothing on the request path reads around it.
+//! together, without sleeping. Dates (a `Retry-After` date, a message's RFC
+//! 3339 time, a reload's stamp) are calendar time, read by [`wall`] and never
+//! used to time a wait. `clippy.toml` bans `Instant::now` and
+//! `SystemTime::now` elsewhere, so nothing reads around it.
 
 pub use tokio::time::Instant;
 
 /// Now, on tokio's clock (the real monotonic clock outside paused tests).
 pub fn now() -> Instant {
     Instant::now()
+}
+
+/// Calendar time, for what is compared with a date.
+#[allow(clippy::disallowed_methods)] // the one place calendar time is read
+pub fn wall() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// Calendar time as Unix milliseconds (0 before 1970, which a clock is not).
+pub fn wall_ms() -> i64 {
+    wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The same clock, for governor's rate limiters.

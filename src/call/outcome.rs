@@ -126,7 +126,7 @@ pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
                 reason: Reason::UpstreamStatus(status),
                 retry,
                 retry_after: (retry == RetryType::Safe)
-                    .then(|| retry_after(&answer.headers, SystemTime::now()))
+                    .then(|| retry_after(&answer.headers, crate::call::clock::wall()))
                     .flatten(),
                 trips_circuit,
             }

@@ -260,9 +260,7 @@ impl Edge {
                 return respond::answer(e);
             }
         };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = clock::wall_ms();
         match eligibility::decide(&body, &self.shared.rules, now_ms) {
             Ok(decision) => {
                 self.shared.metrics.eligibility(decision.result());
