@@ -251,26 +251,4 @@ mod tests {
         assert_eq!(GatewayError::Overloaded.source(), ErrorSource::Offergate);
         assert_eq!(GatewayError::Panic.source(), ErrorSource::Offergate);
     }
-
-    #[test]
-    fn only_what_provably_did_not_take_effect_is_safe_to_repeat() {
-        assert_eq!(partner(429).retry(), RetryType::Safe);
-        assert_eq!(partner(503).retry(), RetryType::Safe);
-        assert_eq!(partner(500).retry(), RetryType::Never);
-        let up = GatewayError::Upstream;
-        assert_eq!(
-            up(UpstreamFailure::Connect("refused".into())).retry(),
-            RetryType::Safe
-        );
-        assert_eq!(
-            up(UpstreamFailure::Reset("eof".into())).retry(),
-            RetryType::Ambiguous
-        );
-        assert_eq!(up(UpstreamFailure::Timeout).retry(), RetryType::Ambiguous);
-        assert_eq!(
-            up(UpstreamFailure::InvalidBody("x".into())).retry(),
-            RetryType::Never
-        );
-        assert_eq!(GatewayError::invalid("a", "b").retry(), RetryType::Never);
-    }
 }

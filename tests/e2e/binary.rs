@@ -213,15 +213,13 @@ fn run_mode_in_front_of_the_standalone_simulator() {
             .env("OFFERGATE_ENCORE__BASE_URL", &origin)
             .env("OFFERGATE_BESITOS__BASE_URL", &origin),
     );
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
+    crate::support::eventually_blocking(Duration::from_secs(20), "run mode is ready", || {
         Command::new("curl")
             .args(["-sf", &format!("http://{admin}/readyz")])
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .is_ok_and(|o| o.status.success())
+            .then_some(())
     });
-    assert!(ready, "run mode became ready");
     let out = Command::new("curl")
         .args([
             "-s",
@@ -253,12 +251,7 @@ fn run_mode_in_front_of_the_standalone_simulator() {
         .status()
         .unwrap()
         .success());
-    let status = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            gw.0.try_wait().unwrap()
-        })
-        .expect("exits after SIGTERM");
+    let status = crate::support::exit_of(&mut gw.0, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     let _ = &mut gw;
 }

@@ -98,13 +98,31 @@ impl Fleet {
             admin,
             client: Client::builder(TokioExecutor::new()).build_http(),
         };
-        for _ in 0..200 {
-            if fleet.status(fleet.admin, "/readyz").await == Some(200) {
-                return fleet;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the gateway did not become ready");
+        eventually(Duration::from_secs(20), "the gateway is ready", || async {
+            (fleet.status(fleet.admin, "/readyz").await == Some(200)).then_some(())
+        })
+        .await;
+        fleet
+    }
+
+    /// How many Encore calls the simulator has received.
+    pub async fn partner_calls(&self) -> u64 {
+        let req = Request::get(format!("http://{}/__sim/calls", self.sim_addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send_with(&self.client, req).await.json()["encore_offers"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits until the simulator has received at least `n` Encore calls.
+    pub async fn partner_reached(&self, n: u64) {
+        eventually(
+            Duration::from_secs(10),
+            "the partner is reached",
+            || async { (self.partner_calls().await >= n).then_some(()) },
+        )
+        .await;
     }
 
     /// A GET's status, or `None` when nothing answered.

@@ -125,7 +125,13 @@ async fn the_same_key_with_another_body_is_422_and_not_forwarded() {
     let slow_body = encore_body();
     let slow = h.post(ENCORE_PATH, &[("idempotency-key", "k2")], &slow_body);
     let clash = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Once the first has reached the (slow) partner.
+        eventually(
+            Duration::from_secs(5),
+            "the first call is in flight",
+            || async { (h.calls(Route::EncoreOffers) == 2).then_some(()) },
+        )
+        .await;
         h.post(ENCORE_PATH, &[("idempotency-key", "k2")], &encore_body())
             .await
     };
@@ -245,7 +251,12 @@ async fn a_disconnected_first_caller_causes_no_second_call() {
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the call reaches the partner",
+        || async { (h.calls(Route::EncoreOffers) == 1).then_some(()) },
+    )
+    .await;
     drop(s);
     // The platform's retry arrives while the call is still in flight.
     let retry = h

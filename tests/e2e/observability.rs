@@ -102,15 +102,21 @@ async fn every_metric_the_dashboard_and_the_rules_name_is_exposed_with_its_label
     })
     .await;
     // Traffic that makes every labelled series appear.
-    for _ in 0..100 {
-        if String::from_utf8_lossy(&h.metrics().await.into_bytes())
-            .contains("offergate_state_latency_seconds_bucket")
-        {
-            break;
-        }
-        let _ = h.post(ENCORE_PATH, &[], &encore_body()).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "every labelled series appears",
+        || async {
+            if h.metrics()
+                .await
+                .contains("offergate_state_latency_seconds_bucket")
+            {
+                return Some(());
+            }
+            let _ = h.post(ENCORE_PATH, &[], &encore_body()).await;
+            None
+        },
+    )
+    .await;
     let key = [("idempotency-key", "k")];
     let body = encore_body();
     h.post(ENCORE_PATH, &key, &body).await;
@@ -258,12 +264,10 @@ async fn a_real_prometheus_scrapes_the_demo_and_answers_a_query() {
         }
     };
     // Three offers through the demo.
-    for _ in 0..100 {
-        if !get(format!("http://{admin}/readyz")).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually(Duration::from_secs(20), "the demo answers", || async {
+        (!get(format!("http://{admin}/readyz")).await.is_empty()).then_some(())
+    })
+    .await;
     for n in 0..3 {
         let req = http::Request::post(format!("http://{listen}{ENCORE_PATH}"))
             .header("content-type", "application/json")
@@ -276,16 +280,14 @@ async fn a_real_prometheus_scrapes_the_demo_and_answers_a_query() {
     // Prometheus scrapes every second; read the series back.
     let query =
         "offergate_requests_total%7Broute%3D%22encore_offers%22%2Coutcome%3D%22forwarded%22%7D";
-    let mut last = String::new();
-    for _ in 0..120 {
-        let body = get(format!("http://{prom}/api/v1/query?query={query}")).await;
-        last = String::from_utf8_lossy(&body).to_string();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&last) {
-            if v["data"]["result"][0]["value"][1] == "3" {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("Prometheus never answered the series with 3: {last}");
+    eventually(
+        Duration::from_secs(30),
+        "Prometheus answers the series with 3",
+        || async {
+            let body = get(format!("http://{prom}/api/v1/query?query={query}")).await;
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            (v["data"]["result"][0]["value"][1] == "3").then_some(())
+        },
+    )
+    .await;
 }

@@ -57,16 +57,19 @@ async fn post_to(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Answer {
 async fn until_connected(gw: &Gateway) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
-    for _ in 0..200 {
-        let req = http::Request::get(format!("http://{}/readyz", gw.admin_addr))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        if String::from_utf8_lossy(&send_with(&client, req).await.body).contains("redis ok") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the replica did not reach Redis");
+    eventually(
+        Duration::from_secs(20),
+        "the replica reaches Redis",
+        || async {
+            let req = http::Request::get(format!("http://{}/readyz", gw.admin_addr))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            String::from_utf8_lossy(&send_with(&client, req).await.body)
+                .contains("redis ok")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +272,7 @@ async fn a_replica_killed_holding_a_lock_frees_the_key_at_the_lock_expiry() {
             client.request(req).await.is_ok()
         })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.partner_reached(1).await;
     // ...and dies holding it.
     crate::fleet::signal(&a.gw.0, "KILL");
     assert!(!to_a.await.unwrap(), "A's caller lost its connection");
@@ -326,29 +329,21 @@ async fn two_demos_on_one_redis_replay_each_others_answers() {
         demos.push((crate::fleet::Killed(child), listen, admin, sim));
     }
     for (_, _, admin, _) in &demos {
-        let mut ready = false;
-        for _ in 0..200 {
+        eventually(Duration::from_secs(20), "a demo reaches Redis", || async {
             let req = http::Request::get(format!("http://{admin}/readyz"))
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
                 .unwrap();
-            if let Ok(Ok(r)) =
-                tokio::time::timeout(Duration::from_secs(1), client.request(req)).await
-            {
-                use http_body_util::BodyExt;
-                let body = r
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                if String::from_utf8_lossy(&body).contains("redis ok") {
-                    ready = true;
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(ready, "a demo reached Redis");
+            let r = tokio::time::timeout(Duration::from_secs(1), client.request(req))
+                .await
+                .ok()?
+                .ok()?;
+            use http_body_util::BodyExt;
+            let body = r.into_body().collect().await.ok()?.to_bytes();
+            String::from_utf8_lossy(&body)
+                .contains("redis ok")
+                .then_some(())
+        })
+        .await;
     }
     let body = ENCORE_BODY;
     let mut links = Vec::new();

@@ -37,13 +37,11 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (tests/run installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("redis-server did not start on {}", self.addr);
+        let addr = self.addr;
+        crate::support::eventually(Duration::from_secs(10), "redis-server listens", || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+        })
+        .await;
     }
 
     /// Kills it, as a crash or an outage would.

@@ -53,13 +53,11 @@ async fn reload(f: &Fleet, result: &str) {
     let series = format!("offergate_config_reloads_total{{result=\"{result}\"}}");
     let before = metric(f, &series).await;
     signal(&f.gw.0, "HUP");
-    for _ in 0..200 {
-        if metric(f, &series).await > before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no reload counted as {result}");
+    let what = format!("a reload counted as {result}");
+    eventually(Duration::from_secs(10), &what, || async {
+        (metric(f, &series).await > before).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,10 +79,12 @@ async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() 
 
     // Rotation while 30 calls are in flight: none is lost.
     std::fs::write(&key_file, "pk_live_second_key\n").unwrap();
+    let calls_before = f.partner_calls().await;
     f.slow_partner(30, 400).await;
     let in_flight = f.calls(30, 0);
     let rotate = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Once every call has reached the (slow) partner.
+        f.partner_reached(calls_before + 30).await;
         reload(&f, "success").await;
     };
     let (answered, ()) = tokio::join!(in_flight, rotate);
@@ -124,7 +124,8 @@ async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() 
     assert!(metric(&f, "offergate_config_last_reload_success_timestamp_seconds").await > 1.7e9);
 
     signal(&f.gw.0, "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut f = f;
+    exit_of(&mut f.gw.0, Duration::from_secs(10));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         log.contains("config reload refused") && log.contains("encore.try_timeout_ms"),
@@ -152,12 +153,15 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
     let next = dir.path().join("next");
     std::fs::write(&next, "pk_live_watched_two\n").unwrap();
     std::fs::rename(&next, &key_file).unwrap();
-    for _ in 0..50 {
-        if metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the watched file is reloaded",
+        || async {
+            (metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(f.calls(1, 0).await, 1);
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
 }

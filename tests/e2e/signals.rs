@@ -6,16 +6,18 @@
 use std::time::Duration;
 
 use crate::fleet::{signal, Fleet};
+use crate::support::{eventually, exit_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_signal_but_sigkill_loses_a_call_in_flight() {
     let mut f = Fleet::start(&[], None).await;
     let mut sent = 0;
     for name in ["HUP", "USR1", "USR2", "PIPE"] {
+        let before = f.partner_calls().await;
         f.slow_partner(20, 400).await;
         let in_flight = f.calls(20, 0);
         let signal_mid_flight = async {
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            f.partner_reached(before + 20).await;
             signal(&f.gw.0, name);
         };
         let (answered, ()) = tokio::join!(in_flight, signal_mid_flight);
@@ -28,14 +30,18 @@ async fn no_signal_but_sigkill_loses_a_call_in_flight() {
     }
 
     // SIGTERM: drain. In flight: 20 calls and 5 coalesced duplicates.
+    let before = f.partner_calls().await;
     f.slow_partner(21, 800).await;
     let in_flight = f.calls(20, 5);
     let probes = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        f.partner_reached(before + 21).await;
         signal(&f.gw.0, "TERM");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let draining = eventually(Duration::from_secs(2), "readyz turns 503", || async {
+            let s = f.status(f.admin, "/readyz").await;
+            (s == Some(503)).then_some(s)
+        });
         (
-            f.status(f.admin, "/readyz").await,
+            draining.await,
             f.status(f.admin, "/healthz").await,
             f.status(f.admin, "/metrics").await,
         )
@@ -48,12 +54,7 @@ async fn no_signal_but_sigkill_loses_a_call_in_flight() {
         (Some(503), Some(200), Some(200)),
         "readyz, healthz, metrics while draining"
     );
-    let exit = (0..200)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(25));
-            f.gw.0.try_wait().unwrap()
-        })
-        .expect("exits once drained");
+    let exit = exit_of(&mut f.gw.0, Duration::from_secs(10));
     assert!(exit.success(), "{exit:?}");
     assert_eq!(
         f.status(f.listen, "/").await,

@@ -302,3 +302,50 @@ pub async fn raw_statuses(addr: SocketAddr, request: &[u8]) -> Vec<u16> {
     }
     statuses
 }
+
+/// Polls `check` every 10 ms until it gives `Some`, for at most `within`, and
+/// panics naming `what` if it never does: the e2e tier waits on conditions,
+/// never on a fixed sleep that hopes something happened.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`eventually`] for a check that blocks (a child process, a file).
+pub fn eventually_blocking<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for `child` to exit (after a signal), at most `within`.
+pub fn exit_of(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    eventually_blocking(within, "the process exits", || {
+        child.try_wait().ok().flatten()
+    })
+}
