@@ -58,7 +58,16 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The whole stack in front of an in-memory partner answering `status` with
 /// the Encore offer.
-fn stack(rt: &tokio::runtime::Runtime, status: StatusCode) -> offergate::edge::Edge {
+fn stack(
+    rt: &tokio::runtime::Runtime,
+    status: StatusCode,
+) -> offergate::app::stack::EdgeWith<
+    impl tower::Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+> {
     let offer = Bytes::from_static(OFFER.as_bytes());
     rt.block_on(async {
         let config = config();

@@ -414,10 +414,11 @@ fn the_pictures_of_a_request_name_what_the_stack_composes() {
     let mut composed: Vec<String> = stack
         .match_indices(".layer(")
         .map(|(i, _)| {
-            stack[i + 7..]
+            let name: String = stack[i + 7..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric())
-                .collect()
+                .collect();
+            name.trim_end_matches("Layer").to_string()
         })
         .collect();
     composed.push("Upstream".to_string());

@@ -76,6 +76,7 @@ impl Gateway {
             ready: ready.clone(),
             state: shared.state.clone(),
         };
+        let edge = hyper_util::service::TowerToHyperService::new(edge);
         let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_svc, admin_opts, admin_rx));
         ready.store(true, Ordering::Release);

@@ -23,16 +23,34 @@ use std::sync::Arc;
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::config::{BaseUrl, Config, Live, Secrets};
-use crate::edge::{Edge, ProxyService};
-use crate::layers::circuit::Circuit;
-use crate::layers::idempotency::Idempotency;
+use crate::edge::Edge;
+use crate::layers::circuit::{Circuit, CircuitLayer};
+use crate::layers::deadline::{Deadline, DeadlineLayer};
+use crate::layers::fallback::{Fallback, FallbackLayer};
+use crate::layers::idempotency::{AnyStore, Idempotency, IdempotencyLayer};
 use crate::layers::pause;
-use crate::layers::rate_limit::{CallerLimit, LimitedCounter, PartnerQuota};
-use crate::layers::thread_cap::ThreadCap;
-use crate::layers::{deadline::Deadline, fallback::Fallback, retry::Retry, FromService, Inner};
+use crate::layers::rate_limit::{
+    CallerLimit, CallerLimitLayer, LimitedCounter, PartnerQuota, PartnerQuotaLayer,
+};
+use crate::layers::retry::{Retry, RetryLayer};
+use crate::layers::thread_cap::{ThreadCap, ThreadCapLayer};
+use crate::layers::{FromTower, ProxyService};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 use crate::upstream::Upstream;
+
+/// The stack between admission and `U`, the partner call, outermost first:
+/// one type, so a call through it is one future (boxed once, by the edge).
+pub type Stack<U> = Fallback<
+    Idempotency<ThreadCap<Deadline<CallerLimit<Retry<Circuit<PartnerQuota<U>>>>>>, AnyStore>,
+>;
+
+/// The gateway's proxy service: the edge in front of the stack to the partners.
+pub type GatewayEdge = Edge<Stack<Upstream>>;
+
+/// The edge and stack in front of a tower service as the partner: the
+/// in-memory partners of the stack tests and the benchmarks.
+pub type EdgeWith<U> = Edge<Stack<FromTower<U>>>;
 
 /// What the stack shares with the running gateway: the state backend, and
 /// the secrets a reload replaces.
@@ -61,7 +79,7 @@ pub fn build(
     public_base_url: BaseUrl,
     metrics: &Metrics,
     shared: &Shared,
-) -> Result<Edge, String> {
+) -> Result<GatewayEdge, String> {
     let upstream = Upstream::new(
         config,
         public_base_url.clone(),
@@ -71,15 +89,14 @@ pub fn build(
     assemble(config, public_base_url, metrics, shared, upstream)
 }
 
-/// [`build`] around any tower service as the partner: the in-memory
-/// partners of the stack tests and the benchmarks.
+/// [`build`] around any tower service as the partner.
 pub fn build_with<U>(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
     shared: &Shared,
     upstream: U,
-) -> Result<Edge, String>
+) -> Result<EdgeWith<U>, String>
 where
     U: tower::Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
         + Clone
@@ -87,61 +104,62 @@ where
         + Sync
         + 'static,
 {
-    let partner = FromService(upstream);
-    assemble(config, public_base_url, metrics, shared, partner)
+    assemble(
+        config,
+        public_base_url,
+        metrics,
+        shared,
+        FromTower(upstream),
+    )
 }
 
-fn assemble<U: Inner>(
+fn assemble<U: ProxyService>(
     config: &Config,
     public_base_url: BaseUrl,
     metrics: &Metrics,
     shared: &Shared,
     upstream: U,
-) -> Result<Edge, String> {
+) -> Result<Edge<Stack<U>>, String> {
     let state = shared.state.as_ref();
     let pauses = pause::pauses();
     let limited = LimitedCounter::register(metrics)?;
-    let proxy = ServiceBuilder::new()
+    let stack = ServiceBuilder::new()
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
-        .layer(Fallback::layer(config, public_base_url, metrics)?)
+        .layer(FallbackLayer::new(config, public_base_url, metrics)?)
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
-        .layer(Idempotency::layer(config, metrics, state)?)
+        .layer(IdempotencyLayer::new(config, metrics, state)?)
         // The Encore doc's per-thread cap: below idempotency, so a replay
         // never counts twice; before anything spends quota or retries.
-        .layer(ThreadCap::layer(config, metrics, state.cloned())?)
+        .layer(ThreadCapLayer::new(config, metrics, state.cloned())?)
         // The call's deadline: set before anything waits or plans against it.
-        .layer(Deadline::layer(config))
+        .layer(DeadlineLayer::new(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
-        .layer(CallerLimit::layer(
+        .layer(CallerLimitLayer::new(
             config,
             pauses.clone(),
             limited.clone(),
             state.cloned(),
         ))
         // Retries repeat whole tries below; each try passes the circuit again.
-        .layer(Retry::layer(config, metrics)?)
+        .layer(RetryLayer::new(config, metrics)?)
         // Per try: refuse at once while the partner is failing or paused.
-        .layer(Circuit::layer(
+        .layer(CircuitLayer::new(
             config,
             pauses.clone(),
             metrics,
             state.cloned(),
         )?)
         // Per try, retries included: the quota offergate may spend on the partner.
-        .layer(PartnerQuota::layer(config, limited, pauses, state.cloned()))
+        .layer(PartnerQuotaLayer::new(
+            config,
+            limited,
+            pauses,
+            state.cloned(),
+        ))
         .service(upstream);
     // In front of it all, the edge: load shedding, admission, panics and
     // errors turned into answers (edge/mod.rs).
-    Edge::new(
-        config,
-        // The whole stack's call is one future, boxed once here.
-        ProxyService::new(move |req| {
-            let proxy = proxy.clone();
-            Box::pin(async move { proxy.call(req).await })
-        }),
-        metrics,
-        shared.secrets.clone(),
-    )
+    Edge::new(config, stack, metrics, shared.secrets.clone())
 }

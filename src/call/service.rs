@@ -6,13 +6,18 @@ use std::future::Future;
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 
-/// The rest of the stack toward the partner, as a layer sees it: one call,
-/// one future. Not tower's `Service`, whose future must be a named type, so
-/// a stack of `async fn` layers boxes one future per layer per call (7
-/// allocations and the moves of each state into its box: `benches/README.md`).
-/// Here the whole stack's call is one future, boxed once by the edge.
-/// tower's `Layer` and `ServiceBuilder` still compose it (`app/stack.rs`).
-pub trait Inner: Clone + Send + Sync + 'static {
+/// One call toward the partner, as a layer sees the rest of the stack: one
+/// request, one future that borrows the service. Not tower's `Service`, whose
+/// future must be a named type: a stack of `async` layers would box one
+/// future per layer per call (7 allocations, and each state moved into its
+/// box; `benches/README.md`). Here the stack's layers nest into one future,
+/// boxed where hyper needs a named one (the edge). `layers::FromTower` and
+/// `layers::IntoTower` join it to tower middleware in either direction.
+///
+/// Implementations return an `async move` block rather than being `async
+/// fn`s: an `async fn` keeps its arguments twice in its state
+/// (rust-lang/rust#62958), and every layer of every call holds the request.
+pub trait ProxyService: Send + Sync + 'static {
     fn call(
         &self,
         req: ProxyRequest,

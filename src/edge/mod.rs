@@ -32,41 +32,31 @@ use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallInfo, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
+use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
 use crate::integrator::{compose, eligibility};
 use crate::metrics::Metrics;
 use admission::Admission;
 use metrics::EdgeMetrics;
 
-/// Everything between admission and the partner, type-erased so the edge does
-/// not change as layers are added, and shared: the edge calls it once per
-/// request for the price of one reference count, not a boxed clone of the stack.
-#[derive(Clone)]
-pub struct ProxyService(Arc<dyn Fn(ProxyRequest) -> ProxyFuture + Send + Sync>);
+/// The caller-facing service in front of `stack` (everything between
+/// admission and the partner, `app/stack.rs`). A tower service: a clone per
+/// request is one reference count, and tower or tower-http middleware can
+/// wrap it; hyper runs it through hyper-util's `TowerToHyperService`.
+pub struct Edge<S> {
+    shared: Arc<EdgeShared<S>>,
+}
 
-pub type ProxyFuture = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
-
-impl ProxyService {
-    /// The stack as one function from a request to its boxed future (one
-    /// allocation per call for the whole stack; `app/stack.rs` builds it).
-    pub fn new(
-        stack: impl Fn(ProxyRequest) -> ProxyFuture + Send + Sync + 'static,
-    ) -> ProxyService {
-        ProxyService(Arc::new(stack))
-    }
-
-    pub fn call(&self, req: ProxyRequest) -> ProxyFuture {
-        (self.0)(req)
+impl<S> Clone for Edge<S> {
+    fn clone(&self) -> Self {
+        Edge {
+            shared: self.shared.clone(),
+        }
     }
 }
 
-#[derive(Clone)]
-pub struct Edge {
-    shared: Arc<EdgeShared>,
-    stack: ProxyService,
-}
-
-struct EdgeShared {
+struct EdgeShared<S> {
+    stack: S,
     admission: Admission,
     metrics: EdgeMetrics,
     access_log: bool,
@@ -78,16 +68,17 @@ struct EdgeShared {
     compose: bool,
 }
 
-impl Edge {
+impl<S: ProxyService> Edge<S> {
     /// The edge in front of `stack`, its metrics registered in `metrics`.
     pub fn new(
         config: &Config,
-        stack: ProxyService,
+        stack: S,
         metrics: &Metrics,
         secrets: Arc<Live<Secrets>>,
-    ) -> Result<Edge, String> {
+    ) -> Result<Edge<S>, String> {
         Ok(Edge {
             shared: Arc::new(EdgeShared {
+                stack,
                 admission: Admission::new(config, secrets),
                 metrics: EdgeMetrics::register(metrics)?,
                 access_log: config.log.access_log,
@@ -95,7 +86,6 @@ impl Edge {
                 rules: (&config.encore.integrator).into(),
                 compose: config.encore.integrator.compose,
             }),
-            stack,
         })
     }
 
@@ -204,7 +194,7 @@ impl Edge {
                 let compose = (proxy_req.route() == Route::EncoreOffers)
                     .then(|| self.composing(&proxy_req))
                     .flatten();
-                match self.stack.call(proxy_req).await {
+                match self.shared.stack.call(proxy_req).await {
                     Ok(mut resp) => {
                         if let (Some(language), 200) = (compose, resp.status.as_u16()) {
                             if let Some(body) = compose::compose(&resp.body, language.as_deref()) {
@@ -233,7 +223,7 @@ impl Edge {
     }
 }
 
-impl Edge {
+impl<S: ProxyService> Edge<S> {
     /// `Some(language)` when the answer to `req` is to carry a composed
     /// message (the request asks, or the config always does).
     fn composing(&self, req: &ProxyRequest) -> Option<Option<String>> {
@@ -291,16 +281,27 @@ fn render(answer: ProxyResponse, request_id: http::HeaderValue) -> Response<Full
     resp
 }
 
-impl<B> hyper::service::Service<Request<B>> for Edge
+impl<S, B> tower::Service<Request<B>> for Edge<S>
 where
+    S: ProxyService,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
+    /// The one box of a call: the edge's future holds the whole stack's.
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-    fn call(&self, req: Request<B>) -> Self::Future {
+    /// Always ready: overload is shed per call (`max_in_flight`), with an
+    /// answer, never by holding the connection back.
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         Box::pin(self.clone().handle(req).map(Ok))
     }
 }

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use tower::Layer;
+
 use super::pause::Pauses;
-use super::{AroundLayer, Inner, Wrap};
+use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
 use crate::call::outcome::{classify, Reason, Verdict};
@@ -29,7 +31,26 @@ use crate::config::{CircuitConfig, Config};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 
-pub struct Circuit {
+pub struct Circuit<S> {
+    shared: Arc<Shared>,
+    next: S,
+}
+
+pub struct CircuitLayer(Arc<Shared>);
+
+impl<S> Layer<S> for CircuitLayer {
+    type Service = Circuit<S>;
+
+    fn layer(&self, next: S) -> Circuit<S> {
+        Circuit {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared {
     breakers: Arc<PerRoute<Breaker>>,
     pauses: Pauses,
     /// Where a 429's pause is published for the other replicas.
@@ -37,15 +58,15 @@ pub struct Circuit {
     retry_after_cap: PerRoute<Duration>,
 }
 
-impl Circuit {
+impl CircuitLayer {
     /// The layer, one breaker per partner, honouring and setting `pauses`;
     /// its gauge registered in `metrics`.
-    pub fn layer(
+    pub fn new(
         config: &Config,
         pauses: Pauses,
         metrics: &Metrics,
         shared: Option<Redis>,
-    ) -> Result<AroundLayer<Circuit>, String> {
+    ) -> Result<CircuitLayer, String> {
         let breakers = Arc::new(PerRoute::new(|r| {
             Breaker::new(r, config.resilience(r).circuit.clone())
         }));
@@ -55,33 +76,33 @@ impl Circuit {
             "1 while the route's partner circuit is open (or paused by a 429), else 0.",
             move |r| i64::from(paused.get(r).left().is_some() || read.get(r).is_open()),
         )?;
-        Ok(AroundLayer::new(Circuit {
+        Ok(CircuitLayer(Arc::new(Shared {
             breakers,
             pauses,
             shared,
             retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
-        }))
+        })))
     }
 }
 
-impl Wrap for Circuit {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for Circuit<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
-            let pause = self.pauses.get(route);
+            let this = &*self.shared;
+            let pause = this.pauses.get(route);
             if let Some(retry_after) = pause.left() {
                 return Err(GatewayError::CircuitOpen { retry_after });
             }
-            let permit = self
+            let permit = this
                 .breakers
                 .get(route)
                 .admit()
                 .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
-            let result = inner.call(req).await;
+            let result = self.next.call(req).await;
             match classify(&result) {
                 Verdict::Deliver => permit.record(Some(true)),
                 Verdict::Failure {
@@ -93,9 +114,9 @@ impl Wrap for Circuit {
                     if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
                         (reason, retry_after)
                     {
-                        let pause_for = asked.min(*self.retry_after_cap.get(route));
+                        let pause_for = asked.min(*this.retry_after_cap.get(route));
                         pause.pause_until(clock::now() + pause_for);
-                        if let Some(redis) = &self.shared {
+                        if let Some(redis) = &this.shared {
                             // A failure is counted; the other replicas then learn
                             // of the pause from the partner itself.
                             // Boxed: its state stays out of the in-memory path.

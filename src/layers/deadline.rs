@@ -4,38 +4,54 @@
 //! layers inside do.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::clock;
+use tower::Layer;
 
-use super::{AroundLayer, Inner, Wrap};
+use super::ProxyService;
+use crate::call::clock;
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
 use crate::config::Config;
 
-pub struct Deadline {
-    per_route: PerRoute<Duration>,
+/// Each route's deadline (`deadline_ms`).
+type Deadlines = Arc<PerRoute<Duration>>;
+
+pub struct Deadline<S> {
+    deadlines: Deadlines,
+    next: S,
 }
 
-impl Deadline {
-    pub fn layer(config: &Config) -> AroundLayer<Deadline> {
-        AroundLayer::new(Deadline {
-            per_route: PerRoute::new(|r| config.resilience(r).deadline),
-        })
+pub struct DeadlineLayer(Deadlines);
+
+impl DeadlineLayer {
+    pub fn new(config: &Config) -> DeadlineLayer {
+        DeadlineLayer(Arc::new(PerRoute::new(|r| config.resilience(r).deadline)))
     }
 }
 
-impl Wrap for Deadline {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, next: S) -> Deadline<S> {
+        Deadline {
+            deadlines: self.0.clone(),
+            next,
+        }
+    }
+}
+
+impl<S: ProxyService> ProxyService for Deadline<S> {
+    fn call(
+        &self,
         mut req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
-            let deadline = clock::now() + *self.per_route.get(req.route());
+            let deadline = clock::now() + *self.deadlines.get(req.route());
             req.deadline = Some(deadline);
-            match tokio::time::timeout_at(deadline, inner.call(req)).await {
+            match tokio::time::timeout_at(deadline, self.next.call(req)).await {
                 Ok(result) => result,
                 Err(_) => Err(GatewayError::DeadlineExceeded),
             }

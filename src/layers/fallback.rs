@@ -13,8 +13,11 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use std::future::Future;
+use std::sync::Arc;
 
-use super::{AroundLayer, Inner, Wrap};
+use tower::Layer;
+
+use super::ProxyService;
 use crate::call::error::GatewayError;
 use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
@@ -30,7 +33,26 @@ const ENCORE_NO_OFFER: &[u8] = br#"{"success":true,"offer":null}"#;
 /// Laravel's default page size; the partner's own is not known to a fallback.
 const FALLBACK_PER_PAGE: &str = "15";
 
-pub struct Fallback {
+pub struct Fallback<S> {
+    shared: Arc<Shared>,
+    next: S,
+}
+
+pub struct FallbackLayer(Arc<Shared>);
+
+impl<S> Layer<S> for FallbackLayer {
+    type Service = Fallback<S>;
+
+    fn layer(&self, next: S) -> Fallback<S> {
+        Fallback {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared {
     soft: PerRoute<bool>,
     on_limit: PerRoute<OnLimit>,
     public_base_url: BaseUrl,
@@ -38,25 +60,27 @@ pub struct Fallback {
     fallbacks: IntCounterVec,
 }
 
-impl Fallback {
-    pub fn layer(
+impl FallbackLayer {
+    pub fn new(
         config: &Config,
         public_base_url: BaseUrl,
         metrics: &Metrics,
-    ) -> Result<AroundLayer<Fallback>, String> {
+    ) -> Result<FallbackLayer, String> {
         let fallbacks = metrics.counter_vec(
             "offergate_fallbacks_total",
             "Soft fallbacks answered, by route and reason.",
             &["route", "reason"],
         )?;
-        Ok(AroundLayer::new(Fallback {
+        Ok(FallbackLayer(Arc::new(Shared {
             soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
             on_limit: PerRoute::new(|r| config.resilience(r).rate_limit.on_limit),
             public_base_url,
             fallbacks,
-        }))
+        })))
     }
+}
 
+impl Shared {
     /// The soft answer for `target`.
     pub fn answer(&self, target: &Target, reason: Reason) -> ProxyResponse {
         let body = match target.route {
@@ -90,15 +114,15 @@ impl Fallback {
     }
 }
 
-impl Wrap for Fallback {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for Fallback<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
+            let shared = &*self.shared;
             let target = req.target.clone();
-            let result = inner.call(req).await;
+            let result = self.next.call(req).await;
             // Budget exhaustion carries the last try's failure: fall back for the
             // budget's reason, or pass that failure through when fallback is off.
             let (result, budget_spent) = match result {
@@ -109,8 +133,8 @@ impl Wrap for Fallback {
                 return result;
             };
             let rejects_limits = reason == Reason::RateLimited
-                && *self.on_limit.get(target.route) == OnLimit::Reject;
-            if !*self.soft.get(target.route) || rejects_limits {
+                && *shared.on_limit.get(target.route) == OnLimit::Reject;
+            if !*shared.soft.get(target.route) || rejects_limits {
                 return result;
             }
             let reason = if budget_spent {
@@ -118,10 +142,11 @@ impl Wrap for Fallback {
             } else {
                 reason
             };
-            self.fallbacks
+            shared
+                .fallbacks
                 .with_label_values(&[target.route.as_str(), &reason.as_str()])
                 .inc();
-            Ok(self.answer(&target, reason))
+            Ok(shared.answer(&target, reason))
         }
     }
 }

@@ -1,8 +1,16 @@
-//! offergate's own tower layers, one concern per file. Each concern implements
-//! [`Wrap`] (its logic around the next service); [`Around`] and [`AroundLayer`]
-//! supply the plumbing once for all of them. `app/stack.rs` composes them.
+//! offergate's per-call layers, one concern per file. Each concern is a
+//! [`ProxyService`] around the next one (`X<S>`, with the concern's settings
+//! and state shared behind one `Arc`) and a tower [`Layer`](tower::Layer)
+//! that makes it (`XLayer`), as tower's own middleware pairs them
+//! (`Timeout` / `TimeoutLayer`). `app/stack.rs` composes them with tower's
+//! `ServiceBuilder`.
+//!
+//! The one vocabulary of a call below the edge is [`ProxyService`];
+//! [`FromTower`] lets any tower service stand below it (the stack tier's and
+//! the benchmarks' in-memory partners), [`IntoTower`] lets tower middleware
+//! wrap it.
 
-// Layers return `async move` blocks on purpose (see `Wrap`).
+// Layers return `async move` blocks on purpose (see `ProxyService`).
 #![allow(clippy::manual_async_fn)]
 
 pub mod circuit;
@@ -16,79 +24,22 @@ pub mod thread_cap;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tower::{Layer, Service, ServiceExt};
+use futures_util::future::BoxFuture;
+use tower::{Service, ServiceExt};
 
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 
-pub use crate::call::service::Inner;
+pub use crate::call::service::ProxyService;
 
-/// One concern's logic around the next service.
-///
-/// Implementations are plain functions returning an `async move` block, not
-/// `async fn`s: an `async fn` keeps its arguments twice in its state
-/// (rust-lang/rust#62958), and every layer of every call holds the request
-/// (with a 216-byte request, the stack's future was 5.4 KB with `async fn`
-/// and 3.6 KB without).
-pub trait Wrap: Send + Sync + 'static {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
-        req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a;
-}
-
-/// A [`Wrap`] around an inner service. Shared behind one `Arc`, so a clone
-/// (the idempotency leader's task takes one) costs one count.
-pub struct Around<W, S>(Arc<AroundShared<W, S>>);
-
-struct AroundShared<W, S> {
-    wrap: Arc<W>,
-    inner: S,
-}
-
-impl<W, S> Clone for Around<W, S> {
-    fn clone(&self) -> Self {
-        Around(self.0.clone())
-    }
-}
-
-impl<W: Wrap, S: Inner> Inner for Around<W, S> {
-    fn call(
-        &self,
-        req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
-        self.0.wrap.call(&self.0.inner, req)
-    }
-}
-
-/// The tower layer of a [`Wrap`].
-pub struct AroundLayer<W>(Arc<W>);
-
-impl<W> AroundLayer<W> {
-    pub fn new(wrap: W) -> Self {
-        AroundLayer(Arc::new(wrap))
-    }
-}
-
-impl<W, S> Layer<S> for AroundLayer<W> {
-    type Service = Around<W, S>;
-
-    fn layer(&self, inner: S) -> Around<W, S> {
-        Around(Arc::new(AroundShared {
-            wrap: self.0.clone(),
-            inner,
-        }))
-    }
-}
-
-/// Any tower service as the innermost [`Inner`]: the stack tier's and the
-/// benchmarks' in-memory partners.
+/// A tower service as a [`ProxyService`]: calls a clone of it, as tower's
+/// `oneshot` does, so its `poll_ready` is honoured.
 #[derive(Clone)]
-pub struct FromService<S>(pub S);
+pub struct FromTower<S>(pub S);
 
-impl<S> Inner for FromService<S>
+impl<S> ProxyService for FromTower<S>
 where
     S: Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
         + Clone
@@ -101,5 +52,78 @@ where
         req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         self.0.clone().oneshot(req)
+    }
+}
+
+/// A [`ProxyService`] as a tower service, for tower middleware around (part
+/// of) the stack. Its future is boxed (tower's must be a named type): one
+/// allocation per call where it is used; the gateway's own path does not.
+pub struct IntoTower<S>(pub Arc<S>);
+
+impl<S> Clone for IntoTower<S> {
+    fn clone(&self) -> Self {
+        IntoTower(self.0.clone())
+    }
+}
+
+impl<S: ProxyService> Service<ProxyRequest> for IntoTower<S> {
+    type Response = ProxyResponse;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<ProxyResponse, GatewayError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ProxyRequest) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.call(req).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::request::ProxyResponse;
+    use std::time::Duration;
+
+    /// tower middleware (its `Timeout`) wraps a part of the stack through
+    /// [`IntoTower`], and the result stands in the stack again through
+    /// [`FromTower`].
+    #[tokio::test(start_paused = true)]
+    async fn tower_middleware_wraps_a_proxy_service_both_ways() {
+        #[derive(Clone)]
+        struct Slow;
+        impl ProxyService for Slow {
+            fn call(
+                &self,
+                _: ProxyRequest,
+            ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
+                async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(ProxyResponse::json(http::StatusCode::OK, "{}".into()))
+                }
+            }
+        }
+        let timed = tower::ServiceBuilder::new()
+            .map_err(|_: tower::BoxError| GatewayError::DeadlineExceeded)
+            .timeout(Duration::from_secs(1))
+            .service(IntoTower(Arc::new(Slow)));
+        let back = FromTower(timed);
+        let req = ProxyRequest {
+            target: crate::call::route::Target {
+                route: crate::call::route::Route::EncoreOffers,
+                partner_id: None,
+                page: None,
+            },
+            body: bytes::Bytes::from_static(b"{}"),
+            deadline: None,
+            call: Arc::new(crate::call::request::CallInfo::new(
+                http::HeaderValue::from_static("id"),
+                http::HeaderMap::new(),
+            )),
+        };
+        let result = back.call(req).await;
+        assert!(matches!(result, Err(GatewayError::DeadlineExceeded)));
     }
 }

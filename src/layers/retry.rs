@@ -20,12 +20,15 @@
 //! The request body is replayed from memory (`ProxyRequest` holds `Bytes`).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::call::clock::{self, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use super::{AroundLayer, Inner, Wrap};
+use tower::Layer;
+
+use super::ProxyService;
 use crate::call::error::GatewayError;
 use crate::call::error::RetryType as RetryKind;
 use crate::call::outcome::{classify, Verdict};
@@ -35,7 +38,26 @@ use crate::config::{Config, RetryConfig};
 use crate::metrics::Metrics;
 use prometheus::IntCounterVec;
 
-pub struct Retry {
+pub struct Retry<S> {
+    shared: Arc<Shared>,
+    next: S,
+}
+
+pub struct RetryLayer(Arc<Shared>);
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, next: S) -> Retry<S> {
+        Retry {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared {
     per_route: PerRoute<RoutePolicy>,
     /// `offergate_retries_total{route,reason}`.
     retries: IntCounterVec,
@@ -47,17 +69,17 @@ pub struct RoutePolicy {
     budget: TpsBudget,
 }
 
-impl Retry {
-    pub fn layer(config: &Config, metrics: &Metrics) -> Result<AroundLayer<Retry>, String> {
+impl RetryLayer {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<RetryLayer, String> {
         let retries = metrics.counter_vec(
             "offergate_retries_total",
             "Partner tries repeated, by route and the failure that caused it.",
             &["route", "reason"],
         )?;
-        Ok(AroundLayer::new(Retry {
+        Ok(RetryLayer(Arc::new(Shared {
             per_route: PerRoute::new(|r| RoutePolicy::new(config.resilience(r).retry.clone())),
             retries,
-        }))
+        })))
     }
 }
 
@@ -113,19 +135,18 @@ fn jitter_up_to(ceiling: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
-impl Wrap for Retry {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for Retry<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
-            let policy = self.per_route.get(route);
+            let policy = self.shared.per_route.get(route);
             policy.budget.deposit();
             let mut done = 0;
             loop {
-                let result = inner.call(req.clone()).await;
+                let result = self.next.call(req.clone()).await;
                 let Verdict::Failure {
                     reason,
                     retry,
@@ -150,7 +171,8 @@ impl Wrap for Retry {
                         last: Box::new(last),
                     });
                 }
-                self.retries
+                self.shared
+                    .retries
                     .with_label_values(&[route.as_str(), &reason.as_str()])
                     .inc();
                 tokio::time::sleep(delay).await;

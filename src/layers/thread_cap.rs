@@ -21,8 +21,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
 use smallvec::SmallVec;
+use tower::Layer;
 
-use super::{AroundLayer, Inner, Wrap};
+use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::hex;
@@ -48,7 +49,26 @@ type Offers = SmallVec<[u64; 3]>;
 /// Offers per thread. A thread id is already a hash: foldhash is cheap on it.
 type Threads = HashMap<ThreadId, Offers, foldhash::fast::RandomState>;
 
-pub struct ThreadCap {
+pub struct ThreadCap<S> {
+    shared: Arc<Shared>,
+    next: S,
+}
+
+pub struct ThreadCapLayer(Arc<Shared>);
+
+impl<S> Layer<S> for ThreadCapLayer {
+    type Service = ThreadCap<S>;
+
+    fn layer(&self, next: S) -> ThreadCap<S> {
+        ThreadCap {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared {
     cap: u32,
     window: Duration,
     /// What the offers' times count from.
@@ -58,14 +78,14 @@ pub struct ThreadCap {
     skipped: IntCounterVec,
 }
 
-impl ThreadCap {
-    pub fn layer(
+impl ThreadCapLayer {
+    pub fn new(
         config: &Config,
         metrics: &Metrics,
         shared: Option<Redis>,
-    ) -> Result<AroundLayer<ThreadCap>, String> {
+    ) -> Result<ThreadCapLayer, String> {
         let rules = &config.encore.integrator;
-        Ok(AroundLayer::new(ThreadCap {
+        Ok(ThreadCapLayer(Arc::new(Shared {
             cap: rules.thread_cap,
             window: rules.thread_window,
             born: clock::now(),
@@ -76,9 +96,11 @@ impl ThreadCap {
                 "Calls answered without an offer by an integrator rule, by route and reason (thread_cap).",
                 &["route", "reason"],
             )?,
-        }))
+        })))
     }
+}
 
+impl Shared {
     /// A local slot for `thread`, or `None` at the cap.
     fn reserve_local(&self, thread: ThreadId) -> Option<Held> {
         let mut threads = self.local.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,33 +215,33 @@ impl Drop for Held {
     }
 }
 
-impl Wrap for ThreadCap {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for ThreadCap<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
+            let this = &*self.shared;
             let thread = match (req.route(), req.call.thread) {
-                (Route::EncoreOffers, Some(thread)) if self.cap > 0 => thread,
-                _ => return inner.call(req).await,
+                (Route::EncoreOffers, Some(thread)) if this.cap > 0 => thread,
+                _ => return self.next.call(req).await,
             };
             let mut held = None;
-            if let Some(redis) = &self.shared {
+            if let Some(redis) = &this.shared {
                 let key = redis.key(Route::EncoreOffers, "thread", &hex(&thread));
                 let member = uuid::Uuid::new_v4().simple().to_string();
                 // Boxed: a Redis wait's state stays out of the in-memory path.
-                match Box::pin(redis.thread(&key, self.window, self.cap, &member, false)).await {
+                match Box::pin(redis.thread(&key, this.window, this.cap, &member, false)).await {
                     Ok(true) => {
                         held = Some(Held(Some(Slot::Shared {
                             redis: redis.clone(),
                             key,
                             member,
-                            window: self.window,
-                            cap: self.cap,
+                            window: this.window,
+                            cap: this.cap,
                         })))
                     }
-                    Ok(false) => return Ok(self.skip()),
+                    Ok(false) => return Ok(this.skip()),
                     Err(_) if redis.on_error() == OnStateError::FailClosed => {
                         return Err(GatewayError::StateUnavailable)
                     }
@@ -229,12 +251,12 @@ impl Wrap for ThreadCap {
             }
             let mut held = match held {
                 Some(h) => h,
-                None => match self.reserve_local(thread) {
+                None => match this.reserve_local(thread) {
                     Some(h) => h,
-                    None => return Ok(self.skip()),
+                    None => return Ok(this.skip()),
                 },
             };
-            let result = inner.call(req).await;
+            let result = self.next.call(req).await;
             if matches!(&result, Ok(r) if r.offer_served) {
                 // An offer was shown: the slot stays taken.
                 held.0 = None;

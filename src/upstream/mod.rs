@@ -211,7 +211,7 @@ impl UpstreamInner {
     }
 }
 
-impl crate::call::service::Inner for Upstream {
+impl crate::call::service::ProxyService for Upstream {
     fn call(
         &self,
         req: ProxyRequest,

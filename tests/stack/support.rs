@@ -13,13 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use offergate::app::stack::EdgeWith;
 use offergate::call::error::{GatewayError, UpstreamFailure};
 use offergate::call::outcome::partner_answer;
 use offergate::call::request::{Outcome, ProxyRequest, ProxyResponse};
 use offergate::call::route::Route;
 use offergate::config::{BaseUrl, Config, MapEnv, Rate};
-use offergate::edge::Edge;
 use offergate::metrics::Metrics;
+use tower::util::BoxCloneSyncService;
 
 pub const ENCORE_PATH: &str = "/encore/publisher/sdk/v1/offers/message";
 pub const PARTNER: &str = "eafLst9T";
@@ -124,7 +125,7 @@ impl Partner {
 
 /// The whole stack in front of a [`Partner`], with its metrics.
 pub struct Stack {
-    edge: Edge,
+    edge: EdgeWith<BoxCloneSyncService<ProxyRequest, ProxyResponse, GatewayError>>,
     pub partner: Arc<Partner>,
     pub metrics: Metrics,
 }
@@ -174,10 +175,10 @@ impl Stack {
         let partner = Arc::new(Partner::default());
         let metrics = Metrics::new();
         let p = partner.clone();
-        let service = tower::service_fn(move |req: ProxyRequest| {
+        let service = BoxCloneSyncService::new(tower::service_fn(move |req: ProxyRequest| {
             let p = p.clone();
             async move { p.answer(req).await }
-        });
+        }));
         let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
         let edge = offergate::app::stack::build_with(
             &c,

@@ -46,13 +46,35 @@ use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, IdempotencyConfig};
-use crate::layers::{AroundLayer, Inner, Wrap};
+use crate::layers::ProxyService;
 use crate::metrics::Metrics;
+use tower::Layer;
 
 /// Set on answers replayed from the store or shared with an in-flight call.
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-pub struct Idempotency<St> {
+/// The layer's service. Its next service is behind an `Arc`: a leader whose
+/// caller went away takes it along to its own task for one reference count.
+pub struct Idempotency<S, St> {
+    shared: Arc<Shared<St>>,
+    next: Arc<S>,
+}
+
+pub struct IdempotencyLayer<St>(Arc<Shared<St>>);
+
+impl<S, St> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, next: S) -> Idempotency<S, St> {
+        Idempotency {
+            shared: self.0.clone(),
+            next: Arc::new(next),
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared<St> {
     per_route: Arc<PerRoute<RouteState<St>>>,
     deadline: PerRoute<Duration>,
     /// `offergate_idempotency_total` per route and [`Lookup`], resolved once:
@@ -92,14 +114,14 @@ struct RouteState<St> {
     store: St,
 }
 
-impl Idempotency<AnyStore> {
+impl IdempotencyLayer<AnyStore> {
     /// The layer with the stores `[state]` asks for: in-process, or Redis
     /// (`shared`) in front of in-process ones; its metrics registered in `metrics`.
-    pub fn layer(
+    pub fn new(
         config: &Config,
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
-    ) -> Result<AroundLayer<Self>, String> {
+    ) -> Result<Self, String> {
         Self::with_stores(config, metrics, |route, c| {
             let local = MemoryStore::new(c.max_entries, c.max_bytes);
             match shared {
@@ -117,12 +139,12 @@ impl Idempotency<AnyStore> {
     }
 }
 
-impl<St: IdempotencyStore> Idempotency<St> {
+impl<St: IdempotencyStore> IdempotencyLayer<St> {
     pub fn with_stores(
         config: &Config,
         metrics: &Metrics,
         mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
-    ) -> Result<AroundLayer<Self>, String> {
+    ) -> Result<Self, String> {
         let per_route = Arc::new(PerRoute::new(|r| {
             let config = config.resilience(r).idempotency.clone();
             RouteState {
@@ -141,14 +163,16 @@ impl<St: IdempotencyStore> Idempotency<St> {
             "Answers stored for replay, per route.",
             move |r| i64::try_from(stores.get(r).store.entries()).unwrap_or(i64::MAX),
         )?;
-        Ok(AroundLayer::new(Idempotency {
+        Ok(IdempotencyLayer(Arc::new(Shared {
             per_route,
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
             results: Route::ALL
                 .map(|r| Lookup::ALL.map(|l| results.with_label_values(&[r.as_str(), l.as_str()]))),
-        }))
+        })))
     }
+}
 
+impl<St> Shared<St> {
     fn count(&self, route: Route, result: Lookup) {
         self.results[route.index()][result as usize].inc();
     }
@@ -233,33 +257,33 @@ fn replay(stored: &Stored) -> ProxyResponse {
     mark_replayed(resp)
 }
 
-impl<St: IdempotencyStore> Wrap for Idempotency<St> {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
-            let state = self.per_route.get(route);
+            let this = &*self.shared;
+            let state = this.per_route.get(route);
             let Some(fp) = req.call.fingerprint else {
-                return inner.call(req).await;
+                return self.next.call(req).await;
             };
             let Some((key, ttl)) = state.key(&req, &fp) else {
-                return inner.call(req).await;
+                return self.next.call(req).await;
             };
             match state.store.claim(&key, &fp).await {
                 Claim::Stored(stored) => {
-                    self.count(route, Lookup::Hit);
+                    this.count(route, Lookup::Hit);
                     Ok(replay(&stored))
                 }
                 Claim::Conflict => {
-                    self.count(route, Lookup::Conflict);
+                    this.count(route, Lookup::Conflict);
                     Err(GatewayError::IdempotencyKeyReused)
                 }
                 Claim::Wait(first) => {
-                    self.count(route, Lookup::Coalesced);
-                    let own_deadline = clock::now() + *self.deadline.get(route);
+                    this.count(route, Lookup::Coalesced);
+                    let own_deadline = clock::now() + *this.deadline.get(route);
                     match tokio::time::timeout_at(own_deadline, first).await {
                         Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
                         // The first call's panic is counted once, on its own answer.
@@ -275,10 +299,10 @@ impl<St: IdempotencyStore> Wrap for Idempotency<St> {
                 }
                 Claim::Unavailable => Err(GatewayError::StateUnavailable),
                 Claim::Lead => {
-                    self.count(route, Lookup::Miss);
-                    let (per_route, inner) = (self.per_route.clone(), inner.clone());
+                    this.count(route, Lookup::Miss);
+                    let (per_route, next) = (this.per_route.clone(), self.next.clone());
                     finish::FinishAnyway::new(async move {
-                        let answer = AssertUnwindSafe(inner.call(req))
+                        let answer = AssertUnwindSafe(next.call(req))
                             .catch_unwind()
                             .await
                             .unwrap_or(Err(GatewayError::Panic));

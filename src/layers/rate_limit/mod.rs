@@ -30,9 +30,12 @@ use governor::clock::Clock as _;
 use governor::RateLimiter;
 use prometheus::IntCounterVec;
 use std::future::Future;
+use std::sync::Arc;
+
+use tower::Layer;
 
 use super::pause::Pauses;
-use super::{AroundLayer, Inner, Wrap};
+use super::ProxyService;
 use crate::call::clock::Clock;
 use crate::call::error::{GatewayError, LimitScope};
 use crate::call::request::{ProxyRequest, ProxyResponse};
@@ -112,21 +115,40 @@ impl LimitedCounter {
 }
 
 /// Per call: the partner's pause, then the caller's bucket.
-pub struct CallerLimit {
+pub struct CallerLimit<S> {
+    shared: Arc<CallerShared>,
+    next: S,
+}
+
+pub struct CallerLimitLayer(Arc<CallerShared>);
+
+impl<S> Layer<S> for CallerLimitLayer {
+    type Service = CallerLimit<S>;
+
+    fn layer(&self, next: S) -> CallerLimit<S> {
+        CallerLimit {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the caller limit shares.
+struct CallerShared {
     per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
     pauses: Pauses,
     limited: LimitedCounter,
     shared: Option<Redis>,
 }
 
-impl CallerLimit {
-    pub fn layer(
+impl CallerLimitLayer {
+    pub fn new(
         config: &Config,
         pauses: Pauses,
         limited: LimitedCounter,
         shared: Option<Redis>,
-    ) -> AroundLayer<CallerLimit> {
-        AroundLayer::new(CallerLimit {
+    ) -> CallerLimitLayer {
+        CallerLimitLayer(Arc::new(CallerShared {
             per_route: PerRoute::new(|r| {
                 let c = config.resilience(r).rate_limit.clone();
                 let buckets = CallerBuckets::new(&c);
@@ -135,24 +157,24 @@ impl CallerLimit {
             pauses,
             limited,
             shared,
-        })
+        }))
     }
 }
 
-impl Wrap for CallerLimit {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for CallerLimit<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
-            let (config, buckets) = self.per_route.get(route);
+            let this = &*self.shared;
+            let (config, buckets) = this.per_route.get(route);
             if !config.enabled {
-                return inner.call(req).await;
+                return self.next.call(req).await;
             }
-            let pause = self.pauses.get(route);
-            if let (Some(redis), Some(caller)) = (&self.shared, req.caller()) {
+            let pause = this.pauses.get(route);
+            if let (Some(redis), Some(caller)) = (&this.shared, req.caller()) {
                 let rate = config
                     .client_overrides
                     .get(caller)
@@ -168,10 +190,10 @@ impl Wrap for CallerLimit {
                     config,
                     &req,
                     pause,
-                    &self.limited,
+                    &this.limited,
                 );
                 match permit.await {
-                    Some(Ok(())) => return inner.call(req).await,
+                    Some(Ok(())) => return self.next.call(req).await,
                     Some(Err(e)) => return Err(e),
                     None => {}
                 }
@@ -182,41 +204,60 @@ impl Wrap for CallerLimit {
                 req.deadline,
             );
             if let Err(retry_after) = pause.await {
-                self.limited.inc(route, LimitScope::Upstream);
+                this.limited.inc(route, LimitScope::Upstream);
                 return Err(GatewayError::CircuitOpen { retry_after });
             }
             if let Some(caller) = req.caller() {
                 if let Err(retry_after) =
                     acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
                 {
-                    self.limited.inc(route, LimitScope::Client);
+                    this.limited.inc(route, LimitScope::Client);
                     return Err(GatewayError::RateLimited {
                         scope: LimitScope::Client,
                         retry_after,
                     });
                 }
             }
-            inner.call(req).await
+            self.next.call(req).await
         }
     }
 }
 
 /// Per try: the quota offergate may spend on the partner.
-pub struct PartnerQuota {
+pub struct PartnerQuota<S> {
+    shared: Arc<QuotaShared>,
+    next: S,
+}
+
+pub struct PartnerQuotaLayer(Arc<QuotaShared>);
+
+impl<S> Layer<S> for PartnerQuotaLayer {
+    type Service = PartnerQuota<S>;
+
+    fn layer(&self, next: S) -> PartnerQuota<S> {
+        PartnerQuota {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every try through the partner quota shares.
+struct QuotaShared {
     per_route: PerRoute<(RateLimitConfig, Bucket)>,
     limited: LimitedCounter,
     pauses: Pauses,
     shared: Option<Redis>,
 }
 
-impl PartnerQuota {
-    pub fn layer(
+impl PartnerQuotaLayer {
+    pub fn new(
         config: &Config,
         limited: LimitedCounter,
         pauses: Pauses,
         shared: Option<Redis>,
-    ) -> AroundLayer<PartnerQuota> {
-        AroundLayer::new(PartnerQuota {
+    ) -> PartnerQuotaLayer {
+        PartnerQuotaLayer(Arc::new(QuotaShared {
             per_route: PerRoute::new(|r| {
                 let c = config.resilience(r).rate_limit.clone();
                 let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
@@ -225,22 +266,22 @@ impl PartnerQuota {
             limited,
             pauses,
             shared,
-        })
+        }))
     }
 }
 
-impl Wrap for PartnerQuota {
-    fn call<'a, S: Inner>(
-        &'a self,
-        inner: &'a S,
+impl<S: ProxyService> ProxyService for PartnerQuota<S> {
+    fn call(
+        &self,
         req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + 'a {
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
-            let (config, limiter) = self.per_route.get(route);
-            if let (true, Some(redis)) = (config.enabled, &self.shared) {
+            let this = &*self.shared;
+            let (config, limiter) = this.per_route.get(route);
+            if let (true, Some(redis)) = (config.enabled, &this.shared) {
                 let bucket = shared::quota_key(redis, route);
-                let (scope, pause) = (LimitScope::Partner, self.pauses.get(route));
+                let (scope, pause) = (LimitScope::Partner, this.pauses.get(route));
                 let permit = fleet_permit(
                     redis,
                     &bucket,
@@ -249,10 +290,10 @@ impl Wrap for PartnerQuota {
                     config,
                     &req,
                     pause,
-                    &self.limited,
+                    &this.limited,
                 );
                 match permit.await {
-                    Some(Ok(())) => return inner.call(req).await,
+                    Some(Ok(())) => return self.next.call(req).await,
                     Some(Err(e)) => return Err(e),
                     None => {}
                 }
@@ -260,14 +301,14 @@ impl Wrap for PartnerQuota {
             if config.enabled {
                 let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
                 if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
-                    self.limited.inc(route, LimitScope::Partner);
+                    this.limited.inc(route, LimitScope::Partner);
                     return Err(GatewayError::RateLimited {
                         scope: LimitScope::Partner,
                         retry_after,
                     });
                 }
             }
-            inner.call(req).await
+            self.next.call(req).await
         }
     }
 }
