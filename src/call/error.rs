@@ -131,6 +131,19 @@ pub enum GatewayError {
     Panic,
 }
 
+/// The codes a failure shares with the fallback reason it becomes
+/// (`outcome::Reason`): written once, here.
+pub mod code {
+    pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
+    pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+    pub const INVALID_UPSTREAM_BODY: &str = "invalid_upstream_body";
+    pub const CIRCUIT_OPEN: &str = "circuit_open";
+    pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "retry_budget_exhausted";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    pub const STATE_UNAVAILABLE: &str = "state_unavailable";
+}
+
 fn upstream_message(f: &UpstreamFailure) -> String {
     match f {
         UpstreamFailure::Connect(e) => format!("the partner could not be reached: {e}"),
@@ -212,17 +225,17 @@ impl GatewayError {
             BodyTimeout => "request_timeout",
             IdempotencyKeyReused => "idempotency_key_reused",
             Upstream(UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)) => {
-                "upstream_unreachable"
+                code::UPSTREAM_UNREACHABLE
             }
-            Upstream(UpstreamFailure::Timeout) => "upstream_timeout",
-            Upstream(UpstreamFailure::InvalidBody(_)) => "invalid_upstream_body",
+            Upstream(UpstreamFailure::Timeout) => code::UPSTREAM_TIMEOUT,
+            Upstream(UpstreamFailure::InvalidBody(_)) => code::INVALID_UPSTREAM_BODY,
             PartnerStatus(_) => "upstream_status",
-            CircuitOpen { .. } => "circuit_open",
-            DeadlineExceeded => "deadline_exceeded",
-            RetryBudgetExhausted { .. } => "retry_budget_exhausted",
-            RateLimited { .. } => "rate_limited",
+            CircuitOpen { .. } => code::CIRCUIT_OPEN,
+            DeadlineExceeded => code::DEADLINE_EXCEEDED,
+            RetryBudgetExhausted { .. } => code::RETRY_BUDGET_EXHAUSTED,
+            RateLimited { .. } => code::RATE_LIMITED,
             Overloaded => "overloaded",
-            StateUnavailable => "state_unavailable",
+            StateUnavailable => code::STATE_UNAVAILABLE,
             Internal(_) | Panic => "internal_error",
         }
     }

@@ -23,7 +23,7 @@ use http::{header, HeaderMap, StatusCode};
 
 use super::error::RetryType;
 
-use crate::call::error::{GatewayError, UpstreamFailure};
+use crate::call::error::{code, GatewayError, UpstreamFailure};
 use crate::call::request::ProxyResponse;
 
 /// Whether an Encore answer carried an offer (the fill-rate metric).
@@ -52,14 +52,14 @@ impl Reason {
     pub fn as_str(&self) -> Cow<'static, str> {
         match self {
             Reason::UpstreamStatus(s) => Cow::Owned(format!("upstream_status_{}", s.as_u16())),
-            Reason::UpstreamTimeout => Cow::Borrowed("upstream_timeout"),
-            Reason::UpstreamUnreachable => Cow::Borrowed("upstream_unreachable"),
-            Reason::InvalidUpstreamBody => Cow::Borrowed("invalid_upstream_body"),
-            Reason::CircuitOpen => Cow::Borrowed("circuit_open"),
-            Reason::RateLimited => Cow::Borrowed("rate_limited"),
-            Reason::RetryBudgetExhausted => Cow::Borrowed("retry_budget_exhausted"),
-            Reason::DeadlineExceeded => Cow::Borrowed("deadline_exceeded"),
-            Reason::StateUnavailable => Cow::Borrowed("state_unavailable"),
+            Reason::UpstreamTimeout => Cow::Borrowed(code::UPSTREAM_TIMEOUT),
+            Reason::UpstreamUnreachable => Cow::Borrowed(code::UPSTREAM_UNREACHABLE),
+            Reason::InvalidUpstreamBody => Cow::Borrowed(code::INVALID_UPSTREAM_BODY),
+            Reason::CircuitOpen => Cow::Borrowed(code::CIRCUIT_OPEN),
+            Reason::RateLimited => Cow::Borrowed(code::RATE_LIMITED),
+            Reason::RetryBudgetExhausted => Cow::Borrowed(code::RETRY_BUDGET_EXHAUSTED),
+            Reason::DeadlineExceeded => Cow::Borrowed(code::DEADLINE_EXCEEDED),
+            Reason::StateUnavailable => Cow::Borrowed(code::STATE_UNAVAILABLE),
         }
     }
 }
@@ -138,7 +138,24 @@ pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
         GatewayError::RetryBudgetExhausted { .. } => {
             Verdict::failure(Reason::RetryBudgetExhausted, retry, false)
         }
-        _ => Verdict::Deliver,
+        // The caller's refusals and offergate's own errors say nothing about
+        // the partner: answered as they are. Listed one by one, so a new
+        // error must be placed in this table before it compiles.
+        GatewayError::NotFound { .. }
+        | GatewayError::MethodNotAllowed { .. }
+        | GatewayError::InvalidTarget
+        | GatewayError::InvalidHost(_)
+        | GatewayError::UnknownPartner(_)
+        | GatewayError::Unauthorized
+        | GatewayError::InvalidRequest { .. }
+        | GatewayError::TooManyHeaders { .. }
+        | GatewayError::PayloadTooLarge { .. }
+        | GatewayError::UnsupportedMediaType(_)
+        | GatewayError::BodyTimeout
+        | GatewayError::IdempotencyKeyReused
+        | GatewayError::Overloaded
+        | GatewayError::Internal(_)
+        | GatewayError::Panic => Verdict::Deliver,
     }
 }
 

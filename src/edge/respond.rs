@@ -22,7 +22,8 @@ pub fn answer(error: GatewayError) -> ProxyResponse {
         other => other,
     };
     let status = match &error {
-        PartnerStatus(_) => StatusCode::BAD_GATEWAY,
+        // Answered as the partner's own, above; here only for completeness.
+        PartnerStatus(p) => p.status,
         NotFound { .. } | UnknownPartner(_) => StatusCode::NOT_FOUND,
         MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
