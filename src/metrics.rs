@@ -114,6 +114,23 @@ impl Metrics {
             .map_err(|e| format!("metric {name}: {e}"))
     }
 
+    /// Registers a counter whose value is read by `read` at scrape time (a
+    /// count kept outside the registry, such as dropped log lines).
+    pub fn counter_fn(
+        &self,
+        name: &str,
+        help: &str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Result<(), String> {
+        let counter = IntCounter::new(name, help).map_err(|e| e.to_string())?;
+        self.registry
+            .register(Box::new(CounterFn {
+                counter,
+                read: Box::new(read),
+            }))
+            .map_err(|e| format!("metric {name}: {e}"))
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8 * 1024);
@@ -127,6 +144,27 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// A counter read from elsewhere when scraped.
+struct CounterFn {
+    counter: IntCounter,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Collector for CounterFn {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        // Counts only grow: move the counter up to the value read.
+        let (now, seen) = ((self.read)(), self.counter.get());
+        if now > seen {
+            self.counter.inc_by(now - seen);
+        }
+        self.counter.collect()
     }
 }
 

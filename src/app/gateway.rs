@@ -50,6 +50,11 @@ impl Gateway {
             .clone()
             .unwrap_or_else(|| BaseUrl::for_socket(proxy_addr));
         let metrics = Arc::new(Metrics::new());
+        metrics.counter_fn(
+            "offergate_log_write_failures_total",
+            "Log lines dropped because stderr refused them (a closed pipe, a full disk).",
+            crate::app::telemetry::write_failures,
+        )?;
         let shared = match config.state.backend {
             StateBackend::Memory => None,
             StateBackend::Redis => Some(Redis::connect(&config.state, &metrics)?),

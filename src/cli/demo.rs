@@ -78,34 +78,34 @@ pub async fn run(
     crate::app::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
     let proxy = gateway.proxy_addr;
-    println!("offergate demo: the gateway in front of a built-in simulator of both partners");
+    out!("offergate demo: the gateway in front of a built-in simulator of both partners");
     if let Some(url) = &redis_url {
-        println!("  state      redis at {url} (shared with every replica on it)");
+        out!("  state      redis at {url} (shared with every replica on it)");
     }
-    println!("  proxy      http://{proxy}");
-    println!(
+    out!("  proxy      http://{proxy}");
+    out!(
         "  admin      http://{}/metrics  /healthz  /readyz",
         gateway.admin_addr
     );
-    println!(
+    out!(
         "  simulator  {}  (Encore key {}, Besitos partner {} with token {})",
         sim.origin(),
         ENCORE_KEY,
         BESITOS_PARTNER,
         BESITOS_TOKEN
     );
-    println!();
-    println!("Ask for an offer (no key needed: offergate injects it):");
-    println!(
+    out!("");
+    out!("Ask for an offer (no key needed: offergate injects it):");
+    out!(
         "curl -s -X POST http://{proxy}/encore/publisher/sdk/v1/offers/message -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'"
     );
-    println!("Ask for upcoming-goal reminders:");
-    println!(
+    out!("Ask for upcoming-goal reminders:");
+    out!(
         "curl -s -X POST 'http://{proxy}/data/messages/{}/upcoming-goals?page=1' -H 'Content-Type: application/json' -d '{{\"hours_to\":48}}'",
         BESITOS_PARTNER
     );
-    println!();
-    println!("Ctrl-C to stop.");
+    out!("");
+    out!("Ctrl-C to stop.");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     stop.await;

@@ -1,5 +1,16 @@
 //! The `offergate` command line: `demo`, `run`, `simulate`, `check-config`.
 
+/// `println!` that never panics: a reader that went away (`| head -1`) or a
+/// full disk is not a reason to crash with 101.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::app::telemetry::say(format_args!($($t)*)) };
+}
+
+/// `eprintln!` that never panics (stderr closed, full, a dead pipe).
+macro_rules! err {
+    ($($t:tt)*) => { $crate::app::telemetry::say_err(format_args!($($t)*)) };
+}
+
 pub mod demo;
 
 use std::net::SocketAddr;
@@ -95,7 +106,7 @@ pub fn main() -> ExitCode {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("offergate: cannot start the runtime: {e}");
+                    err!("offergate: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
@@ -126,14 +137,14 @@ fn healthcheck(admin: SocketAddr, path: &str) -> ExitCode {
     match status {
         Ok(head) if head.starts_with(b"HTTP/1.1 200") => ExitCode::SUCCESS,
         Ok(head) => {
-            eprintln!(
+            err!(
                 "offergate: {admin}{path} answered {}",
                 String::from_utf8_lossy(&head)
             );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("offergate: {admin}{path}: {e}");
+            err!("offergate: {admin}{path}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -155,7 +166,8 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprint!("offergate: {e}");
+            use std::io::Write;
+            let _ = write!(std::io::stderr(), "offergate: {e}");
             ExitCode::from(2)
         }
     }
@@ -186,7 +198,7 @@ async fn async_main(command: Command) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("offergate: {e}");
+            err!("offergate: {e}");
             ExitCode::FAILURE
         }
     }
@@ -320,8 +332,8 @@ async fn simulate(
         },
     )
     .await?;
-    println!("offergate simulator on {}", sim.origin());
-    println!(
+    out!("offergate simulator on {}", sim.origin());
+    out!(
         "  GET {0}/__sim/calls   POST {0}/__sim/faults   POST {0}/__sim/reset",
         sim.origin()
     );

@@ -145,7 +145,9 @@ impl<S: ProxyService> Edge<S> {
                     .metrics
                     .request_done(route, answer.outcome, elapsed.as_secs_f64());
             }
-            if self.shared.access_log {
+            // The access line is not allowed to cost the answer: a panic in
+            // it (a writer's, a formatter's) is caught and counted like any.
+            let log = || {
                 tracing::info!(
                     target: "offergate::access",
                     request_id = request_id.to_str().unwrap_or("-"),
@@ -164,7 +166,10 @@ impl<S: ProxyService> Edge<S> {
                     traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     "request"
-                );
+                )
+            };
+            if self.shared.access_log && std::panic::catch_unwind(AssertUnwindSafe(log)).is_err() {
+                self.shared.metrics.panicked();
             }
             render(answer, request_id)
         }

@@ -57,8 +57,13 @@ impl Fleet {
     /// Both children; `env` is added to the gateway's environment, its
     /// stderr (the log) goes to `log` or nowhere.
     pub async fn start(env: &[(&str, &str)], log: Option<std::fs::File>) -> Fleet {
+        Fleet::start_logging(env, log.map(Stdio::from)).await
+    }
+
+    /// [`Fleet::start`] with the gateway's stderr wherever `log` says.
+    pub async fn start_logging(env: &[(&str, &str)], log: Option<Stdio>) -> Fleet {
         let shipped = format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"));
-        Fleet::start_with(&shipped, env, log).await
+        Fleet::start_stdio(&shipped, env, log).await
     }
 
     /// [`Fleet::start`] with the config file at `config`.
@@ -67,6 +72,10 @@ impl Fleet {
         env: &[(&str, &str)],
         log: Option<std::fs::File>,
     ) -> Fleet {
+        Fleet::start_stdio(config, env, log.map(Stdio::from)).await
+    }
+
+    async fn start_stdio(config: &str, env: &[(&str, &str)], log: Option<Stdio>) -> Fleet {
         let (sim_addr, listen, admin) = (free(), free(), free());
         let quiet = |c: &mut Command| {
             c.stdout(Stdio::null()).stderr(Stdio::null());

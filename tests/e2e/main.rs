@@ -15,6 +15,7 @@ mod forward;
 mod hostile;
 mod idempotency;
 mod load_faults;
+mod logs;
 mod observability;
 mod rate_limit;
 mod redis;
