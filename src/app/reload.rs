@@ -5,13 +5,21 @@
 //! invalid one is refused with one log line naming every problem, and the old
 //! one keeps serving. Other settings that changed are named as needing a
 //! restart: listeners, pools and layers are built once.
+//!
+//! The files are read on tokio's blocking pool, never on a serving worker,
+//! and under [`READ_TIMEOUT`]: a file on a stuck mount refuses the reload
+//! after the timeout while calls, health checks and the drain go on. While
+//! such a read is still stuck, later reloads are refused at once rather than
+//! pile up threads behind it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge};
 
-use crate::config::{Config, Env, Live, Secrets};
+use crate::config::{Config, ConfigError, Env, Live, Secrets};
 use crate::metrics::Metrics;
 
 pub struct Reloader {
@@ -22,7 +30,12 @@ pub struct Reloader {
     secrets: Arc<Live<Secrets>>,
     reloads: IntCounterVec,
     last_success: IntGauge,
+    /// A read of the files is under way (or stuck).
+    reading: AtomicBool,
 }
+
+/// How long the config and its secret files may take to read.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,18 +76,47 @@ impl Reloader {
             secrets,
             reloads,
             last_success,
+            reading: AtomicBool::new(false),
         })
     }
 
-    /// Reads the config file again and applies what can change live.
-    pub fn reload(&self) -> Reloaded {
-        let new = match Config::load(&self.path, self.env.as_ref()) {
+    /// Reads the config file again, off the serving workers and within
+    /// [`READ_TIMEOUT`], and applies what can change live.
+    pub async fn reload(self: &Arc<Self>) -> Reloaded {
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return self.refuse(vec![
+                "an earlier reload is still reading its files (a stuck mount?); try again later"
+                    .into(),
+            ]);
+        }
+        let me = self.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let loaded = Config::load(&me.path, me.env.as_ref());
+            me.reading.store(false, Ordering::Release);
+            loaded
+        });
+        match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(loaded)) => self.apply(loaded),
+            Ok(Err(_)) => self.refuse(vec!["reading the config failed unexpectedly".into()]),
+            Err(_) => self.refuse(vec![format!(
+                "reading {} and its secret files took longer than {} s",
+                self.path.display(),
+                READ_TIMEOUT.as_secs()
+            )]),
+        }
+    }
+
+    fn refuse(&self, problems: Vec<String>) -> Reloaded {
+        self.reloads.with_label_values(&["failure"]).inc();
+        tracing::error!(problems = %problems.join("; "), "config reload refused; the running config keeps serving");
+        Reloaded::Refused(problems)
+    }
+
+    /// Applies a config read from the files, or refuses it.
+    fn apply(&self, loaded: Result<Config, ConfigError>) -> Reloaded {
+        let new = match loaded {
             Ok(new) => new,
-            Err(e) => {
-                self.reloads.with_label_values(&["failure"]).inc();
-                tracing::error!(problems = %e.problems.join("; "), "config reload refused; the running config keeps serving");
-                return Reloaded::Refused(e.problems);
-            }
+            Err(e) => return self.refuse(e.problems),
         };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let needs_restart = changed_sections(&running, &new);
@@ -113,25 +155,41 @@ impl Reloader {
     }
 
     /// Reloads whenever a watched file changes, checking every second, for
-    /// as long as the process runs (`[reload] watch = true`).
+    /// as long as the process runs (`[reload] watch = true`). The files'
+    /// times are read off the serving workers too; a round that cannot read
+    /// them within [`READ_TIMEOUT`] is skipped.
     pub async fn watch(self: Arc<Self>) {
-        let stamp = |files: &[PathBuf]| -> Vec<Option<std::time::SystemTime>> {
-            files
-                .iter()
-                .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-                .collect()
-        };
         let mut files = self.watched_files();
-        let mut seen = stamp(&files);
+        let mut seen = stamps(files.clone()).await;
         loop {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let now = stamp(&files);
-            if now != seen {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some(now) = stamps(files.clone()).await else {
+                continue;
+            };
+            if Some(&now) != seen.as_ref() {
                 tracing::info!("a config or secret file changed; reloading");
-                self.reload();
+                self.reload().await;
                 files = self.watched_files();
-                seen = stamp(&files);
+                seen = stamps(files.clone()).await;
             }
+        }
+    }
+}
+
+/// Each file's modification time (`None` where it cannot be read), or
+/// `None` when reading them took longer than [`READ_TIMEOUT`].
+async fn stamps(files: Vec<PathBuf>) -> Option<Vec<Option<std::time::SystemTime>>> {
+    let read = tokio::task::spawn_blocking(move || {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    });
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(Ok(stamps)) => Some(stamps),
+        _ => {
+            tracing::warn!("the watched files could not be read in time; checking again shortly");
+            None
         }
     }
 }

@@ -110,7 +110,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(async_main(command))
+            let code = runtime.block_on(async_main(command));
+            // Not a plain drop, which would wait for every blocking read to
+            // end: one stuck on a hung mount must not keep a drained process alive.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            code
         }
     }
 }
@@ -274,7 +278,12 @@ async fn run(path: PathBuf) -> Result<(), String> {
     let on_hangup = {
         let reloader = reloader.clone();
         move || match reloader.get() {
-            Some(r) => drop(r.reload()),
+            // On a task of its own: the files are read off the serving
+            // workers, and the signal loop goes on meanwhile.
+            Some(r) => {
+                let r = r.clone();
+                tokio::spawn(async move { r.reload().await });
+            }
             None => tracing::info!("SIGHUP before start: nothing to reload yet"),
         }
     };

@@ -5,6 +5,7 @@
 //! fixes a file in one pass. Nothing downstream re-checks or panics on config.
 
 mod env;
+pub mod files;
 mod live;
 mod parse;
 mod raw;
@@ -321,8 +322,7 @@ pub const DEFAULT_PATH: &str = "config/offergate.toml";
 impl Config {
     /// Reads, overrides and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
+        let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(ConfigError::one)?;
         Self::from_toml(&text, env).map_err(|mut e| {
             for p in &mut e.problems {
                 *p = format!("{}: {p}", path.display());

@@ -82,14 +82,16 @@ impl Secret {
                 Some(_) => Err(format!("{key}_env: environment variable {name} is empty")),
                 None => Err(format!("{key}_env: environment variable {name} is not set")),
             },
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret {
-                    value: Arc::from(v.trim()),
-                    source: SecretSource::File(path.to_path_buf()),
-                }),
-                Ok(_) => Err(format!("{key}_file: {} is empty", path.display())),
-                Err(e) => Err(format!("{key}_file: cannot read {}: {e}", path.display())),
-            },
+            (None, Some(path)) => {
+                match super::files::read_text(path, super::files::MAX_SECRET_BYTES) {
+                    Ok(v) if !v.trim().is_empty() => Ok(Secret {
+                        value: Arc::from(v.trim()),
+                        source: SecretSource::File(path.to_path_buf()),
+                    }),
+                    Ok(_) => Err(format!("{key}_file: {} is empty", path.display())),
+                    Err(e) => Err(format!("{key}_file: {e}")),
+                }
+            }
         }
     }
 

@@ -165,3 +165,56 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
     assert_eq!(f.calls(1, 0).await, 1);
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_cannot_be_read_refuses_the_reload_and_never_stops_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, "pk_live_steady_key\n").unwrap();
+    let config = dir.path().join("offergate.toml");
+    let good = config_with_key_file(&key_file);
+    std::fs::write(&config, &good).unwrap();
+    let mut f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
+    let pid = f.gw.0.id();
+    let rss_before = crate::fleet::rss_kib(pid);
+
+    // The config replaced by a FIFO nobody writes to: the read would wait forever.
+    std::fs::remove_file(&config).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    reload(&f, "failure").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        f.calls(5, 0).await,
+        5,
+        "calls answered after the refused reload"
+    );
+    assert_eq!(f.status(f.admin, "/healthz").await, Some(200));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A secret pointed at an endless device: refused, not read until memory runs out.
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, &good).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &key_file).unwrap();
+    reload(&f, "failure").await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    assert_eq!(key_seen_by_partner(&f).await, "pk_live_steady_key");
+    let rss_after = crate::fleet::rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS {rss_before} -> {rss_after} KiB"
+    );
+
+    // The drain is not held up by anything a reload left behind.
+    signal(&f.gw.0, "TERM");
+    let exit = exit_of(&mut f.gw.0, Duration::from_secs(10));
+    assert!(exit.success(), "{exit:?}");
+}

@@ -1,0 +1,76 @@
+//! Reading the config file and secret files: only regular files (a symlink
+//! to one is fine, as Kubernetes mounts Secrets), and never more than a
+//! bound, so a secret pointed at `/dev/zero`, a FIFO or a socket is refused
+//! with a message instead of read until memory runs out or waited on forever.
+//! Reads that may hang (a stuck network or FUSE mount) are the caller's to
+//! run off the serving workers, under a timeout (`app/reload.rs`).
+
+use std::io::Read;
+use std::path::Path;
+
+/// The most a config file may hold.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The most a secret file may hold (a key, a token, a password).
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// The text of the regular file at `path`, at most `limit` bytes of UTF-8.
+pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{shown} is not a regular file (a device, a FIFO or a directory); point it at a file"
+        ));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{shown} holds {} bytes, more than the {limit} accepted",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow between the look and the read: never past the bound.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("{shown} is larger than the {limit} bytes accepted"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("key");
+        std::fs::write(&ok, "pk_live_x\n").unwrap();
+        assert_eq!(read_text(&ok, 64).unwrap(), "pk_live_x\n");
+        // Through a symlink, as a mounted Kubernetes Secret is.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        assert_eq!(read_text(&link, 64).unwrap(), "pk_live_x\n");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; 65]).unwrap();
+        assert!(read_text(&big, 64)
+            .unwrap_err()
+            .contains("more than the 64"));
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(read_text(&zero, 64)
+            .unwrap_err()
+            .contains("not a regular file"));
+        assert!(read_text(dir.path(), 64)
+            .unwrap_err()
+            .contains("not a regular file"));
+        let binary = dir.path().join("bin");
+        std::fs::write(&binary, [0xff, 0xfe]).unwrap();
+        assert!(read_text(&binary, 64).unwrap_err().contains("not UTF-8"));
+        assert!(read_text(&dir.path().join("none"), 64).is_err());
+    }
+}
