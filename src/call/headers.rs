@@ -8,9 +8,15 @@
 //! the partner docs' own `Content-Type` and the trace context (`traceparent`,
 //! `tracestate`), plus what offergate sets itself (the credential,
 //! `x-request-id`, `Accept`, `User-Agent`, `Host`, `Content-Length`).
-//! Removed toward the caller: hop-by-hop headers (RFC 9110 7.6.1, including
-//! every name listed in `Connection`), `Content-Length` (recomputed) and
-//! `Set-Cookie` (partner session state is no business of the caller's app).
+//! Toward the caller, an allowlist too: a partner's answer brings back only
+//! what a caller of it needs, `Content-Type`, and `Retry-After` on a 429 or
+//! 503. Nothing else a partner sends (`Location`, `Set-Cookie`, CORS, HSTS,
+//! `WWW-Authenticate`, hop-by-hop headers, or offergate's own names such as
+//! `x-offergate-fallback` and `idempotent-replayed`) reaches the caller:
+//! offergate's own headers are only ever written by offergate. An answer
+//! whose headers exceed [`MAX_PARTNER_HEADER_BYTES`], or that is encoded
+//! (`Content-Encoding` other than `identity`: offergate does not decode, and
+//! the body checks read plain JSON), is not an answer at all.
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
@@ -26,17 +32,6 @@ pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-ke
 /// Encore's credential header.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 /// Asks for the composed message on an offer (integrator rules).
 pub static X_OFFERGATE_COMPOSE: HeaderName = HeaderName::from_static("x-offergate-compose");
 /// W3C trace context, logged in the access line.
@@ -49,7 +44,10 @@ const TO_PARTNER: [HeaderName; 3] = [
     HeaderName::from_static("tracestate"),
 ];
 
-const NOT_TO_CALLER: [HeaderName; 2] = [header::CONTENT_LENGTH, header::SET_COOKIE];
+/// The most header bytes (names and values) a partner's answer may carry;
+/// Envoy's default is 60 KiB, nginx's proxy buffer 4 to 8 KiB, and a partner
+/// of offergate's sends a few hundred.
+pub const MAX_PARTNER_HEADER_BYTES: usize = 16 * 1024;
 
 /// The caller's headers that may be sent to a partner, in a new map with room
 /// for the few offergate adds.
@@ -63,37 +61,41 @@ pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// The names a `Connection` header lists (hop-by-hop by declaration), except
-/// those removed anyway: `Connection: keep-alive`, on nearly every answer,
-/// allocates nothing.
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
+/// Whether a partner's answer headers are acceptable at all: within
+/// [`MAX_PARTNER_HEADER_BYTES`] and not encoded. `Err` says why not.
+pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), String> {
+    let bytes: usize = partner
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(name))
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > MAX_PARTNER_HEADER_BYTES {
+        return Err(format!(
+            "the answer's headers hold {bytes} bytes, more than the {MAX_PARTNER_HEADER_BYTES} accepted"
+        ));
+    }
+    for encoding in partner.get_all(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(format!(
+                "the answer is encoded (Content-Encoding: {}), which offergate does not decode",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ));
+        }
+    }
+    Ok(())
 }
 
-/// The partner's headers that may be sent back to the caller: hop-by-hop
-/// ones (including those the `Connection` header names) and [`NOT_TO_CALLER`]
-/// removed. Only names present are looked up: an answer has a handful of
-/// headers, and a removal hashes its name whether it is there or not.
-pub fn to_caller(partner: &mut HeaderMap) {
-    let listed = connection_listed(partner);
-    let doomed = |name: &HeaderName| {
-        HOP_BY_HOP.contains(name) || NOT_TO_CALLER.contains(name) || listed.contains(name)
-    };
-    while let Some(name) = partner.keys().find(|n| doomed(n)).cloned() {
-        partner.remove(&name);
+/// The partner's headers a caller gets back: `Content-Type`, and
+/// `Retry-After` when `status` asks the caller to wait (429, 503).
+pub fn to_caller(partner: &HeaderMap, status: http::StatusCode) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(4);
+    if let Some(ct) = partner.get(header::CONTENT_TYPE) {
+        out.insert(header::CONTENT_TYPE, ct.clone());
     }
+    let wait = matches!(status.as_u16(), 429 | 503);
+    if let (true, Some(after)) = (wait, partner.get(header::RETRY_AFTER)) {
+        out.insert(header::RETRY_AFTER, after.clone());
+    }
+    out
 }
 
 /// The caller's `x-request-id` when it is a sane token (1 to 128 visible ASCII
@@ -182,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn only_end_to_end_headers_go_back_to_the_caller() {
+    fn only_what_a_caller_needs_goes_back() {
         let mut h = HeaderMap::new();
         for (k, v) in [
             ("connection", "close, x-hop"),
@@ -191,17 +193,54 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("content-length", "12"),
             ("set-cookie", "a=1"),
-            ("set-cookie", "b=2"),
+            ("set-cookie2", "b=2"),
             ("upgrade", "h2c"),
+            ("location", "https://evil.example/"),
+            ("refresh", "0; url=https://evil.example/"),
+            ("access-control-allow-origin", "*"),
+            ("strict-transport-security", "max-age=63072000"),
+            ("www-authenticate", "Basic"),
+            ("x-offergate-fallback", "forged"),
+            ("x-offergate-skipped", "thread_cap"),
+            ("idempotent-replayed", "true"),
+            ("retry-after", "3"),
             ("content-type", "application/json"),
-            ("x-kept", "yes"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        to_caller(&mut h);
-        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-type", "x-kept"]);
+        let names = |m: HeaderMap| {
+            let mut n: Vec<String> = m.keys().map(|k| k.as_str().to_string()).collect();
+            n.sort_unstable();
+            n
+        };
+        assert_eq!(names(to_caller(&h, http::StatusCode::OK)), ["content-type"]);
+        assert_eq!(
+            names(to_caller(&h, http::StatusCode::TOO_MANY_REQUESTS)),
+            ["content-type", "retry-after"]
+        );
+    }
+
+    #[test]
+    fn large_or_encoded_partner_headers_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(check_partner_headers(&h).is_ok());
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        assert!(check_partner_headers(&h).is_ok());
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(check_partner_headers(&h).unwrap_err().contains("gzip"));
+        h.remove(header::CONTENT_ENCODING);
+        for i in 0..50 {
+            let name = HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap();
+            h.insert(name, HeaderValue::from_str(&"a".repeat(400)).unwrap());
+        }
+        assert!(check_partner_headers(&h).unwrap_err().contains("more than"));
     }
 
     #[test]

@@ -180,6 +180,8 @@ impl UpstreamInner {
         trace.tried(parts.status.as_u16());
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
+        headers::check_partner_headers(&parts.headers)
+            .map_err(|e| GatewayError::Upstream(UpstreamFailure::InvalidBody(e)))?;
         let mut offer_served = false;
         let body = if parts.status == StatusCode::OK {
             match route {
@@ -198,11 +200,9 @@ impl UpstreamInner {
         } else {
             body
         };
-        let mut headers = parts.headers;
-        headers::to_caller(&mut headers);
         let answer = ProxyResponse {
             status: parts.status,
-            headers,
+            headers: headers::to_caller(&parts.headers, parts.status),
             body,
             outcome: Outcome::Forwarded,
             offer_served,

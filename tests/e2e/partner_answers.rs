@@ -1,0 +1,109 @@
+//! What a partner sends back is checked before it reaches the caller: only
+//! the headers a caller needs travel, offergate's own headers are only ever
+//! offergate's, and an answer with oversized or encoded headers is not an
+//! answer (soft fallback, with its reason, counted).
+
+use crate::rogue::{answer_200, Rogue};
+use crate::support::*;
+use offergate::Gateway;
+
+const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/abc","title":"t","description":"d","imageUrl":"https://storage.googleapis.com/x.png","advertiserName":"a","perk":"p"}}"#;
+
+async fn through(rogue: &Rogue) -> (Answer, String) {
+    let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
+        .await
+        .expect("gateway starts");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = http::Request::post(format!("http://{}{ENCORE_PATH}", gw.proxy_addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(encore_body())))
+        .unwrap();
+    let answer = send_with(&client, req).await;
+    let req = http::Request::get(format!("http://{}/metrics", gw.admin_addr))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&send_with(&client, req).await.body).to_string();
+    gw.shutdown().await;
+    (answer, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_headers_a_caller_needs_come_back_and_ours_cannot_be_forged() {
+    let headers: Vec<String> = [
+        "Content-Type: application/json",
+        "x-offergate-fallback: forged",
+        "idempotent-replayed: true",
+        "x-offergate-skipped: thread_cap",
+        "Location: https://evil.example/",
+        "Refresh: 0; url=https://evil.example/",
+        "Access-Control-Allow-Origin: *",
+        "Strict-Transport-Security: max-age=63072000",
+        "WWW-Authenticate: Basic",
+        "Retry-After: 30",
+        "Set-Cookie: a=1",
+        "Set-Cookie2: b=2",
+        "X-Partner-Debug: internal",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rogue = Rogue::start(answer_200(&headers, OFFER)).await;
+    let (answer, _) = through(&rogue).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json()["offer"]["clickUrl"],
+        "https://link.encorekit.com/abc"
+    );
+    let mut names: Vec<&str> = answer.headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["content-length", "content-type", "date", "x-request-id"],
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(rogue.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_encoded_partner_headers_make_the_answer_invalid() {
+    let cases: [(&str, Vec<String>); 3] = [
+        (
+            "one 300 KB header",
+            vec![format!("X-Big: {}", "a".repeat(300 * 1024))],
+        ),
+        (
+            "50 headers of 4 KB",
+            (0..50)
+                .map(|i| format!("X-Pad-{i}: {}", "a".repeat(4096)))
+                .collect(),
+        ),
+        (
+            "gzip on plain JSON",
+            vec!["Content-Encoding: gzip".to_string()],
+        ),
+    ];
+    for (what, headers) in cases {
+        let mut headers = headers;
+        headers.push("Content-Type: application/json".into());
+        let rogue = Rogue::start(answer_200(&headers, OFFER)).await;
+        let (answer, metrics) = through(&rogue).await;
+        assert_eq!(answer.status, 200, "{what}");
+        assert!(
+            answer.json()["offer"].is_null(),
+            "{what}: {:?}",
+            answer.body
+        );
+        let reason = answer.fallback().unwrap_or_default().to_string();
+        assert!(
+            reason == "invalid_upstream_body" || reason == "upstream_unreachable",
+            "{what}: {reason}"
+        );
+        assert!(answer.headers.get("content-encoding").is_none(), "{what}");
+        assert!(answer.headers.get("x-big").is_none(), "{what}");
+        let counted =
+            format!(r#"offergate_fallbacks_total{{reason="{reason}",route="encore_offers"}}"#);
+        assert!(sample(&metrics, &counted) >= 1.0, "{what}: {counted}");
+        assert!(rogue.calls() >= 1, "{what}: the partner was asked");
+    }
+}
