@@ -84,18 +84,16 @@ pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
-/// The partner's headers a caller gets back: `Content-Type`, and
-/// `Retry-After` when `status` asks the caller to wait (429, 503).
-pub fn to_caller(partner: &HeaderMap, status: http::StatusCode) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(4);
-    if let Some(ct) = partner.get(header::CONTENT_TYPE) {
-        out.insert(header::CONTENT_TYPE, ct.clone());
-    }
+/// Leaves in `partner` only the headers a caller gets back: `Content-Type`,
+/// and `Retry-After` when `status` asks the caller to wait (429, 503). In
+/// place: the answer's own map, no new one per call.
+pub fn to_caller(partner: &mut HeaderMap, status: http::StatusCode) {
     let wait = matches!(status.as_u16(), 429 | 503);
-    if let (true, Some(after)) = (wait, partner.get(header::RETRY_AFTER)) {
-        out.insert(header::RETRY_AFTER, after.clone());
+    let kept =
+        |name: &HeaderName| name == header::CONTENT_TYPE || (wait && name == header::RETRY_AFTER);
+    while let Some(name) = partner.keys().find(|n| !kept(n)).cloned() {
+        partner.remove(&name);
     }
-    out
 }
 
 /// The caller's `x-request-id` when it is a sane token (1 to 128 visible ASCII
@@ -208,14 +206,16 @@ mod tests {
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
-        let names = |m: HeaderMap| {
+        let names = |status| {
+            let mut m = h.clone();
+            to_caller(&mut m, status);
             let mut n: Vec<String> = m.keys().map(|k| k.as_str().to_string()).collect();
             n.sort_unstable();
             n
         };
-        assert_eq!(names(to_caller(&h, http::StatusCode::OK)), ["content-type"]);
+        assert_eq!(names(http::StatusCode::OK), ["content-type"]);
         assert_eq!(
-            names(to_caller(&h, http::StatusCode::TOO_MANY_REQUESTS)),
+            names(http::StatusCode::TOO_MANY_REQUESTS),
             ["content-type", "retry-after"]
         );
     }

@@ -200,9 +200,11 @@ impl UpstreamInner {
         } else {
             body
         };
+        let mut headers = parts.headers;
+        headers::to_caller(&mut headers, parts.status);
         let answer = ProxyResponse {
             status: parts.status,
-            headers: headers::to_caller(&parts.headers, parts.status),
+            headers,
             body,
             outcome: Outcome::Forwarded,
             offer_served,
