@@ -12,33 +12,27 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use offergate::call::fingerprint;
-use offergate::call::route::Route;
 use offergate::call::route::Target;
 use offergate::config::BaseUrl;
-use offergate::edge::validate;
-use offergate::upstream::partner_body;
+use offergate::partners::{besitos, encore};
 use offergate::{Gateway, Simulator};
 
 const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 
 fn local_work(c: &mut Criterion) {
     c.bench_function("validate_encore_body", |b| {
-        b.iter(|| validate::check_body(Route::EncoreOffers, black_box(ENCORE_BODY.as_bytes())))
+        b.iter(|| encore::check_body(black_box(ENCORE_BODY.as_bytes())))
     });
     let page = br#"{"current_page":1,"data":[{"subscriber_id":"a","game":"g","level":"level 1","level_description":"d","hours":3,"currency":"coins","reward":"40 coins","message":"m"}],"first_page_url":"http://sim/data/messages/p/upcoming-goals?page=1","from":1,"next_page_url":"http://sim/data/messages/p/upcoming-goals?page=2","path":"http://sim/data/messages/p/upcoming-goals","per_page":"5","prev_page_url":null,"to":1}"#;
     let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
     c.bench_function("rewrite_besitos_page", |b| {
-        b.iter(|| partner_body::rewrite_besitos(black_box(page), &public, ""))
+        b.iter(|| besitos::rewrite_answer(black_box(page), &public, ""))
     });
     let offer = br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
     c.bench_function("check_encore_answer", |b| {
-        b.iter(|| partner_body::check_encore(black_box(offer)))
+        b.iter(|| encore::check_answer(black_box(offer)))
     });
-    let target = Target {
-        route: Route::EncoreOffers,
-        partner_id: None,
-        page: None,
-    };
+    let target = Target::Encore;
     let rl = offergate::config::RateLimitConfig {
         enabled: true,
         partner: offergate::config::Rate {

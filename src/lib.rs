@@ -19,6 +19,7 @@ pub mod edge;
 pub mod integrator;
 pub mod layers;
 pub mod metrics;
+pub mod partners;
 pub mod server;
 pub mod simulator;
 pub mod state;

@@ -10,11 +10,11 @@ use crate::call::base_url::BaseUrl;
 use crate::call::fingerprint::{canonical, fingerprint};
 use crate::call::json::Json;
 use crate::call::outcome::retry_after;
-use crate::call::route::{Route, Target};
+use crate::call::route::Target;
 use crate::config::{Config, MapEnv};
-use crate::edge::validate::check_body;
 use crate::integrator::links::{count_offer_links, OFFER_HOST};
-use crate::upstream::partner_body::rewrite_besitos;
+use crate::partners;
+use crate::partners::besitos::rewrite_answer as rewrite_besitos;
 
 /// A JSON value as text, objects with distinct keys, a few levels deep.
 fn json_text() -> impl Strategy<Value = String> {
@@ -53,11 +53,7 @@ fn reordered(text: &str) -> Option<String> {
 }
 
 fn encore() -> Target {
-    Target {
-        route: Route::EncoreOffers,
-        partner_id: None,
-        page: None,
-    }
+    Target::Encore
 }
 
 proptest! {
@@ -81,13 +77,14 @@ proptest! {
         let doc = format!("{{\"{key}\":{first},\"wrap\":{text},\"{key}\":{first}}}");
         let e = Json::parse(doc.as_bytes()).expect_err("a duplicate key");
         prop_assert!(e.to_string().contains("duplicate key"), "{}", e);
-        prop_assert!(check_body(Route::EncoreOffers, doc.as_bytes()).is_err());
+        prop_assert!(partners::check_body(&Target::Encore, doc.as_bytes()).is_err());
     }
 
     #[test]
     fn no_body_makes_validation_or_fingerprinting_panic(body in prop::collection::vec(any::<u8>(), 0..300)) {
-        for route in Route::ALL {
-            let _ = check_body(route, &body);
+        let besitos = Target::Besitos { partner_id: "p".into(), page: None };
+        for target in [Target::Encore, besitos] {
+            let _ = partners::check_body(&target, &body);
         }
         let _ = fingerprint(&encore(), &body);
         let _ = Json::parse(&body);

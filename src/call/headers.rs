@@ -29,8 +29,6 @@ pub static X_OFFERGATE_TOKEN: HeaderName = HeaderName::from_static("x-offergate-
 pub static X_OFFERGATE_FALLBACK: HeaderName = HeaderName::from_static("x-offergate-fallback");
 /// The caller's idempotency key (used by offergate, never forwarded).
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-/// Encore's credential header.
-pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Asks for the composed message on an offer (integrator rules).
 pub static X_OFFERGATE_COMPOSE: HeaderName = HeaderName::from_static("x-offergate-compose");

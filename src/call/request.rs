@@ -45,8 +45,17 @@ pub struct CallInfo {
     /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's
     /// key. `None` where the cap is off.
     pub thread: Option<ThreadId>,
+    /// The composed message this call's offer answer is to carry, if any.
+    pub compose: Option<Compose>,
     /// What happened at the partner, for the access log.
     pub trace: CallTrace,
+}
+
+/// A composed message asked for an offer (`x-offergate-compose: true`, or
+/// `[encore.integrator] compose`), in the caller's `attributes.language`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compose {
+    pub language: Option<Arc<str>>,
 }
 
 impl CallInfo {
@@ -60,6 +69,7 @@ impl CallInfo {
             fingerprint: None,
             client_id: None,
             thread: None,
+            compose: None,
             trace: CallTrace::default(),
         }
     }
@@ -107,14 +117,14 @@ impl CallTrace {
 
 impl ProxyRequest {
     pub fn route(&self) -> Route {
-        self.target.route
+        self.target.route()
     }
 
     /// Who the call is made for: `clientId` (Encore) or `partner_id` (Besitos).
     pub fn caller(&self) -> Option<&str> {
-        match self.target.route {
-            Route::EncoreOffers => self.call.client_id.as_deref(),
-            Route::BesitosGoals => self.target.partner_id.as_deref(),
+        match &self.target {
+            Target::Encore => self.call.client_id.as_deref(),
+            Target::Besitos { partner_id, .. } => Some(partner_id),
         }
     }
 }

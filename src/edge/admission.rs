@@ -2,7 +2,8 @@
 //! only if it passes every local check, in this order (cheapest first, and
 //! nothing is read from the body until the target, host and caller are known):
 //!
-//! 1. request target: one of the two routes, POST, origin-form (404 / 405 / 400)
+//! 1. request target: a partner route, POST, origin-form (404 / 405 / 400;
+//!    the router's, `router.rs`, before admission is asked)
 //! 2. at most `server.max_headers` headers (431); `Transfer-Encoding`, if
 //!    any, exactly `chunked` (400)
 //! 3. `Host`: exactly one, well-formed with a valid port, in
@@ -27,13 +28,12 @@ use crate::call::error::GatewayError;
 use crate::call::fingerprint;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
 use crate::call::request::thread_id;
-use crate::call::request::{CallInfo, CallTrace, ProxyRequest};
-use crate::call::route::{self, PerRoute, Route};
+use crate::call::request::{CallInfo, CallTrace, Compose, ProxyRequest};
+use crate::call::route::{PerRoute, Route, Target};
 use crate::config::{Config, Live, Secrets};
-use crate::edge::validate;
-
-/// A refusal, with the route when it was already known (for metrics).
-pub type Refusal = (Option<Route>, GatewayError);
+use crate::edge::host;
+use crate::integrator::compose::asked as compose_asked;
+use crate::partners;
 
 pub struct Admission {
     body_limit: usize,
@@ -44,6 +44,8 @@ pub struct Admission {
     fingerprints: PerRoute<bool>,
     /// Whether Encore calls need a thread id (the thread cap is on).
     thread_ids: bool,
+    /// Compose the message for every offer (`[encore.integrator] compose`).
+    compose_always: bool,
     /// The inbound token and the Besitos partners, as the last reload left them.
     secrets: Arc<Live<Secrets>>,
 }
@@ -57,59 +59,60 @@ impl Admission {
             allowed_hosts: config.server.allowed_hosts.clone(),
             fingerprints: PerRoute::new(|r| config.resilience(r).idempotency.enabled),
             thread_ids: config.encore.integrator.thread_cap > 0,
+            compose_always: config.encore.integrator.compose,
             secrets,
         }
     }
 
+    /// Admits `req` for `target` (the router's): the checks above, from 2 on.
     pub async fn admit<B>(
         &self,
         req: Request<B>,
+        target: Target,
         request_id: HeaderValue,
-    ) -> Result<ProxyRequest, Refusal>
+    ) -> Result<ProxyRequest, GatewayError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
-        let target = route::match_target(&parts.method, &parts.uri).map_err(|e| (None, e))?;
-        let route = target.route;
-        let known = |e| (Some(route), e);
-        self.check_framing(&parts).map_err(known)?;
-        self.check_host(&parts).map_err(known)?;
-        self.check_token(&parts).map_err(known)?;
-        if let Some(id) = &target.partner_id {
+        let route = target.route();
+        self.check_framing(&parts)?;
+        self.check_host(&parts)?;
+        self.check_token(&parts)?;
+        if let Some(id) = target.partner_id() {
             if !self.secrets.get().partners.contains_key(id) {
-                return Err(known(GatewayError::UnknownPartner(id.clone())));
+                return Err(GatewayError::UnknownPartner(id.to_string()));
             }
         }
         let mut content_types = parts.headers.get_all(header::CONTENT_TYPE).iter();
         let content_type = content_types.next();
         if content_types.next().is_some() {
-            return Err(known(GatewayError::invalid(
+            return Err(GatewayError::invalid(
                 "Content-Type",
                 "send the header once",
-            )));
+            ));
         }
         let declared_json = match content_type {
             Some(ct) if headers::is_json_content_type(ct) => true,
             Some(ct) => {
-                return Err(known(GatewayError::UnsupportedMediaType(format!(
+                return Err(GatewayError::UnsupportedMediaType(format!(
                     "Content-Type `{}` is not JSON; send application/json",
                     ct.to_str().unwrap_or("<non-ASCII>")
-                ))))
+                )))
             }
             None => false,
         };
-        let body = self.read_body(&parts, body).await.map_err(known)?;
+        let body = self.read_body(&parts, body).await?;
         // Besitos takes an optional body: no Content-Type is fine when there is none.
         let bodyless_besitos = route == Route::BesitosGoals && body.is_empty();
         if !(declared_json || bodyless_besitos) {
-            return Err(known(GatewayError::UnsupportedMediaType(
+            return Err(GatewayError::UnsupportedMediaType(
                 "Content-Type is missing; send application/json".into(),
-            )));
+            ));
         }
-        let checked = validate::check_body(route, &body).map_err(known)?;
-        let idempotency_key = idempotency_key(&parts).map_err(known)?;
+        let checked = partners::check_body(&target, &body)?;
+        let idempotency_key = idempotency_key(&parts)?;
         // Hashed only where a layer reads them.
         let fingerprint = (*self.fingerprints.get(route))
             .then(|| fingerprint::fingerprint_of(&target, checked.json.as_ref()));
@@ -117,6 +120,12 @@ impl Admission {
             (Some(client), Some(chat)) if self.thread_ids => Some(thread_id(client, chat)),
             _ => None,
         };
+        let compose = (target == Target::Encore
+            && (self.compose_always
+                || compose_asked(parts.headers.get(&headers::X_OFFERGATE_COMPOSE))))
+        .then(|| Compose {
+            language: checked.language().map(Arc::from),
+        });
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             target,
@@ -129,6 +138,7 @@ impl Admission {
                 client_id,
                 fingerprint,
                 thread,
+                compose,
                 trace: CallTrace::default(),
             }),
         })
@@ -200,7 +210,7 @@ impl Admission {
                 ))
             }
         };
-        let host = validate::host_of(host.as_bytes()).ok_or_else(|| {
+        let host = host::host_of(host.as_bytes()).ok_or_else(|| {
             GatewayError::InvalidHost("the Host header is not a host[:port]".into())
         })?;
         let allowed = |h: &String| h.eq_ignore_ascii_case(host);

@@ -1,18 +1,29 @@
-//! The caller-facing service hyper runs on every proxy connection.
+//! The caller-facing service hyper runs on every proxy connection, and the
+//! one file that shows a request's whole path, top to bottom ([`Edge::handle`]):
 //!
-//! It is the one place where a request enters and an answer leaves, in this
-//! order: request id; load shedding (`server.max_in_flight`: the excess is
-//! answered 503 at once, before anything is read, so an overload degrades
-//! instead of queueing); admission; the proxy stack; errors rendered
-//! (`respond.rs`); `x-request-id` on the answer; the request metrics and the
-//! access log line. A panic anywhere in admission or the stack is caught here
-//! and answered 500 in the error shape (`offergate_panics_total`). Its error
-//! type is `Infallible`: the connection is never dropped on the caller.
+//! 1. request id (the caller's, when sane, or a new one);
+//! 2. shedding: past `server.max_in_flight` calls in flight, 503 at once,
+//!    before anything is read, so an overload degrades instead of queueing;
+//! 3. a panic catch around everything below: 500 in the error shape
+//!    (`offergate_panics_total`), never a dropped connection;
+//! 4. the router (`router.rs`): a partner route, or the eligibility
+//!    endpoint (`eligibility.rs`), or a refusal;
+//! 5. admission (`admission.rs`): Host, token, partner, content type, body,
+//!    the partner's JSON rules; what it learned travels on typed;
+//! 6. the stack (`app/stack.rs`: fallback, idempotency, thread cap,
+//!    deadline, caller limit, retry, circuit, partner quota, the partner);
+//! 7. the composed message, when asked;
+//! 8. errors rendered (`respond.rs`), `x-request-id`, the request metrics
+//!    and the access log line.
+//!
+//! Its error type is `Infallible`: the connection is never dropped on the caller.
 
 pub mod admission;
+pub mod host;
 mod metrics;
+mod own_routes;
 pub mod respond;
-pub mod validate;
+pub mod router;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +41,7 @@ use tokio::sync::Semaphore;
 use crate::call::clock;
 use crate::call::error::GatewayError;
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
-use crate::call::request::{CallInfo, ProxyRequest, ProxyResponse};
+use crate::call::request::{CallInfo, ProxyResponse};
 use crate::call::route::Route;
 use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
@@ -38,6 +49,7 @@ use crate::integrator::{compose, eligibility};
 use crate::metrics::Metrics;
 use admission::Admission;
 use metrics::EdgeMetrics;
+use router::Handler;
 
 /// The caller-facing service in front of `stack` (everything between
 /// admission and the partner, `app/stack.rs`). A tower service: a clone per
@@ -64,8 +76,6 @@ struct EdgeShared<S> {
     in_flight: Semaphore,
     /// The integrator rules of the eligibility endpoint.
     rules: eligibility::Rules,
-    /// Compose the message for every offer (`[encore.integrator] compose`).
-    compose: bool,
 }
 
 impl<S: ProxyService> Edge<S> {
@@ -84,7 +94,6 @@ impl<S: ProxyService> Edge<S> {
                 access_log: config.log.access_log,
                 in_flight: Semaphore::new(config.server.max_in_flight),
                 rules: (&config.encore.integrator).into(),
-                compose: config.encore.integrator.compose,
             }),
         })
     }
@@ -124,7 +133,7 @@ impl<S: ProxyService> Edge<S> {
                     respond::answer(GatewayError::Overloaded)
                 }
                 Ok(_permit) => {
-                    let call = self.admit_and_call(req, request_id.clone(), &mut route, &mut trace);
+                    let call = self.route_and_call(req, request_id.clone(), &mut route, &mut trace);
                     match AssertUnwindSafe(call).catch_unwind().await {
                         Ok(answer) => answer,
                         Err(panic) => {
@@ -175,9 +184,9 @@ impl<S: ProxyService> Edge<S> {
         }
     }
 
-    /// Admission, then the stack; `route` is set as soon as it is known, so
-    /// even a panic later on is counted under it.
-    async fn admit_and_call<B>(
+    /// The router, then the handler; `route` is set as soon as it is known,
+    /// so even a panic later on is counted under it.
+    async fn route_and_call<B>(
         &self,
         req: Request<B>,
         request_id: HeaderValue,
@@ -188,82 +197,36 @@ impl<S: ProxyService> Edge<S> {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if req.uri().path() == eligibility::PATH && req.uri().authority().is_none() {
+        let target = match router::route(req.method(), req.uri()) {
+            Ok(Handler::Partner(target)) => target,
             // Boxed: its state would size every proxied call's.
-            return Box::pin(self.eligibility(req)).await;
-        }
-        match self.shared.admission.admit(req, request_id).await {
-            Ok(proxy_req) => {
-                *route = Some(proxy_req.route());
-                *trace = Some(proxy_req.call.clone());
-                let compose = (proxy_req.route() == Route::EncoreOffers)
-                    .then(|| self.composing(&proxy_req))
-                    .flatten();
-                match self.shared.stack.call(proxy_req).await {
-                    Ok(mut resp) => {
-                        if let (Some(language), 200) = (compose, resp.status.as_u16()) {
-                            if let Some(body) = compose::compose(&resp.body, language.as_deref()) {
-                                resp.body = body;
-                            }
-                        }
-                        resp
-                    }
-                    Err(e) => {
-                        // A panic the stack caught itself (a spawned call's).
-                        if matches!(e, GatewayError::Panic) {
-                            self.shared.metrics.panicked();
-                        }
-                        respond::answer(e)
-                    }
-                }
-            }
-            Err((known, e)) => {
-                *route = known;
-                if known.is_none() {
-                    self.shared.metrics.unrouted(e.code());
-                }
-                respond::answer(e)
-            }
-        }
-    }
-}
-
-impl<S: ProxyService> Edge<S> {
-    /// `Some(language)` when the answer to `req` is to carry a composed
-    /// message (the request asks, or the config always does).
-    fn composing(&self, req: &ProxyRequest) -> Option<Option<String>> {
-        if !(self.shared.compose
-            || compose::asked(req.call.headers.get(&headers::X_OFFERGATE_COMPOSE)))
-        {
-            return None;
-        }
-        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-        Some(body["attributes"]["language"].as_str().map(str::to_string))
-    }
-
-    /// `POST /offergate/v1/encore/eligibility`: the doc's "when to call us",
-    /// answered here; no partner call.
-    async fn eligibility<B>(&self, req: Request<B>) -> ProxyResponse
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let body = match self.shared.admission.admit_own(req).await {
-            Ok(body) => body,
+            Ok(Handler::Eligibility) => return Box::pin(self.eligibility(req)).await,
             Err(e) => {
-                self.shared.metrics.eligibility("invalid");
+                self.shared.metrics.unrouted(e.code());
                 return respond::answer(e);
             }
         };
-        let now_ms = clock::wall_ms();
-        match eligibility::decide(&body, &self.shared.rules, now_ms) {
-            Ok(decision) => {
-                self.shared.metrics.eligibility(decision.result());
-                let body = serde_json::to_vec(&decision).unwrap_or_default();
-                ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))
+        *route = Some(target.route());
+        let proxy_req = match self.shared.admission.admit(req, target, request_id).await {
+            Ok(proxy_req) => proxy_req,
+            Err(e) => return respond::answer(e),
+        };
+        *trace = Some(proxy_req.call.clone());
+        let compose = proxy_req.call.compose.clone();
+        match self.shared.stack.call(proxy_req).await {
+            Ok(mut resp) => {
+                if let (Some(asked), 200) = (compose, resp.status.as_u16()) {
+                    if let Some(body) = compose::compose(&resp.body, asked.language.as_deref()) {
+                        resp.body = body;
+                    }
+                }
+                resp
             }
             Err(e) => {
-                self.shared.metrics.eligibility("invalid");
+                // A panic the stack caught itself (a leader's, in its own task).
+                if matches!(e, GatewayError::Panic) {
+                    self.shared.metrics.panicked();
+                }
                 respond::answer(e)
             }
         }

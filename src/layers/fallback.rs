@@ -10,7 +10,6 @@
 //! limit is answered as the route's `on_limit` says: the fallback (Encore's
 //! default) or 429 with `Retry-After` (Besitos's).
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
@@ -23,15 +22,11 @@ use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{self, PerRoute, Route, Target};
+use crate::call::route::{PerRoute, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
 use crate::metrics::Metrics;
+use crate::partners;
 use prometheus::IntCounterVec;
-
-const ENCORE_NO_OFFER: &[u8] = br#"{"success":true,"offer":null}"#;
-
-/// Laravel's default page size; the partner's own is not known to a fallback.
-const FALLBACK_PER_PAGE: &str = "15";
 
 pub struct Fallback<S> {
     shared: Arc<Shared>,
@@ -83,34 +78,13 @@ impl FallbackLayer {
 impl Shared {
     /// The soft answer for `target`.
     pub fn answer(&self, target: &Target, reason: Reason) -> ProxyResponse {
-        let body = match target.route {
-            Route::EncoreOffers => Bytes::from_static(ENCORE_NO_OFFER),
-            Route::BesitosGoals => self.empty_page(target),
-        };
+        let body = partners::fallback_body(target, &self.public_base_url);
         let mut resp = ProxyResponse::json(StatusCode::OK, body);
         let value =
             HeaderValue::from_str(&reason.as_str()).unwrap_or(HeaderValue::from_static("unknown"));
         resp.headers.insert(X_OFFERGATE_FALLBACK.clone(), value);
         resp.outcome = Outcome::Fallback;
         resp
-    }
-
-    fn empty_page(&self, target: &Target) -> Bytes {
-        let path = self.public_base_url.join(&route::besitos_path(
-            target.partner_id.as_deref().unwrap_or_default(),
-        ));
-        let page = serde_json::json!({
-            "current_page": target.page.unwrap_or(1),
-            "data": [],
-            "first_page_url": format!("{path}?page=1"),
-            "from": null,
-            "next_page_url": null,
-            "path": path,
-            "per_page": FALLBACK_PER_PAGE,
-            "prev_page_url": null,
-            "to": null,
-        });
-        Bytes::from(page.to_string())
     }
 }
 
@@ -133,8 +107,8 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
                 return result;
             };
             let rejects_limits = reason == Reason::RateLimited
-                && *shared.on_limit.get(target.route) == OnLimit::Reject;
-            if !*shared.soft.get(target.route) || rejects_limits {
+                && *shared.on_limit.get(target.route()) == OnLimit::Reject;
+            if !*shared.soft.get(target.route()) || rejects_limits {
                 return result;
             }
             let reason = if budget_spent {
@@ -144,7 +118,7 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
             };
             shared
                 .fallbacks
-                .with_label_values(&[target.route.as_str(), &reason.as_str()])
+                .with_label_values(&[target.route().as_str(), &reason.as_str()])
                 .inc();
             Ok(shared.answer(&target, reason))
         }

@@ -111,11 +111,7 @@ mod tests {
             .service(IntoTower(Arc::new(Slow)));
         let back = FromTower(timed);
         let req = ProxyRequest {
-            target: crate::call::route::Target {
-                route: crate::call::route::Route::EncoreOffers,
-                partner_id: None,
-                page: None,
-            },
+            target: crate::call::route::Target::Encore,
             body: bytes::Bytes::from_static(b"{}"),
             deadline: None,
             call: Arc::new(crate::call::request::CallInfo::new(

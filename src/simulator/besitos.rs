@@ -171,7 +171,8 @@ pub fn answer(goals: &[Goal], f: &Filters, page: usize, origin: &str, partner_id
             message: render(template, g),
         })
         .collect();
-    let path = format!("{origin}{}", crate::call::route::besitos_path(partner_id));
+    // Its own spelling of the path, not offergate's: a routing bug cannot be mirrored.
+    let path = format!("{origin}/data/messages/{partner_id}/upcoming-goals");
     let url = |p: usize| format!("{path}?page={p}");
     let n = data.len();
     let body = Page {

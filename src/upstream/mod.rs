@@ -7,7 +7,6 @@
 
 mod credentials;
 mod metrics;
-pub mod partner_body;
 pub mod pool;
 pub mod tls;
 
@@ -20,13 +19,14 @@ use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 
 use crate::call::error::{GatewayError, UpstreamFailure};
-use crate::call::headers::{self, X_API_KEY, X_REQUEST_ID};
+use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::outcome::{partner_answer, OfferResult};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::Route;
+use crate::call::route::{Route, Target};
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::metrics::Metrics;
+use crate::partners::{self, besitos, encore};
 use crate::upstream::pool::PartnerClient;
 use credentials::LiveCredentials;
 use metrics::UpstreamMetrics;
@@ -60,7 +60,7 @@ impl Upstream {
             .map_err(|e| format!("encore.{e}"))?;
         let encore_uri = encore
             .base_url()
-            .join(crate::call::route::ENCORE_PATH)
+            .join(crate::partners::encore::PATH)
             .parse()
             .map_err(|e| format!("encore.base_url: cannot build the offers URL: {e}"))?;
         Ok(Upstream {
@@ -92,11 +92,10 @@ impl UpstreamInner {
     /// The partner request: the caller's forwardable headers, the credential
     /// chosen by route (and `partner_id`), the request id, the body as received.
     fn build_request(&self, req: ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
-        let route = req.route();
-        let uri = match route {
-            Route::EncoreOffers => self.encore_uri.clone(),
-            Route::BesitosGoals => {
-                let path = req.target.upstream_path_and_query();
+        let uri = match &req.target {
+            Target::Encore => self.encore_uri.clone(),
+            target @ Target::Besitos { .. } => {
+                let path = partners::path_and_query(target);
                 self.besitos.base_url().join(&path).parse().map_err(|e| {
                     GatewayError::Upstream(UpstreamFailure::Connect(format!(
                         "cannot build the partner URL: {e}"
@@ -124,20 +123,19 @@ impl UpstreamInner {
         }
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h.insert(header::USER_AGENT, self.user_agent.clone());
-        match route {
-            Route::EncoreOffers => {
+        match &req.target {
+            Target::Encore => {
                 h.insert(
-                    X_API_KEY.clone(),
+                    encore::API_KEY_HEADER.clone(),
                     self.credentials.current().encore_key.clone(),
                 );
             }
-            Route::BesitosGoals => {
-                let id = req.target.partner_id.as_deref().unwrap_or_default();
+            Target::Besitos { partner_id, .. } => {
                 let credentials = self.credentials.current();
                 let auth = credentials
                     .besitos_auth
-                    .get(id)
-                    .ok_or_else(|| GatewayError::UnknownPartner(id.to_string()))?;
+                    .get(partner_id)
+                    .ok_or_else(|| GatewayError::UnknownPartner(partner_id.clone()))?;
                 h.insert(header::AUTHORIZATION, auth.clone());
             }
         }
@@ -185,12 +183,12 @@ impl UpstreamInner {
         let mut offer_served = false;
         let body = if parts.status == StatusCode::OK {
             match route {
-                Route::EncoreOffers => partner_body::check_encore(&body).map(|offer| {
+                Route::EncoreOffers => encore::check_answer(&body).map(|offer| {
                     self.metrics.offer(offer);
                     offer_served = offer == OfferResult::Offer;
                     body
                 }),
-                Route::BesitosGoals => partner_body::rewrite_besitos(
+                Route::BesitosGoals => besitos::rewrite_answer(
                     &body,
                     &self.public_base_url,
                     &client.base_url().path_prefix,
@@ -271,10 +269,12 @@ token_env = "T2"
             );
         }
         ProxyRequest {
-            target: Target {
-                route,
-                partner_id: partner.map(str::to_string),
-                page: Some(2).filter(|_| partner.is_some()),
+            target: match (route, partner) {
+                (Route::BesitosGoals, Some(id)) => Target::Besitos {
+                    partner_id: id.to_string(),
+                    page: Some(2),
+                },
+                _ => Target::Encore,
             },
             body: Bytes::from_static(b"{}"),
             deadline: None,
@@ -300,11 +300,13 @@ token_env = "T2"
         );
         let h = out.headers();
         assert_eq!(
-            h.get_all(&X_API_KEY).iter().collect::<Vec<_>>(),
+            h.get_all(&encore::API_KEY_HEADER)
+                .iter()
+                .collect::<Vec<_>>(),
             ["pk_test_injected"]
         );
         assert!(
-            h.get(&X_API_KEY).unwrap().is_sensitive(),
+            h.get(&encore::API_KEY_HEADER).unwrap().is_sensitive(),
             "kept out of debug output"
         );
         assert!(h.get(header::AUTHORIZATION).is_none());
@@ -329,7 +331,7 @@ token_env = "T2"
                 format!("http://127.0.0.1:9/data/messages/{id}/upcoming-goals?page=2")
             );
             assert_eq!(out.headers().get(header::AUTHORIZATION).unwrap(), token);
-            assert!(out.headers().get(&X_API_KEY).is_none());
+            assert!(out.headers().get(&encore::API_KEY_HEADER).is_none());
         }
         let unknown = up
             .inner

@@ -62,7 +62,7 @@ pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<B
     let mut partners = BTreeMap::new();
     for (i, raw_partner) in r.partners.iter().enumerate() {
         let key = format!("besitos.partners[{i}]");
-        if let Err(e) = crate::call::route::check_partner_id(&raw_partner.id) {
+        if let Err(e) = crate::partners::besitos::check_partner_id(&raw_partner.id) {
             p.push(format!("{key}.id: {e}"));
             continue;
         }

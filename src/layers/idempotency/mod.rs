@@ -187,7 +187,7 @@ impl<St> RouteState<St> {
         }
         match &req.call.idempotency_key {
             Some(k) => {
-                let partner = req.target.partner_id.as_deref().unwrap_or_default();
+                let partner = req.target.partner_id().unwrap_or_default();
                 let mut key = String::with_capacity(5 + partner.len() + k.len());
                 for part in ["key/", partner, "/", k] {
                     key.push_str(part);

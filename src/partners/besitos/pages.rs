@@ -1,62 +1,14 @@
-//! What a partner's 200 must look like, and the Besitos page-URL rewrite.
-//!
-//! A 200 that is not the documented JSON is a failure, not an answer: passing it
-//! on would break the caller's parser (and it falls back softly). Besitos
-//! answers are Laravel paginators whose page URLs point at the partner's host;
-//! they are rewritten to offergate's public base URL so a caller that follows
-//! `next_page_url` stays behind the gateway. Other URLs are left alone.
-
-use std::borrow::Cow;
+//! A Besitos 200 is a Laravel paginator whose page URLs point at the
+//! partner's host; they are rewritten onto offergate's public base URL, so a
+//! caller that follows `next_page_url` stays behind the gateway. Other URLs
+//! are left alone.
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::call::json::{write_string, Members};
-
 use crate::call::base_url::BaseUrl;
-use crate::call::outcome::OfferResult;
-
-/// The parts of an Encore 200 that are checked. Borrowed and typed, not a
-/// `Value`: every forwarded answer passes here, and fields not named are
-/// skipped without allocating.
-#[derive(Deserialize)]
-struct EncoreAnswer<'a> {
-    success: bool,
-    /// Required, may be null: `deserialize_with` turns off serde's "a missing
-    /// `Option` is `None`".
-    #[serde(borrow, deserialize_with = "present")]
-    offer: Option<OfferHead<'a>>,
-}
-
-#[derive(Deserialize)]
-struct OfferHead<'a> {
-    #[serde(rename = "clickUrl", borrow)]
-    click_url: Cow<'a, str>,
-}
-
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d)
-}
-
-/// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
-pub fn check_encore(body: &[u8]) -> Result<OfferResult, String> {
-    let answer: EncoreAnswer =
-        crate::call::json::from_bytes(body).map_err(|e| format!("not the documented JSON: {e}"))?;
-    if !answer.success {
-        return Err("`success` is not true".into());
-    }
-    match answer.offer {
-        None => Ok(OfferResult::NoOffer),
-        Some(offer) if !offer.click_url.is_empty() => Ok(OfferResult::Offer),
-        Some(_) => Err("`offer.clickUrl` is empty".into()),
-    }
-}
+use crate::call::json::{write_string, Members};
 
 /// Paginator fields that hold a URL of the partner's own endpoint.
 const PAGE_URL_FIELDS: [&str; 5] = [
@@ -75,7 +27,7 @@ const PAGE_URL_FIELDS: [&str; 5] = [
 /// not rewritten are copied as the partner wrote them, where parsing the
 /// whole page into a `Value` and writing it out again cost ~26 k instructions
 /// and ~35 allocations a call (callgrind).
-pub fn rewrite_besitos(
+pub fn rewrite_answer(
     body: &[u8],
     public: &BaseUrl,
     partner_prefix: &str,
@@ -168,40 +120,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encore_documented_shapes() {
-        assert_eq!(
-            check_encore(br#"{"success":true,"offer":null}"#),
-            Ok(OfferResult::NoOffer)
-        );
-        assert_eq!(
-            check_encore(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#),
-            Ok(OfferResult::Offer)
-        );
-        assert_eq!(
-            check_encore(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/l.test\/a"},"success":true,"extra":[1,{}]}"#),
-            Ok(OfferResult::Offer),
-            "escapes, key order and unknown fields"
-        );
-        for bad in [
-            &b"{\"success\":tru"[..],
-            b"[]",
-            b"{\"success\":false,\"offer\":null}",
-            b"{\"success\":true}",
-            b"{\"success\":true,\"offer\":{}}",
-            b"{\"success\":true,\"offer\":{\"clickUrl\":\"\"}}",
-            b"{\"success\":true,\"offer\":[]}",
-            b"{\"success\":\"true\",\"offer\":null}",
-            b"<html>",
-        ] {
-            assert!(
-                check_encore(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
     fn rewrites_every_page_url_and_nothing_else() {
         let public = BaseUrl::parse("https://gw.example:8443/og").unwrap();
         let body = br#"{"current_page":1,"data":[{"message":"see http://besitos-service.test/x"}],
@@ -212,7 +130,7 @@ mod tests {
             "path":"http://besitos-service.test/data/messages/p/upcoming-goals",
             "links":[{"url":null,"label":"prev"},{"url":"http://besitos-service.test/data/messages/p/upcoming-goals?page=1","label":"1"}],
             "per_page":"2"}"#;
-        let out = rewrite_besitos(body, &public, "").unwrap();
+        let out = rewrite_answer(body, &public, "").unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let base = "https://gw.example:8443/og/data/messages/p/upcoming-goals";
         assert_eq!(v["first_page_url"], format!("{base}?page=1"));
@@ -236,7 +154,7 @@ mod tests {
         let body =
             br#"{"data":[],"path":"https://wall.besitos.ai/v2/data/messages/p/upcoming-goals"}"#;
         let v: Value =
-            serde_json::from_slice(&rewrite_besitos(body, &public, "/v2").unwrap()).unwrap();
+            serde_json::from_slice(&rewrite_answer(body, &public, "/v2").unwrap()).unwrap();
         assert_eq!(
             v["path"],
             "http://127.0.0.1:8787/data/messages/p/upcoming-goals"
@@ -256,7 +174,7 @@ mod tests {
             b"{\"data\":[],\"path\":\"http://x.test/p\"",
         ] {
             assert!(
-                rewrite_besitos(bad, &public, "").is_err(),
+                rewrite_answer(bad, &public, "").is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -270,7 +188,7 @@ mod tests {
         let body = format!(
             r#"{{"data": {data}, "esc\u0061ped": true, "path": "http://p.test/data/messages/p/upcoming-goals"}}"#
         );
-        let out = rewrite_besitos(body.as_bytes(), &public, "").unwrap();
+        let out = rewrite_answer(body.as_bytes(), &public, "").unwrap();
         let out = std::str::from_utf8(&out).unwrap();
         assert!(out.contains(&format!(r#""data":{data}"#)), "{out}");
         assert!(out.contains(r#""escaped":true"#), "{out}");
@@ -281,7 +199,7 @@ mod tests {
         // A page whose URLs stay is returned byte for byte.
         let relative = br#"{"data": [], "path": "/data/messages/p/upcoming-goals"}"#;
         assert_eq!(
-            &rewrite_besitos(relative, &public, "").unwrap()[..],
+            &rewrite_answer(relative, &public, "").unwrap()[..],
             &relative[..]
         );
     }

@@ -1,0 +1,41 @@
+//! offergate's own routes on the proxy listener, answered without a partner
+//! call. `POST /offergate/v1/encore/eligibility`: the Encore doc's "when to
+//! call us" (`integrator/eligibility.rs`).
+
+use bytes::Bytes;
+use http::Request;
+use hyper::body::Body;
+
+use super::{respond, Edge};
+use crate::call::clock;
+use crate::call::request::ProxyResponse;
+use crate::call::service::ProxyService;
+use crate::integrator::eligibility;
+
+impl<S: ProxyService> Edge<S> {
+    /// The eligibility handler: offergate's own admission, then the rules.
+    pub(super) async fn eligibility<B>(&self, req: Request<B>) -> ProxyResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let body = match self.shared.admission.admit_own(req).await {
+            Ok(body) => body,
+            Err(e) => {
+                self.shared.metrics.eligibility("invalid");
+                return respond::answer(e);
+            }
+        };
+        match eligibility::decide(&body, &self.shared.rules, clock::wall_ms()) {
+            Ok(decision) => {
+                self.shared.metrics.eligibility(decision.result());
+                let body = serde_json::to_vec(&decision).unwrap_or_default();
+                ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))
+            }
+            Err(e) => {
+                self.shared.metrics.eligibility("invalid");
+                respond::answer(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Encore, the offers partner: its one endpoint (`POST` [`PATH`], served by
+//! offergate on the same path), the body it takes (`clientId`, `chatId`,
+//! `attributes.{countryCode,language,platform}`), its credential
+//! (`X-API-Key`), what its 200 must be, and the "nothing for you" answer
+//! offergate gives in its name. A call spends the fair share of its
+//! `clientId`.
+
+mod bcp47;
+mod country;
+
+pub use bcp47::is_well_formed as is_bcp47;
+pub use country::is_iso3166_alpha2;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use super::fields::{clip, parse_object, required_id, required_str};
+use super::Checked;
+use crate::call::error::GatewayError;
+use crate::call::json::Json;
+use crate::call::outcome::OfferResult;
+
+/// The path Encore serves its one endpoint on; offergate serves the same.
+pub const PATH: &str = "/encore/publisher/sdk/v1/offers/message";
+
+/// The header Encore's publishable key travels in.
+pub static API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The partner's own "nothing for you", which callers already handle: the
+/// soft fallback's body.
+pub const NO_OFFER: &[u8] = br#"{"success":true,"offer":null}"#;
+
+/// Checks an offers request body: `clientId`, `chatId`,
+/// `attributes.{countryCode,language,platform}`.
+pub fn check_body(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
+    let obj = parse_object(body)?;
+    required_id(&obj, "clientId")?;
+    let client_id = obj.get("clientId").and_then(Json::as_str).map(Arc::from);
+    required_id(&obj, "chatId")?;
+    let attrs = match obj.get("attributes") {
+        None | Some(Json::Null) => return Err(GatewayError::invalid("attributes", "is required")),
+        Some(Json::Object(a)) => a,
+        Some(other) => {
+            return Err(GatewayError::invalid(
+                "attributes",
+                format!("must be an object, not {}", other.kind()),
+            ))
+        }
+    };
+    let country = required_str(attrs, "countryCode", "attributes.countryCode")?;
+    if !is_iso3166_alpha2(country) {
+        return Err(GatewayError::invalid(
+            "attributes.countryCode",
+            format!(
+                "`{}` is not an ISO 3166-1 alpha-2 code (two uppercase letters, e.g. US)",
+                clip(country)
+            ),
+        ));
+    }
+    let language = required_str(attrs, "language", "attributes.language")?;
+    if !is_bcp47(language) {
+        return Err(GatewayError::invalid(
+            "attributes.language",
+            format!(
+                "`{}` is not a well-formed BCP-47 tag (e.g. en, es-419, zh-Hant-TW)",
+                clip(language)
+            ),
+        ));
+    }
+    let platform = required_str(attrs, "platform", "attributes.platform")?;
+    if !matches!(platform, "android" | "ios" | "web") {
+        return Err(GatewayError::invalid(
+            "attributes.platform",
+            format!("`{}` is not one of android, ios, web", clip(platform)),
+        ));
+    }
+    Ok(Checked {
+        client_id,
+        json: Some(Json::Object(obj)),
+    })
+}
+
+/// The parts of an Encore 200 that are checked. Borrowed and typed, not a
+/// `Value`: every forwarded answer passes here, and fields not named are
+/// skipped without allocating.
+#[derive(Deserialize)]
+struct EncoreAnswer<'a> {
+    success: bool,
+    /// Required, may be null: `deserialize_with` turns off serde's "a missing
+    /// `Option` is `None`".
+    #[serde(borrow, deserialize_with = "present")]
+    offer: Option<OfferHead<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OfferHead<'a> {
+    #[serde(rename = "clickUrl", borrow)]
+    click_url: Cow<'a, str>,
+}
+
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+/// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
+pub fn check_answer(body: &[u8]) -> Result<OfferResult, String> {
+    let answer: EncoreAnswer =
+        crate::call::json::from_bytes(body).map_err(|e| format!("not the documented JSON: {e}"))?;
+    if !answer.success {
+        return Err("`success` is not true".into());
+    }
+    match answer.offer {
+        None => Ok(OfferResult::NoOffer),
+        Some(offer) if !offer.click_url.is_empty() => Ok(OfferResult::Offer),
+        Some(_) => Err("`offer.clickUrl` is empty".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<Checked<'_>, GatewayError>) -> String {
+        match r {
+            Err(GatewayError::InvalidRequest { field, .. }) => field,
+            other => panic!("expected invalid_request, got {other:?}"),
+        }
+    }
+
+    const GOOD: &str = r#"{"clientId":"client-42","chatId":"8b3f","attributes":{"countryCode":"US","language":"en","platform":"ios"},"extra":{"kept":true}}"#;
+
+    #[test]
+    fn encore_accepts_the_documented_body() {
+        let checked = check_body(GOOD.as_bytes()).unwrap();
+        assert_eq!(checked.client_id.as_deref(), Some("client-42"));
+    }
+
+    #[test]
+    fn encore_names_the_bad_field() {
+        let cases = [
+            (GOOD.replace(r#""clientId":"client-42","#, ""), "clientId"),
+            (GOOD.replace(r#""client-42""#, r#""""#), "clientId"),
+            (GOOD.replace(r#""client-42""#, "42"), "clientId"),
+            (
+                GOOD.replace(r#""8b3f""#, &format!("\"{}\"", "c".repeat(257))),
+                "chatId",
+            ),
+            (GOOD.replace(r#""US""#, r#""us""#), "attributes.countryCode"),
+            (GOOD.replace(r#""US""#, r#""UK""#), "attributes.countryCode"),
+            (GOOD.replace(r#""en""#, r#""en_US""#), "attributes.language"),
+            (
+                GOOD.replace(r#""ios""#, r#""windows""#),
+                "attributes.platform",
+            ),
+            (
+                GOOD.replace(r#","platform":"ios""#, ""),
+                "attributes.platform",
+            ),
+            (r#"{"clientId":"a","chatId":"b"}"#.to_string(), "attributes"),
+            (
+                r#"{"clientId":"a","chatId":"b","attributes":[]}"#.to_string(),
+                "attributes",
+            ),
+            ("[1,2]".to_string(), "body"),
+            ("{not json".to_string(), "body"),
+            ("".to_string(), "body"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(field_of(check_body(body.as_bytes())), field, "{body}");
+        }
+        // 256 characters (not bytes) is the limit.
+        let ok = GOOD.replace(r#""8b3f""#, &format!("\"{}\"", "é".repeat(256)));
+        assert!(check_body(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn encore_documented_shapes() {
+        assert_eq!(
+            check_answer(br#"{"success":true,"offer":null}"#),
+            Ok(OfferResult::NoOffer)
+        );
+        assert_eq!(
+            check_answer(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#),
+            Ok(OfferResult::Offer)
+        );
+        assert_eq!(
+            check_answer(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/l.test\/a"},"success":true,"extra":[1,{}]}"#),
+            Ok(OfferResult::Offer),
+            "escapes, key order and unknown fields"
+        );
+        for bad in [
+            &b"{\"success\":tru"[..],
+            b"[]",
+            b"{\"success\":false,\"offer\":null}",
+            b"{\"success\":true}",
+            b"{\"success\":true,\"offer\":{}}",
+            b"{\"success\":true,\"offer\":{\"clickUrl\":\"\"}}",
+            b"{\"success\":true,\"offer\":[]}",
+            b"{\"success\":\"true\",\"offer\":null}",
+            b"<html>",
+        ] {
+            assert!(
+                check_answer(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Reading a request body's fields, for both partners' rules: each helper
+//! names the field it refuses, so a caller fixes it in one go.
+
+use crate::call::error::GatewayError;
+use crate::call::json::{Json, Object};
+
+/// Longest `clientId` / `chatId` accepted, in characters.
+pub const MAX_ID_CHARS: usize = 256;
+
+pub fn parse_object(body: &[u8]) -> Result<Object<'_>, GatewayError> {
+    match Json::parse(body) {
+        Ok(Json::Object(map)) => Ok(map),
+        Ok(other) => Err(GatewayError::invalid(
+            "body",
+            format!("must be a JSON object, not {}", other.kind()),
+        )),
+        Err(e) => Err(GatewayError::invalid(
+            "body",
+            format!("is not valid JSON: {e}"),
+        )),
+    }
+}
+
+pub fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Json::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Json::String(s)) if s.is_empty() => {
+            Err(GatewayError::invalid(field, "must not be empty"))
+        }
+        // Characters are never more than bytes: most ids are counted by length alone.
+        Some(Json::String(s)) if s.len() > MAX_ID_CHARS && s.chars().count() > MAX_ID_CHARS => Err(
+            GatewayError::invalid(field, format!("is longer than {MAX_ID_CHARS} characters")),
+        ),
+        Some(Json::String(_)) => Ok(()),
+        Some(other) => Err(GatewayError::invalid(
+            field,
+            format!("must be a string, not {}", other.kind()),
+        )),
+    }
+}
+
+/// `obj[key]` as a string; `field` is its full name, for the error.
+pub fn required_str<'a>(
+    obj: &'a Object<'_>,
+    key: &str,
+    field: &str,
+) -> Result<&'a str, GatewayError> {
+    match obj.get(key) {
+        None | Some(Json::Null) => Err(GatewayError::invalid(field, "is required")),
+        Some(Json::String(s)) => Ok(s),
+        Some(other) => Err(GatewayError::invalid(
+            field,
+            format!("must be a string, not {}", other.kind()),
+        )),
+    }
+}
+
+/// Echoing caller input into an error is useful; echoing 60 KiB of it is not.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
+}
