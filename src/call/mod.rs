@@ -6,6 +6,7 @@
 pub mod base_url;
 pub mod clock;
 pub mod error;
+pub mod extensions;
 pub mod fingerprint;
 pub mod headers;
 pub mod json;

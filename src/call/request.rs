@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
+use crate::call::extensions::Extensions;
 use crate::call::route::{Route, Target};
 
 /// A caller's request that passed admission. Small on purpose (every layer
@@ -137,10 +138,15 @@ pub struct ProxyResponse {
     pub body: Bytes,
     /// How this answer counts in `offergate_requests_total`.
     pub outcome: Outcome,
-    /// An Encore 200 carrying an offer, straight from the partner (the
-    /// thread cap counts these).
-    pub offer_served: bool,
+    /// What the layers below learned of this answer for those above
+    /// (`OfferServed`, set by the partner call).
+    pub extensions: Extensions,
 }
+
+/// On an answer: an Encore 200 carrying an offer, straight from the partner
+/// (the thread cap counts these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfferServed;
 
 impl ProxyResponse {
     /// A JSON answer with no other headers.
@@ -155,7 +161,7 @@ impl ProxyResponse {
             headers,
             body,
             outcome: Outcome::Forwarded,
-            offer_served: false,
+            extensions: Extensions::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::hex;
-use crate::call::request::{Outcome, ProxyRequest, ProxyResponse, ThreadId};
+use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse, ThreadId};
 use crate::call::route::Route;
 use crate::config::{Config, OnStateError};
 use crate::metrics::Metrics;
@@ -257,7 +257,7 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 },
             };
             let result = self.next.call(req).await;
-            if matches!(&result, Ok(r) if r.offer_served) {
+            if matches!(&result, Ok(r) if r.extensions.get::<OfferServed>().is_some()) {
                 // An offer was shown: the slot stays taken.
                 held.0 = None;
             }

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use crate::call::error::{GatewayError, UpstreamFailure};
 use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::outcome::{partner_answer, OfferResult};
-use crate::call::request::Outcome;
+use crate::call::request::{OfferServed, Outcome};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{Route, Target};
 use crate::config::{BaseUrl, Config, Live, Secrets};
@@ -180,12 +180,12 @@ impl UpstreamInner {
             .upstream_call(route, parts.status.as_str(), elapsed);
         headers::check_partner_headers(&parts.headers)
             .map_err(|e| GatewayError::Upstream(UpstreamFailure::InvalidBody(e)))?;
-        let mut offer_served = false;
+        let mut served = None;
         let body = if parts.status == StatusCode::OK {
             match route {
                 Route::EncoreOffers => encore::check_answer(&body).map(|offer| {
                     self.metrics.offer(offer);
-                    offer_served = offer == OfferResult::Offer;
+                    served = Some(offer);
                     body
                 }),
                 Route::BesitosGoals => besitos::rewrite_answer(
@@ -200,13 +200,16 @@ impl UpstreamInner {
         };
         let mut headers = parts.headers;
         headers::to_caller(&mut headers, parts.status);
-        let answer = ProxyResponse {
+        let mut answer = ProxyResponse {
             status: parts.status,
             headers,
             body,
             outcome: Outcome::Forwarded,
-            offer_served,
+            extensions: Default::default(),
         };
+        if route == Route::EncoreOffers && served == Some(OfferResult::Offer) {
+            answer.extensions.insert(OfferServed);
+        }
         partner_answer(answer)
     }
 }

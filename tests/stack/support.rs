@@ -100,7 +100,9 @@ impl Partner {
                             ),
                         );
                         // As the upstream marks a served offer (the thread cap counts it).
-                        offer.offer_served = true;
+                        offer
+                            .extensions
+                            .insert(offergate::call::request::OfferServed);
                         offer
                     }
                     Route::BesitosGoals => json(200, format!(r#"{{"data":[{{"n":{n}}}]}}"#)),
