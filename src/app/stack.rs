@@ -30,7 +30,7 @@ use crate::layers::fallback::{Fallback, FallbackLayer};
 use crate::layers::idempotency::{AnyStore, Idempotency, IdempotencyLayer};
 use crate::layers::pause;
 use crate::layers::rate_limit::{
-    CallerLimit, CallerLimitLayer, LimitedCounter, PartnerQuota, PartnerQuotaLayer,
+    self, CallerLimit, CallerLimitLayer, LimitedCounter, PartnerQuota, PartnerQuotaLayer,
 };
 use crate::layers::retry::{Retry, RetryLayer};
 use crate::layers::thread_cap::{ThreadCap, ThreadCapLayer};
@@ -121,7 +121,11 @@ fn assemble<U: ProxyService>(
     upstream: U,
 ) -> Result<Edge<Stack<U>>, String> {
     let state = shared.state.as_ref();
+    // The shared state, each behind its own trait: this replica's, or the
+    // fleet's on Redis with this replica's behind it (`layers/fleet.rs`).
     let pauses = pause::pauses();
+    let permits = rate_limit::permits(config, pauses.clone(), state.cloned());
+    let pause_board = pause::board(pauses, state.cloned());
     let limited = LimitedCounter::register(metrics)?;
     let stack = ServiceBuilder::new()
         // Outermost of the resilience layers: it sees the final result, after
@@ -138,26 +142,15 @@ fn assemble<U: ProxyService>(
         // Once per call: a partner 429's pause, then the caller's fair share.
         .layer(CallerLimitLayer::new(
             config,
-            pauses.clone(),
+            permits.clone(),
             limited.clone(),
-            state.cloned(),
         ))
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(RetryLayer::new(config, metrics)?)
         // Per try: refuse at once while the partner is failing or paused.
-        .layer(CircuitLayer::new(
-            config,
-            pauses.clone(),
-            metrics,
-            state.cloned(),
-        )?)
+        .layer(CircuitLayer::new(config, pause_board, metrics)?)
         // Per try, retries included: the quota offergate may spend on the partner.
-        .layer(PartnerQuotaLayer::new(
-            config,
-            limited,
-            pauses,
-            state.cloned(),
-        ))
+        .layer(PartnerQuotaLayer::new(config, permits, limited))
         .service(upstream);
     // In front of it all, the edge: load shedding, admission, panics and
     // errors turned into answers (edge/mod.rs).

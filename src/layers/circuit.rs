@@ -20,7 +20,7 @@ use http::StatusCode;
 
 use tower::Layer;
 
-use super::pause::Pauses;
+use super::pause::PauseBoard;
 use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::GatewayError;
@@ -29,7 +29,6 @@ use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{CircuitConfig, Config};
 use crate::metrics::Metrics;
-use crate::state::Redis;
 
 pub struct Circuit<S> {
     shared: Arc<Shared>,
@@ -52,9 +51,8 @@ impl<S> Layer<S> for CircuitLayer {
 /// What every call of the layer shares.
 struct Shared {
     breakers: Arc<PerRoute<Breaker>>,
-    pauses: Pauses,
-    /// Where a 429's pause is published for the other replicas.
-    shared: Option<Redis>,
+    /// Where a 429's pause is set: here, and for the fleet when shared.
+    pauses: Arc<dyn PauseBoard>,
     retry_after_cap: PerRoute<Duration>,
 }
 
@@ -63,9 +61,8 @@ impl CircuitLayer {
     /// its gauge registered in `metrics`.
     pub fn new(
         config: &Config,
-        pauses: Pauses,
+        pauses: Arc<dyn PauseBoard>,
         metrics: &Metrics,
-        shared: Option<Redis>,
     ) -> Result<CircuitLayer, String> {
         let breakers = Arc::new(PerRoute::new(|r| {
             Breaker::new(r, config.resilience(r).circuit.clone())
@@ -74,12 +71,11 @@ impl CircuitLayer {
         metrics.route_gauge(
             "offergate_circuit_open",
             "1 while the route's partner circuit is open (or paused by a 429), else 0.",
-            move |r| i64::from(paused.get(r).left().is_some() || read.get(r).is_open()),
+            move |r| i64::from(paused.left(r).is_some() || read.get(r).is_open()),
         )?;
         Ok(CircuitLayer(Arc::new(Shared {
             breakers,
             pauses,
-            shared,
             retry_after_cap: PerRoute::new(|r| config.resilience(r).retry.retry_after_cap),
         })))
     }
@@ -93,8 +89,7 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
         async move {
             let route = req.route();
             let this = &*self.shared;
-            let pause = this.pauses.get(route);
-            if let Some(retry_after) = pause.left() {
+            if let Some(retry_after) = this.pauses.left(route) {
                 return Err(GatewayError::CircuitOpen { retry_after });
             }
             let permit = this
@@ -115,14 +110,7 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
                         (reason, retry_after)
                     {
                         let pause_for = asked.min(*this.retry_after_cap.get(route));
-                        pause.pause_until(clock::now() + pause_for);
-                        if let Some(redis) = &this.shared {
-                            // A failure is counted; the other replicas then learn
-                            // of the pause from the partner itself.
-                            // Boxed: its state stays out of the in-memory path.
-                            let key = super::rate_limit::pause_key(redis, route);
-                            let _ = Box::pin(redis.pause(&key, pause_for)).await;
-                        }
+                        this.pauses.pause(route, pause_for).await;
                     }
                     match reason {
                         // Cut short by our own deadline or quota: says nothing about the partner.

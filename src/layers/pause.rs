@@ -8,14 +8,69 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::clock::{self, Instant};
-use crate::call::route::PerRoute;
+use futures_util::future::BoxFuture;
 
-/// Every route's pause.
+use crate::call::clock::{self, Instant};
+use crate::call::route::{PerRoute, Route};
+use crate::state::Redis;
+
+/// Every route's pause, as this replica knows it.
 pub type Pauses = Arc<PerRoute<PartnerPause>>;
 
 pub fn pauses() -> Pauses {
     Arc::new(PerRoute::new(|_| PartnerPause::new()))
+}
+
+/// Where a partner's pause is set: this replica's ([`Pauses`]), and with
+/// `[state] backend = "redis"` the fleet's ([`FleetPauses`]), so a 429 seen
+/// by one replica pauses them all (the rate-limit script reads it).
+pub trait PauseBoard: Send + Sync + 'static {
+    /// Pauses `route`'s partner for `length`; a longer pause already set stands.
+    /// Rare (a 429 with `Retry-After`): boxed.
+    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()>;
+    /// How much of `route`'s pause is left, as this replica knows it.
+    fn left(&self, route: Route) -> Option<Duration>;
+}
+
+impl PauseBoard for Pauses {
+    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()> {
+        self.get(route).pause_until(clock::now() + length);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn left(&self, route: Route) -> Option<Duration> {
+        self.get(route).left()
+    }
+}
+
+/// The fleet's pause on Redis, this replica's beside it.
+pub struct FleetPauses {
+    pub local: Pauses,
+    pub redis: Redis,
+}
+
+impl PauseBoard for FleetPauses {
+    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()> {
+        self.local.get(route).pause_until(clock::now() + length);
+        Box::pin(async move {
+            // Not published: this replica pauses all the same, and the others
+            // learn of the pause from the partner itself.
+            let key = crate::layers::rate_limit::pause_key(&self.redis, route);
+            let _ = self.redis.pause(&key, length).await;
+        })
+    }
+
+    fn left(&self, route: Route) -> Option<Duration> {
+        self.local.get(route).left()
+    }
+}
+
+/// The pause board `[state]` asks for, over this replica's `local` pauses.
+pub fn board(local: Pauses, shared: Option<Redis>) -> Arc<dyn PauseBoard> {
+    match shared {
+        None => Arc::new(local),
+        Some(redis) => Arc::new(FleetPauses { local, redis }),
+    }
 }
 
 /// One partner's pause. Stored as nanoseconds after `origin` (0: none), so the

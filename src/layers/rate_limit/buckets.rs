@@ -1,5 +1,4 @@
-//! The in-process token buckets (GCRA, governor, on offergate's clock) and
-//! the short wait for a permit, used by both rate-limit layers.
+//! The in-process token buckets (GCRA, governor, on offergate's clock).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -22,32 +21,6 @@ pub(super) fn quota(rate: Rate) -> Quota {
     Quota::with_period(period)
         .unwrap_or(Quota::per_second(burst))
         .allow_burst(burst)
-}
-
-/// Takes a permit from `check`, waiting up to `max_wait` and never past
-/// `deadline`. `Err`: how long until a permit would be free.
-pub(super) async fn acquire(
-    mut check: impl FnMut() -> Result<(), Duration>,
-    max_wait: Duration,
-    deadline: Option<Instant>,
-) -> Result<(), Duration> {
-    // The common case, a permit at once, reads no clock.
-    let mut wait = match check() {
-        Ok(()) => return Ok(()),
-        Err(wait) => wait,
-    };
-    let started = clock::now();
-    let give_up = deadline.map_or(started + max_wait, |d| d.min(started + max_wait));
-    loop {
-        if clock::now() + wait > give_up {
-            return Err(wait);
-        }
-        tokio::time::sleep(wait).await;
-        match check() {
-            Ok(()) => return Ok(()),
-            Err(next) => wait = next,
-        }
-    }
 }
 
 /// A bucket on offergate's clock (so paused-clock tests move it).
@@ -247,30 +220,5 @@ mod tests {
         assert!(!b.purge_if_due(), "not again at once");
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(b.purge_if_due());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waits_briefly_then_gives_up() {
-        let limiter = RateLimiter::direct_with_clock(
-            quota(Rate {
-                per_second: 20.0,
-                burst: 1,
-            }),
-            Clock,
-        );
-        let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
-        assert!(acquire(check, Duration::ZERO, None).await.is_ok());
-        // The next permit is 50 ms away: a 100 ms wait gets it, no wait does not.
-        assert!(acquire(check, Duration::ZERO, None).await.is_err());
-        let started = clock::now();
-        assert!(acquire(check, Duration::from_millis(100), None)
-            .await
-            .is_ok());
-        assert!(clock::now() - started >= Duration::from_millis(30));
-        // Never past the deadline, whatever max_wait says.
-        let deadline = clock::now() + Duration::from_millis(10);
-        assert!(acquire(check, Duration::from_secs(5), Some(deadline))
-            .await
-            .is_err());
     }
 }

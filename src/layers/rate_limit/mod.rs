@@ -18,78 +18,42 @@
 //!
 //! Keyed state is bounded: callers whose bucket is full again are purged every
 //! second, and every 100 ms while more than `max_tracked_clients` are tracked.
-
 //!
-//! With `[state] backend = "redis"` both buckets and the pause are fleet-wide
-//! (`shared.rs`); the in-process buckets stay as the `fail_open` fallback.
+//! Where the permits come from is [`Permits`]'s (`permits.rs`): this
+//! replica's buckets, or with `[state] backend = "redis"` the fleet's
+//! (`fleet.rs`), this replica's behind them for `fail_open`. Neither layer
+//! knows which.
 
 mod buckets;
-mod shared;
+mod fleet;
+mod permits;
 
-use governor::clock::Clock as _;
-use governor::RateLimiter;
-use prometheus::IntCounterVec;
 use std::future::Future;
 use std::sync::Arc;
 
+use prometheus::IntCounterVec;
 use tower::Layer;
 
 use super::pause::Pauses;
 use super::ProxyService;
-use crate::call::clock::Clock;
 use crate::call::error::{GatewayError, LimitScope};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
-use crate::config::{Config, OnStateError, RateLimitConfig};
+use crate::config::{Config, RateLimitConfig};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 pub use buckets::CallerBuckets;
-use buckets::{acquire, quota, Bucket};
-pub use shared::pause_key;
-use shared::Refusal;
+pub use fleet::pause_key;
+use permits::{acquire, Refused};
+pub use permits::{AnyPermits, Decision, LocalPermits, Permits};
 
-/// A fleet-wide permit for `scope` from `bucket`, for `req`'s route and
-/// within its deadline: `Some(Ok)` granted, `Some(Err)` refused (the error to
-/// answer), `None` when Redis gave no decision and `fail_open` leaves it to
-/// this replica's own buckets.
-#[allow(clippy::too_many_arguments)]
-async fn fleet_permit(
-    redis: &Redis,
-    bucket: &str,
-    scope: LimitScope,
-    rate: crate::config::Rate,
-    config: &RateLimitConfig,
-    req: &ProxyRequest,
-    pause: &super::pause::PartnerPause,
-    limited: &LimitedCounter,
-) -> Option<Result<(), GatewayError>> {
-    let route = req.route();
-    let permit = shared::acquire(
-        redis,
-        bucket,
-        route,
-        rate,
-        config.max_wait,
-        req.deadline,
-        pause,
-    );
-    // Boxed, as every Redis wait in the layers: its state would otherwise
-    // sit in every call's future, Redis or not.
-    match Box::pin(permit).await {
-        Ok(()) => Some(Ok(())),
-        Err(Refusal::Paused(retry_after)) => {
-            limited.inc(route, LimitScope::Upstream);
-            Some(Err(GatewayError::CircuitOpen { retry_after }))
-        }
-        Err(Refusal::Limited(retry_after)) => {
-            limited.inc(route, scope);
-            Some(Err(GatewayError::RateLimited { scope, retry_after }))
-        }
-        Err(Refusal::Unavailable) => match redis.on_error() {
-            OnStateError::FailOpen => None,
-            OnStateError::FailClosed => Some(Err(GatewayError::StateUnavailable)),
-        },
-    }
+/// The permits `[state]` asks for, shared by both layers.
+pub fn permits(config: &Config, pauses: Pauses, shared: Option<Redis>) -> Arc<AnyPermits> {
+    let local = LocalPermits::new(config, pauses);
+    Arc::new(match shared {
+        None => AnyPermits::Local(local),
+        Some(redis) => AnyPermits::Fleet(fleet::FleetPermits::new(config, redis, local)),
+    })
 }
 
 /// `offergate_rate_limited_total{route,scope}`, shared by both layers here.
@@ -114,13 +78,51 @@ impl LimitedCounter {
     }
 }
 
+/// What both layers share: the route's limits, the permits, the counter.
+struct Shared {
+    config: PerRoute<RateLimitConfig>,
+    permits: Arc<AnyPermits>,
+    limited: LimitedCounter,
+}
+
+impl Shared {
+    fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: PerRoute::new(|r| config.resilience(r).rate_limit.clone()),
+            permits,
+            limited,
+        })
+    }
+
+    /// A refusal as the error to answer, counted under its scope.
+    fn refuse(&self, route: Route, scope: LimitScope, refused: Refused) -> GatewayError {
+        match refused {
+            Refused::Paused(retry_after) => {
+                self.limited.inc(route, LimitScope::Upstream);
+                GatewayError::CircuitOpen { retry_after }
+            }
+            Refused::Limited(retry_after) => {
+                self.limited.inc(route, scope);
+                GatewayError::RateLimited { scope, retry_after }
+            }
+            Refused::Unavailable => GatewayError::StateUnavailable,
+        }
+    }
+}
+
 /// Per call: the partner's pause, then the caller's bucket.
 pub struct CallerLimit<S> {
-    shared: Arc<CallerShared>,
+    shared: Arc<Shared>,
     next: S,
 }
 
-pub struct CallerLimitLayer(Arc<CallerShared>);
+pub struct CallerLimitLayer(Arc<Shared>);
+
+impl CallerLimitLayer {
+    pub fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Self {
+        CallerLimitLayer(Shared::new(config, permits, limited))
+    }
+}
 
 impl<S> Layer<S> for CallerLimitLayer {
     type Service = CallerLimit<S>;
@@ -133,34 +135,6 @@ impl<S> Layer<S> for CallerLimitLayer {
     }
 }
 
-/// What every call of the caller limit shares.
-struct CallerShared {
-    per_route: PerRoute<(RateLimitConfig, CallerBuckets)>,
-    pauses: Pauses,
-    limited: LimitedCounter,
-    shared: Option<Redis>,
-}
-
-impl CallerLimitLayer {
-    pub fn new(
-        config: &Config,
-        pauses: Pauses,
-        limited: LimitedCounter,
-        shared: Option<Redis>,
-    ) -> CallerLimitLayer {
-        CallerLimitLayer(Arc::new(CallerShared {
-            per_route: PerRoute::new(|r| {
-                let c = config.resilience(r).rate_limit.clone();
-                let buckets = CallerBuckets::new(&c);
-                (c, buckets)
-            }),
-            pauses,
-            limited,
-            shared,
-        }))
-    }
-}
-
 impl<S: ProxyService> ProxyService for CallerLimit<S> {
     fn call(
         &self,
@@ -169,53 +143,14 @@ impl<S: ProxyService> ProxyService for CallerLimit<S> {
         async move {
             let route = req.route();
             let this = &*self.shared;
-            let (config, buckets) = this.per_route.get(route);
-            if !config.enabled {
-                return self.next.call(req).await;
-            }
-            let pause = this.pauses.get(route);
-            if let (Some(redis), Some(caller)) = (&this.shared, req.caller()) {
-                let rate = config
-                    .client_overrides
-                    .get(caller)
-                    .copied()
-                    .unwrap_or(config.client);
-                let bucket = shared::caller_key(redis, route, caller);
-                let scope = LimitScope::Client;
-                let permit = fleet_permit(
-                    redis,
-                    &bucket,
-                    scope,
-                    rate,
-                    config,
-                    &req,
-                    pause,
-                    &this.limited,
-                );
-                match permit.await {
-                    Some(Ok(())) => return self.next.call(req).await,
-                    Some(Err(e)) => return Err(e),
-                    None => {}
-                }
-            }
-            let pause = acquire(
-                || pause.left().map_or(Ok(()), Err),
-                config.max_wait,
-                req.deadline,
-            );
-            if let Err(retry_after) = pause.await {
-                this.limited.inc(route, LimitScope::Upstream);
-                return Err(GatewayError::CircuitOpen { retry_after });
-            }
-            if let Some(caller) = req.caller() {
-                if let Err(retry_after) =
-                    acquire(|| buckets.check(caller), config.max_wait, req.deadline).await
-                {
-                    this.limited.inc(route, LimitScope::Client);
-                    return Err(GatewayError::RateLimited {
-                        scope: LimitScope::Client,
-                        retry_after,
-                    });
+            let config = this.config.get(route);
+            if config.enabled {
+                // Every call has its caller (clientId, partner_id); an empty
+                // one still waits out the partner's pause.
+                let caller = req.caller().unwrap_or_default();
+                let permit = acquire(|| this.permits.caller(route, caller), config, req.deadline);
+                if let Err(refused) = permit.await {
+                    return Err(this.refuse(route, LimitScope::Client, refused));
                 }
             }
             self.next.call(req).await
@@ -225,11 +160,17 @@ impl<S: ProxyService> ProxyService for CallerLimit<S> {
 
 /// Per try: the quota offergate may spend on the partner.
 pub struct PartnerQuota<S> {
-    shared: Arc<QuotaShared>,
+    shared: Arc<Shared>,
     next: S,
 }
 
-pub struct PartnerQuotaLayer(Arc<QuotaShared>);
+pub struct PartnerQuotaLayer(Arc<Shared>);
+
+impl PartnerQuotaLayer {
+    pub fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Self {
+        PartnerQuotaLayer(Shared::new(config, permits, limited))
+    }
+}
 
 impl<S> Layer<S> for PartnerQuotaLayer {
     type Service = PartnerQuota<S>;
@@ -242,34 +183,6 @@ impl<S> Layer<S> for PartnerQuotaLayer {
     }
 }
 
-/// What every try through the partner quota shares.
-struct QuotaShared {
-    per_route: PerRoute<(RateLimitConfig, Bucket)>,
-    limited: LimitedCounter,
-    pauses: Pauses,
-    shared: Option<Redis>,
-}
-
-impl PartnerQuotaLayer {
-    pub fn new(
-        config: &Config,
-        limited: LimitedCounter,
-        pauses: Pauses,
-        shared: Option<Redis>,
-    ) -> PartnerQuotaLayer {
-        PartnerQuotaLayer(Arc::new(QuotaShared {
-            per_route: PerRoute::new(|r| {
-                let c = config.resilience(r).rate_limit.clone();
-                let limiter = RateLimiter::direct_with_clock(quota(c.partner), Clock);
-                (c, limiter)
-            }),
-            limited,
-            pauses,
-            shared,
-        }))
-    }
-}
-
 impl<S: ProxyService> ProxyService for PartnerQuota<S> {
     fn call(
         &self,
@@ -278,34 +191,11 @@ impl<S: ProxyService> ProxyService for PartnerQuota<S> {
         async move {
             let route = req.route();
             let this = &*self.shared;
-            let (config, limiter) = this.per_route.get(route);
-            if let (true, Some(redis)) = (config.enabled, &this.shared) {
-                let bucket = shared::quota_key(redis, route);
-                let (scope, pause) = (LimitScope::Partner, this.pauses.get(route));
-                let permit = fleet_permit(
-                    redis,
-                    &bucket,
-                    scope,
-                    config.partner,
-                    config,
-                    &req,
-                    pause,
-                    &this.limited,
-                );
-                match permit.await {
-                    Some(Ok(())) => return self.next.call(req).await,
-                    Some(Err(e)) => return Err(e),
-                    None => {}
-                }
-            }
+            let config = this.config.get(route);
             if config.enabled {
-                let check = || limiter.check().map_err(|n| n.wait_time_from(Clock.now()));
-                if let Err(retry_after) = acquire(check, config.max_wait, req.deadline).await {
-                    this.limited.inc(route, LimitScope::Partner);
-                    return Err(GatewayError::RateLimited {
-                        scope: LimitScope::Partner,
-                        retry_after,
-                    });
+                let permit = acquire(|| this.permits.partner(route), config, req.deadline);
+                if let Err(refused) = permit.await {
+                    return Err(this.refuse(route, LimitScope::Partner, refused));
                 }
             }
             self.next.call(req).await

@@ -1,0 +1,32 @@
+//! "The fleet first, then this replica", written once: shared state asks
+//! Redis when `[state] backend = "redis"`, and when Redis cannot answer,
+//! `[state] on_error` decides: `fail_open` goes on with this replica's own
+//! state, `fail_closed` refuses (`state_unavailable`). The rate limits, the
+//! partner pause and the thread cap all decide through [`fleet_first`]; the
+//! idempotency store has the same rule in its Redis store.
+
+use std::future::Future;
+
+use crate::config::OnStateError;
+use crate::state::Redis;
+
+/// Redis could not decide, and `fail_closed` refuses to decide without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// `ask`'s answer from the fleet; when Redis cannot give one, `local`'s
+/// under `fail_open`, [`Unavailable`] under `fail_closed`.
+pub async fn fleet_first<T, E>(
+    redis: &Redis,
+    ask: impl Future<Output = Result<T, E>>,
+    local: impl FnOnce() -> T,
+) -> Result<T, Unavailable> {
+    // Boxed: a Redis wait's state stays out of the in-memory path's futures.
+    match Box::pin(ask).await {
+        Ok(answer) => Ok(answer),
+        Err(_) => match redis.on_error() {
+            OnStateError::FailOpen => Ok(local()),
+            OnStateError::FailClosed => Err(Unavailable),
+        },
+    }
+}

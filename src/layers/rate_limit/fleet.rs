@@ -1,0 +1,107 @@
+//! The rate limits fleet-wide, on Redis: one GCRA script per decision, on
+//! Redis's own clock, that also reads the partner's pause (one round trip for
+//! both). So N replicas together spend at most the configured quota, and a
+//! 429 seen by one pauses them all. A decision Redis cannot give is this
+//! replica's own buckets' (`fail_open`) or a refusal (`fail_closed`), as
+//! `layers/fleet.rs` decides for all shared state.
+
+use std::future::Future;
+
+use ring::digest::{digest, SHA256};
+
+use super::permits::{Decision, LocalPermits, Permits};
+use crate::call::clock;
+use crate::call::fingerprint::hex;
+use crate::call::route::{PerRoute, Route};
+use crate::config::{Config, Rate, RateLimitConfig};
+use crate::layers::fleet::fleet_first;
+use crate::state::{Limit, Redis};
+
+/// The fleet's buckets, this replica's behind them.
+pub struct FleetPermits {
+    redis: Redis,
+    local: LocalPermits,
+    config: PerRoute<RateLimitConfig>,
+}
+
+impl FleetPermits {
+    pub fn new(config: &Config, redis: Redis, local: LocalPermits) -> FleetPermits {
+        FleetPermits {
+            redis,
+            local,
+            config: PerRoute::new(|r| config.resilience(r).rate_limit.clone()),
+        }
+    }
+
+    /// One decision of the fleet's `bucket` at `rate`; a pause found is
+    /// mirrored into this replica's, so its circuit sees it too.
+    async fn decide(&self, route: Route, bucket: String, rate: Rate) -> Option<Decision> {
+        let pause = pause_key(&self.redis, route);
+        match self.redis.limit(&bucket, &pause, rate).await {
+            Ok(Limit {
+                paused: Some(left), ..
+            }) => {
+                self.local
+                    .pauses()
+                    .get(route)
+                    .pause_until(clock::now() + left);
+                Some(Decision::Paused(left))
+            }
+            Ok(Limit {
+                wait: Some(wait), ..
+            }) => Some(Decision::Wait(wait)),
+            Ok(_) => Some(Decision::Permit),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Permits for FleetPermits {
+    fn caller<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = Decision> + Send + 'a {
+        async move {
+            let config = self.config.get(route);
+            let rate = config
+                .client_overrides
+                .get(caller)
+                .copied()
+                .unwrap_or(config.client);
+            let bucket = caller_key(&self.redis, route, caller);
+            let ask = async { self.decide(route, bucket, rate).await.ok_or(()) };
+            fleet_first(&self.redis, ask, || self.local.caller_now(route, caller))
+                .await
+                .unwrap_or(Decision::Unavailable)
+        }
+    }
+
+    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+        async move {
+            let rate = self.config.get(route).partner;
+            let bucket = quota_key(&self.redis, route);
+            let ask = async { self.decide(route, bucket, rate).await.ok_or(()) };
+            fleet_first(&self.redis, ask, || self.local.partner_now(route))
+                .await
+                .unwrap_or(Decision::Unavailable)
+        }
+    }
+}
+
+/// The key of the partner's fleet-wide pause.
+pub fn pause_key(redis: &Redis, route: Route) -> String {
+    redis.key(route, "pause", "partner")
+}
+
+/// The route's partner quota.
+fn quota_key(redis: &Redis, route: Route) -> String {
+    redis.key(route, "quota", "partner")
+}
+
+/// One caller's bucket. The caller's id is hashed: a clientId is part of a
+/// request body, and no body content is stored in Redis.
+fn caller_key(redis: &Redis, route: Route, caller: &str) -> String {
+    let hash = digest(&SHA256, caller.as_bytes());
+    redis.key(route, "caller", &hex(&hash.as_ref()[..12]))
+}

@@ -1,0 +1,237 @@
+//! Where permits come from: [`Permits`], with this replica's buckets
+//! ([`LocalPermits`]) and the fleet's on Redis (`fleet.rs`), and the one
+//! short wait for a permit both layers use ([`acquire`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::RateLimiter;
+
+use super::buckets::{quota, Bucket, CallerBuckets};
+use super::fleet::FleetPermits;
+use crate::call::clock::{self, Clock, Instant};
+use crate::call::route::{PerRoute, Route};
+use crate::config::{Config, RateLimitConfig};
+use crate::layers::pause::Pauses;
+
+/// One bucket's answer, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A permit, taken.
+    Permit,
+    /// No permit until this much later.
+    Wait(Duration),
+    /// The partner asked for a pause; this much of it is left.
+    Paused(Duration),
+    /// The shared state could not decide (`fail_closed`).
+    Unavailable,
+}
+
+/// A route's buckets: each caller's fair share (`clientId` / `partner_id`),
+/// and the quota offergate may spend on the partner. Both answer
+/// [`Decision::Paused`] while the partner's 429 pause runs.
+pub trait Permits: Send + Sync + 'static {
+    fn caller<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = Decision> + Send + 'a;
+    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_;
+}
+
+/// This replica's own buckets, on offergate's clock.
+pub struct LocalPermits {
+    callers: PerRoute<CallerBuckets>,
+    quotas: PerRoute<Bucket>,
+    pauses: Pauses,
+}
+
+impl LocalPermits {
+    pub fn new(config: &Config, pauses: Pauses) -> LocalPermits {
+        let limits = |r: Route| &config.resilience(r).rate_limit;
+        LocalPermits {
+            callers: PerRoute::new(|r| CallerBuckets::new(limits(r))),
+            quotas: PerRoute::new(|r| {
+                RateLimiter::direct_with_clock(quota(limits(r).partner), Clock)
+            }),
+            pauses,
+        }
+    }
+
+    pub fn caller_now(&self, route: Route, caller: &str) -> Decision {
+        if let Some(left) = self.pauses.get(route).left() {
+            return Decision::Paused(left);
+        }
+        match self.callers.get(route).check(caller) {
+            Ok(()) => Decision::Permit,
+            Err(wait) => Decision::Wait(wait),
+        }
+    }
+
+    pub fn partner_now(&self, route: Route) -> Decision {
+        if let Some(left) = self.pauses.get(route).left() {
+            return Decision::Paused(left);
+        }
+        match self.quotas.get(route).check() {
+            Ok(()) => Decision::Permit,
+            Err(not_until) => Decision::Wait(not_until.wait_time_from(Clock.now())),
+        }
+    }
+
+    /// The partner's pause, as this replica knows it.
+    pub fn pauses(&self) -> &Pauses {
+        &self.pauses
+    }
+}
+
+impl Permits for LocalPermits {
+    fn caller<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = Decision> + Send + 'a {
+        std::future::ready(self.caller_now(route, caller))
+    }
+
+    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+        std::future::ready(self.partner_now(route))
+    }
+}
+
+/// The permits `[state]` asks for.
+pub enum AnyPermits {
+    Local(LocalPermits),
+    Fleet(FleetPermits),
+}
+
+impl Permits for AnyPermits {
+    fn caller<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = Decision> + Send + 'a {
+        async move {
+            match self {
+                AnyPermits::Local(local) => local.caller_now(route, caller),
+                AnyPermits::Fleet(fleet) => fleet.caller(route, caller).await,
+            }
+        }
+    }
+
+    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+        async move {
+            match self {
+                AnyPermits::Local(local) => local.partner_now(route),
+                AnyPermits::Fleet(fleet) => fleet.partner(route).await,
+            }
+        }
+    }
+}
+
+/// Why no permit came within the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Paused(Duration),
+    Limited(Duration),
+    Unavailable,
+}
+
+/// A permit from `check`, waiting up to `config.max_wait` and never past
+/// `deadline`, on whichever permits `check` asks.
+pub async fn acquire<F, Fut>(
+    mut check: F,
+    config: &RateLimitConfig,
+    deadline: Option<Instant>,
+) -> Result<(), Refused>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Decision>,
+{
+    // The common case, a permit at once, reads no clock.
+    let mut decision = check().await;
+    let mut give_up = None;
+    loop {
+        let (wait, refused) = match decision {
+            Decision::Permit => return Ok(()),
+            Decision::Unavailable => return Err(Refused::Unavailable),
+            Decision::Wait(w) => (w, Refused::Limited(w)),
+            Decision::Paused(p) => (p, Refused::Paused(p)),
+        };
+        let give_up = *give_up.get_or_insert_with(|| {
+            let latest = clock::now() + config.max_wait;
+            deadline.map_or(latest, |d| d.min(latest))
+        });
+        if clock::now() + wait > give_up {
+            return Err(refused);
+        }
+        tokio::time::sleep(wait).await;
+        decision = check().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Rate;
+    use std::collections::BTreeMap;
+
+    fn config(max_wait: Duration) -> RateLimitConfig {
+        RateLimitConfig {
+            enabled: true,
+            partner: Rate {
+                per_second: 20.0,
+                burst: 1,
+            },
+            client: Rate {
+                per_second: 20.0,
+                burst: 1,
+            },
+            client_overrides: BTreeMap::new().into_iter().collect(),
+            max_wait,
+            on_limit: crate::config::OnLimit::Fallback,
+            max_tracked_clients: 100,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_briefly_then_gives_up() {
+        let limiter: Bucket = RateLimiter::direct_with_clock(
+            quota(Rate {
+                per_second: 20.0,
+                burst: 1,
+            }),
+            Clock,
+        );
+        let check = || {
+            std::future::ready(match limiter.check() {
+                Ok(()) => Decision::Permit,
+                Err(n) => Decision::Wait(n.wait_time_from(Clock.now())),
+            })
+        };
+        assert!(acquire(check, &config(Duration::ZERO), None).await.is_ok());
+        // The next permit is 50 ms away: a 100 ms wait gets it, no wait does not.
+        assert!(matches!(
+            acquire(check, &config(Duration::ZERO), None).await,
+            Err(Refused::Limited(_))
+        ));
+        let started = clock::now();
+        assert!(acquire(check, &config(Duration::from_millis(100)), None)
+            .await
+            .is_ok());
+        assert!(clock::now() - started >= Duration::from_millis(30));
+        // Never past the deadline, whatever max_wait says.
+        let deadline = clock::now() + Duration::from_millis(10);
+        assert!(
+            acquire(check, &config(Duration::from_secs(5)), Some(deadline))
+                .await
+                .is_err()
+        );
+        // A pause is waited out like a bucket, and named when it is not.
+        let paused = || std::future::ready(Decision::Paused(Duration::from_secs(3)));
+        assert_eq!(
+            acquire(paused, &config(Duration::from_millis(100)), None).await,
+            Err(Refused::Paused(Duration::from_secs(3)))
+        );
+    }
+}
