@@ -8,6 +8,7 @@
 //! by construction: a route, an outcome, a status code or a closed error kind;
 //! never a caller identifier, key or token.
 
+use crate::call::problem::Problem;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -42,15 +43,15 @@ impl Metrics {
         metrics
     }
 
-    fn register<C: Collector + Clone + 'static>(&self, name: &str, c: C) -> Result<C, String> {
+    fn register<C: Collector + Clone + 'static>(&self, name: &str, c: C) -> Result<C, Problem> {
         self.registry
             .register(Box::new(c.clone()))
-            .map_err(|e| format!("metric {name}: {e}"))?;
+            .map_err(|e| Problem(format!("metric {name}: {e}")))?;
         Ok(c)
     }
 
-    pub fn counter(&self, name: &str, help: &str) -> Result<IntCounter, String> {
-        let c = IntCounter::new(name, help).map_err(|e| format!("metric {name}: {e}"))?;
+    pub fn counter(&self, name: &str, help: &str) -> Result<IntCounter, Problem> {
+        let c = IntCounter::new(name, help).map_err(|e| Problem(format!("metric {name}: {e}")))?;
         self.register(name, c)
     }
 
@@ -59,9 +60,9 @@ impl Metrics {
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<IntCounterVec, String> {
+    ) -> Result<IntCounterVec, Problem> {
         let c = IntCounterVec::new(Opts::new(name, help), labels)
-            .map_err(|e| format!("metric {name}: {e}"))?;
+            .map_err(|e| Problem(format!("metric {name}: {e}")))?;
         self.register(name, c)
     }
 
@@ -70,14 +71,14 @@ impl Metrics {
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<IntGaugeVec, String> {
+    ) -> Result<IntGaugeVec, Problem> {
         let g = IntGaugeVec::new(Opts::new(name, help), labels)
-            .map_err(|e| format!("metric {name}: {e}"))?;
+            .map_err(|e| Problem(format!("metric {name}: {e}")))?;
         self.register(name, g)
     }
 
     /// Registers a gauge made by its owner.
-    pub fn register_gauge(&self, gauge: prometheus::IntGauge) -> Result<(), String> {
+    pub fn register_gauge(&self, gauge: prometheus::IntGauge) -> Result<(), Problem> {
         self.register("gauge", gauge).map(drop)
     }
 
@@ -87,12 +88,12 @@ impl Metrics {
         name: &str,
         help: &str,
         labels: &[&str],
-    ) -> Result<HistogramVec, String> {
+    ) -> Result<HistogramVec, Problem> {
         let h = HistogramVec::new(
             HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
             labels,
         )
-        .map_err(|e| format!("metric {name}: {e}"))?;
+        .map_err(|e| Problem(format!("metric {name}: {e}")))?;
         self.register(name, h)
     }
 
@@ -103,7 +104,7 @@ impl Metrics {
         name: &str,
         help: &str,
         read: impl Fn(Route) -> i64 + Send + Sync + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), Problem> {
         let gauge =
             IntGaugeVec::new(Opts::new(name, help), &["route"]).map_err(|e| e.to_string())?;
         self.registry
@@ -111,7 +112,7 @@ impl Metrics {
                 gauge,
                 read: Box::new(read),
             }))
-            .map_err(|e| format!("metric {name}: {e}"))
+            .map_err(|e| Problem(format!("metric {name}: {e}")))
     }
 
     /// Registers a counter whose value is read by `read` at scrape time (a
@@ -121,14 +122,14 @@ impl Metrics {
         name: &str,
         help: &str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), Problem> {
         let counter = IntCounter::new(name, help).map_err(|e| e.to_string())?;
         self.registry
             .register(Box::new(CounterFn {
                 counter,
                 read: Box::new(read),
             }))
-            .map_err(|e| format!("metric {name}: {e}"))
+            .map_err(|e| Problem(format!("metric {name}: {e}")))
     }
 
     /// Prometheus text exposition of everything registered.

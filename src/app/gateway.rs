@@ -1,6 +1,7 @@
 //! A running gateway: both listeners bound, the stack built, tasks spawned.
 //! `run`, `demo`, the tests and the load benchmarks all start it the same way.
 
+use crate::call::problem::Problem;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,16 +31,16 @@ pub struct Gateway {
     admin_task: JoinHandle<()>,
 }
 
-async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, Problem> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {key} {addr}: {e}"))
+        .map_err(|e| Problem(format!("cannot listen on {key} {addr}: {e}")))
 }
 
 impl Gateway {
     /// Binds both listeners and starts serving. Port 0 picks a free port; the
     /// bound addresses are in `proxy_addr` / `admin_addr`.
-    pub async fn start(config: Config) -> Result<Gateway, String> {
+    pub async fn start(config: Config) -> Result<Gateway, Problem> {
         let proxy = bind("server.listen", config.server.listen).await?;
         let admin = bind("server.admin_listen", config.server.admin_listen).await?;
         let proxy_addr = proxy.local_addr().map_err(|e| e.to_string())?;

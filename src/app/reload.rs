@@ -12,6 +12,7 @@
 //! such a read is still stuck, later reloads are refused at once rather than
 //! pile up threads behind it.
 
+use crate::call::problem::Problem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,7 @@ impl Reloader {
         running: Config,
         secrets: Arc<Live<Secrets>>,
         metrics: &Metrics,
-    ) -> Result<Reloader, String> {
+    ) -> Result<Reloader, Problem> {
         let reloads = metrics.counter_vec(
             "offergate_config_reloads_total",
             "Config reloads (SIGHUP) by result: success or failure.",

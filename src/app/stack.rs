@@ -16,6 +16,7 @@
 //!                                           try timeout, 200-body check, Besitos URL rewrite ─▶ partner
 //! ```
 
+use crate::call::problem::Problem;
 use tower::ServiceBuilder;
 
 use std::sync::Arc;
@@ -79,7 +80,7 @@ pub fn build(
     public_base_url: BaseUrl,
     metrics: &Metrics,
     shared: &Shared,
-) -> Result<GatewayEdge, String> {
+) -> Result<GatewayEdge, Problem> {
     let upstream = Upstream::new(
         config,
         public_base_url.clone(),
@@ -96,7 +97,7 @@ pub fn build_with<U>(
     metrics: &Metrics,
     shared: &Shared,
     upstream: U,
-) -> Result<EdgeWith<U>, String>
+) -> Result<EdgeWith<U>, Problem>
 where
     U: tower::Service<ProxyRequest, Response = ProxyResponse, Error = GatewayError, Future: Send>
         + Clone
@@ -119,7 +120,7 @@ fn assemble<U: ProxyService>(
     metrics: &Metrics,
     shared: &Shared,
     upstream: U,
-) -> Result<Edge<Stack<U>>, String> {
+) -> Result<Edge<Stack<U>>, Problem> {
     let state = shared.state.as_ref();
     // The shared state, each behind its own trait: this replica's, or the
     // fleet's on Redis with this replica's behind it (`layers/fleet.rs`).

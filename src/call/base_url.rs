@@ -1,6 +1,7 @@
 //! A partner's or offergate's own base URL: a value type shared by config (which
 //! parses it), the upstream (which dials it) and the fallback (which writes it).
 
+use crate::call::problem::Problem;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,30 +20,30 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// Parses `url`. Errors quote it with any user info masked: a password
     /// written into a URL must not reach a log or a terminal.
-    pub fn parse(url: &str) -> Result<BaseUrl, String> {
+    pub fn parse(url: &str) -> Result<BaseUrl, Problem> {
         let shown = mask_userinfo(url);
         let s = shown.as_str();
         let uri: http::Uri = url
             .parse()
-            .map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+            .map_err(|e| Problem(format!("`{s}` is not a URL: {e}")))?;
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::HTTP,
             Some("https") => Scheme::HTTPS,
-            Some(other) => return Err(format!("`{s}`: scheme {other} is not http or https")),
-            None => return Err(format!("`{s}` needs a scheme (https://...)")),
+            Some(other) => return Err(format!("`{s}`: scheme {other} is not http or https").into()),
+            None => return Err(format!("`{s}` needs a scheme (https://...)").into()),
         };
         let authority = uri
             .authority()
             .cloned()
             .ok_or_else(|| format!("`{s}` has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!("`{s}`: credentials in the URL are not allowed"));
+            return Err(format!("`{s}`: credentials in the URL are not allowed").into());
         }
         if authority.host().is_empty() {
-            return Err(format!("`{s}` has no host"));
+            return Err(format!("`{s}` has no host").into());
         }
         if uri.query().is_some() || url.contains('#') {
-            return Err(format!("`{s}`: a base URL takes no query or fragment"));
+            return Err(format!("`{s}`: a base URL takes no query or fragment").into());
         }
         let path_prefix = uri.path().trim_end_matches('/').to_string();
         Ok(BaseUrl {

@@ -5,6 +5,7 @@
 //! place that turns an error into one. Messages say what to fix and never carry
 //! a secret: the partner's key and tokens are not reachable from here.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -55,18 +56,80 @@ impl LimitScope {
     }
 }
 
+/// What caused a failure: the error itself, kept with its chain of sources
+/// for whoever walks it (`std::error::Error::source`); shown as the whole
+/// chain, `outer: inner: root`.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// A boxed error, as hyper-util's connector and body limits give them.
+    pub fn boxed(error: Box<dyn std::error::Error + Send + Sync>) -> Cause {
+        Cause(Arc::from(error))
+    }
+
+    /// The error that caused the failure.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(inner) = next {
+            write!(f, ": {inner}")?;
+            next = inner.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Two causes are the same when they read the same (errors are not `Eq`).
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
+
+/// A cause that is only words (a URL offergate could not build).
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::new(crate::call::problem::Problem::from(message))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause::new(crate::call::problem::Problem::from(message))
+    }
+}
+
 /// Why a call to a partner did not produce a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamFailure {
     /// Could not connect (refused, DNS, TLS handshake, connect timeout): the
     /// request never left.
-    Connect(String),
+    Connect(Cause),
     /// The per-try timeout passed with no complete answer.
     Timeout,
     /// The connection broke after the request was (or may have been) sent.
-    Reset(String),
+    Reset(Cause),
     /// A 200 whose body is not the documented JSON, or over the size limit.
-    InvalidBody(String),
+    InvalidBody(crate::call::problem::Problem),
 }
 
 /// Everything that keeps a call from ending with the partner's 200 or 400.

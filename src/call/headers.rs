@@ -18,6 +18,7 @@
 //! (`Content-Encoding` other than `identity`: offergate does not decode, and
 //! the body checks read plain JSON), is not an answer at all.
 
+use crate::call::problem::Problem;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
@@ -61,7 +62,7 @@ pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
 
 /// Whether a partner's answer headers are acceptable at all: within
 /// [`MAX_PARTNER_HEADER_BYTES`] and not encoded. `Err` says why not.
-pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), String> {
+pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), Problem> {
     let bytes: usize = partner
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
@@ -69,14 +70,15 @@ pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), String> {
     if bytes > MAX_PARTNER_HEADER_BYTES {
         return Err(format!(
             "the answer's headers hold {bytes} bytes, more than the {MAX_PARTNER_HEADER_BYTES} accepted"
-        ));
+        ).into());
     }
     for encoding in partner.get_all(header::CONTENT_ENCODING) {
         if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(format!(
                 "the answer is encoded (Content-Encoding: {}), which offergate does not decode",
                 String::from_utf8_lossy(encoding.as_bytes())
-            ));
+            )
+            .into());
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod headers;
 pub mod json;
 pub mod outcome;
+pub mod problem;
 pub mod request;
 pub mod route;
 pub mod service;

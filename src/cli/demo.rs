@@ -2,6 +2,7 @@
 //! Both partners point at the built-in simulator, which checks exactly the demo
 //! credentials below, so the demo needs no config file and no secrets.
 
+use crate::call::problem::Problem;
 use std::net::SocketAddr;
 
 use crate::app::gateway::Gateway;
@@ -68,7 +69,7 @@ pub async fn run(
     admin: SocketAddr,
     sim_addr: SocketAddr,
     redis_url: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let stop = super::stop_signal(|| {
         tracing::info!("the demo runs on its embedded config: nothing to reload")
     });

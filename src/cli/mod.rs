@@ -13,6 +13,7 @@ macro_rules! err {
 
 pub mod demo;
 
+use crate::call::problem::Problem;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -271,7 +272,7 @@ pub(crate) fn stop_signal(
     }
 }
 
-async fn run(path: PathBuf) -> Result<(), String> {
+async fn run(path: PathBuf) -> Result<(), Problem> {
     // Signals are taken before anything else; a SIGHUP before the gateway
     // runs finds nothing to reload yet.
     let reloader = Arc::new(std::sync::OnceLock::<Arc<Reloader>>::new());
@@ -316,7 +317,7 @@ async fn simulate(
     encore_key: Option<String>,
     besitos_token: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let stop = stop_signal(|| tracing::info!("the simulator has no config to reload"));
     crate::app::telemetry::init(&config::LogConfig {
         level: "warn".into(),
@@ -326,7 +327,7 @@ async fn simulate(
     let tls = match tls {
         Some((cert, key)) => {
             let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+                std::fs::read(p).map_err(|e| Problem(format!("cannot read {}: {e}", p.display())))
             };
             Some(simulator::tls_acceptor(&read(&cert)?, &read(&key)?)?)
         }

@@ -6,6 +6,7 @@
 //! TOML value when it parses as one (`8080`, `true`, `["a","b"]`), else as a string.
 //! `OFFERGATE_CONFIG` names the file and is not an override.
 
+use crate::call::problem::Problem;
 use std::collections::BTreeMap;
 
 /// Read access to environment variables.
@@ -57,7 +58,7 @@ const PREFIX: &str = "OFFERGATE_";
 const NOT_OVERRIDES: &[&str] = &["OFFERGATE_CONFIG"];
 
 /// Applies `OFFERGATE_*` overrides onto a parsed TOML document.
-pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), String> {
+pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), Problem> {
     let mut vars = env.all();
     vars.sort();
     for (name, raw) in vars {
@@ -69,7 +70,7 @@ pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), Strin
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
         if path.iter().any(|p| p.is_empty()) {
-            return Err(format!("{name}: empty key segment in override name"));
+            return Err(format!("{name}: empty key segment in override name").into());
         }
         let value = parse_value(&raw);
         let (leaf, tables) = path.split_last().expect("split of non-empty");
@@ -83,7 +84,8 @@ pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), Strin
                 _ => {
                     return Err(format!(
                         "{name}: `{seg}` is not a table in the config, cannot set `{leaf}` under it"
-                    ))
+                    )
+                    .into())
                 }
             };
         }

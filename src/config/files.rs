@@ -5,6 +5,7 @@
 //! Reads that may hang (a stuck network or FUSE mount) are the caller's to
 //! run off the serving workers, under a timeout (`app/reload.rs`).
 
+use crate::call::problem::Problem;
 use std::io::Read;
 use std::path::Path;
 
@@ -15,30 +16,33 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 /// The text of the regular file at `path`, at most `limit` bytes of UTF-8.
-pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
+pub fn read_text(path: &Path, limit: u64) -> Result<String, Problem> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| Problem(format!("cannot read {shown}: {e}")))?;
     if !meta.is_file() {
         return Err(format!(
             "{shown} is not a regular file (a device, a FIFO or a directory); point it at a file"
-        ));
+        )
+        .into());
     }
     if meta.len() > limit {
         return Err(format!(
             "{shown} holds {} bytes, more than the {limit} accepted",
             meta.len()
-        ));
+        )
+        .into());
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| Problem(format!("cannot read {shown}: {e}")))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may grow between the look and the read: never past the bound.
     file.take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        .map_err(|e| Problem(format!("cannot read {shown}: {e}")))?;
     if bytes.len() as u64 > limit {
-        return Err(format!("{shown} is larger than the {limit} bytes accepted"));
+        return Err(format!("{shown} is larger than the {limit} bytes accepted").into());
     }
-    String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| Problem(format!("{shown} is not UTF-8 text")))
 }
 
 #[cfg(test)]

@@ -309,9 +309,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn one(msg: String) -> Self {
+    fn one(msg: impl fmt::Display) -> Self {
         ConfigError {
-            problems: vec![msg],
+            problems: vec![msg.to_string()],
         }
     }
 }
@@ -343,7 +343,7 @@ impl Config {
             Err(first) => {
                 let mut problems = raw::every_problem(&doc);
                 if problems.is_empty() {
-                    problems.push(first);
+                    problems.push(first.to_string());
                 }
                 return Err(ConfigError { problems });
             }

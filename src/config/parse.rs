@@ -3,6 +3,7 @@
 //! [`Problems`] collects those messages with their keys, so a file with five
 //! mistakes gets five lines, not one at a time.
 
+use crate::call::problem::Problem;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ pub(super) struct Problems(pub Vec<String>);
 
 impl Problems {
     /// The value, or `None` with the problem recorded under `key`.
-    pub fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+    pub fn check<T>(&mut self, key: &str, r: Result<T, Problem>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -32,55 +33,57 @@ impl Problems {
 }
 
 /// `IP:port`.
-pub(super) fn socket(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:8787)"))
+pub(super) fn socket(s: &str) -> Result<SocketAddr, Problem> {
+    s.parse().map_err(|_| {
+        Problem(format!(
+            "`{s}` is not an IP:port address (e.g. 127.0.0.1:8787)"
+        ))
+    })
 }
 
 /// Milliseconds within `min..=max`.
-pub(super) fn millis(v: u64, min: u64, max: u64) -> Result<Duration, String> {
+pub(super) fn millis(v: u64, min: u64, max: u64) -> Result<Duration, Problem> {
     if v < min || v > max {
-        return Err(format!("{v} is outside {min}..={max} ms"));
+        return Err(format!("{v} is outside {min}..={max} ms").into());
     }
     Ok(Duration::from_millis(v))
 }
 
 /// A count or size within `min..=max`.
-pub(super) fn bounded(v: u64, min: u64, max: u64) -> Result<usize, String> {
+pub(super) fn bounded(v: u64, min: u64, max: u64) -> Result<usize, Problem> {
     if v < min || v > max {
-        return Err(format!("{v} is outside {min}..={max}"));
+        return Err(format!("{v} is outside {min}..={max}").into());
     }
-    usize::try_from(v).map_err(|_| format!("{v} is too large for this machine"))
+    usize::try_from(v).map_err(|_| Problem(format!("{v} is too large for this machine")))
 }
 
 /// A token bucket's refill rate per second (fractions allowed).
-pub(super) fn per_second(v: f64) -> Result<f64, String> {
+pub(super) fn per_second(v: f64) -> Result<f64, Problem> {
     if !(v.is_finite() && v > 0.0 && v <= 1_000_000.0) {
         return Err(format!(
             "{v} must be a rate above 0 (fractions allowed, e.g. 0.5) and at most 1000000"
-        ));
+        )
+        .into());
     }
     Ok(v)
 }
 
 /// A bare host name (no port, no scheme), lower-cased.
-pub(super) fn host_name(s: &str) -> Result<String, String> {
+pub(super) fn host_name(s: &str) -> Result<String, Problem> {
     let h = s.trim().to_ascii_lowercase();
     let bare = !h.is_empty()
         && Authority::try_from(h.as_str())
             .map(|a| a.as_str() == a.host())
             .unwrap_or(false);
     if !bare {
-        return Err(format!(
-            "`{h}` is not a bare host name (no port, no scheme)"
-        ));
+        return Err(format!("`{h}` is not a bare host name (no port, no scheme)").into());
     }
     Ok(h)
 }
 
 /// A log level or filter directive. A bare word must be a level: the filter
 /// syntax would read `warning` as a target name and silence everything else.
-pub(super) fn log_filter(s: &str) -> Result<String, String> {
+pub(super) fn log_filter(s: &str) -> Result<String, Problem> {
     let level = s.trim().to_string();
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     for part in level.split(',').map(str::trim) {
@@ -89,29 +92,32 @@ pub(super) fn log_filter(s: &str) -> Result<String, String> {
             return Err(format!(
                 "`{part}` is not a level; use one of trace, debug, info, warn, error, off \
                  (or target=level, e.g. offergate=debug)"
-            ));
+            )
+            .into());
         }
     }
     tracing_subscriber::EnvFilter::try_new(&level)
         .map(|_| level.clone())
         .map_err(|_| {
-            format!("`{level}` is not a level or filter (e.g. info, debug, offergate=debug)")
+            Problem(format!(
+                "`{level}` is not a level or filter (e.g. info, debug, offergate=debug)"
+            ))
         })
 }
 
 /// One word of a closed set (`log.format`, `on_limit`, `state.backend`, ...).
-pub(super) fn choice<T: Copy>(s: &str, options: &[(&str, T)]) -> Result<T, String> {
+pub(super) fn choice<T: Copy>(s: &str, options: &[(&str, T)]) -> Result<T, Problem> {
     match options.iter().find(|(word, _)| *word == s) {
         Some((_, value)) => Ok(*value),
         None => {
             let words: Vec<&str> = options.iter().map(|(w, _)| *w).collect();
-            Err(format!("`{s}` is not {}", words.join(" or ")))
+            Err(format!("`{s}` is not {}", words.join(" or ")).into())
         }
     }
 }
 
 /// What to answer when a limit trips.
-pub(super) fn on_limit(s: &str) -> Result<OnLimit, String> {
+pub(super) fn on_limit(s: &str) -> Result<OnLimit, Problem> {
     choice(
         s,
         &[("fallback", OnLimit::Fallback), ("reject", OnLimit::Reject)],

@@ -2,6 +2,7 @@
 //! Every default lives here, next to the key it belongs to; `config/offergate.toml`
 //! documents each one. Validation into typed values happens in [`super::Config`].
 
+use crate::call::problem::Problem;
 use serde::Deserialize;
 
 use super::OnLimit;
@@ -312,10 +313,10 @@ pub struct RawClientLimit {
 
 /// The raw config from a TOML document; `Err` names the first key that does
 /// not fit, with its path.
-pub fn deserialize(doc: toml::Value) -> Result<RawConfig, String> {
+pub fn deserialize(doc: toml::Value) -> Result<RawConfig, Problem> {
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
-        format!("{path}: {}", e.into_inner())
+        Problem(format!("{path}: {}", e.into_inner()))
     })
 }
 
@@ -335,6 +336,7 @@ pub fn every_problem(doc: &toml::Table) -> Vec<String> {
                         doc = toml::Value::Table(t);
                     }
                     if let Err(e) = deserialize(doc) {
+                        let e = e.to_string();
                         if !out.contains(&e) {
                             out.push(e);
                         }

@@ -5,6 +5,7 @@
 //! value is only reachable through [`Secret::expose`], which is called in exactly the
 //! places that put it on the wire.
 
+use crate::call::problem::Problem;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ impl Secret {
         env_name: Option<&str>,
         file: Option<&Path>,
         env: &dyn Env,
-    ) -> Result<Secret, String> {
+    ) -> Result<Secret, Problem> {
         let secret = Self::read(key, env_name, file, env)?;
         // What `run` would refuse when it puts the secret in a header is
         // refused here, so `check-config` and `run` agree.
@@ -58,7 +59,7 @@ impl Secret {
             return Err(format!(
                 "{what} holds a character not allowed in a header (U+{:04X}); a secret is printable ASCII",
                 u32::from(c)
-            ));
+            ).into());
         }
         Ok(secret)
     }
@@ -68,19 +69,22 @@ impl Secret {
         env_name: Option<&str>,
         file: Option<&Path>,
         env: &dyn Env,
-    ) -> Result<Secret, String> {
+    ) -> Result<Secret, Problem> {
         match (env_name, file) {
-            (Some(_), Some(_)) => Err(format!("{key}_env and {key}_file are both set; choose one")),
+            (Some(_), Some(_)) => {
+                Err(format!("{key}_env and {key}_file are both set; choose one").into())
+            }
             (None, None) => Err(format!(
                 "{key}_env or {key}_file is required (secrets are never written inline)"
-            )),
+            )
+            .into()),
             (Some(name), None) => match env.var(name) {
                 Some(v) if !v.trim().is_empty() => Ok(Secret {
                     value: Arc::from(v.trim()),
                     source: SecretSource::Env(name.to_string()),
                 }),
-                Some(_) => Err(format!("{key}_env: environment variable {name} is empty")),
-                None => Err(format!("{key}_env: environment variable {name} is not set")),
+                Some(_) => Err(format!("{key}_env: environment variable {name} is empty").into()),
+                None => Err(format!("{key}_env: environment variable {name} is not set").into()),
             },
             (None, Some(path)) => {
                 match super::files::read_text(path, super::files::MAX_SECRET_BYTES) {
@@ -88,8 +92,8 @@ impl Secret {
                         value: Arc::from(v.trim()),
                         source: SecretSource::File(path.to_path_buf()),
                     }),
-                    Ok(_) => Err(format!("{key}_file: {} is empty", path.display())),
-                    Err(e) => Err(format!("{key}_file: {e}")),
+                    Ok(_) => Err(format!("{key}_file: {} is empty", path.display()).into()),
+                    Err(e) => Err(format!("{key}_file: {e}").into()),
                 }
             }
         }

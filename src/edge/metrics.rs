@@ -1,6 +1,7 @@
 //! The edge's metrics: every request by route and outcome, its duration,
 //! refusals before a route was known, panics caught, and calls shed.
 
+use crate::call::problem::Problem;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::call::request::Outcome;
@@ -18,7 +19,7 @@ pub(super) struct EdgeMetrics {
 }
 
 impl EdgeMetrics {
-    pub(super) fn register(m: &Metrics) -> Result<EdgeMetrics, String> {
+    pub(super) fn register(m: &Metrics) -> Result<EdgeMetrics, Problem> {
         let requests = m.counter_vec(
             "offergate_requests_total",
             "Requests by route and how they ended.",

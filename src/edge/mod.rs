@@ -25,6 +25,7 @@ mod own_routes;
 pub mod respond;
 pub mod router;
 
+use crate::call::problem::Problem;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -85,7 +86,7 @@ impl<S: ProxyService> Edge<S> {
         stack: S,
         metrics: &Metrics,
         secrets: Arc<Live<Secrets>>,
-    ) -> Result<Edge<S>, String> {
+    ) -> Result<Edge<S>, Problem> {
         Ok(Edge {
             shared: Arc::new(EdgeShared {
                 stack,

@@ -180,7 +180,8 @@ fn from_messages(
             .and_then(Json::as_str)
             .ok_or_else(|| GatewayError::invalid(field("timestamp"), "is required (RFC 3339)"))
             .and_then(|t| {
-                parse_rfc3339(t).map_err(|e| GatewayError::invalid(field("timestamp"), e))
+                parse_rfc3339(t)
+                    .map_err(|e| GatewayError::invalid(field("timestamp"), e.to_string()))
             })?;
         if read.last().is_some_and(|(_, before, _)| at < *before) {
             return Err(GatewayError::invalid(
@@ -215,9 +216,10 @@ fn from_summary(
 ) -> Result<(i64, Option<i64>, u64), GatewayError> {
     let previous = match previous {
         Json::Null => None,
-        Json::String(t) => {
-            Some(parse_rfc3339(t).map_err(|e| GatewayError::invalid("previous_message_at", e))?)
-        }
+        Json::String(t) => Some(
+            parse_rfc3339(t)
+                .map_err(|e| GatewayError::invalid("previous_message_at", e.to_string()))?,
+        ),
         other => {
             return Err(GatewayError::invalid(
                 "previous_message_at",

@@ -2,9 +2,15 @@
 //! as milliseconds since the Unix epoch: the messages of a thread are compared
 //! by time, wherever their offsets put them.
 
+use crate::call::problem::Problem;
+
 /// Milliseconds since 1970-01-01T00:00:00Z, or why `s` is not RFC 3339.
-pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
-    let bad = || format!("`{s}` is not an RFC 3339 timestamp (e.g. 2026-11-23T10:15:00Z)");
+pub fn parse_rfc3339(s: &str) -> Result<i64, Problem> {
+    let bad = || {
+        Problem(format!(
+            "`{s}` is not an RFC 3339 timestamp (e.g. 2026-11-23T10:15:00Z)"
+        ))
+    };
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -15,7 +21,7 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     {
         return Err(bad());
     }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+    let num = |r: std::ops::Range<usize>| -> Result<i64, Problem> {
         let part = s.get(r).ok_or_else(bad)?;
         if !part.bytes().all(|c| c.is_ascii_digit()) {
             return Err(bad());

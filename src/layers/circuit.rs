@@ -12,6 +12,7 @@
 //! failure is the outcome table's (`outcome.rs`). The `offergate_circuit_open`
 //! gauge is read from the breakers at scrape time, so it is never stale.
 
+use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,7 +64,7 @@ impl CircuitLayer {
         config: &Config,
         pauses: Arc<dyn PauseBoard>,
         metrics: &Metrics,
-    ) -> Result<CircuitLayer, String> {
+    ) -> Result<CircuitLayer, Problem> {
         let breakers = Arc::new(PerRoute::new(|r| {
             Breaker::new(r, config.resilience(r).circuit.clone())
         }));

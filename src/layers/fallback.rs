@@ -10,6 +10,7 @@
 //! limit is answered as the route's `on_limit` says: the fallback (Encore's
 //! default) or 429 with `Retry-After` (Besitos's).
 
+use crate::call::problem::Problem;
 use http::{HeaderValue, StatusCode};
 use std::future::Future;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ impl FallbackLayer {
         config: &Config,
         public_base_url: BaseUrl,
         metrics: &Metrics,
-    ) -> Result<FallbackLayer, String> {
+    ) -> Result<FallbackLayer, Problem> {
         let fallbacks = metrics.counter_vec(
             "offergate_fallbacks_total",
             "Soft fallbacks answered, by route and reason.",

@@ -19,6 +19,7 @@
 //!
 //! The request body is replayed from memory (`ProxyRequest` holds `Bytes`).
 
+use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,7 @@ pub struct RoutePolicy {
 }
 
 impl RetryLayer {
-    pub fn new(config: &Config, metrics: &Metrics) -> Result<RetryLayer, String> {
+    pub fn new(config: &Config, metrics: &Metrics) -> Result<RetryLayer, Problem> {
         let retries = metrics.counter_vec(
             "offergate_retries_total",
             "Partner tries repeated, by route and the failure that caused it.",

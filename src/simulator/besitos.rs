@@ -3,6 +3,7 @@
 //! `hours_to` defaulting to 48), `message_template` substituted, and the answer
 //! paged like the docs' sample (a Laravel simple paginator, `per_page` a string).
 
+use crate::call::problem::Problem;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -89,7 +90,7 @@ pub struct Filters {
     template: Option<String>,
 }
 
-pub fn parse_filters(body: &[u8]) -> Result<Filters, String> {
+pub fn parse_filters(body: &[u8]) -> Result<Filters, Problem> {
     let mut f = Filters {
         subscribers: vec![],
         offers: vec![],
@@ -102,18 +103,18 @@ pub fn parse_filters(body: &[u8]) -> Result<Filters, String> {
     }
     let v: Value =
         serde_json::from_slice(body).map_err(|_| "The given data was invalid.".to_string())?;
-    let list = |name: &str| -> Result<Vec<String>, String> {
+    let list = |name: &str| -> Result<Vec<String>, Problem> {
         match v.get(name) {
             None | Some(Value::Null) => Ok(vec![]),
             Some(Value::Array(a)) => a
                 .iter()
                 .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or(format!("The {name} field must be an array of strings."))
+                    x.as_str().map(str::to_string).ok_or(Problem(format!(
+                        "The {name} field must be an array of strings."
+                    )))
                 })
                 .collect(),
-            _ => Err(format!("The {name} field must be an array.")),
+            _ => Err(format!("The {name} field must be an array.").into()),
         }
     };
     f.subscribers = list("subscribers")?;

@@ -2,6 +2,7 @@
 //! checked, a fresh `link.encorekit.com` short link minted on every call,
 //! `offer: null` where no campaign targets the country.
 
+use crate::call::problem::Problem;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -67,7 +68,7 @@ const CAMPAIGNS: &[Campaign] = &[
 ];
 
 /// Why a request body is refused (the partner's 400).
-pub fn check_request(body: &[u8]) -> Result<(String, String, String), String> {
+pub fn check_request(body: &[u8]) -> Result<(String, String, String), Problem> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| "Malformed request: body is not JSON".to_string())?;
     let s = |v: &Value, f: &str| {

@@ -2,6 +2,7 @@
 //! back to `ok`. The items: `ok`, a status code (`"500"`),
 //! `"429:S"` (429 with `Retry-After: S`), `hang`, `reset`, `slow`, `malformed`.
 
+use crate::call::problem::Problem;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,7 +37,7 @@ pub const HANG: Duration = Duration::from_secs(30);
 pub const SLOW: Duration = Duration::from_secs(5);
 
 impl Fault {
-    pub fn parse(item: &str) -> Result<Fault, String> {
+    pub fn parse(item: &str) -> Result<Fault, Problem> {
         Ok(match item {
             "ok" => Fault::Ok,
             "hang" => Fault::Hang,
@@ -59,7 +60,7 @@ impl Fault {
                         format!("`{item}` is not ok, a status code, 429:S, hang, reset, slow or malformed")
                     })?;
                     if !(200..=599).contains(&code) {
-                        return Err(format!("`{item}`: status must be 200 to 599"));
+                        return Err(format!("`{item}`: status must be 200 to 599").into());
                     }
                     Fault::Status(code)
                 }

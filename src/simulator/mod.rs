@@ -16,6 +16,7 @@ pub mod encore;
 pub mod faults;
 mod partner;
 
+use crate::call::problem::Problem;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,10 +110,10 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `addr` (port 0: any free port) and starts serving.
-    pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<Simulator, String> {
+    pub async fn start(addr: SocketAddr, config: SimConfig) -> Result<Simulator, Problem> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("cannot listen on {addr} for the simulator: {e}"))?;
+            .map_err(|e| Problem(format!("cannot listen on {addr} for the simulator: {e}")))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let scheme = if config.tls.is_some() {
             "https"
@@ -279,22 +280,23 @@ async fn handle(
 
 /// A TLS acceptor from PEM certificate chain and private key (tests generate a
 /// self-signed pair; `offergate simulate --tls-cert --tls-key` reads files).
-pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, Problem> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("certificate: {e}"))?;
+        .map_err(|e| Problem(format!("certificate: {e}")))?;
     if certs.is_empty() {
         return Err("certificate: no PEM certificate found".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("private key: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Problem(format!("private key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
+        .map_err(|e| Problem(format!("certificate and key: {e}")))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

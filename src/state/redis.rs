@@ -8,6 +8,7 @@
 //! client, and it shares tokio and rustls with the rest of the tree (fred
 //! brings its own runtime layer and pool for features offergate does not use).
 
+use crate::call::problem::Problem;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -87,14 +88,14 @@ pub struct Limit {
 impl Redis {
     /// The handle for `[state]`; it connects in the background and keeps
     /// trying, so a Redis that is down at start does not stop offergate.
-    pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, String> {
+    pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, Problem> {
         let url = config
             .redis_url
             .as_deref()
             .ok_or("state.redis_url is required with backend = \"redis\"")?;
         let mut info = url
             .into_connection_info()
-            .map_err(|e| format!("state.redis_url: {e}"))?;
+            .map_err(|e| Problem(format!("state.redis_url: {e}")))?;
         if let Some(password) = &config.redis_password {
             info.redis.password = Some(password.expose().to_string());
         }
@@ -102,7 +103,8 @@ impl Redis {
             // rustls needs a process-wide provider; offergate's is ring.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(info).map_err(|e| format!("state.redis_url: {e}"))?;
+        let client =
+            redis::Client::open(info).map_err(|e| Problem(format!("state.redis_url: {e}")))?;
         let latency = metrics.histogram_vec(
             "offergate_state_latency_seconds",
             "Duration of each call to the shared state backend, by operation.",

@@ -2,6 +2,7 @@
 //! version of the secrets, so a reload (a rotated key) is used from the next
 //! call on, and no call builds a header of its own.
 
+use crate::call::problem::Problem;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -15,15 +16,18 @@ pub(super) struct Credentials {
     pub besitos_auth: HashMap<String, HeaderValue>,
 }
 
-fn header(key: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, String> {
-    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose()))
-        .map_err(|_| format!("{key}: the secret holds characters not allowed in a header"))?;
+fn header(key: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, Problem> {
+    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose())).map_err(|_| {
+        Problem(format!(
+            "{key}: the secret holds characters not allowed in a header"
+        ))
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
 
 impl Credentials {
-    fn of(secrets: &Secrets) -> Result<Credentials, String> {
+    fn of(secrets: &Secrets) -> Result<Credentials, Problem> {
         let mut besitos_auth = HashMap::new();
         for (id, token) in &secrets.partners {
             let key = format!("besitos partner {id} token");
@@ -43,7 +47,7 @@ pub(super) struct LiveCredentials {
 }
 
 impl LiveCredentials {
-    pub fn new(secrets: Arc<Live<Secrets>>) -> Result<LiveCredentials, String> {
+    pub fn new(secrets: Arc<Live<Secrets>>) -> Result<LiveCredentials, Problem> {
         let now = secrets.get();
         let built = Arc::new(Credentials::of(&now)?);
         Ok(LiveCredentials {

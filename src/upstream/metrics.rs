@@ -1,6 +1,7 @@
 //! The upstream's metrics: every partner try by status, its duration, and
 //! Encore's fill rate.
 
+use crate::call::problem::Problem;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::call::outcome::OfferResult;
@@ -22,7 +23,7 @@ pub(super) struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    pub(super) fn register(m: &Metrics) -> Result<UpstreamMetrics, String> {
+    pub(super) fn register(m: &Metrics) -> Result<UpstreamMetrics, Problem> {
         let duration = m.histogram_vec(
             "offergate_upstream_duration_seconds",
             "Duration of each partner call (one try), per route.",

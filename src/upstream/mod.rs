@@ -10,6 +10,7 @@ mod metrics;
 pub mod pool;
 pub mod tls;
 
+use crate::call::problem::Problem;
 use std::sync::Arc;
 
 use crate::call::clock;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 
-use crate::call::error::{GatewayError, UpstreamFailure};
+use crate::call::error::{Cause, GatewayError, UpstreamFailure};
 use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::outcome::{partner_answer, OfferResult};
 use crate::call::request::{OfferServed, Outcome};
@@ -54,21 +55,21 @@ impl Upstream {
         public_base_url: BaseUrl,
         metrics: &Metrics,
         secrets: Arc<Live<Secrets>>,
-    ) -> Result<Upstream, String> {
+    ) -> Result<Upstream, Problem> {
         let tls = tls::tls_config(&config.tls.extra_ca_files)?;
         let encore = PartnerClient::new(&config.encore.upstream, tls.clone())
-            .map_err(|e| format!("encore.{e}"))?;
+            .map_err(|e| Problem(format!("encore.{e}")))?;
         let encore_uri = encore
             .base_url()
             .join(crate::partners::encore::PATH)
             .parse()
-            .map_err(|e| format!("encore.base_url: cannot build the offers URL: {e}"))?;
+            .map_err(|e| Problem(format!("encore.base_url: cannot build the offers URL: {e}")))?;
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 encore,
                 encore_uri,
                 besitos: PartnerClient::new(&config.besitos.upstream, tls)
-                    .map_err(|e| format!("besitos.{e}"))?,
+                    .map_err(|e| Problem(format!("besitos.{e}")))?,
                 credentials: LiveCredentials::new(secrets)?,
                 public_base_url,
                 user_agent: HeaderValue::from_static(concat!(
@@ -97,9 +98,9 @@ impl UpstreamInner {
             target @ Target::Besitos { .. } => {
                 let path = partners::path_and_query(target);
                 self.besitos.base_url().join(&path).parse().map_err(|e| {
-                    GatewayError::Upstream(UpstreamFailure::Connect(format!(
+                    GatewayError::Upstream(UpstreamFailure::Connect(Cause::from(format!(
                         "cannot build the partner URL: {e}"
-                    )))
+                    ))))
                 })?
             }
         };
@@ -108,9 +109,9 @@ impl UpstreamInner {
             .uri(uri)
             .body(Full::new(req.body.clone()))
             .map_err(|e| {
-                GatewayError::Upstream(UpstreamFailure::Connect(format!(
+                GatewayError::Upstream(UpstreamFailure::Connect(Cause::from(format!(
                     "cannot build the partner URL: {e}"
-                )))
+                ))))
             })?;
         let h = out.headers_mut();
         *h = headers::to_partner(&req.call.headers);

@@ -9,6 +9,7 @@
 //! once the answer is read. The connection's I/O still runs in hyper's own
 //! task, so HTTP/1.1 framing stays hyper's.
 
+use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt;
 
-use crate::call::error::UpstreamFailure;
+use crate::call::error::{Cause, UpstreamFailure};
 use crate::config::{BaseUrl, UpstreamConfig};
 
 /// A keep-alive connection pool to one partner. Clones share the pool.
@@ -59,7 +60,7 @@ impl PartnerClient {
     pub fn new(
         config: &UpstreamConfig,
         tls: rustls::ClientConfig,
-    ) -> Result<PartnerClient, String> {
+    ) -> Result<PartnerClient, Problem> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -76,9 +77,9 @@ impl PartnerClient {
             .authority(base.authority.clone())
             .path_and_query("/")
             .build()
-            .map_err(|e| format!("base_url: {e}"))?;
+            .map_err(|e| Problem(format!("base_url: {e}")))?;
         let host = HeaderValue::from_str(base.authority.as_str())
-            .map_err(|e| format!("base_url: the host is not a valid header: {e}"))?;
+            .map_err(|e| Problem(format!("base_url: the host is not a valid header: {e}")))?;
         let shared = Arc::new(Shared {
             connector,
             config: config.clone(),
@@ -126,9 +127,11 @@ impl PartnerClient {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
-                    UpstreamFailure::InvalidBody(format!("answer is larger than {limit} bytes"))
+                    UpstreamFailure::InvalidBody(
+                        format!("answer is larger than {limit} bytes").into(),
+                    )
                 } else {
-                    UpstreamFailure::Reset(error_chain(e.as_ref()))
+                    UpstreamFailure::Reset(Cause::boxed(e))
                 }
             })?;
             // Only a connection whose answer was read to the end is reused: a
@@ -161,7 +164,7 @@ impl PartnerClient {
                 Ok(resp) => return Ok((resp, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(UpstreamFailure::Reset(error_chain(&e.into_error()))),
+                    None => return Err(UpstreamFailure::Reset(Cause::new(e.into_error()))),
                 },
             }
         }
@@ -171,7 +174,7 @@ impl PartnerClient {
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| UpstreamFailure::Reset(error_chain(&e)))?;
+            .map_err(|e| UpstreamFailure::Reset(Cause::new(e)))?;
         Ok((resp, sender))
     }
 
@@ -182,10 +185,10 @@ impl PartnerClient {
             .clone()
             .oneshot(self.shared.origin.clone())
             .await
-            .map_err(|e| UpstreamFailure::Connect(error_chain(e.as_ref())))?;
+            .map_err(|e| UpstreamFailure::Connect(Cause::boxed(e)))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| UpstreamFailure::Connect(error_chain(&e)))?;
+            .map_err(|e| UpstreamFailure::Connect(Cause::new(e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "partner connection ended");
@@ -258,18 +261,6 @@ fn reap_idle(pool: Weak<Shared>, timeout: Duration) {
             shared.idle().retain(|c| shared.usable(c, now));
         }
     });
-}
-
-/// `outer: inner: innermost`, since hyper's top-level messages are vague.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod partners;
 use super::parse::{bounded, choice, host_name, log_filter, millis, socket, Problems};
 use super::raw::{RawConfig, RawLog, RawServer, RawState, RawTls};
 use super::*;
+use crate::call::problem::Problem;
 
 pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
@@ -187,12 +188,12 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
 
 /// A Redis URL: `redis://` or `rediss://`, a host, no password in it (a
 /// password comes from `redis_password_env` / `_file`, never the file).
-fn redis_url(url: &str) -> Result<String, String> {
+fn redis_url(url: &str) -> Result<String, Problem> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("needs a scheme: redis://host:port/db or rediss:// for TLS".into());
     };
     if scheme != "redis" && scheme != "rediss" {
-        return Err(format!("scheme {scheme} is not redis or rediss"));
+        return Err(format!("scheme {scheme} is not redis or rediss").into());
     }
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     if authority.contains('@') {

@@ -25,6 +25,7 @@ mod redis;
 mod store;
 
 use crate::call::fingerprint::Fingerprint;
+use crate::call::problem::Problem;
 pub use any::AnyStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -121,7 +122,7 @@ impl IdempotencyLayer<AnyStore> {
         config: &Config,
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Problem> {
         Self::with_stores(config, metrics, |route, c| {
             let local = MemoryStore::new(c.max_entries, c.max_bytes);
             match shared {
@@ -144,7 +145,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         config: &Config,
         metrics: &Metrics,
         mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Problem> {
         let per_route = Arc::new(PerRoute::new(|r| {
             let config = config.resilience(r).idempotency.clone();
             RouteState {

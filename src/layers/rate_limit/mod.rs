@@ -28,6 +28,7 @@ mod buckets;
 mod fleet;
 mod permits;
 
+use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ pub fn permits(config: &Config, pauses: Pauses, shared: Option<Redis>) -> Arc<An
 pub struct LimitedCounter(IntCounterVec);
 
 impl LimitedCounter {
-    pub fn register(metrics: &Metrics) -> Result<LimitedCounter, String> {
+    pub fn register(metrics: &Metrics) -> Result<LimitedCounter, Problem> {
         metrics
             .counter_vec(
                 "offergate_rate_limited_total",

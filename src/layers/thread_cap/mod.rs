@@ -14,6 +14,7 @@
 mod fleet;
 mod local;
 
+use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,7 +98,7 @@ impl ThreadCapLayer {
         config: &Config,
         metrics: &Metrics,
         shared: Option<Redis>,
-    ) -> Result<ThreadCapLayer, String> {
+    ) -> Result<ThreadCapLayer, Problem> {
         let rules = &config.encore.integrator;
         let (cap, window) = (rules.thread_cap, rules.thread_window);
         let local = LocalThreads::new(cap, window);

@@ -5,6 +5,7 @@
 //! and an empty page as the soft fallback. A call spends the fair share of
 //! its `partner_id`.
 
+use crate::call::problem::Problem;
 use bytes::Bytes;
 
 mod pages;
@@ -35,15 +36,15 @@ pub fn path(partner_id: &str) -> String {
 
 /// Partner ids are short opaque tokens (`eafLst9T`); anything else is refused so a
 /// path segment can never smuggle `..`, `/` or encoded bytes.
-pub fn check_partner_id(id: &str) -> Result<(), String> {
+pub fn check_partner_id(id: &str) -> Result<(), Problem> {
     if id.is_empty() || id.len() > 64 {
-        return Err(format!("`{id}` must be 1 to 64 characters"));
+        return Err(format!("`{id}` must be 1 to 64 characters").into());
     }
     if !id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(format!("`{id}` may only hold letters, digits, `_` and `-`"));
+        return Err(format!("`{id}` may only hold letters, digits, `_` and `-`").into());
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! caller that follows `next_page_url` stays behind the gateway. Other URLs
 //! are left alone.
 
+use crate::call::problem::Problem;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -31,9 +32,9 @@ pub fn rewrite_answer(
     body: &[u8],
     public: &BaseUrl,
     partner_prefix: &str,
-) -> Result<Bytes, String> {
-    let Members(members) =
-        crate::call::json::from_bytes(body).map_err(|e| format!("not a JSON object: {e}"))?;
+) -> Result<Bytes, Problem> {
+    let Members(members) = crate::call::json::from_bytes(body)
+        .map_err(|e| Problem(format!("not a JSON object: {e}")))?;
     let is_array = |raw: &RawValue| raw.get().starts_with('[');
     if !members.iter().any(|(k, v)| k == "data" && is_array(v)) {
         return Err("`data` is missing or not an array".into());

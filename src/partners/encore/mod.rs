@@ -11,6 +11,7 @@ mod country;
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;
 
+use crate::call::problem::Problem;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -110,9 +111,9 @@ where
 }
 
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
-pub fn check_answer(body: &[u8]) -> Result<OfferResult, String> {
-    let answer: EncoreAnswer =
-        crate::call::json::from_bytes(body).map_err(|e| format!("not the documented JSON: {e}"))?;
+pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
+    let answer: EncoreAnswer = crate::call::json::from_bytes(body)
+        .map_err(|e| Problem(format!("not the documented JSON: {e}")))?;
     if !answer.success {
         return Err("`success` is not true".into());
     }
