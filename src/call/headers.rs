@@ -86,13 +86,18 @@ pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), Problem> {
 
 /// Leaves in `partner` only the headers a caller gets back: `Content-Type`,
 /// and `Retry-After` when `status` asks the caller to wait (429, 503). In
-/// place: the answer's own map, no new one per call.
+/// place: the answer's own map, cleared and refilled, no new one per call.
 pub fn to_caller(partner: &mut HeaderMap, status: http::StatusCode) {
-    let wait = matches!(status.as_u16(), 429 | 503);
-    let kept =
-        |name: &HeaderName| name == header::CONTENT_TYPE || (wait && name == header::RETRY_AFTER);
-    while let Some(name) = partner.keys().find(|n| !kept(n)).cloned() {
-        partner.remove(&name);
+    let content_type = partner.get(header::CONTENT_TYPE).cloned();
+    let retry_after = matches!(status.as_u16(), 429 | 503)
+        .then(|| partner.get(header::RETRY_AFTER).cloned())
+        .flatten();
+    partner.clear();
+    if let Some(ct) = content_type {
+        partner.insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(after) = retry_after {
+        partner.insert(header::RETRY_AFTER, after);
     }
 }
 
