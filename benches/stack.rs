@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::StatusCode;
 use http_body_util::Full;
-use offergate::call::error::GatewayError;
+use offergate::call::error::{CallError, GatewayError};
 use offergate::call::request::Outcome;
 use offergate::call::request::{ProxyRequest, ProxyResponse};
 use offergate::call::route::Route;
@@ -137,7 +137,11 @@ fn pieces(c: &mut Criterion) {
     rt.block_on(async {
         store.claim("hit", &[7; 16]).await;
         store
-            .finish("hit", &Err(GatewayError::DeadlineExceeded), Some(stored()))
+            .finish(
+                "hit",
+                &Err(GatewayError::Call(CallError::DeadlineExceeded)),
+                Some(stored()),
+            )
             .await;
     });
     c.bench_function("idempotency_lookup_hit", |b| {
@@ -158,7 +162,11 @@ fn pieces(c: &mut Criterion) {
             rt.block_on(async {
                 store.claim(&key, &[7; 16]).await;
                 store
-                    .finish(&key, &Err(GatewayError::DeadlineExceeded), Some(stored()))
+                    .finish(
+                        &key,
+                        &Err(GatewayError::Call(CallError::DeadlineExceeded)),
+                        Some(stored()),
+                    )
                     .await;
             })
         })

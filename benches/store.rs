@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::StatusCode;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
-use offergate::call::error::GatewayError;
+use offergate::call::error::{CallError, GatewayError};
 use offergate::layers::idempotency::{Claim, IdempotencyStore, MemoryStore, Stored};
 
 /// Live heap bytes, over the same allocator offergate uses.
@@ -95,7 +95,11 @@ fn key(n: u64) -> String {
 async fn ours_store(store: &MemoryStore, key: &str) {
     store.claim(key, &[7; 16]).await;
     store
-        .finish(key, &Err(GatewayError::DeadlineExceeded), Some(stored()))
+        .finish(
+            key,
+            &Err(GatewayError::Call(CallError::DeadlineExceeded)),
+            Some(stored()),
+        )
         .await;
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::call::error::GatewayError;
+use crate::call::error::{GatewayError, Refusal};
 use crate::config::OnStateError;
 use crate::edge::respond;
 use crate::state::Redis;
@@ -50,12 +50,14 @@ impl Admin {
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
-            return error(GatewayError::NotFound {
+            return error(GatewayError::Refused(Refusal::NotFound {
                 serves: "GET /healthz, GET /readyz and GET /metrics",
-            });
+            }));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return error(GatewayError::MethodNotAllowed { allow: "GET, HEAD" });
+            return error(GatewayError::Refused(Refusal::MethodNotAllowed {
+                allow: "GET, HEAD",
+            }));
         }
         match path {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),

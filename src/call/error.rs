@@ -132,10 +132,22 @@ pub enum UpstreamFailure {
     InvalidBody(crate::call::problem::Problem),
 }
 
-/// Everything that keeps a call from ending with the partner's 200 or 400.
+/// Everything that keeps a call from ending with the partner's 200 or 400,
+/// split by whom it concerns: a [`Refusal`] is the caller's to fix; a
+/// [`CallError`] is a call that failed, at the partner or in offergate.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
-    // The caller's.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+/// A request refused before anything reached a partner, because of what the
+/// caller sent. Each has a fixed status (`edge::respond`); none is retried,
+/// none counts against a partner.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
     #[error("no such route; this listener serves {serves}")]
     NotFound { serves: &'static str },
     #[error("this route answers {allow} only")]
@@ -160,7 +172,14 @@ pub enum GatewayError {
     BodyTimeout,
     #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
     IdempotencyKeyReused,
+}
 
+/// A call that did not end with the partner's answer: where it failed
+/// ([`CallError::source`]), whether a retry may help ([`CallError::retry`]),
+/// and its cause where one exists, after pingora's error type, source and
+/// retry decision.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
     // The partner's.
     #[error("{}", upstream_message(.0))]
     Upstream(UpstreamFailure),
@@ -219,61 +238,41 @@ fn upstream_message(f: &UpstreamFailure) -> String {
 }
 
 impl GatewayError {
+    /// The caller's request is wrong at `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        GatewayError::InvalidRequest {
+        GatewayError::Refused(Refusal::InvalidRequest {
             field: field.into(),
             message: message.into(),
-        }
+        })
     }
 
     pub fn source(&self) -> ErrorSource {
-        use GatewayError::*;
         match self {
-            NotFound { .. }
-            | MethodNotAllowed { .. }
-            | InvalidTarget
-            | InvalidHost(_)
-            | UnknownPartner(_)
-            | Unauthorized
-            | InvalidRequest { .. }
-            | PayloadTooLarge { .. }
-            | TooManyHeaders { .. }
-            | UnsupportedMediaType(_)
-            | BodyTimeout
-            | IdempotencyKeyReused => ErrorSource::Caller,
-            Upstream(_)
-            | PartnerStatus(_)
-            | CircuitOpen { .. }
-            | DeadlineExceeded
-            | RetryBudgetExhausted { .. } => ErrorSource::Partner,
-            RateLimited { .. } | Overloaded | StateUnavailable | Internal(_) | Panic => {
-                ErrorSource::Offergate
-            }
+            GatewayError::Refused(_) => ErrorSource::Caller,
+            GatewayError::Call(e) => e.source(),
         }
     }
 
-    /// Whether the try that failed so may be repeated.
+    /// Whether the try that failed so may be repeated (a refusal never).
     pub fn retry(&self) -> RetryType {
         match self {
-            GatewayError::Upstream(UpstreamFailure::Connect(_)) => RetryType::Safe,
-            GatewayError::Upstream(UpstreamFailure::Reset(_) | UpstreamFailure::Timeout) => {
-                RetryType::Ambiguous
-            }
-            GatewayError::PartnerStatus(r)
-                if matches!(
-                    r.status,
-                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                ) =>
-            {
-                RetryType::Safe
-            }
-            _ => RetryType::Never,
+            GatewayError::Refused(_) => RetryType::Never,
+            GatewayError::Call(e) => e.retry(),
         }
     }
 
     /// The stable machine-readable code: the error body's `code`, a metric label.
     pub fn code(&self) -> &'static str {
-        use GatewayError::*;
+        match self {
+            GatewayError::Refused(r) => r.code(),
+            GatewayError::Call(e) => e.code(),
+        }
+    }
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        use Refusal::*;
         match self {
             NotFound { .. } => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -287,6 +286,55 @@ impl GatewayError {
             UnsupportedMediaType(_) => "unsupported_media_type",
             BodyTimeout => "request_timeout",
             IdempotencyKeyReused => "idempotency_key_reused",
+        }
+    }
+}
+
+impl CallError {
+    pub fn source(&self) -> ErrorSource {
+        use CallError::*;
+        match self {
+            Upstream(_)
+            | PartnerStatus(_)
+            | CircuitOpen { .. }
+            | DeadlineExceeded
+            | RetryBudgetExhausted { .. } => ErrorSource::Partner,
+            RateLimited { .. } | Overloaded | StateUnavailable | Internal(_) | Panic => {
+                ErrorSource::Offergate
+            }
+        }
+    }
+
+    /// Whether the try that failed so may be repeated.
+    pub fn retry(&self) -> RetryType {
+        use CallError::*;
+        match self {
+            Upstream(UpstreamFailure::Connect(_)) => RetryType::Safe,
+            Upstream(UpstreamFailure::Reset(_) | UpstreamFailure::Timeout) => RetryType::Ambiguous,
+            PartnerStatus(r)
+                if matches!(
+                    r.status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                RetryType::Safe
+            }
+            Upstream(UpstreamFailure::InvalidBody(_))
+            | PartnerStatus(_)
+            | CircuitOpen { .. }
+            | DeadlineExceeded
+            | RetryBudgetExhausted { .. }
+            | RateLimited { .. }
+            | Overloaded
+            | StateUnavailable
+            | Internal(_)
+            | Panic => RetryType::Never,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use CallError::*;
+        match self {
             Upstream(UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)) => {
                 code::UPSTREAM_UNREACHABLE
             }
@@ -310,21 +358,30 @@ mod tests {
     use bytes::Bytes;
 
     fn partner(code: u16) -> GatewayError {
-        GatewayError::PartnerStatus(Box::new(ProxyResponse::json(
+        GatewayError::Call(CallError::PartnerStatus(Box::new(ProxyResponse::json(
             StatusCode::from_u16(code).unwrap(),
             Bytes::new(),
-        )))
+        ))))
     }
 
     #[test]
     fn every_error_says_where_it_came_from() {
-        assert_eq!(GatewayError::Unauthorized.source(), ErrorSource::Caller);
+        assert_eq!(
+            GatewayError::Refused(Refusal::Unauthorized).source(),
+            ErrorSource::Caller
+        );
         assert_eq!(partner(500).source(), ErrorSource::Partner);
         assert_eq!(
-            GatewayError::DeadlineExceeded.source(),
+            GatewayError::Call(CallError::DeadlineExceeded).source(),
             ErrorSource::Partner
         );
-        assert_eq!(GatewayError::Overloaded.source(), ErrorSource::Offergate);
-        assert_eq!(GatewayError::Panic.source(), ErrorSource::Offergate);
+        assert_eq!(
+            GatewayError::Call(CallError::Overloaded).source(),
+            ErrorSource::Offergate
+        );
+        assert_eq!(
+            GatewayError::Call(CallError::Panic).source(),
+            ErrorSource::Offergate
+        );
     }
 }

@@ -23,7 +23,7 @@ use http::{header, HeaderMap, StatusCode};
 
 use super::error::RetryType;
 
-use crate::call::error::{code, GatewayError, UpstreamFailure};
+use crate::call::error::{code, CallError, GatewayError, UpstreamFailure};
 use crate::call::request::ProxyResponse;
 
 /// Whether an Encore answer carried an offer (the fill-rate metric).
@@ -97,65 +97,54 @@ impl Verdict {
 pub fn partner_answer(answer: ProxyResponse) -> Result<ProxyResponse, GatewayError> {
     match answer.status {
         StatusCode::OK | StatusCode::BAD_REQUEST => Ok(answer),
-        _ => Err(GatewayError::PartnerStatus(Box::new(answer))),
+        _ => Err(GatewayError::Call(CallError::PartnerStatus(Box::new(
+            answer,
+        )))),
     }
 }
 
 /// Classifies one try's result (the table above). Only errors can be
 /// failures: the upstream answers `Ok` for the partner's 200 and 400 alone.
 pub fn classify(result: &Result<ProxyResponse, GatewayError>) -> Verdict {
-    let Err(e) = result else {
-        return Verdict::Deliver;
-    };
+    match result {
+        Ok(_) => Verdict::Deliver,
+        // The caller's to fix: answered as it is, nothing about the partner.
+        Err(GatewayError::Refused(_)) => Verdict::Deliver,
+        Err(GatewayError::Call(e)) => classify_call(e),
+    }
+}
+
+/// A failed call, by the table above. Every error is listed, so a new one
+/// must be placed here before it compiles.
+fn classify_call(e: &CallError) -> Verdict {
     let retry = e.retry();
+    let failure = |reason, trips| Verdict::failure(reason, retry, trips);
     match e {
-        GatewayError::Upstream(f) => {
-            let reason = match f {
-                UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) => {
-                    Reason::UpstreamUnreachable
-                }
-                UpstreamFailure::Timeout => Reason::UpstreamTimeout,
-                UpstreamFailure::InvalidBody(_) => Reason::InvalidUpstreamBody,
-            };
-            Verdict::failure(reason, retry, true)
-        }
-        GatewayError::PartnerStatus(answer) => {
+        CallError::Upstream(f) => match f {
+            UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_) => {
+                failure(Reason::UpstreamUnreachable, true)
+            }
+            UpstreamFailure::Timeout => failure(Reason::UpstreamTimeout, true),
+            UpstreamFailure::InvalidBody(_) => failure(Reason::InvalidUpstreamBody, true),
+        },
+        CallError::PartnerStatus(answer) => {
             let status = answer.status;
-            let trips_circuit = !matches!(status.as_u16(), 402 | 404..=428 | 430..=499);
             Verdict::Failure {
                 reason: Reason::UpstreamStatus(status),
                 retry,
                 retry_after: (retry == RetryType::Safe)
                     .then(|| retry_after(&answer.headers, crate::call::clock::wall()))
                     .flatten(),
-                trips_circuit,
+                trips_circuit: !matches!(status.as_u16(), 402 | 404..=428 | 430..=499),
             }
         }
-        GatewayError::DeadlineExceeded => Verdict::failure(Reason::DeadlineExceeded, retry, false),
-        GatewayError::CircuitOpen { .. } => Verdict::failure(Reason::CircuitOpen, retry, false),
-        GatewayError::RateLimited { .. } => Verdict::failure(Reason::RateLimited, retry, false),
-        GatewayError::StateUnavailable => Verdict::failure(Reason::StateUnavailable, retry, false),
-        GatewayError::RetryBudgetExhausted { .. } => {
-            Verdict::failure(Reason::RetryBudgetExhausted, retry, false)
-        }
-        // The caller's refusals and offergate's own errors say nothing about
-        // the partner: answered as they are. Listed one by one, so a new
-        // error must be placed in this table before it compiles.
-        GatewayError::NotFound { .. }
-        | GatewayError::MethodNotAllowed { .. }
-        | GatewayError::InvalidTarget
-        | GatewayError::InvalidHost(_)
-        | GatewayError::UnknownPartner(_)
-        | GatewayError::Unauthorized
-        | GatewayError::InvalidRequest { .. }
-        | GatewayError::TooManyHeaders { .. }
-        | GatewayError::PayloadTooLarge { .. }
-        | GatewayError::UnsupportedMediaType(_)
-        | GatewayError::BodyTimeout
-        | GatewayError::IdempotencyKeyReused
-        | GatewayError::Overloaded
-        | GatewayError::Internal(_)
-        | GatewayError::Panic => Verdict::Deliver,
+        CallError::DeadlineExceeded => failure(Reason::DeadlineExceeded, false),
+        CallError::CircuitOpen { .. } => failure(Reason::CircuitOpen, false),
+        CallError::RateLimited { .. } => failure(Reason::RateLimited, false),
+        CallError::StateUnavailable => failure(Reason::StateUnavailable, false),
+        CallError::RetryBudgetExhausted { .. } => failure(Reason::RetryBudgetExhausted, false),
+        // offergate's own, which say nothing about the partner: answered as they are.
+        CallError::Overloaded | CallError::Internal(_) | CallError::Panic => Verdict::Deliver,
     }
 }
 
@@ -172,6 +161,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::error::Refusal;
     use bytes::Bytes;
 
     /// What the upstream hands back for a partner answer with `code`.
@@ -207,7 +197,7 @@ mod tests {
                 "{code}"
             );
         }
-        let up = |f| Err(GatewayError::Upstream(f));
+        let up = |f| Err(GatewayError::Call(CallError::Upstream(f)));
         assert_eq!(
             retry_of(classify(&up(UpstreamFailure::Connect("refused".into())))),
             Some(RetryType::Safe)
@@ -225,7 +215,9 @@ mod tests {
             Some(RetryType::Never)
         );
         assert_eq!(
-            classify(&Err(GatewayError::NotFound { serves: "x" })),
+            classify(&Err(GatewayError::Refused(Refusal::NotFound {
+                serves: "x"
+            }))),
             Verdict::Deliver
         );
     }

@@ -24,7 +24,7 @@ use http::{header, request::Parts, HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
-use crate::call::error::GatewayError;
+use crate::call::error::{GatewayError, Refusal};
 use crate::call::fingerprint;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
 use crate::call::request::thread_id;
@@ -82,7 +82,9 @@ impl Admission {
         self.check_token(&parts)?;
         if let Some(id) = target.partner_id() {
             if !self.secrets.get().partners.contains_key(id) {
-                return Err(GatewayError::UnknownPartner(id.to_string()));
+                return Err(GatewayError::Refused(Refusal::UnknownPartner(
+                    id.to_string(),
+                )));
             }
         }
         let mut content_types = parts.headers.get_all(header::CONTENT_TYPE).iter();
@@ -96,9 +98,11 @@ impl Admission {
         let declared_json = match content_type {
             Some(ct) if headers::is_json_content_type(ct) => true,
             Some(ct) => {
-                return Err(GatewayError::UnsupportedMediaType(format!(
-                    "Content-Type `{}` is not JSON; send application/json",
-                    ct.to_str().unwrap_or("<non-ASCII>")
+                return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
+                    format!(
+                        "Content-Type `{}` is not JSON; send application/json",
+                        ct.to_str().unwrap_or("<non-ASCII>")
+                    ),
                 )))
             }
             None => false,
@@ -107,9 +111,9 @@ impl Admission {
         // Besitos takes an optional body: no Content-Type is fine when there is none.
         let bodyless_besitos = route == Route::BesitosGoals && body.is_empty();
         if !(declared_json || bodyless_besitos) {
-            return Err(GatewayError::UnsupportedMediaType(
+            return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
                 "Content-Type is missing; send application/json".into(),
-            ));
+            )));
         }
         let checked = partners::check_body(&target, &body)?;
         let idempotency_key = idempotency_key(&parts)?;
@@ -154,7 +158,9 @@ impl Admission {
     {
         let (parts, body) = req.into_parts();
         if parts.method != http::Method::POST {
-            return Err(GatewayError::MethodNotAllowed { allow: "POST" });
+            return Err(GatewayError::Refused(Refusal::MethodNotAllowed {
+                allow: "POST",
+            }));
         }
         if parts.uri.query().is_some_and(|q| !q.is_empty()) {
             return Err(GatewayError::invalid(
@@ -168,9 +174,9 @@ impl Admission {
         match parts.headers.get(header::CONTENT_TYPE) {
             Some(ct) if headers::is_json_content_type(ct) => {}
             _ => {
-                return Err(GatewayError::UnsupportedMediaType(
+                return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
                     "send the body as application/json".into(),
-                ))
+                )))
             }
         }
         self.read_body(&parts, body).await
@@ -180,9 +186,9 @@ impl Admission {
     /// differently (`gzip, chunked`, repeated, obfuscated).
     fn check_framing(&self, parts: &Parts) -> Result<(), GatewayError> {
         if parts.headers.len() > self.max_headers {
-            return Err(GatewayError::TooManyHeaders {
+            return Err(GatewayError::Refused(Refusal::TooManyHeaders {
                 limit: self.max_headers,
-            });
+            }));
         }
         let mut te = parts.headers.get_all(header::TRANSFER_ENCODING).iter();
         match (te.next(), te.next()) {
@@ -200,25 +206,27 @@ impl Admission {
         let host = match (hosts.next(), hosts.next()) {
             (Some(h), None) => h,
             (None, _) => {
-                return Err(GatewayError::InvalidHost(
+                return Err(GatewayError::Refused(Refusal::InvalidHost(
                     "the Host header is required".into(),
-                ))
+                )))
             }
             (Some(_), Some(_)) => {
-                return Err(GatewayError::InvalidHost(
+                return Err(GatewayError::Refused(Refusal::InvalidHost(
                     "more than one Host header".into(),
-                ))
+                )))
             }
         };
         let host = host::host_of(host.as_bytes()).ok_or_else(|| {
-            GatewayError::InvalidHost("the Host header is not a host[:port]".into())
+            GatewayError::Refused(Refusal::InvalidHost(
+                "the Host header is not a host[:port]".into(),
+            ))
         })?;
         let allowed = |h: &String| h.eq_ignore_ascii_case(host);
         if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(allowed) {
-            return Err(GatewayError::InvalidHost(format!(
+            return Err(GatewayError::Refused(Refusal::InvalidHost(format!(
                 "Host `{}` is not one of server.allowed_hosts",
                 host.to_ascii_lowercase()
-            )));
+            ))));
         }
         Ok(())
     }
@@ -232,7 +240,7 @@ impl Admission {
         let mut sent = parts.headers.get_all(&X_OFFERGATE_TOKEN).iter();
         match (sent.next(), sent.next()) {
             (Some(v), None) if token.matches(v.as_bytes()) => Ok(()),
-            _ => Err(GatewayError::Unauthorized),
+            _ => Err(GatewayError::Refused(Refusal::Unauthorized)),
         }
     }
 
@@ -241,9 +249,9 @@ impl Admission {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let too_large = GatewayError::PayloadTooLarge {
+        let too_large = GatewayError::Refused(Refusal::PayloadTooLarge {
             limit: self.body_limit,
-        };
+        });
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -254,7 +262,7 @@ impl Admission {
         }
         let read = Limited::new(body, self.body_limit).collect();
         match within(self.body_read_timeout, read).await {
-            Err(_) => Err(GatewayError::BodyTimeout),
+            Err(_) => Err(GatewayError::Refused(Refusal::BodyTimeout)),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e))
                 if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -40,7 +40,7 @@ use hyper::body::Body;
 use tokio::sync::Semaphore;
 
 use crate::call::clock;
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallInfo, ProxyResponse};
 use crate::call::route::Route;
@@ -131,7 +131,7 @@ impl<S: ProxyService> Edge<S> {
                 // Shed before anything is read: an overload degrades, it does not queue.
                 Err(_) => {
                     self.shared.metrics.shed("max_in_flight");
-                    respond::answer(GatewayError::Overloaded)
+                    respond::answer(GatewayError::Call(CallError::Overloaded))
                 }
                 Ok(_permit) => {
                     let call = self.route_and_call(req, request_id.clone(), &mut route, &mut trace);
@@ -144,7 +144,7 @@ impl<S: ProxyService> Edge<S> {
                                 panic = panic_message(&*panic),
                                 "panic while handling a request; answered 500"
                             );
-                            respond::answer(GatewayError::Panic)
+                            respond::answer(GatewayError::Call(CallError::Panic))
                         }
                     }
                 }
@@ -225,7 +225,7 @@ impl<S: ProxyService> Edge<S> {
             }
             Err(e) => {
                 // A panic the stack caught itself (a leader's, in its own task).
-                if matches!(e, GatewayError::Panic) {
+                if matches!(e, GatewayError::Call(CallError::Panic)) {
                     self.shared.metrics.panicked();
                 }
                 respond::answer(e)

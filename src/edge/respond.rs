@@ -10,20 +10,41 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 
-use crate::call::error::{ErrorSource, GatewayError, UpstreamFailure};
+use crate::call::error::{CallError, GatewayError, Refusal, UpstreamFailure};
 use crate::call::request::{Outcome, ProxyResponse};
 
 /// The answer for `error`.
 pub fn answer(error: GatewayError) -> ProxyResponse {
-    use GatewayError::*;
+    // A partner status passes through as the partner sent it.
     let error = match error {
-        // A partner status passes through as the partner sent it.
-        PartnerStatus(partner) => return *partner,
+        GatewayError::Call(CallError::PartnerStatus(partner)) => return *partner,
         other => other,
     };
-    let status = match &error {
-        // Answered as the partner's own, above; here only for completeness.
-        PartnerStatus(p) => p.status,
+    let (status, extra) = match &error {
+        GatewayError::Refused(refusal) => (refusal_status(refusal), refusal_header(refusal)),
+        GatewayError::Call(e) => (call_status(e), call_header(e)),
+    };
+    let body = serde_json::json!({
+        "success": false,
+        "error": { "code": error.code(), "message": error.to_string() },
+    });
+    let mut resp = ProxyResponse::json(status, Bytes::from(body.to_string()));
+    if let Some((name, value)) = extra {
+        resp.headers.insert(name, value);
+    }
+    resp.outcome = match &error {
+        GatewayError::Refused(_) | GatewayError::Call(CallError::RateLimited { .. }) => {
+            Outcome::Rejected
+        }
+        GatewayError::Call(_) => Outcome::Failed,
+    };
+    resp
+}
+
+/// A refusal's fixed status.
+fn refusal_status(refusal: &Refusal) -> StatusCode {
+    use Refusal::*;
+    match refusal {
         NotFound { .. } | UnknownPartner(_) => StatusCode::NOT_FOUND,
         MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
@@ -33,37 +54,41 @@ pub fn answer(error: GatewayError) -> ProxyResponse {
         UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+fn refusal_header(refusal: &Refusal) -> Option<(header::HeaderName, HeaderValue)> {
+    match refusal {
+        Refusal::MethodNotAllowed { allow } => {
+            Some((header::ALLOW, HeaderValue::from_static(allow)))
+        }
+        _ => None,
+    }
+}
+
+/// A failed call's status, when it is answered as an error (the soft
+/// fallback off, or offergate's own failure).
+fn call_status(e: &CallError) -> StatusCode {
+    use CallError::*;
+    match e {
+        PartnerStatus(partner) => partner.status,
         Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Upstream(_) | RetryBudgetExhausted { .. } => StatusCode::BAD_GATEWAY,
         CircuitOpen { .. } | Overloaded | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Internal(_) | Panic => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    let body = serde_json::json!({
-        "success": false,
-        "error": { "code": error.code(), "message": error.to_string() },
-    });
-    let mut resp = ProxyResponse::json(status, Bytes::from(body.to_string()));
-    match &error {
-        MethodNotAllowed { allow } => {
-            resp.headers
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        CircuitOpen { retry_after } | RateLimited { retry_after, .. } => {
-            resp.headers
-                .insert(header::RETRY_AFTER, retry_after_secs(*retry_after));
-        }
-        Overloaded => {
-            resp.headers
-                .insert(header::RETRY_AFTER, retry_after_secs(Duration::ZERO));
-        }
-        _ => {}
     }
-    resp.outcome = match (error.source(), &error) {
-        (ErrorSource::Caller, _) | (_, RateLimited { .. }) => Outcome::Rejected,
-        _ => Outcome::Failed,
-    };
-    resp
+}
+
+/// When a caller may try again: after a circuit's cooldown or a limit's wait.
+fn call_header(e: &CallError) -> Option<(header::HeaderName, HeaderValue)> {
+    match e {
+        CallError::CircuitOpen { retry_after } | CallError::RateLimited { retry_after, .. } => {
+            Some((header::RETRY_AFTER, retry_after_secs(*retry_after)))
+        }
+        CallError::Overloaded => Some((header::RETRY_AFTER, retry_after_secs(Duration::ZERO))),
+        _ => None,
+    }
 }
 
 /// `Retry-After` in whole seconds, at least 1 (0 would invite a retry storm).
@@ -91,10 +116,14 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("attributes.platform: "));
-        let r = answer(GatewayError::MethodNotAllowed { allow: "POST" });
+        let r = answer(GatewayError::Refused(Refusal::MethodNotAllowed {
+            allow: "POST",
+        }));
         assert_eq!(r.headers.get(header::ALLOW).unwrap(), "POST");
         let wait = Duration::from_millis(1_200);
-        let r = answer(GatewayError::CircuitOpen { retry_after: wait });
+        let r = answer(GatewayError::Call(CallError::CircuitOpen {
+            retry_after: wait,
+        }));
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.outcome, Outcome::Failed);
         assert_eq!(
@@ -107,12 +136,12 @@ mod tests {
 
     #[test]
     fn overload_and_panics_answer_in_the_same_shape() {
-        let r = answer(GatewayError::Overloaded);
+        let r = answer(GatewayError::Call(CallError::Overloaded));
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers.get(header::RETRY_AFTER).unwrap(), "1");
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"]["code"], "overloaded");
-        let r = answer(GatewayError::Panic);
+        let r = answer(GatewayError::Call(CallError::Panic));
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["error"]["code"], "internal_error");
@@ -124,7 +153,9 @@ mod tests {
         partner
             .headers
             .insert("x-partner", HeaderValue::from_static("1"));
-        let r = answer(GatewayError::PartnerStatus(Box::new(partner)));
+        let r = answer(GatewayError::Call(CallError::PartnerStatus(Box::new(
+            partner,
+        ))));
         assert_eq!(
             (r.status, r.outcome),
             (StatusCode::BAD_GATEWAY, Outcome::Forwarded)

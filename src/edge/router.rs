@@ -8,7 +8,7 @@
 
 use http::{Method, Uri};
 
-use crate::call::error::GatewayError;
+use crate::call::error::{GatewayError, Refusal};
 use crate::call::route::Target;
 use crate::integrator::eligibility;
 use crate::partners::{self, besitos, encore};
@@ -32,15 +32,17 @@ pub fn route(method: &Method, uri: &Uri) -> Result<Handler, GatewayError> {
 
 /// Matches a request line against the partner routes.
 pub fn match_target(method: &Method, uri: &Uri) -> Result<Target, GatewayError> {
-    let not_allowed = GatewayError::MethodNotAllowed { allow: "POST" };
-    let not_found = || GatewayError::NotFound {
-        serves: partners::SERVED,
+    let not_allowed = GatewayError::Refused(Refusal::MethodNotAllowed { allow: "POST" });
+    let not_found = || {
+        GatewayError::Refused(Refusal::NotFound {
+            serves: partners::SERVED,
+        })
     };
     if method == Method::CONNECT {
         return Err(not_allowed);
     }
     if uri.scheme().is_some() || uri.authority().is_some() {
-        return Err(GatewayError::InvalidTarget);
+        return Err(GatewayError::Refused(Refusal::InvalidTarget));
     }
     let path = uri.path();
     let besitos = besitos::partner_in(path);
@@ -114,28 +116,31 @@ mod tests {
             "/data/messages/../../admin/upcoming-goals",
         ] {
             assert!(
-                matches!(m(Method::POST, target), Err(GatewayError::NotFound { .. })),
+                matches!(
+                    m(Method::POST, target),
+                    Err(GatewayError::Refused(Refusal::NotFound { .. }))
+                ),
                 "{target}"
             );
         }
         assert!(matches!(
             m(Method::GET, ENCORE_PATH),
-            Err(GatewayError::MethodNotAllowed { .. })
+            Err(GatewayError::Refused(Refusal::MethodNotAllowed { .. }))
         ));
         assert!(matches!(
             m(Method::GET, "/nope"),
-            Err(GatewayError::NotFound { .. })
+            Err(GatewayError::Refused(Refusal::NotFound { .. }))
         ));
         assert!(matches!(
             m(
                 Method::POST,
                 "http://evil.example/encore/publisher/sdk/v1/offers/message"
             ),
-            Err(GatewayError::InvalidTarget)
+            Err(GatewayError::Refused(Refusal::InvalidTarget))
         ));
         assert!(matches!(
             m(Method::CONNECT, "evil.example:443"),
-            Err(GatewayError::MethodNotAllowed { .. })
+            Err(GatewayError::Refused(Refusal::MethodNotAllowed { .. }))
         ));
     }
 
@@ -157,7 +162,10 @@ mod tests {
                 &format!("/data/messages/p/upcoming-goals?{bad}"),
             );
             assert!(
-                matches!(r, Err(GatewayError::InvalidRequest { .. })),
+                matches!(
+                    r,
+                    Err(GatewayError::Refused(Refusal::InvalidRequest { .. }))
+                ),
                 "{bad}"
             );
         }

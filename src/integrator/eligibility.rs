@@ -253,6 +253,7 @@ fn from_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::error::Refusal;
 
     const HOUR: i64 = 3_600_000;
 
@@ -391,7 +392,7 @@ mod tests {
             (r#"{"clientId":"c","clientId":"d","chatId":"t","messages":[]}"#.into(), "body"),
         ] {
             match decide(body.as_bytes(), &rules(), 0) {
-                Err(GatewayError::InvalidRequest { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                Err(GatewayError::Refused(Refusal::InvalidRequest { field: f, .. })) => assert_eq!(f, field, "{body}"),
                 other => panic!("{body}: {other:?}"),
             }
         }

@@ -24,7 +24,7 @@ use tower::Layer;
 use super::pause::PauseBoard;
 use super::ProxyService;
 use crate::call::clock::{self, Instant};
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
@@ -91,13 +91,11 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
             let route = req.route();
             let this = &*self.shared;
             if let Some(retry_after) = this.pauses.left(route) {
-                return Err(GatewayError::CircuitOpen { retry_after });
+                return Err(GatewayError::Call(CallError::CircuitOpen { retry_after }));
             }
-            let permit = this
-                .breakers
-                .get(route)
-                .admit()
-                .map_err(|retry_after| GatewayError::CircuitOpen { retry_after })?;
+            let permit = this.breakers.get(route).admit().map_err(|retry_after| {
+                GatewayError::Call(CallError::CircuitOpen { retry_after })
+            })?;
             let result = self.next.call(req).await;
             match classify(&result) {
                 Verdict::Deliver => permit.record(Some(true)),

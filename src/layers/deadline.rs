@@ -11,7 +11,7 @@ use tower::Layer;
 
 use super::ProxyService;
 use crate::call::clock;
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
 use crate::config::Config;
@@ -53,7 +53,7 @@ impl<S: ProxyService> ProxyService for Deadline<S> {
             req.deadline = Some(deadline);
             match tokio::time::timeout_at(deadline, self.next.call(req)).await {
                 Ok(result) => result,
-                Err(_) => Err(GatewayError::DeadlineExceeded),
+                Err(_) => Err(GatewayError::Call(CallError::DeadlineExceeded)),
             }
         }
     }

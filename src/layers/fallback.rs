@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tower::Layer;
 
 use super::ProxyService;
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::Outcome;
@@ -101,7 +101,9 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
             // Budget exhaustion carries the last try's failure: fall back for the
             // budget's reason, or pass that failure through when fallback is off.
             let (result, budget_spent) = match result {
-                Err(GatewayError::RetryBudgetExhausted { last }) => (Err(*last), true),
+                Err(GatewayError::Call(CallError::RetryBudgetExhausted { last })) => {
+                    (Err(*last), true)
+                }
                 other => (other, false),
             };
             let Verdict::Failure { reason, .. } = classify(&result) else {

@@ -85,6 +85,7 @@ impl<S: ProxyService> Service<ProxyRequest> for IntoTower<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::error::CallError;
     use crate::call::request::ProxyResponse;
     use std::time::Duration;
 
@@ -107,7 +108,7 @@ mod tests {
             }
         }
         let timed = tower::ServiceBuilder::new()
-            .map_err(|_: tower::BoxError| GatewayError::DeadlineExceeded)
+            .map_err(|_: tower::BoxError| GatewayError::Call(CallError::DeadlineExceeded))
             .timeout(Duration::from_secs(1))
             .service(IntoTower(Arc::new(Slow)));
         let back = FromTower(timed);
@@ -121,6 +122,9 @@ mod tests {
             )),
         };
         let result = back.call(req).await;
-        assert!(matches!(result, Err(GatewayError::DeadlineExceeded)));
+        assert!(matches!(
+            result,
+            Err(GatewayError::Call(CallError::DeadlineExceeded))
+        ));
     }
 }

@@ -30,8 +30,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::Layer;
 
 use super::ProxyService;
-use crate::call::error::GatewayError;
 use crate::call::error::RetryType as RetryKind;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::outcome::{classify, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
@@ -168,9 +168,9 @@ impl<S: ProxyService> ProxyService for Retry<S> {
                     ok => return ok,
                 };
                 if !policy.budget.withdraw() {
-                    return Err(GatewayError::RetryBudgetExhausted {
+                    return Err(GatewayError::Call(CallError::RetryBudgetExhausted {
                         last: Box::new(last),
-                    });
+                    }));
                 }
                 self.shared
                     .retries

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 
-use crate::call::error::{Cause, GatewayError, UpstreamFailure};
+use crate::call::error::{CallError, Cause, GatewayError, Refusal, UpstreamFailure};
 use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::outcome::{partner_answer, OfferResult};
 use crate::call::request::{OfferServed, Outcome};
@@ -98,8 +98,8 @@ impl UpstreamInner {
             target @ Target::Besitos { .. } => {
                 let path = partners::path_and_query(target);
                 self.besitos.base_url().join(&path).parse().map_err(|e| {
-                    GatewayError::Upstream(UpstreamFailure::Connect(Cause::from(format!(
-                        "cannot build the partner URL: {e}"
+                    GatewayError::Call(CallError::Upstream(UpstreamFailure::Connect(Cause::from(
+                        format!("cannot build the partner URL: {e}"),
                     ))))
                 })?
             }
@@ -109,8 +109,8 @@ impl UpstreamInner {
             .uri(uri)
             .body(Full::new(req.body.clone()))
             .map_err(|e| {
-                GatewayError::Upstream(UpstreamFailure::Connect(Cause::from(format!(
-                    "cannot build the partner URL: {e}"
+                GatewayError::Call(CallError::Upstream(UpstreamFailure::Connect(Cause::from(
+                    format!("cannot build the partner URL: {e}"),
                 ))))
             })?;
         let h = out.headers_mut();
@@ -133,10 +133,9 @@ impl UpstreamInner {
             }
             Target::Besitos { partner_id, .. } => {
                 let credentials = self.credentials.current();
-                let auth = credentials
-                    .besitos_auth
-                    .get(partner_id)
-                    .ok_or_else(|| GatewayError::UnknownPartner(partner_id.clone()))?;
+                let auth = credentials.besitos_auth.get(partner_id).ok_or_else(|| {
+                    GatewayError::Refused(Refusal::UnknownPartner(partner_id.clone()))
+                })?;
                 h.insert(header::AUTHORIZATION, auth.clone());
             }
         }
@@ -158,7 +157,7 @@ impl UpstreamInner {
             _ => (client.config().try_timeout, false),
         };
         if timeout.is_zero() {
-            return Err(GatewayError::DeadlineExceeded);
+            return Err(GatewayError::Call(CallError::DeadlineExceeded));
         }
         let result = client.send(outgoing, started, timeout).await;
         let elapsed = started.elapsed().as_secs_f64();
@@ -170,17 +169,18 @@ impl UpstreamInner {
                 let label = if timed_out { "timeout" } else { "error" };
                 self.metrics.upstream_call(route, label, elapsed);
                 return Err(if timed_out && cut_by_deadline {
-                    GatewayError::DeadlineExceeded
+                    GatewayError::Call(CallError::DeadlineExceeded)
                 } else {
-                    GatewayError::Upstream(failure)
+                    GatewayError::Call(CallError::Upstream(failure))
                 });
             }
         };
         trace.tried(parts.status.as_u16());
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
-        headers::check_partner_headers(&parts.headers)
-            .map_err(|e| GatewayError::Upstream(UpstreamFailure::InvalidBody(e)))?;
+        headers::check_partner_headers(&parts.headers).map_err(|e| {
+            GatewayError::Call(CallError::Upstream(UpstreamFailure::InvalidBody(e)))
+        })?;
         let mut served = None;
         let body = if parts.status == StatusCode::OK {
             match route {
@@ -195,7 +195,7 @@ impl UpstreamInner {
                     &client.base_url().path_prefix,
                 ),
             }
-            .map_err(|e| GatewayError::Upstream(UpstreamFailure::InvalidBody(e)))?
+            .map_err(|e| GatewayError::Call(CallError::Upstream(UpstreamFailure::InvalidBody(e))))?
         } else {
             body
         };
@@ -340,6 +340,9 @@ token_env = "T2"
         let unknown = up
             .inner
             .build_request(request(Route::BesitosGoals, Some("p3"), &[]));
-        assert!(matches!(unknown, Err(GatewayError::UnknownPartner(_))));
+        assert!(matches!(
+            unknown,
+            Err(GatewayError::Refused(Refusal::UnknownPartner(_)))
+        ));
     }
 }

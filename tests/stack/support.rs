@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use offergate::app::stack::EdgeWith;
-use offergate::call::error::{GatewayError, UpstreamFailure};
+use offergate::call::error::{CallError, GatewayError, UpstreamFailure};
 use offergate::call::outcome::partner_answer;
 use offergate::call::request::{Outcome, ProxyRequest, ProxyResponse};
 use offergate::call::route::Route;
@@ -82,7 +82,8 @@ impl Partner {
         let json = |status: u16, body: String| {
             ProxyResponse::json(StatusCode::from_u16(status).unwrap(), Bytes::from(body))
         };
-        let failure = |resp: ProxyResponse| Err(GatewayError::PartnerStatus(Box::new(resp)));
+        let failure =
+            |resp: ProxyResponse| Err(GatewayError::Call(CallError::PartnerStatus(Box::new(resp))));
         let mut step = step.unwrap_or(Step::Answer);
         if let Step::Slow(d) = step {
             tokio::time::sleep(d).await;
@@ -117,8 +118,8 @@ impl Partner {
                 failure(r)
             }
             Step::Hang => std::future::pending().await,
-            Step::Unreachable => Err(GatewayError::Upstream(UpstreamFailure::Connect(
-                "connection refused".into(),
+            Step::Unreachable => Err(GatewayError::Call(CallError::Upstream(
+                UpstreamFailure::Connect("connection refused".into()),
             ))),
             Step::Panic => panic!("scripted panic in the partner call"),
         }

@@ -267,7 +267,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
-    use crate::call::error::GatewayError;
+    use crate::call::error::{CallError, GatewayError};
 
     fn stored(fp: u8, body_len: usize, ttl: Duration) -> Stored {
         Stored {
@@ -285,7 +285,7 @@ mod tests {
         assert!(matches!(s.claim(key, &[1; 16]).await, Claim::Lead), "{key}");
         s.finish(
             key,
-            &Err(GatewayError::DeadlineExceeded),
+            &Err(GatewayError::Call(CallError::DeadlineExceeded)),
             Some(stored(1, body_len, ttl)),
         )
         .await;
@@ -302,12 +302,12 @@ mod tests {
         let Claim::Wait(waiter) = s.claim("k", &[1; 16]).await else {
             panic!("should wait")
         };
-        let answer: Answer = Err(GatewayError::DeadlineExceeded);
+        let answer: Answer = Err(GatewayError::Call(CallError::DeadlineExceeded));
         s.finish("k", &answer, Some(stored(1, 10, Duration::from_secs(60))))
             .await;
         assert!(matches!(
             waiter.await,
-            Some(Err(GatewayError::DeadlineExceeded))
+            Some(Err(GatewayError::Call(CallError::DeadlineExceeded)))
         ));
         assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Stored(_)));
         assert!(matches!(s.claim("k", &[2; 16]).await, Claim::Conflict));
@@ -318,8 +318,12 @@ mod tests {
     async fn a_call_not_kept_leaves_the_key_free() {
         let s = MemoryStore::new(100, 1 << 20);
         assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Lead));
-        s.finish("k", &Err(GatewayError::DeadlineExceeded), None)
-            .await;
+        s.finish(
+            "k",
+            &Err(GatewayError::Call(CallError::DeadlineExceeded)),
+            None,
+        )
+        .await;
         assert!(matches!(s.claim("k", &[1; 16]).await, Claim::Lead));
     }
 

@@ -42,7 +42,7 @@ use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
 use prometheus::IntCounter;
 
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
@@ -280,7 +280,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                 }
                 Claim::Conflict => {
                     this.count(route, Lookup::Conflict);
-                    Err(GatewayError::IdempotencyKeyReused)
+                    Err(GatewayError::Refused(Refusal::IdempotencyKeyReused))
                 }
                 Claim::Wait(first) => {
                     this.count(route, Lookup::Coalesced);
@@ -288,17 +288,19 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                     match tokio::time::timeout_at(own_deadline, first).await {
                         Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
                         // The first call's panic is counted once, on its own answer.
-                        Ok(Some(Err(GatewayError::Panic))) => Err(GatewayError::Internal(
-                            "the first call with this key failed unexpectedly".into(),
-                        )),
+                        Ok(Some(Err(GatewayError::Call(CallError::Panic)))) => {
+                            Err(GatewayError::Call(CallError::Internal(
+                                "the first call with this key failed unexpectedly".into(),
+                            )))
+                        }
                         Ok(Some(answer)) => answer,
-                        Ok(None) => Err(GatewayError::Internal(
+                        Ok(None) => Err(GatewayError::Call(CallError::Internal(
                             "the first call with this key was lost".into(),
-                        )),
-                        Err(_) => Err(GatewayError::DeadlineExceeded),
+                        ))),
+                        Err(_) => Err(GatewayError::Call(CallError::DeadlineExceeded)),
                     }
                 }
-                Claim::Unavailable => Err(GatewayError::StateUnavailable),
+                Claim::Unavailable => Err(GatewayError::Call(CallError::StateUnavailable)),
                 Claim::Lead => {
                     this.count(route, Lookup::Miss);
                     let (per_route, next) = (this.per_route.clone(), self.next.clone());
@@ -306,7 +308,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                         let answer = AssertUnwindSafe(next.call(req))
                             .catch_unwind()
                             .await
-                            .unwrap_or(Err(GatewayError::Panic));
+                            .unwrap_or(Err(GatewayError::Call(CallError::Panic)));
                         let state = per_route.get(route);
                         state
                             .store

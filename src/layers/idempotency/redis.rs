@@ -29,7 +29,7 @@ use http::{HeaderValue, StatusCode};
 use super::memory::MemoryStore;
 use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::clock;
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint::{hex, Fingerprint};
 use crate::call::request::{Outcome, ProxyResponse};
 use crate::call::route::Route;
@@ -174,8 +174,12 @@ impl IdempotencyStore for RedisStore {
                         return Claim::Stored(Arc::new(stored));
                     }
                     Some(_) => {
-                        self.settle_locally(key, Err(GatewayError::IdempotencyKeyReused), None)
-                            .await;
+                        self.settle_locally(
+                            key,
+                            Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
+                            None,
+                        )
+                        .await;
                         return Claim::Conflict;
                     }
                     None => {
@@ -184,25 +188,37 @@ impl IdempotencyStore for RedisStore {
                     }
                 },
                 Ok(ClaimReply::Conflict) => {
-                    self.settle_locally(key, Err(GatewayError::IdempotencyKeyReused), None)
-                        .await;
+                    self.settle_locally(
+                        key,
+                        Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
+                        None,
+                    )
+                    .await;
                     return Claim::Conflict;
                 }
                 Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
                     tokio::time::sleep(POLL).await;
                 }
                 Ok(ClaimReply::InFlight) => {
-                    self.settle_locally(key, Err(GatewayError::DeadlineExceeded), None)
-                        .await;
-                    let late: Answer = Err(GatewayError::DeadlineExceeded);
+                    self.settle_locally(
+                        key,
+                        Err(GatewayError::Call(CallError::DeadlineExceeded)),
+                        None,
+                    )
+                    .await;
+                    let late: Answer = Err(GatewayError::Call(CallError::DeadlineExceeded));
                     return Claim::Wait(Box::pin(std::future::ready(Some(late))));
                 }
                 Err(_) => match self.redis.on_error() {
                     // Counted by the state metrics; this replica de-duplicates alone.
                     OnStateError::FailOpen => return Claim::Lead,
                     OnStateError::FailClosed => {
-                        self.settle_locally(key, Err(GatewayError::StateUnavailable), None)
-                            .await;
+                        self.settle_locally(
+                            key,
+                            Err(GatewayError::Call(CallError::StateUnavailable)),
+                            None,
+                        )
+                        .await;
                         return Claim::Unavailable;
                     }
                 },

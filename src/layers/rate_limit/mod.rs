@@ -37,7 +37,7 @@ use tower::Layer;
 
 use super::pause::Pauses;
 use super::ProxyService;
-use crate::call::error::{GatewayError, LimitScope};
+use crate::call::error::{CallError, GatewayError, LimitScope};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, RateLimitConfig};
@@ -100,13 +100,13 @@ impl Shared {
         match refused {
             Refused::Paused(retry_after) => {
                 self.limited.inc(route, LimitScope::Upstream);
-                GatewayError::CircuitOpen { retry_after }
+                GatewayError::Call(CallError::CircuitOpen { retry_after })
             }
             Refused::Limited(retry_after) => {
                 self.limited.inc(route, scope);
-                GatewayError::RateLimited { scope, retry_after }
+                GatewayError::Call(CallError::RateLimited { scope, retry_after })
             }
-            Refused::Unavailable => GatewayError::StateUnavailable,
+            Refused::Unavailable => GatewayError::Call(CallError::StateUnavailable),
         }
     }
 }

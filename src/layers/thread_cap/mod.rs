@@ -26,7 +26,7 @@ use tower::Layer;
 
 use super::fleet::Unavailable;
 use super::ProxyService;
-use crate::call::error::GatewayError;
+use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse, ThreadId};
 use crate::call::route::Route;
 use crate::config::Config;
@@ -199,7 +199,7 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
             let mut held = match this.threads.reserve(thread).await {
                 Ok(Some(held)) => held,
                 Ok(None) => return Ok(this.skip()),
-                Err(Unavailable) => return Err(GatewayError::StateUnavailable),
+                Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
             };
             let result = self.next.call(req).await;
             if matches!(&result, Ok(r) if r.extensions.get::<OfferServed>().is_some()) {

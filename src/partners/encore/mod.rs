@@ -127,10 +127,11 @@ pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::error::Refusal;
 
     fn field_of(r: Result<Checked<'_>, GatewayError>) -> String {
         match r {
-            Err(GatewayError::InvalidRequest { field, .. }) => field,
+            Err(GatewayError::Refused(Refusal::InvalidRequest { field, .. })) => field,
             other => panic!("expected invalid_request, got {other:?}"),
         }
     }
