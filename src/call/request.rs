@@ -200,3 +200,19 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// Every layer moves the request and its answer: they stay small (the
+    /// answer grew 24 bytes for its notes; bigger showed in callgrind as
+    /// memcpy).
+    #[test]
+    fn what_every_layer_moves_stays_small() {
+        assert!(std::mem::size_of::<ProxyRequest>() <= 96);
+        assert!(
+            std::mem::size_of::<Result<ProxyResponse, crate::call::error::GatewayError>>() <= 160
+        );
+    }
+}
