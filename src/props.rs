@@ -151,3 +151,59 @@ proptest! {
         let _ = Config::from_toml(&toml_ish, &env);
     }
 }
+
+/// offergate's own RFC 3339 parser against jiff (`benches/parsers.rs`
+/// measures both), on generated times: what each accepts, and the instant
+/// each reads. (Its BCP-47 checker was compared the same way with
+/// oxilangtag, which accepted exactly the same tags and now does the job.)
+mod ours_against_the_crates {
+    use super::*;
+    use crate::integrator::time::parse_rfc3339;
+
+    proptest! {
+        #[test]
+        fn ours_and_jiff_read_the_same_times_and_ours_is_stricter(
+            y in 1970u32..2100, mo in 0u32..14, d in 0u32..33,
+            h in 0u32..25, mi in 0u32..61, s in 0u32..61,
+            frac in prop_oneof![Just(String::new()), "\\.[0-9]{1,9}"],
+            zone in prop_oneof![Just("Z".to_string()), Just("z".to_string()), "[+-](0[0-9]|1[0-4]):[0-5][0-9]", Just("+24:00".to_string())],
+            sep in prop_oneof![Just('T'), Just('t'), Just(' ')],
+        ) {
+            let text = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}{zone}");
+            let theirs = text.parse::<jiff::Timestamp>();
+            // jiff also takes offsets of +24:00 and more, which RFC 3339's
+            // grammar does not (time-hour is 00-23): ours is the stricter.
+            let offset_hours: u32 = zone.get(1..3).and_then(|h| h.parse().ok()).unwrap_or(0);
+            if offset_hours < 24 {
+                prop_assert_eq!(parse_rfc3339(&text).is_ok(), theirs.is_ok(), "{} {:?}", text, theirs);
+            } else {
+                prop_assert!(parse_rfc3339(&text).is_err(), "{}", text);
+            }
+            if let Ok(ms) = parse_rfc3339(&text) {
+                prop_assert!(theirs.is_ok(), "{} -> {:?}", text, theirs);
+                // A leap second (:60): jiff reads it as :59, offergate as the
+                // next minute's :00; both are one second from the truth.
+                if s != 60 {
+                    prop_assert_eq!(theirs.map(|t| t.as_millisecond()).ok(), Some(ms), "{}", text);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_cases_agree() {
+        for (text, ms) in [
+            ("2026-11-23T10:15:00Z", 1_795_428_900_000),
+            ("2026-11-23T11:15:00.25+01:00", 1_795_428_900_250),
+        ] {
+            assert_eq!(parse_rfc3339(text).ok(), Some(ms), "{text}");
+            assert_eq!(
+                text.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_millisecond())
+                    .ok(),
+                Some(ms),
+                "{text}"
+            );
+        }
+    }
+}
