@@ -103,6 +103,15 @@ fn whole_stack(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| ok.clone().handle(request(fresh(), None)))
     });
+    // The edge as a tower service inside tower-http's CatchPanicLayer, the
+    // alternative to its own catch (README: tower-http): the same call.
+    let caught = tower_http::catch_panic::CatchPanicLayer::new();
+    group.bench_function("forward_in_tower_http_catch_panic", |b| {
+        b.to_async(&rt).iter(|| {
+            let service = tower::Layer::layer(&caught, ok.clone());
+            tower::ServiceExt::oneshot(service, request(fresh(), None))
+        })
+    });
     group.bench_function("replay", |b| {
         let body = fresh();
         b.to_async(&rt)

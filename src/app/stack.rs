@@ -2,8 +2,9 @@
 //! in the order a request meets each piece:
 //!
 //! ```text
-//! caller ─▶ Edge                request id, access log, metrics, errors → answers
-//!           └ Admission         target, Host, token, partner, content type, body, JSON rules
+//! caller ─▶ Edge                request id, shedding, panics, access log, metrics, errors
+//!           └ Router            the request line: which partner route (edge/router.rs)
+//!           └ Admission         Host, token, partner, content type, body, JSON rules
 //!             └ Fallback        a failure after everything below → 200 "nothing for you"
 //!               └ Idempotency   replay or coalesce duplicates: one partner call per request
 //!                 └ ThreadCap   Encore: at most N offers per chat in the window

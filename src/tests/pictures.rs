@@ -52,7 +52,7 @@ fn the_pictures_of_a_request_name_what_the_stack_composes() {
         composed.len() >= 8,
         "found the stack's layers: {composed:?}"
     );
-    let edge_pieces = ["Edge", "Shed", "Admission"];
+    let edge_pieces = ["Edge", "Shed", "Router", "Admission"];
     let below_edge = |names: Vec<String>| -> Vec<String> {
         names
             .into_iter()
@@ -64,8 +64,8 @@ fn the_pictures_of_a_request_name_what_the_stack_composes() {
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let life = pictured(picture_after(&readme, "## The life of a request"));
     assert_eq!(
-        life[..3],
-        ["Edge", "Shed", "Admission"],
+        life[..4],
+        ["Edge", "Shed", "Router", "Admission"],
         "the README's picture starts at the edge"
     );
     assert_eq!(below_edge(life), composed, "the README's life of a request");
