@@ -32,8 +32,8 @@ use crate::call::request::{CallInfo, CallTrace, Compose, ProxyRequest};
 use crate::call::route::{PerRoute, Route, Target};
 use crate::config::{Config, Live, Secrets};
 use crate::edge::host;
-use crate::integrator::compose::asked as compose_asked;
 use crate::partners;
+use crate::partners::encore::compose::asked as compose_asked;
 
 pub struct Admission {
     body_limit: usize,

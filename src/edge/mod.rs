@@ -46,8 +46,9 @@ use crate::call::request::{CallInfo, ProxyResponse};
 use crate::call::route::Route;
 use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
-use crate::integrator::{compose, eligibility};
+use crate::integrator::eligibility;
 use crate::metrics::Metrics;
+use crate::partners::encore::compose::{self, Composed};
 use admission::Admission;
 use metrics::EdgeMetrics;
 use router::Handler;
@@ -217,7 +218,13 @@ impl<S: ProxyService> Edge<S> {
         match self.shared.stack.call(proxy_req).await {
             Ok(mut resp) => {
                 if let (Some(asked), 200) = (compose, resp.status.as_u16()) {
-                    if let Some(body) = compose::compose(&resp.body, asked.language.as_deref()) {
+                    // The partner call composed it as it read the answer; an
+                    // answer from the store is read here, once.
+                    let body = match resp.extensions.get::<Composed>() {
+                        Some(composed) => compose::add(&resp.body, composed),
+                        None => compose::compose(&resp.body, asked.language.as_deref()),
+                    };
+                    if let Some(body) = body {
                         resp.body = body;
                     }
                 }

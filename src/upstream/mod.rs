@@ -182,13 +182,23 @@ impl UpstreamInner {
             GatewayError::Call(CallError::Upstream(UpstreamFailure::InvalidBody(e)))
         })?;
         let mut served = None;
+        let mut composed = None;
         let body = if parts.status == StatusCode::OK {
             match route {
-                Route::EncoreOffers => encore::check_answer(&body).map(|offer| {
-                    self.metrics.offer(offer);
-                    served = Some(offer);
-                    body
-                }),
+                // Read once: checked, counted, and composed when asked.
+                Route::EncoreOffers => encore::read_answer(&body)
+                    .map(|offer| {
+                        let result = match &offer {
+                            Some(_) => OfferResult::Offer,
+                            None => OfferResult::NoOffer,
+                        };
+                        self.metrics.offer(result);
+                        served = Some(result);
+                        if let (Some(asked), Some(offer)) = (&call.compose, &offer) {
+                            composed = encore::compose::message(offer, asked.language.as_deref());
+                        }
+                    })
+                    .map(|()| body),
                 Route::BesitosGoals => besitos::rewrite_answer(
                     &body,
                     &self.public_base_url,
@@ -210,6 +220,9 @@ impl UpstreamInner {
         };
         if route == Route::EncoreOffers && served == Some(OfferResult::Offer) {
             answer.extensions.insert(OfferServed);
+        }
+        if let Some(composed) = composed {
+            answer.extensions.insert(composed);
         }
         partner_answer(answer)
     }

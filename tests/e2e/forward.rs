@@ -240,3 +240,32 @@ async fn one_keep_alive_connection_serves_many_calls() {
     assert_eq!(h.calls(Route::EncoreOffers), 5);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composed_message_is_the_partners_answer_with_one_member_added() {
+    let h = Harness::start().await;
+    let body = ENCORE_BODY.replace("\"en\"", "\"pt-BR\"");
+    let compose = [("x-offergate-compose", "true"), ("idempotency-key", "c-1")];
+    // The partner call reads the answer once and composes as it does.
+    let a = h.post(ENCORE_PATH, &compose, &body).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let seen = h
+        .sim
+        .state
+        .last(Route::EncoreOffers)
+        .expect("the partner got it");
+    let v = a.json();
+    let url = v["offer"]["clickUrl"].as_str().unwrap().to_string();
+    let text = v["composed"]["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("Ganhe ") && text.contains(&url), "{text}");
+    assert_eq!(v["composed"]["language"], "pt");
+    // Every byte the partner sent is there, in order, before the new member.
+    let partner = &seen.answered[..seen.answered.len() - 1];
+    assert!(a.body.starts_with(partner), "{:?}", a.body);
+    // A replay (from the store, read here once) composes the same text.
+    let again = h.post(ENCORE_PATH, &compose, &body).await;
+    assert!(again.replayed());
+    assert_eq!(again.json()["composed"]["text"], text);
+    assert_eq!(again.body, a.body);
+    assert_eq!(h.calls(Route::EncoreOffers), 1);
+}

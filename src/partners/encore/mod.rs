@@ -6,6 +6,7 @@
 //! `clientId`.
 
 mod bcp47;
+pub mod compose;
 mod country;
 
 pub use bcp47::is_well_formed as is_bcp47;
@@ -96,10 +97,16 @@ struct EncoreAnswer<'a> {
     offer: Option<OfferHead<'a>>,
 }
 
+/// What of an offer the checks and the composed message read; the rest is
+/// skipped without allocating.
 #[derive(Deserialize)]
-struct OfferHead<'a> {
+pub struct OfferHead<'a> {
     #[serde(rename = "clickUrl", borrow)]
-    click_url: Cow<'a, str>,
+    pub click_url: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub title: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub perk: Option<Cow<'a, str>>,
 }
 
 fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -112,15 +119,23 @@ where
 
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
 pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
+    read_answer(body).map(|offer| match offer {
+        Some(_) => OfferResult::Offer,
+        None => OfferResult::NoOffer,
+    })
+}
+
+/// [`check_answer`], keeping what the offer says for a composed message:
+/// the answer parsed once for both.
+pub fn read_answer(body: &[u8]) -> Result<Option<OfferHead<'_>>, Problem> {
     let answer: EncoreAnswer = crate::call::json::from_bytes(body)
         .map_err(|e| Problem(format!("not the documented JSON: {e}")))?;
     if !answer.success {
         return Err("`success` is not true".into());
     }
     match answer.offer {
-        None => Ok(OfferResult::NoOffer),
-        Some(offer) if !offer.click_url.is_empty() => Ok(OfferResult::Offer),
-        Some(_) => Err("`offer.clickUrl` is empty".into()),
+        Some(offer) if offer.click_url.is_empty() => Err("`offer.clickUrl` is empty".into()),
+        offer => Ok(offer),
     }
 }
 

@@ -8,7 +8,8 @@
 //! sent it.
 
 use bytes::Bytes;
-use serde_json::Value;
+
+use super::OfferHead;
 
 /// `(language, template)`: `{offer}` is the perk (or the title), `{url}` the
 /// click URL.
@@ -25,17 +26,22 @@ pub fn asked(value: Option<&http::HeaderValue>) -> bool {
     value.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// `answer` with `composed` added, or `None` when it holds no offer to compose
-/// (then it is sent as it is).
-pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
-    let mut v: Value = serde_json::from_slice(answer).ok()?;
-    let offer = v.get("offer")?.as_object()?;
-    let url = offer.get("clickUrl")?.as_str()?;
+/// A composed message, noted on the partner's answer by the call that read
+/// it (`upstream`), so the edge adds it without reading the answer again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    pub text: String,
+    pub language: &'static str,
+}
+
+/// The message for `offer`, in `language`'s template (English when there is
+/// none); `None` when the offer has neither a perk nor a title to offer.
+pub fn message(offer: &OfferHead<'_>, language: Option<&str>) -> Option<Composed> {
     let what = offer
-        .get("perk")
-        .and_then(Value::as_str)
+        .perk
+        .as_deref()
         .filter(|p| !p.trim().is_empty())
-        .or_else(|| offer.get("title").and_then(Value::as_str))?;
+        .or(offer.title.as_deref())?;
     let primary = language
         .and_then(|l| l.split(['-', '_']).next())
         .map(str::to_ascii_lowercase);
@@ -43,12 +49,43 @@ pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
         .iter()
         .find(|(l, _)| primary.as_deref() == Some(*l))
         .unwrap_or(&TEMPLATES[0]);
-    let text = fill(template, what, url);
-    v.as_object_mut()?.insert(
-        "composed".into(),
-        serde_json::json!({ "text": text, "language": lang }),
-    );
-    serde_json::to_vec(&v).ok().map(Bytes::from)
+    Some(Composed {
+        text: fill(template, what, &offer.click_url),
+        language: lang,
+    })
+}
+
+/// `answer` (a checked Encore 200, a JSON object) with `composed` added as
+/// its last member; every other byte as the partner sent it.
+pub fn add(answer: &[u8], composed: &Composed) -> Option<Bytes> {
+    let end = answer.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if answer[end] != b'}' {
+        return None;
+    }
+    let empty = answer[..end]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let member = serde_json::json!({ "text": composed.text, "language": composed.language });
+    let mut out = Vec::with_capacity(answer.len() + composed.text.len() + 48);
+    out.extend_from_slice(&answer[..end]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""composed":"#);
+    out.extend_from_slice(member.to_string().as_bytes());
+    out.push(b'}');
+    Some(Bytes::from(out))
+}
+
+/// `answer` with `composed` added, or `None` when it holds no offer to
+/// compose (then it is sent as it is): for an answer no call of this
+/// request read (a replay from the store).
+pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
+    let offer = super::read_answer(answer).ok()??;
+    let composed = message(&offer, language)?;
+    add(answer, &composed)
 }
 
 /// The template with its placeholders filled. Only the template is scanned
@@ -78,6 +115,7 @@ fn fill(template: &str, offer: &str, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
 
