@@ -186,19 +186,25 @@ impl UpstreamInner {
         let body = if parts.status == StatusCode::OK {
             match route {
                 // Read once: checked, counted, and composed when asked.
-                Route::EncoreOffers => encore::read_answer(&body)
-                    .map(|offer| {
-                        let result = match &offer {
-                            Some(_) => OfferResult::Offer,
-                            None => OfferResult::NoOffer,
-                        };
-                        self.metrics.offer(result);
-                        served = Some(result);
-                        if let (Some(asked), Some(offer)) = (&call.compose, &offer) {
-                            composed = encore::compose::message(offer, asked.language.as_deref());
+                Route::EncoreOffers => match &call.compose {
+                    None => encore::check_answer(&body),
+                    Some(asked) => encore::read_offer(&body).map(|offer| {
+                        let language = asked.language.as_deref();
+                        composed = offer
+                            .as_ref()
+                            .and_then(|o| encore::compose::message(o, language));
+                        if offer.is_some() {
+                            OfferResult::Offer
+                        } else {
+                            OfferResult::NoOffer
                         }
-                    })
-                    .map(|()| body),
+                    }),
+                }
+                .map(|result| {
+                    self.metrics.offer(result);
+                    served = Some(result);
+                    body
+                }),
                 Route::BesitosGoals => besitos::rewrite_answer(
                     &body,
                     &self.public_base_url,

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::OfferHead;
+use super::OfferText;
 
 /// `(language, template)`: `{offer}` is the perk (or the title), `{url}` the
 /// click URL.
@@ -36,7 +36,7 @@ pub struct Composed {
 
 /// The message for `offer`, in `language`'s template (English when there is
 /// none); `None` when the offer has neither a perk nor a title to offer.
-pub fn message(offer: &OfferHead<'_>, language: Option<&str>) -> Option<Composed> {
+pub fn message(offer: &OfferText, language: Option<&str>) -> Option<Composed> {
     let what = offer
         .perk
         .as_deref()
@@ -83,7 +83,7 @@ pub fn add(answer: &[u8], composed: &Composed) -> Option<Bytes> {
 /// compose (then it is sent as it is): for an answer no call of this
 /// request read (a replay from the store).
 pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
-    let offer = super::read_answer(answer).ok()??;
+    let offer = super::read_offer(answer).ok()??;
     let composed = message(&offer, language)?;
     add(answer, &composed)
 }

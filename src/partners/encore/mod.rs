@@ -87,26 +87,34 @@ pub fn check_body(body: &[u8]) -> Result<Checked<'_>, GatewayError> {
 
 /// The parts of an Encore 200 that are checked. Borrowed and typed, not a
 /// `Value`: every forwarded answer passes here, and fields not named are
-/// skipped without allocating.
+/// skipped without allocating. `O` is what is read of the offer.
 #[derive(Deserialize)]
-struct EncoreAnswer<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct EncoreAnswer<O> {
     success: bool,
     /// Required, may be null: `deserialize_with` turns off serde's "a missing
     /// `Option` is `None`".
-    #[serde(borrow, deserialize_with = "present")]
-    offer: Option<OfferHead<'a>>,
+    #[serde(deserialize_with = "present")]
+    offer: Option<O>,
 }
 
-/// What of an offer the checks and the composed message read; the rest is
-/// skipped without allocating.
+/// What the check reads of an offer: its link, borrowed.
 #[derive(Deserialize)]
-pub struct OfferHead<'a> {
+struct OfferHead<'a> {
     #[serde(rename = "clickUrl", borrow)]
-    pub click_url: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub title: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub perk: Option<Cow<'a, str>>,
+    click_url: Cow<'a, str>,
+}
+
+/// What a composed message reads of an offer (read only when one is asked:
+/// serde copies an optional string).
+#[derive(Deserialize, Debug)]
+pub struct OfferText {
+    #[serde(rename = "clickUrl")]
+    pub click_url: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub perk: Option<String>,
 }
 
 fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -119,22 +127,30 @@ where
 
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
 pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
-    read_answer(body).map(|offer| match offer {
+    let offer: Option<OfferHead> = read(body, |o: &OfferHead| o.click_url.is_empty())?;
+    Ok(match offer {
         Some(_) => OfferResult::Offer,
         None => OfferResult::NoOffer,
     })
 }
 
-/// [`check_answer`], keeping what the offer says for a composed message:
-/// the answer parsed once for both.
-pub fn read_answer(body: &[u8]) -> Result<Option<OfferHead<'_>>, Problem> {
-    let answer: EncoreAnswer = crate::call::json::from_bytes(body)
+/// [`check_answer`], keeping what a composed message needs of the offer:
+/// one read for both.
+pub fn read_offer(body: &[u8]) -> Result<Option<OfferText>, Problem> {
+    read(body, |o: &OfferText| o.click_url.is_empty())
+}
+
+fn read<'a, O: Deserialize<'a>>(
+    body: &'a [u8],
+    no_link: impl Fn(&O) -> bool,
+) -> Result<Option<O>, Problem> {
+    let answer: EncoreAnswer<O> = crate::call::json::from_bytes(body)
         .map_err(|e| Problem(format!("not the documented JSON: {e}")))?;
     if !answer.success {
         return Err("`success` is not true".into());
     }
     match answer.offer {
-        Some(offer) if offer.click_url.is_empty() => Err("`offer.clickUrl` is empty".into()),
+        Some(offer) if no_link(&offer) => Err("`offer.clickUrl` is empty".into()),
         offer => Ok(offer),
     }
 }
