@@ -31,6 +31,12 @@ pub fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
         Some(Json::String(s)) if s.len() > MAX_ID_CHARS && s.chars().count() > MAX_ID_CHARS => Err(
             GatewayError::invalid(field, format!("is longer than {MAX_ID_CHARS} characters")),
         ),
+        // An id is a key (the thread cap's, the caller's bucket): a control
+        // character (NUL among them) could make two ids read as one.
+        Some(Json::String(s)) if s.chars().any(char::is_control) => Err(GatewayError::invalid(
+            field,
+            "must not hold control characters (U+0000 to U+001F, U+007F to U+009F)",
+        )),
         Some(Json::String(_)) => Ok(()),
         Some(other) => Err(GatewayError::invalid(
             field,

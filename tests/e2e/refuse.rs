@@ -38,6 +38,24 @@ async fn invalid_bodies_are_rejected_locally_naming_the_field() {
             "invalid_request",
             "attributes.platform",
         ),
+        // Ids are keys: one with a NUL could pass for another client's thread.
+        (
+            ENCORE_PATH.into(),
+            encore("\"client-42\"", r#""X\u0000x""#),
+            400,
+            "invalid_request",
+            "clientId",
+        ),
+        (
+            ENCORE_PATH.into(),
+            encore(
+                "\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\"",
+                r#""x\u0000chat""#,
+            ),
+            400,
+            "invalid_request",
+            "chatId",
+        ),
         (
             ENCORE_PATH.into(),
             encore("\"client-42\"", "\"\""),
@@ -153,7 +171,7 @@ async fn invalid_bodies_are_rejected_locally_naming_the_field() {
     assert_sample(
         &m,
         r#"offergate_requests_total{outcome="rejected",route="encore_offers"}"#,
-        9.0,
+        11.0,
     );
     h.stop().await;
 }

@@ -181,6 +181,10 @@ mod tests {
             (GOOD.replace(r#""clientId":"client-42","#, ""), "clientId"),
             (GOOD.replace(r#""client-42""#, r#""""#), "clientId"),
             (GOOD.replace(r#""client-42""#, "42"), "clientId"),
+            (GOOD.replace(r#""client-42""#, r#""X\u0000x""#), "clientId"),
+            (GOOD.replace(r#""8b3f""#, r#""x\u0000chat""#), "chatId"),
+            (GOOD.replace(r#""8b3f""#, r#""a\nb""#), "chatId"),
+            (GOOD.replace(r#""8b3f""#, r#""a\u0085b""#), "chatId"),
             (
                 GOOD.replace(r#""8b3f""#, &format!("\"{}\"", "c".repeat(257))),
                 "chatId",
