@@ -316,6 +316,28 @@ impl ConfigError {
     }
 }
 
+/// A TOML syntax error as its line, column and message, never the line's
+/// text: an unterminated `redis_url = "redis://:password@...` must not be
+/// printed back (toml's own message quotes the line).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map_or(0, |span| span.start).min(text.len());
+    let before = &text.as_bytes()[..at];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |nl| nl + 1)
+        + 1;
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('.');
+    format!("not valid TOML at line {line}, column {column}: {message}")
+}
+
 /// Where `run` and `check-config` look when no `-c` is given.
 pub const DEFAULT_PATH: &str = "config/offergate.toml";
 
@@ -335,7 +357,7 @@ impl Config {
     pub fn from_toml(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
         let mut doc: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| ConfigError::one(format!("not valid TOML: {e}")))?;
+            .map_err(|e: toml::de::Error| ConfigError::one(syntax_error(text, &e)))?;
         apply_overrides(&mut doc, env).map_err(ConfigError::one)?;
         let raw: RawConfig = match raw::deserialize(toml::Value::Table(doc.clone())) {
             Ok(raw) => raw,

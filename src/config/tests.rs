@@ -272,3 +272,16 @@ fn a_secret_run_would_refuse_is_refused_by_check_config_too() {
         "the secret itself is never shown: {err}"
     );
 }
+
+#[test]
+fn a_syntax_error_names_its_place_and_never_echoes_the_line() {
+    let env = MapEnv::from([("ENCORE_API_KEY", "pk_test_x"), ("BESITOS_TOKEN", "t")]);
+    let text =
+        "[server]\nlisten = \"127.0.0.1:8787\"\n[state]\nredis_url = \"redis://:hunter2@db:6379\n";
+    let e = Config::from_toml(text, &env).unwrap_err();
+    let shown = e.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("line 4"), "{shown}");
+    assert_eq!(e.problems.len(), 1, "{shown}");
+    assert!(!e.problems[0].contains('\n'), "one line: {shown}");
+}
