@@ -30,7 +30,7 @@ fn local_work(c: &mut Criterion) {
     });
     let offer = br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
     c.bench_function("check_encore_answer", |b| {
-        b.iter(|| encore::check_answer(black_box(offer)))
+        b.iter(|| encore::check_answer(black_box(offer), encore::LINK_HOST))
     });
     let target = Target::Encore;
     let rl = offergate::config::RateLimitConfig {

@@ -169,6 +169,9 @@ pub struct EncoreConfig {
     #[serde(flatten)]
     pub upstream: UpstreamConfig,
     pub api_key: Secret,
+    /// The one host an offer's `clickUrl` may point at, over https (the
+    /// partner's short links; another for a sandbox).
+    pub offer_link_host: String,
     pub integrator: IntegratorConfig,
     #[serde(flatten)]
     pub resilience: ResilienceConfig,

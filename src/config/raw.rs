@@ -143,6 +143,8 @@ pub struct RawRoute {
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub partners: Vec<RawPartner>,
+    /// Encore only: the one host an offer's `clickUrl` may point at.
+    pub offer_link_host: Option<String>,
     /// `[encore.integrator]`; Encore only.
     pub integrator: Option<RawIntegrator>,
 }
@@ -187,6 +189,7 @@ impl Default for RawRoute {
             api_key_env: None,
             api_key_file: None,
             partners: Vec::new(),
+            offer_link_host: None,
             integrator: None,
         }
     }

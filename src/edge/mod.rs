@@ -74,6 +74,8 @@ struct EdgeShared<S> {
     admission: Admission,
     metrics: EdgeMetrics,
     access_log: bool,
+    /// Where an offer's link must point, for composing a stored answer.
+    link_host: String,
     /// One permit per call in flight; none left: the call is shed at once.
     in_flight: Semaphore,
     /// The integrator rules of the eligibility endpoint.
@@ -94,6 +96,7 @@ impl<S: ProxyService> Edge<S> {
                 admission: Admission::new(config, secrets),
                 metrics: EdgeMetrics::register(metrics)?,
                 access_log: config.log.access_log,
+                link_host: config.encore.offer_link_host.clone(),
                 in_flight: Semaphore::new(config.server.max_in_flight),
                 rules: (&config.encore.integrator).into(),
             }),
@@ -222,7 +225,11 @@ impl<S: ProxyService> Edge<S> {
                     // answer from the store is read here, once.
                     let body = match resp.extensions.get::<Composed>() {
                         Some(composed) => compose::add(&resp.body, composed),
-                        None => compose::compose(&resp.body, asked.language.as_deref()),
+                        None => compose::compose(
+                            &resp.body,
+                            asked.language.as_deref(),
+                            &self.shared.link_host,
+                        ),
                     };
                     if let Some(body) = body {
                         resp.body = body;

@@ -45,6 +45,8 @@ struct UpstreamInner {
     besitos: PartnerClient,
     credentials: LiveCredentials,
     public_base_url: BaseUrl,
+    /// Where an offer's link must point (`[encore] offer_link_host`).
+    link_host: String,
     user_agent: HeaderValue,
     metrics: UpstreamMetrics,
 }
@@ -72,6 +74,7 @@ impl Upstream {
                     .map_err(|e| Problem(format!("besitos.{e}")))?,
                 credentials: LiveCredentials::new(secrets)?,
                 public_base_url,
+                link_host: config.encore.offer_link_host.clone(),
                 user_agent: HeaderValue::from_static(concat!(
                     "offergate/",
                     env!("CARGO_PKG_VERSION")
@@ -187,8 +190,8 @@ impl UpstreamInner {
             match route {
                 // Read once: checked, counted, and composed when asked.
                 Route::EncoreOffers => match &call.compose {
-                    None => encore::check_answer(&body),
-                    Some(asked) => encore::read_offer(&body).map(|offer| {
+                    None => encore::check_answer(&body, &self.link_host),
+                    Some(asked) => encore::read_offer(&body, &self.link_host).map(|offer| {
                         let language = asked.language.as_deref();
                         composed = offer
                             .as_ref()

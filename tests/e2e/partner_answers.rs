@@ -107,3 +107,96 @@ async fn oversized_or_encoded_partner_headers_make_the_answer_invalid() {
         assert!(rogue.calls() >= 1, "{what}: the partner was asked");
     }
 }
+
+/// A gateway in front of `rogue`, and one call on `path` with `headers`.
+async fn one_call(rogue: &Rogue, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
+        .await
+        .expect("gateway starts");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let mut req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let answer = send_with(
+        &client,
+        req.body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap(),
+    )
+    .await;
+    gw.shutdown().await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
+    for link in [
+        "javascript:alert(document.cookie)",
+        "https://evil.example/phish",
+        "https://link.encorekit.com@evil.example/x",
+        "http://link.encorekit.com/plain",
+    ] {
+        let offer = OFFER.replace("https://link.encorekit.com/abc", link);
+        let rogue = Rogue::start(answer_200(
+            &["Content-Type: application/json".into()],
+            &offer,
+        ))
+        .await;
+        let a = one_call(
+            &rogue,
+            ENCORE_PATH,
+            &[("x-offergate-compose", "true")],
+            &encore_body(),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{link}");
+        assert_eq!(a.fallback(), Some("invalid_upstream_body"), "{link}");
+        assert!(a.json()["offer"].is_null(), "{link}: {:?}", a.body);
+        assert!(a.json().get("composed").is_none(), "{link}");
+        assert!(!String::from_utf8_lossy(&a.body).contains("evil"), "{link}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_markup_never_reaches_a_composed_message_and_odd_page_urls_are_no_links() {
+    let offer = OFFER.replace(r#""perk":"p""#, r#""perk":"<script>x</script>\u0000 free""#);
+    let rogue = Rogue::start(answer_200(
+        &["Content-Type: application/json".into()],
+        &offer,
+    ))
+    .await;
+    let a = one_call(
+        &rogue,
+        ENCORE_PATH,
+        &[("x-offergate-compose", "true")],
+        &encore_body(),
+    )
+    .await;
+    let text = a.json()["composed"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        text.starts_with("Get scriptx/script free by claiming now: https://link.encorekit.com/abc"),
+        "{text:?}"
+    );
+    let page = r#"{"current_page":1,"data":[],"next_page_url":"javascript:alert(1)","prev_page_url":"//evil.example/x","path":"/data/messages/p/upcoming-goals"}"#;
+    let rogue = Rogue::start(answer_200(&["Content-Type: application/json".into()], page)).await;
+    let a = one_call(&rogue, &besitos_path(PARTNER), &[], "{}").await;
+    assert_eq!(a.status, 200);
+    assert!(a.fallback().is_none(), "{:?}", a.body);
+    assert_eq!(a.json()["next_page_url"], serde_json::Value::Null);
+    assert_eq!(a.json()["prev_page_url"], serde_json::Value::Null);
+    let twice = r#"{"data":[],"data":[{"message":"m"}]}"#;
+    let rogue = Rogue::start(answer_200(
+        &["Content-Type: application/json".into()],
+        twice,
+    ))
+    .await;
+    let a = one_call(&rogue, &besitos_path(PARTNER), &[], "{}").await;
+    assert_eq!(a.fallback(), Some("invalid_upstream_body"), "{:?}", a.body);
+}

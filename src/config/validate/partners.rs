@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::uri::Scheme;
 
-use super::super::parse::{bounded, millis, on_limit, per_second, Problems};
+use super::super::parse::{bounded, host_name, millis, on_limit, per_second, Problems};
 use super::super::raw::{
     RawIdempotency, RawIntegrator, RawRateLimit, RawRetry, RawRoute, RouteDefaults,
     BESITOS_DEFAULTS, ENCORE_DEFAULTS,
@@ -39,11 +39,16 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
         }
     }
     let integrator = integrator(r.integrator.as_ref(), p);
+    let offer_link_host = match &r.offer_link_host {
+        None => Some(crate::partners::encore::LINK_HOST.to_string()),
+        Some(h) => p.check("encore.offer_link_host", host_name(h)),
+    };
     let (upstream, resilience) = route?;
     Some(EncoreConfig {
         upstream,
         resilience,
         api_key: api_key?,
+        offer_link_host: offer_link_host?,
         integrator: integrator?,
     })
 }
@@ -55,6 +60,9 @@ pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<B
         p.push(
             "besitos.integrator: not a key of [besitos] (the integrator rules are Encore's)".into(),
         );
+    }
+    if r.offer_link_host.is_some() {
+        p.push("besitos.offer_link_host: not a key of [besitos] (offers are Encore's)".into());
     }
     if r.api_key_env.is_some() || r.api_key_file.is_some() {
         p.push("besitos.api_key_env/api_key_file: not keys of [besitos]; each [[besitos.partners]] has token_env or token_file".into());

@@ -35,6 +35,12 @@ pub fn rewrite_answer(
 ) -> Result<Bytes, Problem> {
     let Members(members) = crate::call::json::from_bytes(body)
         .map_err(|e| Problem(format!("not a JSON object: {e}")))?;
+    // A key twice: the caller's parser and ours might read different pages.
+    for (i, (key, _)) in members.iter().enumerate() {
+        if members[..i].iter().any(|(k, _)| k == key) {
+            return Err(Problem(format!("the key `{key}` appears twice")));
+        }
+    }
     let is_array = |raw: &RawValue| raw.get().starts_with('[');
     if !members.iter().any(|(k, v)| k == "data" && is_array(v)) {
         return Err("`data` is missing or not an array".into());
@@ -79,7 +85,11 @@ fn rewrite_url_value(raw: &RawValue, public: &BaseUrl, partner_prefix: &str) -> 
         return None;
     }
     let mut url: String = serde_json::from_str(raw.get()).ok()?;
-    rewrite_one(&mut url, public, partner_prefix).then(|| Value::String(url).to_string())
+    match rewrite_one(&mut url, public, partner_prefix) {
+        Page::Moved => Some(Value::String(url).to_string()),
+        Page::Stays => None,
+        Page::NotALink => Some("null".to_string()),
+    }
 }
 
 /// `links` with each `url` rewritten, as JSON text, if any moved. Small: a
@@ -88,20 +98,45 @@ fn rewrite_links(raw: &RawValue, public: &BaseUrl, partner_prefix: &str) -> Opti
     let mut links: Value = serde_json::from_str(raw.get()).ok()?;
     let mut changed = false;
     for link in links.as_array_mut()? {
-        if let Some(Value::String(url)) = link.get_mut("url") {
-            changed |= rewrite_one(url, public, partner_prefix);
+        if let Some(slot) = link.get_mut("url") {
+            if let Value::String(url) = slot {
+                match rewrite_one(url, public, partner_prefix) {
+                    Page::Moved => changed = true,
+                    Page::Stays => {}
+                    Page::NotALink => {
+                        *slot = Value::Null;
+                        changed = true;
+                    }
+                }
+            }
         }
     }
     changed.then(|| links.to_string())
 }
 
-/// Replaces the origin of an absolute http(s) URL; relative or odd values stay.
-fn rewrite_one(url: &mut String, public: &BaseUrl, partner_prefix: &str) -> bool {
+/// What becomes of one page URL.
+enum Page {
+    /// An absolute http(s) URL, now on offergate's public base URL.
+    Moved,
+    /// A path on the host the caller used (offergate's), or already ours.
+    Stays,
+    /// Not a page of the partner's a caller may follow (`javascript:`,
+    /// `//elsewhere`, `data:`): never passed on as a link.
+    NotALink,
+}
+
+/// Moves an absolute http(s) URL onto `public`; a path stays; anything
+/// else is not a link.
+fn rewrite_one(url: &mut String, public: &BaseUrl, partner_prefix: &str) -> Page {
+    let is_path = url.starts_with('/') && !url.starts_with("//") && !url.contains('\\');
     let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
+        return Page::NotALink;
     };
+    if uri.scheme().is_none() && is_path {
+        return Page::Stays;
+    }
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-        return false;
+        return Page::NotALink;
     }
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let pq = pq
@@ -110,10 +145,10 @@ fn rewrite_one(url: &mut String, public: &BaseUrl, partner_prefix: &str) -> bool
         .unwrap_or(pq);
     let new = public.join(pq);
     if new == *url {
-        return false;
+        return Page::Stays;
     }
     *url = new;
-    true
+    Page::Moved
 }
 
 #[cfg(test)]
@@ -147,6 +182,23 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys[0], "current_page");
         assert_eq!(keys[1], "data");
+    }
+
+    #[test]
+    fn page_urls_that_are_not_links_of_the_partners_are_dropped_and_keys_are_unique() {
+        let public = BaseUrl::parse("http://gw.test").unwrap();
+        let body = br#"{"data":[],"next_page_url":"javascript:alert(1)","prev_page_url":"//evil.example/x","first_page_url":"data:text/html,x","path":"/data/messages/p/upcoming-goals","links":[{"url":"javascript:x","label":"1"}]}"#;
+        let v: Value = serde_json::from_slice(&rewrite_answer(body, &public, "").unwrap()).unwrap();
+        assert_eq!(v["next_page_url"], Value::Null);
+        assert_eq!(v["prev_page_url"], Value::Null);
+        assert_eq!(v["first_page_url"], Value::Null);
+        assert_eq!(v["path"], "/data/messages/p/upcoming-goals");
+        assert_eq!(v["links"][0]["url"], Value::Null);
+        assert_eq!(v["links"][0]["label"], "1");
+        let twice = br#"{"data":[],"data":[{"message":"other"}]}"#;
+        assert!(rewrite_answer(twice, &public, "")
+            .unwrap_err()
+            .contains("twice"));
     }
 
     #[test]

@@ -49,10 +49,47 @@ pub fn message(offer: &OfferText, language: Option<&str>) -> Option<Composed> {
         .iter()
         .find(|(l, _)| primary.as_deref() == Some(*l))
         .unwrap_or(&TEMPLATES[0]);
+    let what = clean(what);
+    if what.is_empty() {
+        return None;
+    }
     Some(Composed {
-        text: fill(template, what, &offer.click_url),
+        text: fill(template, &what, &offer.click_url),
         language: lang,
     })
+}
+
+/// The longest offer text put in a message, in characters.
+pub const MAX_OFFER_CHARS: usize = 120;
+
+/// A partner's text as it may reach an end user: no control or
+/// direction-changing characters, no `<` or `>` (so no markup can form),
+/// whitespace runs as one space, at most [`MAX_OFFER_CHARS`] characters.
+fn clean(text: &str) -> String {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    let mut out = String::with_capacity(text.len().min(4 * MAX_OFFER_CHARS));
+    let mut chars = 0;
+    for word in text
+        .split(|c: char| c.is_whitespace() || invisible(c))
+        .filter(|w| !w.is_empty())
+    {
+        let space = (!out.is_empty()).then_some(' ');
+        for c in space
+            .into_iter()
+            .chain(word.chars().filter(|c| !matches!(c, '<' | '>')))
+        {
+            if chars == MAX_OFFER_CHARS {
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            chars += 1;
+        }
+    }
+    out
 }
 
 /// `answer` (a checked Encore 200, a JSON object) with `composed` added as
@@ -82,8 +119,8 @@ pub fn add(answer: &[u8], composed: &Composed) -> Option<Bytes> {
 /// `answer` with `composed` added, or `None` when it holds no offer to
 /// compose (then it is sent as it is): for an answer no call of this
 /// request read (a replay from the store).
-pub fn compose(answer: &[u8], language: Option<&str>) -> Option<Bytes> {
-    let offer = super::read_offer(answer).ok()??;
+pub fn compose(answer: &[u8], language: Option<&str>, link_host: &str) -> Option<Bytes> {
+    let offer = super::read_offer(answer, link_host).ok()??;
     let composed = message(&offer, language)?;
     add(answer, &composed)
 }
@@ -120,7 +157,8 @@ mod tests {
     const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/aB3xY7q2","title":"Free Apple Music for 6 months","description":"Songs & Podcasts","imageUrl":"https://x/y.png","advertiserName":"Apple Music","perk":"6 months free"}}"#;
 
     fn composed(answer: &str, lang: Option<&str>) -> Value {
-        serde_json::from_slice(&compose(answer.as_bytes(), lang).unwrap()).unwrap()
+        serde_json::from_slice(&compose(answer.as_bytes(), lang, super::super::LINK_HOST).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -162,6 +200,37 @@ mod tests {
     }
 
     #[test]
+    fn partner_text_reaches_the_user_without_markup_or_control_characters() {
+        let hostile = OFFER.replace(
+            "6 months free",
+            "<script>alert(1)</script> free\\u0000\\u202Etxt.exe\\n\\tnow",
+        );
+        let text = composed(&hostile, None)["composed"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() || c == '\u{202E}'),
+            "{text:?}"
+        );
+        assert!(
+            text.starts_with("Get scriptalert(1)/script free txt.exe now by claiming"),
+            "{text}"
+        );
+        let long = OFFER.replace("6 months free", &"x".repeat(500));
+        let text = composed(&long, None)["composed"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains(&format!("{}…", "x".repeat(MAX_OFFER_CHARS))),
+            "{text}"
+        );
+        assert!(!text.contains(&"x".repeat(MAX_OFFER_CHARS + 1)));
+    }
+
+    #[test]
     fn the_click_url_is_never_altered_and_no_offer_is_left_alone() {
         let tricky = OFFER.replace("6 months free", "{url} and {offer}");
         let text = composed(&tricky, None)["composed"]["text"]
@@ -176,6 +245,11 @@ mod tests {
             text.contains("{url} and {offer}"),
             "offer text is not a template: {text}"
         );
-        assert!(compose(br#"{"success":true,"offer":null}"#, None).is_none());
+        assert!(compose(
+            br#"{"success":true,"offer":null}"#,
+            None,
+            super::super::LINK_HOST
+        )
+        .is_none());
     }
 }

@@ -28,6 +28,10 @@ use crate::call::outcome::OfferResult;
 /// The path Encore serves its one endpoint on; offergate serves the same.
 pub const PATH: &str = "/encore/publisher/sdk/v1/offers/message";
 
+/// Where Encore's short links live: an offer's `clickUrl` must be an https
+/// URL on this host (`[encore] offer_link_host` for a sandbox's).
+pub const LINK_HOST: &str = "link.encorekit.com";
+
 /// The header Encore's publishable key travels in.
 pub static API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -125,9 +129,10 @@ where
     Option::<T>::deserialize(d)
 }
 
-/// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`.
-pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
-    let offer: Option<OfferHead> = read(body, |o: &OfferHead| o.click_url.is_empty())?;
+/// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`,
+/// its `clickUrl` an https URL on `link_host`.
+pub fn check_answer(body: &[u8], link_host: &str) -> Result<OfferResult, Problem> {
+    let offer: Option<OfferHead> = read(body, |o: &OfferHead| check_link(&o.click_url, link_host))?;
     Ok(match offer {
         Some(_) => OfferResult::Offer,
         None => OfferResult::NoOffer,
@@ -136,22 +141,43 @@ pub fn check_answer(body: &[u8]) -> Result<OfferResult, Problem> {
 
 /// [`check_answer`], keeping what a composed message needs of the offer:
 /// one read for both.
-pub fn read_offer(body: &[u8]) -> Result<Option<OfferText>, Problem> {
-    read(body, |o: &OfferText| o.click_url.is_empty())
+pub fn read_offer(body: &[u8], link_host: &str) -> Result<Option<OfferText>, Problem> {
+    read(body, |o: &OfferText| check_link(&o.click_url, link_host))
 }
 
 fn read<'a, O: Deserialize<'a>>(
     body: &'a [u8],
-    no_link: impl Fn(&O) -> bool,
+    link_of: impl Fn(&O) -> Result<(), Problem>,
 ) -> Result<Option<O>, Problem> {
     let answer: EncoreAnswer<O> = crate::call::json::from_bytes(body)
         .map_err(|e| Problem(format!("not the documented JSON: {e}")))?;
     if !answer.success {
         return Err("`success` is not true".into());
     }
-    match answer.offer {
-        Some(offer) if no_link(&offer) => Err("`offer.clickUrl` is empty".into()),
-        offer => Ok(offer),
+    if let Some(offer) = &answer.offer {
+        link_of(offer)?;
+    }
+    Ok(answer.offer)
+}
+
+/// A link an end user will tap: `https://` + exactly `host` (no user info,
+/// no port) + a path. Anything else (`javascript:`, another host, a
+/// look-alike) makes the answer invalid.
+pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
+    if url.is_empty() {
+        return Err("`offer.clickUrl` is empty".into());
+    }
+    let rest = url
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .map(|_| &url[8..]);
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    let clean = url.bytes().all(|b| b.is_ascii_graphic());
+    match authority {
+        Some(a) if clean && a.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(Problem(format!(
+            "`offer.clickUrl` is not an https link on {host}"
+        ))),
     }
 }
 
@@ -220,15 +246,15 @@ mod tests {
     #[test]
     fn encore_documented_shapes() {
         assert_eq!(
-            check_answer(br#"{"success":true,"offer":null}"#),
+            check_answer(br#"{"success":true,"offer":null}"#, LINK_HOST),
             Ok(OfferResult::NoOffer)
         );
         assert_eq!(
-            check_answer(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#),
+            check_answer(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#, LINK_HOST),
             Ok(OfferResult::Offer)
         );
         assert_eq!(
-            check_answer(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/l.test\/a"},"success":true,"extra":[1,{}]}"#),
+            check_answer(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/link.encorekit.com\/a"},"success":true,"extra":[1,{}]}"#, LINK_HOST),
             Ok(OfferResult::Offer),
             "escapes, key order and unknown fields"
         );
@@ -242,9 +268,17 @@ mod tests {
             b"{\"success\":true,\"offer\":[]}",
             b"{\"success\":\"true\",\"offer\":null}",
             b"<html>",
+            br#"{"success":true,"offer":{"clickUrl":"javascript:alert(document.cookie)"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"https://evil.example/phish"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"http://link.encorekit.com/a"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com@evil.example/a"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com.evil.example/a"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com:8443/a"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a b"}}"#,
+            br#"{"success":true,"offer":{"clickUrl":"//link.encorekit.com/a"}}"#,
         ] {
             assert!(
-                check_answer(bad).is_err(),
+                check_answer(bad, LINK_HOST).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
