@@ -35,11 +35,63 @@ use crate::edge::host;
 use crate::partners;
 use crate::partners::encore::compose::asked as compose_asked;
 
+/// Which Host names admission accepts.
+enum Hosts {
+    /// `server.allowed_hosts`, as configured.
+    Listed(Vec<String>),
+    /// None configured, on a loopback listener: `localhost` and loopback
+    /// addresses only, so a web page the user opens cannot reach the proxy
+    /// by pointing a name of its own at 127.0.0.1 (DNS rebinding).
+    Loopback,
+    /// None configured, beyond loopback: any (such a listener needs the
+    /// inbound token, which a web page does not have).
+    Any,
+}
+
+impl Hosts {
+    fn of(config: &Config) -> Hosts {
+        let configured = &config.server.allowed_hosts;
+        if !configured.is_empty() {
+            Hosts::Listed(configured.clone())
+        } else if config.server.listen.ip().is_loopback() {
+            Hosts::Loopback
+        } else {
+            Hosts::Any
+        }
+    }
+
+    fn allow(&self, host: &str) -> Result<(), String> {
+        match self {
+            Hosts::Any => Ok(()),
+            Hosts::Listed(names) if names.iter().any(|h| h.eq_ignore_ascii_case(host)) => Ok(()),
+            Hosts::Listed(_) => Err(format!(
+                "Host `{}` is not one of server.allowed_hosts",
+                host.to_ascii_lowercase()
+            )),
+            Hosts::Loopback => {
+                let ip = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = host.eq_ignore_ascii_case("localhost")
+                    || ip
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if loopback {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Host `{}` is not a loopback name; this listener answers localhost and loopback addresses unless server.allowed_hosts says more",
+                        host.to_ascii_lowercase()
+                    ))
+                }
+            }
+        }
+    }
+}
+
 pub struct Admission {
     body_limit: usize,
     body_read_timeout: Duration,
     max_headers: usize,
-    allowed_hosts: Vec<String>,
+    hosts: Hosts,
     /// Whether a route's requests need a fingerprint (idempotency is on).
     fingerprints: PerRoute<bool>,
     /// Whether Encore calls need a thread id (the thread cap is on).
@@ -56,7 +108,7 @@ impl Admission {
             body_limit: config.server.body_limit_bytes,
             body_read_timeout: config.server.body_read_timeout,
             max_headers: config.server.max_headers,
-            allowed_hosts: config.server.allowed_hosts.clone(),
+            hosts: Hosts::of(config),
             fingerprints: PerRoute::new(|r| config.resilience(r).idempotency.enabled),
             thread_ids: config.encore.integrator.thread_cap > 0,
             compose_always: config.encore.integrator.compose,
@@ -221,14 +273,9 @@ impl Admission {
                 "the Host header is not a host[:port]".into(),
             ))
         })?;
-        let allowed = |h: &String| h.eq_ignore_ascii_case(host);
-        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(allowed) {
-            return Err(GatewayError::Refused(Refusal::InvalidHost(format!(
-                "Host `{}` is not one of server.allowed_hosts",
-                host.to_ascii_lowercase()
-            ))));
-        }
-        Ok(())
+        self.hosts
+            .allow(host)
+            .map_err(|e| GatewayError::Refused(Refusal::InvalidHost(e)))
     }
 
     fn check_token(&self, parts: &Parts) -> Result<(), GatewayError> {

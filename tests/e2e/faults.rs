@@ -170,7 +170,7 @@ async fn unreachable_partner_is_a_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_is_a_408() {
     let h = Harness::with_config(|o| config_for(o, "body_read_timeout_ms = 200", "")).await;
-    let req = format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"clientId\":");
+    let req = format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"clientId\":");
     let started = Instant::now();
     let (status, body) = raw(h.gw.proxy_addr, req.as_bytes()).await;
     assert_eq!(status, 408, "{body}");

@@ -62,7 +62,7 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
         ("a negative chunk size", post(&format!("{ct}Transfer-Encoding: chunked\r\n"), "-2\r\n{}\r\n0\r\n\r\n"), &[400, CLOSED]),
         // hyper reads bare LF line ends; the request is rebuilt for the partner, so
         // nothing of its framing travels. Here it lacks a Content-Type.
-        ("a bare LF line ending", format!("POST {ENCORE_PATH} HTTP/1.1\nHost: x\nContent-Length: 2\n\n{{}}"), &[400, 415, CLOSED]),
+        ("a bare LF line ending", format!("POST {ENCORE_PATH} HTTP/1.1\nHost: localhost\nContent-Length: 2\n\n{{}}"), &[400, 415, CLOSED]),
         // Size and count.
         ("70 headers", post(&format!("{ct}{many_headers}Content-Length: 2\r\n"), "{}"), &[431]),
         ("120 headers", post(&format!("{ct}{too_many_for_hyper}Content-Length: 2\r\n"), "{}"), &[431, CLOSED]),
@@ -71,11 +71,11 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
         // Targets, Host, versions.
         ("absolute-form", format!("POST http://evil.example{ENCORE_PATH} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), &[400]),
         ("CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n".into(), &[405, 400]),
-        ("a fragment in the target", format!("POST {ENCORE_PATH}#x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400, 404]),
+        ("a fragment in the target", format!("POST {ENCORE_PATH}#x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400, 404]),
         ("a port past 65535", format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: x:99999\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
         ("no Host", format!("POST {ENCORE_PATH} HTTP/1.1\r\nConnection: close\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
-        ("a path with ..", "POST /encore/publisher/sdk/v1/offers/../offers/message HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".into(), &[404]),
-        ("HTTP/2.0 in the request line", format!("POST {ENCORE_PATH} HTTP/2.0\r\nHost: x\r\n\r\n"), &[400, 505, CLOSED]),
+        ("a path with ..", "POST /encore/publisher/sdk/v1/offers/../offers/message HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".into(), &[404]),
+        ("HTTP/2.0 in the request line", format!("POST {ENCORE_PATH} HTTP/2.0\r\nHost: localhost\r\n\r\n"), &[400, 505, CLOSED]),
         ("HTTP/0.9", format!("GET {ENCORE_PATH}\r\n\r\n"), &[400, CLOSED]),
         ("HTTP/1.0 without Host", format!("POST {ENCORE_PATH} HTTP/1.0\r\n{ct}Content-Length: 2\r\n\r\n{{}}"), &[400]),
         ("an h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(), &[400, 505, CLOSED]),
@@ -87,7 +87,7 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
         ("a body shorter than announced", post(&format!("{ct}Content-Length: 100\r\n"), "{}"), &[408, 400, CLOSED]),
         ("a form body", post("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n", "a=b"), &[415]),
         // Slow client: headers never finished.
-        ("headers never finished", format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nX-Slow: "), &[408, CLOSED]),
+        ("headers never finished", format!("POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nX-Slow: "), &[408, CLOSED]),
     ];
     let mut tried = 0;
     for (name, request, allowed) in &cases {
@@ -111,7 +111,7 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
     tried += 1;
     // Pipelined: two refusals in one write, both answered, in order.
     let pipelined = format!(
-        "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n{}",
+        "POST /nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n{}",
         json_post("[]")
     );
     assert_eq!(
@@ -121,9 +121,9 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
     assert_eq!(h.total_calls(), 0, "nothing reached the partner");
     // The admin listener refuses the same way.
     for request in [
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n0",
-        "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "GET /../metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n0",
+        "DELETE /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        "GET /../metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     ] {
         let got = raw_statuses(h.gw.admin_addr, request.as_bytes()).await;
         assert!(matches!(got.first(), Some(400..=499) | None), "{request}: {got:?}");

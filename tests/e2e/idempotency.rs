@@ -247,7 +247,7 @@ async fn a_disconnected_first_caller_causes_no_second_call() {
         .await
         .unwrap();
     let req = format!(
-        "POST {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: webhook-9\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIdempotency-Key: webhook-9\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -292,7 +292,7 @@ async fn malformed_keys_are_refused_naming_the_header() {
         );
     }
     let twice = format!(
-        "POST {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ENCORE_BODY}",
+        "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ENCORE_BODY}",
         ENCORE_BODY.len()
     );
     let (status, body) = raw(h.gw.proxy_addr, twice.as_bytes()).await;

@@ -251,10 +251,10 @@ async fn not_an_open_proxy() {
         (post(ENCORE_PATH, ""), 400, "invalid_host"),
         (post(ENCORE_PATH, "Host: a\r\nHost: b\r\n"), 400, "invalid_host"),
         (post(ENCORE_PATH, "Host: user@evil.example\r\n"), 400, "invalid_host"),
-        (format!("GET {ENCORE_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 405, "method_not_allowed"),
-        (format!("PUT {} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", besitos_path(PARTNER)), 405, "method_not_allowed"),
+        (format!("GET {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"), 405, "method_not_allowed"),
+        (format!("PUT {} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", besitos_path(PARTNER)), 405, "method_not_allowed"),
         ("CONNECT api.encorekit.com:443 HTTP/1.1\r\nHost: api.encorekit.com:443\r\nConnection: close\r\n\r\n".into(), 405, "method_not_allowed"),
-        ("GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(), 404, "not_found"),
+        ("GET /nothing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(), 404, "not_found"),
     ];
     for (request, status, code) in cases {
         let (got, body) = raw(addr, request.as_bytes()).await;
@@ -323,5 +323,42 @@ async fn allowed_hosts_and_inbound_token() {
         seen.headers.get("x-offergate-token").is_none(),
         "the inbound token stays with offergate"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_loopback_listener_answers_loopback_names_only() {
+    // A web page on the same machine that points a name of its own at
+    // 127.0.0.1 (DNS rebinding) sends that name as Host: refused.
+    let h = Harness::start().await;
+    let port = h.gw.proxy_addr.port();
+    let send = |host: String| {
+        format!(
+            "POST {ENCORE_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ENCORE_BODY}",
+            ENCORE_BODY.len()
+        )
+    };
+    for host in [
+        "evil.example".to_string(),
+        format!("rebind.attacker.test:{port}"),
+        "10.0.0.7".into(),
+    ] {
+        let (status, body) = raw(h.gw.proxy_addr, send(host.clone()).as_bytes()).await;
+        assert_eq!(status, 400, "{host}: {body}");
+        assert!(
+            body.contains("invalid_host") && body.contains("loopback"),
+            "{host}: {body}"
+        );
+    }
+    assert_eq!(h.total_calls(), 0, "nothing was forwarded");
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.9".into(),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = raw(h.gw.proxy_addr, send(host.clone()).as_bytes()).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
     h.stop().await;
 }

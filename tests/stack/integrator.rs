@@ -43,7 +43,7 @@ async fn the_eligibility_endpoint_answers_from_the_thread_alone() {
     let get = s
         .send(
             http::Request::get(ELIGIBILITY)
-                .header("host", "x")
+                .header("host", "localhost")
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
                 .unwrap(),
         )
