@@ -5,9 +5,10 @@
 //! think of (`X-HTTP-Method-Override`, `X-Original-URL`, `Forwarded`,
 //! `X-Forwarded-Host`, `Content-Encoding`, a 64 KiB custom header) could change
 //! what the partner does with a request offergate validated. What travels:
-//! the partner docs' own `Content-Type` and the trace context (`traceparent`,
-//! `tracestate`), plus what offergate sets itself (the credential,
-//! `x-request-id`, `Accept`, `User-Agent`, `Host`, `Content-Length`).
+//! the trace context, only when valid (one W3C `traceparent`, a `tracestate`
+//! of at most 512 bytes), plus what offergate sets itself (the credential,
+//! `Content-Type: application/json`, `x-request-id`, `Accept`, `User-Agent`,
+//! `Host`, `Content-Length`).
 //! Toward the caller, an allowlist too: a partner's answer brings back only
 //! what a caller of it needs, `Content-Type`, and `Retry-After` on a 429 or
 //! 503. Nothing else a partner sends (`Location`, `Set-Cookie`, CORS, HSTS,
@@ -35,29 +36,55 @@ pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-ke
 pub static X_OFFERGATE_COMPOSE: HeaderName = HeaderName::from_static("x-offergate-compose");
 /// W3C trace context, logged in the access line.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// The caller's headers that may reach a partner (see the module doc).
-const TO_PARTNER: [HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
-];
+/// The vendors' part of the trace context, passed on with a valid parent.
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The most header bytes (names and values) a partner's answer may carry;
 /// Envoy's default is 60 KiB, nginx's proxy buffer 4 to 8 KiB, and a partner
 /// of offergate's sends a few hundred.
 pub const MAX_PARTNER_HEADER_BYTES: usize = 16 * 1024;
 
+/// The most `tracestate` bytes passed on (W3C Trace Context asks vendors
+/// to keep at least 512; more is dropped, not cut).
+pub const MAX_TRACESTATE_BYTES: usize = 512;
+
 /// The caller's headers that may be sent to a partner, in a new map with room
-/// for the few offergate adds.
+/// for the few offergate adds: the trace context, when it is valid. The
+/// `Content-Type` is offergate's own (`application/json`, set by the partner
+/// call): the body was validated as UTF-8 JSON, whatever the caller wrote.
 pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(TO_PARTNER.len() + 5);
-    for name in &TO_PARTNER {
-        for value in caller.get_all(name) {
-            out.append(name.clone(), value.clone());
+    let mut out = HeaderMap::with_capacity(6);
+    let mut parents = caller.get_all(&TRACEPARENT).iter();
+    if let (Some(parent), None) = (parents.next(), parents.next()) {
+        if valid_traceparent(parent.as_bytes()) {
+            out.insert(TRACEPARENT.clone(), parent.clone());
+            let state_bytes: usize = caller.get_all(&TRACESTATE).iter().map(|v| v.len()).sum();
+            if state_bytes <= MAX_TRACESTATE_BYTES {
+                for state in caller.get_all(&TRACESTATE) {
+                    out.append(TRACESTATE.clone(), state.clone());
+                }
+            }
         }
     }
     out
+}
+
+/// A W3C `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase, neither
+/// id all zeros; a later version (not `ff`) may add fields after a `-`.
+pub fn valid_traceparent(v: &[u8]) -> bool {
+    let hex = |b: &[u8]| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |b: &[u8]| b.iter().all(|c| *c == b'0');
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    let fields = hex(version) && hex(trace) && hex(parent) && hex(flags);
+    let later = match version {
+        b"00" => v.len() == 55,
+        b"ff" => false,
+        _ => v.len() == 55 || v[55] == b'-',
+    };
+    fields && later && !zero(trace) && !zero(parent)
 }
 
 /// Whether a partner's answer headers are acceptable at all: within
@@ -118,6 +145,24 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
+/// Whether a JSON `Content-Type` names no charset or UTF-8 (`utf-8`,
+/// `utf8`, quoted or not, any case).
+pub fn utf8_charset(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    text.split(';').skip(1).all(|param| {
+        let Some((name, v)) = param.split_once('=') else {
+            return true;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return true;
+        }
+        let v = v.trim().trim_matches('"');
+        v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")
+    })
+}
+
 /// Whether a `Content-Type` value is JSON (`application/json`, `+json` types,
 /// parameters such as `charset` allowed).
 pub fn is_json_content_type(value: &HeaderValue) -> bool {
@@ -172,7 +217,65 @@ mod tests {
         }
         let out = to_partner(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-type", "traceparent"]);
+        assert_eq!(names, ["traceparent"]);
+    }
+
+    #[test]
+    fn only_a_valid_trace_context_travels() {
+        let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert!(valid_traceparent(good.as_bytes()));
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert!(!valid_traceparent(bad.as_bytes()), "{bad}");
+        }
+        assert!(valid_traceparent(
+            b"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later"
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(good));
+        h.insert(&TRACESTATE, HeaderValue::from_static("a=1,b=2"));
+        assert_eq!(to_partner(&h).len(), 2);
+        h.insert(
+            &TRACESTATE,
+            HeaderValue::from_str(&"x".repeat(600)).unwrap(),
+        );
+        assert_eq!(
+            to_partner(&h).len(),
+            1,
+            "an oversized tracestate is dropped"
+        );
+        h.append(&TRACEPARENT, HeaderValue::from_static(good));
+        assert!(to_partner(&h).is_empty(), "two parents: neither");
+        let mut big = HeaderMap::new();
+        big.insert(
+            &TRACEPARENT,
+            HeaderValue::from_str(&"0".repeat(8000)).unwrap(),
+        );
+        assert!(to_partner(&big).is_empty());
+    }
+
+    #[test]
+    fn utf8_charsets() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF8\"",
+        ] {
+            assert!(utf8_charset(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "application/json; charset=latin1",
+            "application/json; charset=\"iso-8859-1\"",
+        ] {
+            assert!(!utf8_charset(&HeaderValue::from_static(bad)), "{bad}");
+        }
     }
 
     #[test]

@@ -139,26 +139,7 @@ impl Admission {
                 )));
             }
         }
-        let mut content_types = parts.headers.get_all(header::CONTENT_TYPE).iter();
-        let content_type = content_types.next();
-        if content_types.next().is_some() {
-            return Err(GatewayError::invalid(
-                "Content-Type",
-                "send the header once",
-            ));
-        }
-        let declared_json = match content_type {
-            Some(ct) if headers::is_json_content_type(ct) => true,
-            Some(ct) => {
-                return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
-                    format!(
-                        "Content-Type `{}` is not JSON; send application/json",
-                        ct.to_str().unwrap_or("<non-ASCII>")
-                    ),
-                )))
-            }
-            None => false,
-        };
+        let declared_json = json_content_type(&parts)?;
         let body = self.read_body(&parts, body).await?;
         // Besitos takes an optional body: no Content-Type is fine when there is none.
         let bodyless_besitos = route == Route::BesitosGoals && body.is_empty();
@@ -223,13 +204,10 @@ impl Admission {
         self.check_framing(&parts)?;
         self.check_host(&parts)?;
         self.check_token(&parts)?;
-        match parts.headers.get(header::CONTENT_TYPE) {
-            Some(ct) if headers::is_json_content_type(ct) => {}
-            _ => {
-                return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
-                    "send the body as application/json".into(),
-                )))
-            }
+        if !json_content_type(&parts)? {
+            return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
+                "send the body as application/json".into(),
+            )));
         }
         self.read_body(&parts, body).await
     }
@@ -358,4 +336,39 @@ fn idempotency_key(parts: &Parts) -> Result<Option<Arc<str>>, GatewayError> {
         ));
     }
     Ok(Some(String::from_utf8_lossy(b).into()))
+}
+
+/// Whether the request declares a JSON body, once, in UTF-8 (the only
+/// encoding offergate validates and a partner is sent): `false` when it
+/// declares none; a refusal for two, another type, or another charset.
+fn json_content_type(parts: &Parts) -> Result<bool, GatewayError> {
+    let mut content_types = parts.headers.get_all(header::CONTENT_TYPE).iter();
+    let content_type = content_types.next();
+    if content_types.next().is_some() {
+        return Err(GatewayError::invalid(
+            "Content-Type",
+            "send the header once",
+        ));
+    }
+    let Some(ct) = content_type else {
+        return Ok(false);
+    };
+    let shown = || ct.to_str().unwrap_or("<non-ASCII>").to_string();
+    if !headers::is_json_content_type(ct) {
+        return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
+            format!(
+                "Content-Type `{}` is not JSON; send application/json",
+                shown()
+            ),
+        )));
+    }
+    if !headers::utf8_charset(ct) {
+        return Err(GatewayError::Refused(Refusal::UnsupportedMediaType(
+            format!(
+                "Content-Type `{}` names a charset other than UTF-8; send the body as UTF-8",
+                shown()
+            ),
+        )));
+    }
+    Ok(true)
 }

@@ -269,3 +269,53 @@ async fn a_composed_message_is_the_partners_answer_with_one_member_added() {
     assert_eq!(again.body, a.body);
     assert_eq!(h.calls(Route::EncoreOffers), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_valid_trace_context_reaches_the_partner_and_the_body_is_sent_as_utf8_json() {
+    let h = Harness::start().await;
+    let good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let big_state = "k=".to_string() + &"v".repeat(15_000);
+    let a = h
+        .post(
+            ENCORE_PATH,
+            &[
+                ("traceparent", good),
+                ("tracestate", &big_state),
+                ("content-type", "application/json; charset=UTF-8"),
+            ],
+            ENCORE_BODY,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let seen = h.sim.state.last(Route::EncoreOffers).unwrap();
+    assert_eq!(seen.headers.get("traceparent").unwrap(), good);
+    assert!(
+        seen.headers.get("tracestate").is_none(),
+        "an oversized tracestate is dropped"
+    );
+    assert_eq!(
+        seen.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+    // Two oversized, invalid parents: neither travels.
+    let huge = "0".repeat(8_000);
+    let req = http::Request::post(h.proxy_url(ENCORE_PATH))
+        .header("content-type", "application/json")
+        .header("traceparent", huge.as_str())
+        .header("traceparent", huge.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::from(encore_body())))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 200);
+    let seen = h.sim.state.last(Route::EncoreOffers).unwrap();
+    assert!(seen.headers.get("traceparent").is_none());
+    // A charset other than UTF-8 is refused: the body was read as UTF-8.
+    let latin = h
+        .post(
+            ENCORE_PATH,
+            &[("content-type", "application/json; charset=latin1")],
+            &encore_body(),
+        )
+        .await;
+    assert_eq!(latin.status, 415, "{:?}", latin.body);
+    assert_eq!(h.calls(Route::EncoreOffers), 2);
+}

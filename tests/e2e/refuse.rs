@@ -362,3 +362,17 @@ async fn by_default_a_loopback_listener_answers_loopback_names_only() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_takes_one_content_type() {
+    let h = Harness::start().await;
+    let body = r#"{"clientId":"c","chatId":"x","messages":[]}"#;
+    let request = format!(
+        "POST /offergate/v1/encore/eligibility HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, answer) = raw(h.gw.proxy_addr, request.as_bytes()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("Content-Type"), "{answer}");
+    h.stop().await;
+}
