@@ -48,6 +48,21 @@ fn error(e: GatewayError) -> Response<Full<Bytes>> {
 
 impl Admin {
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        // As strict as the proxy on what a request names: an origin-form
+        // target, and one well-formed Host.
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            return error(GatewayError::Refused(Refusal::InvalidTarget));
+        }
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        let host_ok = match (hosts.next(), hosts.next()) {
+            (Some(h), None) => crate::edge::host::host_of(h.as_bytes()).is_some(),
+            _ => false,
+        };
+        if !host_ok {
+            return error(GatewayError::Refused(Refusal::InvalidHost(
+                "send exactly one well-formed Host header".into(),
+            )));
+        }
         let path = req.uri().path();
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return error(GatewayError::Refused(Refusal::NotFound {

@@ -128,12 +128,22 @@ async fn hostile_requests_get_a_clear_refusal_and_reach_nothing() {
         let got = raw_statuses(h.gw.admin_addr, request.as_bytes()).await;
         assert!(matches!(got.first(), Some(400..=499) | None), "{request}: {got:?}");
     }
+    // As strict as the proxy on what a request names.
+    for (request, status) in [
+        ("GET http://evil.example/metrics HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400),
+        ("GET /metrics HTTP/1.1\r\nHost: 10.1.2.3:9787\r\nConnection: close\r\n\r\n", 200),
+    ] {
+        let got = raw_statuses(h.gw.admin_addr, request.as_bytes()).await;
+        assert_eq!(got.first(), Some(&status), "{request}: {got:?}");
+    }
     // And a normal call is still answered.
     let ok = h.post(ENCORE_PATH, &[], &encore_body()).await;
     assert_eq!(ok.status, 200);
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     assert!(tried >= 30, "{tried} hostile requests tried");
-    println!("hostile requests: {tried} kinds plus a pipelined pair and 3 to the admin listener, 0 forwarded");
+    println!("hostile requests: {tried} kinds plus a pipelined pair and 7 to the admin listener, 0 forwarded");
     h.stop().await;
 }
 
