@@ -2,14 +2,16 @@
 //! one file that shows a request's whole path, top to bottom ([`Edge::handle`]):
 //!
 //! 1. request id (the caller's, when sane, or a new one);
-//! 2. shedding: past `server.max_in_flight` calls in flight, 503 at once,
-//!    before anything is read, so an overload degrades instead of queueing;
-//! 3. a panic catch around everything below: 500 in the error shape
+//! 2. a panic catch around everything below: 500 in the error shape
 //!    (`offergate_panics_total`), never a dropped connection;
-//! 4. the router (`router.rs`): a partner route, or the eligibility
-//!    endpoint (`eligibility.rs`), or a refusal;
-//! 5. admission (`admission.rs`): Host, token, partner, content type, body,
-//!    the partner's JSON rules; what it learned travels on typed;
+//! 3. the router (`router.rs`): a partner route, or offergate's own
+//!    (`own_routes.rs`), or a refusal;
+//! 4. admission (`admission.rs`): Host, token, partner, content type, body
+//!    (read within its limit and timeout), the partner's JSON rules; what it
+//!    learned travels on typed;
+//! 5. shedding: past `server.max_in_flight` calls in flight, 503 at once;
+//!    a slot is taken only once the body is read, so slow bodies hold
+//!    connections (`server.max_connections`), never the slots of calls;
 //! 6. the stack (`app/stack.rs`: fallback, idempotency, thread cap,
 //!    deadline, caller limit, retry, circuit, partner quota, the partner);
 //! 7. the composed message, when asked;
@@ -131,26 +133,17 @@ impl<S: ProxyService> Edge<S> {
         async move {
             let mut trace: Option<Arc<CallInfo>> = None;
             let mut route = None;
-            let answer = match self.shared.in_flight.try_acquire() {
-                // Shed before anything is read: an overload degrades, it does not queue.
-                Err(_) => {
-                    self.shared.metrics.shed("max_in_flight");
-                    respond::answer(GatewayError::Call(CallError::Overloaded))
-                }
-                Ok(_permit) => {
-                    let call = self.route_and_call(req, request_id.clone(), &mut route, &mut trace);
-                    match AssertUnwindSafe(call).catch_unwind().await {
-                        Ok(answer) => answer,
-                        Err(panic) => {
-                            self.shared.metrics.panicked();
-                            tracing::error!(
-                                request_id = request_id.to_str().unwrap_or("-"),
-                                panic = panic_message(&*panic),
-                                "panic while handling a request; answered 500"
-                            );
-                            respond::answer(GatewayError::Call(CallError::Panic))
-                        }
-                    }
+            let call = self.route_and_call(req, request_id.clone(), &mut route, &mut trace);
+            let answer = match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(answer) => answer,
+                Err(panic) => {
+                    self.shared.metrics.panicked();
+                    tracing::error!(
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        panic = panic_message(&*panic),
+                        "panic while handling a request; answered 500"
+                    );
+                    respond::answer(GatewayError::Call(CallError::Panic))
                 }
             };
             let elapsed = started.elapsed();
@@ -215,6 +208,13 @@ impl<S: ProxyService> Edge<S> {
         let proxy_req = match self.shared.admission.admit(req, target, request_id).await {
             Ok(proxy_req) => proxy_req,
             Err(e) => return respond::answer(e),
+        };
+        // The call's in-flight slot, taken once its body is read: a slow
+        // body holds a connection (`server.max_connections`), never a slot.
+        // None left: shed at once, an overload degrades instead of queueing.
+        let Ok(_slot) = self.shared.in_flight.try_acquire() else {
+            self.shared.metrics.shed("max_in_flight");
+            return respond::answer(GatewayError::Call(CallError::Overloaded));
         };
         *trace = Some(proxy_req.call.clone());
         let compose = proxy_req.call.compose.clone();

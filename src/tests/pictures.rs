@@ -65,7 +65,7 @@ fn the_pictures_of_a_request_name_what_the_stack_composes() {
     let life = pictured(picture_after(&readme, "## The life of a request"));
     assert_eq!(
         life[..4],
-        ["Edge", "Shed", "Router", "Admission"],
+        ["Edge", "Router", "Admission", "Shed"],
         "the README's picture starts at the edge"
     );
     assert_eq!(below_edge(life), composed, "the README's life of a request");

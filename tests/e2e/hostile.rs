@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncWriteExt;
+
 use offergate::call::route::Route;
 
 use crate::fleet::{rss_kib, Fleet};
@@ -207,4 +209,47 @@ async fn an_idle_connection_flood_cannot_crowd_out_a_normal_call() {
     assert!(log.contains("offergate ready"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a file: {log:?}");
     println!("idle flood: 2000 connections, {closed} closed by offergate, RSS {rss_before} -> {rss_during} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_hold_connections_never_the_slots_of_calls() {
+    // max_in_flight = 200, and 350 callers that send their headers and 10
+    // of 100 body bytes, then nothing: a normal caller is still answered.
+    let h = Harness::with_config(|o| {
+        config_for(
+            o,
+            "max_in_flight = 200\nmax_connections = 1024\nbody_read_timeout_ms = 5000",
+            "",
+        )
+    })
+    .await;
+    let mut slow = Vec::new();
+    for n in 0..350 {
+        let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"n\":{n:05},"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        assert!(a.json()["offer"].is_object(), "{:?}", a.body);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        h.calls(Route::EncoreOffers),
+        5,
+        "only the normal calls reached the partner"
+    );
+    drop(slow);
+    h.stop().await;
 }
