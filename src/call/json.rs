@@ -22,10 +22,34 @@ use serde_json::Number;
 /// third of a request's parsing instructions. Invalid UTF-8 gets
 /// `from_slice`'s own error, with its line and column.
 pub fn from_bytes<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
-    match std::str::from_utf8(body) {
+    let range = body.as_ptr_range();
+    let previous = PARSING.replace((range.start as usize, range.end as usize));
+    let parsed = match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(body),
+    };
+    PARSING.set(previous);
+    parsed
+}
+
+thread_local! {
+    /// Where the text being parsed lies, so that serde_json's own name for a
+    /// number (a static string, [`NUMBER_TOKEN`]) is told from a key of the
+    /// same spelling in the text itself.
+    static PARSING: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Whether `key` is serde_json's marker of a number, not a key of the text.
+fn is_number_marker(key: &Cow<'_, str>) -> bool {
+    let Cow::Borrowed(k) = key else {
+        // An escaped key of the text (serde_json's marker is never escaped).
+        return false;
+    };
+    if *k != NUMBER_TOKEN {
+        return false;
     }
+    let (start, end) = PARSING.get();
+    !(start..end).contains(&(k.as_ptr() as usize))
 }
 
 #[derive(Debug, PartialEq)]
@@ -154,6 +178,9 @@ impl<'de> Deserialize<'de> for Json<'de> {
 
 struct JsonVisitor;
 
+/// How serde_json names a number's text in its `arbitrary_precision` form.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Json<'de>;
 
@@ -198,6 +225,16 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(4, 64));
         while let Some(Key(key)) = map.next_key()? {
+            // serde_json hands a number over as this one-member map when it
+            // keeps numbers as written (its `arbitrary_precision`): the text
+            // of `1e400` or `18446744073709551617`, never a rounded value.
+            if fields.is_empty() && is_number_marker(&key) {
+                let text: Cow<'de, str> = map.next_value()?;
+                return text
+                    .parse::<Number>()
+                    .map(Json::Number)
+                    .map_err(de::Error::custom);
+            }
             fields.push((key, map.next_value()?));
         }
         Object::from_fields(fields)
@@ -259,6 +296,28 @@ impl<'de> Deserialize<'de> for Key<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_kept_as_written() {
+        let c = |body: &str| canonical(body);
+        assert_ne!(
+            c(r#"{"n":18446744073709551616}"#),
+            c(r#"{"n":18446744073709551617}"#)
+        );
+        assert_ne!(
+            c(r#"{"n":0.1}"#),
+            c(r#"{"n":0.1000000000000000055511151231257827}"#)
+        );
+        assert_eq!(
+            c(r#"{"n":18446744073709551617}"#),
+            r#"{"n":18446744073709551617}"#
+        );
+        assert_eq!(c(r#"{ "b" : 1.50, "a": -0 }"#), r#"{"a":-0,"b":1.50}"#);
+        // The object form serde_json uses for numbers is no object of the
+        // body's, escaped or not.
+        assert!(c(r#"{"$serde_json::private::Number":"1"}"#).contains("private"));
+        assert!(c(r#"{"x":{"\u0024serde_json::private::Number":"1"}}"#).contains("private"));
+    }
 
     fn canonical(body: &str) -> String {
         let mut out = Vec::new();

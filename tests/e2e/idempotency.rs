@@ -310,3 +310,37 @@ async fn malformed_keys_are_refused_naming_the_header() {
     assert_eq!(h.calls(Route::EncoreOffers), 1);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_count_as_written_for_what_makes_two_requests_one() {
+    let h = Harness::start().await;
+    let with = |n: &str| ENCORE_BODY.replace("\"clientId\"", &format!("\"n\":{n},\"clientId\""));
+    let key = [("idempotency-key", "big-number")];
+    let a = h
+        .post(ENCORE_PATH, &key, &with("18446744073709551616"))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let b = h
+        .post(ENCORE_PATH, &key, &with("18446744073709551617"))
+        .await;
+    assert_eq!(
+        (b.status.as_u16(), b.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    // Without a key, the body decides: 0.1 and its long double are two requests.
+    let c = h.post(ENCORE_PATH, &[], &with("0.1")).await;
+    let d = h
+        .post(
+            ENCORE_PATH,
+            &[],
+            &with("0.1000000000000000055511151231257827"),
+        )
+        .await;
+    assert!(!c.replayed() && !d.replayed());
+    // Whitespace and key order still do not matter.
+    let e = h
+        .post(ENCORE_PATH, &[], &with("0.1").replace(":", " : "))
+        .await;
+    assert!(e.replayed(), "{:?}", e.body);
+    assert_eq!(h.calls(Route::EncoreOffers), 3);
+}
