@@ -40,6 +40,8 @@ thread_local! {
 }
 
 /// Whether `key` is serde_json's marker of a number, not a key of the text.
+// Takes the `Cow` itself: whether the key was borrowed is the point.
+#[allow(clippy::ptr_arg)]
 fn is_number_marker(key: &Cow<'_, str>) -> bool {
     let Cow::Borrowed(k) = key else {
         // An escaped key of the text (serde_json's marker is never escaped).
