@@ -93,6 +93,11 @@ impl Reloader {
         let me = self.clone();
         let read = tokio::task::spawn_blocking(move || {
             let loaded = Config::load(&me.path, me.env.as_ref());
+            if let Ok(config) = &loaded {
+                for warning in config.warnings() {
+                    tracing::warn!("{warning}");
+                }
+            }
             me.reading.store(false, Ordering::Release);
             loaded
         });

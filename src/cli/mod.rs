@@ -168,6 +168,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
                 c.to_redacted_toml()
             );
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            for warning in c.warnings() {
+                err!("offergate: warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -291,6 +294,9 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     let stop = stop_signal(on_hangup);
     let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let running = config.clone();
     let gateway = Gateway::start(config).await?;
     let watch = running.reload.watch;

@@ -45,6 +45,15 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, Problem> {
     String::from_utf8(bytes).map_err(|_| Problem(format!("{shown} is not UTF-8 text")))
 }
 
+/// The mode of the file at `path` when its group or others may read it
+/// (a secret should be the owner's alone); `None` when they may not, or it
+/// cannot be looked at.
+pub fn open_to_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +85,10 @@ mod tests {
         std::fs::write(&binary, [0xff, 0xfe]).unwrap();
         assert!(read_text(&binary, 64).unwrap_err().contains("not UTF-8"));
         assert!(read_text(&dir.path().join("none"), 64).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(open_to_others(&ok), Some(0o640));
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(open_to_others(&ok), None);
     }
 }

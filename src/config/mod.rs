@@ -345,6 +345,43 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
 pub const DEFAULT_PATH: &str = "config/offergate.toml";
 
 impl Config {
+    /// What is worth saying about a valid config without refusing it: each
+    /// secret file that its group or others may read.
+    pub fn warnings(&self) -> Vec<String> {
+        let secrets = Secrets::of(self);
+        let named = std::iter::once(("encore.api_key_file", &secrets.encore_key))
+            .chain(
+                secrets
+                    .partners
+                    .values()
+                    .map(|s| ("besitos.partners.token_file", s)),
+            )
+            .chain(
+                secrets
+                    .inbound_token
+                    .iter()
+                    .map(|s| ("server.inbound_token_file", s)),
+            )
+            .chain(
+                self.state
+                    .redis_password
+                    .iter()
+                    .map(|s| ("state.redis_password_file", s)),
+            );
+        let mut out = Vec::new();
+        for (key, secret) in named {
+            if let SecretSource::File(path) = secret.source() {
+                if let Some(mode) = files::open_to_others(path) {
+                    out.push(format!(
+                        "{key}: {} may be read by its group or others (mode {mode:03o}); `chmod 600` it",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Reads, overrides and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
         let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(ConfigError::one)?;

@@ -290,3 +290,39 @@ fn a_log_level_that_is_not_a_level_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_secret_file_others_may_read_is_a_warning_not_a_refusal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("encore_api_key");
+    std::fs::write(&key, "pk_live_shared\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("offergate.toml");
+    let shipped = std::fs::read_to_string(shipped_config()).unwrap();
+    std::fs::write(
+        &config,
+        shipped.replace(
+            "api_key_env = \"ENCORE_API_KEY\"",
+            &format!("api_key_file = \"{}\"", key.display()),
+        ),
+    )
+    .unwrap();
+    let check = |mode| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(BIN)
+            .args(["check-config", "-c", config.to_str().unwrap()])
+            .env("BESITOS_TOKEN", "t")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = check(0o644);
+    assert!(
+        stderr.contains("warning: encore.api_key_file") && stderr.contains("mode 644"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pk_live_shared"), "{stderr}");
+    assert!(!check(0o600).contains("warning"));
+}
