@@ -53,7 +53,7 @@ pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// `Content-Type` is offergate's own (`application/json`, set by the partner
 /// call): the body was validated as UTF-8 JSON, whatever the caller wrote.
 pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
-    // Room for the trace context and the six offergate adds (the credential,
+    // Room for the trace context and the five offergate adds (the credential,
     // `x-request-id`, `Content-Type`, `Accept`, `User-Agent`): one allocation.
     let mut out = HeaderMap::with_capacity(8);
     let mut parents = caller.get_all(&TRACEPARENT).iter();
