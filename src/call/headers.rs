@@ -150,6 +150,10 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// Whether a JSON `Content-Type` names no charset or UTF-8 (`utf-8`,
 /// `utf8`, quoted or not, any case).
 pub fn utf8_charset(value: &HeaderValue) -> bool {
+    // No parameters, as nearly every caller sends: nothing to look at.
+    if !value.as_bytes().contains(&b';') {
+        return true;
+    }
     let Ok(text) = value.to_str() else {
         return false;
     };

@@ -70,7 +70,9 @@ impl Hosts {
             )),
             Hosts::Loopback => {
                 let ip = host.trim_start_matches('[').trim_end_matches(']');
-                let loopback = host.eq_ignore_ascii_case("localhost")
+                // The usual names first, by one comparison each.
+                let loopback = host == "127.0.0.1"
+                    || host.eq_ignore_ascii_case("localhost")
                     || ip
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback());

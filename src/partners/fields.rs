@@ -33,7 +33,7 @@ pub fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
         ),
         // An id is a key (the thread cap's, the caller's bucket): a control
         // character (NUL among them) could make two ids read as one.
-        Some(Json::String(s)) if s.chars().any(char::is_control) => Err(GatewayError::invalid(
+        Some(Json::String(s)) if has_control(s) => Err(GatewayError::invalid(
             field,
             "must not hold control characters (U+0000 to U+001F, U+007F to U+009F)",
         )),
@@ -43,6 +43,14 @@ pub fn required_id(obj: &Object<'_>, field: &str) -> Result<(), GatewayError> {
             format!("must be a string, not {}", other.kind()),
         )),
     }
+}
+
+/// Whether `s` holds a control character (C0, DEL or C1). By bytes: C0 and
+/// DEL are single bytes, and C1 (U+0080 to U+009F) always starts with 0xC2.
+fn has_control(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().any(|&c| c < 0x20 || c == 0x7f)
+        || (b.contains(&0xC2) && s.chars().any(char::is_control))
 }
 
 /// `obj[key]` as a string; `field` is its full name, for the error.

@@ -167,17 +167,25 @@ pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
     if url.is_empty() {
         return Err("`offer.clickUrl` is empty".into());
     }
-    let rest = url
-        .get(..8)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
-        .map(|_| &url[8..]);
-    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-    let clean = url.bytes().all(|b| b.is_ascii_graphic());
-    match authority {
-        Some(a) if clean && a.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(Problem(format!(
+    let bytes = url.as_bytes();
+    let scheme_ok = bytes.len() > 8 && bytes[..8].eq_ignore_ascii_case(b"https://");
+    // One pass: the authority runs to the first `/`, `?` or `#`; every byte
+    // is visible ASCII (a space or a control byte could hide the real target).
+    let mut authority_end = bytes.len();
+    let mut clean = true;
+    for (i, &b) in bytes.iter().enumerate().skip(8) {
+        clean &= b.is_ascii_graphic();
+        if authority_end == bytes.len() && matches!(b, b'/' | b'?' | b'#') {
+            authority_end = i;
+        }
+    }
+    let authority = bytes.get(8..authority_end).unwrap_or_default();
+    if scheme_ok && clean && authority.eq_ignore_ascii_case(host.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Problem(format!(
             "`offer.clickUrl` is not an https link on {host}"
-        ))),
+        )))
     }
 }
 
