@@ -169,17 +169,18 @@ pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
     }
     let bytes = url.as_bytes();
     let scheme_ok = bytes.len() > 8 && bytes[..8].eq_ignore_ascii_case(b"https://");
-    // One pass: the authority runs to the first `/`, `?` or `#`; every byte
-    // is visible ASCII (a space or a control byte could hide the real target).
-    let mut authority_end = bytes.len();
-    let mut clean = true;
-    for (i, &b) in bytes.iter().enumerate().skip(8) {
-        clean &= b.is_ascii_graphic();
-        if authority_end == bytes.len() && matches!(b, b'/' | b'?' | b'#') {
-            authority_end = i;
-        }
-    }
-    let authority = bytes.get(8..authority_end).unwrap_or_default();
+    // Every byte visible ASCII (a space or a control byte could hide the
+    // real target), in one pass with no early exit; the authority runs to
+    // the first `/`, `?` or `#`.
+    let clean = bytes
+        .iter()
+        .fold(true, |ok, &b| ok & (b > 0x20) & (b < 0x7f));
+    let rest = bytes.get(8..).unwrap_or_default();
+    let authority_end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
     if scheme_ok && clean && authority.eq_ignore_ascii_case(host.as_bytes()) {
         Ok(())
     } else {
