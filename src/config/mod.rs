@@ -402,10 +402,22 @@ impl Config {
         let raw: RawConfig = match raw::deserialize(toml::Value::Table(doc.clone())) {
             Ok(raw) => raw,
             // serde stops at the first key that does not fit; find them all.
+            // serde stops at the first key that does not fit; find them all,
+            // then check the rest of the file as if those keys were not
+            // there, so one pass names every problem.
             Err(first) => {
-                let mut problems = raw::every_problem(&doc);
+                let bad = raw::every_bad_key(&doc);
+                let mut problems: Vec<String> = bad.iter().map(|(_, e)| e.clone()).collect();
                 if problems.is_empty() {
                     problems.push(first.to_string());
+                    return Err(ConfigError { problems });
+                }
+                let paths: Vec<Vec<String>> = bad.into_iter().map(|(path, _)| path).collect();
+                let rest = raw::without(&doc, &paths);
+                if let Ok(raw) = raw::deserialize(toml::Value::Table(rest)) {
+                    if let Err(e) = validate(raw, env) {
+                        problems.extend(e.problems);
+                    }
                 }
                 return Err(ConfigError { problems });
             }

@@ -319,14 +319,21 @@ pub struct RawClientLimit {
 pub fn deserialize(doc: toml::Value) -> Result<RawConfig, Problem> {
     serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
-        Problem(format!("{path}: {}", e.into_inner()))
+        // The message's first line: toml's next ones repeat the key, or
+        // quote the file.
+        let inner = e.into_inner().to_string();
+        Problem(format!(
+            "{path}: {}",
+            inner.lines().next().unwrap_or("").trim()
+        ))
     })
 }
 
 /// Every key of `doc` that does not fit, each tried on its own (a document
 /// holding only that key, every other one at its default).
-pub fn every_problem(doc: &toml::Table) -> Vec<String> {
-    fn walk(table: &toml::Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+/// Each comes with its path, so the rest of the file can be checked without it.
+pub fn every_bad_key(doc: &toml::Table) -> Vec<(Vec<String>, String)> {
+    fn walk(table: &toml::Table, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
         for (key, value) in table {
             path.push(key.clone());
             match value {
@@ -340,8 +347,8 @@ pub fn every_problem(doc: &toml::Table) -> Vec<String> {
                     }
                     if let Err(e) = deserialize(doc) {
                         let e = e.to_string();
-                        if !out.contains(&e) {
-                            out.push(e);
+                        if !out.iter().any(|(_, seen)| *seen == e) {
+                            out.push((path.clone(), e));
                         }
                     }
                 }
@@ -352,6 +359,28 @@ pub fn every_problem(doc: &toml::Table) -> Vec<String> {
     let mut out = Vec::new();
     walk(doc, &mut Vec::new(), &mut out);
     out
+}
+
+/// `doc` without the keys at `paths`.
+pub fn without(doc: &toml::Table, paths: &[Vec<String>]) -> toml::Table {
+    fn remove(table: &mut toml::Table, path: &[String]) {
+        match path {
+            [] => {}
+            [last] => {
+                table.remove(last);
+            }
+            [first, rest @ ..] => {
+                if let Some(toml::Value::Table(t)) = table.get_mut(first) {
+                    remove(t, rest);
+                }
+            }
+        }
+    }
+    let mut doc = doc.clone();
+    for path in paths {
+        remove(&mut doc, path);
+    }
+    doc
 }
 
 /// What differs between the two partner sections when a key is left out.

@@ -285,3 +285,28 @@ fn a_syntax_error_names_its_place_and_never_echoes_the_line() {
     assert_eq!(e.problems.len(), 1, "{shown}");
     assert!(!e.problems[0].contains('\n'), "one line: {shown}");
 }
+
+#[test]
+fn one_pass_names_type_range_and_cross_field_problems_together() {
+    let env = MapEnv::from([("ENCORE_API_KEY", "pk_test_x"), ("BESITOS_TOKEN", "t")]);
+    let text = r#"
+[server]
+listen = "nope"
+body_limit_bytes = -5
+[encore]
+base_url = "ftp://x"
+api_key_env = "ENCORE_API_KEY"
+[besitos]
+[[besitos.partners]]
+id = "eafLst9T"
+token_env = "BESITOS_TOKEN"
+"#;
+    let e = Config::from_toml(text, &env).unwrap_err();
+    let all = e.problems.join("\n");
+    assert!(all.contains("body_limit_bytes"), "{all}");
+    assert!(all.contains("server.listen"), "{all}");
+    assert!(all.contains("encore.base_url"), "{all}");
+    for p in &e.problems {
+        assert!(!p.contains('\n'), "one line each: {p:?}");
+    }
+}

@@ -326,3 +326,40 @@ fn a_secret_file_others_may_read_is_a_warning_not_a_refusal() {
     assert!(!stderr.contains("pk_live_shared"), "{stderr}");
     assert!(!check(0o600).contains("warning"));
 }
+
+#[test]
+fn check_config_names_every_problem_in_one_pass_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offergate.toml");
+    let shipped = std::fs::read_to_string(shipped_config()).unwrap();
+    let broken = shipped
+        .replace("listen = \"127.0.0.1:8787\"", "listen = \"nope\"")
+        .replace("body_limit_bytes = 65536", "body_limit_bytes = -5")
+        .replace(
+            "base_url = \"https://api.encorekit.com\"",
+            "base_url = \"ftp://x\"",
+        )
+        .replace("[log]", "[log]\nno_such_key = 1");
+    assert_ne!(broken, shipped);
+    std::fs::write(&config, broken).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c", config.to_str().unwrap()])
+        .env("ENCORE_API_KEY", "pk_live_x")
+        .env("BESITOS_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for key in [
+        "server.body_limit_bytes",
+        "server.listen",
+        "encore.base_url",
+        "no_such_key",
+    ] {
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains(key)).count(),
+            1,
+            "{key} named once, on one line: {stderr}"
+        );
+    }
+}
