@@ -207,3 +207,69 @@ mod ours_against_the_crates {
         }
     }
 }
+
+/// The parsers the hardening round added, on generated input.
+mod hardening {
+    use super::*;
+    use crate::call::headers::valid_traceparent;
+    use crate::partners::encore::compose::{message, MAX_OFFER_CHARS};
+    use crate::partners::encore::{check_link, OfferText, LINK_HOST};
+
+    proptest! {
+        #[test]
+        fn traceparents_valid_by_the_w3c_grammar_only(
+            bytes in prop::collection::vec(any::<u8>(), 0..80),
+            trace in "[0-9a-f]{32}", parent in "[0-9a-f]{16}", flags in "[0-9a-f]{2}",
+        ) {
+            let _ = valid_traceparent(&bytes);
+            let good = format!("00-{trace}-{parent}-{flags}");
+            let zero = trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0');
+            prop_assert_eq!(valid_traceparent(good.as_bytes()), !zero, "{}", good);
+            prop_assert!(!valid_traceparent(good.to_uppercase().as_bytes()) || !good.bytes().any(|b| b.is_ascii_lowercase()));
+            let longer = format!("{}x", good);
+            prop_assert!(!valid_traceparent(longer.as_bytes()));
+        }
+
+        #[test]
+        fn an_offer_link_passes_only_as_https_on_exactly_the_host(
+            scheme in prop_oneof![Just("https://"), Just("HTTPS://"), Just("http://"), Just("javascript:"), Just("//"), Just("")],
+            userinfo in prop_oneof![Just(""), Just("u@"), Just("link.encorekit.com@")],
+            host in prop_oneof![Just("link.encorekit.com"), Just("LINK.encorekit.com"), Just("link.encorekit.com.evil.test"), Just("evil.test"), Just("link.encorekit.com:443")],
+            path in "(/[A-Za-z0-9]{0,8})?",
+            junk in prop_oneof![Just(""), Just(" "), Just("\u{0}"), Just("\t")],
+        ) {
+            let url = format!("{scheme}{userinfo}{host}{path}{junk}");
+            let expected = scheme.eq_ignore_ascii_case("https://")
+                && userinfo.is_empty()
+                && host.eq_ignore_ascii_case(LINK_HOST)
+                && junk.is_empty();
+            prop_assert_eq!(check_link(&url, LINK_HOST).is_ok(), expected, "{:?}", url);
+        }
+
+        #[test]
+        fn a_composed_message_never_carries_markup_or_control_characters(perk in "\\PC{0,300}|[<>\u{0}-\u{1f}\u{202e} a-z]{0,300}") {
+            let offer = OfferText {
+                click_url: "https://link.encorekit.com/a".into(),
+                title: Some("t".into()),
+                perk: Some(perk.clone()),
+            };
+            if let Some(m) = message(&offer, None) {
+                prop_assert!(!m.text.contains('<') && !m.text.contains('>'), "{:?}", m.text);
+                prop_assert!(!m.text.chars().any(|c| c.is_control() || c == '\u{202e}'), "{:?}", m.text);
+                let filled = m.text.chars().count();
+                let template = "Get  by claiming now: https://link.encorekit.com/a — Unlocked by our partner EncoreKit".chars().count();
+                prop_assert!(filled <= template + MAX_OFFER_CHARS + 1, "{}", filled);
+            }
+        }
+
+        #[test]
+        fn ids_with_control_characters_are_refused_and_others_are_not(chat in "\\PC{1,40}|[a-z\u{0}-\u{1f}\u{7f}-\u{9f}]{1,40}") {
+            let body = serde_json::json!({
+                "clientId": "c", "chatId": chat,
+                "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}
+            }).to_string();
+            let refused = partners::check_body(&Target::Encore, body.as_bytes()).is_err();
+            prop_assert_eq!(refused, chat.chars().any(char::is_control) || chat.chars().count() > 256, "{:?}", chat);
+        }
+    }
+}
