@@ -242,9 +242,11 @@ impl crate::call::service::ProxyService for Upstream {
         &self,
         req: ProxyRequest,
     ) -> impl std::future::Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
-        // Boxed: hyper's client futures make this the largest state of the
-        // stack (4.5 KB), and every layer above would carry and move it.
-        Box::pin(self.inner.call(req))
+        // Not boxed: with the layers nested in one future, boxed once by the
+        // edge, a box here saved no instructions and cost an allocation per
+        // try (callgrind, 2026-12-01: 62,186 boxed, 62,273 not; 27.1 and 26.1
+        // allocations per forwarded call).
+        self.inner.call(req)
     }
 }
 
