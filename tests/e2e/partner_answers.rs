@@ -9,15 +9,28 @@ use offergate::Gateway;
 
 const OFFER: &str = r#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/abc","title":"t","description":"d","imageUrl":"https://storage.googleapis.com/x.png","advertiserName":"a","perk":"p"}}"#;
 
-async fn through(rogue: &Rogue) -> (Answer, String) {
+/// A gateway in front of `rogue`, one call on `path` with `headers`, and the
+/// gateway's metrics after it.
+async fn call_through(
+    rogue: &Rogue,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Answer, String) {
     let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
         .await
         .expect("gateway starts");
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
-    let req = http::Request::post(format!("http://{}{ENCORE_PATH}", gw.proxy_addr))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(encore_body())))
+    let mut req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
         .unwrap();
     let answer = send_with(&client, req).await;
     let req = http::Request::get(format!("http://{}/metrics", gw.admin_addr))
@@ -26,6 +39,21 @@ async fn through(rogue: &Rogue) -> (Answer, String) {
     let metrics = String::from_utf8_lossy(&send_with(&client, req).await.body).to_string();
     gw.shutdown().await;
     (answer, metrics)
+}
+
+/// One Encore offer call through a gateway in front of `rogue`.
+async fn through(rogue: &Rogue) -> (Answer, String) {
+    call_through(rogue, ENCORE_PATH, &[], &encore_body()).await
+}
+
+/// [`call_through`], the answer alone.
+async fn one_call(rogue: &Rogue, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    call_through(rogue, path, headers, body).await.0
+}
+
+/// A partner that answers every call with a JSON 200 of `body`.
+async fn json_partner(body: &str) -> Rogue {
+    Rogue::start(answer_200(&["Content-Type: application/json".into()], body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,30 +136,6 @@ async fn oversized_or_encoded_partner_headers_make_the_answer_invalid() {
     }
 }
 
-/// A gateway in front of `rogue`, and one call on `path` with `headers`.
-async fn one_call(rogue: &Rogue, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
-        .await
-        .expect("gateway starts");
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let mut req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let answer = send_with(
-        &client,
-        req.body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap(),
-    )
-    .await;
-    gw.shutdown().await;
-    answer
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
     for link in [
@@ -141,11 +145,7 @@ async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
         "http://link.encorekit.com/plain",
     ] {
         let offer = OFFER.replace("https://link.encorekit.com/abc", link);
-        let rogue = Rogue::start(answer_200(
-            &["Content-Type: application/json".into()],
-            &offer,
-        ))
-        .await;
+        let rogue = json_partner(&offer).await;
         let a = one_call(
             &rogue,
             ENCORE_PATH,
@@ -164,11 +164,7 @@ async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partner_markup_never_reaches_a_composed_message_and_odd_page_urls_are_no_links() {
     let offer = OFFER.replace(r#""perk":"p""#, r#""perk":"<script>x</script>\u0000 free""#);
-    let rogue = Rogue::start(answer_200(
-        &["Content-Type: application/json".into()],
-        &offer,
-    ))
-    .await;
+    let rogue = json_partner(&offer).await;
     let a = one_call(
         &rogue,
         ENCORE_PATH,
@@ -185,18 +181,14 @@ async fn partner_markup_never_reaches_a_composed_message_and_odd_page_urls_are_n
         "{text:?}"
     );
     let page = r#"{"current_page":1,"data":[],"next_page_url":"javascript:alert(1)","prev_page_url":"//evil.example/x","path":"/data/messages/p/upcoming-goals"}"#;
-    let rogue = Rogue::start(answer_200(&["Content-Type: application/json".into()], page)).await;
+    let rogue = json_partner(page).await;
     let a = one_call(&rogue, &besitos_path(PARTNER), &[], "{}").await;
     assert_eq!(a.status, 200);
     assert!(a.fallback().is_none(), "{:?}", a.body);
     assert_eq!(a.json()["next_page_url"], serde_json::Value::Null);
     assert_eq!(a.json()["prev_page_url"], serde_json::Value::Null);
     let twice = r#"{"data":[],"data":[{"message":"m"}]}"#;
-    let rogue = Rogue::start(answer_200(
-        &["Content-Type: application/json".into()],
-        twice,
-    ))
-    .await;
+    let rogue = json_partner(twice).await;
     let a = one_call(&rogue, &besitos_path(PARTNER), &[], "{}").await;
     assert_eq!(a.fallback(), Some("invalid_upstream_body"), "{:?}", a.body);
 }
