@@ -81,3 +81,14 @@ pub fn clip(s: &str) -> String {
         format!("{}...", s.chars().take(MAX).collect::<String>())
     }
 }
+
+/// The field a refusal names: what the partners' tests compare.
+#[cfg(test)]
+pub fn refused_field(r: Result<super::Checked<'_>, GatewayError>) -> String {
+    match r {
+        Err(GatewayError::Refused(crate::call::error::Refusal::InvalidRequest {
+            field, ..
+        })) => field,
+        other => panic!("expected invalid_request, got {other:?}"),
+    }
+}

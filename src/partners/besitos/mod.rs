@@ -185,14 +185,7 @@ pub fn empty_page(partner_id: &str, page: Option<u32>, public: &BaseUrl) -> Byte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::error::Refusal;
-
-    fn field_of(r: Result<Checked<'_>, GatewayError>) -> String {
-        match r {
-            Err(GatewayError::Refused(Refusal::InvalidRequest { field, .. })) => field,
-            other => panic!("expected invalid_request, got {other:?}"),
-        }
-    }
+    use crate::partners::fields::refused_field as field_of;
 
     #[test]
     fn besitos_filters() {

@@ -193,14 +193,7 @@ pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::error::Refusal;
-
-    fn field_of(r: Result<Checked<'_>, GatewayError>) -> String {
-        match r {
-            Err(GatewayError::Refused(Refusal::InvalidRequest { field, .. })) => field,
-            other => panic!("expected invalid_request, got {other:?}"),
-        }
-    }
+    use crate::partners::fields::refused_field as field_of;
 
     const GOOD: &str = r#"{"clientId":"client-42","chatId":"8b3f","attributes":{"countryCode":"US","language":"en","platform":"ios"},"extra":{"kept":true}}"#;
 
