@@ -56,9 +56,8 @@ impl LimitScope {
     }
 }
 
-/// What caused a failure: the error itself, kept with its chain of sources
-/// for whoever walks it (`std::error::Error::source`); shown as the whole
-/// chain, `outer: inner: root`.
+/// What caused a failure: the error itself, kept with its chain of sources,
+/// and shown as the whole chain, `outer: inner: root`.
 #[derive(Clone)]
 pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
 
@@ -70,11 +69,6 @@ impl Cause {
     /// A boxed error, as hyper-util's connector and body limits give them.
     pub fn boxed(error: Box<dyn std::error::Error + Send + Sync>) -> Cause {
         Cause(Arc::from(error))
-    }
-
-    /// The error that caused the failure.
-    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.0
     }
 }
 
