@@ -79,16 +79,26 @@ impl LimitedCounter {
     }
 }
 
-/// What both layers share: the route's limits, the permits, the counter.
+/// What a limit layer shares across its calls: which bucket it takes from,
+/// the route's limits, the permits, the counter.
 struct Shared {
+    /// `Client`: the caller's fair share, once per call; `Partner`: the
+    /// partner's quota, once per try.
+    scope: LimitScope,
     config: PerRoute<RateLimitConfig>,
     permits: Arc<AnyPermits>,
     limited: LimitedCounter,
 }
 
 impl Shared {
-    fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Arc<Shared> {
+    fn new(
+        scope: LimitScope,
+        config: &Config,
+        permits: Arc<AnyPermits>,
+        limited: LimitedCounter,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
+            scope,
             config: PerRoute::new(|r| config.resilience(r).rate_limit.clone()),
             permits,
             limited,
@@ -96,47 +106,77 @@ impl Shared {
     }
 
     /// A refusal as the error to answer, counted under its scope.
-    fn refuse(&self, route: Route, scope: LimitScope, refused: Refused) -> GatewayError {
+    fn refuse(&self, route: Route, refused: Refused) -> GatewayError {
         match refused {
             Refused::Paused(retry_after) => {
                 self.limited.inc(route, LimitScope::Upstream);
                 GatewayError::Call(CallError::CircuitOpen { retry_after })
             }
             Refused::Limited(retry_after) => {
-                self.limited.inc(route, scope);
-                GatewayError::Call(CallError::RateLimited { scope, retry_after })
+                self.limited.inc(route, self.scope);
+                GatewayError::Call(CallError::RateLimited {
+                    scope: self.scope,
+                    retry_after,
+                })
             }
             Refused::Unavailable => GatewayError::Call(CallError::StateUnavailable),
         }
     }
 }
 
-/// Per call: the partner's pause, then the caller's bucket.
-pub struct CallerLimit<S> {
+/// A permit before the call goes on: the caller's bucket ([`CallerLimit`],
+/// once per call) or the partner's quota ([`PartnerQuota`], once per try);
+/// both wait out the partner's pause.
+pub struct Limit<S> {
     shared: Arc<Shared>,
     next: S,
 }
+
+/// Per call: the partner's pause, then the caller's bucket.
+pub type CallerLimit<S> = Limit<S>;
+
+/// Per try: the quota offergate may spend on the partner.
+pub type PartnerQuota<S> = Limit<S>;
 
 pub struct CallerLimitLayer(Arc<Shared>);
 
 impl CallerLimitLayer {
     pub fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Self {
-        CallerLimitLayer(Shared::new(config, permits, limited))
+        CallerLimitLayer(Shared::new(LimitScope::Client, config, permits, limited))
     }
 }
 
 impl<S> Layer<S> for CallerLimitLayer {
-    type Service = CallerLimit<S>;
+    type Service = Limit<S>;
 
-    fn layer(&self, next: S) -> CallerLimit<S> {
-        CallerLimit {
+    fn layer(&self, next: S) -> Limit<S> {
+        Limit {
             shared: self.0.clone(),
             next,
         }
     }
 }
 
-impl<S: ProxyService> ProxyService for CallerLimit<S> {
+pub struct PartnerQuotaLayer(Arc<Shared>);
+
+impl PartnerQuotaLayer {
+    pub fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Self {
+        PartnerQuotaLayer(Shared::new(LimitScope::Partner, config, permits, limited))
+    }
+}
+
+impl<S> Layer<S> for PartnerQuotaLayer {
+    type Service = Limit<S>;
+
+    fn layer(&self, next: S) -> Limit<S> {
+        Limit {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+impl<S: ProxyService> ProxyService for Limit<S> {
     fn call(
         &self,
         req: ProxyRequest,
@@ -149,54 +189,17 @@ impl<S: ProxyService> ProxyService for CallerLimit<S> {
                 // Every call has its caller (clientId, partner_id); an empty
                 // one still waits out the partner's pause.
                 let caller = req.caller().unwrap_or_default();
-                let permit = acquire(|| this.permits.caller(route, caller), config, req.deadline);
-                if let Err(refused) = permit.await {
-                    return Err(this.refuse(route, LimitScope::Client, refused));
-                }
-            }
-            self.next.call(req).await
-        }
-    }
-}
-
-/// Per try: the quota offergate may spend on the partner.
-pub struct PartnerQuota<S> {
-    shared: Arc<Shared>,
-    next: S,
-}
-
-pub struct PartnerQuotaLayer(Arc<Shared>);
-
-impl PartnerQuotaLayer {
-    pub fn new(config: &Config, permits: Arc<AnyPermits>, limited: LimitedCounter) -> Self {
-        PartnerQuotaLayer(Shared::new(config, permits, limited))
-    }
-}
-
-impl<S> Layer<S> for PartnerQuotaLayer {
-    type Service = PartnerQuota<S>;
-
-    fn layer(&self, next: S) -> PartnerQuota<S> {
-        PartnerQuota {
-            shared: self.0.clone(),
-            next,
-        }
-    }
-}
-
-impl<S: ProxyService> ProxyService for PartnerQuota<S> {
-    fn call(
-        &self,
-        req: ProxyRequest,
-    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
-        async move {
-            let route = req.route();
-            let this = &*self.shared;
-            let config = this.config.get(route);
-            if config.enabled {
-                let permit = acquire(|| this.permits.partner(route), config, req.deadline);
-                if let Err(refused) = permit.await {
-                    return Err(this.refuse(route, LimitScope::Partner, refused));
+                let check = || async move {
+                    match this.scope {
+                        LimitScope::Partner => this.permits.partner(route).await,
+                        // No layer is made for `Upstream` (the pause's scope).
+                        LimitScope::Client | LimitScope::Upstream => {
+                            this.permits.caller(route, caller).await
+                        }
+                    }
+                };
+                if let Err(refused) = acquire(check, config, req.deadline).await {
+                    return Err(this.refuse(route, refused));
                 }
             }
             self.next.call(req).await
