@@ -12,9 +12,10 @@ use crate::call::json::Json;
 use crate::call::outcome::retry_after;
 use crate::call::route::Target;
 use crate::config::{Config, MapEnv};
-use crate::integrator::links::{count_offer_links, OFFER_HOST};
 use crate::partners;
 use crate::partners::besitos::rewrite_answer as rewrite_besitos;
+use crate::partners::encore::links::count_offer_links;
+use crate::partners::encore::LINK_HOST as OFFER_HOST;
 
 /// A JSON value as text, objects with distinct keys, a few levels deep.
 fn json_text() -> impl Strategy<Value = String> {
@@ -141,7 +142,7 @@ proptest! {
         let exact = host.eq_ignore_ascii_case(OFFER_HOST)
             && userinfo.is_empty()
             && scheme != "ftp://";
-        prop_assert_eq!(count_offer_links(&text), usize::from(exact), "{}", text);
+        prop_assert_eq!(count_offer_links(&text, OFFER_HOST), usize::from(exact), "{}", text);
     }
 
     #[test]

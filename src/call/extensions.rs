@@ -39,7 +39,7 @@ impl Extensions {
     pub fn insert<T: Any + Clone + Send + Sync>(&mut self, value: T) {
         let id = TypeId::of::<T>();
         let same = |v: &dyn Note| v.as_any().type_id() == id;
-        if self.first.as_deref().map_or(true, same) {
+        if self.first.as_deref().is_none_or(same) {
             self.first = Some(Box::new(value));
             return;
         }

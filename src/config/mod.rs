@@ -50,7 +50,7 @@ pub struct ReloadConfig {
 }
 
 /// The Encore doc's integrator rules.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct IntegratorConfig {
     /// A message this long after the previous one starts a re-engagement.
     #[serde(rename = "idle_gap_ms", serialize_with = "as_ms")]
@@ -62,6 +62,23 @@ pub struct IntegratorConfig {
     pub thread_window: Duration,
     /// Compose the message for every offer, not only when a caller asks.
     pub compose: bool,
+    /// Which messages the idle gap is measured from.
+    pub idle_gap_basis: IdleGapBasis,
+    /// Whole-message texts (any case) that opt a thread out.
+    pub opt_out_keywords: Vec<String>,
+    /// The eligibility endpoint's body limit (a thread's history is long).
+    pub body_limit_bytes: usize,
+}
+
+/// What silence starts an idle gap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdleGapBasis {
+    /// The end user's messages only: the doc's "the diner went quiet and
+    /// came back", which an outbound reminder does not interrupt.
+    Inbound,
+    /// Any message, either way.
+    Any,
 }
 
 /// Where shared state lives: idempotent answers and in-flight locks, rate
@@ -79,6 +96,10 @@ pub struct StateConfig {
     #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
     pub timeout: Duration,
     pub on_error: OnStateError,
+    /// With `backend = "memory"`: the file this instance keeps its
+    /// conversations in across restarts; `None`: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -27,6 +27,10 @@ pub struct RawReload {
     pub watch: bool,
 }
 
+/// Where a single instance keeps its conversations, relative to the
+/// working directory.
+pub const DEFAULT_THREAD_FILE: &str = "offergate-threads.redb";
+
 /// `[state]`.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +42,7 @@ pub struct RawState {
     pub key_prefix: String,
     pub timeout_ms: u64,
     pub on_error: String,
+    pub thread_file: String,
 }
 
 impl Default for RawState {
@@ -50,6 +55,7 @@ impl Default for RawState {
             key_prefix: "offergate".into(),
             timeout_ms: 50,
             on_error: "fail_open".into(),
+            thread_file: DEFAULT_THREAD_FILE.into(),
         }
     }
 }
@@ -157,6 +163,9 @@ pub struct RawIntegrator {
     pub thread_cap: u64,
     pub thread_window_ms: u64,
     pub compose: bool,
+    pub idle_gap_basis: String,
+    pub opt_out_keywords: Vec<String>,
+    pub body_limit_bytes: u64,
 }
 
 impl Default for RawIntegrator {
@@ -166,6 +175,10 @@ impl Default for RawIntegrator {
             thread_cap: 3,
             thread_window_ms: 30 * 24 * 3_600_000,
             compose: false,
+            idle_gap_basis: "inbound".into(),
+            opt_out_keywords: Vec::new(),
+            // 1,000 messages of a few hundred bytes each, with room.
+            body_limit_bytes: 1024 * 1024,
         }
     }
 }

@@ -100,7 +100,10 @@ impl<S: ProxyService> Edge<S> {
                 access_log: config.log.access_log,
                 link_host: config.encore.offer_link_host.clone(),
                 in_flight: Semaphore::new(config.server.max_in_flight),
-                rules: (&config.encore.integrator).into(),
+                rules: eligibility::Rules::new(
+                    &config.encore.integrator,
+                    &config.encore.offer_link_host,
+                ),
             }),
         })
     }

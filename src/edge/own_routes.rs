@@ -26,8 +26,14 @@ impl<S: ProxyService> Edge<S> {
                 return respond::answer(e);
             }
         };
-        match eligibility::decide(&body, &self.shared.rules, clock::wall_ms()) {
-            Ok(decision) => {
+        match eligibility::read(&body, &self.shared.rules) {
+            Ok(asked) => {
+                let decision = eligibility::decide(
+                    &asked,
+                    &self.shared.rules,
+                    clock::wall_ms(),
+                    &Default::default(),
+                );
                 self.shared.metrics.eligibility(decision.result());
                 let body = serde_json::to_vec(&decision).unwrap_or_default();
                 ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))

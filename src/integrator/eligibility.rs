@@ -1,24 +1,32 @@
 //! "When to call us", from the Encore doc, as one decision: call on the first
 //! message of a thread, or on the first after a long idle gap (a
-//! re-engagement), never mid-thread, and not once the thread has shown the
-//! per-thread cap of offers (counted as links on `link.encorekit.com` in the
-//! thread's outbound messages). No partner call is made.
+//! re-engagement), never mid-thread, never once the thread has shown the
+//! per-thread cap of offers, never once it opted out. [`judge`] is the rule;
+//! the eligibility endpoint (here: the thread's history in one request) and
+//! the conversation endpoint (the thread offergate keeps, `conversation/`)
+//! both decide by it, so they cannot disagree. No partner call is made here.
 
 use std::time::Duration;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
-use super::links::count_offer_links;
-use super::time::parse_rfc3339;
+use super::time::parse_time;
 use crate::call::error::GatewayError;
 use crate::call::json::{Json, Object};
-use crate::config::IntegratorConfig;
+use crate::config::{IdleGapBasis, IntegratorConfig};
+use crate::partners::encore::links::{offer_links, LinkKey};
 
 /// The path on offergate's own prefix.
 pub const PATH: &str = "/offergate/v1/encore/eligibility";
 
-/// `[encore.integrator]`.
-#[derive(Clone, Copy, Debug)]
+/// How far past offergate's clock a message time is believed; later is
+/// taken as now, so a clock that runs ahead (or a forged date) cannot push
+/// a thread's offers out of the window.
+pub const MAX_AHEAD_MS: i64 = 5 * 60_000;
+
+/// `[encore.integrator]`, and the host offers link to.
+#[derive(Clone, Debug)]
 pub struct Rules {
     /// A gap this long since the previous message makes a re-engagement.
     pub idle_gap: Duration,
@@ -26,19 +34,97 @@ pub struct Rules {
     pub thread_cap: u32,
     /// How far back offers count toward the cap.
     pub thread_window: Duration,
+    /// Which messages the gap is measured from.
+    pub basis: IdleGapBasis,
+    /// Whole-message texts, lowercased, that opt a thread out.
+    pub opt_out_keywords: Vec<String>,
+    /// Where offer links point (`[encore] offer_link_host`).
+    pub link_host: String,
 }
 
-impl From<&IntegratorConfig> for Rules {
-    fn from(c: &IntegratorConfig) -> Rules {
+impl Rules {
+    pub fn new(c: &IntegratorConfig, link_host: &str) -> Rules {
         Rules {
             idle_gap: c.idle_gap,
             thread_cap: c.thread_cap,
             thread_window: c.thread_window,
+            basis: c.idle_gap_basis,
+            opt_out_keywords: c.opt_out_keywords.clone(),
+            link_host: link_host.to_string(),
         }
+    }
+
+    fn idle_gap_ms(&self) -> i64 {
+        i64::try_from(self.idle_gap.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub fn window_ms(&self) -> i64 {
+        i64::try_from(self.thread_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether `text` is one of the opt-out keywords (the whole message,
+    /// any case, surrounding spaces and punctuation aside).
+    pub fn is_opt_out(&self, text: &str) -> bool {
+        let word = text
+            .trim_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
+            .to_lowercase();
+        !word.is_empty() && self.opt_out_keywords.contains(&word)
     }
 }
 
-/// The answer.
+/// Why a message may get an offer.
+pub const FIRST_MESSAGE: &str = "first_message";
+pub const RE_ENGAGEMENT: &str = "re_engagement";
+/// Why it may not.
+pub const MID_THREAD: &str = "mid_thread";
+pub const THREAD_CAP: &str = "thread_cap";
+pub const OPTED_OUT: &str = "opted_out";
+
+/// The rule's answer for one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub trigger: Option<&'static str>,
+    /// `None`: eligible.
+    pub reason: Option<&'static str>,
+}
+
+/// The Encore doc's rule for a message at `current`, the previous message
+/// (on the configured basis) at `previous`, with `offers_shown` in the
+/// window. An opt-out wins over everything, then silence, then the cap.
+pub fn judge(
+    rules: &Rules,
+    current: i64,
+    previous: Option<i64>,
+    offers_shown: u64,
+    opted_out: bool,
+) -> Verdict {
+    let trigger = match previous {
+        None => Some(FIRST_MESSAGE),
+        Some(prev) if current.saturating_sub(prev) >= rules.idle_gap_ms() => Some(RE_ENGAGEMENT),
+        Some(_) => None,
+    };
+    let capped = rules.thread_cap > 0 && offers_shown >= u64::from(rules.thread_cap);
+    let reason = if opted_out {
+        Some(OPTED_OUT)
+    } else if trigger.is_none() {
+        Some(MID_THREAD)
+    } else if capped {
+        Some(THREAD_CAP)
+    } else {
+        None
+    };
+    Verdict { trigger, reason }
+}
+
+/// What offergate itself knows of a thread: the offers it recorded (when,
+/// which link) and whether the thread opted out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub offers: SmallVec<[(i64, LinkKey); 3]>,
+    pub opted_out: bool,
+}
+
+/// The eligibility endpoint's answer.
 #[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub eligible: bool,
@@ -59,9 +145,28 @@ const MAX_ID_CHARS: usize = 256;
 /// Most messages read from one request.
 const MAX_MESSAGES: usize = 1_000;
 
-/// Decides for the request `body`; `now_ms` stands for the current message's
-/// time when the caller sends `previous_message_at` instead of messages.
-pub fn decide(body: &[u8], rules: &Rules, now_ms: i64) -> Result<Decision, GatewayError> {
+/// An eligibility request, read and checked.
+#[derive(Debug)]
+pub struct Asked {
+    pub client_id: String,
+    pub chat_id: String,
+    history: History,
+}
+
+#[derive(Debug)]
+enum History {
+    /// The thread's messages, oldest first: inbound or not, when, the
+    /// offer links of outbound ones.
+    Messages(Vec<(bool, i64, SmallVec<[LinkKey; 2]>)>),
+    /// `previous_message_at` (null: a new thread) and `offers_shown`.
+    Summary {
+        previous: Option<i64>,
+        offers_shown: u64,
+    },
+}
+
+/// Reads an eligibility request `body`.
+pub fn read(body: &[u8], rules: &Rules) -> Result<Asked, GatewayError> {
     let obj = match Json::parse(body) {
         Ok(Json::Object(obj)) => obj,
         Ok(other) => {
@@ -77,63 +182,108 @@ pub fn decide(body: &[u8], rules: &Rules, now_ms: i64) -> Result<Decision, Gatew
             ))
         }
     };
-    for field in ["clientId", "chatId"] {
-        match obj.get(field) {
-            Some(Json::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => {}
-            Some(Json::String(_)) => {
-                return Err(GatewayError::invalid(field, "must be 1 to 256 characters"))
-            }
-            Some(other) => {
-                return Err(GatewayError::invalid(
-                    field,
-                    format!("must be a string, not {}", other.kind()),
-                ))
-            }
-            None => return Err(GatewayError::invalid(field, "is required")),
+    let client_id = id(&obj, "clientId")?;
+    let chat_id = id(&obj, "chatId")?;
+    let history = match (obj.get("messages"), obj.get("previous_message_at")) {
+        (Some(_), Some(_)) => {
+            return Err(GatewayError::invalid(
+                "messages",
+                "send messages or previous_message_at with offers_shown, not both",
+            ))
         }
-    }
-    let (current, previous, offers_shown) =
-        match (obj.get("messages"), obj.get("previous_message_at")) {
-            (Some(_), Some(_)) => {
-                return Err(GatewayError::invalid(
-                    "messages",
-                    "send messages or previous_message_at with offers_shown, not both",
-                ))
-            }
-            (Some(messages), None) => from_messages(messages, rules)?,
-            (None, Some(previous)) => from_summary(&obj, previous, now_ms)?,
-            (None, None) => {
-                return Err(GatewayError::invalid(
-                    "messages",
-                    "is required (or previous_message_at with offers_shown)",
-                ))
-            }
-        };
-    let trigger = match previous {
-        None => Some("first_message"),
-        Some(prev) if current - prev >= rules.idle_gap.as_millis() as i64 => Some("re_engagement"),
-        Some(_) => None,
+        (Some(messages), None) => from_messages(messages, rules)?,
+        (None, Some(previous)) => from_summary(&obj, previous)?,
+        (None, None) => {
+            return Err(GatewayError::invalid(
+                "messages",
+                "is required (or previous_message_at with offers_shown)",
+            ))
+        }
     };
-    let capped = rules.thread_cap > 0 && offers_shown >= u64::from(rules.thread_cap);
-    let reason = match (trigger, capped) {
-        (None, _) => Some("mid_thread"),
-        (Some(_), true) => Some("thread_cap"),
-        (Some(_), false) => None,
-    };
-    Ok(Decision {
-        eligible: reason.is_none(),
-        trigger,
-        reason,
-        offers_shown,
+    Ok(Asked {
+        client_id,
+        chat_id,
+        history,
     })
 }
 
-/// `(current message time, previous message time, offers shown)` from the
-/// thread's messages, oldest first, the last the inbound one just received.
-fn from_messages(
-    messages: &Json<'_>,
-    rules: &Rules,
-) -> Result<(i64, Option<i64>, u64), GatewayError> {
+/// A required id: 1 to 256 characters, no control character.
+pub fn id(obj: &Object<'_>, field: &str) -> Result<String, GatewayError> {
+    match obj.get(field) {
+        Some(Json::String(s))
+            if !s.is_empty()
+                && s.chars().count() <= MAX_ID_CHARS
+                && !s.chars().any(char::is_control) =>
+        {
+            Ok(s.to_string())
+        }
+        Some(Json::String(_)) => Err(GatewayError::invalid(
+            field,
+            "must be 1 to 256 characters, none of them a control character",
+        )),
+        Some(other) => Err(GatewayError::invalid(
+            field,
+            format!("must be a string, not {}", other.kind()),
+        )),
+        None => Err(GatewayError::invalid(field, "is required")),
+    }
+}
+
+/// Decides for `asked` at `now_ms`, counting what offergate `known` of the
+/// thread with what the history shows: a link counts once, wherever seen.
+pub fn decide(asked: &Asked, rules: &Rules, now_ms: i64, known: &Known) -> Decision {
+    let latest = now_ms.saturating_add(MAX_AHEAD_MS);
+    let (current, previous, from_history, shown_links) = match &asked.history {
+        History::Messages(read) => {
+            let at = |i: usize| read[i].1.min(latest);
+            let last = read.len() - 1;
+            let current = at(last);
+            let previous = (0..last)
+                .rev()
+                .find(|&i| rules.basis == IdleGapBasis::Any || read[i].0)
+                .map(at);
+            let since = current.saturating_sub(rules.window_ms());
+            let mut links: SmallVec<[LinkKey; 4]> = SmallVec::new();
+            for (i, (inbound, _, found)) in read.iter().enumerate() {
+                if !inbound && at(i) >= since {
+                    for key in found {
+                        if !links.contains(key) {
+                            links.push(*key);
+                        }
+                    }
+                }
+            }
+            (current, previous, 0, links)
+        }
+        History::Summary {
+            previous,
+            offers_shown,
+        } => (
+            now_ms,
+            previous.map(|p| p.min(latest)),
+            *offers_shown,
+            SmallVec::new(),
+        ),
+    };
+    let since = current.saturating_sub(rules.window_ms());
+    let mut links = shown_links;
+    for (at, key) in &known.offers {
+        if *at >= since && !links.contains(key) {
+            links.push(*key);
+        }
+    }
+    let offers_shown = (links.len() as u64).max(from_history);
+    let verdict = judge(rules, current, previous, offers_shown, known.opted_out);
+    Decision {
+        eligible: verdict.reason.is_none(),
+        trigger: verdict.trigger,
+        reason: verdict.reason,
+        offers_shown,
+    }
+}
+
+/// The thread's messages, oldest first, the last the inbound one just received.
+fn from_messages(messages: &Json<'_>, rules: &Rules) -> Result<History, GatewayError> {
     let Json::Array(items) = messages else {
         return Err(GatewayError::invalid(
             "messages",
@@ -146,7 +296,7 @@ fn from_messages(
             "must hold 1 to 1000 messages, oldest first",
         ));
     }
-    let mut read = Vec::with_capacity(items.len());
+    let mut read: Vec<(bool, i64, SmallVec<[LinkKey; 2]>)> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = |name: &str| format!("messages[{i}].{name}");
         let Json::Object(m) = item else {
@@ -175,60 +325,46 @@ fn from_messages(
                 ))
             }
         };
-        let at = m
-            .get("timestamp")
-            .and_then(Json::as_str)
-            .ok_or_else(|| GatewayError::invalid(field("timestamp"), "is required (RFC 3339)"))
-            .and_then(|t| {
-                parse_rfc3339(t)
-                    .map_err(|e| GatewayError::invalid(field("timestamp"), e.to_string()))
-            })?;
+        let at = match m.get("timestamp") {
+            None | Some(Json::Null) => {
+                return Err(GatewayError::invalid(
+                    field("timestamp"),
+                    "is required (RFC 3339, or Unix seconds or milliseconds)",
+                ))
+            }
+            Some(t) => parse_time(t)
+                .map_err(|e| GatewayError::invalid(field("timestamp"), e.to_string()))?,
+        };
         if read.last().is_some_and(|(_, before, _)| at < *before) {
             return Err(GatewayError::invalid(
                 field("timestamp"),
                 "is earlier than the message before it; send the thread oldest first",
             ));
         }
-        read.push((inbound, at, text));
+        let links = if inbound {
+            SmallVec::new()
+        } else {
+            offer_links(text, &rules.link_host)
+        };
+        read.push((inbound, at, links));
     }
-    let (inbound, current, _) = read[read.len() - 1];
-    if !inbound {
+    if !read[read.len() - 1].0 {
         return Err(GatewayError::invalid(
             format!("messages[{}].direction", read.len() - 1),
             "the last message must be the inbound one just received",
         ));
     }
-    let since = current - rules.thread_window.as_millis() as i64;
-    let offers_shown = read
-        .iter()
-        .filter(|(inbound, at, _)| !inbound && *at >= since)
-        .map(|(_, _, text)| count_offer_links(text) as u64)
-        .sum();
-    let previous = read.len().checked_sub(2).map(|i| read[i].1);
-    Ok((current, previous, offers_shown))
+    Ok(History::Messages(read))
 }
 
 /// The same from `previous_message_at` (null: a new thread) and `offers_shown`.
-fn from_summary(
-    obj: &Object<'_>,
-    previous: &Json<'_>,
-    now_ms: i64,
-) -> Result<(i64, Option<i64>, u64), GatewayError> {
+fn from_summary(obj: &Object<'_>, previous: &Json<'_>) -> Result<History, GatewayError> {
     let previous = match previous {
         Json::Null => None,
-        Json::String(t) => Some(
-            parse_rfc3339(t)
+        other => Some(
+            parse_time(other)
                 .map_err(|e| GatewayError::invalid("previous_message_at", e.to_string()))?,
         ),
-        other => {
-            return Err(GatewayError::invalid(
-                "previous_message_at",
-                format!(
-                    "must be an RFC 3339 timestamp or null, not {}",
-                    other.kind()
-                ),
-            ))
-        }
     };
     let offers_shown = match obj.get("offers_shown") {
         Some(Json::Number(n)) => n.as_u64().ok_or_else(|| {
@@ -247,7 +383,10 @@ fn from_summary(
             ))
         }
     };
-    Ok((now_ms, previous, offers_shown))
+    Ok(History::Summary {
+        previous,
+        offers_shown,
+    })
 }
 
 #[cfg(test)]
@@ -262,7 +401,17 @@ mod tests {
             idle_gap: Duration::from_millis(12 * HOUR as u64),
             thread_cap: 3,
             thread_window: Duration::from_secs(30 * 24 * 3600),
+            basis: IdleGapBasis::Inbound,
+            opt_out_keywords: vec!["stop".into()],
+            link_host: "link.encorekit.com".into(),
         }
+    }
+
+    /// Far after every test date: no message is in the future.
+    const LATER: i64 = 4_000_000_000_000;
+
+    fn decide_body(body: &[u8], rules: &Rules, now: i64) -> Result<Decision, GatewayError> {
+        Ok(decide(&read(body, rules)?, rules, now, &Known::default()))
     }
 
     fn at(hours: i64) -> String {
@@ -302,7 +451,7 @@ mod tests {
     }
 
     fn decide_thread(msgs: &[(&str, &str, i64)]) -> Decision {
-        decide(&thread(msgs), &rules(), 0).unwrap()
+        decide_body(&thread(msgs), &rules(), LATER).unwrap()
     }
 
     const OFFER: &str =
@@ -339,7 +488,11 @@ mod tests {
             ("inbound", "a", 0),
             ("outbound", OFFER, 0),
             ("inbound", "b", 20),
-            ("outbound", &format!("{OFFER} and link.encorekit.com/x"), 20),
+            (
+                "outbound",
+                "link.encorekit.com/x and link.encorekit.com/y",
+                20,
+            ),
             ("inbound", "c", 40),
         ]);
         assert_eq!(
@@ -362,16 +515,80 @@ mod tests {
     }
 
     #[test]
+    fn the_basis_the_clock_and_what_offergate_knows() {
+        // An outbound reminder an hour ago does not cancel a re-engagement
+        // on the inbound basis; on `any` it does.
+        let msgs = [
+            ("inbound", "a", 0),
+            ("outbound", "reminder", 20),
+            ("inbound", "b", 21),
+        ];
+        assert_eq!(decide_thread(&msgs).trigger, Some("re_engagement"));
+        let any = Rules {
+            basis: IdleGapBasis::Any,
+            ..rules()
+        };
+        assert_eq!(
+            decide_body(&thread(&msgs), &any, LATER).unwrap().reason,
+            Some("mid_thread")
+        );
+        // A last message dated years ahead is taken as now: the offers
+        // before it still count.
+        let now = parse_time(&Json::String(at(40).into())).unwrap();
+        let ahead = decide_body(
+            &thread(&[
+                ("inbound", "a", 0),
+                ("outbound", OFFER, 1),
+                ("inbound", "b", 24 * 365 * 5),
+            ]),
+            &rules(),
+            now,
+        )
+        .unwrap();
+        assert_eq!(ahead.offers_shown, 1);
+        // The offers offergate recorded count with the history's, a link once.
+        let key = crate::partners::encore::links::link_key(
+            "https://link.encorekit.com/aB3",
+            "link.encorekit.com",
+        )
+        .unwrap();
+        let known = Known {
+            offers: [(now, key), (now, 7)].into_iter().collect(),
+            opted_out: false,
+        };
+        let asked = read(
+            &thread(&[
+                ("inbound", "a", 0),
+                ("outbound", OFFER, 1),
+                ("inbound", "b", 40),
+            ]),
+            &rules(),
+        )
+        .unwrap();
+        assert_eq!(decide(&asked, &rules(), now, &known).offers_shown, 2);
+        let out = Known {
+            opted_out: true,
+            ..Known::default()
+        };
+        assert_eq!(
+            decide(&asked, &rules(), now, &out).reason,
+            Some("opted_out")
+        );
+        assert!(rules().is_opt_out(" Stop! "));
+        assert!(!rules().is_opt_out("stop it"));
+    }
+
+    #[test]
     fn the_summary_form() {
         let body = |prev: &str, shown: u64| {
             format!(r#"{{"clientId":"c","chatId":"t","previous_message_at":{prev},"offers_shown":{shown}}}"#).into_bytes()
         };
-        let now = parse_rfc3339(&at(100)).unwrap();
-        let d = decide(&body("null", 0), &rules(), now).unwrap();
+        let now = crate::integrator::time::parse_rfc3339(&at(100)).unwrap();
+        let d = decide_body(&body("null", 0), &rules(), now).unwrap();
         assert_eq!(d.trigger, Some("first_message"));
-        let d = decide(&body(&format!("\"{}\"", at(99)), 0), &rules(), now).unwrap();
+        let d = decide_body(&body(&format!("\"{}\"", at(99)), 0), &rules(), now).unwrap();
         assert_eq!(d.reason, Some("mid_thread"));
-        let d = decide(&body(&format!("\"{}\"", at(80)), 3), &rules(), now).unwrap();
+        let d = decide_body(&body(&format!("\"{}\"", at(80)), 3), &rules(), now).unwrap();
         assert_eq!(
             (d.trigger, d.reason),
             (Some("re_engagement"), Some("thread_cap"))
@@ -391,7 +608,7 @@ mod tests {
             (r#"{"clientId":"c","chatId":"t","previous_message_at":null}"#.into(), "offers_shown"),
             (r#"{"clientId":"c","clientId":"d","chatId":"t","messages":[]}"#.into(), "body"),
         ] {
-            match decide(body.as_bytes(), &rules(), 0) {
+            match read(body.as_bytes(), &rules()) {
                 Err(GatewayError::Refused(Refusal::InvalidRequest { field: f, .. })) => assert_eq!(f, field, "{body}"),
                 other => panic!("{body}: {other:?}"),
             }

@@ -1,10 +1,10 @@
 //! The Encore doc's integrator rules, carried by offergate for every platform
-//! at once: whether a message should get an offer at all (`eligibility`),
-//! and counting the offers a thread has shown (`links`). Composing the text
-//! to send is Encore's (`partners/encore/compose.rs`). Pure logic: the edge
-//! serves the eligibility endpoint, the thread-cap layer enforces the cap on
-//! the offers route.
+//! at once: whether a message may get an offer (`eligibility`: the rule, and
+//! the endpoint that asks it of a thread's history) and message times
+//! (`time`). Counting a thread's offer links is Encore's
+//! (`partners/encore/links.rs`), composing the text too
+//! (`partners/encore/compose.rs`). Pure logic: the edge serves the
+//! endpoints, `conversation/` keeps the threads.
 
 pub mod eligibility;
-pub mod links;
 pub mod time;

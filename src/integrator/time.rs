@@ -1,8 +1,51 @@
 //! RFC 3339 timestamps (`2026-11-23T10:15:00Z`, `2026-11-23T11:15:00.25+01:00`)
 //! as milliseconds since the Unix epoch: the messages of a thread are compared
-//! by time, wherever their offsets put them.
+//! by time, wherever their offsets put them. Platforms that speak Unix time
+//! (WhatsApp's webhook sends seconds, others milliseconds) send a number,
+//! or a string of digits: [`parse_time`] takes all three.
 
+use crate::call::json::Json;
 use crate::call::problem::Problem;
+
+/// Below this a Unix time is seconds, from it milliseconds: 10^11 seconds
+/// is the year 5138, 10^11 milliseconds March 1973, so no date a thread can
+/// have is read the wrong way.
+pub const SECONDS_BELOW: u64 = 100_000_000_000;
+
+/// A message time as Unix milliseconds: an RFC 3339 string, or Unix
+/// seconds or milliseconds as a number or a string of digits (told apart
+/// by [`SECONDS_BELOW`]); seconds may have a fraction.
+pub fn parse_time(value: &Json<'_>) -> Result<i64, Problem> {
+    let unix = |n: f64| -> Result<i64, Problem> {
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(Problem(
+                "must be a Unix time from 1970 on, in seconds or milliseconds".into(),
+            ));
+        }
+        let ms = if n < SECONDS_BELOW as f64 {
+            n * 1000.0
+        } else {
+            n
+        };
+        if ms > 253_402_300_799_999.0 {
+            return Err(Problem("is after the year 9999".into()));
+        }
+        Ok(ms.round() as i64)
+    };
+    match value {
+        Json::Number(n) => unix(n.as_f64().unwrap_or(f64::NAN)),
+        Json::String(s)
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 16 =>
+        {
+            unix(s.parse::<u64>().map_err(|e| Problem(e.to_string()))? as f64)
+        }
+        Json::String(s) => parse_rfc3339(s),
+        other => Err(Problem(format!(
+            "must be an RFC 3339 timestamp or a Unix time, not {}",
+            other.kind()
+        ))),
+    }
+}
 
 /// Milliseconds since 1970-01-01T00:00:00Z, or why `s` is not RFC 3339.
 pub fn parse_rfc3339(s: &str) -> Result<i64, Problem> {
@@ -106,6 +149,21 @@ mod tests {
             parse_rfc3339("2024-02-29T00:00:00-00:30"),
             Ok(1_709_166_600_000)
         );
+    }
+
+    #[test]
+    fn unix_seconds_and_milliseconds_are_told_apart() {
+        let at = |json: &str| parse_time(&Json::parse(json.as_bytes()).unwrap());
+        let want = Ok(1_795_428_900_000);
+        assert_eq!(at("1795428900"), want);
+        assert_eq!(at("1795428900000"), want);
+        assert_eq!(at("\"1795428900\""), want);
+        assert_eq!(at("\"2026-11-23T10:15:00Z\""), want);
+        assert_eq!(at("1795428900.25"), Ok(1_795_428_900_250));
+        assert_eq!(at("0"), Ok(0));
+        for bad in ["-1", "true", "null", "1e300", "\"12ab\"", "[]"] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

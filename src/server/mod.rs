@@ -229,7 +229,7 @@ impl AcceptErrors {
         let now = tokio::time::Instant::now();
         if self
             .last_logged
-            .map_or(true, |at| now - at >= Duration::from_secs(1))
+            .is_none_or(|at| now - at >= Duration::from_secs(1))
         {
             tracing::warn!(error = %e, suppressed = self.suppressed, retry_in_ms = self.wait.as_millis() as u64, "accept failed");
             self.last_logged = Some(now);

@@ -27,7 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["call", "partners", "config", "metrics", "state"],
     ),
     ("upstream", &["call", "partners", "config", "metrics"]),
-    ("integrator", &["call", "config"]),
+    ("integrator", &["call", "partners", "config"]),
     (
         "edge",
         &["call", "partners", "config", "metrics", "integrator"],

@@ -183,6 +183,10 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
         key_prefix: prefix_ok.then(|| s.key_prefix.clone())?,
         timeout: timeout?,
         on_error: on_error?,
+        // An empty name: memory only. Opened (and its directory checked)
+        // when the gateway starts.
+        thread_file: (!s.thread_file.trim().is_empty())
+            .then(|| std::path::PathBuf::from(s.thread_file.trim())),
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::uri::Scheme;
 
-use super::super::parse::{bounded, host_name, millis, on_limit, per_second, Problems};
+use super::super::parse::{bounded, choice, host_name, millis, on_limit, per_second, Problems};
 use super::super::raw::{
     RawIdempotency, RawIntegrator, RawRateLimit, RawRetry, RawRoute, RouteDefaults,
     BESITOS_DEFAULTS, ENCORE_DEFAULTS,
@@ -208,11 +208,37 @@ fn integrator(r: Option<&RawIntegrator>, p: &mut Problems) -> Option<IntegratorC
         "encore.integrator.thread_window_ms",
         millis(r.thread_window_ms, 1_000, 365 * 24 * 3_600_000),
     );
+    let bases = [
+        ("inbound", IdleGapBasis::Inbound),
+        ("any", IdleGapBasis::Any),
+    ];
+    let idle_gap_basis = p.check(
+        "encore.integrator.idle_gap_basis",
+        choice(&r.idle_gap_basis, &bases),
+    );
+    let body_limit = p.check(
+        "encore.integrator.body_limit_bytes",
+        bounded(r.body_limit_bytes, 1024, 16 * 1024 * 1024),
+    );
+    let mut keywords = Vec::new();
+    for (i, word) in r.opt_out_keywords.iter().enumerate() {
+        let word = word.trim();
+        if word.is_empty() || word.chars().count() > 64 || word.chars().any(char::is_control) {
+            p.push(format!(
+                "encore.integrator.opt_out_keywords[{i}]: must be 1 to 64 characters of text"
+            ));
+        } else {
+            keywords.push(word.to_lowercase());
+        }
+    }
     Some(IntegratorConfig {
         idle_gap: idle_gap?,
         thread_cap: thread_cap? as u32,
         thread_window: thread_window?,
         compose: r.compose,
+        idle_gap_basis: idle_gap_basis?,
+        opt_out_keywords: keywords,
+        body_limit_bytes: body_limit?,
     })
 }
 

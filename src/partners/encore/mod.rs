@@ -8,6 +8,7 @@
 mod bcp47;
 pub mod compose;
 mod country;
+pub mod links;
 
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;
