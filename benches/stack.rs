@@ -75,7 +75,7 @@ fn stack(
             &config,
             BaseUrl::parse("http://127.0.0.1:8787").unwrap(),
             &Metrics::new(),
-            &offergate::app::stack::Shared::new(&config, None),
+            &offergate::app::stack::Shared::new(&config, None).expect("the stack's state"),
             tower::service_fn(move |_req: ProxyRequest| {
                 let mut resp = ProxyResponse::json(status, offer.clone());
                 resp.outcome = Outcome::Forwarded;

@@ -15,6 +15,7 @@ pub mod app;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod conversation;
 pub mod edge;
 pub mod integrator;
 pub mod layers;

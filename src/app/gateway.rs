@@ -14,9 +14,11 @@ use crate::app::admin::Admin;
 use crate::app::stack::Shared;
 use crate::config::{BaseUrl, Config};
 use crate::config::{Live, Secrets, StateBackend};
+use crate::conversation::AnyThreads;
 use crate::metrics::Metrics;
 use crate::server::{serve, ServeOptions};
 use crate::state::Redis;
+use std::time::Duration;
 
 pub struct Gateway {
     pub proxy_addr: SocketAddr,
@@ -24,6 +26,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// The secrets a reload replaces.
     pub secrets: Arc<Live<Secrets>>,
+    /// The conversations, written to the thread file before the gateway stops.
+    threads: Arc<AnyThreads>,
     ready: Arc<AtomicBool>,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
@@ -60,7 +64,7 @@ impl Gateway {
             StateBackend::Memory => None,
             StateBackend::Redis => Some(Redis::connect(&config.state, &metrics)?),
         };
-        let shared = Shared::new(&config, shared);
+        let shared = Shared::new(&config, shared)?;
         let edge = crate::app::stack::build(&config, public, &metrics, &shared)?;
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_proxy, proxy_rx) = watch::channel(false);
@@ -92,6 +96,7 @@ impl Gateway {
             admin_addr,
             metrics,
             secrets: shared.secrets.clone(),
+            threads: shared.threads.clone(),
             ready,
             stop_proxy,
             stop_admin,
@@ -110,5 +115,8 @@ impl Gateway {
         let _ = self.proxy_task.await;
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // What the calls changed, on disk before the process ends.
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || threads.flush(Duration::from_secs(5))).await;
     }
 }

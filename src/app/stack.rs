@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::config::{BaseUrl, Config, Live, Secrets};
+use crate::conversation::{AnyThreads, FleetThreads, Journal, Keep, LocalThreads};
 use crate::edge::Edge;
 use crate::layers::circuit::{Circuit, CircuitLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
@@ -54,21 +55,42 @@ pub type GatewayEdge = Edge<Stack<Upstream>>;
 /// in-memory partners of the stack tests and the benchmarks.
 pub type EdgeWith<U> = Edge<Stack<FromTower<U>>>;
 
-/// What the stack shares with the running gateway: the state backend, and
-/// the secrets a reload replaces.
+/// What the stack shares with the running gateway: the state backend, the
+/// conversations, and the secrets a reload replaces.
 #[derive(Clone)]
 pub struct Shared {
     pub state: Option<Redis>,
+    pub threads: Arc<AnyThreads>,
     pub secrets: Arc<Live<Secrets>>,
 }
 
 impl Shared {
-    /// For `config`, with `state` when `[state] backend = "redis"`.
-    pub fn new(config: &Config, state: Option<Redis>) -> Shared {
-        Shared {
+    /// For `config`, with `state` when `[state] backend = "redis"`: the
+    /// conversations on it, or in memory (read back from and written behind
+    /// to `[state] thread_file` when one is set).
+    pub fn new(config: &Config, state: Option<Redis>) -> Result<Shared, Problem> {
+        let rules = &config.encore.integrator;
+        let keep = Keep {
+            window_ms: i64::try_from(rules.thread_window.as_millis()).unwrap_or(i64::MAX),
+            idle_gap_ms: i64::try_from(rules.idle_gap.as_millis()).unwrap_or(i64::MAX),
+            cap: rules.thread_cap,
+        };
+        let threads = match (&state, &config.state.thread_file) {
+            (Some(redis), _) => AnyThreads::Fleet(FleetThreads::new(
+                redis.clone(),
+                LocalThreads::new(keep, None),
+                keep,
+            )),
+            (None, Some(file)) => {
+                AnyThreads::Local(LocalThreads::new(keep, Some(Journal::open(file)?)))
+            }
+            (None, None) => AnyThreads::Local(LocalThreads::new(keep, None)),
+        };
+        Ok(Shared {
             state,
+            threads: Arc::new(threads),
             secrets: Arc::new(Live::new(Secrets::of(config))),
-        }
+        })
     }
 }
 
@@ -138,7 +160,7 @@ fn assemble<U: ProxyService>(
         .layer(IdempotencyLayer::new(config, metrics, state)?)
         // The Encore doc's per-thread cap: below idempotency, so a replay
         // never counts twice; before anything spends quota or retries.
-        .layer(ThreadCapLayer::new(config, metrics, state.cloned())?)
+        .layer(ThreadCapLayer::new(metrics, shared.threads.clone())?)
         // The call's deadline: set before anything waits or plans against it.
         .layer(DeadlineLayer::new(config))
         // Once per call: a partner 429's pause, then the caller's fair share.
@@ -156,5 +178,12 @@ fn assemble<U: ProxyService>(
         .service(upstream);
     // In front of it all, the edge: load shedding, admission, panics and
     // errors turned into answers (edge/mod.rs).
-    Edge::new(config, stack, metrics, shared.secrets.clone())
+    Edge::new(
+        config,
+        stack,
+        metrics,
+        shared.secrets.clone(),
+        shared.threads.clone(),
+        state,
+    )
 }

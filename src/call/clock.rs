@@ -26,6 +26,37 @@ pub fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Calendar time that moves with [`now`]: read from the wall once, then
+/// advanced by tokio's clock. What is kept across restarts (a thread's
+/// offers) needs dates, and tests on the paused clock move them too.
+#[derive(Clone, Copy, Debug)]
+pub struct Calendar {
+    born: Instant,
+    born_ms: i64,
+}
+
+impl Calendar {
+    pub fn new() -> Calendar {
+        Calendar {
+            born: now(),
+            born_ms: wall_ms(),
+        }
+    }
+
+    /// Now, as Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        let since = now().saturating_duration_since(self.born).as_millis();
+        self.born_ms
+            .saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
+    }
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Calendar::new()
+    }
+}
+
 /// The same clock, for governor's rate limiters.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Clock;

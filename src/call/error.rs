@@ -152,6 +152,8 @@ pub enum Refusal {
     InvalidHost(String),
     #[error("partner_id `{0}` is not configured in [[besitos.partners]]")]
     UnknownPartner(String),
+    #[error("this thread has no offer with that clickUrl (never shown, already freed, or out of the window)")]
+    UnknownOffer,
     #[error("missing or wrong x-offergate-token")]
     Unauthorized,
     #[error("{field}: {message}")]
@@ -273,6 +275,7 @@ impl Refusal {
             InvalidTarget => "invalid_request_target",
             InvalidHost(_) => "invalid_host",
             UnknownPartner(_) => "unknown_partner",
+            UnknownOffer => "unknown_offer",
             Unauthorized => "unauthorized",
             InvalidRequest { .. } => "invalid_request",
             PayloadTooLarge { .. } => "payload_too_large",

@@ -147,9 +147,12 @@ pub struct ProxyResponse {
 }
 
 /// On an answer: an Encore 200 carrying an offer, straight from the partner
-/// (the thread cap counts these).
+/// (the thread cap counts these), with its link's key (a hash of the
+/// `clickUrl`'s path, `partners/encore/links.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OfferServed;
+pub struct OfferServed {
+    pub link: u64,
+}
 
 impl ProxyResponse {
     /// A JSON answer with no other headers.

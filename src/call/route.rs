@@ -30,6 +30,85 @@ impl Route {
     }
 }
 
+/// offergate's own routes on the proxy listener: answered by offergate
+/// (the conversation endpoint calls Encore through the stack when a message
+/// is eligible). Each is a `route` label of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OwnRoute {
+    EncoreEligibility,
+    EncoreMessages,
+    EncoreUnsent,
+    EncoreOptOut,
+    EncoreOptIn,
+}
+
+impl OwnRoute {
+    pub const ALL: [OwnRoute; 5] = [
+        OwnRoute::EncoreEligibility,
+        OwnRoute::EncoreMessages,
+        OwnRoute::EncoreUnsent,
+        OwnRoute::EncoreOptOut,
+        OwnRoute::EncoreOptIn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnRoute::EncoreEligibility => "encore_eligibility",
+            OwnRoute::EncoreMessages => "encore_messages",
+            OwnRoute::EncoreUnsent => "encore_unsent",
+            OwnRoute::EncoreOptOut => "encore_opt_out",
+            OwnRoute::EncoreOptIn => "encore_opt_in",
+        }
+    }
+
+    /// The path it is served on.
+    pub fn path(self) -> &'static str {
+        match self {
+            OwnRoute::EncoreEligibility => "/offergate/v1/encore/eligibility",
+            OwnRoute::EncoreMessages => "/offergate/v1/encore/messages",
+            OwnRoute::EncoreUnsent => "/offergate/v1/encore/offers/unsent",
+            OwnRoute::EncoreOptOut => "/offergate/v1/encore/opt-out",
+            OwnRoute::EncoreOptIn => "/offergate/v1/encore/opt-in",
+        }
+    }
+}
+
+/// Any route the proxy listener serves: the `route` label of the request
+/// metrics and the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnyRoute {
+    Partner(Route),
+    Own(OwnRoute),
+}
+
+impl AnyRoute {
+    /// Every route, in [`AnyRoute::index`] order.
+    pub const ALL: [AnyRoute; 7] = [
+        AnyRoute::Partner(Route::EncoreOffers),
+        AnyRoute::Partner(Route::BesitosGoals),
+        AnyRoute::Own(OwnRoute::EncoreEligibility),
+        AnyRoute::Own(OwnRoute::EncoreMessages),
+        AnyRoute::Own(OwnRoute::EncoreUnsent),
+        AnyRoute::Own(OwnRoute::EncoreOptOut),
+        AnyRoute::Own(OwnRoute::EncoreOptIn),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnyRoute::Partner(r) => r.as_str(),
+            AnyRoute::Own(r) => r.as_str(),
+        }
+    }
+
+    /// Position in per-label arrays.
+    pub fn index(self) -> usize {
+        match self {
+            AnyRoute::Partner(r) => r.index(),
+            AnyRoute::Own(r) => Route::ALL.len() + r as usize,
+        }
+    }
+}
+
 /// One value per route, indexed by [`Route`]: per-route config and state
 /// without a map lookup on the hot path.
 #[derive(Clone, Debug, Default)]

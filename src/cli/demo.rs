@@ -57,6 +57,8 @@ pub fn config_on(
         ("DEMO_BESITOS_TOKEN", BESITOS_TOKEN),
     ]);
     let mut config = Config::from_toml(&toml, &env)?;
+    // A demo keeps its conversations in memory: it leaves no file behind.
+    config.state.thread_file = None;
     config.encore.api_key = Secret::builtin(ENCORE_KEY);
     for token in config.besitos.partners.values_mut() {
         *token = Secret::builtin(BESITOS_TOKEN);

@@ -96,8 +96,6 @@ pub struct Admission {
     hosts: Hosts,
     /// Whether a route's requests need a fingerprint (idempotency is on).
     fingerprints: PerRoute<bool>,
-    /// Whether Encore calls need a thread id (the thread cap is on).
-    thread_ids: bool,
     /// Compose the message for every offer (`[encore.integrator] compose`).
     compose_always: bool,
     /// The inbound token and the Besitos partners, as the last reload left them.
@@ -112,7 +110,6 @@ impl Admission {
             max_headers: config.server.max_headers,
             hosts: Hosts::of(config),
             fingerprints: PerRoute::new(|r| config.resilience(r).idempotency.enabled),
-            thread_ids: config.encore.integrator.thread_cap > 0,
             compose_always: config.encore.integrator.compose,
             secrets,
         }
@@ -142,7 +139,7 @@ impl Admission {
             }
         }
         let declared_json = json_content_type(&parts)?;
-        let body = self.read_body(&parts, body).await?;
+        let body = self.read_body(&parts, body, self.body_limit).await?;
         // Besitos takes an optional body: no Content-Type is fine when there is none.
         let bodyless_besitos = route == Route::BesitosGoals && body.is_empty();
         if !(declared_json || bodyless_besitos) {
@@ -156,7 +153,7 @@ impl Admission {
         let fingerprint = (*self.fingerprints.get(route))
             .then(|| fingerprint::fingerprint_of(&target, checked.json.as_ref()));
         let thread = match (&checked.client_id, checked.chat_id()) {
-            (Some(client), Some(chat)) if self.thread_ids => Some(thread_id(client, chat)),
+            (Some(client), Some(chat)) => Some(thread_id(client, chat)),
             _ => None,
         };
         let compose = (target == Target::Encore
@@ -183,10 +180,13 @@ impl Admission {
         })
     }
 
-    /// The checks of [`Admission::admit`] for offergate's own endpoints (POST,
-    /// no query, framing, Host, token, a JSON body within the limits): the
-    /// body, or the refusal.
-    pub async fn admit_own<B>(&self, req: Request<B>) -> Result<Bytes, GatewayError>
+    /// Admission for offergate's own routes: POST, no query, framing, Host,
+    /// token, JSON, and the body within `limit` (the server's when `None`).
+    pub async fn admit_own<B>(
+        &self,
+        req: Request<B>,
+        limit: Option<usize>,
+    ) -> Result<Bytes, GatewayError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -211,7 +211,8 @@ impl Admission {
                 "send the body as application/json".into(),
             )));
         }
-        self.read_body(&parts, body).await
+        self.read_body(&parts, body, limit.unwrap_or(self.body_limit))
+            .await
     }
 
     /// The header count, and a `Transfer-Encoding` a partner could read
@@ -271,23 +272,26 @@ impl Admission {
         }
     }
 
-    async fn read_body<B>(&self, parts: &Parts, body: B) -> Result<Bytes, GatewayError>
+    async fn read_body<B>(
+        &self,
+        parts: &Parts,
+        body: B,
+        limit: usize,
+    ) -> Result<Bytes, GatewayError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let too_large = GatewayError::Refused(Refusal::PayloadTooLarge {
-            limit: self.body_limit,
-        });
+        let too_large = GatewayError::Refused(Refusal::PayloadTooLarge { limit });
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.body_limit as u64) {
+        if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large);
         }
-        let read = Limited::new(body, self.body_limit).collect();
+        let read = Limited::new(body, limit).collect();
         match within(self.body_read_timeout, read).await {
             Err(_) => Err(GatewayError::Refused(Refusal::BodyTimeout)),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -5,17 +5,18 @@ use crate::call::problem::Problem;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::call::request::Outcome;
-use crate::call::route::Route;
+use crate::call::route::AnyRoute;
 use crate::metrics::Metrics;
 
 pub(super) struct EdgeMetrics {
     /// Resolved once per route and outcome: no label lookup per request.
-    requests: [[IntCounter; 5]; 2],
-    request_duration: [Histogram; 2],
+    requests: [[IntCounter; 5]; 7],
+    request_duration: [Histogram; 7],
     unrouted: IntCounterVec,
     panics: IntCounter,
     shed: IntCounterVec,
     eligibility: IntCounterVec,
+    decisions: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -30,11 +31,12 @@ impl EdgeMetrics {
             "Time from request received to answer ready, per route.",
             &["route"],
         )?;
-        let per_route =
-            |r: Route| Outcome::ALL.map(|o| requests.with_label_values(&[r.as_str(), o.as_str()]));
+        let per_route = |r: AnyRoute| {
+            Outcome::ALL.map(|o| requests.with_label_values(&[r.as_str(), o.as_str()]))
+        };
         Ok(EdgeMetrics {
-            requests: Route::ALL.map(per_route),
-            request_duration: Route::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
+            requests: AnyRoute::ALL.map(per_route),
+            request_duration: AnyRoute::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
             unrouted: m.counter_vec(
                 "offergate_unrouted_requests_total",
                 "Requests refused before a route was known (unknown path, method, target or host), by error code.",
@@ -51,13 +53,18 @@ impl EdgeMetrics {
             )?,
             eligibility: m.counter_vec(
                 "offergate_eligibility_total",
-                "Eligibility answers by result: eligible, mid_thread, thread_cap, invalid.",
+                "Eligibility answers by result: eligible, mid_thread, thread_cap, opted_out, invalid.",
                 &["result"],
+            )?,
+            decisions: m.counter_vec(
+                "offergate_conversation_decisions_total",
+                "Conversation endpoint decisions by decision (offer, skip) and reason (none for an offer).",
+                &["decision", "reason"],
             )?,
         })
     }
 
-    pub(super) fn request_done(&self, route: Route, outcome: Outcome, seconds: f64) {
+    pub(super) fn request_done(&self, route: AnyRoute, outcome: Outcome, seconds: f64) {
         self.requests[route.index()][outcome as usize].inc();
         self.request_duration[route.index()].observe(seconds);
     }
@@ -72,6 +79,12 @@ impl EdgeMetrics {
 
     pub(super) fn eligibility(&self, result: &'static str) {
         self.eligibility.with_label_values(&[result]).inc();
+    }
+
+    pub(super) fn decided(&self, decision: &str, reason: Option<&str>) {
+        self.decisions
+            .with_label_values(&[decision, reason.unwrap_or("none")])
+            .inc();
     }
 
     pub(super) fn shed(&self, reason: &'static str) {

@@ -21,6 +21,7 @@
 //! Its error type is `Infallible`: the connection is never dropped on the caller.
 
 pub mod admission;
+mod conversation;
 pub mod host;
 mod metrics;
 mod own_routes;
@@ -45,12 +46,15 @@ use crate::call::clock;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallInfo, ProxyResponse};
-use crate::call::route::Route;
+use crate::call::route::{AnyRoute, OwnRoute, Route};
 use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
+use crate::conversation::AnyThreads;
 use crate::integrator::eligibility;
+use crate::layers::idempotency::{AnyStore, MemoryStore, RedisStore};
 use crate::metrics::Metrics;
 use crate::partners::encore::compose::{self, Composed};
+use crate::state::Redis;
 use admission::Admission;
 use metrics::EdgeMetrics;
 use router::Handler;
@@ -80,8 +84,18 @@ struct EdgeShared<S> {
     link_host: String,
     /// One permit per call in flight; none left: the call is shed at once.
     in_flight: Semaphore,
-    /// The integrator rules of the eligibility endpoint.
+    /// The Encore doc's integrator rules.
     rules: eligibility::Rules,
+    /// The eligibility endpoint's body limit.
+    eligibility_body_limit: usize,
+    /// What offergate keeps of each thread.
+    threads: Arc<AnyThreads>,
+    /// The conversation endpoint's answers, one per message id.
+    answers: AnyStore,
+    /// How long a redelivery waits for the first delivery's answer.
+    message_deadline: std::time::Duration,
+    /// How long a message's answer is replayed.
+    message_ttl: std::time::Duration,
 }
 
 impl<S: ProxyService> Edge<S> {
@@ -91,7 +105,22 @@ impl<S: ProxyService> Edge<S> {
         stack: S,
         metrics: &Metrics,
         secrets: Arc<Live<Secrets>>,
+        threads: Arc<AnyThreads>,
+        state: Option<&Redis>,
     ) -> Result<Edge<S>, Problem> {
+        let encore = &config.encore.resilience;
+        let idem = &encore.idempotency;
+        let local = MemoryStore::new(idem.max_entries, idem.max_bytes);
+        let answers = match state {
+            None => AnyStore::Memory(local),
+            Some(redis) => AnyStore::Redis(RedisStore::new(
+                local,
+                redis.clone(),
+                Route::EncoreOffers,
+                encore.deadline,
+                (idem.max_bytes / 32).max(1024) as usize,
+            )),
+        };
         Ok(Edge {
             shared: Arc::new(EdgeShared {
                 stack,
@@ -104,6 +133,12 @@ impl<S: ProxyService> Edge<S> {
                     &config.encore.integrator,
                     &config.encore.offer_link_host,
                 ),
+                eligibility_body_limit: config.encore.integrator.body_limit_bytes,
+                threads,
+                answers,
+                // The whole Encore call's deadline, and a second for the rest.
+                message_deadline: encore.deadline + std::time::Duration::from_secs(1),
+                message_ttl: idem.ttl,
             }),
         })
     }
@@ -191,7 +226,7 @@ impl<S: ProxyService> Edge<S> {
         &self,
         req: Request<B>,
         request_id: HeaderValue,
-        route: &mut Option<Route>,
+        route: &mut Option<AnyRoute>,
         trace: &mut Option<Arc<CallInfo>>,
     ) -> ProxyResponse
     where
@@ -200,14 +235,21 @@ impl<S: ProxyService> Edge<S> {
     {
         let target = match router::route(req.method(), req.uri()) {
             Ok(Handler::Partner(target)) => target,
-            // Boxed: its state would size every proxied call's.
-            Ok(Handler::Eligibility) => return Box::pin(self.eligibility(req)).await,
+            // Each boxed: their state would size every proxied call's.
+            Ok(Handler::Own(own)) => {
+                *route = Some(AnyRoute::Own(own));
+                return match own {
+                    OwnRoute::EncoreEligibility => Box::pin(self.eligibility(req)).await,
+                    OwnRoute::EncoreMessages => Box::pin(self.message(req, request_id)).await,
+                    _ => Box::pin(self.thread_change(req, own)).await,
+                };
+            }
             Err(e) => {
                 self.shared.metrics.unrouted(e.code());
                 return respond::answer(e);
             }
         };
-        *route = Some(target.route());
+        *route = Some(AnyRoute::Partner(target.route()));
         let proxy_req = match self.shared.admission.admit(req, target, request_id).await {
             Ok(proxy_req) => proxy_req,
             Err(e) => return respond::answer(e),

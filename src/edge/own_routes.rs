@@ -7,9 +7,11 @@ use http::Request;
 use hyper::body::Body;
 
 use super::{respond, Edge};
-use crate::call::clock;
+use crate::call::error::{CallError, GatewayError};
+use crate::call::request::thread_id;
 use crate::call::request::ProxyResponse;
 use crate::call::service::ProxyService;
+use crate::conversation::Threads;
 use crate::integrator::eligibility;
 
 impl<S: ProxyService> Edge<S> {
@@ -19,7 +21,8 @@ impl<S: ProxyService> Edge<S> {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let body = match self.shared.admission.admit_own(req).await {
+        let limit = Some(self.shared.eligibility_body_limit);
+        let body = match self.shared.admission.admit_own(req, limit).await {
             Ok(body) => body,
             Err(e) => {
                 self.shared.metrics.eligibility("invalid");
@@ -28,12 +31,16 @@ impl<S: ProxyService> Edge<S> {
         };
         match eligibility::read(&body, &self.shared.rules) {
             Ok(asked) => {
-                let decision = eligibility::decide(
-                    &asked,
-                    &self.shared.rules,
-                    clock::wall_ms(),
-                    &Default::default(),
-                );
+                // What offergate itself recorded of the thread counts too.
+                let thread = thread_id(&asked.client_id, &asked.chat_id);
+                let known = match self.shared.threads.known(thread).await {
+                    Ok(known) => known,
+                    Err(_) => {
+                        return respond::answer(GatewayError::Call(CallError::StateUnavailable))
+                    }
+                };
+                let now = self.shared.threads.now_ms();
+                let decision = eligibility::decide(&asked, &self.shared.rules, now, &known);
                 self.shared.metrics.eligibility(decision.result());
                 let body = serde_json::to_vec(&decision).unwrap_or_default();
                 ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))

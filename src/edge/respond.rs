@@ -45,7 +45,7 @@ pub fn answer(error: GatewayError) -> ProxyResponse {
 fn refusal_status(refusal: &Refusal) -> StatusCode {
     use Refusal::*;
     match refusal {
-        NotFound { .. } | UnknownPartner(_) => StatusCode::NOT_FOUND,
+        NotFound { .. } | UnknownPartner(_) | UnknownOffer => StatusCode::NOT_FOUND,
         MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
         Unauthorized => StatusCode::UNAUTHORIZED,

@@ -9,8 +9,7 @@
 use http::{Method, Uri};
 
 use crate::call::error::{GatewayError, Refusal};
-use crate::call::route::Target;
-use crate::integrator::eligibility;
+use crate::call::route::{OwnRoute, Target};
 use crate::partners::{self, besitos, encore};
 
 /// Where a request goes.
@@ -18,14 +17,17 @@ use crate::partners::{self, besitos, encore};
 pub enum Handler {
     /// A partner route: admission, the stack, the partner.
     Partner(Target),
-    /// `POST /offergate/v1/encore/eligibility`, answered here.
-    Eligibility,
+    /// One of offergate's own routes (`/offergate/v1/...`), answered by
+    /// its handler in `own_routes.rs` or `conversation.rs`.
+    Own(OwnRoute),
 }
 
 /// The handler for a request line, or the refusal (404, 405, 400).
 pub fn route(method: &Method, uri: &Uri) -> Result<Handler, GatewayError> {
-    if uri.authority().is_none() && uri.path() == eligibility::PATH {
-        return Ok(Handler::Eligibility);
+    if uri.authority().is_none() {
+        if let Some(own) = OwnRoute::ALL.into_iter().find(|r| r.path() == uri.path()) {
+            return Ok(Handler::Own(own));
+        }
     }
     match_target(method, uri).map(Handler::Partner)
 }

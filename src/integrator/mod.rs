@@ -7,4 +7,5 @@
 //! endpoints, `conversation/` keeps the threads.
 
 pub mod eligibility;
+pub mod messages;
 pub mod time;

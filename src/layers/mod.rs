@@ -16,7 +16,6 @@
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;
-pub mod fleet;
 pub mod idempotency;
 pub mod pause;
 pub mod rate_limit;

@@ -9,7 +9,8 @@
 //! says what the caller gets (`fail_open`: go on without the shared state;
 //! `fail_closed`: the soft fallback `state_unavailable`).
 
+pub mod fleet;
 mod redis;
 mod scripts;
 
-pub use redis::{ClaimReply, Limit, Redis, StateError};
+pub use redis::{ClaimReply, Conversation, ConversationOp, Limit, Redis, StateError, ThreadOp};

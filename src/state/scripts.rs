@@ -46,21 +46,80 @@ redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 
 return {0, 0}
 "#;
 
-/// The per-thread cap. KEYS: the thread's sorted set of offers. ARGV: the
-/// window in ms, the cap, a member naming this reservation, `reserve` or
-/// `release`. Reserve: 1 if a slot was free (and is now taken), 0 at the cap.
+/// A thread's offers. KEYS: the thread's sorted set of offers (members
+/// `r:<id>` for a slot whose call is under way, `l:<link>` for an offer
+/// shown; scores: Redis's clock, ms), its conversation hash. ARGV: the
+/// window in ms, the cap (0: none), a slot member, the mode, a link member.
+/// `reserve`: 1 if a slot was free (now taken), 0 at the cap. `release`:
+/// the slot given back. `keep`: the slot becomes the offer with the link
+/// (one offer per link), the hash's last activity moves. `unsent`: the
+/// offer with the link removed, the offers left; -1 if there was none.
 pub const THREAD: &str = r#"
-if ARGV[4] == 'release' then
+local mode = ARGV[4]
+if mode == 'release' then
   redis.call('ZREM', KEYS[1], ARGV[3])
   return 1
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if mode == 'keep' then
+  local at = redis.call('ZSCORE', KEYS[1], ARGV[3])
+  if at then
+    redis.call('ZREM', KEYS[1], ARGV[3])
+    if not redis.call('ZSCORE', KEYS[1], ARGV[5]) then
+      redis.call('ZADD', KEYS[1], at, ARGV[5])
+    end
+    local la = redis.call('HGET', KEYS[2], 'la')
+    if not la or tonumber(la) < now then redis.call('HSET', KEYS[2], 'la', now) end
+  end
+  return 1
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+if mode == 'unsent' then
+  if redis.call('ZREM', KEYS[1], ARGV[5]) == 0 then return -1 end
+  local left = 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if string.sub(m, 1, 2) == 'l:' then left = left + 1 end
+  end
+  return left
+end
+local cap = tonumber(ARGV[2])
+if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
+"#;
+
+/// A thread's conversation. KEYS: its hash (`li` last inbound, `la` last
+/// activity, `oo` opted out), its sorted set of offers. ARGV: the mode, a
+/// value, the retention in ms, the window in ms, an opt-out's retention.
+/// `message` (value: the message's time) moves the times forward; `known`
+/// changes nothing; `opt` (value: 1 or 0) sets the opt-out. Returns
+/// `{li, la, oo, {member, score, ...}}` as they were before, with the
+/// offers in the window (`''` for a time never set).
+pub const CONVERSATION: &str = r#"
+local mode = ARGV[1]
+local li = redis.call('HGET', KEYS[1], 'li')
+local la = redis.call('HGET', KEYS[1], 'la')
+local oo = redis.call('HGET', KEYS[1], 'oo') or '0'
+if mode == 'opt' then
+  redis.call('HSET', KEYS[1], 'oo', ARGV[2])
+  oo = ARGV[2]
+end
+if mode == 'message' then
+  local at = tonumber(ARGV[2])
+  if not li or tonumber(li) < at then redis.call('HSET', KEYS[1], 'li', ARGV[2]) end
+  if not la or tonumber(la) < at then redis.call('HSET', KEYS[1], 'la', ARGV[2]) end
+end
+if mode ~= 'known' then
+  if oo == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+local offers = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+return {li or '', la or '', oo, offers}
 "#;
 
 /// Sets a partner pause of ARGV[1] ms unless a longer one runs. KEYS: pause.

@@ -196,16 +196,16 @@ impl UpstreamInner {
                         composed = offer
                             .as_ref()
                             .and_then(|o| encore::compose::message(o, language));
-                        if offer.is_some() {
-                            OfferResult::Offer
-                        } else {
-                            OfferResult::NoOffer
-                        }
+                        offer.map(|o| encore::links::key_of_offer(&o.click_url, &self.link_host))
                     }),
                 }
-                .map(|result| {
-                    self.metrics.offer(result);
-                    served = Some(result);
+                .map(|link| {
+                    self.metrics.offer(if link.is_some() {
+                        OfferResult::Offer
+                    } else {
+                        OfferResult::NoOffer
+                    });
+                    served = link;
                     body
                 }),
                 Route::BesitosGoals => besitos::rewrite_answer(
@@ -227,8 +227,8 @@ impl UpstreamInner {
             outcome: Outcome::Forwarded,
             extensions: Default::default(),
         };
-        if route == Route::EncoreOffers && served == Some(OfferResult::Offer) {
-            answer.extensions.insert(OfferServed);
+        if let (Route::EncoreOffers, Some(link)) = (route, served) {
+            answer.extensions.insert(OfferServed { link });
         }
         if let Some(composed) = composed {
             answer.extensions.insert(composed);

@@ -203,9 +203,14 @@ fn run_mode_in_front_of_the_standalone_simulator() {
             .unwrap()
     };
     let (listen, admin) = (free(), free());
+    let threads = tempfile::tempdir().unwrap();
     let mut gw = Running::spawn(
         Command::new(BIN)
             .args(["run", "-c", &shipped_config()])
+            .env(
+                "OFFERGATE_STATE__THREAD_FILE",
+                threads.path().join("threads.redb"),
+            )
             .env("ENCORE_API_KEY", "pk_live_runmode")
             .env("BESITOS_TOKEN", "t")
             .env("OFFERGATE_SERVER__LISTEN", listen.to_string())

@@ -51,6 +51,8 @@ pub struct Fleet {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub client: Client<HttpConnector, Full<Bytes>>,
+    /// Where the gateway keeps its threads, unless `env` says elsewhere.
+    _dir: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -84,8 +86,13 @@ impl Fleet {
         sim.args(["simulate", "--listen", &sim_addr.to_string()]);
         quiet(&mut sim);
         let sim = Killed(sim.spawn().unwrap());
+        let dir = tempfile::tempdir().unwrap();
         let mut gw = Command::new(BIN);
         gw.args(["run", "-c", config])
+            .env(
+                "OFFERGATE_STATE__THREAD_FILE",
+                dir.path().join("threads.redb"),
+            )
             .env("ENCORE_API_KEY", "pk_live_signals")
             .env("BESITOS_TOKEN", "t")
             .env("OFFERGATE_SERVER__LISTEN", listen.to_string())
@@ -106,6 +113,7 @@ impl Fleet {
             listen,
             admin,
             client: Client::builder(TokioExecutor::new()).build_http(),
+            _dir: dir,
         };
         eventually(Duration::from_secs(20), "the gateway is ready", || async {
             (fleet.status(fleet.admin, "/readyz").await == Some(200)).then_some(())

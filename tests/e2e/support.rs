@@ -73,7 +73,10 @@ token_env = "TEST_BESITOS_TOKEN"
         ("TEST_BESITOS_TOKEN", TOKEN),
         ("TEST_INBOUND_TOKEN", "caller-token-123"),
     ]);
-    Config::from_toml(&toml, &env).unwrap_or_else(|e| panic!("{e}"))
+    let mut c = Config::from_toml(&toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    // In memory unless a test is about the thread file: tests run side by side.
+    c.state.thread_file = None;
+    c
 }
 
 /// `config_for` with the resilience layers out of the way: no retries, no

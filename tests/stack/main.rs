@@ -7,6 +7,7 @@
 mod support;
 
 mod admission;
+mod conversation;
 mod idempotency;
 mod integrator;
 mod limits;

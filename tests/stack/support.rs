@@ -101,9 +101,13 @@ impl Partner {
                             ),
                         );
                         // As the upstream marks a served offer (the thread cap counts it).
+                        let link = offergate::partners::encore::links::key_of_offer(
+                            &format!("https://link.encorekit.com/{n}"),
+                            "link.encorekit.com",
+                        );
                         offer
                             .extensions
-                            .insert(offergate::call::request::OfferServed);
+                            .insert(offergate::call::request::OfferServed { link });
                         offer
                     }
                     Route::BesitosGoals => json(200, format!(r#"{{"data":[{{"n":{n}}}]}}"#)),
@@ -156,6 +160,8 @@ token_env = "TOKEN"
 "#;
     let env = MapEnv::from([("KEY", "pk_test_stack"), ("TOKEN", "stack-token")]);
     let mut c = Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}"));
+    // In memory: the tests run side by side.
+    c.state.thread_file = None;
     let plenty = Rate {
         per_second: 100_000.0,
         burst: 100_000,
@@ -187,7 +193,7 @@ impl Stack {
             &c,
             public,
             &metrics,
-            &offergate::app::stack::Shared::new(&c, None),
+            &offergate::app::stack::Shared::new(&c, None).unwrap_or_else(|e| panic!("{e}")),
             service,
         )
         .unwrap_or_else(|e| panic!("{e}"));

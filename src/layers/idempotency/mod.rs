@@ -27,6 +27,7 @@ mod store;
 use crate::call::fingerprint::Fingerprint;
 use crate::call::problem::Problem;
 pub use any::AnyStore;
+pub use finish::FinishAnyway;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 use std::future::Future;
@@ -240,7 +241,8 @@ fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stor
     }
 }
 
-fn mark_replayed(mut resp: ProxyResponse) -> ProxyResponse {
+/// `resp`, marked as an answer given before (`idempotent-replayed: true`).
+pub fn mark_replayed(mut resp: ProxyResponse) -> ProxyResponse {
     resp.headers.insert(
         IDEMPOTENT_REPLAYED.clone(),
         HeaderValue::from_static("true"),
@@ -249,7 +251,8 @@ fn mark_replayed(mut resp: ProxyResponse) -> ProxyResponse {
     resp
 }
 
-fn replay(stored: &Stored) -> ProxyResponse {
+/// A stored answer, replayed.
+pub fn replay(stored: &Stored) -> ProxyResponse {
     let mut resp = ProxyResponse::json(stored.status, stored.body.clone());
     match &stored.content_type {
         Some(ct) => resp.headers.insert(header::CONTENT_TYPE, ct.clone()),

@@ -14,7 +14,7 @@ use crate::call::clock;
 use crate::call::fingerprint::hex;
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, Rate, RateLimitConfig};
-use crate::layers::fleet::fleet_first;
+use crate::state::fleet::fleet_first;
 use crate::state::{Limit, Redis};
 
 /// The fleet's buckets, this replica's behind them.

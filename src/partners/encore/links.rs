@@ -50,6 +50,12 @@ pub fn count_offer_links(text: &str, host: &str) -> usize {
     offer_links(text, host).len()
 }
 
+/// The key of the `clickUrl` of an offer Encore just answered (already
+/// checked to be an https link on `host`): as [`link_key`] finds it.
+pub fn key_of_offer(url: &str, host: &str) -> LinkKey {
+    link_key(url, host).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(url.as_bytes()).max(1))
+}
+
 /// The key of an offer's `clickUrl`: exactly one link on `host`, nothing
 /// else around it.
 pub fn link_key(url: &str, host: &str) -> Option<LinkKey> {
@@ -161,7 +167,8 @@ fn link_after_host(bytes: &[u8], from: usize) -> Option<(LinkKey, usize)> {
             at += 1;
         }
     }
-    Some((xxhash_rust::xxh3::xxh3_64(path), at))
+    // Never 0: that is a slot whose offer is not known yet.
+    Some((xxhash_rust::xxh3::xxh3_64(path).max(1), at))
 }
 
 /// A byte that continues a host name.

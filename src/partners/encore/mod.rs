@@ -24,7 +24,7 @@ use super::fields::{clip, parse_object, required_id, required_str};
 use super::Checked;
 use crate::call::error::GatewayError;
 use crate::call::json::Json;
-use crate::call::outcome::OfferResult;
+use links::LinkKey;
 
 /// The path Encore serves its one endpoint on; offergate serves the same.
 pub const PATH: &str = "/encore/publisher/sdk/v1/offers/message";
@@ -131,13 +131,10 @@ where
 }
 
 /// Checks an Encore 200: `{"success":true,"offer":null|{"clickUrl":"...",...}}`,
-/// its `clickUrl` an https URL on `link_host`.
-pub fn check_answer(body: &[u8], link_host: &str) -> Result<OfferResult, Problem> {
+/// its `clickUrl` an https URL on `link_host`. The offer's link, if any.
+pub fn check_answer(body: &[u8], link_host: &str) -> Result<Option<LinkKey>, Problem> {
     let offer: Option<OfferHead> = read(body, |o: &OfferHead| check_link(&o.click_url, link_host))?;
-    Ok(match offer {
-        Some(_) => OfferResult::Offer,
-        None => OfferResult::NoOffer,
-    })
+    Ok(offer.map(|o| links::key_of_offer(&o.click_url, link_host)))
 }
 
 /// [`check_answer`], keeping what a composed message needs of the offer:
@@ -250,15 +247,15 @@ mod tests {
     fn encore_documented_shapes() {
         assert_eq!(
             check_answer(br#"{"success":true,"offer":null}"#, LINK_HOST),
-            Ok(OfferResult::NoOffer)
+            Ok(None)
         );
         assert_eq!(
             check_answer(br#"{"success":true,"offer":{"clickUrl":"https://link.encorekit.com/a","title":"t"}}"#, LINK_HOST),
-            Ok(OfferResult::Offer)
+            Ok(Some(links::key_of_offer("https://link.encorekit.com/a", LINK_HOST)))
         );
         assert_eq!(
             check_answer(br#"{"offer":{"title":"\u00e9","clickUrl":"https:\/\/link.encorekit.com\/a"},"success":true,"extra":[1,{}]}"#, LINK_HOST),
-            Ok(OfferResult::Offer),
+            Ok(Some(links::key_of_offer("https://link.encorekit.com/a", LINK_HOST))),
             "escapes, key order and unknown fields"
         );
         for bad in [

@@ -2,13 +2,13 @@
 //! Redis when `[state] backend = "redis"`, and when Redis cannot answer,
 //! `[state] on_error` decides: `fail_open` goes on with this replica's own
 //! state, `fail_closed` refuses (`state_unavailable`). The rate limits, the
-//! partner pause and the thread cap all decide through [`fleet_first`]; the
-//! idempotency store has the same rule in its Redis store.
+//! partner pause and the conversations all decide through [`fleet_first`];
+//! the idempotency store has the same rule in its Redis store.
 
 use std::future::Future;
 
+use super::Redis;
 use crate::config::OnStateError;
-use crate::state::Redis;
 
 /// Redis could not decide, and `fail_closed` refuses to decide without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

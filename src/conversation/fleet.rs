@@ -1,0 +1,206 @@
+//! Threads on Redis, shared by every replica: per thread a hash (last
+//! inbound message, last activity, opt-out) and a sorted set of its offers
+//! (slots under way and offers shown, dated by Redis's clock), each change
+//! one script. Both keys expire with the thread's retention. When Redis
+//! cannot answer, `[state] on_error` decides (`state/fleet.rs`): this
+//! replica's own threads under `fail_open`.
+
+use std::time::Duration;
+
+use super::local::LocalThreads;
+use super::{Before, Held, Keep, MessageKey, Slot as AnySlot, Threads, OPT_OUT_KEPT_MS};
+use crate::call::fingerprint::hex;
+use crate::call::request::ThreadId;
+use crate::call::route::Route;
+use crate::integrator::eligibility::Known;
+use crate::partners::encore::links::LinkKey;
+use crate::state::fleet::{fleet_first, Unavailable};
+use crate::state::{Conversation, ConversationOp, Redis, ThreadOp};
+
+pub struct FleetThreads {
+    redis: Redis,
+    local: LocalThreads,
+    keep: Keep,
+}
+
+/// A thread's two keys: its offers, its conversation.
+struct Keys {
+    offers: String,
+    conversation: String,
+}
+
+fn ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl FleetThreads {
+    pub fn new(redis: Redis, local: LocalThreads, keep: Keep) -> FleetThreads {
+        FleetThreads { redis, local, keep }
+    }
+
+    fn keys(&self, thread: ThreadId) -> Keys {
+        let id = hex(&thread);
+        Keys {
+            offers: self.redis.key(Route::EncoreOffers, "thread", &id),
+            conversation: self.redis.key(Route::EncoreOffers, "conversation", &id),
+        }
+    }
+
+    async fn ask(
+        &self,
+        thread: ThreadId,
+        op: ConversationOp,
+    ) -> Result<Conversation, crate::state::StateError> {
+        let keys = self.keys(thread);
+        self.redis
+            .conversation(
+                [&keys.conversation, &keys.offers],
+                op,
+                ms(self.keep.retention_ms(false)),
+                ms(self.keep.window_ms),
+                ms(OPT_OUT_KEPT_MS),
+            )
+            .await
+    }
+}
+
+/// The offers of a conversation the script returned: shown ones only.
+fn known_of(c: &Conversation) -> Known {
+    Known {
+        offers: c
+            .offers
+            .iter()
+            .filter_map(|(member, at)| {
+                let link = member.strip_prefix("l:")?;
+                Some((*at, u64::from_str_radix(link, 16).ok()?))
+            })
+            .collect(),
+        opted_out: c.opted_out,
+    }
+}
+
+fn link_member(link: LinkKey) -> String {
+    format!("l:{link:016x}")
+}
+
+impl Threads for FleetThreads {
+    fn now_ms(&self) -> i64 {
+        self.local.now()
+    }
+
+    async fn message(
+        &self,
+        thread: ThreadId,
+        message: MessageKey,
+        at: i64,
+    ) -> Result<Before, Unavailable> {
+        let ask = async {
+            let c = self.ask(thread, ConversationOp::Message(at)).await?;
+            Ok::<_, crate::state::StateError>(Before {
+                last_inbound: c.last_inbound,
+                last_any: c.last_any,
+                known: known_of(&c),
+                // Redeliveries are the answer store's to catch, fleet-wide.
+                repeated: false,
+            })
+        };
+        fleet_first(&self.redis, ask, || {
+            self.local.message_now(thread, message, at)
+        })
+        .await
+    }
+
+    async fn known(&self, thread: ThreadId) -> Result<Known, Unavailable> {
+        let ask = async {
+            Ok::<_, crate::state::StateError>(known_of(
+                &self.ask(thread, ConversationOp::Known).await?,
+            ))
+        };
+        fleet_first(&self.redis, ask, || self.local.known_now(thread)).await
+    }
+
+    async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
+        let keys = self.keys(thread);
+        let slot = format!("r:{}", uuid::Uuid::new_v4().simple());
+        let ask = async {
+            let taken = self
+                .redis
+                .thread(
+                    [&keys.offers, &keys.conversation],
+                    ms(self.keep.window_ms),
+                    self.keep.cap,
+                    ThreadOp::Reserve { slot: &slot },
+                )
+                .await?;
+            Ok::<_, crate::state::StateError>((taken == 1).then(|| {
+                Held(Some(AnySlot::Fleet(Slot {
+                    redis: self.redis.clone(),
+                    keys: Keys {
+                        offers: keys.offers.clone(),
+                        conversation: keys.conversation.clone(),
+                    },
+                    slot: slot.clone(),
+                    window: ms(self.keep.window_ms),
+                })))
+            }))
+        };
+        fleet_first(&self.redis, ask, || self.local.reserve_now(thread)).await
+    }
+
+    async fn unsent(&self, thread: ThreadId, link: LinkKey) -> Result<Option<u64>, Unavailable> {
+        let keys = self.keys(thread);
+        let member = link_member(link);
+        let ask = async {
+            let left = self
+                .redis
+                .thread(
+                    [&keys.offers, &keys.conversation],
+                    ms(self.keep.window_ms),
+                    self.keep.cap,
+                    ThreadOp::Unsent { link: &member },
+                )
+                .await?;
+            Ok::<_, crate::state::StateError>(u64::try_from(left).ok())
+        };
+        fleet_first(&self.redis, ask, || self.local.unsent_now(thread, link)).await
+    }
+
+    async fn opt(&self, thread: ThreadId, out: bool) -> Result<(), Unavailable> {
+        let ask = async { self.ask(thread, ConversationOp::Opt(out)).await.map(|_| ()) };
+        fleet_first(&self.redis, ask, || self.local.opt_now(thread, out)).await
+    }
+}
+
+/// A slot taken on Redis.
+pub(super) struct Slot {
+    redis: Redis,
+    keys: Keys,
+    slot: String,
+    window: Duration,
+}
+
+impl Slot {
+    pub(super) async fn keep(self, link: LinkKey) {
+        let member = link_member(link);
+        let op = ThreadOp::Keep {
+            slot: &self.slot,
+            link: &member,
+        };
+        let keys = [self.keys.offers.as_str(), self.keys.conversation.as_str()];
+        // A keep Redis missed leaves the slot taken until it expires: the
+        // offer still counts, only `unsent` cannot find it.
+        let _ = self.redis.thread(keys, self.window, 0, op).await;
+    }
+
+    /// Given back in the background (a drop cannot wait); a failure leaves
+    /// the slot to expire with the window.
+    pub(super) fn release(self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let keys = [self.keys.offers.as_str(), self.keys.conversation.as_str()];
+                let op = ThreadOp::Release { slot: &self.slot };
+                let _ = self.redis.thread(keys, self.window, 0, op).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The threads of a single instance, on disk: an embedded redb file
+//! (`[state] thread_file`) that the memory map is read back from at start,
+//! so a restart does not make a mid-thread message look like a first one.
+//!
+//! Written behind, never on the request path: a change replaces the
+//! thread's pending record in a map (one lock, no I/O), and a writer thread
+//! of its own commits whatever is pending in one transaction, over and over.
+//! A burst of changes to one thread is one write. The file holds what the
+//! map holds (bounded the same way: an evicted thread is deleted from it).
+//! At shutdown the gateway waits for the writer to catch up.
+//!
+//! Why redb: pure Rust (no C toolchain in the image), one file, crash-safe
+//! commits, and `benches/threads.rs` measured it against SQLite for this
+//! load (README: "Dependencies and why").
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{MessageKey, Offer, Thread, RESERVED, SEEN};
+use crate::call::problem::Problem;
+use crate::call::request::ThreadId;
+
+const THREADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("threads");
+
+/// The writer's handle. Dropping it writes what is pending and stops the
+/// writer.
+pub struct Journal {
+    shared: Arc<Shared>,
+    loaded: Mutex<Vec<(ThreadId, Thread)>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<Pending>,
+    /// Something is pending (or the journal is closing).
+    wake: Condvar,
+    /// The writer has nothing left to write.
+    idle: Condvar,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// The newest record of each changed thread; `None`: delete it.
+    changes: HashMap<ThreadId, Option<Vec<u8>>>,
+    writing: bool,
+    closing: bool,
+    failures: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the file at `path` and reads every thread in it.
+    pub fn open(path: &Path) -> Result<Journal, Problem> {
+        let name = path.display();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(Problem(format!(
+                    "state.thread_file: the directory of {name} does not exist"
+                )));
+            }
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Problem(format!(
+                "state.thread_file: {name} is in use by another offergate; give each instance its own file (or use [state] backend = \"redis\" for a fleet)"
+            )),
+            e => Problem(format!("state.thread_file: cannot open {name}: {e}")),
+        })?;
+        let loaded = read_all(&db)
+            .map_err(|e| Problem(format!("state.thread_file: cannot read {name}: {e}")))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+            path: path.to_path_buf(),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("offergate-journal".into())
+                .spawn(move || write_behind(&db, &shared))
+                .map_err(|e| Problem(format!("cannot start the thread-file writer: {e}")))?
+        };
+        Ok(Journal {
+            shared,
+            loaded: Mutex::new(loaded),
+            writer: Some(writer),
+        })
+    }
+
+    /// The threads read at open, once.
+    pub(super) fn loaded(&self) -> Vec<(ThreadId, Thread)> {
+        std::mem::take(&mut *self.loaded.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Queues `thread`'s new record.
+    pub(super) fn put(&self, id: ThreadId, thread: &Thread) {
+        self.queue(id, Some(encode(thread)));
+    }
+
+    /// Queues `thread`'s removal.
+    pub(super) fn delete(&self, id: ThreadId) {
+        self.queue(id, None);
+    }
+
+    fn queue(&self, id: ThreadId, record: Option<Vec<u8>>) {
+        let mut state = self.shared.lock();
+        state.changes.insert(id, record);
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+
+    /// Waits up to `within` for everything queued to be written.
+    pub fn flush(&self, within: Duration) {
+        let state = self.shared.lock();
+        let _ = self
+            .shared
+            .idle
+            .wait_timeout_while(state, within, |s| !s.changes.is_empty() || s.writing);
+    }
+
+    /// Commits that failed (each logged).
+    pub fn failures(&self) -> u64 {
+        self.shared.lock().failures
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer: takes whatever is pending, commits it, and again, until the
+/// journal closes with nothing left.
+fn write_behind(db: &Database, shared: &Shared) {
+    loop {
+        let batch = {
+            let mut state = shared.lock();
+            while state.changes.is_empty() && !state.closing {
+                state.writing = false;
+                shared.idle.notify_all();
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            if state.changes.is_empty() {
+                state.writing = false;
+                shared.idle.notify_all();
+                return;
+            }
+            state.writing = true;
+            std::mem::take(&mut state.changes)
+        };
+        if let Err(e) = commit(db, &batch) {
+            shared.lock().failures += 1;
+            tracing::warn!(
+                file = %shared.path.display(),
+                error = %e,
+                threads = batch.len(),
+                "could not write threads to the thread file; they stay in memory"
+            );
+        }
+    }
+}
+
+/// A redb error, as text (its error types are large, and each says enough).
+fn failed(e: impl std::fmt::Display) -> Problem {
+    Problem(e.to_string())
+}
+
+fn commit(db: &Database, batch: &HashMap<ThreadId, Option<Vec<u8>>>) -> Result<(), Problem> {
+    let txn = db.begin_write().map_err(failed)?;
+    {
+        let mut table = txn.open_table(THREADS).map_err(failed)?;
+        for (id, record) in batch {
+            match record {
+                Some(bytes) => {
+                    table
+                        .insert(id.as_slice(), bytes.as_slice())
+                        .map_err(failed)?;
+                }
+                None => {
+                    table.remove(id.as_slice()).map_err(failed)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(failed)
+}
+
+fn read_all(db: &Database) -> Result<Vec<(ThreadId, Thread)>, Problem> {
+    let txn = db.begin_read().map_err(failed)?;
+    let table = match txn.open_table(THREADS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(failed(e)),
+    };
+    let mut threads = Vec::new();
+    for row in table.iter().map_err(failed)? {
+        let (key, value) = row.map_err(failed)?;
+        let (Ok(id), Some(thread)) = (ThreadId::try_from(key.value()), decode(value.value()))
+        else {
+            // A record this build cannot read is skipped, not fatal.
+            continue;
+        };
+        threads.push((id, thread));
+    }
+    Ok(threads)
+}
+
+/// Version 1: flags (1 byte: inbound time, any time, opted out), the two
+/// times (8 bytes each when present), the offers (count, then 16 bytes
+/// each: time, link), the message ids (count, then 4 bytes each). Little
+/// endian. Slots still under way are not written.
+const VERSION: u8 = 1;
+
+fn encode(t: &Thread) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + 16 + 1 + 16 * t.offers.len() + 1 + 4 * t.seen.len());
+    out.push(VERSION);
+    let flags = u8::from(t.last_inbound.is_some())
+        | u8::from(t.last_any.is_some()) << 1
+        | u8::from(t.opted_out) << 2;
+    out.push(flags);
+    for at in [t.last_inbound, t.last_any].into_iter().flatten() {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    let offers: Vec<&Offer> = t.offers.iter().filter(|o| o.link != RESERVED).collect();
+    out.push(offers.len() as u8);
+    for o in offers {
+        out.extend_from_slice(&o.at.to_le_bytes());
+        out.extend_from_slice(&o.link.to_le_bytes());
+    }
+    out.push(t.seen.len() as u8);
+    for m in &t.seen {
+        out.extend_from_slice(&m.to_le_bytes());
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<Thread> {
+    let mut r = Reader(bytes);
+    if r.take(1)?[0] != VERSION {
+        return None;
+    }
+    let flags = r.take(1)?[0];
+    let mut t = Thread {
+        opted_out: flags & 4 != 0,
+        ..Thread::default()
+    };
+    if flags & 1 != 0 {
+        t.last_inbound = Some(r.i64()?);
+    }
+    if flags & 2 != 0 {
+        t.last_any = Some(r.i64()?);
+    }
+    for _ in 0..r.take(1)?[0] {
+        let at = r.i64()?;
+        let link = r.i64()? as u64;
+        t.offers.push(Offer { at, link });
+    }
+    for _ in 0..r.take(1)?[0] {
+        let m = MessageKey::from_le_bytes(r.take(4)?.try_into().ok()?);
+        if t.seen.len() < SEEN {
+            t.seen.push(m);
+        }
+    }
+    r.0.is_empty().then_some(t)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread() -> Thread {
+        Thread {
+            last_inbound: Some(1_795_428_900_000),
+            last_any: Some(1_795_428_901_000),
+            offers: [
+                Offer { at: 5, link: 77 },
+                Offer {
+                    at: 6,
+                    link: RESERVED,
+                },
+            ]
+            .into_iter()
+            .collect(),
+            opted_out: true,
+            seen: [1, 2, 3].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written_and_bad_bytes_are_refused() {
+        let mut want = thread();
+        want.offers.truncate(1);
+        assert_eq!(decode(&encode(&thread())), Some(want));
+        assert_eq!(decode(&encode(&Thread::default())), Some(Thread::default()));
+        let good = encode(&thread());
+        for cut in 0..good.len() {
+            assert_eq!(decode(&good[..cut]), None, "{cut}");
+        }
+        assert_eq!(decode(&[9, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn what_is_written_is_read_back_by_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.redb");
+        let journal = Journal::open(&path).unwrap();
+        assert!(journal.loaded().is_empty());
+        journal.put([1; 16], &thread());
+        journal.put([2; 16], &Thread::default());
+        journal.delete([2; 16]);
+        assert!(
+            Journal::open(&path).is_err(),
+            "a second instance on one file is refused"
+        );
+        drop(journal);
+        let again = Journal::open(&path).unwrap();
+        let loaded = again.loaded();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].0, [1; 16]);
+        assert!(loaded[0].1.opted_out);
+        assert!(Journal::open(&dir.path().join("missing/threads.redb")).is_err());
+    }
+}

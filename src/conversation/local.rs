@@ -1,0 +1,359 @@
+//! Threads in this replica's memory: one map under one lock (every change
+//! to a thread is a few comparisons), bounded to [`MAX_THREADS`]; past that
+//! the threads past their retention go first, then the half least recently
+//! active. Each change is handed to the journal, if there is one, which
+//! writes it to disk on its own thread.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::journal::Journal;
+use super::{
+    Before, Held, Keep, MessageKey, Offer, Slot as AnySlot, Thread, Threads, RESERVED, SEEN,
+};
+use crate::call::clock::Calendar;
+use crate::call::request::ThreadId;
+use crate::integrator::eligibility::Known;
+use crate::partners::encore::links::LinkKey;
+use crate::state::fleet::Unavailable;
+
+/// Threads kept in memory before the oldest are dropped.
+pub const MAX_THREADS: usize = 100_000;
+
+/// Threads by id. A thread id is already a hash: foldhash is cheap on it.
+type Map = HashMap<ThreadId, Thread, foldhash::fast::RandomState>;
+
+/// This replica's threads.
+pub struct LocalThreads {
+    shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    map: Mutex<Map>,
+    keep: Keep,
+    calendar: Calendar,
+    journal: Option<Journal>,
+}
+
+impl LocalThreads {
+    /// Threads in memory only, or written behind to `journal` (and first
+    /// read back from it).
+    pub fn new(keep: Keep, journal: Option<Journal>) -> LocalThreads {
+        let calendar = Calendar::new();
+        let mut map = Map::default();
+        if let Some(journal) = &journal {
+            let now = calendar.now_ms();
+            for (id, thread) in journal.loaded() {
+                if now.saturating_sub(thread.last_active()) < keep.retention_ms(thread.opted_out) {
+                    map.insert(id, thread);
+                } else {
+                    journal.delete(id);
+                }
+            }
+        }
+        LocalThreads {
+            shared: Arc::new(Shared {
+                map: Mutex::new(map),
+                keep,
+                calendar,
+                journal,
+            }),
+        }
+    }
+
+    /// Threads held now.
+    pub fn len(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits (up to `within`) until every change is on disk.
+    pub fn flush(&self, within: std::time::Duration) {
+        if let Some(journal) = &self.shared.journal {
+            journal.flush(within);
+        }
+    }
+
+    /// The local half of the trait, callable without a future (the fleet
+    /// falls back to these).
+    pub fn now(&self) -> i64 {
+        self.shared.calendar.now_ms()
+    }
+
+    pub fn message_now(&self, thread: ThreadId, message: MessageKey, at: i64) -> Before {
+        self.shared.change(thread, |t, _| {
+            let before = Before {
+                last_inbound: t.last_inbound,
+                last_any: t.last_any,
+                known: t.known(),
+                repeated: t.seen.contains(&message),
+            };
+            if !before.repeated {
+                t.last_inbound = Some(t.last_inbound.map_or(at, |l| l.max(at)));
+                t.last_any = Some(t.last_any.map_or(at, |l| l.max(at)));
+                if t.seen.len() == SEEN {
+                    t.seen.remove(0);
+                }
+                t.seen.push(message);
+            }
+            before
+        })
+    }
+
+    pub fn known_now(&self, thread: ThreadId) -> Known {
+        let now = self.now();
+        let window = self.shared.keep.window_ms;
+        let map = self.shared.lock();
+        map.get(&thread).map_or_else(Known::default, |t| {
+            let mut known = t.known();
+            known
+                .offers
+                .retain(|(at, _)| now.saturating_sub(*at) < window);
+            known
+        })
+    }
+
+    pub fn reserve_now(&self, thread: ThreadId) -> Option<Held> {
+        let cap = self.shared.keep.cap as usize;
+        let at = self.shared.change(thread, |t, now| {
+            if cap > 0 && t.offers.len() >= cap {
+                return None;
+            }
+            // Two slots taken in one millisecond stay two.
+            let at = t
+                .offers
+                .last()
+                .map_or(now, |o| o.at.max(now - 1) + 1)
+                .max(now);
+            t.offers.push(Offer { at, link: RESERVED });
+            Some(at)
+        })?;
+        Some(Held(Some(AnySlot::Local(Slot {
+            shared: self.shared.clone(),
+            thread,
+            at,
+        }))))
+    }
+
+    pub fn unsent_now(&self, thread: ThreadId, link: LinkKey) -> Option<u64> {
+        if link == RESERVED {
+            return None;
+        }
+        self.shared.change(thread, |t, _| {
+            let i = t.offers.iter().position(|o| o.link == link)?;
+            t.offers.remove(i);
+            Some(t.offers.iter().filter(|o| o.link != RESERVED).count() as u64)
+        })
+    }
+
+    pub fn opt_now(&self, thread: ThreadId, out: bool) {
+        self.shared.change(thread, |t, _| t.opted_out = out);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Map> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to `thread` (a new one if unknown) with its offers out of
+    /// the window dropped, then journals it.
+    fn change<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64) -> T) -> T {
+        let now = self.calendar.now_ms();
+        let mut map = self.lock();
+        if map.len() >= MAX_THREADS && !map.contains_key(&thread) {
+            self.evict(&mut map, now);
+        }
+        let t = map.entry(thread).or_default();
+        let window = self.keep.window_ms;
+        let live = t
+            .offers
+            .iter()
+            .position(|o| now.saturating_sub(o.at) < window)
+            .unwrap_or(t.offers.len());
+        t.offers.drain(..live);
+        let out = f(t, now);
+        if let Some(journal) = &self.journal {
+            journal.put(thread, t);
+        }
+        out
+    }
+
+    /// Makes room: drops the threads past their retention, and if that is
+    /// not enough the half least recently active.
+    fn evict(&self, map: &mut Map, now: i64) {
+        let keep = self.keep;
+        let mut dropped = Vec::new();
+        map.retain(|id, t| {
+            let live = now.saturating_sub(t.last_active()) < keep.retention_ms(t.opted_out);
+            if !live {
+                dropped.push(*id);
+            }
+            live
+        });
+        if map.len() >= MAX_THREADS / 2 {
+            let mut active: Vec<i64> = map.values().map(Thread::last_active).collect();
+            let middle = active.len() / 2;
+            let (_, cut, _) = active.select_nth_unstable(middle);
+            let cut = *cut;
+            map.retain(|id, t| {
+                let live = t.last_active() > cut;
+                if !live {
+                    dropped.push(*id);
+                }
+                live
+            });
+        }
+        if let Some(journal) = &self.journal {
+            for id in dropped {
+                journal.delete(id);
+            }
+        }
+    }
+}
+
+/// A slot taken in memory.
+pub(super) struct Slot {
+    shared: Arc<Shared>,
+    thread: ThreadId,
+    at: i64,
+}
+
+impl Slot {
+    pub(super) fn keep(self, link: LinkKey) {
+        let at = self.at;
+        self.shared.change(self.thread, |t, _| {
+            // The same link shown again (a replay the partner made) is one offer.
+            let same = t.offers.iter().any(|o| o.link == link);
+            if let Some(i) = t
+                .offers
+                .iter()
+                .position(|o| o.at == at && o.link == RESERVED)
+            {
+                if same {
+                    t.offers.remove(i);
+                } else {
+                    t.offers[i].link = link;
+                }
+            }
+            t.last_any = Some(t.last_any.map_or(at, |l| l.max(at)));
+        });
+    }
+
+    pub(super) fn release(self) {
+        let at = self.at;
+        self.shared.change(self.thread, |t, _| {
+            if let Some(i) = t
+                .offers
+                .iter()
+                .position(|o| o.at == at && o.link == RESERVED)
+            {
+                t.offers.remove(i);
+            }
+        });
+    }
+}
+
+impl Threads for LocalThreads {
+    fn now_ms(&self) -> i64 {
+        self.now()
+    }
+
+    fn message(
+        &self,
+        thread: ThreadId,
+        message: MessageKey,
+        at: i64,
+    ) -> impl Future<Output = Result<Before, Unavailable>> + Send + '_ {
+        std::future::ready(Ok(self.message_now(thread, message, at)))
+    }
+
+    fn known(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Known, Unavailable>> + Send + '_ {
+        std::future::ready(Ok(self.known_now(thread)))
+    }
+
+    fn reserve(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Option<Held>, Unavailable>> + Send + '_ {
+        std::future::ready(Ok(self.reserve_now(thread)))
+    }
+
+    fn unsent(
+        &self,
+        thread: ThreadId,
+        link: LinkKey,
+    ) -> impl Future<Output = Result<Option<u64>, Unavailable>> + Send + '_ {
+        std::future::ready(Ok(self.unsent_now(thread, link)))
+    }
+
+    fn opt(
+        &self,
+        thread: ThreadId,
+        out: bool,
+    ) -> impl Future<Output = Result<(), Unavailable>> + Send + '_ {
+        self.opt_now(thread, out);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keep() -> Keep {
+        Keep {
+            window_ms: 1_000_000,
+            idle_gap_ms: 1_000,
+            cap: 2,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_links_and_the_cap() {
+        let threads = LocalThreads::new(keep(), None);
+        let t = [1u8; 16];
+        let a = threads.reserve_now(t).unwrap();
+        let b = threads.reserve_now(t).unwrap();
+        assert!(threads.reserve_now(t).is_none(), "at the cap");
+        drop(b);
+        a.keep(7).await;
+        assert_eq!(threads.known_now(t).offers.len(), 1);
+        let c = threads.reserve_now(t).unwrap();
+        c.keep(8).await;
+        assert_eq!(threads.unsent_now(t, 7), Some(1));
+        assert_eq!(threads.unsent_now(t, 7), None);
+        tokio::time::advance(std::time::Duration::from_millis(1_000_001)).await;
+        assert!(threads.known_now(t).offers.is_empty(), "out of the window");
+    }
+
+    #[test]
+    fn eviction_keeps_the_most_recently_active_half() {
+        let threads = LocalThreads::new(keep(), None);
+        let now = threads.now();
+        {
+            let mut map = threads.shared.lock();
+            for n in 0..MAX_THREADS as i64 {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&n.to_le_bytes());
+                let t = Thread {
+                    last_any: Some(now - MAX_THREADS as i64 + n),
+                    ..Thread::default()
+                };
+                map.insert(id, t);
+            }
+        }
+        threads.opt_now([9u8; 16], true);
+        assert!(threads.len() <= MAX_THREADS / 2 + 1, "{}", threads.len());
+        let mut newest = [0u8; 16];
+        newest[..8].copy_from_slice(&(MAX_THREADS as i64 - 1).to_le_bytes());
+        assert!(threads.shared.lock().contains_key(&newest));
+    }
+}

@@ -1,0 +1,251 @@
+//! What offergate keeps of each conversation (a thread: one `clientId` and
+//! `chatId`), so a platform does not have to: when its last messages came,
+//! the offers it was shown (when, which link), whether it opted out, and
+//! the last message ids seen. The conversation endpoint records and decides
+//! by it, the offers route's cap counts by it, the eligibility endpoint adds
+//! what it knows: one count per thread.
+//!
+//! Where it lives is [`Threads`]'s: this replica's memory, bounded
+//! (`local.rs`), written behind to an embedded file so a restart keeps it
+//! (`journal.rs`); or with `[state] backend = "redis"` the fleet's
+//! (`fleet.rs`), this replica's behind it when Redis cannot answer.
+
+mod fleet;
+mod journal;
+mod local;
+
+use std::future::Future;
+
+use smallvec::SmallVec;
+
+use crate::call::request::ThreadId;
+use crate::integrator::eligibility::Known;
+use crate::partners::encore::links::LinkKey;
+use crate::state::fleet::Unavailable;
+pub use fleet::FleetThreads;
+pub use journal::Journal;
+pub use local::{LocalThreads, MAX_THREADS};
+
+/// A message id, hashed: enough to know a redelivery, nothing in the clear.
+pub type MessageKey = u32;
+
+/// Message ids a thread remembers, newest last: a redelivery after the
+/// answer store forgot it (a restart) still changes nothing.
+const SEEN: usize = 6;
+
+/// An offer as a thread keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// When it was minted, Unix milliseconds.
+    pub at: i64,
+    /// Its link; [`RESERVED`] while the call that will show it is under way.
+    pub link: LinkKey,
+}
+
+/// The link of a slot taken for a call still under way.
+pub const RESERVED: LinkKey = 0;
+
+/// One thread as kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Thread {
+    /// The end user's last message, Unix milliseconds (the platform's time).
+    pub last_inbound: Option<i64>,
+    /// The last message either way offergate knows of (inbound, or an offer).
+    pub last_any: Option<i64>,
+    /// Offers in the window, oldest first.
+    pub offers: SmallVec<[Offer; 3]>,
+    pub opted_out: bool,
+    pub seen: SmallVec<[MessageKey; SEEN]>,
+}
+
+impl Thread {
+    /// What the eligibility rules need: the offers shown (not the slots
+    /// still under way) and the opt-out.
+    pub fn known(&self) -> Known {
+        Known {
+            offers: self
+                .offers
+                .iter()
+                .filter(|o| o.link != RESERVED)
+                .map(|o| (o.at, o.link))
+                .collect(),
+            opted_out: self.opted_out,
+        }
+    }
+
+    /// When it was last active: a message, or an offer.
+    fn last_active(&self) -> i64 {
+        let offer = self.offers.last().map_or(i64::MIN, |o| o.at);
+        self.last_any.unwrap_or(i64::MIN).max(offer)
+    }
+}
+
+/// A thread as a new message found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Before {
+    pub last_inbound: Option<i64>,
+    pub last_any: Option<i64>,
+    pub known: Known,
+    /// This message id was seen before: a redelivery.
+    pub repeated: bool,
+}
+
+/// How long a thread is kept after it was last active: long enough that
+/// its offers still count and its silence is still measured. An opt-out is
+/// kept for a year.
+#[derive(Clone, Copy, Debug)]
+pub struct Keep {
+    pub window_ms: i64,
+    pub idle_gap_ms: i64,
+    pub cap: u32,
+}
+
+/// A year, for an opt-out.
+pub const OPT_OUT_KEPT_MS: i64 = 365 * 24 * 3_600_000;
+
+impl Keep {
+    /// Milliseconds a thread is kept after its last activity.
+    pub fn retention_ms(&self, opted_out: bool) -> i64 {
+        if opted_out {
+            OPT_OUT_KEPT_MS
+        } else {
+            self.window_ms.max(self.idle_gap_ms)
+        }
+    }
+}
+
+/// Where threads are kept.
+pub trait Threads: Send + Sync + 'static {
+    /// Calendar now, as the threads' offers are dated.
+    fn now_ms(&self) -> i64;
+
+    /// Records inbound message `message` at `at` and answers what the thread
+    /// was before it.
+    fn message(
+        &self,
+        thread: ThreadId,
+        message: MessageKey,
+        at: i64,
+    ) -> impl Future<Output = Result<Before, Unavailable>> + Send + '_;
+
+    /// What is known of `thread` (nothing recorded: the default).
+    fn known(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Known, Unavailable>> + Send + '_;
+
+    /// One of `thread`'s offer slots, given back when the [`Held`] is dropped
+    /// unless kept; `None` at the cap.
+    fn reserve(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Option<Held>, Unavailable>> + Send + '_;
+
+    /// Frees the slot of the offer with `link`, which was never delivered:
+    /// the offers still shown, or `None` when the thread has no such offer.
+    fn unsent(
+        &self,
+        thread: ThreadId,
+        link: LinkKey,
+    ) -> impl Future<Output = Result<Option<u64>, Unavailable>> + Send + '_;
+
+    /// Opts `thread` out of offers (`out`), or back in.
+    fn opt(
+        &self,
+        thread: ThreadId,
+        out: bool,
+    ) -> impl Future<Output = Result<(), Unavailable>> + Send + '_;
+}
+
+/// A slot taken for one call: given back when dropped, unless kept.
+pub struct Held(Option<Slot>);
+
+enum Slot {
+    Local(local::Slot),
+    Fleet(fleet::Slot),
+}
+
+impl Held {
+    /// The call showed the offer with `link`: the slot stays taken, for it.
+    pub async fn keep(mut self, link: LinkKey) {
+        match self.0.take() {
+            None => {}
+            Some(Slot::Local(slot)) => slot.keep(link),
+            Some(Slot::Fleet(slot)) => slot.keep(link).await,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        match self.0.take() {
+            None => {}
+            Some(Slot::Local(slot)) => slot.release(),
+            Some(Slot::Fleet(slot)) => slot.release(),
+        }
+    }
+}
+
+/// The threads `[state]` asks for.
+pub enum AnyThreads {
+    Local(LocalThreads),
+    Fleet(FleetThreads),
+}
+
+impl AnyThreads {
+    /// Waits (up to `within`) until what this replica changed is on disk.
+    pub fn flush(&self, within: std::time::Duration) {
+        if let AnyThreads::Local(local) = self {
+            local.flush(within);
+        }
+    }
+}
+
+impl Threads for AnyThreads {
+    fn now_ms(&self) -> i64 {
+        match self {
+            AnyThreads::Local(l) => l.now_ms(),
+            AnyThreads::Fleet(f) => f.now_ms(),
+        }
+    }
+
+    async fn message(
+        &self,
+        thread: ThreadId,
+        message: MessageKey,
+        at: i64,
+    ) -> Result<Before, Unavailable> {
+        match self {
+            AnyThreads::Local(l) => l.message(thread, message, at).await,
+            AnyThreads::Fleet(f) => Box::pin(f.message(thread, message, at)).await,
+        }
+    }
+
+    async fn known(&self, thread: ThreadId) -> Result<Known, Unavailable> {
+        match self {
+            AnyThreads::Local(l) => l.known(thread).await,
+            AnyThreads::Fleet(f) => Box::pin(f.known(thread)).await,
+        }
+    }
+
+    async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
+        match self {
+            AnyThreads::Local(l) => l.reserve(thread).await,
+            AnyThreads::Fleet(f) => Box::pin(f.reserve(thread)).await,
+        }
+    }
+
+    async fn unsent(&self, thread: ThreadId, link: LinkKey) -> Result<Option<u64>, Unavailable> {
+        match self {
+            AnyThreads::Local(l) => l.unsent(thread, link).await,
+            AnyThreads::Fleet(f) => Box::pin(f.unsent(thread, link)).await,
+        }
+    }
+
+    async fn opt(&self, thread: ThreadId, out: bool) -> Result<(), Unavailable> {
+        match self {
+            AnyThreads::Local(l) => l.opt(thread, out).await,
+            AnyThreads::Fleet(f) => Box::pin(f.opt(thread, out)).await,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The per-thread cap on the offers route, from the Encore doc: a thread (a
+//! `clientId` and `chatId`) gets at most `[encore.integrator] thread_cap`
+//! offers over `thread_window_ms`. Past the cap the caller gets
+//! `{"success":true,"offer":null}` with `x-offergate-skipped: thread_cap`,
+//! and the partner is not called.
+//!
+//! A slot is taken before the call and given back unless an offer was
+//! served, then kept for that offer's link (which `unsent` can free), all
+//! under one lock or one Redis script: 20 concurrent calls for one chat
+//! never exceed the cap. The layer sits below idempotency: a replay never
+//! counts twice. The counts are the thread's, kept by `conversation/` for
+//! every route that asks (the conversation endpoint's calls come through
+//! here too), so there is one count per thread.
+
+use crate::call::problem::Problem;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use prometheus::IntCounterVec;
+use tower::Layer;
+
+use super::ProxyService;
+use crate::call::error::{CallError, GatewayError};
+use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
+use crate::call::route::Route;
+use crate::conversation::{AnyThreads, Threads};
+use crate::metrics::Metrics;
+use crate::state::fleet::Unavailable;
+
+/// Set on an answer skipped by an integrator rule.
+pub static X_OFFERGATE_SKIPPED: HeaderName = HeaderName::from_static("x-offergate-skipped");
+
+pub struct ThreadCap<S> {
+    shared: Arc<Shared>,
+    next: S,
+}
+
+pub struct ThreadCapLayer(Arc<Shared>);
+
+impl<S> Layer<S> for ThreadCapLayer {
+    type Service = ThreadCap<S>;
+
+    fn layer(&self, next: S) -> ThreadCap<S> {
+        ThreadCap {
+            shared: self.0.clone(),
+            next,
+        }
+    }
+}
+
+/// What every call of the layer shares.
+struct Shared {
+    threads: Arc<AnyThreads>,
+    skipped: IntCounterVec,
+}
+
+impl ThreadCapLayer {
+    pub fn new(metrics: &Metrics, threads: Arc<AnyThreads>) -> Result<ThreadCapLayer, Problem> {
+        Ok(ThreadCapLayer(Arc::new(Shared {
+            threads,
+            skipped: metrics.counter_vec(
+                "offergate_skipped_total",
+                "Calls answered without an offer by an integrator rule, by route and reason (thread_cap).",
+                &["route", "reason"],
+            )?,
+        })))
+    }
+}
+
+impl Shared {
+    fn skip(&self) -> ProxyResponse {
+        self.skipped
+            .with_label_values(&[Route::EncoreOffers.as_str(), "thread_cap"])
+            .inc();
+        let mut resp = ProxyResponse::json(
+            StatusCode::OK,
+            Bytes::from_static(br#"{"success":true,"offer":null}"#),
+        );
+        resp.headers.insert(
+            X_OFFERGATE_SKIPPED.clone(),
+            HeaderValue::from_static("thread_cap"),
+        );
+        resp.outcome = Outcome::Rejected;
+        resp
+    }
+}
+
+impl<S: ProxyService> ProxyService for ThreadCap<S> {
+    fn call(
+        &self,
+        req: ProxyRequest,
+    ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
+        async move {
+            let this = &*self.shared;
+            let thread = match (req.route(), req.call.thread) {
+                (Route::EncoreOffers, Some(thread)) => thread,
+                _ => return self.next.call(req).await,
+            };
+            let held = match this.threads.reserve(thread).await {
+                Ok(Some(held)) => held,
+                Ok(None) => return Ok(this.skip()),
+                Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
+            };
+            let result = self.next.call(req).await;
+            if let Ok(served) = &result {
+                if let Some(OfferServed { link }) = served.extensions.get::<OfferServed>() {
+                    // An offer was shown: the slot stays taken, for its link.
+                    held.keep(*link).await;
+                }
+            }
+            result
+        }
+    }
+}
