@@ -185,15 +185,19 @@ pub enum Outcome {
     Rejected,
     /// The partner call failed and no fallback applied (502 / 504).
     Failed,
+    /// Answered by offergate itself, as the route is meant to (eligibility,
+    /// a conversation skip, an opt-out): no partner call was needed.
+    Answered,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Forwarded,
         Outcome::Replayed,
         Outcome::Fallback,
         Outcome::Rejected,
         Outcome::Failed,
+        Outcome::Answered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -203,6 +207,7 @@ impl Outcome {
             Outcome::Fallback => "fallback",
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
+            Outcome::Answered => "answered",
         }
     }
 }

@@ -56,6 +56,8 @@ struct Answer {
     trigger: Option<&'static str>,
     reason: Option<String>,
     offers_shown: u64,
+    /// The skip is the soft fallback's: Encore failed.
+    fallback: bool,
 }
 
 impl Answer {
@@ -65,6 +67,7 @@ impl Answer {
             trigger,
             reason: Some(reason.into()),
             offers_shown,
+            fallback: false,
         }
     }
 
@@ -222,7 +225,10 @@ impl<S: ProxyService> Edge<S> {
         }
         if let Some(reason) = resp.headers.get(&X_OFFERGATE_FALLBACK) {
             let reason = reason.to_str().unwrap_or("fallback").to_string();
-            return Answer::skip(verdict.trigger, reason, shown);
+            return Answer {
+                fallback: true,
+                ..Answer::skip(verdict.trigger, reason, shown)
+            };
         }
         let offer = (resp.status == StatusCode::OK)
             .then(|| serde_json::from_slice::<Value>(&resp.body).ok())
@@ -234,6 +240,7 @@ impl<S: ProxyService> Edge<S> {
                 trigger: verdict.trigger,
                 reason: None,
                 offers_shown: shown + 1,
+                fallback: false,
             },
             Some(_) => Answer::skip(verdict.trigger, "no_offer", shown),
             None => Answer::skip(verdict.trigger, "partner_refused", shown),
@@ -261,10 +268,10 @@ impl<S: ProxyService> Edge<S> {
             .metrics
             .decided(decision, answer.reason.as_deref());
         let mut resp = ProxyResponse::json(StatusCode::OK, answer.body());
-        resp.outcome = if answer.offer.is_some() {
-            Outcome::Forwarded
-        } else {
-            Outcome::Rejected
+        resp.outcome = match (&answer.offer, answer.fallback) {
+            (Some(_), _) => Outcome::Forwarded,
+            (None, true) => Outcome::Fallback,
+            (None, false) => Outcome::Answered,
         };
         resp
     }
@@ -281,7 +288,11 @@ impl<S: ProxyService> Edge<S> {
         };
         let threads = &*self.shared.threads;
         let unavailable = || respond::answer(GatewayError::Call(CallError::StateUnavailable));
-        let answer = |v: Value| ProxyResponse::json(StatusCode::OK, Bytes::from(v.to_string()));
+        let answer = |v: Value| {
+            let mut resp = ProxyResponse::json(StatusCode::OK, Bytes::from(v.to_string()));
+            resp.outcome = Outcome::Answered;
+            resp
+        };
         if route == OwnRoute::EncoreUnsent {
             let (client, chat, url) = match read_unsent(&body) {
                 Ok(read) => read,

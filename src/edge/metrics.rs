@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 
 pub(super) struct EdgeMetrics {
     /// Resolved once per route and outcome: no label lookup per request.
-    requests: [[IntCounter; 5]; 7],
+    requests: [[IntCounter; 6]; 7],
     request_duration: [Histogram; 7],
     unrouted: IntCounterVec,
     panics: IntCounter,

@@ -43,7 +43,9 @@ impl<S: ProxyService> Edge<S> {
                 let decision = eligibility::decide(&asked, &self.shared.rules, now, &known);
                 self.shared.metrics.eligibility(decision.result());
                 let body = serde_json::to_vec(&decision).unwrap_or_default();
-                ProxyResponse::json(http::StatusCode::OK, Bytes::from(body))
+                let mut resp = ProxyResponse::json(http::StatusCode::OK, Bytes::from(body));
+                resp.outcome = crate::call::request::Outcome::Answered;
+                resp
             }
             Err(e) => {
                 self.shared.metrics.eligibility("invalid");

@@ -142,6 +142,15 @@ impl Fleet {
         .await;
     }
 
+    /// POSTs `body` as JSON to the gateway's `path`.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Answer {
+        let req = Request::post(format!("http://{}{path}", self.listen))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        send_with(&self.client, req).await
+    }
+
     /// A GET's status, or `None` when nothing answered.
     pub async fn status(&self, addr: SocketAddr, path: &str) -> Option<u16> {
         let req = Request::get(format!("http://{addr}{path}"))

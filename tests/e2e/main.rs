@@ -9,6 +9,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod conversation;
 mod faults;
 mod fleet;
 mod forward;

@@ -399,3 +399,92 @@ async fn the_per_thread_cap_is_counted_across_replicas() {
     b.0.shutdown().await;
     a.stop().await;
 }
+
+async fn post_path(gw: &Gateway, path: &str, body: &serde_json::Value) -> Answer {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    send_with(&client, req).await
+}
+
+fn message(id: &str, at: i64) -> serde_json::Value {
+    serde_json::json!({
+        "clientId": "client-42", "chatId": "wa:15550001111:15551234567",
+        "messageId": id, "sentAt": at, "text": "hi",
+        "attributes": {"countryCode": "US", "language": "en", "platform": "ios"},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_is_the_fleets_redeliveries_included() {
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let now = offergate::call::clock::wall_ms();
+    // One webhook delivered ten times at once, to both replicas, while
+    // Encore takes its time: one decision, one Encore call, one answer.
+    plan(&a, Route::EncoreOffers, &["delay:300"]);
+    let first = message("wamid.1", now - 60_000);
+    let deliveries = (0..10).map(|n| {
+        let gw = if n % 2 == 0 { &a.gw } else { &b.0 };
+        post_path(gw, "/offergate/v1/encore/messages", &first)
+    });
+    let answers = join_all(deliveries).await;
+    assert_eq!(
+        a.calls(Route::EncoreOffers),
+        1,
+        "one Encore call for ten deliveries"
+    );
+    let body = &answers[0].body;
+    for x in &answers {
+        assert_eq!(x.status, 200);
+        assert_eq!(&x.body, body, "the same answer to every delivery");
+    }
+    assert_eq!(answers.iter().filter(|x| x.replayed()).count(), 9);
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        (v["decision"].as_str(), v["offers_shown"].as_u64()),
+        (Some("offer"), Some(1))
+    );
+    let link = v["offer"]["clickUrl"].as_str().unwrap().to_string();
+
+    // The thread is the fleet's: the next message on the other replica is mid-thread.
+    let next = post_path(
+        &b.0,
+        "/offergate/v1/encore/messages",
+        &message("wamid.2", now - 30_000),
+    )
+    .await;
+    let v = next.json();
+    assert_eq!(
+        (v["reason"].as_str(), v["offers_shown"].as_u64()),
+        (Some("mid_thread"), Some(1))
+    );
+    // An offer one replica minted, freed on the other; an opt-out likewise.
+    let thread =
+        serde_json::json!({"clientId": "client-42", "chatId": "wa:15550001111:15551234567"});
+    let mut unsent = thread.clone();
+    unsent["clickUrl"] = serde_json::json!(link);
+    let freed = post_path(&b.0, "/offergate/v1/encore/offers/unsent", &unsent).await;
+    assert_eq!(
+        freed.json(),
+        serde_json::json!({"freed": true, "offers_shown": 0})
+    );
+    post_path(&a.gw, "/offergate/v1/encore/opt-out", &thread).await;
+    let mut later = message("wamid.3", now);
+    later["previousMessageAt"] = serde_json::json!(now - 13 * 3_600_000);
+    let v = post_path(&b.0, "/offergate/v1/encore/messages", &later)
+        .await
+        .json();
+    assert_eq!(v["reason"], "opted_out");
+    assert_eq!(a.calls(Route::EncoreOffers), 1);
+    b.0.shutdown().await;
+    a.stop().await;
+}
