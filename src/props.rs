@@ -145,6 +145,55 @@ proptest! {
         prop_assert_eq!(count_offer_links(&text, OFFER_HOST), usize::from(exact), "{}", text);
     }
 
+    /// Offer links on generated messages, against linkify (no scheme
+    /// needed, ASCII URLs). Where the two may part, the glue is written
+    /// with a space beside it: linkify keeps brackets in a path, reads
+    /// `a,b` as one host and links nothing glued to a non-ASCII character,
+    /// while a messaging client (and the counter, unit-tested on each) ends
+    /// the link there.
+    #[test]
+    fn the_link_counter_finds_what_linkify_finds(
+        pieces in prop::collection::vec(
+            (
+                prop_oneof![
+                    Just(""), Just(" "), Just(", "), Just("; "), Just(" ("), Just(") "),
+                    Just("! "), Just(". "), Just(" 🎉"), Just(" \u{200b}"), Just("\n"), Just("<"),
+                    Just(">"), Just("\""), Just(" **"), Just(" [claim]("), Just(" ¡"),
+                    Just(" —"), Just("hola "), Just("x"),
+                ],
+                prop_oneof![Just(""), Just("http://"), Just("https://"), Just("HTTPS://")],
+                prop_oneof![
+                    Just(OFFER_HOST.to_string()),
+                    Just("LINK.EncoreKit.com".to_string()),
+                    Just("link.encorekit.com.evil.example".to_string()),
+                    Just("xlink.encorekit.com".to_string()),
+                    Just("evil.example".to_string()),
+                ],
+                // Encore's links have a path; a bare host is unit-tested.
+                "/[A-Za-z0-9]{1,8}",
+            ),
+            1..6,
+        ),
+        tail in prop_oneof![Just(""), Just("."), Just("!"), Just(")"), Just(" ok")],
+    ) {
+        let mut text = String::new();
+        for (glue, scheme, host, path) in &pieces {
+            text.push_str(glue);
+            text.push_str(scheme);
+            text.push_str(host);
+            text.push_str(path);
+        }
+        text.push_str(tail);
+        let ours: std::collections::BTreeSet<u64> = crate::partners::encore::links::offer_links(&text, OFFER_HOST).into_iter().collect();
+        let mut finder = linkify::LinkFinder::new();
+        finder.url_must_have_scheme(false).url_can_be_iri(false).kinds(&[linkify::LinkKind::Url]);
+        let theirs: std::collections::BTreeSet<u64> = finder
+            .links(&text)
+            .filter_map(|link| crate::partners::encore::links::link_key(link.as_str(), OFFER_HOST))
+            .collect();
+        prop_assert_eq!(ours, theirs, "{:?}", text);
+    }
+
     #[test]
     fn no_config_text_makes_the_loader_panic(text in ".{0,200}", toml_ish in "(\\[[a-z.]{1,12}\\]\n)?([a-z_]{1,16} = (\"[^\"\n]{0,10}\"|[0-9]{1,6}|true|\\[\\])\n){0,6}") {
         let env = MapEnv::from([("ENCORE_API_KEY", "pk_test_x"), ("BESITOS_TOKEN", "t")]);

@@ -32,12 +32,17 @@ pub fn offer_links(text: &str, host: &str) -> SmallVec<[LinkKey; 2]> {
     let mut at = 0;
     while at + needle.len() <= bytes.len() {
         if bytes[at..at + needle.len()].eq_ignore_ascii_case(needle) {
-            if let Some(key) = link_at(bytes, at, needle.len()) {
-                if !found.contains(&key) {
-                    found.push(key);
+            match link_at(bytes, at, needle.len()) {
+                // Scanning goes on after the link: a host inside its path
+                // is part of it, not another link.
+                Some((key, end)) => {
+                    if !found.contains(&key) {
+                        found.push(key);
+                    }
+                    at = end.max(at + needle.len());
                 }
+                None => at += needle.len(),
             }
-            at += needle.len();
         } else {
             at += 1;
         }
@@ -77,17 +82,18 @@ pub fn link_key(url: &str, host: &str) -> Option<LinkKey> {
 }
 
 /// The link whose host starts at byte `at` (`len` bytes), if what comes
-/// before and after makes it one.
-fn link_at(bytes: &[u8], at: usize, len: usize) -> Option<LinkKey> {
+/// before and after makes it one, and where it ends.
+fn link_at(bytes: &[u8], at: usize, len: usize) -> Option<(LinkKey, usize)> {
     if !starts_a_link(&bytes[..at]) {
         return None;
     }
-    link_after_host(bytes, at + len).map(|(key, _)| key)
+    link_after_host(bytes, at + len)
 }
 
 /// Whether a host right after `before` starts a link: at the start of the
-/// text, after `http://` or `https://` (itself not glued to a word), or
-/// after a character no URL or word has.
+/// text, after `http://` or `https://`, or after a character that does not
+/// make it part of something else (a word, another host, another URL's
+/// path or query, an address).
 fn starts_a_link(before: &[u8]) -> bool {
     if let Some(head) = before.strip_suffix(b"://") {
         let scheme_len = head
@@ -97,9 +103,27 @@ fn starts_a_link(before: &[u8]) -> bool {
             .count();
         let scheme = &head[head.len() - scheme_len..];
         let http = scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https");
-        return http && ends_outside_a_word(&head[..head.len() - scheme_len]);
+        return http && stands_alone(&head[..head.len() - scheme_len]);
     }
-    ends_outside_a_word(before) && !before.last().is_some_and(|b| b"./@:-_%~=&#+\\".contains(b))
+    stands_alone(before)
+}
+
+/// Whether what comes right after `before` is not glued to a word, a host,
+/// another URL's path (a `/` earlier in the same run of URL characters),
+/// a query or an address.
+fn stands_alone(before: &[u8]) -> bool {
+    if !ends_outside_a_word(before) {
+        return false;
+    }
+    if before.last().is_some_and(|b| b".-_:@%=&#+~\\".contains(b)) {
+        return false;
+    }
+    // Not `*`: markdown's bold (`**link**`) glues to links.
+    let run = before
+        .iter()
+        .rev()
+        .take_while(|&&b| b != b'*' && (host_byte(b) || path_byte(b) || b == b'\\'));
+    !run.into_iter().any(|b| matches!(b, b'/' | b'@' | b'\\'))
 }
 
 /// Whether `before` ends where a link may start: nothing, or a character
@@ -213,6 +237,8 @@ mod tests {
             (r#"<a href="https://link.encorekit.com/a">link.encorekit.com/a</a>"#, 1),
             ("¡link.encorekit.com/a!", 1),
             ("link.encorekit.com: tap it", 1),
+            ("Wow!link.encorekit.com/a", 1),
+            ("link.encorekit.com/a!link.encorekit.com", 1),
         ] {
             assert_eq!(count(text), n, "{text}");
         }
@@ -235,6 +261,9 @@ mod tests {
             "mylink.encorekit.community",
             "link.encorekit.com-evil.example",
             "link.encorekit.com.:443x",
+            "https://evil.example/a!link.encorekit.com/b",
+            "https://evil.example/?u=link.encorekit.com/b",
+            "mail@link.encorekit.com",
         ] {
             assert_eq!(count(text), 0, "{text}");
         }
