@@ -146,7 +146,7 @@ fn assemble<U: ProxyService>(
 ) -> Result<Edge<Stack<U>>, Problem> {
     let state = shared.state.as_ref();
     // The shared state, each behind its own trait: this replica's, or the
-    // fleet's on Redis with this replica's behind it (`layers/fleet.rs`).
+    // fleet's on Redis with this replica's behind it (`state/fleet.rs`).
     let pauses = pause::pauses();
     let permits = rate_limit::permits(config, pauses.clone(), state.cloned());
     let pause_board = pause::board(pauses, state.cloned());

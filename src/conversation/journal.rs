@@ -97,12 +97,12 @@ impl Journal {
     }
 
     /// Queues `thread`'s new record.
-    pub(super) fn put(&self, id: ThreadId, thread: &Thread) {
+    pub fn put(&self, id: ThreadId, thread: &Thread) {
         self.queue(id, Some(encode(thread)));
     }
 
     /// Queues `thread`'s removal.
-    pub(super) fn delete(&self, id: ThreadId) {
+    pub fn delete(&self, id: ThreadId) {
         self.queue(id, None);
     }
 

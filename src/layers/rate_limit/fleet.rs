@@ -3,7 +3,7 @@
 //! both). So N replicas together spend at most the configured quota, and a
 //! 429 seen by one pauses them all. A decision Redis cannot give is this
 //! replica's own buckets' (`fail_open`) or a refusal (`fail_closed`), as
-//! `layers/fleet.rs` decides for all shared state.
+//! `state/fleet.rs` decides for all shared state.
 
 use std::future::Future;
 
