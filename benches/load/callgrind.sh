@@ -31,7 +31,7 @@ if [ "$SERVER" = bare ]; then
 else
   CMD=(target/release/offergate run -c "$WORK/og.toml")
 fi
-BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
+OFFERGATE_STATE__THREAD_FILE="$WORK/threads.redb" BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
   --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" \
   2>"$WORK/valgrind.log" & OG=$!; PIDS+=($OG)
 wait_port $P_PARTNER

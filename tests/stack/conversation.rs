@@ -149,26 +149,30 @@ async fn one_call_per_message_first_message_mid_thread_and_the_idle_gap() {
 
 #[tokio::test(start_paused = true)]
 async fn the_idle_gap_basis_inbound_or_any() {
-    // On "any", an offer is activity too: silence counts from it.
-    let s = Stack::with(|c| {
-        c.encore.integrator.idle_gap_basis = offergate::config::IdleGapBasis::Any;
-    });
-    let mut t = Thread::new(&s, "any");
-    assert_eq!(decision(&t.says(ms(0), "hi").await).0, "offer");
-    tokio::time::advance(ms(11 * HOUR)).await;
-    // Another chat's re-engagement is not this one's.
-    let d = decision(&t.says(ms(HOUR), "back").await);
-    assert_eq!(
-        d.1,
-        json!("re_engagement"),
-        "12 h after the first message and its offer"
-    );
-
-    let s = Stack::new();
-    let mut t = Thread::new(&s, "inbound");
-    t.says(ms(0), "hi").await;
-    let d = decision(&t.says(ms(12 * HOUR), "back").await);
-    assert_eq!(d.1, json!("re_engagement"));
+    // A webhook that arrives six hours late: its offer is minted now, six
+    // hours after the message. Seven hours on, the end user writes again.
+    // On "inbound" that is 13 h of the user's silence: a re-engagement. On
+    // "any" the offer was activity 7 h ago: mid-thread.
+    for (basis, want) in [
+        (
+            offergate::config::IdleGapBasis::Inbound,
+            json!("re_engagement"),
+        ),
+        (offergate::config::IdleGapBasis::Any, json!(null)),
+    ] {
+        let s = Stack::with(|c| c.encore.integrator.idle_gap_basis = basis);
+        let mut t = Thread::new(&s, "late");
+        let mut late = t.body("m-late", "hi");
+        late["sentAt"] = json!(t.at() - 6 * HOUR as i64);
+        assert_eq!(decision(&s.post(MESSAGES, &[], late).await).0, "offer");
+        let d = decision(&t.says(ms(7 * HOUR), "back").await);
+        assert_eq!(d.1, want, "{basis:?}");
+        // Just under and just over the gap, on either basis.
+        let d = decision(&t.says(ms(12 * HOUR - 1), "again").await);
+        assert_eq!(d.1, json!(null), "{basis:?}: 1 ms short of the gap");
+        let d = decision(&t.says(ms(12 * HOUR), "and again").await);
+        assert_eq!(d.1, json!("re_engagement"), "{basis:?}: the gap itself");
+    }
 }
 
 #[tokio::test(start_paused = true)]
