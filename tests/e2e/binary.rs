@@ -144,7 +144,7 @@ fn demo_answers_the_curl_it_prints() {
     ]));
     let lines = demo.lines_until("Ctrl-C");
     let curls: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 2, "{lines:#?}");
+    assert_eq!(curls.len(), 3, "{lines:#?}");
     let run = |cmd: &str| {
         let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
         assert!(out.status.success(), "{cmd}");
@@ -160,7 +160,19 @@ fn demo_answers_the_curl_it_prints() {
             .starts_with("https://link.encorekit.com/"),
         "{offer}"
     );
-    let goals = run(curls[1]);
+    let message = run(curls[1]);
+    assert_eq!(
+        (message["decision"].as_str(), message["trigger"].as_str()),
+        (Some("offer"), Some("first_message")),
+        "{message}"
+    );
+    assert!(message["composed"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("https://link.encorekit.com/"));
+    let again = run(curls[1]);
+    assert_eq!(again, message, "a redelivery gets the same answer");
+    let goals = run(curls[2]);
     assert!(!goals["data"].as_array().unwrap().is_empty(), "{goals}");
     let proxy = lines
         .iter()
