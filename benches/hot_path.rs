@@ -47,6 +47,7 @@ fn local_work(c: &mut Criterion) {
         max_wait: std::time::Duration::ZERO,
         on_limit: offergate::config::OnLimit::Fallback,
         max_tracked_clients: 100_000,
+        enforce: true,
     };
     let buckets = offergate::layers::rate_limit::CallerBuckets::new(&rl);
     let clients: Vec<String> = (0..1_000).map(|i| format!("client-{i}")).collect();

@@ -255,6 +255,9 @@ pub struct RateLimitConfig {
     pub on_limit: OnLimit,
     /// Callers tracked before idle ones are purged early.
     pub max_tracked_clients: usize,
+    /// `false`: shadow mode. What the limits would refuse is counted
+    /// (`mode="shadow"`) and let through, to roll a quota out safely.
+    pub enforce: bool,
 }
 
 /// De-duplication of one route's calls.

@@ -301,6 +301,7 @@ pub struct RawRateLimit {
     /// `fallback` or `reject`.
     pub on_limit: Option<String>,
     pub max_tracked_clients: u64,
+    pub enforce: bool,
 }
 
 impl Default for RawRateLimit {
@@ -315,6 +316,7 @@ impl Default for RawRateLimit {
             max_wait_ms: 250,
             on_limit: None,
             max_tracked_clients: 100_000,
+            enforce: true,
         }
     }
 }

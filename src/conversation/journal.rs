@@ -49,6 +49,8 @@ struct Pending {
     changes: HashMap<ThreadId, Option<Vec<u8>>>,
     writing: bool,
     closing: bool,
+    /// Someone waits in [`Journal::flush`]: commit at once.
+    flushing: bool,
     failures: u64,
 }
 
@@ -115,11 +117,15 @@ impl Journal {
 
     /// Waits up to `within` for everything queued to be written.
     pub fn flush(&self, within: Duration) {
-        let state = self.shared.lock();
-        let _ = self
+        let mut state = self.shared.lock();
+        state.flushing = true;
+        self.shared.wake.notify_one();
+        let (mut state, _) = self
             .shared
             .idle
-            .wait_timeout_while(state, within, |s| !s.changes.is_empty() || s.writing);
+            .wait_timeout_while(state, within, |s| !s.changes.is_empty() || s.writing)
+            .unwrap_or_else(|p| p.into_inner());
+        state.flushing = false;
     }
 
     /// Commits that failed (each logged).
@@ -163,6 +169,7 @@ fn write_behind(db: &Database, shared: &Shared) {
             state.writing = true;
             std::mem::take(&mut state.changes)
         };
+        let committed = clock_now();
         if let Err(e) = commit(db, &batch) {
             shared.lock().failures += 1;
             tracing::warn!(
@@ -172,7 +179,30 @@ fn write_behind(db: &Database, shared: &Shared) {
                 "could not write threads to the thread file; they stay in memory"
             );
         }
+        // At most one commit per COMMIT_EVERY: under load a commit carries
+        // many threads, and its cost (the B-tree's pages, the fsync) is
+        // shared by them. A flush or the close does not wait.
+        let mut state = shared.lock();
+        while !state.closing && !state.flushing {
+            let Some(left) = COMMIT_EVERY.checked_sub(committed.elapsed()) else {
+                break;
+            };
+            state = shared
+                .wake
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
+}
+
+/// The shortest time between two commits.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+
+/// The writer's own clock: it paces real disk writes, not a call.
+#[allow(clippy::disallowed_methods)]
+fn clock_now() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// A redb error, as text (its error types are large, and each says enough).

@@ -119,7 +119,7 @@ impl LocalThreads {
 
     pub fn reserve_now(&self, thread: ThreadId) -> Option<Held> {
         let cap = self.shared.keep.cap as usize;
-        let at = self.shared.change(thread, |t, now| {
+        let at = self.shared.change_slots(thread, |t, now| {
             if cap > 0 && t.offers.len() >= cap {
                 return None;
             }
@@ -163,6 +163,21 @@ impl Shared {
     /// Applies `f` to `thread` (a new one if unknown) with its offers out of
     /// the window dropped, then journals it.
     fn change<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64) -> T) -> T {
+        self.apply(thread, true, f)
+    }
+
+    /// [`Shared::change`] for what the file does not keep (a slot taken or
+    /// given back while its call is under way): no journal write.
+    fn change_slots<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64) -> T) -> T {
+        self.apply(thread, false, f)
+    }
+
+    fn apply<T>(
+        &self,
+        thread: ThreadId,
+        journal: bool,
+        f: impl FnOnce(&mut Thread, i64) -> T,
+    ) -> T {
         let now = self.calendar.now_ms();
         let mut map = self.lock();
         if map.len() >= MAX_THREADS && !map.contains_key(&thread) {
@@ -177,8 +192,9 @@ impl Shared {
             .unwrap_or(t.offers.len());
         t.offers.drain(..live);
         let out = f(t, now);
-        if let Some(journal) = &self.journal {
-            journal.put(thread, t);
+        match &self.journal {
+            Some(j) if journal => j.put(thread, t),
+            _ => {}
         }
         out
     }
@@ -246,7 +262,7 @@ impl Slot {
 
     pub(super) fn release(self) {
         let at = self.at;
-        self.shared.change(self.thread, |t, _| {
+        self.shared.change_slots(self.thread, |t, _| {
             if let Some(i) = t
                 .offers
                 .iter()

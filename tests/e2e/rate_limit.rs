@@ -73,7 +73,7 @@ async fn a_burst_above_the_partner_limit_lets_burst_plus_rate_through() {
     let m = h.metrics().await;
     assert_sample(
         &m,
-        r#"offergate_rate_limited_total{route="encore_offers",scope="partner"}"#,
+        r#"offergate_rate_limited_total{mode="enforced",route="encore_offers",scope="partner"}"#,
         limited.len() as f64,
     );
 
@@ -131,7 +131,7 @@ async fn one_flooding_client_does_not_starve_another() {
     let m = h.metrics().await;
     assert_sample(
         &m,
-        r#"offergate_rate_limited_total{route="encore_offers",scope="client"}"#,
+        r#"offergate_rate_limited_total{mode="enforced",route="encore_offers",scope="client"}"#,
         (20 - served) as f64,
     );
     h.stop().await;

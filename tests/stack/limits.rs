@@ -25,7 +25,7 @@ async fn a_partner_429_pauses_forwarding_for_its_retry_after() {
     }
     assert_eq!(s.calls(Route::EncoreOffers), 1, "nothing sent while paused");
     assert_eq!(
-        s.sample(r#"offergate_rate_limited_total{route="encore_offers",scope="upstream"}"#),
+        s.sample(r#"offergate_rate_limited_total{mode="enforced",route="encore_offers",scope="upstream"}"#),
         5.0
     );
     // Close to the end of the pause, the short wait bridges it.
@@ -83,5 +83,59 @@ async fn past_the_wait_encore_falls_back_and_besitos_answers_429() {
     assert_eq!(
         s.calls(Route::EncoreOffers) + s.calls(Route::BesitosGoals),
         2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shadow_mode_counts_what_would_be_limited_and_lets_it_through() {
+    let tight = Rate {
+        per_second: 1.0,
+        burst: 2,
+    };
+    let s = Stack::with(|c| {
+        let limits = &mut c.encore.resilience.rate_limit;
+        limits.client = tight;
+        limits.partner = tight;
+        limits.enforce = false;
+    });
+    let started = clock::now();
+    for n in 0..6 {
+        let a = s
+            .post(ENCORE_PATH, &[], &encore_body(&format!("shadow-{n}")))
+            .await;
+        assert_eq!(a.fallback(), None, "call {n} went on");
+        assert!(a.json()["offer"].is_object());
+    }
+    assert_eq!(clock::now(), started, "no call waited");
+    assert_eq!(s.calls(Route::EncoreOffers), 6);
+    // Enforced, four of the six would have been refused by each bucket.
+    for scope in ["client", "partner"] {
+        assert_eq!(
+            s.sample(&format!(
+                r#"offergate_rate_limited_total{{mode="shadow",route="encore_offers",scope="{scope}"}}"#
+            )),
+            4.0,
+            "{scope}"
+        );
+    }
+    // The same burst enforced: refused, and counted as such.
+    let s = Stack::with(|c| {
+        let limits = &mut c.encore.resilience.rate_limit;
+        limits.client = tight;
+        limits.max_wait = ms(0);
+    });
+    let mut refused = 0;
+    for n in 0..6 {
+        let a = s
+            .post(ENCORE_PATH, &[], &encore_body(&format!("enforced-{n}")))
+            .await;
+        refused += usize::from(a.fallback() == Some("rate_limited"));
+    }
+    assert_eq!(refused, 4);
+    assert_eq!(
+        s.sample(
+            r#"offergate_rate_limited_total{mode="enforced",route="encore_offers",scope="client"}"#
+        ),
+        4.0
     );
 }

@@ -312,6 +312,7 @@ fn rate_limit(
         max_wait: max_wait?,
         on_limit: on_limit?,
         max_tracked_clients: max_tracked_clients?,
+        enforce: r.enforce,
     })
 }
 

@@ -130,6 +130,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             max_wait: Duration::ZERO,
             on_limit: crate::config::OnLimit::Fallback,
+            enforce: true,
             max_tracked_clients: max_tracked,
         }
     }

@@ -46,7 +46,7 @@ use crate::state::Redis;
 pub use buckets::CallerBuckets;
 pub use fleet::pause_key;
 use permits::{acquire, Refused};
-pub use permits::{AnyPermits, Decision, LocalPermits, Permits};
+pub use permits::{AnyPermits, Decision, LocalPermits, Passed, Permits};
 
 /// The permits `[state]` asks for, shared by both layers.
 pub fn permits(config: &Config, pauses: Pauses, shared: Option<Redis>) -> Arc<AnyPermits> {
@@ -57,7 +57,7 @@ pub fn permits(config: &Config, pauses: Pauses, shared: Option<Redis>) -> Arc<An
     })
 }
 
-/// `offergate_rate_limited_total{route,scope}`, shared by both layers here.
+/// `offergate_rate_limited_total{route,scope,mode}`, shared by both layers here.
 #[derive(Clone)]
 pub struct LimitedCounter(IntCounterVec);
 
@@ -66,15 +66,15 @@ impl LimitedCounter {
         metrics
             .counter_vec(
                 "offergate_rate_limited_total",
-                "Calls refused by a rate limit after the short wait, by route and scope (partner, client, upstream).",
-                &["route", "scope"],
+                "Calls refused by a rate limit after the short wait, by route, scope (partner, client, upstream) and mode (enforced; shadow: enforce = false, the call went on).",
+                &["route", "scope", "mode"],
             )
             .map(LimitedCounter)
     }
 
-    fn inc(&self, route: Route, scope: LimitScope) {
+    fn inc(&self, route: Route, scope: LimitScope, mode: &str) {
         self.0
-            .with_label_values(&[route.as_str(), scope.as_str()])
+            .with_label_values(&[route.as_str(), scope.as_str(), mode])
             .inc();
     }
 }
@@ -109,11 +109,11 @@ impl Shared {
     fn refuse(&self, route: Route, refused: Refused) -> GatewayError {
         match refused {
             Refused::Paused(retry_after) => {
-                self.limited.inc(route, LimitScope::Upstream);
+                self.limited.inc(route, LimitScope::Upstream, "enforced");
                 GatewayError::Call(CallError::CircuitOpen { retry_after })
             }
             Refused::Limited(retry_after) => {
-                self.limited.inc(route, self.scope);
+                self.limited.inc(route, self.scope, "enforced");
                 GatewayError::Call(CallError::RateLimited {
                     scope: self.scope,
                     retry_after,
@@ -198,8 +198,10 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                         }
                     }
                 };
-                if let Err(refused) = acquire(check, config, req.deadline).await {
-                    return Err(this.refuse(route, refused));
+                match acquire(check, config, req.deadline).await {
+                    Ok(Passed::Permit) => {}
+                    Ok(Passed::Shadowed) => this.limited.inc(route, this.scope, "shadow"),
+                    Err(refused) => return Err(this.refuse(route, refused)),
                 }
             }
             self.next.call(req).await

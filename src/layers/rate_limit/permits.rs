@@ -143,7 +143,7 @@ pub async fn acquire<F, Fut>(
     mut check: F,
     config: &RateLimitConfig,
     deadline: Option<Instant>,
-) -> Result<(), Refused>
+) -> Result<Passed, Refused>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Decision>,
@@ -153,7 +153,7 @@ where
     let mut give_up = None;
     loop {
         let (wait, refused) = match decision {
-            Decision::Permit => return Ok(()),
+            Decision::Permit => return Ok(Passed::Permit),
             Decision::Unavailable => return Err(Refused::Unavailable),
             Decision::Wait(w) => (w, Refused::Limited(w)),
             Decision::Paused(p) => (p, Refused::Paused(p)),
@@ -162,12 +162,32 @@ where
             let latest = clock::now() + config.max_wait;
             deadline.map_or(latest, |d| d.min(latest))
         });
-        if clock::now() + wait > give_up {
+        let too_long = clock::now() + wait > give_up;
+        if !config.enforce && matches!(refused, Refused::Limited(_)) {
+            // Shadow mode: the call goes on at once. Had the limit been
+            // enforced it would have waited (and passed) or been refused.
+            return Ok(if too_long {
+                Passed::Shadowed
+            } else {
+                Passed::Permit
+            });
+        }
+        if too_long {
             return Err(refused);
         }
         tokio::time::sleep(wait).await;
         decision = check().await;
     }
+}
+
+/// How a call passed its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passed {
+    /// With a permit (after a short wait, maybe).
+    Permit,
+    /// Without one, in shadow mode (`enforce = false`): enforced, the limit
+    /// would have refused it.
+    Shadowed,
 }
 
 #[cfg(test)]
@@ -190,6 +210,7 @@ mod tests {
             client_overrides: BTreeMap::new().into_iter().collect(),
             max_wait,
             on_limit: crate::config::OnLimit::Fallback,
+            enforce: true,
             max_tracked_clients: 100,
         }
     }
