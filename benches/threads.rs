@@ -49,12 +49,31 @@ fn per(total: Duration, n: u32) -> f64 {
     total.as_secs_f64() * 1e6 / f64::from(n)
 }
 
+/// This thread's user + system CPU time so far (Linux, clock ticks of 10 ms).
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 /// Per store: µs per commit, ms to read every thread back, the file's bytes
 /// after three passes over every thread.
 fn redb_run(dir: &std::path::Path) -> (f64, f64, u64) {
     let path = dir.join("threads.redb");
     let db = Database::create(&path).unwrap();
     let started = Instant::now();
+    let cpu_before = cpu();
     // Three passes over every thread: the file must stop growing once the
     // set of threads does.
     for pass in 0..PASSES {
@@ -73,6 +92,10 @@ fn redb_run(dir: &std::path::Path) -> (f64, f64, u64) {
         }
     }
     let batch_us = per(started.elapsed(), PASSES * THREADS.div_ceil(BATCH));
+    println!(
+        "redb:   {:.1} µs of CPU per thread written",
+        per(cpu() - cpu_before, PASSES * THREADS)
+    );
     drop(db);
     let started = Instant::now();
     let db = Database::create(&path).unwrap();
@@ -99,6 +122,7 @@ fn sqlite_run(dir: &std::path::Path) -> (f64, f64, u64) {
     )
     .unwrap();
     let started = Instant::now();
+    let cpu_before = cpu();
     for pass in 0..PASSES {
         let mut n = 0;
         while n < THREADS {
@@ -117,6 +141,10 @@ fn sqlite_run(dir: &std::path::Path) -> (f64, f64, u64) {
         }
     }
     let batch_us = per(started.elapsed(), PASSES * THREADS.div_ceil(BATCH));
+    println!(
+        "sqlite: {:.1} µs of CPU per thread written",
+        per(cpu() - cpu_before, PASSES * THREADS)
+    );
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .unwrap();
     drop(db);

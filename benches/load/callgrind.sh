@@ -8,6 +8,10 @@
 #                                                      bare: the reference proxy)
 #   DUMP_TO=cg.out benches/load/callgrind.sh          (keeps the dump for
 #                                                      callgrind_annotate)
+#   THREAD_FILE= benches/load/callgrind.sh            (threads in memory only;
+#                                                      by default they are
+#                                                      written to a thread file,
+#                                                      as shipped)
 #
 # An nginx static partner on CPU 0, offergate under callgrind on CPU 1, wrk (8
 # connections) for 2 s of warm-up, counters zeroed, 4 s measured, counters
@@ -31,7 +35,7 @@ if [ "$SERVER" = bare ]; then
 else
   CMD=(target/release/offergate run -c "$WORK/og.toml")
 fi
-OFFERGATE_STATE__THREAD_FILE="$WORK/threads.redb" BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
+OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads.redb}" BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
   --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" \
   2>"$WORK/valgrind.log" & OG=$!; PIDS+=($OG)
 wait_port $P_PARTNER
