@@ -43,6 +43,21 @@ pub struct RawState {
     pub timeout_ms: u64,
     pub on_error: String,
     pub thread_file: String,
+    pub topology: String,
+    pub redis_nodes: Vec<String>,
+    pub sentinel_master_name: Option<String>,
+    pub redis_username: Option<String>,
+    pub tls: Option<RawStateTls>,
+}
+
+/// `[state.tls]`: TLS to Redis with a CA of its own and a client certificate.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStateTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 impl Default for RawState {
@@ -56,6 +71,11 @@ impl Default for RawState {
             timeout_ms: 50,
             on_error: "fail_open".into(),
             thread_file: DEFAULT_THREAD_FILE.into(),
+            topology: "single".into(),
+            redis_nodes: Vec::new(),
+            sentinel_master_name: None,
+            redis_username: None,
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! says what the caller gets (`fail_open`: go on without the shared state;
 //! `fail_closed`: the soft fallback `state_unavailable`).
 
+mod connect;
 pub mod fleet;
 mod redis;
 mod scripts;

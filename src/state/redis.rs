@@ -1,7 +1,6 @@
-//! The Redis handle: one connection manager (redis-rs's, which multiplexes
-//! every call over one connection and reconnects with backoff), a timeout on
-//! every call, the four scripts, the state metrics and a degraded flag for
-//! `/readyz`.
+//! The Redis handle: one connection (`connect.rs`: a single server or a
+//! cluster), a timeout on every call, the scripts, the state metrics and a
+//! degraded flag for `/readyz`.
 //!
 //! Why redis-rs and not fred: its `ConnectionManager` and `Script` (EVALSHA,
 //! reloaded on NOSCRIPT) are all offergate needs, it is the most used Rust
@@ -14,9 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus::{Histogram, IntCounterVec};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, Script, Value};
+use redis::{Script, Value};
 
+use super::connect::{connect_until_connected, Conn, Connector};
 use super::scripts;
 use crate::call::clock;
 use crate::call::route::Route;
@@ -48,14 +47,14 @@ pub struct Redis {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    conn: RwLock<Option<ConnectionManager>>,
+pub(super) struct Inner {
+    pub(super) conn: RwLock<Option<Conn>>,
     prefix: String,
     timeout: Duration,
     on_error: OnStateError,
-    degraded: AtomicBool,
+    pub(super) degraded: AtomicBool,
     /// Calls failed in a row.
-    failures: AtomicU32,
+    pub(super) failures: AtomicU32,
     errors: IntCounterVec,
     /// Per op: claim, finish, limit, pause, thread, conversation.
     latency: [Histogram; 6],
@@ -96,22 +95,7 @@ impl Redis {
     /// The handle for `[state]`; it connects in the background and keeps
     /// trying, so a Redis that is down at start does not stop offergate.
     pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, Problem> {
-        let url = config
-            .redis_url
-            .as_deref()
-            .ok_or("state.redis_url is required with backend = \"redis\"")?;
-        let mut info = url
-            .into_connection_info()
-            .map_err(|e| Problem(format!("state.redis_url: {e}")))?;
-        if let Some(password) = &config.redis_password {
-            info.redis.password = Some(password.expose().to_string());
-        }
-        if url.starts_with("rediss://") {
-            // rustls needs a process-wide provider; offergate's is ring.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client =
-            redis::Client::open(info).map_err(|e| Problem(format!("state.redis_url: {e}")))?;
+        let connector = Connector::new(config)?;
         let latency = metrics.histogram_vec(
             "offergate_state_latency_seconds",
             "Duration of each call to the shared state backend, by operation.",
@@ -141,16 +125,25 @@ impl Redis {
             .map(Script::new),
         });
         tokio::spawn(connect_until_connected(
-            client,
+            connector,
             Arc::downgrade(&inner),
             config.timeout,
         ));
         Ok(Redis { inner })
     }
 
-    /// `{prefix}:{route}:{kind}:{id}`.
+    /// `{prefix}:{route}:{kind}:{<id>}`: the braces are a Redis Cluster hash
+    /// tag, so the keys one script takes for one id (an idempotency key's
+    /// answer and lock, a thread's offers and conversation) share a slot.
     pub fn key(&self, route: Route, kind: &str, id: &str) -> String {
-        format!("{}:{}:{kind}:{id}", self.inner.prefix, route.as_str())
+        format!("{}:{}:{kind}:{{{id}}}", self.inner.prefix, route.as_str())
+    }
+
+    /// `{prefix}:{<route>}:{kind}:{id}`: every such key of a route in one
+    /// slot, for the limits' script, which reads a caller's bucket and the
+    /// partner's pause together.
+    pub fn route_key(&self, route: Route, kind: &str, id: &str) -> String {
+        format!("{}:{{{}}}:{kind}:{id}", self.inner.prefix, route.as_str())
     }
 
     pub fn on_error(&self) -> OnStateError {
@@ -414,67 +407,4 @@ fn conversation_of(reply: Value) -> Option<Conversation> {
         opted_out: text(oo)? == "1",
         offers: list,
     })
-}
-
-/// Connects, retrying with backoff (100 ms doubling to 5 s) until it works or
-/// the handle is gone; from then on the connection manager reconnects itself,
-/// and a PING a second keeps the degraded flag (`/readyz`) true to Redis even
-/// when no call comes.
-async fn connect_until_connected(
-    client: redis::Client,
-    inner: std::sync::Weak<Inner>,
-    timeout: Duration,
-) {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(timeout.max(Duration::from_millis(250)))
-        .set_response_timeout(timeout)
-        .set_number_of_retries(6)
-        .set_max_delay(2_000);
-    let mut wait = Duration::from_millis(100);
-    loop {
-        if inner.strong_count() == 0 {
-            return;
-        }
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(conn) => {
-                if let Some(inner) = inner.upgrade() {
-                    *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                    inner.degraded.store(false, Ordering::Relaxed);
-                    tracing::info!("connected to the state backend (redis)");
-                }
-                return watch_health(conn, inner, timeout).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// PINGs once a second for as long as the handle lives.
-async fn watch_health(
-    mut conn: ConnectionManager,
-    inner: std::sync::Weak<Inner>,
-    timeout: Duration,
-) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
-        let was_degraded = inner.degraded.swap(!healthy, Ordering::Relaxed);
-        if healthy {
-            inner.failures.store(0, Ordering::Relaxed);
-        }
-        if was_degraded && healthy {
-            tracing::info!("the state backend (redis) answers again");
-        } else if !was_degraded && !healthy {
-            tracing::warn!("the state backend (redis) does not answer");
-        }
-    }
 }

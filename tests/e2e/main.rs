@@ -21,6 +21,7 @@ mod observability;
 mod partner_answers;
 mod rate_limit;
 mod redis;
+mod redis_cluster;
 mod redis_server;
 mod refuse;
 mod reload;

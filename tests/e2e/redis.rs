@@ -9,15 +9,34 @@ use futures_util::future::join_all;
 use offergate::call::route::Route;
 use offergate::{Config, Gateway};
 
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 use crate::support::*;
 
+/// Where the replicas share their state: the `[state]` lines of one Redis
+/// or of a cluster.
+pub trait Shared {
+    fn state(&self) -> String;
+}
+
+impl Shared for RedisServer {
+    fn state(&self) -> String {
+        format!(
+            "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout_ms = 250\n",
+            self.url()
+        )
+    }
+}
+
+impl Shared for RedisCluster {
+    fn state(&self) -> String {
+        RedisCluster::state(self)
+    }
+}
+
 /// A replica's config: the test config, on `redis`.
-fn replica(origin: &str, redis: &RedisServer, extra: &str) -> Config {
-    let state = format!(
-        "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout_ms = 250\n{extra}",
-        redis.url()
-    );
+fn replica(origin: &str, redis: &dyn Shared, extra: &str) -> Config {
+    let state = format!("{}{extra}", redis.state());
     let mut c = config_for(origin, "", &state);
     for r in [&mut c.encore.resilience, &mut c.besitos.resilience] {
         r.rate_limit.client.per_second = 10_000.0;
@@ -74,9 +93,12 @@ async fn until_connected(gw: &Gateway) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_on_two_replicas_cost_one_partner_call() {
-    let redis = RedisServer::start().await;
-    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    duplicates_cost_one_partner_call(&RedisServer::start().await).await;
+}
+
+async fn duplicates_cost_one_partner_call(redis: &dyn Shared) {
+    let a = Harness::with_config(|o| replica(o, redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
 
@@ -120,7 +142,10 @@ async fn duplicates_on_two_replicas_cost_one_partner_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
-    let redis = RedisServer::start().await;
+    quota_and_pause_hold_for_the_fleet(&RedisServer::start().await).await;
+}
+
+async fn quota_and_pause_hold_for_the_fleet(redis: &dyn Shared) {
     let tune = |mut c: Config| {
         let r = &mut c.encore.resilience;
         r.rate_limit.partner.per_second = 0.5;
@@ -130,8 +155,8 @@ async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
         r.idempotency.enabled = false;
         c
     };
-    let a = Harness::with_config(|o| tune(replica(o, &redis, ""))).await;
-    let b = second(&a, tune(replica(a.sim.origin(), &redis, ""))).await;
+    let a = Harness::with_config(|o| tune(replica(o, redis, ""))).await;
+    let b = second(&a, tune(replica(a.sim.origin(), redis, ""))).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
     let mut through = 0;
@@ -150,13 +175,13 @@ async fn the_partner_quota_and_its_pause_hold_for_the_fleet() {
 
     // A 429 seen by one replica pauses the other.
     let c = Harness::with_config(|o| {
-        let mut c = tune(replica(o, &redis, "key_prefix = \"pause\"\n"));
+        let mut c = tune(replica(o, redis, "key_prefix = \"pause\"\n"));
         c.encore.resilience.rate_limit.partner.per_second = 1_000.0;
         c
     })
     .await;
     let d = second(&c, {
-        let mut x = tune(replica(c.sim.origin(), &redis, "key_prefix = \"pause\"\n"));
+        let mut x = tune(replica(c.sim.origin(), redis, "key_prefix = \"pause\"\n"));
         x.encore.resilience.rate_limit.partner.per_second = 1_000.0;
         x
     })
@@ -374,9 +399,12 @@ async fn two_demos_on_one_redis_replay_each_others_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_thread_cap_is_counted_across_replicas() {
-    let redis = RedisServer::start().await;
-    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    thread_cap_counted_across_replicas(&RedisServer::start().await).await;
+}
+
+async fn thread_cap_counted_across_replicas(redis: &dyn Shared) {
+    let a = Harness::with_config(|o| replica(o, redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
     let mut offers = 0;
@@ -422,9 +450,12 @@ fn message(id: &str, at: i64) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_is_the_fleets_redeliveries_included() {
-    let redis = RedisServer::start().await;
-    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    conversation_is_the_fleets(&RedisServer::start().await).await;
+}
+
+async fn conversation_is_the_fleets(redis: &dyn Shared) {
+    let a = Harness::with_config(|o| replica(o, redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
     let now = offergate::call::clock::wall_ms();
@@ -487,4 +518,19 @@ async fn a_conversation_is_the_fleets_redeliveries_included() {
     assert_eq!(a.calls(Route::EncoreOffers), 1);
     b.0.shutdown().await;
     a.stop().await;
+}
+
+/// The fleet's behaviours, each as on one Redis, on a Redis Cluster of 3
+/// masters and 3 replicas: every script's keys share a slot (its hash tag),
+/// and redis-rs's cluster client routes each to its master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fleet_behaviour_holds_on_a_cluster() {
+    let cluster = RedisCluster::start().await;
+    duplicates_cost_one_partner_call(&cluster).await;
+    cluster.flush();
+    quota_and_pause_hold_for_the_fleet(&cluster).await;
+    cluster.flush();
+    thread_cap_counted_across_replicas(&cluster).await;
+    cluster.flush();
+    conversation_is_the_fleets(&cluster).await;
 }

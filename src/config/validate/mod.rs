@@ -149,6 +149,8 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
     let on_error = p.check("state.on_error", choice(&s.on_error, &on_errors));
     let redis_url = match (&s.redis_url, backend) {
         (Some(url), _) => p.check("state.redis_url", redis_url(url)).map(Some),
+        // A cluster is found from its seed nodes.
+        (None, Some(StateBackend::Redis)) if s.topology == "cluster" => Some(None),
         (None, Some(StateBackend::Redis)) => {
             p.push("state.redis_url: required with backend = \"redis\" (e.g. redis://127.0.0.1:6379/0)".into());
             None
@@ -176,6 +178,76 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
         ));
     }
     let timeout = p.check("state.timeout_ms", millis(s.timeout_ms, 1, 10_000));
+    let topologies = [
+        ("single", Topology::Single),
+        ("cluster", Topology::Cluster),
+        ("sentinel", Topology::Sentinel),
+    ];
+    let topology = p.check("state.topology", choice(&s.topology, &topologies));
+    let mut nodes = Some(Vec::new());
+    for (i, node) in s.redis_nodes.iter().enumerate() {
+        match node.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+                    && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+            {
+                if let Some(nodes) = nodes.as_mut() {
+                    nodes.push(node.clone());
+                }
+            }
+            _ => {
+                p.push(format!(
+                    "state.redis_nodes[{i}]: `{node}` is not host:port (e.g. redis-1.internal:6379)"
+                ));
+                nodes = None;
+            }
+        }
+    }
+    let seeds = s.redis_nodes.len() + usize::from(s.redis_url.is_some());
+    match (topology, backend) {
+        (Some(Topology::Cluster), Some(StateBackend::Redis)) if seeds == 0 => p.push(
+            "state.redis_nodes: a cluster needs its seed nodes (or redis_url for one)".into(),
+        ),
+        (Some(Topology::Sentinel), _) => p.push(
+            "state.topology: \"sentinel\" is not supported by this build yet; use \"single\" with the master's address, or \"cluster\"".into(),
+        ),
+        (Some(Topology::Single), _) if !s.redis_nodes.is_empty() => p.push(
+            "state.redis_nodes: only for topology = \"cluster\" or \"sentinel\"; a single Redis is redis_url".into(),
+        ),
+        _ => {}
+    }
+    let username = match &s.redis_username {
+        Some(u) if u.is_empty() || u.len() > 128 || !u.bytes().all(|b| b.is_ascii_graphic()) => {
+            p.push("state.redis_username: must be 1 to 128 visible ASCII characters".into());
+            None
+        }
+        other => Some(other.clone()),
+    };
+    let state_tls = match &s.tls {
+        None => Some(None),
+        Some(t) => {
+            let mut ok = true;
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                p.push("state.tls: cert_file and key_file go together (a client certificate and its key)".into());
+                ok = false;
+            }
+            if t.server_name.is_some() {
+                p.push("state.tls.server_name: not supported by this build; connect by the name the certificate carries".into());
+                ok = false;
+            }
+            ok.then(|| {
+                Some(StateTls {
+                    ca_file: t.ca_file.clone(),
+                    cert_file: t.cert_file.clone(),
+                    key_file: t.key_file.clone(),
+                })
+            })
+        }
+    };
     Some(StateConfig {
         backend: backend?,
         redis_url: redis_url?,
@@ -187,6 +259,11 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
         // when the gateway starts.
         thread_file: (!s.thread_file.trim().is_empty())
             .then(|| std::path::PathBuf::from(s.thread_file.trim())),
+        topology: topology?,
+        redis_nodes: nodes?,
+        sentinel_master_name: s.sentinel_master_name.clone(),
+        redis_username: username?,
+        tls: state_tls?,
     })
 }
 

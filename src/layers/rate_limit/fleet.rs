@@ -91,17 +91,17 @@ impl Permits for FleetPermits {
 
 /// The key of the partner's fleet-wide pause.
 pub fn pause_key(redis: &Redis, route: Route) -> String {
-    redis.key(route, "pause", "partner")
+    redis.route_key(route, "pause", "partner")
 }
 
 /// The route's partner quota.
 fn quota_key(redis: &Redis, route: Route) -> String {
-    redis.key(route, "quota", "partner")
+    redis.route_key(route, "quota", "partner")
 }
 
 /// One caller's bucket. The caller's id is hashed: a clientId is part of a
 /// request body, and no body content is stored in Redis.
 fn caller_key(redis: &Redis, route: Route, caller: &str) -> String {
     let hash = digest(&SHA256, caller.as_bytes());
-    redis.key(route, "caller", &hex(&hash.as_ref()[..12]))
+    redis.route_key(route, "caller", &hex(&hash.as_ref()[..12]))
 }

@@ -1,0 +1,236 @@
+//! How offergate reaches its Redis, per `[state] topology`: one server
+//! through redis-rs's `ConnectionManager` (one multiplexed connection that
+//! reconnects itself), or a Redis Cluster through redis-rs's cluster client
+//! (it learns the slots, follows `MOVED` and `ASK`, and reconnects to the
+//! new master after a failover). Both are one [`Conn`], so every script
+//! runs the same way on either. TLS (`rediss://`, `[state.tls]`) and the
+//! ACL user apply to both.
+
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
+
+use super::redis::Inner;
+use crate::call::problem::Problem;
+use crate::config::{files, StateConfig, StateTls, Topology};
+
+/// A connection to the state backend, of either kind.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What makes a [`Conn`], built from `[state]` once (files read, URLs
+/// checked), used again on every reconnect.
+pub(super) enum Connector {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Connector {
+    pub(super) fn new(config: &StateConfig) -> Result<Connector, Problem> {
+        let certificates = config.tls.as_ref().map(certificates).transpose()?;
+        let tls = config.tls.is_some()
+            || config
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"));
+        if tls {
+            // rustls needs a process-wide provider; offergate's is ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let password = config
+            .redis_password
+            .as_ref()
+            .map(|p| p.expose().to_string());
+        match config.topology {
+            Topology::Single => {
+                let url = config
+                    .redis_url
+                    .as_deref()
+                    .ok_or("state.redis_url is required with backend = \"redis\"")?;
+                let url = as_tls(url, tls);
+                let mut info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| Problem(format!("state.redis_url: {e}")))?;
+                info.redis.password = password;
+                info.redis.username = config.redis_username.clone();
+                let client = match certificates {
+                    Some(certs) => redis::Client::build_with_tls(info, certs),
+                    None => redis::Client::open(info),
+                }
+                .map_err(|e| Problem(format!("state.redis_url: {e}")))?;
+                Ok(Connector::Single(client))
+            }
+            Topology::Cluster => {
+                let scheme = if tls { "rediss" } else { "redis" };
+                let mut seeds: Vec<String> = config
+                    .redis_nodes
+                    .iter()
+                    .map(|n| format!("{scheme}://{n}"))
+                    .collect();
+                if let Some(url) = &config.redis_url {
+                    seeds.push(as_tls(url, tls));
+                }
+                let mut builder = ClusterClientBuilder::new(seeds)
+                    .connection_timeout(config.timeout.max(Duration::from_millis(250)))
+                    .response_timeout(config.timeout)
+                    .retries(2);
+                if let Some(p) = password {
+                    builder = builder.password(p);
+                }
+                if let Some(u) = &config.redis_username {
+                    builder = builder.username(u.clone());
+                }
+                if let Some(certs) = certificates {
+                    builder = builder.certs(certs);
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
+                Ok(Connector::Cluster(client))
+            }
+            Topology::Sentinel => Err(Problem(
+                "state.topology: \"sentinel\" is not supported by this build yet; point redis_url at the master's service name, or use a cluster".into(),
+            )),
+        }
+    }
+
+    async fn connect(&self, timeout: Duration) -> redis::RedisResult<Conn> {
+        match self {
+            Connector::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout.max(Duration::from_millis(250)))
+                    .set_response_timeout(timeout)
+                    .set_number_of_retries(6)
+                    .set_max_delay(2_000);
+                ConnectionManager::new_with_config(client.clone(), config)
+                    .await
+                    .map(Conn::Single)
+            }
+            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+}
+
+/// `url` with the `rediss` scheme when TLS is asked for by `[state.tls]`.
+fn as_tls(url: &str, tls: bool) -> String {
+    match url.strip_prefix("redis://") {
+        Some(rest) if tls => format!("rediss://{rest}"),
+        _ => url.to_string(),
+    }
+}
+
+/// The CA and client certificate of `[state.tls]`, read now.
+fn certificates(tls: &StateTls) -> Result<TlsCertificates, Problem> {
+    let read = |key: &str, path: &std::path::Path| {
+        files::read_text(path, files::MAX_CONFIG_BYTES)
+            .map(String::into_bytes)
+            .map_err(|e| Problem(format!("state.tls.{key}: {e}")))
+    };
+    let root_cert = tls
+        .ca_file
+        .as_deref()
+        .map(|p| read("ca_file", p))
+        .transpose()?;
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("cert_file", cert)?,
+            client_key: read("key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// Connects, retrying with backoff (100 ms doubling to 5 s) until it works or
+/// the handle is gone; from then on the connection reconnects itself, and a
+/// PING a second keeps the degraded flag (`/readyz`) true to Redis even when
+/// no call comes.
+pub(super) async fn connect_until_connected(
+    connector: Connector,
+    inner: Weak<Inner>,
+    timeout: Duration,
+) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        if inner.strong_count() == 0 {
+            return;
+        }
+        match connector.connect(timeout).await {
+            Ok(conn) => {
+                if let Some(inner) = inner.upgrade() {
+                    *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                    inner.degraded.store(false, Ordering::Relaxed);
+                    tracing::info!("connected to the state backend (redis)");
+                }
+                return watch_health(conn, inner, timeout).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// PINGs once a second for as long as the handle lives.
+async fn watch_health(mut conn: Conn, inner: Weak<Inner>, timeout: Duration) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
+        let was_degraded = inner.degraded.swap(!healthy, Ordering::Relaxed);
+        if healthy {
+            inner.failures.store(0, Ordering::Relaxed);
+        }
+        if was_degraded && healthy {
+            tracing::info!("the state backend (redis) answers again");
+        } else if !was_degraded && !healthy {
+            tracing::warn!("the state backend (redis) does not answer");
+        }
+    }
+}
