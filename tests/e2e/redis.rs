@@ -10,7 +10,7 @@ use offergate::call::route::Route;
 use offergate::{Config, Gateway};
 
 use crate::redis_cluster::RedisCluster;
-use crate::redis_server::RedisServer;
+use crate::redis_server::{RedisServer, SecureRedis};
 use crate::support::*;
 
 /// Where the replicas share their state: the `[state]` lines of one Redis
@@ -25,6 +25,12 @@ impl Shared for RedisServer {
             "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout_ms = 250\n",
             self.url()
         )
+    }
+}
+
+impl Shared for SecureRedis {
+    fn state(&self) -> String {
+        SecureRedis::state(self)
     }
 }
 
@@ -533,4 +539,15 @@ async fn every_fleet_behaviour_holds_on_a_cluster() {
     thread_cap_counted_across_replicas(&cluster).await;
     cluster.flush();
     conversation_is_the_fleets(&cluster).await;
+}
+
+/// The same over TLS with a private CA and a client certificate, as an ACL
+/// user allowed only the README's minimal set of commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fleet_behaviour_holds_over_tls_as_a_minimal_acl_user() {
+    let redis = SecureRedis::start().await;
+    duplicates_cost_one_partner_call(&redis).await;
+    thread_cap_counted_across_replicas(&redis).await;
+    conversation_is_the_fleets(&redis).await;
+    quota_and_pause_hold_for_the_fleet(&redis).await;
 }

@@ -58,3 +58,104 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A Redis as managed services give it: TLS only, with certificates from a
+/// private CA (made for the test), client certificates required, and an ACL
+/// user allowed only the commands offergate needs (the README's minimal
+/// ACL); the default user is off.
+pub struct SecureRedis {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// The README's minimal ACL for offergate's user, its key prefix, every
+/// command its scripts run, and the connection's own.
+pub const MINIMAL_ACL: &str = "on >s3cret-pw ~offergate:* resetchannels -@all +ping +hello +auth +evalsha +eval +script|load +get +set +del +pttl +time +zadd +zrem +zscore +zcard +zrange +zremrangebyscore +pexpire +hget +hset";
+
+impl SecureRedis {
+    pub async fn start() -> SecureRedis {
+        let dir = tempfile::tempdir().expect("a directory for the certificates");
+        let addr = std::net::TcpListener::bind("127.0.0.5:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("its address");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "offergate test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let signed = |names: Vec<String>| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca, &ca_key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = signed(vec![addr.ip().to_string()]);
+        let (client_cert, client_key) = signed(vec!["offergate".to_string()]);
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_string()
+        };
+        let ca_file = write("ca.pem", &ca.pem());
+        let (cert, key) = (
+            write("server.pem", &server_cert),
+            write("server.key", &server_key),
+        );
+        write("client.pem", &client_cert);
+        write("client.key", &client_key);
+        let pw = dir.path().join("redis_password");
+        std::fs::write(&pw, "s3cret-pw").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["redis_password", "client.key"] {
+            std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &addr.port().to_string()])
+            .args(["--bind", &addr.ip().to_string()])
+            .args(["--tls-cert-file", &cert, "--tls-key-file", &key])
+            .args(["--tls-ca-cert-file", &ca_file, "--tls-auth-clients", "yes"])
+            // One token per argument: redis joins them into the line.
+            .args(["--user", "offergate"])
+            .args(MINIMAL_ACL.split_whitespace())
+            // The keys of the second prefix one fleet test uses.
+            .arg("~pause:*")
+            .args(["--user", "default", "off"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (tests/run installs it)");
+        crate::support::eventually(Duration::from_secs(10), "redis-server listens", || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+        })
+        .await;
+        SecureRedis { addr, dir, child }
+    }
+
+    /// The `[state]` lines for a replica on it.
+    pub fn state(&self) -> String {
+        let f = |name: &str| self.dir.path().join(name).display().to_string();
+        format!(
+            "[state]\nbackend = \"redis\"\nredis_url = \"rediss://{}/0\"\nredis_username = \"offergate\"\nredis_password_file = \"{}\"\ntimeout_ms = 250\ntls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+            self.addr,
+            f("redis_password"),
+            f("ca.pem"),
+            f("client.pem"),
+            f("client.key"),
+        )
+    }
+}
+
+impl Drop for SecureRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
