@@ -310,3 +310,52 @@ token_env = "BESITOS_TOKEN"
         assert!(!p.contains('\n'), "one line each: {p:?}");
     }
 }
+
+#[test]
+fn the_state_topologies_and_their_keys() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let with = |state: &str| format!("{base}[state]\nbackend = \"redis\"\n{state}");
+    let c = Config::from_toml(
+        &with("topology = \"cluster\"\nredis_nodes = [\"10.0.0.1:6379\", \"redis-2.internal:7000\"]\nredis_username = \"offergate\"\n[state.tls]\nca_file = \"/etc/ca.pem\"\n"),
+        &env(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.state.topology, Topology::Cluster);
+    assert_eq!(c.state.redis_nodes.len(), 2);
+    assert_eq!(c.state.redis_username.as_deref(), Some("offergate"));
+    assert!(c.state.tls.as_ref().is_some_and(|t| t.ca_file.is_some()));
+    for (state, expect) in [
+        (
+            "topology = \"cluster\"\n",
+            "state.redis_nodes: a cluster needs its seed nodes",
+        ),
+        ("topology = \"ring\"\n", "state.topology"),
+        (
+            "topology = \"cluster\"\nredis_nodes = [\"nope\"]\n",
+            "state.redis_nodes[0]",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"\nredis_nodes = [\"r:6379\"]\n",
+            "only for topology",
+        ),
+        (
+            "topology = \"sentinel\"\nredis_nodes = [\"s:26379\"]\n",
+            "\"sentinel\" is not supported",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"\nredis_username = \"\"\n",
+            "state.redis_username",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"\n[state.tls]\ncert_file = \"/c.pem\"\n",
+            "cert_file and key_file go together",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"\n[state.tls]\nserver_name = \"r\"\n",
+            "state.tls.server_name",
+        ),
+    ] {
+        let err = problems(&with(state), &env());
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+}
