@@ -152,6 +152,7 @@ impl<S: ProxyService> Edge<S> {
                         content_type: Some(HeaderValue::from_static("application/json")),
                         body: resp.body.clone(),
                         ttl,
+                        local_only: false,
                     };
                     let stored = Ok(resp.clone());
                     this.shared.answers.finish(&key, &stored, Some(keep)).await;

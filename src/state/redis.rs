@@ -233,15 +233,19 @@ impl Redis {
         lock_value: &str,
         answer: &[u8],
         ttl: Duration,
-    ) -> Result<(), StateError> {
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = ttl.as_millis().max(1).to_string();
-        self.run(
-            1,
-            &[answer_key, lock_key],
-            &[lock_value.as_bytes(), answer, ttl.as_bytes()],
-        )
-        .await
-        .map(drop)
+        let stored = self
+            .run(
+                1,
+                &[answer_key, lock_key],
+                &[lock_value.as_bytes(), answer, ttl.as_bytes()],
+            )
+            .await?;
+        Ok(match stored {
+            Value::BulkString(bytes) => Some(bytes),
+            _ => None,
+        })
     }
 
     /// One permit from the fleet-wide bucket `bucket_key` at `rate`, unless

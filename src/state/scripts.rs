@@ -21,10 +21,11 @@ return {0}
 /// Ends a lead. KEYS: answer, lock. ARGV: our lock value, the answer to keep
 /// (empty: none), its TTL in ms. The answer is kept unless one already is;
 /// the lock is deleted only if it is still ours (compare-and-delete).
+/// Returns the answer now stored (ours, or the one that was there), or 0.
 pub const FINISH: &str = r#"
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], 'NX') end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
+return redis.call('GET', KEYS[1]) or 0
 "#;
 
 /// One GCRA decision on Redis's own clock (`TIME`, so replicas' clocks do not

@@ -44,6 +44,19 @@ impl RedisServer {
         .await;
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing answers, as a
+    /// stalled or partitioned Redis would.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = &self.child {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let sent = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill {signal}");
+        }
+    }
+
     /// Kills it, as a crash or an outage would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -235,6 +235,7 @@ fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stor
                 }),
                 body: Bytes::copy_from_slice(&r.body),
                 ttl,
+                local_only: false,
             })
         }
         _ => None,

@@ -15,6 +15,11 @@
 //!   a reconnect, and its cost is at most one poll interval of latency, only
 //!   for duplicates that arrive while the first call is in flight.
 //! - A different request under the key: 422, from any replica.
+//! - An answer a replica made alone while Redis was away (`fail_open`) is
+//!   marked so: once Redis answers again, the next call for its key asks
+//!   the fleet first. The fleet's answer wins and replaces it; with none,
+//!   this one is shared (`SET NX`, and whatever Redis then holds is what
+//!   every replica answers). So an outage's split ends with the outage.
 //! - Stored: fingerprint, status, content type, body. Never a secret or a
 //!   caller's raw body; keys hold the route, the caller's key or the body's
 //!   fingerprint.
@@ -82,6 +87,62 @@ impl RedisStore {
         )
     }
 
+    /// One answer for the key fleet-wide after an outage: the fleet's, if
+    /// it has one (ours is replaced by it), else ours, now shared.
+    async fn reconcile(
+        &self,
+        key: &str,
+        ours: Arc<Stored>,
+        (answer_key, lock_key): (&str, &str),
+        fp: &str,
+        lock_value: &str,
+    ) -> Claim {
+        let kept = |s: &Stored| Stored {
+            local_only: false,
+            ..s.clone()
+        };
+        match self
+            .redis
+            .claim(answer_key, lock_key, fp, lock_value, self.lock_ttl)
+            .await
+        {
+            Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, ours.ttl) {
+                Some(theirs) if theirs.fingerprint == ours.fingerprint => {
+                    self.local
+                        .finish(key, &answer_of(&theirs), Some(kept(&theirs)))
+                        .await;
+                    Claim::Stored(Arc::new(theirs))
+                }
+                _ => Claim::Stored(ours),
+            },
+            Ok(ClaimReply::Lead) => {
+                let shared = encode(&ours);
+                let published = self
+                    .redis
+                    .finish(answer_key, lock_key, lock_value, &shared, ours.ttl)
+                    .await;
+                // What Redis holds now: ours, or another replica's that got
+                // there between the claim and the finish.
+                let fleet = match published {
+                    Ok(Some(bytes)) => decode(&bytes, ours.ttl),
+                    _ => None,
+                };
+                match fleet {
+                    Some(fleet) if fleet.fingerprint == ours.fingerprint => {
+                        self.local
+                            .finish(key, &answer_of(&fleet), Some(kept(&fleet)))
+                            .await;
+                        Claim::Stored(Arc::new(fleet))
+                    }
+                    _ => Claim::Stored(ours),
+                }
+            }
+            // Another replica is calling for it now, or Redis is away again:
+            // ours, for now.
+            _ => Claim::Stored(ours),
+        }
+    }
+
     /// Ends this replica's local lead with `answer` for its local waiters.
     async fn settle_locally(&self, key: &str, answer: Answer, keep: Option<Stored>) {
         self.local.finish(key, &answer, keep).await;
@@ -124,6 +185,7 @@ fn decode(bytes: &[u8], ttl: Duration) -> Option<Stored> {
             .flatten(),
         body: Bytes::copy_from_slice(bytes.get(HEAD + ct_len..)?),
         ttl,
+        local_only: false,
     })
 }
 
@@ -141,13 +203,20 @@ fn answer_of(s: &Stored) -> Answer {
 impl IdempotencyStore for RedisStore {
     async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
         // This replica's own duplicates wait on its own leader.
-        match self.local.claim(key, fingerprint).await {
-            Claim::Lead => {}
+        let ours = match self.local.claim(key, fingerprint).await {
+            Claim::Lead => None,
+            // Made while Redis was away: once it answers, the fleet's wins.
+            Claim::Stored(stored) if stored.local_only && !self.redis.degraded() => Some(stored),
             other => return other,
-        }
+        };
         let (answer_key, lock_key) = self.keys(key);
         let fp = hex(fingerprint);
         let lock_value = format!("{fp}{}", self.owner);
+        if let Some(ours) = ours {
+            return self
+                .reconcile(key, ours, (&answer_key, &lock_key), &fp, &lock_value)
+                .await;
+        }
         let give_up = clock::now() + self.wait_for;
         loop {
             let reply = self
@@ -237,6 +306,11 @@ impl IdempotencyStore for RedisStore {
             .map(encode)
             .filter(|bytes| bytes.len() <= self.max_answer_bytes);
         let ttl = keep.as_ref().map_or(Duration::ZERO, |k| k.ttl);
+        // A lead without the fleet's lock was made while Redis was away.
+        let keep = keep.map(|k| Stored {
+            local_only: lock_value.is_none(),
+            ..k
+        });
         self.local.finish(key, answer, keep).await;
         if let Some(lock_value) = lock_value {
             let (answer_key, lock_key) = self.keys(key);
@@ -266,6 +340,7 @@ mod tests {
             content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
             body: Bytes::from_static(br#"{"success":false}"#),
             ttl: Duration::from_secs(1),
+            local_only: false,
         };
         assert!(
             decode(&encode(&s)[..30], Duration::ZERO).is_none(),

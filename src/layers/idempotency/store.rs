@@ -27,6 +27,9 @@ pub struct Stored {
     pub body: Bytes,
     /// How long it is replayed.
     pub ttl: Duration,
+    /// Made while the fleet's store could not be reached (`fail_open`): once
+    /// it can be again, the fleet's answer for the key wins over this one.
+    pub local_only: bool,
 }
 
 /// What a key is, when a call with it arrives.
