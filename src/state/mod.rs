@@ -10,8 +10,10 @@
 //! `fail_closed`: the soft fallback `state_unavailable`).
 
 mod connect;
+mod conversation;
 pub mod fleet;
 mod redis;
 mod scripts;
 
-pub use redis::{ClaimReply, Conversation, ConversationOp, Limit, Redis, StateError, ThreadOp};
+pub use conversation::{Conversation, ConversationOp, ThreadOp};
+pub use redis::{ClaimReply, Limit, Redis, StateError};

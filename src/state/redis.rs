@@ -58,6 +58,8 @@ pub(super) struct Inner {
     errors: IntCounterVec,
     /// Per op: claim, finish, limit, pause, thread, conversation.
     latency: [Histogram; 6],
+    /// Repeatable calls sent once more after a dropped connection, per op.
+    retried: [prometheus::IntCounter; 6],
     scripts: [Script; 6],
 }
 
@@ -114,6 +116,14 @@ impl Redis {
                 &["backend", "op"],
             )?,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
+            retried: {
+                let retried = metrics.counter_vec(
+                    "offergate_state_retries_total",
+                    "Calls to the shared state backend sent once more after a dropped connection (only those that may run twice), by operation.",
+                    &["op"],
+                )?;
+                OPS.map(|op| retried.with_label_values(&[op]))
+            },
             scripts: [
                 scripts::CLAIM,
                 scripts::FINISH,
@@ -156,7 +166,34 @@ impl Redis {
     }
 
     /// Runs script `op` with `keys` and `args`, within the timeout, counted.
-    async fn run(&self, op: usize, keys: &[&str], args: &[&[u8]]) -> Result<Value, StateError> {
+    pub(super) async fn run(
+        &self,
+        op: usize,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<Value, StateError> {
+        self.run_once_more(op, keys, args, false).await
+    }
+
+    /// [`Redis::run`] for a script that may run twice with the effect of
+    /// once (a claim by the same owner, a finish, a read, a pause): after a
+    /// dropped connection (the manager reconnects), it is sent once more.
+    pub(super) async fn run_idempotent(
+        &self,
+        op: usize,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<Value, StateError> {
+        self.run_once_more(op, keys, args, true).await
+    }
+
+    pub(super) async fn run_once_more(
+        &self,
+        op: usize,
+        keys: &[&str],
+        args: &[&[u8]],
+        repeatable: bool,
+    ) -> Result<Value, StateError> {
         let inner = &self.inner;
         let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let failing = inner.failures.load(Ordering::Relaxed) >= FAIL_FAST_AFTER;
@@ -172,9 +209,17 @@ impl Redis {
                     call.arg(*a);
                 }
                 let started = clock::now();
-                let answer =
-                    tokio::time::timeout(inner.timeout, call.invoke_async::<Value>(&mut conn))
-                        .await;
+                let deadline = started + inner.timeout;
+                let mut answer =
+                    tokio::time::timeout_at(deadline, call.invoke_async::<Value>(&mut conn)).await;
+                if repeatable
+                    && matches!(&answer, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error())
+                {
+                    inner.retried[op].inc();
+                    answer =
+                        tokio::time::timeout_at(deadline, call.invoke_async::<Value>(&mut conn))
+                            .await;
+                }
                 inner.latency[op].observe(started.elapsed().as_secs_f64());
                 match answer {
                     Err(_) => Err(StateError::Timeout),
@@ -207,7 +252,7 @@ impl Redis {
     ) -> Result<ClaimReply, StateError> {
         let ttl = lock_ttl.as_millis().max(1).to_string();
         let reply = self
-            .run(
+            .run_idempotent(
                 0,
                 &[answer_key, lock_key],
                 &[fp_hex.as_bytes(), lock_value.as_bytes(), ttl.as_bytes()],
@@ -236,7 +281,7 @@ impl Redis {
     ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = ttl.as_millis().max(1).to_string();
         let stored = self
-            .run(
+            .run_idempotent(
                 1,
                 &[answer_key, lock_key],
                 &[lock_value.as_bytes(), answer, ttl.as_bytes()],
@@ -277,138 +322,8 @@ impl Redis {
     /// Pauses the partner fleet-wide for `pause` (a longer pause stands).
     pub async fn pause(&self, pause_key: &str, pause: Duration) -> Result<(), StateError> {
         let ms = pause.as_millis().max(1).to_string();
-        self.run(3, &[pause_key], &[ms.as_bytes()]).await.map(drop)
+        self.run_idempotent(3, &[pause_key], &[ms.as_bytes()])
+            .await
+            .map(drop)
     }
-}
-
-/// What the thread script is asked to do with a thread's offers.
-#[derive(Clone, Copy, Debug)]
-pub enum ThreadOp<'a> {
-    /// Take a slot named `slot`.
-    Reserve { slot: &'a str },
-    /// Give the slot back.
-    Release { slot: &'a str },
-    /// The slot's call showed the offer `link`.
-    Keep { slot: &'a str, link: &'a str },
-    /// The offer `link` was never delivered.
-    Unsent { link: &'a str },
-}
-
-/// A thread's conversation as the script found it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Conversation {
-    pub last_inbound: Option<i64>,
-    pub last_any: Option<i64>,
-    pub opted_out: bool,
-    /// Members of the offers set with their scores, in the window.
-    pub offers: Vec<(String, i64)>,
-}
-
-/// What the conversation script is asked.
-#[derive(Clone, Copy, Debug)]
-pub enum ConversationOp {
-    /// An inbound message at this time (Unix ms).
-    Message(i64),
-    /// Nothing changes.
-    Known,
-    /// Opted out (true) or back in.
-    Opt(bool),
-}
-
-impl Redis {
-    /// One change to a thread's offers (`keys`: the offers set, the
-    /// conversation hash). `Ok(n)`: the script's answer (reserve: 1 taken,
-    /// 0 at the cap; unsent: offers left, -1 none such).
-    pub async fn thread(
-        &self,
-        keys: [&str; 2],
-        window: Duration,
-        cap: u32,
-        op: ThreadOp<'_>,
-    ) -> Result<i64, StateError> {
-        let (w, c) = (window.as_millis().to_string(), cap.to_string());
-        let (mode, slot, link): (&str, &str, &str) = match op {
-            ThreadOp::Reserve { slot } => ("reserve", slot, ""),
-            ThreadOp::Release { slot } => ("release", slot, ""),
-            ThreadOp::Keep { slot, link } => ("keep", slot, link),
-            ThreadOp::Unsent { link } => ("unsent", "", link),
-        };
-        let args: [&[u8]; 5] = [
-            w.as_bytes(),
-            c.as_bytes(),
-            slot.as_bytes(),
-            mode.as_bytes(),
-            link.as_bytes(),
-        ];
-        match self.run(4, &keys, &args).await? {
-            Value::Int(n) => Ok(n),
-            _ => Err(StateError::Unexpected),
-        }
-    }
-
-    /// Reads (and with `op`, changes) a thread's conversation (`keys`: its
-    /// hash, its offers set), kept `retention` after the change
-    /// (`opt_out_retention` once opted out).
-    pub async fn conversation(
-        &self,
-        keys: [&str; 2],
-        op: ConversationOp,
-        retention: Duration,
-        window: Duration,
-        opt_out_retention: Duration,
-    ) -> Result<Conversation, StateError> {
-        let (mode, value) = match op {
-            ConversationOp::Message(at) => ("message", at.to_string()),
-            ConversationOp::Known => ("known", String::new()),
-            ConversationOp::Opt(out) => ("opt", if out { "1" } else { "0" }.to_string()),
-        };
-        let [r, w, o] =
-            [retention, window, opt_out_retention].map(|d| d.as_millis().max(1).to_string());
-        let args: [&[u8]; 5] = [
-            mode.as_bytes(),
-            value.as_bytes(),
-            r.as_bytes(),
-            w.as_bytes(),
-            o.as_bytes(),
-        ];
-        let reply = self.run(5, &keys, &args).await?;
-        conversation_of(reply).ok_or(StateError::Unexpected)
-    }
-}
-
-fn conversation_of(reply: Value) -> Option<Conversation> {
-    let Value::Array(parts) = reply else {
-        return None;
-    };
-    let [li, la, oo, offers] = <[Value; 4]>::try_from(parts).ok()?;
-    let text = |v: Value| -> Option<String> {
-        match v {
-            Value::BulkString(b) => String::from_utf8(b).ok(),
-            Value::SimpleString(s) => Some(s),
-            Value::Int(n) => Some(n.to_string()),
-            _ => None,
-        }
-    };
-    let time = |v: Value| -> Option<Option<i64>> {
-        let t = text(v)?;
-        if t.is_empty() {
-            Some(None)
-        } else {
-            t.parse::<f64>().ok().map(|f| Some(f as i64))
-        }
-    };
-    let Value::Array(members) = offers else {
-        return None;
-    };
-    let mut list = Vec::with_capacity(members.len() / 2);
-    let mut it = members.into_iter();
-    while let (Some(m), Some(score)) = (it.next(), it.next()) {
-        list.push((text(m)?, text(score)?.parse::<f64>().ok()? as i64));
-    }
-    Some(Conversation {
-        last_inbound: time(li)?,
-        last_any: time(la)?,
-        opted_out: text(oo)? == "1",
-        offers: list,
-    })
 }

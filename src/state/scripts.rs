@@ -4,13 +4,15 @@
 
 /// Claims an idempotency key. KEYS: answer, lock. ARGV: fingerprint (hex),
 /// lock value (fingerprint and owner), lock TTL in ms.
-/// Returns `{1, answer}` stored, `{0}` lead (the lock is now ours), `{2}` the
-/// same request is in flight elsewhere, `{3}` another request holds the key.
+/// Returns `{1, answer}` stored, `{0}` lead (the lock is now ours, or was
+/// already: the same claim sent again), `{2}` the same request is in flight
+/// elsewhere, `{3}` another request holds the key.
 pub const CLAIM: &str = r#"
 local stored = redis.call('GET', KEYS[1])
 if stored then return {1, stored} end
 local lock = redis.call('GET', KEYS[2])
 if lock then
+  if lock == ARGV[2] then return {0} end
   if string.sub(lock, 1, #ARGV[1]) == ARGV[1] then return {2} end
   return {3}
 end

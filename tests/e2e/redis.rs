@@ -608,3 +608,42 @@ async fn after_an_outage_the_fleet_answers_each_key_with_one_link() {
     b.0.shutdown().await;
     a.stop().await;
 }
+
+/// Redis drops every client connection: a call whose script may run twice
+/// (the claim, the finish) is sent once more on the new connection, and
+/// the caller sees nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_costs_a_repeatable_call_nothing() {
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    until_connected(&a.gw).await;
+    let mut lost = 0.0;
+    for n in 0..5 {
+        let killed = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                &redis.addr.ip().to_string(),
+                "-p",
+                &redis.addr.port().to_string(),
+            ])
+            .args(["client", "kill", "type", "normal"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(killed.status.success());
+        let key = format!("dropped-{n}");
+        let x = a
+            .post(ENCORE_PATH, &[("idempotency-key", &key)], &encore_body())
+            .await;
+        assert_eq!((x.status.as_u16(), x.fallback()), (200, None));
+        let m = a.metrics().await;
+        lost = sample(
+            &m,
+            r#"offergate_state_errors_total{backend="redis",op="claim"}"#,
+        ) + sample(
+            &m,
+            r#"offergate_state_errors_total{backend="redis",op="finish"}"#,
+        );
+    }
+    assert_eq!(lost, 0.0, "no claim or finish failed");
+    a.stop().await;
+}
