@@ -340,7 +340,11 @@ fn the_state_topologies_and_their_keys() {
         ),
         (
             "topology = \"sentinel\"\nredis_nodes = [\"s:26379\"]\n",
-            "\"sentinel\" is not supported",
+            "state.sentinel_master_name",
+        ),
+        (
+            "topology = \"sentinel\"\nsentinel_master_name = \"m\"\n",
+            "Sentinel needs the sentinels",
         ),
         (
             "redis_url = \"redis://r:6379\"\nredis_username = \"\"\n",

@@ -1,10 +1,12 @@
 //! How offergate reaches its Redis, per `[state] topology`: one server
 //! through redis-rs's `ConnectionManager` (one multiplexed connection that
-//! reconnects itself), or a Redis Cluster through redis-rs's cluster client
+//! reconnects itself); a Redis Cluster through redis-rs's cluster client
 //! (it learns the slots, follows `MOVED` and `ASK`, and reconnects to the
-//! new master after a failover). Both are one [`Conn`], so every script
-//! runs the same way on either. TLS (`rediss://`, `[state.tls]`) and the
-//! ACL user apply to both.
+//! new master after a failover); or the master that redis-rs's Sentinel
+//! client names, asked again every second, so a failover is followed within
+//! a second of the sentinels' promotion. All are one [`Conn`], so every
+//! script runs the same way on each. TLS (`rediss://`, `[state.tls]`) and
+//! the ACL user apply to all.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
@@ -59,6 +61,8 @@ impl ConnectionLike for Conn {
 pub(super) enum Connector {
     Single(redis::Client),
     Cluster(redis::cluster::ClusterClient),
+    /// The sentinels, asked for the master on every (re)connect.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
 }
 
 impl Connector {
@@ -125,25 +129,80 @@ impl Connector {
                     .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
                 Ok(Connector::Cluster(client))
             }
-            Topology::Sentinel => Err(Problem(
-                "state.topology: \"sentinel\" is not supported by this build yet; point redis_url at the master's service name, or use a cluster".into(),
-            )),
+            Topology::Sentinel => {
+                let master = config
+                    .sentinel_master_name
+                    .clone()
+                    .ok_or("state.sentinel_master_name is required with topology = \"sentinel\"")?;
+                let mut sentinels = Vec::new();
+                for node in &config.redis_nodes {
+                    let (host, port) = node
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                        .ok_or_else(|| {
+                            Problem(format!("state.redis_nodes: `{node}` is not host:port"))
+                        })?;
+                    sentinels.push(redis::ConnectionAddr::Tcp(host, port));
+                }
+                let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                    sentinels,
+                    master,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
+                if tls {
+                    builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                }
+                if let Some(certs) = certificates {
+                    builder = builder.set_client_to_redis_certificates(certs);
+                }
+                if let Some(p) = password {
+                    builder = builder.set_client_to_redis_password(p);
+                }
+                if let Some(u) = &config.redis_username {
+                    builder = builder.set_client_to_redis_username(u.clone());
+                }
+                let client = builder
+                    .build()
+                    .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
+                Ok(Connector::Sentinel(tokio::sync::Mutex::new(client)))
+            }
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> redis::RedisResult<Conn> {
+    /// The master the sentinels name now, as a client (Sentinel only).
+    async fn master(&self) -> Option<redis::RedisResult<redis::Client>> {
         match self {
-            Connector::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout.max(Duration::from_millis(250)))
-                    .set_response_timeout(timeout)
-                    .set_number_of_retries(6)
-                    .set_max_delay(2_000);
-                ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map(Conn::Single)
+            Connector::Sentinel(sentinels) => Some(sentinels.lock().await.async_get_client().await),
+            _ => None,
+        }
+    }
+
+    /// A connection, and (Sentinel) the master's address it goes to.
+    async fn connect(&self, timeout: Duration) -> redis::RedisResult<(Conn, Option<String>)> {
+        let managed = |client: redis::Client| async move {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(timeout.max(Duration::from_millis(250)))
+                .set_response_timeout(timeout)
+                .set_number_of_retries(6)
+                .set_max_delay(2_000);
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map(Conn::Single)
+        };
+        match self {
+            Connector::Single(client) => Ok((managed(client.clone()).await?, None)),
+            Connector::Cluster(client) => Ok((
+                client.get_async_connection().await.map(Conn::Cluster)?,
+                None,
+            )),
+            Connector::Sentinel(_) => {
+                let client = self.master().await.unwrap_or_else(|| {
+                    Err((redis::ErrorKind::ClientError, "not a sentinel connector").into())
+                })?;
+                let at = client.get_connection_info().addr.to_string();
+                Ok((managed(client).await?, Some(at)))
             }
-            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
         }
     }
 }
@@ -196,13 +255,16 @@ pub(super) async fn connect_until_connected(
             return;
         }
         match connector.connect(timeout).await {
-            Ok(conn) => {
+            Ok((conn, master)) => {
                 if let Some(inner) = inner.upgrade() {
                     *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
                     inner.degraded.store(false, Ordering::Relaxed);
-                    tracing::info!("connected to the state backend (redis)");
+                    tracing::info!(
+                        master = master.as_deref().unwrap_or("-"),
+                        "connected to the state backend (redis)"
+                    );
                 }
-                return watch_health(conn, inner, timeout).await;
+                return watch_health(&connector, conn, master, inner, timeout).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
@@ -213,13 +275,39 @@ pub(super) async fn connect_until_connected(
     }
 }
 
-/// PINGs once a second for as long as the handle lives.
-async fn watch_health(mut conn: Conn, inner: Weak<Inner>, timeout: Duration) {
+/// PINGs once a second for as long as the handle lives; with Sentinel,
+/// also asks who the master is, and moves to a new one.
+async fn watch_health(
+    connector: &Connector,
+    mut conn: Conn,
+    mut master: Option<String>,
+    inner: Weak<Inner>,
+    timeout: Duration,
+) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        if let Some(Ok(now)) = connector.master().await {
+            let at = now.get_connection_info().addr.to_string();
+            if master.as_deref() != Some(at.as_str()) {
+                match connector.connect(timeout).await {
+                    Ok((new, moved_to)) => {
+                        tracing::warn!(
+                            from = master.as_deref().unwrap_or("-"),
+                            to = moved_to.as_deref().unwrap_or("-"),
+                            "the sentinels name a new master; following it"
+                        );
+                        *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(new.clone());
+                        inner.failures.store(0, Ordering::Relaxed);
+                        conn = new;
+                        master = moved_to;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot reach the new master yet"),
+                }
+            }
+        }
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));

@@ -22,6 +22,7 @@ mod partner_answers;
 mod rate_limit;
 mod redis;
 mod redis_cluster;
+mod redis_sentinel;
 mod redis_server;
 mod refuse;
 mod reload;

@@ -10,6 +10,7 @@ use offergate::call::route::Route;
 use offergate::{Config, Gateway};
 
 use crate::redis_cluster::RedisCluster;
+use crate::redis_sentinel::RedisSentinel;
 use crate::redis_server::{RedisServer, SecureRedis};
 use crate::support::*;
 
@@ -31,6 +32,12 @@ impl Shared for RedisServer {
 impl Shared for SecureRedis {
     fn state(&self) -> String {
         SecureRedis::state(self)
+    }
+}
+
+impl Shared for RedisSentinel {
+    fn state(&self) -> String {
+        RedisSentinel::state(self)
     }
 }
 
@@ -645,5 +652,92 @@ async fn a_dropped_connection_costs_a_repeatable_call_nothing() {
         );
     }
     assert_eq!(lost, 0.0, "no claim or finish failed");
+    a.stop().await;
+}
+
+/// The fleet's behaviours on a master found through Sentinel (1 master, 1
+/// replica, 3 sentinels); then the master is killed under load from two
+/// replicas: every caller is answered within its deadline, both follow the
+/// promoted replica, and the fleet replays across replicas again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
+    let mut sentinel = RedisSentinel::start().await;
+    duplicates_cost_one_partner_call(&sentinel).await;
+    sentinel.flush();
+    thread_cap_counted_across_replicas(&sentinel).await;
+    sentinel.flush();
+    conversation_is_the_fleets(&sentinel).await;
+    sentinel.flush();
+
+    let a = Harness::with_config(|o| replica(o, &sentinel, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &sentinel, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let deadline = replica(a.sim.origin(), &sentinel, "")
+        .encore
+        .resilience
+        .deadline;
+    let started = Instant::now();
+    let mut killed_at = None;
+    let (mut answered, mut slow, mut n) = (0, 0, 0);
+    let mut followed_after: Option<Duration> = None;
+    // About 100 calls a second for 8 s, the master killed after 1 s.
+    while started.elapsed() < Duration::from_secs(8) {
+        if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
+            sentinel.kill_master();
+            killed_at = Some(Instant::now());
+        }
+        let key = format!("failover-{n}");
+        let (gw, other) = if n % 2 == 0 {
+            (&a.gw, &b.0)
+        } else {
+            (&b.0, &a.gw)
+        };
+        let t = Instant::now();
+        let body = encore_body();
+        let x = post_to(gw, &[("idempotency-key", &key)], &body).await;
+        answered += usize::from(x.status == 200);
+        slow += usize::from(t.elapsed() > deadline + Duration::from_millis(200));
+        n += 1;
+        // Every tenth call, its duplicate on the other replica: replayed
+        // once both are on the same (new) master.
+        if let (Some(at), None, 0) = (killed_at, followed_after, n % 10) {
+            let y = post_to(other, &[("idempotency-key", &key)], &body).await;
+            if x.json()["offer"].is_object() && y.replayed() && y.body == x.body {
+                followed_after = Some(at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(answered, n, "every caller answered");
+    assert_eq!(slow, 0, "none past its deadline");
+    assert_eq!(
+        sentinel.current_master(),
+        sentinel.replica,
+        "the replica was promoted"
+    );
+    let followed_after = followed_after.expect("the fleet followed the new master under load");
+    // The sentinels' 1 s of silence, their failover, and offergate's next look.
+    assert!(
+        followed_after < Duration::from_secs(6),
+        "followed after {followed_after:?}"
+    );
+    // Both replicas on the new master: a key replays across them again.
+    let followed = eventually(
+        Duration::from_secs(10),
+        "the fleet replays again",
+        || async {
+            let key = format!("after-{}", started.elapsed().as_millis());
+            let body = encore_body();
+            let x = a
+                .post(ENCORE_PATH, &[("idempotency-key", &key)], &body)
+                .await;
+            let y = post_to(&b.0, &[("idempotency-key", &key)], &body).await;
+            (x.json()["offer"].is_object() && y.replayed() && x.body == y.body).then_some(())
+        },
+    );
+    followed.await;
+    eprintln!("failover: {n} calls answered, none late; the fleet replayed across replicas {followed_after:?} after the kill");
+    b.0.shutdown().await;
     a.stop().await;
 }

@@ -149,8 +149,12 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
     let on_error = p.check("state.on_error", choice(&s.on_error, &on_errors));
     let redis_url = match (&s.redis_url, backend) {
         (Some(url), _) => p.check("state.redis_url", redis_url(url)).map(Some),
-        // A cluster is found from its seed nodes.
-        (None, Some(StateBackend::Redis)) if s.topology == "cluster" => Some(None),
+        // A cluster is found from its seed nodes, a master by the sentinels.
+        (None, Some(StateBackend::Redis))
+            if s.topology == "cluster" || s.topology == "sentinel" =>
+        {
+            Some(None)
+        }
         (None, Some(StateBackend::Redis)) => {
             p.push("state.redis_url: required with backend = \"redis\" (e.g. redis://127.0.0.1:6379/0)".into());
             None
@@ -212,9 +216,14 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
         (Some(Topology::Cluster), Some(StateBackend::Redis)) if seeds == 0 => p.push(
             "state.redis_nodes: a cluster needs its seed nodes (or redis_url for one)".into(),
         ),
-        (Some(Topology::Sentinel), _) => p.push(
-            "state.topology: \"sentinel\" is not supported by this build yet; use \"single\" with the master's address, or \"cluster\"".into(),
-        ),
+        (Some(Topology::Sentinel), Some(StateBackend::Redis)) => {
+            if s.redis_nodes.is_empty() {
+                p.push("state.redis_nodes: Sentinel needs the sentinels' host:port".into());
+            }
+            if s.sentinel_master_name.as_deref().is_none_or(str::is_empty) {
+                p.push("state.sentinel_master_name: Sentinel needs the master's name (e.g. mymaster)".into());
+            }
+        }
         (Some(Topology::Single), _) if !s.redis_nodes.is_empty() => p.push(
             "state.redis_nodes: only for topology = \"cluster\" or \"sentinel\"; a single Redis is redis_url".into(),
         ),
