@@ -669,11 +669,39 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     conversation_is_the_fleets(&sentinel).await;
     sentinel.flush();
 
-    let a = Harness::with_config(|o| replica(o, &sentinel, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &sentinel, "")).await;
+    let master = sentinel.master;
+    let state = StateLines(sentinel.state());
+    // Every key lives on the one master; every tenth call is checked.
+    let followed =
+        failover_under_load(&state, || sentinel.kill_master(), |k| k.ends_with('0')).await;
+    assert_eq!(
+        sentinel.current_master(),
+        sentinel.replica,
+        "the replica was promoted"
+    );
+    assert_ne!(sentinel.current_master(), master);
+    // The sentinels' 1 s of silence, their failover, and offergate's next look.
+    assert!(
+        followed < Duration::from_secs(6),
+        "followed after {followed:?}"
+    );
+}
+
+/// Two replicas on `shared` serving about 60 calls a second for 8 s, `kill`
+/// called after 1 s: every caller is answered within its deadline; the time
+/// from the kill until a key replays across the replicas again.
+async fn failover_under_load(
+    shared: &dyn Shared,
+    mut kill: impl FnMut(),
+    // Whether a call's duplicate check tells anything (its key lives on
+    // the master that is killed).
+    telling: impl Fn(&str) -> bool,
+) -> Duration {
+    let a = Harness::with_config(|o| replica(o, shared, "")).await;
+    let b = second(&a, replica(a.sim.origin(), shared, "")).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
-    let deadline = replica(a.sim.origin(), &sentinel, "")
+    let deadline = replica(a.sim.origin(), shared, "")
         .encore
         .resilience
         .deadline;
@@ -682,9 +710,9 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     let (mut answered, mut slow, mut n) = (0, 0, 0);
     let mut followed_after: Option<Duration> = None;
     // About 100 calls a second for 8 s, the master killed after 1 s.
-    while started.elapsed() < Duration::from_secs(8) {
+    while started.elapsed() < Duration::from_secs(10) {
         if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
-            sentinel.kill_master();
+            kill();
             killed_at = Some(Instant::now());
         }
         let key = format!("failover-{n}");
@@ -699,9 +727,9 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
         answered += usize::from(x.status == 200);
         slow += usize::from(t.elapsed() > deadline + Duration::from_millis(200));
         n += 1;
-        // Every tenth call, its duplicate on the other replica: replayed
-        // once both are on the same (new) master.
-        if let (Some(at), None, 0) = (killed_at, followed_after, n % 10) {
+        // A telling call's duplicate on the other replica: replayed once
+        // both are on the same (new) master.
+        if let (Some(at), None, true) = (killed_at, followed_after, telling(&key)) {
             let y = post_to(other, &[("idempotency-key", &key)], &body).await;
             if x.json()["offer"].is_object() && y.replayed() && y.body == x.body {
                 followed_after = Some(at.elapsed());
@@ -711,33 +739,75 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     }
     assert_eq!(answered, n, "every caller answered");
     assert_eq!(slow, 0, "none past its deadline");
-    assert_eq!(
-        sentinel.current_master(),
-        sentinel.replica,
-        "the replica was promoted"
-    );
     let followed_after = followed_after.expect("the fleet followed the new master under load");
-    // The sentinels' 1 s of silence, their failover, and offergate's next look.
-    assert!(
-        followed_after < Duration::from_secs(6),
-        "followed after {followed_after:?}"
-    );
-    // Both replicas on the new master: a key replays across them again.
-    let followed = eventually(
-        Duration::from_secs(10),
-        "the fleet replays again",
-        || async {
-            let key = format!("after-{}", started.elapsed().as_millis());
-            let body = encore_body();
-            let x = a
-                .post(ENCORE_PATH, &[("idempotency-key", &key)], &body)
-                .await;
-            let y = post_to(&b.0, &[("idempotency-key", &key)], &body).await;
-            (x.json()["offer"].is_object() && y.replayed() && x.body == y.body).then_some(())
-        },
-    );
-    followed.await;
     eprintln!("failover: {n} calls answered, none late; the fleet replayed across replicas {followed_after:?} after the kill");
     b.0.shutdown().await;
     a.stop().await;
+    followed_after
+}
+
+/// The master that serves the limits' slot (and so the partner quota) is
+/// killed under load: its replica takes over after the cluster's node
+/// timeout, redis-rs's cluster client follows, every caller is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_failover_is_followed_under_load() {
+    let mut cluster = RedisCluster::start().await;
+    cluster.replicas_in_sync().await;
+    let master = cluster.master_of("encore_offers");
+    // The idempotency keys whose answers live on that master too.
+    let ranges = cluster.slots_of(master);
+    let on_master: std::collections::HashSet<String> = (0..2_000)
+        .map(|n| format!("failover-{n}"))
+        .filter(|k| {
+            let s = crate::redis_cluster::slot(&format!("key//{k}"));
+            ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s))
+        })
+        .collect();
+    assert_eq!(
+        crate::redis_cluster::slot("encore_offers"),
+        {
+            let out = std::process::Command::new("redis-cli")
+                .args([
+                    "-h",
+                    &master.ip().to_string(),
+                    "-p",
+                    &master.port().to_string(),
+                ])
+                .args(["cluster", "keyslot", "encore_offers"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u16>()
+                .unwrap()
+        },
+        "the test's slot function is Redis's"
+    );
+    let state = StateLines(cluster.state());
+    let followed =
+        failover_under_load(&state, || cluster.kill(master), |k| on_master.contains(k)).await;
+    let now = eventually(
+        Duration::from_secs(10),
+        "a replica serves the slot",
+        || async {
+            let m = std::panic::catch_unwind(|| cluster.master_of("encore_offers")).ok()?;
+            (m != master).then_some(m)
+        },
+    )
+    .await;
+    assert_ne!(now, master, "a replica took the slot");
+    // The cluster's 2 s node timeout, the promotion, the client's refresh.
+    assert!(
+        followed < Duration::from_secs(8),
+        "followed after {followed:?}"
+    );
+}
+
+/// `[state]` lines as they are.
+struct StateLines(String);
+
+impl Shared for StateLines {
+    fn state(&self) -> String {
+        self.0.clone()
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub struct RedisCluster {
     pub nodes: Vec<SocketAddr>,
     children: Vec<Child>,
+    alive: Vec<bool>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,6 +60,7 @@ impl RedisCluster {
             children.push(child);
         }
         let cluster = RedisCluster {
+            alive: vec![true; nodes.len()],
             nodes,
             children,
             _dir: dir,
@@ -116,6 +118,107 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until every replica has its master's data (a replica that
+    /// never synced cannot be promoted).
+    pub async fn replicas_in_sync(&self) {
+        for addr in self.nodes.clone() {
+            crate::support::eventually(
+                Duration::from_secs(30),
+                "the replicas are in sync",
+                || async move {
+                    let out = Command::new("redis-cli")
+                        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+                        .args(["info", "replication"])
+                        .output()
+                        .ok()?;
+                    let info = String::from_utf8_lossy(&out.stdout).into_owned();
+                    (info.contains("role:master") || info.contains("master_link_status:up"))
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// The slot ranges `master` serves now.
+    pub fn slots_of(&self, master: SocketAddr) -> Vec<(u16, u16)> {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                &master.ip().to_string(),
+                "-p",
+                &master.port().to_string(),
+            ])
+            .args(["cluster", "nodes"])
+            .output()
+            .expect("redis-cli runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mine = text
+            .lines()
+            .find(|l| l.contains("myself"))
+            .unwrap_or_default();
+        mine.split_whitespace()
+            .skip(8)
+            .filter_map(|r| match r.split_once('-') {
+                Some((lo, hi)) => Some((lo.parse().ok()?, hi.parse().ok()?)),
+                None => r.parse().ok().map(|s| (s, s)),
+            })
+            .collect()
+    }
+
+    /// The master that serves `tag`'s slot now.
+    pub fn master_of(&self, tag: &str) -> SocketAddr {
+        let cli = |addr: &SocketAddr, args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let alive = self
+            .nodes
+            .iter()
+            .zip(&self.alive)
+            .find(|(_, up)| **up)
+            .map(|(a, _)| *a)
+            .expect("a live node");
+        let slot: u16 = cli(&alive, &["cluster", "keyslot", tag])
+            .trim()
+            .parse()
+            .expect("a slot");
+        for line in cli(&alive, &["cluster", "nodes"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            if !flags.contains("master") || flags.contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((lo, hi)) => {
+                    lo.parse::<u16>().is_ok_and(|lo| lo <= slot)
+                        && hi.parse::<u16>().is_ok_and(|hi| slot <= hi)
+                }
+                None => range.parse::<u16>() == Ok(slot),
+            });
+            if serves {
+                let host_port = addr.split('@').next().unwrap_or_default();
+                return host_port.parse().expect("host:port");
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// Kills the node at `addr`, as a crash would.
+    pub fn kill(&mut self, addr: SocketAddr) {
+        if let Some(i) = self.nodes.iter().position(|a| *a == addr) {
+            let _ = self.children[i].kill();
+            let _ = self.children[i].wait();
+            self.alive[i] = false;
+        }
+    }
+
     /// The `[state]` lines for a replica on this cluster.
     pub fn state(&self) -> String {
         let nodes: Vec<String> = self.nodes[..3].iter().map(|a| format!("\"{a}\"")).collect();
@@ -133,4 +236,20 @@ impl Drop for RedisCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// Redis Cluster's slot of a hash tag: CRC16 (XMODEM) modulo 16384.
+pub fn slot(tag: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in tag.as_bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
 }
