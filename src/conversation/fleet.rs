@@ -12,7 +12,7 @@ use super::{Before, Held, Keep, MessageKey, Slot as AnySlot, Threads, OPT_OUT_KE
 use crate::call::fingerprint::hex;
 use crate::call::request::ThreadId;
 use crate::call::route::Route;
-use crate::integrator::eligibility::Known;
+use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::{fleet_first, Unavailable};
 use crate::state::{Conversation, ConversationOp, Redis, ThreadOp};

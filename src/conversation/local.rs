@@ -14,7 +14,7 @@ use super::{
 };
 use crate::call::clock::Calendar;
 use crate::call::request::ThreadId;
-use crate::integrator::eligibility::Known;
+use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;
 

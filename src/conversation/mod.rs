@@ -19,7 +19,7 @@ use std::future::Future;
 use smallvec::SmallVec;
 
 use crate::call::request::ThreadId;
-use crate::integrator::eligibility::Known;
+use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;
 pub use fleet::FleetThreads;

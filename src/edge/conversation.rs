@@ -11,7 +11,7 @@
 //!    a concurrent one waits for it, and changes nothing;
 //! 3. the message recorded in its thread (`conversation/`); an opt-out
 //!    keyword opts the thread out;
-//! 4. the Encore doc's rule (`integrator::eligibility::judge`) on the
+//! 4. the Encore doc's rule (`integrator::rules::judge`) on the
 //!    thread's silence, its offers and its opt-out;
 //! 5. when eligible: Encore through the same stack as the offers route
 //!    (quota, retries, circuit, fallback, the thread cap that counts the
@@ -40,8 +40,8 @@ use crate::call::route::{OwnRoute, Target};
 use crate::call::service::ProxyService;
 use crate::config::IdleGapBasis;
 use crate::conversation::{MessageKey, Threads};
-use crate::integrator::eligibility::{self, judge, MAX_AHEAD_MS};
 use crate::integrator::messages::{read_message, read_thread, read_unsent, Message};
+use crate::integrator::rules::{self, judge, MAX_AHEAD_MS};
 use crate::layers::idempotency::{
     mark_replayed, replay, Claim, FinishAnyway, IdempotencyStore, Stored,
 };
@@ -222,7 +222,7 @@ impl<S: ProxyService> Edge<S> {
             Err(e) => return Answer::skip(verdict.trigger, e.code(), shown),
         };
         if resp.headers.contains_key(&X_OFFERGATE_SKIPPED) {
-            return Answer::skip(verdict.trigger, eligibility::THREAD_CAP, shown);
+            return Answer::skip(verdict.trigger, rules::THREAD_CAP, shown);
         }
         if let Some(reason) = resp.headers.get(&X_OFFERGATE_FALLBACK) {
             let reason = reason.to_str().unwrap_or("fallback").to_string();

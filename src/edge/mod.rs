@@ -50,7 +50,7 @@ use crate::call::route::{AnyRoute, OwnRoute, Route};
 use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
 use crate::conversation::AnyThreads;
-use crate::integrator::eligibility;
+use crate::integrator::rules::Rules;
 use crate::layers::idempotency::{AnyStore, MemoryStore, RedisStore};
 use crate::metrics::Metrics;
 use crate::partners::encore::compose::{self, Composed};
@@ -85,7 +85,7 @@ struct EdgeShared<S> {
     /// One permit per call in flight; none left: the call is shed at once.
     in_flight: Semaphore,
     /// The Encore doc's integrator rules.
-    rules: eligibility::Rules,
+    rules: Rules,
     /// The eligibility endpoint's body limit.
     eligibility_body_limit: usize,
     /// What offergate keeps of each thread.
@@ -129,10 +129,7 @@ impl<S: ProxyService> Edge<S> {
                 access_log: config.log.access_log,
                 link_host: config.encore.offer_link_host.clone(),
                 in_flight: Semaphore::new(config.server.max_in_flight),
-                rules: eligibility::Rules::new(
-                    &config.encore.integrator,
-                    &config.encore.offer_link_host,
-                ),
+                rules: Rules::new(&config.encore.integrator, &config.encore.offer_link_host),
                 eligibility_body_limit: config.encore.integrator.body_limit_bytes,
                 threads,
                 answers,

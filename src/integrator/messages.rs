@@ -8,8 +8,8 @@ use serde_json::json;
 use super::eligibility::id;
 use super::time::parse_time;
 use crate::call::error::GatewayError;
-use crate::call::json::{Json, Object};
-use crate::partners::encore;
+use crate::call::json::Json;
+use crate::partners::{encore, parse_object};
 
 /// One inbound message.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,23 +29,9 @@ pub struct Message {
     pub encore_body: Vec<u8>,
 }
 
-fn object(body: &[u8]) -> Result<Object<'_>, GatewayError> {
-    match Json::parse(body) {
-        Ok(Json::Object(obj)) => Ok(obj),
-        Ok(other) => Err(GatewayError::invalid(
-            "body",
-            format!("must be a JSON object, not {}", other.kind()),
-        )),
-        Err(e) => Err(GatewayError::invalid(
-            "body",
-            format!("is not valid JSON: {e}"),
-        )),
-    }
-}
-
 /// Reads a message request.
 pub fn read_message(body: &[u8]) -> Result<Message, GatewayError> {
-    let obj = object(body)?;
+    let obj = parse_object(body)?;
     let client_id = id(&obj, "clientId")?;
     let chat_id = id(&obj, "chatId")?;
     let message_id = id(&obj, "messageId")?;
@@ -125,13 +111,13 @@ pub fn read_message(body: &[u8]) -> Result<Message, GatewayError> {
 
 /// `{"clientId", "chatId"}` (an opt-out, an opt-in).
 pub fn read_thread(body: &[u8]) -> Result<(String, String), GatewayError> {
-    let obj = object(body)?;
+    let obj = parse_object(body)?;
     Ok((id(&obj, "clientId")?, id(&obj, "chatId")?))
 }
 
 /// `{"clientId", "chatId", "clickUrl"}`: an offer that was not delivered.
 pub fn read_unsent(body: &[u8]) -> Result<(String, String, String), GatewayError> {
-    let obj = object(body)?;
+    let obj = parse_object(body)?;
     let (client, chat) = (id(&obj, "clientId")?, id(&obj, "chatId")?);
     match obj.get("clickUrl") {
         Some(Json::String(s)) if !s.is_empty() && s.len() <= 2048 => {

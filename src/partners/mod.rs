@@ -13,7 +13,7 @@ pub mod besitos;
 pub mod encore;
 mod fields;
 
-pub use fields::MAX_ID_CHARS;
+pub use fields::{parse_object, required_id, MAX_ID_CHARS};
 
 use std::sync::Arc;
 

@@ -1,0 +1,87 @@
+//! `[state]`: where shared state lives, how offergate finds its Redis, and
+//! what a call gets when Redis cannot answer.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{as_ms, Secret};
+
+/// Where shared state lives: idempotent answers and in-flight locks, rate
+/// limit buckets, partner pauses.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// `redis://` or `rediss://` (TLS), without a password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<Secret>,
+    pub key_prefix: String,
+    /// Every Redis call.
+    #[serde(rename = "timeout_ms", serialize_with = "as_ms")]
+    pub timeout: Duration,
+    pub on_error: OnStateError,
+    /// With `backend = "memory"`: the file this instance keeps its
+    /// conversations in across restarts; `None`: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_file: Option<std::path::PathBuf>,
+    /// One Redis, a Redis Cluster, or a master found through Sentinel.
+    pub topology: Topology,
+    /// `host:port` of the cluster's seed nodes or of the sentinels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_master_name: Option<String>,
+    /// The ACL user (the password comes from `redis_password_env` / `_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_username: Option<String>,
+    /// TLS to Redis beyond the public roots: `[state.tls]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<StateTls>,
+}
+
+/// How offergate finds its Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// One server (or a managed endpoint that hides its replicas).
+    Single,
+    /// Redis Cluster: keys spread over slots, each script's keys in one.
+    Cluster,
+    /// A master and its replicas watched by sentinels.
+    Sentinel,
+}
+
+/// `[state.tls]`: the files are read when offergate connects.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateTls {
+    /// The CA that signed the server's certificate (PEM), instead of the
+    /// public roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key (PEM), for a server that asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In this process: nothing to run, nothing shared.
+    Memory,
+    /// One Redis (or Valkey) for every replica.
+    Redis,
+}
+
+/// What a call gets when the shared state cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStateError {
+    /// Go on without it: no cross-replica de-duplication, local limits.
+    FailOpen,
+    /// The soft fallback, reason `state_unavailable`.
+    FailClosed,
+}
