@@ -88,7 +88,12 @@ taskset -c "$SRV" $BARE 127.0.0.1:$P_BARE 127.0.0.1:$P_PARTNER "$KEY" "$CORES" &
 
 start_og() { # name port config-extra [binary]
   { og_config "$2" $(($2 + 1)) "${P_UP:-$P_PARTNER}" "${SCHEME:-http}"; printf '%s\n' "$3"; } > "$WORK/og-$1.toml"
-  OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads-$1.redb}" BENCH_ENCORE_KEY=$KEY taskset -c "$SRV" "${4:-$OG}" run -c "$WORK/og-$1.toml" & PIDS+=($!)
+  # The build under test keeps its threads in a file of its own (as shipped;
+  # THREAD_FILE= for memory only); a baseline older than the thread file
+  # knows no such key.
+  local threads=()
+  [ -z "${4:-}" ] && threads=(env OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads-$1.redb}")
+  "${threads[@]}" env BENCH_ENCORE_KEY=$KEY taskset -c "$SRV" "${4:-$OG}" run -c "$WORK/og-$1.toml" & PIDS+=($!)
   eval "PID_$1=$!"
 }
 start_og main $P_OG ""
