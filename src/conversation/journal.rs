@@ -167,22 +167,8 @@ fn write_behind(db: &Database, shared: &Shared) {
                 return;
             }
             state.writing = true;
-            // A commit of at most CHUNK threads: short, so the calls that
-            // share the core never wait long behind one.
-            if state.changes.len() <= CHUNK {
-                (std::mem::take(&mut state.changes), 0)
-            } else {
-                let ids: Vec<ThreadId> = state.changes.keys().take(CHUNK).copied().collect();
-                let mut batch = HashMap::with_capacity(CHUNK);
-                for id in ids {
-                    if let Some(record) = state.changes.remove(&id) {
-                        batch.insert(id, record);
-                    }
-                }
-                (batch, state.changes.len())
-            }
+            std::mem::take(&mut state.changes)
         };
-        let (batch, left) = batch;
         let committed = clock_now();
         if let Err(e) = commit(db, &batch) {
             shared.lock().failures += 1;
@@ -193,17 +179,13 @@ fn write_behind(db: &Database, shared: &Shared) {
                 "could not write threads to the thread file; they stay in memory"
             );
         }
-        // The writer rests four times as long as it worked, so it takes at
-        // most a fifth of a core from the calls; with nothing more pending,
-        // at least COMMIT_EVERY, so under load a commit carries many threads
-        // (their cost, the B-tree's pages and the fsync, shared). Far
-        // behind, it does not rest. A flush or the close does not wait.
+        // At most one commit per COMMIT_EVERY, and the writer rests four
+        // times as long as it worked: under load a commit carries many
+        // threads (their cost, the B-tree's pages and the fsync, shared),
+        // and the writer takes at most a fifth of a core from the calls.
+        // A flush or the close does not wait.
         let worked = committed.elapsed();
-        let rest = match left {
-            0 => COMMIT_EVERY.max(worked * 5),
-            l if l > MAX_BEHIND => Duration::ZERO,
-            _ => worked * 5,
-        };
+        let rest = COMMIT_EVERY.max(worked * 5);
         let mut state = shared.lock();
         while !state.closing && !state.flushing {
             let Some(left) = rest.checked_sub(committed.elapsed()) else {
@@ -218,15 +200,8 @@ fn write_behind(db: &Database, shared: &Shared) {
     }
 }
 
-/// The shortest time between two commits when the writer has caught up.
+/// The shortest time between two commits.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
-
-/// Most threads in one commit.
-const CHUNK: usize = 512;
-
-/// Threads waiting to be written past which the writer stops resting: the
-/// pending map stays bounded however fast threads change.
-const MAX_BEHIND: usize = 2 * super::MAX_THREADS;
 
 /// The writer's own clock: it paces real disk writes, not a call.
 #[allow(clippy::disallowed_methods)]
