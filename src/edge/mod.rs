@@ -51,7 +51,7 @@ use crate::call::service::ProxyService;
 use crate::config::{Config, Live, Secrets};
 use crate::conversation::AnyThreads;
 use crate::integrator::rules::Rules;
-use crate::layers::idempotency::{AnyStore, MemoryStore, RedisStore};
+use crate::layers::idempotency::AnyStore;
 use crate::metrics::Metrics;
 use crate::partners::encore::compose::{self, Composed};
 use crate::state::Redis;
@@ -109,18 +109,8 @@ impl<S: ProxyService> Edge<S> {
         state: Option<&Redis>,
     ) -> Result<Edge<S>, Problem> {
         let encore = &config.encore.resilience;
-        let idem = &encore.idempotency;
-        let local = MemoryStore::new(idem.max_entries, idem.max_bytes);
-        let answers = match state {
-            None => AnyStore::Memory(local),
-            Some(redis) => AnyStore::Redis(RedisStore::new(
-                local,
-                redis.clone(),
-                Route::EncoreOffers,
-                encore.deadline,
-                (idem.max_bytes / 32).max(1024) as usize,
-            )),
-        };
+        // Sized and shared as the offers route's answers.
+        let answers = AnyStore::for_route(config, Route::EncoreOffers, state);
         Ok(Edge {
             shared: Arc::new(EdgeShared {
                 stack,
@@ -135,7 +125,7 @@ impl<S: ProxyService> Edge<S> {
                 answers,
                 // The whole Encore call's deadline, and a second for the rest.
                 message_deadline: encore.deadline + std::time::Duration::from_secs(1),
-                message_ttl: idem.ttl,
+                message_ttl: encore.idempotency.ttl,
             }),
         })
     }

@@ -4,10 +4,33 @@ use super::memory::MemoryStore;
 use super::redis::RedisStore;
 use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::fingerprint::Fingerprint;
+use crate::call::route::Route;
+use crate::config::Config;
+use crate::state::Redis;
 
 pub enum AnyStore {
     Memory(MemoryStore),
     Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// The store for `route`'s answers under `config` (its bounds): this
+    /// replica's memory, or Redis (`shared`) in front of it.
+    pub fn for_route(config: &Config, route: Route, shared: Option<&Redis>) -> AnyStore {
+        let c = &config.resilience(route).idempotency;
+        let local = MemoryStore::new(c.max_entries, c.max_bytes);
+        match shared {
+            None => AnyStore::Memory(local),
+            Some(redis) => AnyStore::Redis(RedisStore::new(
+                local,
+                redis.clone(),
+                route,
+                config.resilience(route).deadline,
+                // The memory store's bound on one answer: half a shard's share.
+                (c.max_bytes / 32).max(1024) as usize,
+            )),
+        }
+    }
 }
 
 impl IdempotencyStore for AnyStore {

@@ -124,19 +124,8 @@ impl IdempotencyLayer<AnyStore> {
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
     ) -> Result<Self, Problem> {
-        Self::with_stores(config, metrics, |route, c| {
-            let local = MemoryStore::new(c.max_entries, c.max_bytes);
-            match shared {
-                None => AnyStore::Memory(local),
-                Some(redis) => AnyStore::Redis(RedisStore::new(
-                    local,
-                    redis.clone(),
-                    route,
-                    config.resilience(route).deadline,
-                    // The memory store's bound on one answer: half a shard's share.
-                    (c.max_bytes / 32).max(1024) as usize,
-                )),
-            }
+        Self::with_stores(config, metrics, |route, _| {
+            AnyStore::for_route(config, route, shared)
         })
     }
 }
