@@ -626,17 +626,8 @@ async fn a_dropped_connection_costs_a_repeatable_call_nothing() {
     until_connected(&a.gw).await;
     let mut lost = 0.0;
     for n in 0..5 {
-        let killed = std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                &redis.addr.ip().to_string(),
-                "-p",
-                &redis.addr.port().to_string(),
-            ])
-            .args(["client", "kill", "type", "normal"])
-            .output()
-            .expect("redis-cli runs");
-        assert!(killed.status.success());
+        crate::redis_server::redis_cli(redis.addr, &["client", "kill", "type", "normal"])
+            .expect("redis-cli kills the connections");
         let key = format!("dropped-{n}");
         let x = a
             .post(ENCORE_PATH, &[("idempotency-key", &key)], &encore_body())
@@ -765,22 +756,9 @@ async fn a_cluster_master_failover_is_followed_under_load() {
         .collect();
     assert_eq!(
         crate::redis_cluster::slot("encore_offers"),
-        {
-            let out = std::process::Command::new("redis-cli")
-                .args([
-                    "-h",
-                    &master.ip().to_string(),
-                    "-p",
-                    &master.port().to_string(),
-                ])
-                .args(["cluster", "keyslot", "encore_offers"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u16>()
-                .unwrap()
-        },
+        crate::redis_server::redis_cli(master, &["cluster", "keyslot", "encore_offers"])
+            .and_then(|slot| slot.trim().parse::<u16>().ok())
+            .expect("redis-cli names the slot"),
         "the test's slot function is Redis's"
     );
     let state = StateLines(cluster.state());

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::redis_server::redis_cli;
+
 pub struct RedisCluster {
     pub nodes: Vec<SocketAddr>,
     children: Vec<Child>,
@@ -93,12 +95,7 @@ impl RedisCluster {
                 Duration::from_secs(20),
                 "the cluster is ok",
                 || async move {
-                    let out = Command::new("redis-cli")
-                        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-                        .args(["cluster", "info"])
-                        .output()
-                        .ok()?;
-                    String::from_utf8_lossy(&out.stdout)
+                    redis_cli(addr, &["cluster", "info"])?
                         .contains("cluster_state:ok")
                         .then_some(())
                 },
@@ -111,10 +108,7 @@ impl RedisCluster {
     /// Empties every master: the next test starts on a clean cluster.
     pub fn flush(&self) {
         for addr in &self.nodes {
-            let _ = Command::new("redis-cli")
-                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-                .arg("flushall")
-                .output();
+            let _ = redis_cli(*addr, &["flushall"]);
         }
     }
 
@@ -126,12 +120,7 @@ impl RedisCluster {
                 Duration::from_secs(30),
                 "the replicas are in sync",
                 || async move {
-                    let out = Command::new("redis-cli")
-                        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-                        .args(["info", "replication"])
-                        .output()
-                        .ok()?;
-                    let info = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let info = redis_cli(addr, &["info", "replication"])?;
                     (info.contains("role:master") || info.contains("master_link_status:up"))
                         .then_some(())
                 },
@@ -142,17 +131,7 @@ impl RedisCluster {
 
     /// The slot ranges `master` serves now.
     pub fn slots_of(&self, master: SocketAddr) -> Vec<(u16, u16)> {
-        let out = Command::new("redis-cli")
-            .args([
-                "-h",
-                &master.ip().to_string(),
-                "-p",
-                &master.port().to_string(),
-            ])
-            .args(["cluster", "nodes"])
-            .output()
-            .expect("redis-cli runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = redis_cli(master, &["cluster", "nodes"]).expect("redis-cli runs");
         let mine = text
             .lines()
             .find(|l| l.contains("myself"))
@@ -168,14 +147,8 @@ impl RedisCluster {
 
     /// The master that serves `tag`'s slot now.
     pub fn master_of(&self, tag: &str) -> SocketAddr {
-        let cli = |addr: &SocketAddr, args: &[&str]| {
-            let out = Command::new("redis-cli")
-                .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-                .args(args)
-                .output()
-                .expect("redis-cli runs");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
+        let cli =
+            |addr: &SocketAddr, args: &[&str]| redis_cli(*addr, args).expect("redis-cli runs");
         let alive = self
             .nodes
             .iter()

@@ -36,13 +36,9 @@ fn server(addr: SocketAddr, extra: &[&str]) -> Child {
         .expect("redis-server runs (tests/run installs it)")
 }
 
+/// Its output; nothing while the node does not answer yet.
 fn cli(addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::redis_server::redis_cli(addr, args).unwrap_or_default()
 }
 
 impl RedisSentinel {

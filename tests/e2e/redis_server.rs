@@ -6,6 +6,19 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// `redis-cli -h <addr> -p <port> <args>`: its output, or `None` when it
+/// could not run or did not succeed.
+pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub struct RedisServer {
     pub addr: SocketAddr,
     child: Option<Child>,
