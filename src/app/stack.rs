@@ -69,12 +69,7 @@ impl Shared {
     /// conversations on it, or in memory (read back from and written behind
     /// to `[state] thread_file` when one is set).
     pub fn new(config: &Config, state: Option<Redis>) -> Result<Shared, Problem> {
-        let rules = &config.encore.integrator;
-        let keep = Keep {
-            window_ms: i64::try_from(rules.thread_window.as_millis()).unwrap_or(i64::MAX),
-            idle_gap_ms: i64::try_from(rules.idle_gap.as_millis()).unwrap_or(i64::MAX),
-            cap: rules.thread_cap,
-        };
+        let keep = Keep::from(&config.encore.integrator);
         let threads = match (&state, &config.state.thread_file) {
             (Some(redis), _) => AnyThreads::Fleet(FleetThreads::new(
                 redis.clone(),

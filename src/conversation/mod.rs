@@ -100,6 +100,17 @@ pub struct Keep {
     pub cap: u32,
 }
 
+impl From<&crate::config::IntegratorConfig> for Keep {
+    fn from(c: &crate::config::IntegratorConfig) -> Keep {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Keep {
+            window_ms: ms(c.thread_window),
+            idle_gap_ms: ms(c.idle_gap),
+            cap: c.thread_cap,
+        }
+    }
+}
+
 /// A year, for an opt-out.
 pub const OPT_OUT_KEPT_MS: i64 = 365 * 24 * 3_600_000;
 

@@ -33,9 +33,7 @@ use super::{respond, Edge};
 use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint::{hex, Fingerprint};
 use crate::call::headers::X_OFFERGATE_FALLBACK;
-use crate::call::request::{
-    thread_id, CallInfo, CallTrace, Compose, Outcome, ProxyRequest, ProxyResponse,
-};
+use crate::call::request::{thread_id, CallInfo, Compose, Outcome, ProxyRequest, ProxyResponse};
 use crate::call::route::{OwnRoute, Target};
 use crate::call::service::ProxyService;
 use crate::config::IdleGapBasis;
@@ -210,7 +208,6 @@ impl<S: ProxyService> Edge<S> {
         call.compose = Some(Compose {
             language: Some(Arc::from(message.language.as_str())),
         });
-        call.trace = CallTrace::default();
         let req = ProxyRequest {
             target: Target::Encore,
             body: Bytes::from(message.encore_body),
