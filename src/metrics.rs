@@ -22,13 +22,18 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A gauge's value, read when scraped.
+pub type ReadGauge = Box<dyn Fn() -> i64 + Send + Sync>;
+
 /// One gateway's registry.
 pub struct Metrics {
     registry: Registry,
 }
 
 impl Metrics {
-    /// A registry holding `offergate_build_info`.
+    /// A registry holding `offergate_build_info` and the process's own
+    /// `process_*` family (resident memory, CPU, open file descriptors:
+    /// what a container's limits are about).
     pub fn new() -> Metrics {
         let metrics = Metrics {
             registry: Registry::new(),
@@ -40,7 +45,55 @@ impl Metrics {
         ) {
             info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         }
+        #[cfg(target_os = "linux")]
+        if let Err(e) = metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::warn!(error = %e, "cannot report the process_* metrics");
+        }
         metrics
+    }
+
+    /// Creates each series of `family` whose labels take every combination
+    /// of `values` (one list per label), at 0: a healthy gateway shows the
+    /// family from its start, so dashboards and `rate()` see a zero, not a gap.
+    pub fn zeroed<B: prometheus::core::MetricVecBuilder>(
+        family: &prometheus::core::MetricVec<B>,
+        values: &[&[&str]],
+    ) {
+        fn each<B: prometheus::core::MetricVecBuilder>(
+            family: &prometheus::core::MetricVec<B>,
+            values: &[&[&str]],
+            picked: &mut Vec<String>,
+        ) {
+            let Some((first, rest)) = values.split_first() else {
+                let labels: Vec<&str> = picked.iter().map(String::as_str).collect();
+                let _ = family.get_metric_with_label_values(&labels);
+                return;
+            };
+            for v in *first {
+                picked.push((*v).to_string());
+                each(family, rest, picked);
+                picked.pop();
+            }
+        }
+        each(family, values, &mut Vec::new());
+    }
+
+    /// Registers a gauge family with one label whose series are read when
+    /// scraped, one reader per label value (open connections per listener).
+    pub fn gauge_fns(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        series: Vec<(&'static str, ReadGauge)>,
+    ) -> Result<(), Problem> {
+        let gauge = IntGaugeVec::new(Opts::new(name, help), &[label])
+            .map_err(|e| Problem(format!("metric {name}: {e}")))?;
+        self.registry
+            .register(Box::new(GaugeFns { gauge, series }))
+            .map_err(|e| Problem(format!("metric {name}: {e}")))
     }
 
     fn register<C: Collector + Clone + 'static>(&self, name: &str, c: C) -> Result<C, Problem> {
@@ -169,6 +222,25 @@ impl Collector for CounterFn {
     }
 }
 
+/// Gauges read from elsewhere when scraped, one per label value.
+struct GaugeFns {
+    gauge: IntGaugeVec,
+    series: Vec<(&'static str, ReadGauge)>,
+}
+
+impl Collector for GaugeFns {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        for (value, read) in &self.series {
+            self.gauge.with_label_values(&[value]).set(read());
+        }
+        self.gauge.collect()
+    }
+}
+
 /// A per-route gauge computed when scraped.
 struct RouteGauge {
     gauge: IntGaugeVec,
@@ -212,5 +284,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("offergate_build_info{version="), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    }
+
+    #[test]
+    fn a_zeroed_family_shows_every_combination_at_zero() {
+        let m = Metrics::new();
+        let c = m
+            .counter_vec("offergate_z_total", "z", &["a", "b"])
+            .unwrap();
+        Metrics::zeroed(&c, &[&["x", "y"], &["1", "2", "3"]]);
+        let text = String::from_utf8(m.render()).unwrap();
+        let lines = text.lines().filter(|l| l.starts_with("offergate_z_total{"));
+        assert_eq!(lines.clone().count(), 6, "{text}");
+        assert!(lines.clone().all(|l| l.ends_with(" 0")), "{text}");
+        assert!(
+            text.contains(r#"offergate_z_total{a="y",b="3"} 0"#),
+            "{text}"
+        );
+        m.gauge_fns(
+            "offergate_g",
+            "g",
+            "listener",
+            vec![("proxy", Box::new(|| 7))],
+        )
+        .unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(r#"offergate_g{listener="proxy"} 7"#),
+            "{text}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::config::{BaseUrl, Config};
 use crate::config::{Live, Secrets, StateBackend};
 use crate::conversation::AnyThreads;
 use crate::metrics::Metrics;
-use crate::server::{serve, ServeOptions};
+use crate::server::{serve, Conns, ServeOptions};
 use crate::state::Redis;
 use std::time::Duration;
 
@@ -41,10 +41,23 @@ async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, Problem> {
         .map_err(|e| Problem(format!("cannot listen on {key} {addr}: {e}")))
 }
 
+/// The file a config was read from, and its SHA-256 (hex).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
+
 impl Gateway {
     /// Binds both listeners and starts serving. Port 0 picks a free port; the
     /// bound addresses are in `proxy_addr` / `admin_addr`.
     pub async fn start(config: Config) -> Result<Gateway, Problem> {
+        Gateway::start_from(config, None).await
+    }
+
+    /// [`Gateway::start`] for a config read from `origin`, which the ready
+    /// line names.
+    pub async fn start_from(config: Config, origin: Option<Origin>) -> Result<Gateway, Problem> {
         let proxy = bind("server.listen", config.server.listen).await?;
         let admin = bind("server.admin_listen", config.server.admin_listen).await?;
         let proxy_addr = proxy.local_addr().map_err(|e| e.to_string())?;
@@ -61,9 +74,25 @@ impl Gateway {
             crate::app::telemetry::write_failures,
         )?;
         let shared = match config.state.backend {
-            StateBackend::Memory => None,
+            StateBackend::Memory => {
+                crate::state::StateMetrics::register(&metrics, "memory")?;
+                None
+            }
             StateBackend::Redis => Some(Redis::connect(&config.state, &metrics)?),
         };
+        let degraded: crate::metrics::ReadGauge = match &shared {
+            Some(redis) => {
+                let redis = redis.clone();
+                Box::new(move || i64::from(redis.degraded()))
+            }
+            None => Box::new(|| 0),
+        };
+        metrics.gauge_fns(
+            "offergate_state_degraded",
+            "1 while the shared state backend does not answer (/readyz answers 503 meanwhile), else 0.",
+            "backend",
+            vec![(if shared.is_some() { "redis" } else { "memory" }, degraded)],
+        )?;
         let shared = Shared::new(&config, shared)?;
         let edge = crate::app::stack::build(&config, public, &metrics, &shared)?;
         let ready = Arc::new(AtomicBool::new(false));
@@ -87,10 +116,41 @@ impl Gateway {
             state: shared.state.clone(),
         };
         let edge = hyper_util::service::TowerToHyperService::new(edge);
-        let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_rx));
-        let admin_task = tokio::spawn(serve(admin, None, admin_svc, admin_opts, admin_rx));
+        let (proxy_conns, admin_conns) = (Arc::new(Conns::new()), Arc::new(Conns::new()));
+        let open = |c: &Arc<Conns>| {
+            let c = c.clone();
+            Box::new(move || i64::try_from(c.len()).unwrap_or(i64::MAX))
+                as crate::metrics::ReadGauge
+        };
+        metrics.gauge_fns(
+            "offergate_connections_open",
+            "Connections open now, per listener (proxy: callers; admin: probes and scrapes).",
+            "listener",
+            vec![("proxy", open(&proxy_conns)), ("admin", open(&admin_conns))],
+        )?;
+        let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_conns, proxy_rx));
+        let admin_task = tokio::spawn(serve(
+            admin,
+            None,
+            admin_svc,
+            admin_opts,
+            admin_conns,
+            admin_rx,
+        ));
         ready.store(true, Ordering::Release);
-        tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "offergate ready");
+        // What is running, where, against what: the line an operator reads
+        // first (never a secret: base URLs carry none, Redis only its host).
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            proxy = %proxy_addr,
+            admin = %admin_addr,
+            config = origin.as_ref().map_or("-".into(), |o| o.path.display().to_string()),
+            config_sha256 = origin.as_ref().map_or("-", |o| o.sha256.as_str()),
+            state = config.state.describe(),
+            encore = %config.encore.upstream.base_url,
+            besitos = %config.besitos.upstream.base_url,
+            "offergate ready"
+        );
         Ok(Gateway {
             proxy_addr,
             admin_addr,

@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn changes_that_need_a_restart_are_named_and_secrets_are_not() {
-        let text = include_str!("../../config/offergate.toml");
+        let text = &crate::config::shipped_reading_env();
         let env = MapEnv::from([("ENCORE_API_KEY", "pk_test_a"), ("BESITOS_TOKEN", "t")]);
         let old = Config::from_toml(text, &env).unwrap();
         let rotated = Config::from_toml(

@@ -49,6 +49,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason but a partner status's (an open set): the `reason` label
+    /// values a dashboard can count on from the start.
+    pub const FIXED: [Reason; 8] = [
+        Reason::UpstreamTimeout,
+        Reason::UpstreamUnreachable,
+        Reason::InvalidUpstreamBody,
+        Reason::CircuitOpen,
+        Reason::RateLimited,
+        Reason::RetryBudgetExhausted,
+        Reason::DeadlineExceeded,
+        Reason::StateUnavailable,
+    ];
+
     pub fn as_str(&self) -> Cow<'static, str> {
         match self {
             Reason::UpstreamStatus(s) => Cow::Owned(format!("upstream_status_{}", s.as_u16())),

@@ -83,8 +83,9 @@ pub enum Command {
     /// on a 200 from `/healthz` (or `--path`). For container health checks in
     /// images without a shell or curl.
     Healthcheck {
+        /// `host:port`: an address or a name (`localhost:9787`).
         #[arg(long, default_value = "127.0.0.1:9787")]
-        admin: SocketAddr,
+        admin: String,
         #[arg(long, default_value = "/healthz")]
         path: String,
     },
@@ -99,7 +100,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(config),
-        Command::Healthcheck { admin, path } => healthcheck(admin, &path),
+        Command::Healthcheck { admin, path } => healthcheck(&admin, &path),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -125,10 +126,25 @@ fn config_path(p: Option<PathBuf>) -> PathBuf {
 }
 
 /// One plain HTTP/1.1 GET over a blocking socket, 2 s at most.
-fn healthcheck(admin: SocketAddr, path: &str) -> ExitCode {
+fn healthcheck(admin: &str, path: &str) -> ExitCode {
     use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        err!("offergate: --path must be a path such as /healthz, not {path:?}");
+        return ExitCode::from(2);
+    }
     let timeout = std::time::Duration::from_secs(2);
-    let status = std::net::TcpStream::connect_timeout(&admin, timeout).and_then(|mut s| {
+    // A name may stand for several addresses (localhost: ::1 and 127.0.0.1):
+    // the first that answers is asked.
+    let addresses = match admin.to_socket_addrs() {
+        Ok(a) => a.collect::<Vec<SocketAddr>>(),
+        Err(e) => {
+            err!("offergate: --admin {admin:?} is not a host:port offergate can reach: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ask = |address: &SocketAddr| {
+        let mut s = std::net::TcpStream::connect_timeout(address, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         write!(
@@ -137,8 +153,15 @@ fn healthcheck(admin: SocketAddr, path: &str) -> ExitCode {
         )?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head)?;
-        Ok(head)
-    });
+        Ok::<_, std::io::Error>(head)
+    };
+    let mut status = Err(std::io::Error::other("the name has no address"));
+    for address in &addresses {
+        status = ask(address);
+        if status.is_ok() {
+            break;
+        }
+    }
     match status {
         Ok(head) if head.starts_with(b"HTTP/1.1 200") => ExitCode::SUCCESS,
         Ok(head) => {
@@ -292,13 +315,18 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
         }
     };
     let stop = stop_signal(on_hangup);
-    let config = Config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
+    let (config, digest) =
+        Config::load_with_digest(&path, &ProcessEnv).map_err(|e| e.to_string())?;
     crate::app::telemetry::init(&config.log);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     let running = config.clone();
-    let gateway = Gateway::start(config).await?;
+    let origin = crate::app::gateway::Origin {
+        path: path.clone(),
+        sha256: digest,
+    };
+    let gateway = Gateway::start_from(config, Some(origin)).await?;
     let watch = running.reload.watch;
     let live = Arc::new(Reloader::new(
         path,

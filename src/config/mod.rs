@@ -330,6 +330,22 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
 /// Where `run` and `check-config` look when no `-c` is given.
 pub const DEFAULT_PATH: &str = "config/offergate.toml";
 
+/// The shipped file with its secrets read from `ENCORE_API_KEY` and
+/// `BESITOS_TOKEN` and partner `eafLst9T`: for tests about anything else.
+#[cfg(test)]
+pub(crate) fn shipped_reading_env() -> String {
+    include_str!("../../config/offergate.toml")
+        .replace(
+            "api_key_file = \"/run/secrets/offergate/encore_api_key\"",
+            "api_key_env = \"ENCORE_API_KEY\"",
+        )
+        .replace(
+            "token_file = \"/run/secrets/offergate/besitos_token\"",
+            "token_env = \"BESITOS_TOKEN\"",
+        )
+        .replace("REPLACE-WITH-YOUR-PARTNER-ID", "eafLst9T")
+}
+
 impl Config {
     /// What is worth saying about a valid config without refusing it: each
     /// secret file that its group or others may read.
@@ -370,13 +386,22 @@ impl Config {
 
     /// Reads, overrides and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        Self::load_with_digest(path, env).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the SHA-256 (hex) of the bytes it read: which
+    /// file is live, for the log and the operator.
+    pub fn load_with_digest(path: &Path, env: &dyn Env) -> Result<(Config, String), ConfigError> {
         let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(ConfigError::one)?;
-        Self::from_toml(&text, env).map_err(|mut e| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        let digest = crate::call::fingerprint::hex(digest.as_ref());
+        let config = Self::from_toml(&text, env).map_err(|mut e| {
             for p in &mut e.problems {
                 *p = format!("{}: {p}", path.display());
             }
             e
-        })
+        })?;
+        Ok((config, digest))
     }
 
     /// Parses, overrides and validates a TOML document.

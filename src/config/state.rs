@@ -41,6 +41,52 @@ pub struct StateConfig {
     pub tls: Option<StateTls>,
 }
 
+impl StateConfig {
+    /// Where the shared state is, for the log: the backend, and for Redis its
+    /// topology and address (host and port only: never a user or password).
+    pub fn describe(&self) -> String {
+        match self.backend {
+            StateBackend::Memory => match &self.thread_file {
+                Some(file) => format!("memory (threads in {})", file.display()),
+                None => "memory".to_string(),
+            },
+            StateBackend::Redis => {
+                let topology = match self.topology {
+                    Topology::Single => "single",
+                    Topology::Cluster => "cluster",
+                    Topology::Sentinel => "sentinel",
+                };
+                let at = match (&self.redis_url, self.topology) {
+                    (Some(url), Topology::Single) => host_of(url),
+                    _ => self.redis_nodes.join(","),
+                };
+                let tls = if self.tls.is_some()
+                    || self
+                        .redis_url
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("rediss://"))
+                {
+                    " over TLS"
+                } else {
+                    ""
+                };
+                format!("redis {topology} {at}{tls}")
+            }
+        }
+    }
+}
+
+/// `host:port` of a Redis URL, whatever else it holds.
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit('@')
+        .next()
+        .unwrap_or(authority)
+        .to_string()
+}
+
 /// How offergate finds its Redis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,4 +130,16 @@ pub enum OnStateError {
     FailOpen,
     /// The soft fallback, reason `state_unavailable`.
     FailClosed,
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::host_of;
+
+    #[test]
+    fn a_url_is_described_by_its_host_alone() {
+        assert_eq!(host_of("redis://u:secret@10.0.0.1:6379/0"), "10.0.0.1:6379");
+        assert_eq!(host_of("rediss://r.example:6380"), "r.example:6380");
+        assert_eq!(host_of("redis://[::1]:6379/2"), "[::1]:6379");
+    }
 }

@@ -11,7 +11,20 @@ const SHIPPED: &str = include_str!("../../config/offergate.toml");
 
 #[test]
 fn the_shipped_file_is_valid_and_matches_the_defaults() {
-    let c = Config::from_toml(SHIPPED, &env()).expect("shipped config loads");
+    // Its secrets where its header says to put them (a temporary directory
+    // standing in for /run/secrets/offergate), its partner id replaced.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("encore_api_key", "pk_test_abc123"),
+        ("besitos_token", "tok-xyz-secret"),
+    ] {
+        std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
+    }
+    let at = format!("{}/", dir.path().display());
+    let shipped = SHIPPED
+        .replace("/run/secrets/offergate/", &at)
+        .replace("REPLACE-WITH-YOUR-PARTNER-ID", "eafLst9T");
+    let c = Config::from_toml(&shipped, &env()).expect("shipped config loads");
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
     assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9787");
     assert_eq!(
@@ -20,15 +33,21 @@ fn the_shipped_file_is_valid_and_matches_the_defaults() {
     );
     assert_eq!(c.encore.api_key.expose(), "pk_test_abc123");
     assert_eq!(c.besitos.partners["eafLst9T"].expose(), "tok-xyz-secret");
-    // A file with only the required keys gets the same values.
-    let minimal = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
-    let m = Config::from_toml(minimal, &env()).unwrap();
+    // A file with only the required keys (and the one the shipped file turns
+    // on, the watch) gets the same values.
+    let minimal = format!("[encore]\napi_key_file = \"{at}encore_api_key\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_file = \"{at}besitos_token\"\n[reload]\nwatch = true\n");
+    let m = Config::from_toml(&minimal, &env()).unwrap();
     assert_eq!(m.to_redacted_toml(), c.to_redacted_toml());
+    // As shipped, before a user has put anything in place, it says what is missing.
+    let e = Config::from_toml(SHIPPED, &MapEnv::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/run/secrets/offergate/encore_api_key"), "{e}");
 }
 
 #[test]
 fn redacted_output_never_shows_a_secret() {
-    let c = Config::from_toml(SHIPPED, &env()).unwrap();
+    let c = Config::from_toml(&shipped_reading_env(), &env()).unwrap();
     let out = c.to_redacted_toml();
     assert!(
         !out.contains("pk_test_abc123") && !out.contains("tok-xyz-secret"),
@@ -43,11 +62,13 @@ fn env_overrides_apply_and_are_validated() {
     let mut e = env();
     e.0.insert("OFFERGATE_SERVER__LISTEN".into(), "127.0.0.1:9999".into());
     e.0.insert("OFFERGATE_ENCORE__TRY_TIMEOUT_MS".into(), "1500".into());
-    let c = Config::from_toml(SHIPPED, &e).unwrap();
+    let c = Config::from_toml(&shipped_reading_env(), &e).unwrap();
     assert_eq!(c.server.listen.port(), 9999);
     assert_eq!(c.encore.upstream.try_timeout, Duration::from_millis(1500));
     e.0.insert("OFFERGATE_ENCORE__TRY_TIMEOUT_MS".into(), "soon".into());
-    let err = Config::from_toml(SHIPPED, &e).unwrap_err().to_string();
+    let err = Config::from_toml(&shipped_reading_env(), &e)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("encore.try_timeout_ms"), "{err}");
 }
 
@@ -92,7 +113,10 @@ fn unknown_and_misplaced_keys_are_refused() {
         err.contains("server") && err.contains("listen_addr"),
         "{err}"
     );
-    let err = problems(&format!("{SHIPPED}\n[encore.extra]\nx = 1\n"), &env());
+    let err = problems(
+        &format!("{}\n[encore.extra]\nx = 1\n", shipped_reading_env()),
+        &env(),
+    );
     assert!(err.contains("encore") && err.contains("extra"), "{err}");
     let err = problems("[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n[[encore.partners]]\nid = \"b\"\ntoken_env = \"X\"\n", &env());
     assert!(err.contains("encore.partners"), "{err}");
@@ -102,7 +126,8 @@ fn unknown_and_misplaced_keys_are_refused() {
 
 #[test]
 fn public_listener_needs_an_inbound_token() {
-    let open = SHIPPED.replace("listen = \"127.0.0.1:8787\"", "listen = \"0.0.0.0:8787\"");
+    let open =
+        shipped_reading_env().replace("listen = \"127.0.0.1:8787\"", "listen = \"0.0.0.0:8787\"");
     let err = problems(&open, &env());
     assert!(
         err.contains("server.listen") && err.contains("inbound_token"),
@@ -262,7 +287,7 @@ fn a_secret_run_would_refuse_is_refused_by_check_config_too() {
         ("ENCORE_API_KEY", "pk_test_ok\u{7}bell"),
         ("BESITOS_TOKEN", "token"),
     ]);
-    let err = problems(SHIPPED, &env);
+    let err = problems(&shipped_reading_env(), &env);
     assert!(
         err.contains("ENCORE_API_KEY holds a character not allowed"),
         "{err}"

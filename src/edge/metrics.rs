@@ -2,16 +2,18 @@
 //! refusals before a route was known, panics caught, and calls shed.
 
 use crate::call::problem::Problem;
-use prometheus::{Histogram, IntCounter, IntCounterVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use crate::call::request::Outcome;
 use crate::call::route::AnyRoute;
+use crate::integrator::rules;
 use crate::metrics::Metrics;
 
 pub(super) struct EdgeMetrics {
     /// Resolved once per route and outcome: no label lookup per request.
     requests: [[IntCounter; 6]; 7],
     request_duration: [Histogram; 7],
+    in_flight: [IntGauge; 7],
     unrouted: IntCounterVec,
     panics: IntCounter,
     shed: IntCounterVec,
@@ -34,9 +36,17 @@ impl EdgeMetrics {
         let per_route = |r: AnyRoute| {
             Outcome::ALL.map(|o| requests.with_label_values(&[r.as_str(), o.as_str()]))
         };
-        Ok(EdgeMetrics {
+        let metrics = EdgeMetrics {
             requests: AnyRoute::ALL.map(per_route),
             request_duration: AnyRoute::ALL.map(|r| duration.with_label_values(&[r.as_str()])),
+            in_flight: {
+                let g = m.gauge_vec(
+                    "offergate_in_flight",
+                    "Requests being handled now, per route (admitted and not yet answered).",
+                    &["route"],
+                )?;
+                AnyRoute::ALL.map(|r| g.with_label_values(&[r.as_str()]))
+            },
             unrouted: m.counter_vec(
                 "offergate_unrouted_requests_total",
                 "Requests refused before a route was known (unknown path, method, target or host), by error code.",
@@ -61,12 +71,40 @@ impl EdgeMetrics {
                 "Conversation endpoint decisions by decision (offer, skip) and reason (none for an offer).",
                 &["decision", "reason"],
             )?,
-        })
+        };
+        // Each series of a closed label set at 0 from the start.
+        Metrics::zeroed(&metrics.shed, &[&["max_in_flight"]]);
+        Metrics::zeroed(
+            &metrics.eligibility,
+            &[&[
+                "eligible",
+                rules::MID_THREAD,
+                rules::THREAD_CAP,
+                rules::OPTED_OUT,
+                "invalid",
+            ]],
+        );
+        Metrics::zeroed(&metrics.decisions, &[&["offer"], &["none"]]);
+        Metrics::zeroed(
+            &metrics.decisions,
+            &[
+                &["skip"],
+                &[rules::MID_THREAD, rules::THREAD_CAP, rules::OPTED_OUT],
+            ],
+        );
+        Ok(metrics)
     }
 
     pub(super) fn request_done(&self, route: AnyRoute, outcome: Outcome, seconds: f64) {
         self.requests[route.index()][outcome as usize].inc();
         self.request_duration[route.index()].observe(seconds);
+    }
+
+    /// Counts a request of `route` in flight until the guard is dropped.
+    pub(super) fn flying(&self, route: AnyRoute) -> Flying<'_> {
+        let gauge = &self.in_flight[route.index()];
+        gauge.inc();
+        Flying(gauge)
     }
 
     pub(super) fn unrouted(&self, code: &'static str) {
@@ -89,5 +127,14 @@ impl EdgeMetrics {
 
     pub(super) fn shed(&self, reason: &'static str) {
         self.shed.with_label_values(&[reason]).inc();
+    }
+}
+
+/// One request in flight, counted until dropped.
+pub(super) struct Flying<'a>(&'a IntGauge);
+
+impl Drop for Flying<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

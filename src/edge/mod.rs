@@ -193,10 +193,11 @@ impl<S: ProxyService> Edge<S> {
                         .get(&X_OFFERGATE_FALLBACK)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-"),
-                    partner_status = trace.as_ref().and_then(|t| t.trace.last_status()).unwrap_or(0),
+                    // Absent when no partner was called.
+                    partner_status = trace.as_ref().and_then(|t| t.trace.last_status()),
                     attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
                     traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
-                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     "request"
                 )
             };
@@ -220,23 +221,31 @@ impl<S: ProxyService> Edge<S> {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let target = match router::route(req.method(), req.uri()) {
-            Ok(Handler::Partner(target)) => target,
+        let handler = match router::route(req.method(), req.uri()) {
+            Ok(handler) => handler,
+            Err(e) => {
+                self.shared.metrics.unrouted(e.code());
+                return respond::answer(e);
+            }
+        };
+        let any = match &handler {
+            Handler::Partner(target) => AnyRoute::Partner(target.route()),
+            Handler::Own(own) => AnyRoute::Own(*own),
+        };
+        *route = Some(any);
+        // In flight until answered (dropped on every way out, a panic's too).
+        let _flying = self.shared.metrics.flying(any);
+        let target = match handler {
+            Handler::Partner(target) => target,
             // Each boxed: their state would size every proxied call's.
-            Ok(Handler::Own(own)) => {
-                *route = Some(AnyRoute::Own(own));
+            Handler::Own(own) => {
                 return match own {
                     OwnRoute::EncoreEligibility => Box::pin(self.eligibility(req)).await,
                     OwnRoute::EncoreMessages => Box::pin(self.message(req, request_id)).await,
                     _ => Box::pin(self.thread_change(req, own)).await,
                 };
             }
-            Err(e) => {
-                self.shared.metrics.unrouted(e.code());
-                return respond::answer(e);
-            }
         };
-        *route = Some(AnyRoute::Partner(target.route()));
         let proxy_req = match self.shared.admission.admit(req, target, request_id).await {
             Ok(proxy_req) => proxy_req,
             Err(e) => return respond::answer(e),

@@ -23,7 +23,7 @@ use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{PerRoute, Target};
+use crate::call::route::{PerRoute, Route, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
 use crate::metrics::Metrics;
 use crate::partners;
@@ -67,6 +67,9 @@ impl FallbackLayer {
             "Soft fallbacks answered, by route and reason.",
             &["route", "reason"],
         )?;
+        let reasons = Reason::FIXED.map(|r| r.as_str());
+        let reasons: Vec<&str> = reasons.iter().map(|r| r.as_ref()).collect();
+        Metrics::zeroed(&fallbacks, &[&Route::ALL.map(Route::as_str), &reasons]);
         Ok(FallbackLayer(Arc::new(Shared {
             soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
             on_limit: PerRoute::new(|r| config.resilience(r).rate_limit.on_limit),

@@ -31,10 +31,10 @@ use tower::Layer;
 
 use super::ProxyService;
 use crate::call::error::RetryType as RetryKind;
-use crate::call::error::{CallError, GatewayError};
+use crate::call::error::{code, CallError, GatewayError};
 use crate::call::outcome::{classify, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::PerRoute;
+use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, RetryConfig};
 use crate::metrics::Metrics;
 use prometheus::IntCounterVec;
@@ -77,6 +77,19 @@ impl RetryLayer {
             "Partner tries repeated, by route and the failure that caused it.",
             &["route", "reason"],
         )?;
+        // What is retried when it fails (call/outcome.rs's table).
+        Metrics::zeroed(
+            &retries,
+            &[
+                &Route::ALL.map(Route::as_str),
+                &[
+                    "upstream_status_429",
+                    "upstream_status_503",
+                    code::UPSTREAM_UNREACHABLE,
+                    code::UPSTREAM_TIMEOUT,
+                ],
+            ],
+        );
         Ok(RetryLayer(Arc::new(Shared {
             per_route: PerRoute::new(|r| RoutePolicy::new(config.resilience(r).retry.clone())),
             retries,

@@ -58,14 +58,16 @@ struct Shared {
 
 impl ThreadCapLayer {
     pub fn new(metrics: &Metrics, threads: Arc<AnyThreads>) -> Result<ThreadCapLayer, Problem> {
-        Ok(ThreadCapLayer(Arc::new(Shared {
-            threads,
-            skipped: metrics.counter_vec(
-                "offergate_skipped_total",
-                "Calls answered without an offer by an integrator rule, by route and reason (thread_cap).",
-                &["route", "reason"],
-            )?,
-        })))
+        let skipped = metrics.counter_vec(
+            "offergate_skipped_total",
+            "Calls answered without an offer by an integrator rule, by route and reason (thread_cap).",
+            &["route", "reason"],
+        )?;
+        Metrics::zeroed(
+            &skipped,
+            &[&[Route::EncoreOffers.as_str()], &["thread_cap"]],
+        );
+        Ok(ThreadCapLayer(Arc::new(Shared { threads, skipped })))
     }
 }
 

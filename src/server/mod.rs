@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use conns::{Admit, Conns};
+use conns::Admit;
+pub use conns::Conns;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,12 +63,14 @@ pub async fn shutdown_requested(mut rx: ShutdownRx) {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown`, then drains.
+/// Serves `service` on `listener` until `shutdown`, then drains; `conns`
+/// holds its open connections (a gauge may read how many).
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     service: S,
     opts: ServeOptions,
+    conns: Arc<Conns>,
     shutdown: ShutdownRx,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -77,7 +80,6 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let conns = Arc::new(Conns::new());
     let stop = shutdown_requested(shutdown.clone());
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();

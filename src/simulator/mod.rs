@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::call::route::Route;
-use crate::server::{serve, ServeOptions};
+use crate::server::{serve, Conns, ServeOptions};
 use faults::{Fault, Plan, SlowBody};
 use partner::{partner_answer, PartnerTarget};
 
@@ -137,7 +137,7 @@ impl Simulator {
             grace: std::time::Duration::from_millis(200),
             ..ServeOptions::default()
         };
-        let task = tokio::spawn(serve(listener, tls, svc, opts, rx));
+        let task = tokio::spawn(serve(listener, tls, svc, opts, Arc::new(Conns::new()), rx));
         Ok(Simulator {
             addr,
             state,

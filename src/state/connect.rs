@@ -250,28 +250,67 @@ pub(super) async fn connect_until_connected(
     timeout: Duration,
 ) {
     let mut wait = Duration::from_millis(100);
+    let mut first = true;
     loop {
         if inner.strong_count() == 0 {
             return;
         }
-        match connector.connect(timeout).await {
+        let attempt = connector.connect(timeout);
+        tokio::pin!(attempt);
+        // The first attempt may take seconds (the client's own retries): an
+        // operator hears within one that Redis is not there.
+        let result = if first {
+            first = false;
+            tokio::select! {
+                r = &mut attempt => r,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if let Some(inner) = inner.upgrade() {
+                        report_health(&inner, false, "not connected after 1 s");
+                    }
+                    attempt.await
+                }
+            }
+        } else {
+            attempt.await
+        };
+        match result {
             Ok((conn, master)) => {
                 if let Some(inner) = inner.upgrade() {
                     *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
                     inner.degraded.store(false, Ordering::Relaxed);
                     tracing::info!(
+                        at = %inner.at,
                         master = master.as_deref().unwrap_or("-"),
                         "connected to the state backend (redis)"
                     );
+                    report_health(&inner, true, "connected");
                 }
                 return watch_health(&connector, conn, master, inner, timeout).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
+                if let Some(inner) = inner.upgrade() {
+                    report_health(&inner, false, &e.to_string());
+                }
+                tracing::debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Logs the state backend's health when it changes, and only then: a
+/// warning when it stops answering (at start too), a line when it is back.
+fn report_health(inner: &Inner, healthy: bool, why: &str) {
+    let was_down = inner.reported_down.swap(!healthy, Ordering::Relaxed);
+    if !was_down && !healthy {
+        tracing::warn!(
+            at = %inner.at,
+            why,
+            "the state backend (redis) does not answer: /readyz answers 503, and calls go on as [state] on_error says"
+        );
+    } else if was_down && healthy {
+        tracing::info!(at = %inner.at, "the state backend (redis) answers again");
     }
 }
 
@@ -311,14 +350,10 @@ async fn watch_health(
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
         let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
-        let was_degraded = inner.degraded.swap(!healthy, Ordering::Relaxed);
+        inner.degraded.store(!healthy, Ordering::Relaxed);
         if healthy {
             inner.failures.store(0, Ordering::Relaxed);
         }
-        if was_degraded && healthy {
-            tracing::info!("the state backend (redis) answers again");
-        } else if !was_degraded && !healthy {
-            tracing::warn!("the state backend (redis) does not answer");
-        }
+        report_health(&inner, healthy, "no answer to PING");
     }
 }

@@ -16,4 +16,4 @@ mod redis;
 mod scripts;
 
 pub use conversation::{Conversation, ConversationOp, ThreadOp};
-pub use redis::{ClaimReply, Limit, Redis, StateError};
+pub use redis::{ClaimReply, Limit, Redis, StateError, StateMetrics};

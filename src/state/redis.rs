@@ -53,6 +53,10 @@ pub(super) struct Inner {
     timeout: Duration,
     on_error: OnStateError,
     pub(super) degraded: AtomicBool,
+    /// What the log last said of its health (`connect.rs`): down or not.
+    pub(super) reported_down: AtomicBool,
+    /// Where it is, for the log: the topology and its nodes, no secret.
+    pub(super) at: String,
     /// Calls failed in a row.
     pub(super) failures: AtomicU32,
     errors: IntCounterVec,
@@ -71,6 +75,40 @@ const OPS: [&str; 6] = [
     "thread",
     "conversation",
 ];
+
+/// The shared state's families: each call's latency, failures and repeats
+/// by operation.
+pub struct StateMetrics;
+
+impl StateMetrics {
+    /// Registers them with every operation's series at 0 for `backend`; the
+    /// memory backend registers them too (nothing fails there), so the
+    /// dashboard and the alerts read the same names on either backend.
+    pub fn register(
+        metrics: &Metrics,
+        backend: &str,
+    ) -> Result<(prometheus::HistogramVec, IntCounterVec, IntCounterVec), Problem> {
+        let latency = metrics.histogram_vec(
+            "offergate_state_latency_seconds",
+            "Duration of each call to the shared state backend, by operation.",
+            &["op"],
+        )?;
+        let errors = metrics.counter_vec(
+            "offergate_state_errors_total",
+            "Calls to the shared state backend that failed or timed out, by backend and operation.",
+            &["backend", "op"],
+        )?;
+        let retried = metrics.counter_vec(
+            "offergate_state_retries_total",
+            "Calls to the shared state backend sent once more after a dropped connection (only those that may run twice), by operation.",
+            &["op"],
+        )?;
+        Metrics::zeroed(&latency, &[&OPS]);
+        Metrics::zeroed(&errors, &[&[backend], &OPS]);
+        Metrics::zeroed(&retried, &[&OPS]);
+        Ok((latency, errors, retried))
+    }
+}
 
 /// What an idempotency claim found.
 pub enum ClaimReply {
@@ -98,32 +136,19 @@ impl Redis {
     /// trying, so a Redis that is down at start does not stop offergate.
     pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, Problem> {
         let connector = Connector::new(config)?;
-        let latency = metrics.histogram_vec(
-            "offergate_state_latency_seconds",
-            "Duration of each call to the shared state backend, by operation.",
-            &["op"],
-        )?;
+        let (latency, errors, retried) = StateMetrics::register(metrics, "redis")?;
         let inner = Arc::new(Inner {
             conn: RwLock::new(None),
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
+            reported_down: AtomicBool::new(false),
+            at: config.describe(),
             failures: AtomicU32::new(0),
-            errors: metrics.counter_vec(
-                "offergate_state_errors_total",
-                "Calls to the shared state backend that failed or timed out, by backend and operation.",
-                &["backend", "op"],
-            )?,
+            errors,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
-            retried: {
-                let retried = metrics.counter_vec(
-                    "offergate_state_retries_total",
-                    "Calls to the shared state backend sent once more after a dropped connection (only those that may run twice), by operation.",
-                    &["op"],
-                )?;
-                OPS.map(|op| retried.with_label_values(&[op]))
-            },
+            retried: OPS.map(|op| retried.with_label_values(&[op])),
             scripts: [
                 scripts::CLAIM,
                 scripts::FINISH,

@@ -39,6 +39,15 @@ impl UpstreamMetrics {
             "Calls to partners by route and status code (or error, timeout).",
             &["route", "status"],
         )?;
+        // What an operator alerts on (a refused key, a partner's 429 or 5xx)
+        // at 0 from the start.
+        Metrics::zeroed(
+            &requests,
+            &[
+                &Route::ALL.map(Route::as_str),
+                &["401", "403", "429", "500", "503"],
+            ],
+        );
         Ok(UpstreamMetrics {
             resolved: Route::ALL
                 .map(|r| RESOLVED.map(|s| requests.with_label_values(&[r.as_str(), s]))),

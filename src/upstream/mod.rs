@@ -8,6 +8,7 @@
 mod credentials;
 mod metrics;
 pub mod pool;
+mod refusals;
 pub mod tls;
 
 use crate::call::problem::Problem;
@@ -49,6 +50,8 @@ struct UpstreamInner {
     link_host: String,
     user_agent: HeaderValue,
     metrics: UpstreamMetrics,
+    /// Credentials the partner refuses now, logged once per change.
+    refusals: refusals::Refusals,
 }
 
 impl Upstream {
@@ -80,6 +83,7 @@ impl Upstream {
                     env!("CARGO_PKG_VERSION")
                 )),
                 metrics: UpstreamMetrics::register(metrics)?,
+                refusals: Default::default(),
             }),
         })
     }
@@ -95,7 +99,7 @@ impl UpstreamInner {
 
     /// The partner request: the caller's forwardable headers, the credential
     /// chosen by route (and `partner_id`), the request id, the body as received.
-    fn build_request(&self, req: ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
+    fn build_request(&self, req: &ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
         let uri = match &req.target {
             Target::Encore => self.encore_uri.clone(),
             target @ Target::Besitos { .. } => {
@@ -151,7 +155,7 @@ impl UpstreamInner {
         let deadline = req.deadline;
         let call = req.call.clone();
         let trace = &call.trace;
-        let outgoing = self.build_request(req)?;
+        let outgoing = self.build_request(&req)?;
         // The try gets its timeout, or what is left of the call's deadline if less.
         let started = clock::now();
         let left = deadline.map(|d| d.saturating_duration_since(started));
@@ -179,6 +183,7 @@ impl UpstreamInner {
             }
         };
         trace.tried(parts.status.as_u16());
+        self.refusals.saw(&req.target, parts.status);
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);
         headers::check_partner_headers(&parts.headers).map_err(|e| {
@@ -320,7 +325,7 @@ token_env = "T2"
         ];
         let out = up
             .inner
-            .build_request(request(Route::EncoreOffers, None, &caller))
+            .build_request(&request(Route::EncoreOffers, None, &caller))
             .unwrap();
         assert_eq!(
             out.uri(),
@@ -348,7 +353,7 @@ token_env = "T2"
         for (id, token) in [("p1", "Bearer tok-1"), ("p2", "Bearer tok-2")] {
             let out = up
                 .inner
-                .build_request(request(
+                .build_request(&request(
                     Route::BesitosGoals,
                     Some(id),
                     &[("x-api-key", "x")],
@@ -363,7 +368,7 @@ token_env = "T2"
         }
         let unknown = up
             .inner
-            .build_request(request(Route::BesitosGoals, Some("p3"), &[]));
+            .build_request(&request(Route::BesitosGoals, Some("p3"), &[]));
         assert!(matches!(
             unknown,
             Err(GatewayError::Refused(Refusal::UnknownPartner(_)))

@@ -7,16 +7,18 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_offergate");
 
-fn shipped_config() -> String {
-    format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::shipped_config_in;
 
 #[test]
 fn check_config_prints_the_effective_config_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped_config_in(
+        dir.path(),
+        "pk_live_SUPERSECRET_key",
+        "besitos-SUPERSECRET-token",
+    );
     let out = Command::new(BIN)
-        .args(["check-config", "-c", &shipped_config()])
-        .env("ENCORE_API_KEY", "pk_live_SUPERSECRET_key")
-        .env("BESITOS_TOKEN", "besitos-SUPERSECRET-token")
+        .args(["check-config", "-c", &config])
         .env("OFFERGATE_ENCORE__TRY_TIMEOUT_MS", "1234")
         .output()
         .unwrap();
@@ -28,7 +30,7 @@ fn check_config_prints_the_effective_config_without_secrets() {
     );
     assert!(!stdout.contains("SUPERSECRET"), "{stdout}");
     assert!(
-        stdout.contains("<redacted, from env ENCORE_API_KEY>"),
+        stdout.contains("<redacted, from file ") && stdout.contains("secrets/encore_api_key>"),
         "{stdout}"
     );
     assert!(
@@ -216,15 +218,14 @@ fn run_mode_in_front_of_the_standalone_simulator() {
     };
     let (listen, admin) = (free(), free());
     let threads = tempfile::tempdir().unwrap();
+    let config = shipped_config_in(threads.path(), "pk_live_runmode", "t");
     let mut gw = Running::spawn(
         Command::new(BIN)
-            .args(["run", "-c", &shipped_config()])
+            .args(["run", "-c", &config])
             .env(
                 "OFFERGATE_STATE__THREAD_FILE",
                 threads.path().join("threads.redb"),
             )
-            .env("ENCORE_API_KEY", "pk_live_runmode")
-            .env("BESITOS_TOKEN", "t")
             .env("OFFERGATE_SERVER__LISTEN", listen.to_string())
             .env("OFFERGATE_SERVER__ADMIN_LISTEN", admin.to_string())
             .env("OFFERGATE_ENCORE__BASE_URL", &origin)
@@ -276,10 +277,10 @@ fn run_mode_in_front_of_the_standalone_simulator() {
 #[test]
 fn check_config_into_a_closed_pipe_is_not_a_crash() {
     // `offergate check-config | head -1`: the reader leaves after one line.
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped_config_in(dir.path(), "pk_live_pipe", "t");
     let mut child = Command::new(BIN)
-        .args(["check-config", "-c", &shipped_config()])
-        .env("ENCORE_API_KEY", "pk_live_pipe")
-        .env("BESITOS_TOKEN", "t")
+        .args(["check-config", "-c", &config])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -293,10 +294,10 @@ fn check_config_into_a_closed_pipe_is_not_a_crash() {
 
 #[test]
 fn a_log_level_that_is_not_a_level_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped_config_in(dir.path(), "pk_live_x", "t");
     let out = Command::new(BIN)
-        .args(["check-config", "-c", &shipped_config()])
-        .env("ENCORE_API_KEY", "pk_live_x")
-        .env("BESITOS_TOKEN", "t")
+        .args(["check-config", "-c", &config])
         .env("OFFERGATE_LOG__LEVEL", "warning")
         .output()
         .unwrap();
@@ -312,24 +313,12 @@ fn a_log_level_that_is_not_a_level_is_refused() {
 fn a_secret_file_others_may_read_is_a_warning_not_a_refusal() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("encore_api_key");
-    std::fs::write(&key, "pk_live_shared\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let config = dir.path().join("offergate.toml");
-    let shipped = std::fs::read_to_string(shipped_config()).unwrap();
-    std::fs::write(
-        &config,
-        shipped.replace(
-            "api_key_env = \"ENCORE_API_KEY\"",
-            &format!("api_key_file = \"{}\"", key.display()),
-        ),
-    )
-    .unwrap();
+    let config = shipped_config_in(dir.path(), "pk_live_shared", "t");
+    let key = dir.path().join("secrets/encore_api_key");
     let check = |mode| {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = Command::new(BIN)
-            .args(["check-config", "-c", config.to_str().unwrap()])
-            .env("BESITOS_TOKEN", "t")
+            .args(["check-config", "-c", &config])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -347,8 +336,8 @@ fn a_secret_file_others_may_read_is_a_warning_not_a_refusal() {
 #[test]
 fn check_config_names_every_problem_in_one_pass_one_line_each() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("offergate.toml");
-    let shipped = std::fs::read_to_string(shipped_config()).unwrap();
+    let config = dir.path().join("broken.toml");
+    let shipped = std::fs::read_to_string(shipped_config_in(dir.path(), "pk_live_x", "t")).unwrap();
     let broken = shipped
         .replace("listen = \"127.0.0.1:8787\"", "listen = \"nope\"")
         .replace("body_limit_bytes = 65536", "body_limit_bytes = -5")
@@ -361,8 +350,6 @@ fn check_config_names_every_problem_in_one_pass_one_line_each() {
     std::fs::write(&config, broken).unwrap();
     let out = Command::new(BIN)
         .args(["check-config", "-c", config.to_str().unwrap()])
-        .env("ENCORE_API_KEY", "pk_live_x")
-        .env("BESITOS_TOKEN", "t")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

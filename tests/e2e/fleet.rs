@@ -64,8 +64,7 @@ impl Fleet {
 
     /// [`Fleet::start`] with the gateway's stderr wherever `log` says.
     pub async fn start_logging(env: &[(&str, &str)], log: Option<Stdio>) -> Fleet {
-        let shipped = format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"));
-        Fleet::start_stdio(&shipped, env, log).await
+        Fleet::start_stdio(&crate::support::shipped_config(), env, log).await
     }
 
     /// [`Fleet::start`] with the config file at `config`.
@@ -87,8 +86,21 @@ impl Fleet {
         quiet(&mut sim);
         let sim = Killed(sim.spawn().unwrap());
         let dir = tempfile::tempdir().unwrap();
+        // The shipped file, with its secret files and partner id in place.
+        let given = |name: &str, or: &'static str| {
+            env.iter().find(|(k, _)| *k == name).map_or(or, |(_, v)| *v)
+        };
+        let config = if config == crate::support::shipped_config() {
+            crate::support::shipped_config_in(
+                dir.path(),
+                given("ENCORE_API_KEY", "pk_live_signals"),
+                given("BESITOS_TOKEN", "t"),
+            )
+        } else {
+            config.to_string()
+        };
         let mut gw = Command::new(BIN);
-        gw.args(["run", "-c", config])
+        gw.args(["run", "-c", &config])
             .env(
                 "OFFERGATE_STATE__THREAD_FILE",
                 dir.path().join("threads.redb"),

@@ -14,14 +14,11 @@ use crate::support::*;
 
 /// The shipped config with the Encore key read from `key_file`.
 fn config_with_key_file(key_file: &std::path::Path) -> String {
-    std::fs::read_to_string(format!(
-        "{}/config/offergate.toml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .replace(
-        "api_key_env = \"ENCORE_API_KEY\"",
-        &format!("api_key_file = \"{}\"", key_file.display()),
+    let dir = key_file.parent().unwrap().join("shipped");
+    let copy = shipped_config_in(&dir, "pk_live_unused", "t");
+    std::fs::read_to_string(copy).unwrap().replace(
+        &format!("{}/encore_api_key", dir.join("secrets").display()),
+        &key_file.display().to_string(),
     )
 }
 

@@ -137,12 +137,9 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
         .await;
         seen.push(String::from_utf8_lossy(&a.body).to_string());
     }
+    let copy = crate::support::shipped_config_in(dir.path(), KEY, TOKEN);
     let check = Command::new(env!("CARGO_BIN_EXE_offergate"))
-        .args([
-            "check-config",
-            "-c",
-            &format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR")),
-        ])
+        .args(["check-config", "-c", &copy])
         .envs(env)
         .output()
         .unwrap();

@@ -21,6 +21,44 @@ pub const KEY: &str = "pk_test_configured_key";
 pub const TOKEN: &str = "configured-besitos-token";
 pub const PARTNER: &str = "eafLst9T";
 
+/// The shipped `config/offergate.toml`.
+pub fn shipped_config() -> String {
+    format!("{}/config/offergate.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped config made runnable the way its header tells a user to: its
+/// two secret files written (mode 0600) into `dir`, which stands in for
+/// `/run/secrets/offergate`, and the placeholder partner id replaced by
+/// [`PARTNER`]. Returns the copy's path.
+pub fn shipped_config_in(dir: &std::path::Path, key: &str, token: &str) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = std::fs::read_to_string(shipped_config()).unwrap();
+    assert!(
+        text.contains("/run/secrets/offergate/") && text.contains("REPLACE-WITH-YOUR-PARTNER-ID")
+    );
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    for (name, value) in [("encore_api_key", key), ("besitos_token", token)] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(secrets.join(name))
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{value}\n").as_bytes()).unwrap();
+    }
+    let text = text
+        .replace(
+            "/run/secrets/offergate/",
+            &format!("{}/", secrets.display()),
+        )
+        .replace("REPLACE-WITH-YOUR-PARTNER-ID", PARTNER);
+    let path = dir.join("offergate.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 pub const ENCORE_PATH: &str = "/encore/publisher/sdk/v1/offers/message";
 pub const ENCORE_BODY: &str = r#"{"clientId":"client-42","chatId":"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#;
 

@@ -69,7 +69,18 @@ impl LimitedCounter {
                 "Calls refused by a rate limit after the short wait, by route, scope (partner, client, upstream) and mode (enforced; shadow: enforce = false, the call went on).",
                 &["route", "scope", "mode"],
             )
-            .map(LimitedCounter)
+            .map(|c| {
+                Metrics::zeroed(
+                    &c,
+                    &[
+                        &Route::ALL.map(Route::as_str),
+                        &[LimitScope::Partner, LimitScope::Client, LimitScope::Upstream]
+                            .map(LimitScope::as_str),
+                        &["enforced", "shadow"],
+                    ],
+                );
+                LimitedCounter(c)
+            })
     }
 
     fn inc(&self, route: Route, scope: LimitScope, mode: &str) {
