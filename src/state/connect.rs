@@ -19,7 +19,7 @@ use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Val
 
 use super::redis::Inner;
 use crate::call::problem::Problem;
-use crate::config::{files, StateConfig, StateTls, Topology};
+use crate::config::{files, OnStateError, StateConfig, StateTls, Topology};
 
 /// A connection to the state backend, of either kind.
 #[derive(Clone)]
@@ -304,10 +304,14 @@ pub(super) async fn connect_until_connected(
 fn report_health(inner: &Inner, healthy: bool, why: &str) {
     let was_down = inner.reported_down.swap(!healthy, Ordering::Relaxed);
     if !was_down && !healthy {
+        let meanwhile = match inner.on_error {
+            OnStateError::FailOpen => "serving without it (fail_open): no cross-replica de-duplication or fleet-wide limits",
+            OnStateError::FailClosed => "calls get the fallback and /readyz answers 503 (fail_closed)",
+        };
         tracing::warn!(
             at = %inner.at,
             why,
-            "the state backend (redis) does not answer: /readyz answers 503, and calls go on as [state] on_error says"
+            "the state backend (redis) does not answer; {meanwhile}"
         );
     } else if was_down && healthy {
         tracing::info!(at = %inner.at, "the state backend (redis) answers again");

@@ -51,7 +51,7 @@ pub(super) struct Inner {
     pub(super) conn: RwLock<Option<Conn>>,
     prefix: String,
     timeout: Duration,
-    on_error: OnStateError,
+    pub(super) on_error: OnStateError,
     pub(super) degraded: AtomicBool,
     /// What the log last said of its health (`connect.rs`): down or not.
     pub(super) reported_down: AtomicBool,

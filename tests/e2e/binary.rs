@@ -174,6 +174,23 @@ fn demo_answers_the_curl_it_prints() {
         .contains("https://link.encorekit.com/"));
     let again = run(curls[1]);
     assert_eq!(again, message, "a redelivery gets the same answer");
+    // The container's health check, by the name a user writes.
+    let admin = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("admin"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let port = admin.rsplit(':').next().unwrap();
+    let health = Command::new(BIN)
+        .args(["healthcheck", "--admin", &format!("localhost:{port}")])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{admin}: {health:?}");
     let goals = run(curls[2]);
     assert!(!goals["data"].as_array().unwrap().is_empty(), "{goals}");
     let proxy = lines

@@ -51,8 +51,9 @@ pub struct Fleet {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub client: Client<HttpConnector, Full<Bytes>>,
-    /// Where the gateway keeps its threads, unless `env` says elsewhere.
-    _dir: tempfile::TempDir,
+    /// Where the gateway keeps its threads, unless `env` says elsewhere, and
+    /// the shipped config's copy with its `secrets/`.
+    pub dir: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -76,13 +77,39 @@ impl Fleet {
         Fleet::start_stdio(config, env, log.map(Stdio::from)).await
     }
 
+    /// [`Fleet::start`] with the simulator started with `sim_args` too
+    /// (`--encore-key K`: it refuses every other key).
+    pub async fn start_sim(
+        sim_args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<std::fs::File>,
+    ) -> Fleet {
+        Fleet::start_full(
+            &crate::support::shipped_config(),
+            sim_args,
+            env,
+            log.map(Stdio::from),
+        )
+        .await
+    }
+
     async fn start_stdio(config: &str, env: &[(&str, &str)], log: Option<Stdio>) -> Fleet {
+        Fleet::start_full(config, &[], env, log).await
+    }
+
+    async fn start_full(
+        config: &str,
+        sim_args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<Stdio>,
+    ) -> Fleet {
         let (sim_addr, listen, admin) = (free(), free(), free());
         let quiet = |c: &mut Command| {
             c.stdout(Stdio::null()).stderr(Stdio::null());
         };
         let mut sim = Command::new(BIN);
-        sim.args(["simulate", "--listen", &sim_addr.to_string()]);
+        sim.args(["simulate", "--listen", &sim_addr.to_string()])
+            .args(sim_args);
         quiet(&mut sim);
         let sim = Killed(sim.spawn().unwrap());
         let dir = tempfile::tempdir().unwrap();
@@ -125,7 +152,7 @@ impl Fleet {
             listen,
             admin,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            _dir: dir,
+            dir,
         };
         eventually(Duration::from_secs(20), "the gateway is ready", || async {
             (fleet.status(fleet.admin, "/readyz").await == Some(200)).then_some(())

@@ -1,0 +1,240 @@
+//! The README's shell examples, run as written, so a drifted example fails
+//! here and not for a user. Every ```sh block carries a marker on the line
+//! before it: `<!-- example: demo -->` runs against a fresh `offergate demo`
+//! (its addresses put where the README writes the defaults), `<!-- example:
+//! fleet -->` runs as it is with free ports in place of the ones written and
+//! the binary on PATH, and `<!-- example: not run here: why -->` names why
+//! it cannot run in a test (a Docker daemon, a cluster, root). A block without
+//! a marker fails the test. Where a block shows its answer (`# {...}`), the
+//! answer's plain values must match.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_offergate");
+
+struct Block {
+    line: usize,
+    marker: String,
+    code: String,
+}
+
+fn blocks() -> Vec<Block> {
+    let text =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() == "```sh" {
+            let indent = lines[i].len() - lines[i].trim_start().len();
+            let marker = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .and_then(|l| l.trim().strip_prefix("<!-- example: "))
+                .and_then(|l| l.strip_suffix(" -->"))
+                .unwrap_or("")
+                .to_string();
+            let mut code = String::new();
+            let start = i + 1;
+            i += 1;
+            while i < lines.len() && lines[i].trim() != "```" {
+                code.push_str(lines[i].get(indent..).unwrap_or(lines[i].trim_start()));
+                code.push('\n');
+                i += 1;
+            }
+            found.push(Block {
+                line: start,
+                marker,
+                code,
+            });
+        }
+        i += 1;
+    }
+    found
+}
+
+/// A demo on free ports: (proxy, admin, simulator) as `host:port`.
+struct Demo(Child, [String; 3]);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo() -> Demo {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--simulator-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut addrs = [String::new(), String::new(), String::new()];
+    let out = BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines().map_while(Result::ok) {
+        let t = line.trim();
+        for (i, label) in ["proxy", "admin", "simulator"].iter().enumerate() {
+            if let Some(rest) = t.strip_prefix(label) {
+                let url = rest.split_whitespace().next().unwrap_or("");
+                addrs[i] = url
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string();
+            }
+        }
+        if t.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(addrs.iter().all(|a| !a.is_empty()), "{addrs:?}");
+    Demo(child, addrs)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `code` with bash (`set -e`, background jobs ended on exit).
+fn run(code: &str, path_with_bin: bool) -> std::process::Output {
+    let script =
+        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{code}");
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script]);
+    if path_with_bin {
+        let dir = std::path::Path::new(BIN).parent().unwrap();
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an example ran past a minute:\n{code}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The plain `"key":value` pairs of the answer a block shows in `# {...}`
+/// comments (values with a placeholder left out).
+fn shown_answer(code: &str) -> Vec<(String, serde_json::Value)> {
+    let shown: String = code
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("# ").map(str::trim))
+        .filter(|l| l.starts_with('{') || l.starts_with('"'))
+        .collect();
+    let mut pairs = Vec::new();
+    let mut rest = shown.as_str();
+    while let Some(at) = rest.find('"') {
+        rest = &rest[at + 1..];
+        let Some(end) = rest.find('"') else { break };
+        let key = &rest[..end];
+        let after = &rest[end + 1..];
+        if let Some(value) = after.strip_prefix(':') {
+            let value = value.trim_start();
+            let literal = if let Some(s) = value.strip_prefix('"') {
+                s.find('"').map(|e| format!("\"{}\"", &s[..e]))
+            } else {
+                let e = value.find([',', '}']).unwrap_or(value.len());
+                Some(value[..e].trim().to_string())
+            };
+            if let Some(v) = literal.filter(|v| !v.contains('…')) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&v) {
+                    if !v.is_object() && !v.is_array() {
+                        pairs.push((key.to_string(), v));
+                    }
+                }
+            }
+        }
+        rest = after;
+    }
+    pairs
+}
+
+#[test]
+fn every_shell_example_in_the_readme_runs_as_written() {
+    let blocks = blocks();
+    assert!(blocks.len() >= 6, "found {} blocks", blocks.len());
+    let mut ran = 0;
+    for b in &blocks {
+        let where_ = format!("README.md line {}", b.line);
+        match b.marker.as_str() {
+            "demo" => {
+                let d = demo();
+                let code = b
+                    .code
+                    .replace("127.0.0.1:8787", &d.1[0])
+                    .replace("127.0.0.1:9787", &d.1[1])
+                    .replace("127.0.0.1:8789", &d.1[2]);
+                let out = run(&code, true);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{where_}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+                let answer: serde_json::Value = serde_json::from_str(stdout.trim())
+                    .unwrap_or_else(|e| panic!("{where_}: not one JSON answer ({e}): {stdout}"));
+                let shown = shown_answer(&b.code);
+                assert!(!shown.is_empty(), "{where_}: the block shows no answer to compare");
+                for (key, value) in shown {
+                    let got = find(&answer, &key);
+                    assert_eq!(got.as_ref(), Some(&value), "{where_}: `{key}` in {answer}");
+                }
+            }
+            "fleet" => {
+                let mut code = b.code.clone();
+                for port in ["6379", "8781", "8782", "9781", "9782", "8791", "8792"] {
+                    code = code.replace(port, &free_port().to_string());
+                }
+                let out = run(&code, true);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{where_}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+                assert_eq!(stdout.matches("clickUrl").count(), 2, "{where_}: {stdout}");
+                assert_eq!(stdout.matches("idempotent-replayed: true").count(), 1, "{where_}: {stdout}");
+                assert!(stdout.contains(r#""encore_offers":1"#) && stdout.contains(r#""encore_offers":0"#), "{where_}: one partner call in all: {stdout}");
+            }
+            m if m.starts_with("not run here: ") && m.len() > "not run here: ".len() + 10 => continue,
+            m => panic!("{where_}: a shell example needs a marker (demo, fleet, or not run here: why), found {m:?}"),
+        }
+        ran += 1;
+    }
+    assert!(ran >= 3, "ran {ran}");
+}
+
+/// `key`'s value anywhere in `v` (the first found, depth first).
+fn find(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(key)
+            .cloned()
+            .or_else(|| m.values().find_map(|x| find(x, key))),
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key)),
+        _ => None,
+    }
+}
