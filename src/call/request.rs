@@ -26,6 +26,10 @@ pub struct ProxyRequest {
     pub deadline: Option<super::clock::Instant>,
     /// What admission learned, shared by every try and by the edge.
     pub call: Arc<CallInfo>,
+    /// What one layer leaves for another below it on this call (a try's
+    /// quota already taken: `layers/rate_limit`); cloned with each try.
+    /// Boxed: 8 bytes in what every layer moves, and none is the rule.
+    pub extensions: Option<Box<super::extensions::Extensions>>,
 }
 
 /// The parts of a request that never change during its call.

@@ -164,6 +164,7 @@ impl Admission {
         });
         let client_id = checked.client_id;
         Ok(ProxyRequest {
+            extensions: Default::default(),
             target,
             body,
             deadline: None,

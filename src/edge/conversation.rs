@@ -209,6 +209,7 @@ impl<S: ProxyService> Edge<S> {
             language: Some(Arc::from(message.language.as_str())),
         });
         let req = ProxyRequest {
+            extensions: Default::default(),
             target: Target::Encore,
             body: Bytes::from(message.encore_body),
             deadline: None,

@@ -112,6 +112,7 @@ mod tests {
             .service(IntoTower(Arc::new(Slow)));
         let back = FromTower(timed);
         let req = ProxyRequest {
+            extensions: Default::default(),
             target: crate::call::route::Target::Encore,
             body: bytes::Bytes::from_static(b"{}"),
             deadline: None,

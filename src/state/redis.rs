@@ -129,6 +129,9 @@ pub struct Limit {
     pub paused: Option<Duration>,
     /// No permit until this much later.
     pub wait: Option<Duration>,
+    /// The second bucket's answer, when one was asked and the first gave a
+    /// permit: `Some(None)` its permit, taken; `Some(Some(wait))` none yet.
+    pub then: Option<Option<Duration>>,
 }
 
 impl Redis {
@@ -319,24 +322,40 @@ impl Redis {
     }
 
     /// One permit from the fleet-wide bucket `bucket_key` at `rate`, unless
-    /// the partner's pause at `pause_key` runs.
+    /// the partner's pause at `pause_key` runs; with `then`, on a permit, one
+    /// more from that bucket (the partner's quota for the first try) in the
+    /// same round trip.
     pub async fn limit(
         &self,
         bucket_key: &str,
         pause_key: &str,
         rate: Rate,
+        then: Option<(&str, Rate)>,
     ) -> Result<Limit, StateError> {
-        let emission_us = (1_000_000.0 / rate.per_second).max(1.0) as u64;
-        let tolerance_us = emission_us * u64::from(rate.burst.saturating_sub(1));
-        let (e, t) = (emission_us.to_string(), tolerance_us.to_string());
-        let reply = self
-            .run(2, &[bucket_key, pause_key], &[e.as_bytes(), t.as_bytes()])
-            .await?;
+        let gcra = |rate: Rate| {
+            let emission_us = (1_000_000.0 / rate.per_second).max(1.0) as u64;
+            let tolerance_us = emission_us * u64::from(rate.burst.saturating_sub(1));
+            (emission_us.to_string(), tolerance_us.to_string())
+        };
+        let (e, t) = gcra(rate);
+        let second = then.map(|(key, rate)| (key, gcra(rate)));
+        let mut keys = vec![bucket_key, pause_key];
+        let mut args = vec![e.as_bytes(), t.as_bytes()];
+        if let Some((key, (qe, qt))) = &second {
+            keys.push(key);
+            args.extend([qe.as_bytes(), qt.as_bytes()]);
+        }
+        let reply = self.run(2, &keys, &args).await?;
         match reply {
             Value::Array(items) => match items.as_slice() {
-                [Value::Int(pause_ms), Value::Int(wait_us)] => Ok(Limit {
+                [Value::Int(pause_ms), Value::Int(wait_us), Value::Int(then_us)] => Ok(Limit {
                     paused: (*pause_ms > 0).then(|| Duration::from_millis(*pause_ms as u64)),
                     wait: (*wait_us > 0).then(|| Duration::from_micros(*wait_us as u64)),
+                    then: match *then_us {
+                        -1 => None,
+                        0 => Some(None),
+                        us => Some(Some(Duration::from_micros(us as u64))),
+                    },
                 }),
                 _ => Err(StateError::Unexpected),
             },

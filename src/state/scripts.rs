@@ -31,22 +31,29 @@ return redis.call('GET', KEYS[1]) or 0
 "#;
 
 /// One GCRA decision on Redis's own clock (`TIME`, so replicas' clocks do not
-/// matter). KEYS: bucket, the partner's pause. ARGV: emission interval and
-/// burst tolerance, in microseconds. Returns `{pause_ms, wait_us}`: a running
-/// pause spends nothing; `wait_us > 0` means no permit until then.
+/// matter), and with a third key a second one after it: a caller's bucket,
+/// then the partner's quota for the call's first try, in one round trip.
+/// KEYS: bucket, the partner's pause, [the quota]. ARGV: emission interval
+/// and burst tolerance in microseconds, [the same for the quota]. Returns
+/// `{pause_ms, wait_us, quota_wait_us}`: a running pause spends nothing;
+/// `wait_us > 0` means no permit until then (and the quota is not asked);
+/// `quota_wait_us` is -1 when not asked, 0 for the quota's permit, taken.
 pub const LIMIT: &str = r#"
 local pause = redis.call('PTTL', KEYS[2])
-if pause > 0 then return {pause, 0} end
+if pause > 0 then return {pause, 0, -1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local emission = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-if now < tat - tolerance then return {0, tat - tolerance - now} end
-local next_tat = tat + emission
-redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
-return {0, 0}
+local function gcra(key, emission, tolerance)
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  if now < tat - tolerance then return tat - tolerance - now end
+  local next_tat = tat + emission
+  redis.call('SET', key, next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
+  return 0
+end
+local wait = gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+if wait > 0 or #KEYS < 3 then return {0, wait, -1} end
+return {0, 0, gcra(KEYS[3], tonumber(ARGV[3]), tonumber(ARGV[4]))}
 "#;
 
 /// A thread's offers. KEYS: the thread's sorted set of offers (members

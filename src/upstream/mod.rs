@@ -302,6 +302,7 @@ token_env = "T2"
             );
         }
         ProxyRequest {
+            extensions: Default::default(),
             target: match (route, partner) {
                 (Route::BesitosGoals, Some(id)) => Target::Besitos {
                     partner_id: id.to_string(),

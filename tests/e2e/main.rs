@@ -30,6 +30,7 @@ mod refuse;
 mod reload;
 mod resilience;
 mod rogue;
+mod round_trips;
 mod secrets;
 mod signals;
 mod tls;

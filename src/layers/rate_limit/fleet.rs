@@ -33,11 +33,18 @@ impl FleetPermits {
         }
     }
 
-    /// One decision of the fleet's `bucket` at `rate`; a pause found is
-    /// mirrored into this replica's, so its circuit sees it too.
-    async fn decide(&self, route: Route, bucket: String, rate: Rate) -> Option<Decision> {
+    /// One decision of the fleet's `bucket` at `rate` (and on a permit, with
+    /// `then`, of the partner's quota too, in the same round trip); a pause
+    /// found is mirrored into this replica's, so its circuit sees it too.
+    async fn decide(
+        &self,
+        route: Route,
+        bucket: String,
+        rate: Rate,
+        then: Option<(&str, Rate)>,
+    ) -> Option<(Decision, Option<Decision>)> {
         let pause = pause_key(&self.redis, route);
-        match self.redis.limit(&bucket, &pause, rate).await {
+        match self.redis.limit(&bucket, &pause, rate, then).await {
             Ok(Limit {
                 paused: Some(left), ..
             }) => {
@@ -45,14 +52,26 @@ impl FleetPermits {
                     .pauses()
                     .get(route)
                     .pause_until(clock::now() + left);
-                Some(Decision::Paused(left))
+                Some((Decision::Paused(left), None))
             }
             Ok(Limit {
                 wait: Some(wait), ..
-            }) => Some(Decision::Wait(wait)),
-            Ok(_) => Some(Decision::Permit),
+            }) => Some((Decision::Wait(wait), None)),
+            Ok(Limit { then, .. }) => Some((
+                Decision::Permit,
+                then.map(|wait| wait.map_or(Decision::Permit, Decision::Wait)),
+            )),
             Err(_) => None,
         }
+    }
+
+    fn caller_rate(&self, route: Route, caller: &str) -> Rate {
+        let config = self.config.get(route);
+        config
+            .client_overrides
+            .get(caller)
+            .copied()
+            .unwrap_or(config.client)
     }
 }
 
@@ -63,17 +82,36 @@ impl Permits for FleetPermits {
         caller: &'a str,
     ) -> impl Future<Output = Decision> + Send + 'a {
         async move {
-            let config = self.config.get(route);
-            let rate = config
-                .client_overrides
-                .get(caller)
-                .copied()
-                .unwrap_or(config.client);
+            let rate = self.caller_rate(route, caller);
             let bucket = caller_key(&self.redis, route, caller);
-            let ask = async { self.decide(route, bucket, rate).await.ok_or(()) };
+            let ask = async {
+                let decided = self.decide(route, bucket, rate, None).await;
+                decided.map(|(d, _)| d).ok_or(())
+            };
             fleet_first(&self.redis, ask, || self.local.caller_now(route, caller))
                 .await
                 .unwrap_or(Decision::Unavailable)
+        }
+    }
+
+    fn caller_then_quota<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        async move {
+            let rate = self.caller_rate(route, caller);
+            let bucket = caller_key(&self.redis, route, caller);
+            let quota = quota_key(&self.redis, route);
+            let then = Some((quota.as_str(), self.config.get(route).partner));
+            let ask = async { self.decide(route, bucket, rate, then).await.ok_or(()) };
+            // Without Redis, this replica's caller bucket; its quota is
+            // asked by the try, as ever.
+            fleet_first(&self.redis, ask, || {
+                (self.local.caller_now(route, caller), None)
+            })
+            .await
+            .unwrap_or((Decision::Unavailable, None))
         }
     }
 
@@ -81,7 +119,10 @@ impl Permits for FleetPermits {
         async move {
             let rate = self.config.get(route).partner;
             let bucket = quota_key(&self.redis, route);
-            let ask = async { self.decide(route, bucket, rate).await.ok_or(()) };
+            let ask = async {
+                let decided = self.decide(route, bucket, rate, None).await;
+                decided.map(|(d, _)| d).ok_or(())
+            };
             fleet_first(&self.redis, ask, || self.local.partner_now(route))
                 .await
                 .unwrap_or(Decision::Unavailable)

@@ -30,6 +30,7 @@ mod permits;
 
 use crate::call::problem::Problem;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus::IntCounterVec;
@@ -187,10 +188,16 @@ impl<S> Layer<S> for PartnerQuotaLayer {
     }
 }
 
+/// The partner quota's permit for a call's first try, taken with the
+/// caller's (the fleet asks both in one round trip): the first try to find
+/// it spends it instead of asking again; every try's clone shares it.
+#[derive(Clone)]
+struct QuotaTaken(Arc<AtomicBool>);
+
 impl<S: ProxyService> ProxyService for Limit<S> {
     fn call(
         &self,
-        req: ProxyRequest,
+        mut req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
@@ -200,19 +207,35 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                 // Every call has its caller (clientId, partner_id); an empty
                 // one still waits out the partner's pause.
                 let caller = req.caller().unwrap_or_default();
-                let check = || async move {
+                let taken = req
+                    .extensions
+                    .as_ref()
+                    .and_then(|e| e.get::<QuotaTaken>())
+                    .is_some_and(|q| q.0.swap(false, Ordering::AcqRel));
+                let quota_too = AtomicBool::new(false);
+                let check = || async {
                     match this.scope {
+                        LimitScope::Partner if taken => Decision::Permit,
                         LimitScope::Partner => this.permits.partner(route).await,
                         // No layer is made for `Upstream` (the pause's scope).
                         LimitScope::Client | LimitScope::Upstream => {
-                            this.permits.caller(route, caller).await
+                            let (decision, quota) =
+                                this.permits.caller_then_quota(route, caller).await;
+                            quota_too.store(quota == Some(Decision::Permit), Ordering::Relaxed);
+                            decision
                         }
                     }
                 };
-                match acquire(check, config, req.deadline).await {
+                let passed = acquire(check, config, req.deadline).await;
+                match passed {
                     Ok(Passed::Permit) => {}
                     Ok(Passed::Shadowed) => this.limited.inc(route, this.scope, "shadow"),
                     Err(refused) => return Err(this.refuse(route, refused)),
+                }
+                if quota_too.load(Ordering::Relaxed) {
+                    req.extensions
+                        .get_or_insert_with(Box::default)
+                        .insert(QuotaTaken(Arc::new(AtomicBool::new(true))));
                 }
             }
             self.next.call(req).await

@@ -38,6 +38,16 @@ pub trait Permits: Send + Sync + 'static {
         caller: &'a str,
     ) -> impl Future<Output = Decision> + Send + 'a;
     fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_;
+    /// The caller's decision and, where asking both at once saves a round
+    /// trip (the fleet's), on a permit the partner quota's for the call's
+    /// first try too (`None`: not asked; the try asks for itself).
+    fn caller_then_quota<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        async move { (self.caller(route, caller).await, None) }
+    }
 }
 
 /// This replica's own buckets, on offergate's clock.
@@ -124,6 +134,19 @@ impl Permits for AnyPermits {
             match self {
                 AnyPermits::Local(local) => local.partner_now(route),
                 AnyPermits::Fleet(fleet) => fleet.partner(route).await,
+            }
+        }
+    }
+
+    fn caller_then_quota<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        async move {
+            match self {
+                AnyPermits::Local(local) => (local.caller_now(route, caller), None),
+                AnyPermits::Fleet(fleet) => fleet.caller_then_quota(route, caller).await,
             }
         }
     }

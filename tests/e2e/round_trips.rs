@@ -1,0 +1,220 @@
+//! What a call costs in Redis round trips, counted with `MONITOR` on a
+//! redis-server of the test's own: every command a replica sends for one
+//! call. The bounds are the README's ("Running a fleet on managed Redis");
+//! a change that adds a round trip fails here.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::fleet::Killed;
+use crate::redis_server::RedisServer;
+use crate::support::*;
+
+/// `redis-cli MONITOR`'s lines, as they come.
+struct Monitor {
+    _child: Killed,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    async fn start(redis: &RedisServer) -> Monitor {
+        let mut child = Command::new("redis-cli")
+            .args([
+                "-h",
+                &redis.addr.ip().to_string(),
+                "-p",
+                &redis.addr.port().to_string(),
+                "MONITOR",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli (tests/run installs redis-tools)");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let m = Monitor {
+            _child: Killed(child),
+            lines,
+        };
+        // MONITOR answers OK once it listens.
+        eventually(Duration::from_secs(5), "MONITOR listens", || async {
+            m.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("OK"))
+                .then_some(())
+        })
+        .await;
+        m
+    }
+
+    /// The commands seen during `call` (the health PINGs aside): each one a
+    /// round trip, as each is awaited before the next is sent.
+    async fn during<F: std::future::Future<Output = ()>>(&self, call: F) -> Vec<String> {
+        // A marker before and after, so only this call's commands count.
+        let mark = |m: &str| {
+            crate::redis_server::redis_cli(self.addr(), &["ECHO", m]);
+        };
+        mark("before");
+        call.await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        mark("after");
+        let lines = eventually(Duration::from_secs(5), "the marks are seen", || async {
+            let l = self.lines.lock().unwrap().clone();
+            l.iter().any(|x| x.contains("\"after\"")).then_some(l)
+        })
+        .await;
+        let start = lines
+            .iter()
+            .rposition(|l| l.contains("\"before\""))
+            .unwrap();
+        let end = lines.iter().rposition(|l| l.contains("\"after\"")).unwrap();
+        lines[start + 1..end]
+            .iter()
+            // A script's own commands are shown as `[0 lua]`: not round trips.
+            .filter(|l| !l.contains(" lua] ") && !l.contains("\"PING\""))
+            .cloned()
+            .collect()
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ADDR.with(|a| a.get().unwrap())
+    }
+}
+
+thread_local! {
+    static ADDR: std::cell::Cell<Option<std::net::SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
+    let redis = RedisServer::start().await;
+    ADDR.with(|a| a.set(Some(redis.addr)));
+    let url = redis.url();
+    let h = Harness::with_config(|o| {
+        config_for(
+            o,
+            "",
+            &format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\ntimeout_ms = 250\n"),
+        )
+    })
+    .await;
+    // Connected, and the scripts loaded (a first call loads each).
+    eventually(Duration::from_secs(10), "connected", || async {
+        let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
+        (a.json()["offer"]["clickUrl"].is_string()
+            && !h
+                .metrics()
+                .await
+                .contains("offergate_state_degraded{backend=\"redis\"} 1"))
+        .then_some(())
+    })
+    .await;
+    h.post(&besitos_path(PARTNER), &[], "{}").await;
+    let monitor = Monitor::start(&redis).await;
+
+    let body = encore_body();
+    let key = [("idempotency-key", "round-trips-1")];
+    let forward = monitor
+        .during(async {
+            let a = h.post(ENCORE_PATH, &key, &body).await;
+            assert!(
+                a.json()["offer"]["clickUrl"].is_string(),
+                "{}",
+                String::from_utf8_lossy(&a.body)
+            );
+        })
+        .await;
+    let replay = monitor
+        .during(async {
+            let a = h.post(ENCORE_PATH, &key, &body).await;
+            assert_eq!(a.headers["idempotent-replayed"], "true");
+        })
+        .await;
+    let besitos = monitor
+        .during(async {
+            let a = h
+                .post(
+                    &besitos_path(PARTNER),
+                    &[("idempotency-key", "round-trips-2")],
+                    "{}",
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        })
+        .await;
+    // A partner 503, then the offer: the retry's quota is asked for (the
+    // first try's came with the caller's bucket).
+    let before = h.calls(offergate::call::route::Route::EncoreOffers);
+    plan(
+        &h,
+        offergate::call::route::Route::EncoreOffers,
+        &["503", "ok"],
+    );
+    let retried = monitor
+        .during(async {
+            let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
+            assert!(
+                a.json()["offer"]["clickUrl"].is_string(),
+                "{}",
+                String::from_utf8_lossy(&a.body)
+            );
+        })
+        .await;
+    assert_eq!(
+        h.calls(offergate::call::route::Route::EncoreOffers) - before,
+        2,
+        "two tries"
+    );
+    assert!(
+        retried.len() <= forward.len() + 1,
+        "{} round trips with a retry:\n{retried:#?}",
+        retried.len()
+    );
+    let limits = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains(":pause:partner"))
+            .count()
+    };
+    assert_eq!(
+        limits(&retried),
+        2,
+        "one limit script per try: {retried:#?}"
+    );
+    // An Encore offer: the claim; the thread's slot; the caller's bucket with
+    // the first try's quota and the pause; the offer's link kept; the finish.
+    assert!(
+        forward.len() <= 5,
+        "{} round trips for a forwarded Encore call:\n{forward:#?}",
+        forward.len()
+    );
+    // Besitos has no thread: the claim, the limits, the finish.
+    assert!(
+        besitos.len() <= 3,
+        "{} round trips for a forwarded Besitos call:\n{besitos:#?}",
+        besitos.len()
+    );
+    // A replay this replica answered itself costs none.
+    assert!(
+        replay.len() <= 1,
+        "{} round trips for a replay:\n{replay:#?}",
+        replay.len()
+    );
+    println!(
+        "round trips: forward {}, besitos {}, replay {}\n{forward:#?}\n{besitos:#?}\n{replay:#?}",
+        forward.len(),
+        besitos.len(),
+        replay.len()
+    );
+    h.stop().await;
+}
