@@ -17,6 +17,8 @@
 #   REDIS=1       also offergate with its state on a redis-server; 0: skip
 #   BASELINE=path/to/offergate   also forward and replay on another build, in
 #                 the same rounds, reported as this build / that one
+#   BASELINE_THREADS=1  the baseline knows [state] thread_file: it gets the
+#                 same THREAD_FILE setting as this build
 #
 # CPU per request: user + system time of the server's processes over each run
 # (/proc), divided by the requests it answered.
@@ -90,9 +92,10 @@ start_og() { # name port config-extra [binary]
   { og_config "$2" $(($2 + 1)) "${P_UP:-$P_PARTNER}" "${SCHEME:-http}"; printf '%s\n' "$3"; } > "$WORK/og-$1.toml"
   # The build under test keeps its threads in a file of its own (as shipped;
   # THREAD_FILE= for memory only); a baseline older than the thread file
-  # knows no such key.
+  # knows no such key (BASELINE_THREADS=1: it does, give it the same).
   local threads=()
-  [ -z "${4:-}" ] && threads=(env OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads-$1.redb}")
+  [ -z "${4:-}" ] || [ "${BASELINE_THREADS:-0}" = 1 ] \
+    && threads=(env OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads-$1.redb}")
   "${threads[@]}" env BENCH_ENCORE_KEY=$KEY taskset -c "$SRV" "${4:-$OG}" run -c "$WORK/og-$1.toml" & PIDS+=($!)
   eval "PID_$1=$!"
 }

@@ -25,6 +25,14 @@ impl Route {
         self as usize
     }
 
+    /// Its partner's name: the config section (`[encore]`, `[besitos]`).
+    pub fn partner(self) -> &'static str {
+        match self {
+            Route::EncoreOffers => "encore",
+            Route::BesitosGoals => "besitos",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Route> {
         Route::ALL.into_iter().find(|r| r.as_str() == s)
     }

@@ -40,6 +40,19 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// `route`'s credentials, by the id a request names: Encore's one key
+    /// (id ""), each Besitos partner's token.
+    pub fn credentials(&self, route: crate::call::route::Route) -> Vec<(&str, &Secret)> {
+        match route {
+            crate::call::route::Route::EncoreOffers => vec![("", &self.encore_key)],
+            crate::call::route::Route::BesitosGoals => self
+                .partners
+                .iter()
+                .map(|(id, t)| (id.as_str(), t))
+                .collect(),
+        }
+    }
+
     pub fn of(config: &Config) -> Secrets {
         Secrets {
             encore_key: config.encore.api_key.clone(),

@@ -436,6 +436,14 @@ impl Config {
         validate(raw, env)
     }
 
+    /// How `route`'s partner is reached.
+    pub fn upstream(&self, route: crate::call::route::Route) -> &UpstreamConfig {
+        match route {
+            crate::call::route::Route::EncoreOffers => &self.encore.upstream,
+            crate::call::route::Route::BesitosGoals => &self.besitos.upstream,
+        }
+    }
+
     /// How `route` survives a failing partner.
     pub fn resilience(&self, route: crate::call::route::Route) -> &ResilienceConfig {
         match route {

@@ -5,9 +5,11 @@
 //! spends. The rest of offergate is the same for every partner and asks
 //! here, by [`Target`].
 //!
-//! A third partner is a module like these two, an arm in each `match` below
-//! and in `edge/router.rs`, its credential in `upstream/credentials.rs`, and
-//! a config section (README: "Adding a partner").
+//! A third partner is a module like these two with an arm in each `match`
+//! below (the compiler names every one), its `Route` and `Target` variants,
+//! one line in `edge/router.rs`, and a config section (README: "Adding a
+//! partner"). The upstream, the layers and the stack ask here and need
+//! nothing.
 
 pub mod besitos;
 pub mod encore;
@@ -22,7 +24,12 @@ use bytes::Bytes;
 use crate::call::base_url::BaseUrl;
 use crate::call::error::GatewayError;
 use crate::call::json::Json;
-use crate::call::route::Target;
+use crate::call::problem::Problem;
+use crate::call::request::Compose;
+use crate::call::route::{Route, Target};
+use encore::compose::Composed;
+use encore::links::LinkKey;
+use http::HeaderName;
 
 /// What the proxy listener serves, for a 404's message.
 pub const SERVED: &str =
@@ -83,5 +90,95 @@ pub fn path_and_query(target: &Target) -> String {
     match target {
         Target::Encore => encore::PATH.to_string(),
         Target::Besitos { partner_id, page } => besitos::path_and_query(partner_id, *page),
+    }
+}
+
+/// The path of `route` at its partner when it never changes (the request
+/// URI is built once); `None` where the target names more (a Besitos
+/// partner id and page).
+pub fn fixed_path(route: Route) -> Option<&'static str> {
+    match route {
+        Route::EncoreOffers => Some(encore::PATH),
+        Route::BesitosGoals => None,
+    }
+}
+
+/// The header `route`'s credential travels in.
+pub fn credential_header(route: Route) -> &'static HeaderName {
+    match route {
+        Route::EncoreOffers => &encore::API_KEY_HEADER,
+        Route::BesitosGoals => &http::header::AUTHORIZATION,
+    }
+}
+
+/// Where an operator sets `route`'s credential (for the log line that says
+/// a partner refuses it).
+pub fn credential_setting(route: Route) -> &'static str {
+    match route {
+        Route::EncoreOffers => "[encore] api_key_env / api_key_file",
+        Route::BesitosGoals => "the partner's token_env / token_file in [[besitos.partners]]",
+    }
+}
+
+/// The header value of `route`'s credential, from its secret.
+pub fn credential_value(route: Route, secret: &str) -> String {
+    match route {
+        Route::EncoreOffers => secret.to_string(),
+        Route::BesitosGoals => format!("Bearer {secret}"),
+    }
+}
+
+/// What reading a partner's 200 needs besides the body.
+pub struct Reading<'a> {
+    /// Where an offer's link must point (`[encore] offer_link_host`).
+    pub link_host: &'a str,
+    /// The composed message the caller asked for, if any.
+    pub compose: Option<&'a Compose>,
+    /// Where callers reach offergate (page URLs are moved onto it).
+    pub public: &'a BaseUrl,
+    /// The partner base URL's path prefix (what page URLs lose).
+    pub partner_prefix: &'a str,
+}
+
+/// A partner's 200, read once: the body to answer, and on an offers route
+/// what it offered.
+pub struct Read {
+    pub body: Bytes,
+    /// `None`: the route has no offers; `Some(None)`: no offer this time;
+    /// `Some(Some(link))`: an offer, by its link.
+    pub offer: Option<Option<LinkKey>>,
+    pub composed: Option<Composed>,
+}
+
+/// Checks a 200 from `route`'s partner against its documented JSON (and
+/// what offergate lets reach an end user), and reads what the layers above
+/// need of it; `Err` says why it is not one.
+pub fn read_ok(route: Route, body: Bytes, reading: &Reading<'_>) -> Result<Read, Problem> {
+    match route {
+        Route::EncoreOffers => {
+            let (link, composed) = match reading.compose {
+                None => (encore::check_answer(&body, reading.link_host)?, None),
+                Some(asked) => {
+                    let offer = encore::read_offer(&body, reading.link_host)?;
+                    let language = asked.language.as_deref();
+                    let composed = offer
+                        .as_ref()
+                        .and_then(|o| encore::compose::message(o, language));
+                    let link =
+                        offer.map(|o| encore::links::key_of_offer(&o.click_url, reading.link_host));
+                    (link, composed)
+                }
+            };
+            Ok(Read {
+                body,
+                offer: Some(link),
+                composed,
+            })
+        }
+        Route::BesitosGoals => Ok(Read {
+            body: besitos::rewrite_answer(&body, reading.public, reading.partner_prefix)?,
+            offer: None,
+            composed: None,
+        }),
     }
 }

@@ -278,6 +278,9 @@ pub(super) async fn connect_until_connected(
                 if let Some(inner) = inner.upgrade() {
                     *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
                     inner.degraded.store(false, Ordering::Relaxed);
+                    // The calls that failed while not connected do not keep
+                    // the new connection unused until the next PING.
+                    inner.failures.store(0, Ordering::Relaxed);
                     tracing::info!(
                         at = %inner.at,
                         master = master.as_deref().unwrap_or("-"),

@@ -6,20 +6,24 @@ use crate::call::problem::Problem;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+use crate::call::route::{PerRoute, Route, Target};
 
 use crate::config::{Live, Secret, Secrets};
 
 pub(super) struct Credentials {
-    pub encore_key: HeaderValue,
-    /// `Bearer <token>` per partner id.
-    pub besitos_auth: HashMap<String, HeaderValue>,
+    /// Per route, the header value of each credential by the id a request
+    /// names (`""` for a route with one, `partner_id` for Besitos).
+    by_route: PerRoute<HashMap<String, HeaderValue>>,
 }
 
-fn header(key: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, Problem> {
-    let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose())).map_err(|_| {
+fn header(route: Route, id: &str, secret: &Secret) -> Result<HeaderValue, Problem> {
+    let value = crate::partners::credential_value(route, secret.expose());
+    let mut v = HeaderValue::from_str(&value).map_err(|_| {
         Problem(format!(
-            "{key}: the secret holds characters not allowed in a header"
+            "{} credential {id:?}: the secret holds characters not allowed in a header",
+            route.as_str()
         ))
     })?;
     v.set_sensitive(true);
@@ -28,15 +32,25 @@ fn header(key: &str, secret: &Secret, prefix: &str) -> Result<HeaderValue, Probl
 
 impl Credentials {
     fn of(secrets: &Secrets) -> Result<Credentials, Problem> {
-        let mut besitos_auth = HashMap::new();
-        for (id, token) in &secrets.partners {
-            let key = format!("besitos partner {id} token");
-            besitos_auth.insert(id.clone(), header(&key, token, "Bearer ")?);
+        let mut by_route = PerRoute::new(|_| HashMap::new());
+        for route in Route::ALL {
+            for (id, secret) in secrets.credentials(route) {
+                let value = header(route, id, secret)?;
+                by_route.0[route.index()].insert(id.to_string(), value);
+            }
         }
-        Ok(Credentials {
-            encore_key: header("encore.api_key", &secrets.encore_key, "")?,
-            besitos_auth,
-        })
+        Ok(Credentials { by_route })
+    }
+
+    /// The credential for `target`: its header, and its value (`None`: an
+    /// id no credential is configured for).
+    pub fn of_target(&self, target: &Target) -> (&'static HeaderName, Option<&HeaderValue>) {
+        let route = target.route();
+        let id = target.partner_id().unwrap_or("");
+        (
+            crate::partners::credential_header(route),
+            self.by_route.get(route).get(id),
+        )
     }
 }
 

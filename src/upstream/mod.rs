@@ -25,10 +25,10 @@ use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::outcome::{partner_answer, OfferResult};
 use crate::call::request::{OfferServed, Outcome};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{Route, Target};
+use crate::call::route::{PerRoute, Route};
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::metrics::Metrics;
-use crate::partners::{self, besitos, encore};
+use crate::partners;
 use crate::upstream::pool::PartnerClient;
 use credentials::LiveCredentials;
 use metrics::UpstreamMetrics;
@@ -40,10 +40,11 @@ pub struct Upstream {
 }
 
 struct UpstreamInner {
-    encore: PartnerClient,
-    /// Encore's one endpoint, parsed once (cloning a `Uri` shares its bytes).
-    encore_uri: Uri,
-    besitos: PartnerClient,
+    /// A pool per partner.
+    clients: PerRoute<PartnerClient>,
+    /// A route's endpoint where its path never changes (Encore's), parsed
+    /// once (cloning a `Uri` shares its bytes).
+    fixed_uris: PerRoute<Option<Uri>>,
     credentials: LiveCredentials,
     public_base_url: BaseUrl,
     /// Where an offer's link must point (`[encore] offer_link_host`).
@@ -62,19 +63,30 @@ impl Upstream {
         secrets: Arc<Live<Secrets>>,
     ) -> Result<Upstream, Problem> {
         let tls = tls::tls_config(&config.tls.extra_ca_files)?;
-        let encore = PartnerClient::new(&config.encore.upstream, tls.clone())
-            .map_err(|e| Problem(format!("encore.{e}")))?;
-        let encore_uri = encore
-            .base_url()
-            .join(crate::partners::encore::PATH)
-            .parse()
-            .map_err(|e| Problem(format!("encore.base_url: cannot build the offers URL: {e}")))?;
+        let mut clients = Vec::new();
+        let mut fixed_uris = Vec::new();
+        for route in Route::ALL {
+            let partner = route.partner();
+            let client = PartnerClient::new(config.upstream(route), tls.clone())
+                .map_err(|e| Problem(format!("{partner}.{e}")))?;
+            let uri = match partners::fixed_path(route) {
+                Some(path) => Some(client.base_url().join(path).parse().map_err(|e| {
+                    Problem(format!(
+                        "{partner}.base_url: cannot build the partner URL: {e}"
+                    ))
+                })?),
+                None => None,
+            };
+            clients.push(client);
+            fixed_uris.push(uri);
+        }
+        fn per_route<T>(mut v: Vec<T>) -> PerRoute<T> {
+            PerRoute::new(|_| v.remove(0))
+        }
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
-                encore,
-                encore_uri,
-                besitos: PartnerClient::new(&config.besitos.upstream, tls)
-                    .map_err(|e| Problem(format!("besitos.{e}")))?,
+                clients: per_route(clients),
+                fixed_uris: per_route(fixed_uris),
                 credentials: LiveCredentials::new(secrets)?,
                 public_base_url,
                 link_host: config.encore.offer_link_host.clone(),
@@ -91,24 +103,26 @@ impl Upstream {
 
 impl UpstreamInner {
     fn client(&self, route: Route) -> &PartnerClient {
-        match route {
-            Route::EncoreOffers => &self.encore,
-            Route::BesitosGoals => &self.besitos,
-        }
+        self.clients.get(route)
     }
 
     /// The partner request: the caller's forwardable headers, the credential
     /// chosen by route (and `partner_id`), the request id, the body as received.
     fn build_request(&self, req: &ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
-        let uri = match &req.target {
-            Target::Encore => self.encore_uri.clone(),
-            target @ Target::Besitos { .. } => {
-                let path = partners::path_and_query(target);
-                self.besitos.base_url().join(&path).parse().map_err(|e| {
-                    GatewayError::Call(CallError::Upstream(UpstreamFailure::Connect(Cause::from(
-                        format!("cannot build the partner URL: {e}"),
-                    ))))
-                })?
+        let route = req.target.route();
+        let uri = match self.fixed_uris.get(route) {
+            Some(uri) => uri.clone(),
+            None => {
+                let path = partners::path_and_query(&req.target);
+                self.client(route)
+                    .base_url()
+                    .join(&path)
+                    .parse()
+                    .map_err(|e| {
+                        GatewayError::Call(CallError::Upstream(UpstreamFailure::Connect(
+                            Cause::from(format!("cannot build the partner URL: {e}")),
+                        )))
+                    })?
             }
         };
         let mut out = Request::builder()
@@ -131,19 +145,14 @@ impl UpstreamInner {
         }
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h.insert(header::USER_AGENT, self.user_agent.clone());
-        match &req.target {
-            Target::Encore => {
-                h.insert(
-                    encore::API_KEY_HEADER.clone(),
-                    self.credentials.current().encore_key.clone(),
-                );
+        let credentials = self.credentials.current();
+        match credentials.of_target(&req.target) {
+            (name, Some(value)) => {
+                h.insert(name.clone(), value.clone());
             }
-            Target::Besitos { partner_id, .. } => {
-                let credentials = self.credentials.current();
-                let auth = credentials.besitos_auth.get(partner_id).ok_or_else(|| {
-                    GatewayError::Refused(Refusal::UnknownPartner(partner_id.clone()))
-                })?;
-                h.insert(header::AUTHORIZATION, auth.clone());
+            (_, None) => {
+                let id = req.target.partner_id().unwrap_or("").to_string();
+                return Err(GatewayError::Refused(Refusal::UnknownPartner(id)));
             }
         }
         Ok(out)
@@ -192,34 +201,26 @@ impl UpstreamInner {
         let mut served = None;
         let mut composed = None;
         let body = if parts.status == StatusCode::OK {
-            match route {
-                // Read once: checked, counted, and composed when asked.
-                Route::EncoreOffers => match &call.compose {
-                    None => encore::check_answer(&body, &self.link_host),
-                    Some(asked) => encore::read_offer(&body, &self.link_host).map(|offer| {
-                        let language = asked.language.as_deref();
-                        composed = offer
-                            .as_ref()
-                            .and_then(|o| encore::compose::message(o, language));
-                        offer.map(|o| encore::links::key_of_offer(&o.click_url, &self.link_host))
-                    }),
-                }
-                .map(|link| {
-                    self.metrics.offer(if link.is_some() {
-                        OfferResult::Offer
-                    } else {
-                        OfferResult::NoOffer
-                    });
-                    served = link;
-                    body
-                }),
-                Route::BesitosGoals => besitos::rewrite_answer(
-                    &body,
-                    &self.public_base_url,
-                    &client.base_url().path_prefix,
-                ),
+            // Read once: checked, counted, and composed when asked.
+            let reading = partners::Reading {
+                link_host: &self.link_host,
+                compose: call.compose.as_ref(),
+                public: &self.public_base_url,
+                partner_prefix: &client.base_url().path_prefix,
+            };
+            let read = partners::read_ok(route, body, &reading).map_err(|e| {
+                GatewayError::Call(CallError::Upstream(UpstreamFailure::InvalidBody(e)))
+            })?;
+            if let Some(link) = read.offer {
+                self.metrics.offer(if link.is_some() {
+                    OfferResult::Offer
+                } else {
+                    OfferResult::NoOffer
+                });
+                served = link;
             }
-            .map_err(|e| GatewayError::Call(CallError::Upstream(UpstreamFailure::InvalidBody(e))))?
+            composed = read.composed;
+            read.body
         } else {
             body
         };
@@ -232,7 +233,7 @@ impl UpstreamInner {
             outcome: Outcome::Forwarded,
             extensions: Default::default(),
         };
-        if let (Route::EncoreOffers, Some(link)) = (route, served) {
+        if let Some(link) = served {
             answer.extensions.insert(OfferServed { link });
         }
         if let Some(composed) = composed {
@@ -261,6 +262,7 @@ mod tests {
     use crate::call::request::CallInfo;
     use crate::call::route::Target;
     use crate::config::MapEnv;
+    use crate::partners::encore;
     use http::HeaderMap;
 
     fn upstream() -> Upstream {

@@ -44,13 +44,8 @@ impl Refusals {
         if !changed {
             return;
         }
-        let (partner, check) = match target {
-            Target::Encore => ("encore", "[encore] api_key_env / api_key_file"),
-            Target::Besitos { .. } => (
-                "besitos",
-                "the partner's token_env / token_file in [[besitos.partners]]",
-            ),
-        };
+        let route = target.route();
+        let (partner, check) = (route.partner(), crate::partners::credential_setting(route));
         let partner_id = target.partner_id().unwrap_or("-");
         if refused {
             tracing::error!(

@@ -60,24 +60,32 @@ impl Monitor {
     /// The commands seen during `call` (the health PINGs aside): each one a
     /// round trip, as each is awaited before the next is sent.
     async fn during<F: std::future::Future<Output = ()>>(&self, call: F) -> Vec<String> {
-        // A marker before and after, so only this call's commands count.
+        // Marks of their own before and after, so only this call's commands
+        // count.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (before, after) = (format!("before-{n}"), format!("after-{n}"));
         let mark = |m: &str| {
             crate::redis_server::redis_cli(self.addr(), &["ECHO", m]);
         };
-        mark("before");
+        mark(&before);
         call.await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        mark("after");
+        mark(&after);
+        let quoted = |m: &str| format!("\"{m}\"");
         let lines = eventually(Duration::from_secs(5), "the marks are seen", || async {
             let l = self.lines.lock().unwrap().clone();
-            l.iter().any(|x| x.contains("\"after\"")).then_some(l)
+            l.iter().any(|x| x.contains(&quoted(&after))).then_some(l)
         })
         .await;
         let start = lines
             .iter()
-            .rposition(|l| l.contains("\"before\""))
+            .position(|l| l.contains(&quoted(&before)))
             .unwrap();
-        let end = lines.iter().rposition(|l| l.contains("\"after\"")).unwrap();
+        let end = lines
+            .iter()
+            .position(|l| l.contains(&quoted(&after)))
+            .unwrap();
         lines[start + 1..end]
             .iter()
             // A script's own commands are shown as `[0 lua]`: not round trips.
@@ -104,23 +112,28 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
         config_for(
             o,
             "",
-            &format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\ntimeout_ms = 250\n"),
+            &format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\ntimeout_ms = 2000\n"),
         )
     })
     .await;
-    // Connected, and the scripts loaded (a first call loads each).
-    eventually(Duration::from_secs(10), "connected", || async {
+    // Connected, and the scripts loaded (a first call loads each): calls
+    // reach Redis, their finish included.
+    eventually(Duration::from_secs(10), "calls reach Redis", || async {
         let a = h.post(ENCORE_PATH, &[], &encore_body()).await;
-        (a.json()["offer"]["clickUrl"].is_string()
-            && !h
-                .metrics()
-                .await
-                .contains("offergate_state_degraded{backend=\"redis\"} 1"))
-        .then_some(())
+        let finished = h
+            .metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with("offergate_state_latency_seconds_count{op=\"finish\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        (a.json()["offer"]["clickUrl"].is_string() && finished > 0).then_some(())
     })
     .await;
     h.post(&besitos_path(PARTNER), &[], "{}").await;
     let monitor = Monitor::start(&redis).await;
+    // (Those of the calls made before Redis was connected are not counted.)
+    let errors_before = state_errors(&h.metrics().await);
 
     let body = encore_body();
     let key = [("idempotency-key", "round-trips-1")];
@@ -176,7 +189,7 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
         "two tries"
     );
     assert!(
-        retried.len() <= forward.len() + 1,
+        retried.len() == forward.len() + 1,
         "{} round trips with a retry:\n{retried:#?}",
         retried.len()
     );
@@ -194,21 +207,28 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
     // An Encore offer: the claim; the thread's slot; the caller's bucket with
     // the first try's quota and the pause; the offer's link kept; the finish.
     assert!(
-        forward.len() <= 5,
+        forward.len() == 5,
         "{} round trips for a forwarded Encore call:\n{forward:#?}",
         forward.len()
     );
     // Besitos has no thread: the claim, the limits, the finish.
     assert!(
-        besitos.len() <= 3,
+        besitos.len() == 3,
         "{} round trips for a forwarded Besitos call:\n{besitos:#?}",
         besitos.len()
     );
     // A replay this replica answered itself costs none.
     assert!(
-        replay.len() <= 1,
+        replay.is_empty(),
         "{} round trips for a replay:\n{replay:#?}",
         replay.len()
+    );
+    // Every call above reached Redis (none fell back to this replica's own
+    // state after an error): the counts are of the fleet's path.
+    assert_eq!(
+        state_errors(&h.metrics().await),
+        errors_before,
+        "state errors during the counts"
     );
     println!(
         "round trips: forward {}, besitos {}, replay {}\n{forward:#?}\n{besitos:#?}\n{replay:#?}",
@@ -217,4 +237,12 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
         replay.len()
     );
     h.stop().await;
+}
+
+/// Shared-state calls that failed so far, all operations together.
+fn state_errors(page: &str) -> u64 {
+    page.lines()
+        .filter(|l| l.starts_with("offergate_state_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
