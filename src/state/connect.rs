@@ -60,7 +60,9 @@ impl ConnectionLike for Conn {
 /// checked), used again on every reconnect.
 pub(super) enum Connector {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    /// The cluster, and one of its seed nodes alone (pub/sub: a message
+    /// published on any node reaches every node's subscribers).
+    Cluster(redis::cluster::ClusterClient, Box<redis::Client>),
     /// The sentinels, asked for the master on every (re)connect.
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
 }
@@ -111,10 +113,24 @@ impl Connector {
                 if let Some(url) = &config.redis_url {
                     seeds.push(as_tls(url, tls));
                 }
-                let mut builder = ClusterClientBuilder::new(seeds)
+                let mut builder = ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(config.timeout.max(Duration::from_millis(250)))
                     .response_timeout(config.timeout)
                     .retries(2);
+                // The seed for pub/sub, with the same user and certificates.
+                let mut info = seeds
+                    .first()
+                    .ok_or("state.redis_nodes: at least one seed node is required")?
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
+                info.redis.password = password.clone();
+                info.redis.username = config.redis_username.clone();
+                let seed = match config.tls.as_ref().map(self::certificates).transpose()? {
+                    Some(certs) => redis::Client::build_with_tls(info, certs),
+                    None => redis::Client::open(info),
+                }
+                .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
                 if let Some(p) = password {
                     builder = builder.password(p);
                 }
@@ -127,7 +143,7 @@ impl Connector {
                 let client = builder
                     .build()
                     .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
-                Ok(Connector::Cluster(client))
+                Ok(Connector::Cluster(client, Box::new(seed)))
             }
             Topology::Sentinel => {
                 let master = config
@@ -170,6 +186,16 @@ impl Connector {
         }
     }
 
+    /// A client for pub/sub: the server, one seed of a cluster, or the
+    /// master the sentinels name now.
+    pub(super) async fn pubsub_client(&self) -> Option<redis::RedisResult<redis::Client>> {
+        match self {
+            Connector::Single(client) => Some(Ok(client.clone())),
+            Connector::Cluster(_, seed) => Some(Ok((**seed).clone())),
+            Connector::Sentinel(_) => self.master().await,
+        }
+    }
+
     /// The master the sentinels name now, as a client (Sentinel only).
     async fn master(&self) -> Option<redis::RedisResult<redis::Client>> {
         match self {
@@ -192,7 +218,7 @@ impl Connector {
         };
         match self {
             Connector::Single(client) => Ok((managed(client.clone()).await?, None)),
-            Connector::Cluster(client) => Ok((
+            Connector::Cluster(client, _) => Ok((
                 client.get_async_connection().await.map(Conn::Cluster)?,
                 None,
             )),

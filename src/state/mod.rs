@@ -12,8 +12,10 @@
 mod connect;
 mod conversation;
 pub mod fleet;
+mod notices;
 mod redis;
 mod scripts;
 
 pub use conversation::{Conversation, ConversationOp, ThreadOp};
+pub use notices::Notice;
 pub use redis::{ClaimReply, Limit, Redis, StateError, StateMetrics};

@@ -53,6 +53,8 @@ pub(super) struct Inner {
     timeout: Duration,
     pub(super) on_error: OnStateError,
     pub(super) degraded: AtomicBool,
+    /// Finished calls other replicas wait for, heard (`notices.rs`).
+    notices: super::notices::Notices,
     /// What the log last said of its health (`connect.rs`): down or not.
     pub(super) reported_down: AtomicBool,
     /// Where it is, for the log: the topology and its nodes, no secret.
@@ -146,6 +148,7 @@ impl Redis {
             timeout: config.timeout,
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
+            notices: super::notices::Notices::start(Connector::new(config)?),
             reported_down: AtomicBool::new(false),
             at: config.describe(),
             failures: AtomicU32::new(0),
@@ -299,6 +302,15 @@ impl Redis {
     }
 
     /// Ends this replica's lead: keeps `answer` (if any) for `ttl`, frees the lock.
+    /// A notice when the call that holds `answer_key`'s lock on another
+    /// replica finishes (`None`: none can be had now; poll).
+    pub async fn listen(&self, answer_key: &str) -> Option<super::notices::Notice> {
+        self.inner
+            .notices
+            .listen(answer_key, self.inner.timeout)
+            .await
+    }
+
     pub async fn finish(
         &self,
         answer_key: &str,
@@ -308,11 +320,17 @@ impl Redis {
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = ttl.as_millis().max(1).to_string();
+        // The answer's key is its channel too (waiters: `listen`).
         let stored = self
             .run_idempotent(
                 1,
                 &[answer_key, lock_key],
-                &[lock_value.as_bytes(), answer, ttl.as_bytes()],
+                &[
+                    lock_value.as_bytes(),
+                    answer,
+                    ttl.as_bytes(),
+                    answer_key.as_bytes(),
+                ],
             )
             .await?;
         Ok(match stored {

@@ -21,12 +21,16 @@ return {0}
 "#;
 
 /// Ends a lead. KEYS: answer, lock. ARGV: our lock value, the answer to keep
-/// (empty: none), its TTL in ms. The answer is kept unless one already is;
-/// the lock is deleted only if it is still ours (compare-and-delete).
-/// Returns the answer now stored (ours, or the one that was there), or 0.
+/// (empty: none), its TTL in ms, the channel replicas waiting for it listen
+/// on. The answer is kept unless one already is; the lock is deleted only
+/// if it is still ours (compare-and-delete); the waiters are told (a
+/// message, whatever became of the key: they ask again). Returns the answer
+/// now stored (ours, or the one that was there), or 0.
 pub const FINISH: &str = r#"
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], 'NX') end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+-- An ACL without PUBLISH (an older one) costs the notice, not the finish.
+redis.pcall('PUBLISH', ARGV[4], '1')
 return redis.call('GET', KEYS[1]) or 0
 "#;
 

@@ -7,13 +7,13 @@
 //!   request's fingerprint and this process) and calls the partner; it stores
 //!   the answer (`SET PX NX`, the route's TTL) and frees the lock only if it
 //!   is still its own (compare-and-delete, one script).
-//! - A replica that finds the same request in flight elsewhere polls every
-//!   25 ms until the answer is there, the key is free again (the holder died:
-//!   its lock expires after the call's deadline plus a second, and the poller
-//!   leads), or its own deadline passes. Polling, not pub/sub: it needs no
-//!   second connection per replica and no subscription state to rebuild after
-//!   a reconnect, and its cost is at most one poll interval of latency, only
-//!   for duplicates that arrive while the first call is in flight.
+//! - A replica that finds the same request in flight elsewhere subscribes to
+//!   the key's channel (`state/notices.rs`), asks once more, and then asks
+//!   again when the leader's finish publishes there (or after 250 ms, should
+//!   a notice be lost), until the answer is there, the key is free again (the
+//!   holder died: its lock expires after the call's deadline plus a second,
+//!   and the waiter leads), or its own deadline passes. Without a pub/sub
+//!   connection it polls every 25 ms.
 //! - A different request under the key: 422, from any replica.
 //! - An answer a replica made alone while Redis was away (`fail_open`) is
 //!   marked so: once Redis answers again, the next call for its key asks
@@ -41,8 +41,13 @@ use crate::call::route::Route;
 use crate::config::OnStateError;
 use crate::state::{ClaimReply, Redis};
 
-/// How often a replica looks for an answer another replica is fetching.
+/// How often a replica looks for an answer another replica is fetching
+/// when it cannot hear the finish (no pub/sub connection now).
 const POLL: Duration = Duration::from_millis(25);
+
+/// How long a replica that hears finishes waits before asking anyway (a
+/// notice lost to a reconnect).
+const LISTEN_POLL: Duration = Duration::from_millis(250);
 
 pub struct RedisStore {
     local: MemoryStore,
@@ -218,6 +223,8 @@ impl IdempotencyStore for RedisStore {
                 .await;
         }
         let give_up = clock::now() + self.wait_for;
+        // Subscribed to the key's finish once it is found in flight.
+        let mut notice: Option<crate::state::Notice> = None;
         loop {
             let reply = self
                 .redis
@@ -266,7 +273,22 @@ impl IdempotencyStore for RedisStore {
                     return Claim::Conflict;
                 }
                 Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
-                    tokio::time::sleep(POLL).await;
+                    match notice.take() {
+                        // Ask again when the leader's finish is heard, or
+                        // after the fallback poll, whichever comes first.
+                        Some(heard) => {
+                            let left = give_up.saturating_duration_since(clock::now());
+                            let _ = tokio::time::timeout(LISTEN_POLL.min(left), heard).await;
+                        }
+                        // Subscribe, then ask again at once: the finish may
+                        // have come before the subscription did.
+                        None => {
+                            notice = self.redis.listen(&answer_key).await;
+                            if notice.is_none() {
+                                tokio::time::sleep(POLL).await;
+                            }
+                        }
+                    }
                 }
                 Ok(ClaimReply::InFlight) => {
                     self.settle_locally(
