@@ -74,6 +74,8 @@ lines = [
     "|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
+    if r["label"] == "redis_ping":  # a round trip, reported below the table
+        continue
     direct = "direct_besitos" if "besitos" in r["label"] else "direct"
     vs_direct = f'{paired(r["label"], direct, r["c"]):.2f}'
     other = baseline.get(r["label"], "nginx_forward")
@@ -108,6 +110,21 @@ compare("State on Redis against state in memory (same build), paired within each
 compare("This build against the baseline build (BASELINE), paired within each round:",
         ("offergate_forward", "baseline_forward"), ("offergate_replay", "baseline_replay"), False)
 
+# At one connection: what Redis adds to a forward's p50, against the Redis
+# round trip measured in the same round.
+added, trip = [], []
+for n in sorted({r["round"] for r in runs}):
+    rf, of, pg = (run_by.get((n, l, 1)) for l in ("redis_forward", "offergate_forward", "redis_ping"))
+    if rf and of and pg:
+        added.append(rf["p50"] - of["p50"])
+        trip.append(pg["p50"])
+if added:
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    redis_p50 = (med(added), med(trip))
+    lines.append(f"- 1 conn: Redis adds {redis_p50[0] * 1000:.0f} µs to the forward p50; a Redis round trip is {redis_p50[1] * 1000:.0f} µs")
+else:
+    redis_p50 = None
+
 idle_mib, peak_mib = int(idle_kib) / 1024, int(peak_kib) / 1024
 lines += ["", f"offergate RSS: idle {idle_mib:.1f} MiB, peak over the run {peak_mib:.1f} MiB.", ""]
 
@@ -124,6 +141,9 @@ if all(g(x) for x in ("direct", "nginx_forward", "bare_forward", "offergate_forw
     check("forward req/s ≥ 0.9 × nginx", fwd >= 0.9, f"{fwd:.2f} ×; bare {paired('bare_forward', 'nginx_forward', top):.2f} ×")
     check("forward CPU per request ≤ 1.15 × nginx", cpu <= 1.15,
           f"{cpu:.2f} × ({g('offergate_forward')['cpu']:.1f} against {g('nginx_forward')['cpu']:.1f} µs); bare {paired('bare_forward', 'nginx_forward', top, 'cpu'):.2f} ×")
+    if redis_p50:
+        check("1 connection on Redis: added p50 ≤ 2 × the Redis round trip", redis_p50[0] <= 2 * redis_p50[1],
+              f"+{redis_p50[0] * 1000:.0f} µs against 2 × {redis_p50[1] * 1000:.0f} µs")
     for variant in ("offergate_noidem", "offergate_key", "offergate_besitos"):
         if g(variant):
             v = paired(variant, "offergate_forward", top, "cpu")

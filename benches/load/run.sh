@@ -159,6 +159,14 @@ for round in $(seq "$ROUNDS"); do
     run "$round" nginx_forward $P_NGINX "$c" $F
     run "$round" bare_forward $P_BARE "$c" $F
     run "$round" offergate_forward $P_OG "$c" $F
+    if [ "$c" = 1 ] && [ "$REDIS" = 1 ]; then
+      # What Redis adds at one connection, against one Redis round trip
+      # measured now (redis-benchmark's PING, one client).
+      run "$round" redis_forward $P_OG_REDIS "$c" $F
+      ping=$(taskset -c "$LOAD" redis-benchmark -h 127.0.0.1 -p $P_REDIS -c 1 -n 20000 -t ping -q 2>/dev/null \
+        | awk -F'p50=' '/PING_MBULK/ { split($2, a, " "); print a[1] "ms" }')
+      printf '%s\tredis_ping\t1\tnan\t%s\t%s\t0\tnan\n' "$round" "${ping:-nan}" "${ping:-nan}" >> "$RESULTS"
+    fi
     [ "$c" = 1 ] && continue # latency at one connection: the forward path only
     run "$round" offergate_replay $P_OG "$c" $R
     run "$round" offergate_key $P_OG "$c" $K
