@@ -161,9 +161,10 @@ for round in $(seq "$ROUNDS"); do
     run "$round" offergate_forward $P_OG "$c" $F
     if [ "$c" = 1 ] && [ "$REDIS" = 1 ]; then
       # What Redis adds at one connection, against one Redis round trip
-      # measured now (redis-benchmark's PING, one client).
+      # measured now from the server's CPU (redis-benchmark's PING, one
+      # client: an idle CPU woken for each reply is part of a round trip).
       run "$round" redis_forward $P_OG_REDIS "$c" $F
-      ping=$(taskset -c "$LOAD" redis-benchmark -h 127.0.0.1 -p $P_REDIS -c 1 -n 20000 -t ping -q 2>/dev/null \
+      ping=$(taskset -c "$SRV" redis-benchmark -h 127.0.0.1 -p $P_REDIS -c 1 -n 20000 -t ping -q 2>/dev/null \
         | awk -F'p50=' '/PING_MBULK/ { split($2, a, " "); print a[1] "ms" }')
       printf '%s\tredis_ping\t1\tnan\t%s\t%s\t0\tnan\n' "$round" "${ping:-nan}" "${ping:-nan}" >> "$RESULTS"
     fi
