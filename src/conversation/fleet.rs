@@ -180,16 +180,27 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Kept in the background, so the call's answer does not wait a round
+    /// trip for it: on the replica's one connection it goes out with the
+    /// idempotency finish (one round trip for both), and before any later
+    /// command of this replica. The slot was taken before the partner was
+    /// called, so the thread's count is right either way; until the keep
+    /// lands (microseconds) only `unsent` could miss the link.
     pub(super) async fn keep(self, link: LinkKey) {
-        let member = link_member(link);
-        let op = ThreadOp::Keep {
-            slot: &self.slot,
-            link: &member,
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        let keys = [self.keys.offers.as_str(), self.keys.conversation.as_str()];
-        // A keep Redis missed leaves the slot taken until it expires: the
-        // offer still counts, only `unsent` cannot find it.
-        let _ = self.redis.thread(keys, self.window, 0, op).await;
+        runtime.spawn(async move {
+            let member = link_member(link);
+            let op = ThreadOp::Keep {
+                slot: &self.slot,
+                link: &member,
+            };
+            let keys = [self.keys.offers.as_str(), self.keys.conversation.as_str()];
+            // A keep Redis missed leaves the slot taken until it expires: the
+            // offer still counts, only `unsent` cannot find it.
+            let _ = self.redis.thread(keys, self.window, 0, op).await;
+        });
     }
 
     /// Given back in the background (a drop cannot wait); a failure leaves
