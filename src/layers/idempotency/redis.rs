@@ -337,11 +337,21 @@ impl IdempotencyStore for RedisStore {
         if let Some(lock_value) = lock_value {
             let (answer_key, lock_key) = self.keys(key);
             let shared = shared.unwrap_or_default();
-            // A failure is counted; the lock then expires on its own.
-            let _ = self
-                .redis
-                .finish(&answer_key, &lock_key, &lock_value, &shared, ttl)
-                .await;
+            let redis = self.redis.clone();
+            // In the background: the caller does not wait a round trip for
+            // the fleet's copy. This replica's duplicates have the answer
+            // already (above); another replica's find the lock until the
+            // finish lands and hear it land (`listen`). A failure is
+            // counted; the lock then expires on its own.
+            let finish = async move {
+                let _ = redis
+                    .finish(&answer_key, &lock_key, &lock_value, &shared, ttl)
+                    .await;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(finish)),
+                Err(_) => finish.await,
+            }
         }
     }
 
