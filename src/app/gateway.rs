@@ -28,6 +28,8 @@ pub struct Gateway {
     pub secrets: Arc<Live<Secrets>>,
     /// The conversations, written to the thread file before the gateway stops.
     threads: Arc<AnyThreads>,
+    /// The shared state, whose background calls land before it stops.
+    state: Option<Redis>,
     ready: Arc<AtomicBool>,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
@@ -157,6 +159,7 @@ impl Gateway {
             metrics,
             secrets: shared.secrets.clone(),
             threads: shared.threads.clone(),
+            state: shared.state.clone(),
             ready,
             stop_proxy,
             stop_admin,
@@ -173,6 +176,11 @@ impl Gateway {
         self.ready.store(false, Ordering::Release);
         let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;
+        // What the last calls sent to Redis in the background lands first
+        // (a finish cut off would leave its key locked for the fleet).
+        if let Some(redis) = &self.state {
+            redis.settle(Duration::from_secs(2)).await;
+        }
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
         // What the calls changed, on disk before the process ends.

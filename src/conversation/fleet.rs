@@ -187,10 +187,8 @@ impl Slot {
     /// called, so the thread's count is right either way; until the keep
     /// lands (microseconds) only `unsent` could miss the link.
     pub(super) async fn keep(self, link: LinkKey) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
+        let redis = self.redis.clone();
+        redis.in_background(async move {
             let member = link_member(link);
             let op = ThreadOp::Keep {
                 slot: &self.slot,

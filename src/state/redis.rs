@@ -55,6 +55,10 @@ pub(super) struct Inner {
     pub(super) degraded: AtomicBool,
     /// Finished calls other replicas wait for, heard (`notices.rs`).
     notices: super::notices::Notices,
+    /// Calls sent in the background (a finish, an offer's link kept) not
+    /// yet answered, and a wake for [`Redis::settle`] when none is left.
+    background: AtomicU32,
+    settled: tokio::sync::Notify,
     /// What the log last said of its health (`connect.rs`): down or not.
     pub(super) reported_down: AtomicBool,
     /// Where it is, for the log: the topology and its nodes, no secret.
@@ -149,6 +153,8 @@ impl Redis {
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
             notices: super::notices::Notices::start(Connector::new(config)?),
+            background: AtomicU32::new(0),
+            settled: tokio::sync::Notify::new(),
             reported_down: AtomicBool::new(false),
             at: config.describe(),
             failures: AtomicU32::new(0),
@@ -192,6 +198,38 @@ impl Redis {
     }
 
     /// Whether the last call failed (or none has been made since the start).
+    /// Runs `call` in the background (the caller is not to wait for it),
+    /// counted, so a gateway that stops can let it land first.
+    pub fn in_background(&self, call: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.inner.background.fetch_add(1, Ordering::AcqRel);
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            call.await;
+            if inner.background.fetch_sub(1, Ordering::AcqRel) == 1 {
+                inner.settled.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits, at most `limit`, for the calls sent in the background to land
+    /// (a stopping gateway: a finish cut off would leave its key locked).
+    pub async fn settle(&self, limit: Duration) {
+        let inner = &self.inner;
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let settled = inner.settled.notified();
+                if inner.background.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                settled.await;
+            }
+        })
+        .await;
+    }
+
     pub fn degraded(&self) -> bool {
         self.inner.degraded.load(Ordering::Relaxed)
     }

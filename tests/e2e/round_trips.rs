@@ -246,3 +246,78 @@ fn state_errors(page: &str) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// What a stopping replica sent in the background (its last calls'
+/// finishes) lands before it exits: the fleet finds the answer stored and
+/// the key free, not locked until the lock expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_leaves_its_last_answers_stored() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let mut f = crate::fleet::Fleet::start(
+        &[
+            ("OFFERGATE_STATE__BACKEND", "redis"),
+            ("OFFERGATE_STATE__REDIS_URL", url.as_str()),
+            ("OFFERGATE_STATE__TIMEOUT_MS", "2000"),
+        ],
+        None,
+    )
+    .await;
+    eventually(Duration::from_secs(10), "Redis answers", || async {
+        let req = http::Request::get(format!("http://{}/readyz", f.admin))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let ready = send_with(&f.client, req).await;
+        String::from_utf8_lossy(&ready.body)
+            .contains("redis ok")
+            .then_some(())
+    })
+    .await;
+    // The partner slow, and Redis frozen while it answers: each finish is
+    // still on its way when the caller has the answer and the stop begins.
+    f.slow_partner(10, 300).await;
+    let calls = futures_util::future::join_all((0..10).map(|n| {
+        let body: serde_json::Value = serde_json::from_str(&encore_body()).unwrap();
+        let f = &f;
+        async move {
+            let req = http::Request::post(format!("http://{}{ENCORE_PATH}", f.listen))
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("stopping-{n}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    body.to_string(),
+                )))
+                .unwrap();
+            send_with(&f.client, req).await
+        }
+    }));
+    let freeze = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        redis.freeze(true);
+    };
+    let (answers, ()) = futures_util::future::join(calls, freeze).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    crate::fleet::signal(&f.gw.0, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.freeze(false);
+    let status = crate::support::exit_of(&mut f.gw.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    for n in 0..10 {
+        let key = format!("{{key//stopping-{n}}}");
+        let stored = crate::redis_server::redis_cli(
+            redis.addr,
+            &["EXISTS", &format!("offergate:encore_offers:answer:{key}")],
+        );
+        let locked = crate::redis_server::redis_cli(
+            redis.addr,
+            &["EXISTS", &format!("offergate:encore_offers:lock:{key}")],
+        );
+        assert_eq!(
+            (
+                stored.as_deref().map(str::trim),
+                locked.as_deref().map(str::trim)
+            ),
+            (Some("1"), Some("0")),
+            "stopping-{n}: stored, not locked"
+        );
+    }
+}

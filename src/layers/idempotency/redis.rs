@@ -343,15 +343,11 @@ impl IdempotencyStore for RedisStore {
             // already (above); another replica's find the lock until the
             // finish lands and hear it land (`listen`). A failure is
             // counted; the lock then expires on its own.
-            let finish = async move {
+            self.redis.in_background(async move {
                 let _ = redis
                     .finish(&answer_key, &lock_key, &lock_value, &shared, ttl)
                     .await;
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(finish)),
-                Err(_) => finish.await,
-            }
+            });
         }
     }
 
