@@ -18,6 +18,21 @@ use crate::support::*;
 /// or of a cluster.
 pub trait Shared {
     fn state(&self) -> String;
+    /// Clears every key between two behaviours (where they could meet).
+    fn clear(&self) {}
+}
+
+/// Every fleet behaviour on `redis`, one after another (the quota last:
+/// the partner's pause it leaves would refuse the others' calls).
+async fn every_fleet_behaviour(redis: &dyn Shared) {
+    duplicates_cost_one_partner_call(redis).await;
+    redis.clear();
+    thread_cap_counted_across_replicas(redis).await;
+    redis.clear();
+    conversation_is_the_fleets(redis).await;
+    redis.clear();
+    quota_and_pause_hold_for_the_fleet(redis).await;
+    redis.clear();
 }
 
 impl Shared for RedisServer {
@@ -39,11 +54,19 @@ impl Shared for RedisSentinel {
     fn state(&self) -> String {
         RedisSentinel::state(self)
     }
+
+    fn clear(&self) {
+        self.flush();
+    }
 }
 
 impl Shared for RedisCluster {
     fn state(&self) -> String {
         RedisCluster::state(self)
+    }
+
+    fn clear(&self) {
+        self.flush();
     }
 }
 
@@ -570,25 +593,14 @@ async fn conversation_is_the_fleets(redis: &dyn Shared) {
 /// and redis-rs's cluster client routes each to its master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fleet_behaviour_holds_on_a_cluster() {
-    let cluster = RedisCluster::start().await;
-    duplicates_cost_one_partner_call(&cluster).await;
-    cluster.flush();
-    quota_and_pause_hold_for_the_fleet(&cluster).await;
-    cluster.flush();
-    thread_cap_counted_across_replicas(&cluster).await;
-    cluster.flush();
-    conversation_is_the_fleets(&cluster).await;
+    every_fleet_behaviour(&RedisCluster::start().await).await;
 }
 
 /// The same over TLS with a private CA and a client certificate, as an ACL
 /// user allowed only the README's minimal set of commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fleet_behaviour_holds_over_tls_as_a_minimal_acl_user() {
-    let redis = SecureRedis::start().await;
-    duplicates_cost_one_partner_call(&redis).await;
-    thread_cap_counted_across_replicas(&redis).await;
-    conversation_is_the_fleets(&redis).await;
-    quota_and_pause_hold_for_the_fleet(&redis).await;
+    every_fleet_behaviour(&SecureRedis::start().await).await;
 }
 
 /// Redis frozen for 3 s under `fail_open`: meanwhile each replica answers
@@ -685,12 +697,7 @@ async fn a_dropped_connection_costs_a_repeatable_call_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     let mut sentinel = RedisSentinel::start().await;
-    duplicates_cost_one_partner_call(&sentinel).await;
-    sentinel.flush();
-    thread_cap_counted_across_replicas(&sentinel).await;
-    sentinel.flush();
-    conversation_is_the_fleets(&sentinel).await;
-    sentinel.flush();
+    every_fleet_behaviour(&sentinel).await;
 
     let master = sentinel.master;
     let state = StateLines(sentinel.state());
