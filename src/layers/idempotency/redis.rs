@@ -102,24 +102,15 @@ impl RedisStore {
         fp: &str,
         lock_value: &str,
     ) -> Claim {
-        let kept = |s: &Stored| Stored {
-            local_only: false,
-            ..s.clone()
-        };
         match self
             .redis
             .claim(answer_key, lock_key, fp, lock_value, self.lock_ttl)
             .await
         {
-            Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, ours.ttl) {
-                Some(theirs) if theirs.fingerprint == ours.fingerprint => {
-                    self.local
-                        .finish(key, &answer_of(&theirs), Some(kept(&theirs)))
-                        .await;
-                    Claim::Stored(Arc::new(theirs))
-                }
-                _ => Claim::Stored(ours),
-            },
+            Ok(ClaimReply::Stored(bytes)) => {
+                let fleet = decode(&bytes, ours.ttl);
+                self.adopt(key, ours, fleet).await
+            }
             Ok(ClaimReply::Lead) => {
                 let shared = encode(&ours);
                 let published = self
@@ -132,18 +123,26 @@ impl RedisStore {
                     Ok(Some(bytes)) => decode(&bytes, ours.ttl),
                     _ => None,
                 };
-                match fleet {
-                    Some(fleet) if fleet.fingerprint == ours.fingerprint => {
-                        self.local
-                            .finish(key, &answer_of(&fleet), Some(kept(&fleet)))
-                            .await;
-                        Claim::Stored(Arc::new(fleet))
-                    }
-                    _ => Claim::Stored(ours),
-                }
+                self.adopt(key, ours, fleet).await
             }
             // Another replica is calling for it now, or Redis is away again:
             // ours, for now.
+            _ => Claim::Stored(ours),
+        }
+    }
+
+    /// The fleet's answer for the key when it is this request's: kept here
+    /// as the fleet's (no longer this replica's alone) and answered; else ours.
+    async fn adopt(&self, key: &str, ours: Arc<Stored>, fleet: Option<Stored>) -> Claim {
+        match fleet {
+            Some(fleet) if fleet.fingerprint == ours.fingerprint => {
+                let kept = Stored {
+                    local_only: false,
+                    ..fleet.clone()
+                };
+                self.local.finish(key, &answer_of(&fleet), Some(kept)).await;
+                Claim::Stored(Arc::new(fleet))
+            }
             _ => Claim::Stored(ours),
         }
     }
