@@ -64,46 +64,24 @@ impl FleetPermits {
             Err(_) => None,
         }
     }
-
-    fn caller_rate(&self, route: Route, caller: &str) -> Rate {
-        let config = self.config.get(route);
-        config
-            .client_overrides
-            .get(caller)
-            .copied()
-            .unwrap_or(config.client)
-    }
 }
 
 impl Permits for FleetPermits {
-    fn caller<'a>(
-        &'a self,
-        route: Route,
-        caller: &'a str,
-    ) -> impl Future<Output = Decision> + Send + 'a {
-        async move {
-            let rate = self.caller_rate(route, caller);
-            let bucket = caller_key(&self.redis, route, caller);
-            let ask = async {
-                let decided = self.decide(route, bucket, rate, None).await;
-                decided.map(|(d, _)| d).ok_or(())
-            };
-            fleet_first(&self.redis, ask, || self.local.caller_now(route, caller))
-                .await
-                .unwrap_or(Decision::Unavailable)
-        }
-    }
-
     fn caller_then_quota<'a>(
         &'a self,
         route: Route,
         caller: &'a str,
     ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
         async move {
-            let rate = self.caller_rate(route, caller);
+            let config = self.config.get(route);
+            let rate = config
+                .client_overrides
+                .get(caller)
+                .copied()
+                .unwrap_or(config.client);
             let bucket = caller_key(&self.redis, route, caller);
             let quota = quota_key(&self.redis, route);
-            let then = Some((quota.as_str(), self.config.get(route).partner));
+            let then = Some((quota.as_str(), config.partner));
             let ask = async { self.decide(route, bucket, rate, then).await.ok_or(()) };
             // Without Redis, this replica's caller bucket; its quota is
             // asked by the try, as ever.

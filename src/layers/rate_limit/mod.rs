@@ -226,8 +226,7 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                         }
                     }
                 };
-                let passed = acquire(check, config, req.deadline).await;
-                match passed {
+                match acquire(check, config, req.deadline).await {
                     Ok(Passed::Permit) => {}
                     Ok(Passed::Shadowed) => this.limited.inc(route, this.scope, "shadow"),
                     Err(refused) => return Err(this.refuse(route, refused)),

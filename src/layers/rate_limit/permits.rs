@@ -32,12 +32,6 @@ pub enum Decision {
 /// and the quota offergate may spend on the partner. Both answer
 /// [`Decision::Paused`] while the partner's 429 pause runs.
 pub trait Permits: Send + Sync + 'static {
-    fn caller<'a>(
-        &'a self,
-        route: Route,
-        caller: &'a str,
-    ) -> impl Future<Output = Decision> + Send + 'a;
-    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_;
     /// The caller's decision and, where asking both at once saves a round
     /// trip (the fleet's), on a permit the partner quota's for the call's
     /// first try too (`None`: not asked; the try asks for itself).
@@ -45,9 +39,8 @@ pub trait Permits: Send + Sync + 'static {
         &'a self,
         route: Route,
         caller: &'a str,
-    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
-        async move { (self.caller(route, caller).await, None) }
-    }
+    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a;
+    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_;
 }
 
 /// This replica's own buckets, on offergate's clock.
@@ -96,12 +89,12 @@ impl LocalPermits {
 }
 
 impl Permits for LocalPermits {
-    fn caller<'a>(
+    fn caller_then_quota<'a>(
         &'a self,
         route: Route,
         caller: &'a str,
-    ) -> impl Future<Output = Decision> + Send + 'a {
-        std::future::ready(self.caller_now(route, caller))
+    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        std::future::ready((self.caller_now(route, caller), None))
     }
 
     fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
@@ -116,19 +109,6 @@ pub enum AnyPermits {
 }
 
 impl Permits for AnyPermits {
-    fn caller<'a>(
-        &'a self,
-        route: Route,
-        caller: &'a str,
-    ) -> impl Future<Output = Decision> + Send + 'a {
-        async move {
-            match self {
-                AnyPermits::Local(local) => local.caller_now(route, caller),
-                AnyPermits::Fleet(fleet) => fleet.caller(route, caller).await,
-            }
-        }
-    }
-
     fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
         async move {
             match self {
