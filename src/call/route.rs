@@ -127,6 +127,12 @@ impl<T> PerRoute<T> {
         PerRoute(Route::ALL.map(&mut make))
     }
 
+    /// [`PerRoute::new`] from a `make` that may fail: the first failure.
+    pub fn try_new<E>(mut make: impl FnMut(Route) -> Result<T, E>) -> Result<PerRoute<T>, E> {
+        let [first, second] = Route::ALL.map(&mut make);
+        Ok(PerRoute([first?, second?]))
+    }
+
     pub fn get(&self, route: Route) -> &T {
         &self.0[route.index()]
     }

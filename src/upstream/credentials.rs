@@ -32,13 +32,13 @@ fn header(route: Route, id: &str, secret: &Secret) -> Result<HeaderValue, Proble
 
 impl Credentials {
     fn of(secrets: &Secrets) -> Result<Credentials, Problem> {
-        let mut by_route = PerRoute::new(|_| HashMap::new());
-        for route in Route::ALL {
-            for (id, secret) in secrets.credentials(route) {
-                let value = header(route, id, secret)?;
-                by_route.0[route.index()].insert(id.to_string(), value);
-            }
-        }
+        let by_route = PerRoute::try_new(|route| {
+            secrets
+                .credentials(route)
+                .into_iter()
+                .map(|(id, secret)| Ok((id.to_string(), header(route, id, secret)?)))
+                .collect::<Result<HashMap<_, _>, Problem>>()
+        })?;
         Ok(Credentials { by_route })
     }
 

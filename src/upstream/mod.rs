@@ -63,30 +63,26 @@ impl Upstream {
         secrets: Arc<Live<Secrets>>,
     ) -> Result<Upstream, Problem> {
         let tls = tls::tls_config(&config.tls.extra_ca_files)?;
-        let mut clients = Vec::new();
-        let mut fixed_uris = Vec::new();
-        for route in Route::ALL {
-            let partner = route.partner();
-            let client = PartnerClient::new(config.upstream(route), tls.clone())
-                .map_err(|e| Problem(format!("{partner}.{e}")))?;
-            let uri = match partners::fixed_path(route) {
-                Some(path) => Some(client.base_url().join(path).parse().map_err(|e| {
+        let clients = PerRoute::try_new(|route| {
+            PartnerClient::new(config.upstream(route), tls.clone())
+                .map_err(|e| Problem(format!("{}.{e}", route.partner())))
+        })?;
+        let fixed_uris = PerRoute::try_new(|route| match partners::fixed_path(route) {
+            Some(path) => {
+                let url = clients.get(route).base_url().join(path);
+                url.parse().map(Some).map_err(|e| {
                     Problem(format!(
-                        "{partner}.base_url: cannot build the partner URL: {e}"
+                        "{}.base_url: cannot build the partner URL: {e}",
+                        route.partner()
                     ))
-                })?),
-                None => None,
-            };
-            clients.push(client);
-            fixed_uris.push(uri);
-        }
-        fn per_route<T>(mut v: Vec<T>) -> PerRoute<T> {
-            PerRoute::new(|_| v.remove(0))
-        }
+                })
+            }
+            None => Ok(None),
+        })?;
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
-                clients: per_route(clients),
-                fixed_uris: per_route(fixed_uris),
+                clients,
+                fixed_uris,
                 credentials: LiveCredentials::new(secrets)?,
                 public_base_url,
                 link_host: config.encore.offer_link_host.clone(),
