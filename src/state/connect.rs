@@ -9,7 +9,7 @@
 //! the ACL user apply to all.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -126,7 +126,7 @@ impl Connector {
                     .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
                 info.redis.password = password.clone();
                 info.redis.username = config.redis_username.clone();
-                let seed = match config.tls.as_ref().map(self::certificates).transpose()? {
+                let seed = match certificates.clone() {
                     Some(certs) => redis::Client::build_with_tls(info, certs),
                     None => redis::Client::open(info),
                 }
@@ -271,7 +271,7 @@ fn certificates(tls: &StateTls) -> Result<TlsCertificates, Problem> {
 /// PING a second keeps the degraded flag (`/readyz`) true to Redis even when
 /// no call comes.
 pub(super) async fn connect_until_connected(
-    connector: Connector,
+    connector: Arc<Connector>,
     inner: Weak<Inner>,
     timeout: Duration,
 ) {

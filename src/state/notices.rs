@@ -37,7 +37,7 @@ pub type Notice = oneshot::Receiver<()>;
 impl Notices {
     /// Starts listening through `connector`'s Redis, reconnecting for as
     /// long as these notices are used.
-    pub(super) fn start(connector: Connector) -> Notices {
+    pub(super) fn start(connector: Arc<Connector>) -> Notices {
         let notices = Notices::default();
         tokio::spawn(listen(connector, Arc::downgrade(&notices.shared)));
         notices
@@ -87,7 +87,7 @@ impl Notices {
 
 /// The listening task: connect, subscribe to what is waited for, hand each
 /// message to its waiters; again after a second when the connection ends.
-async fn listen(connector: Connector, shared: Weak<Shared>) {
+async fn listen(connector: Arc<Connector>, shared: Weak<Shared>) {
     loop {
         if shared.strong_count() == 0 {
             return;

@@ -144,7 +144,9 @@ impl Redis {
     /// The handle for `[state]`; it connects in the background and keeps
     /// trying, so a Redis that is down at start does not stop offergate.
     pub fn connect(config: &StateConfig, metrics: &Metrics) -> Result<Redis, Problem> {
-        let connector = Connector::new(config)?;
+        // One connector for the connection and the pub/sub listener: the
+        // certificate files are read once.
+        let connector = Arc::new(Connector::new(config)?);
         let (latency, errors, retried) = StateMetrics::register(metrics, "redis")?;
         let inner = Arc::new(Inner {
             conn: RwLock::new(None),
@@ -152,7 +154,7 @@ impl Redis {
             timeout: config.timeout,
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
-            notices: super::notices::Notices::start(Connector::new(config)?),
+            notices: super::notices::Notices::start(connector.clone()),
             background: AtomicU32::new(0),
             settled: tokio::sync::Notify::new(),
             reported_down: AtomicBool::new(false),
