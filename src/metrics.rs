@@ -185,6 +185,11 @@ impl Metrics {
             .map_err(|e| Problem(format!("metric {name}: {e}")))
     }
 
+    /// Every family's current values (the admin console samples them).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8 * 1024);

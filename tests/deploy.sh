@@ -69,6 +69,10 @@ case "$build" in *"--locked"*"--bin offergate"*) ;; *) echo "deploy: the Dockerf
 # built again from the copied context.
 repo=$PWD
 (cd "$work/context" && CARGO_TARGET_DIR="$repo/target" ${build/--release/} -q)
+# Both builds left their offergate (the stand-in's, the copy's) where the
+# repository's own build looks, under the same unit names, and cargo takes
+# them for fresh: dropped, so the next build in the repository is its own.
+cargo clean -q --locked -p offergate
 ok "the Docker build context builds with: ${build/--release/}"
 
 # Kubernetes: the sidecar as a patch onto a Deployment, in both forms,

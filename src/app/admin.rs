@@ -1,18 +1,28 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (config loaded
 //! and serving; 503 while starting or draining, so a load balancer stops sending
-//! before the proxy stops accepting) and `/metrics` (Prometheus text).
-//! It is a separate port so metrics and probes never share the proxy's limits.
+//! before the proxy stops accepting) and `/metrics` (Prometheus text); the
+//! operator's console (`/`, `/status`, `/config`, `/requests`, `console/`);
+//! and `PUT /log-level`, the one change it accepts, as linkerd2-proxy's
+//! `/proxy-log-level`: from loopback, or with the admin token from elsewhere.
+//! Reading never needs the token. It is a separate port so metrics and
+//! probes never share the proxy's limits.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Body;
 
+use crate::app::console::{content_security_policy, render_page, Console};
+use crate::app::telemetry::SetLevel;
 use crate::call::error::{GatewayError, Refusal};
-use crate::config::OnStateError;
+use crate::config::{Live, OnStateError, Secrets};
 use crate::edge::respond;
 use crate::state::Redis;
 
@@ -23,13 +33,23 @@ pub struct Admin {
     /// The shared state backend, when there is one: its health is part of
     /// readiness.
     pub state: Option<Redis>,
+    pub console: Arc<Console>,
+    /// Where the admin token is read (a reload may change it).
+    pub secrets: Arc<Live<Secrets>>,
+    /// Who this connection is from: loopback may change the log level.
+    pub peer: Option<SocketAddr>,
 }
 
-fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
+/// What the admin listener serves, for a wrong path's answer.
+const SERVES: &str =
+    "GET /, /status, /config, /requests, /healthz, /readyz, /metrics and GET or PUT /log-level";
+
+/// The longest `PUT /log-level` body read.
+const LEVEL_BODY_LIMIT: usize = 1024;
+
+type Answer = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -37,8 +57,18 @@ fn text(
     r
 }
 
+/// A JSON document, never cached: it is live.
+fn json(value: &serde_json::Value) -> Answer {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = text(StatusCode::OK, "application/json", body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 /// An admin error, answered in the error shape by the one error renderer.
-fn error(e: GatewayError) -> Response<Full<Bytes>> {
+fn error(e: GatewayError) -> Answer {
     let answer = respond::answer(e);
     let mut r = Response::new(Full::new(answer.body));
     *r.status_mut() = answer.status;
@@ -47,11 +77,63 @@ fn error(e: GatewayError) -> Response<Full<Bytes>> {
 }
 
 impl Admin {
-    pub fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        // As strict as the proxy on what a request names: an origin-form
-        // target, and one well-formed Host.
+    /// This listener's service for a connection from `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Admin {
+        Admin {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// Answers `req`; the body is read only for `PUT /log-level`.
+    pub async fn handle<B>(self, req: Request<B>) -> Answer
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Err(refused) = self.check_request_line(&req) {
+            return error(refused);
+        }
+        let path = req.uri().path();
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        match path {
+            "/healthz" | "/readyz" | "/metrics" | "/" | "/status" | "/config" | "/requests"
+                if !read =>
+            {
+                error(GatewayError::Refused(Refusal::MethodNotAllowed {
+                    allow: "GET, HEAD",
+                }))
+            }
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" => self.readiness(),
+            "/metrics" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            ),
+            "/" => self.page(),
+            "/status" => json(&self.console.status()),
+            "/config" => json(&self.console.config()),
+            "/requests" => match requests_limit(req.uri().query()) {
+                Ok(limit) => json(&self.console.requests(limit)),
+                Err(e) => error(e),
+            },
+            "/log-level" => match *req.method() {
+                Method::GET | Method::HEAD => self.log_level(),
+                Method::PUT => self.set_log_level(req).await,
+                _ => error(GatewayError::Refused(Refusal::MethodNotAllowed {
+                    allow: "GET, HEAD, PUT",
+                })),
+            },
+            _ => error(GatewayError::Refused(Refusal::NotFound { serves: SERVES })),
+        }
+    }
+
+    /// As strict as the proxy on what a request names: an origin-form
+    /// target, and one well-formed Host.
+    fn check_request_line<B>(&self, req: &Request<B>) -> Result<(), GatewayError> {
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-            return error(GatewayError::Refused(Refusal::InvalidTarget));
+            return Err(GatewayError::Refused(Refusal::InvalidTarget));
         }
         let mut hosts = req.headers().get_all(http::header::HOST).iter();
         let host_ok = match (hosts.next(), hosts.next()) {
@@ -59,31 +141,131 @@ impl Admin {
             _ => false,
         };
         if !host_ok {
-            return error(GatewayError::Refused(Refusal::InvalidHost(
+            return Err(GatewayError::Refused(Refusal::InvalidHost(
                 "send exactly one well-formed Host header".into(),
             )));
         }
-        let path = req.uri().path();
-        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
-            return error(GatewayError::Refused(Refusal::NotFound {
-                serves: "GET /healthz, GET /readyz and GET /metrics",
-            }));
+        Ok(())
+    }
+
+    fn page(&self) -> Answer {
+        let status = self.console.status();
+        let requests = self.console.requests(50);
+        let mut r = text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            render_page(&status, &requests),
+        );
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Ok(csp) = HeaderValue::from_str(content_security_policy()) {
+            h.insert(header::CONTENT_SECURITY_POLICY, csp);
         }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return error(GatewayError::Refused(Refusal::MethodNotAllowed {
-                allow: "GET, HEAD",
-            }));
-        }
-        match path {
-            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
-            "/readyz" => self.readiness(),
-            _ => text(
+        r
+    }
+
+    fn log_level(&self) -> Answer {
+        match crate::app::telemetry::log_level() {
+            Some(level) => text(StatusCode::OK, "text/plain", format!("{level}\n")),
+            None => text(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.render(),
+                "text/plain",
+                "this process installed no log subscriber\n",
             ),
         }
     }
+
+    /// A change: from loopback, or with the admin token.
+    fn may_change<B>(&self, req: &Request<B>) -> Result<(), GatewayError> {
+        let secrets = self.secrets.get();
+        let mut sent = req.headers().get_all(header::AUTHORIZATION).iter();
+        let bearer = match (sent.next(), sent.next()) {
+            (Some(v), None) => v.as_bytes().strip_prefix(b"Bearer "),
+            _ => None,
+        };
+        if let (Some(token), Some(bearer)) = (&secrets.admin_token, bearer) {
+            if token.matches(bearer) {
+                return Ok(());
+            }
+        }
+        if self.peer.is_some_and(|p| p.ip().is_loopback()) {
+            return Ok(());
+        }
+        Err(GatewayError::Refused(match secrets.admin_token {
+            Some(_) => Refusal::AdminTokenNeeded,
+            None => Refusal::AdminLoopbackOnly,
+        }))
+    }
+
+    async fn set_log_level<B>(&self, req: Request<B>) -> Answer
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Err(e) = self.may_change(&req) {
+            return error(e);
+        }
+        let read = http_body_util::Limited::new(req.into_body(), LEVEL_BODY_LIMIT);
+        let body = match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            http_body_util::BodyExt::collect(read),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => {
+                return error(GatewayError::Refused(Refusal::PayloadTooLarge {
+                    limit: LEVEL_BODY_LIMIT,
+                }))
+            }
+            Err(_) => return error(GatewayError::Refused(Refusal::BodyTimeout)),
+        };
+        let Ok(directives) = std::str::from_utf8(&body) else {
+            return error(GatewayError::invalid(
+                "body",
+                "send the level as UTF-8 text",
+            ));
+        };
+        if directives.trim().is_empty() {
+            return error(GatewayError::invalid(
+                "body",
+                "send a level (trace, debug, info, warn, error, off) or target=level directives",
+            ));
+        }
+        match crate::app::telemetry::set_log_level(directives) {
+            Ok(level) => text(StatusCode::OK, "text/plain", format!("{level}\n")),
+            Err(SetLevel::Invalid(why)) => error(GatewayError::invalid("body", why)),
+            Err(SetLevel::NoSubscriber) => error(GatewayError::invalid(
+                "body",
+                "this process installed no log subscriber to change",
+            )),
+        }
+    }
+}
+
+/// `?limit=N` (1 and up; default and most: the whole ring).
+fn requests_limit(query: Option<&str>) -> Result<usize, GatewayError> {
+    let mut limit = usize::MAX;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("limit", n)) => {
+                limit = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    GatewayError::invalid("limit", "a whole number of requests, 1 or more")
+                })?
+            }
+            _ => {
+                return Err(GatewayError::invalid(
+                    "query",
+                    "the only parameter is limit=N",
+                ))
+            }
+        }
+    }
+    Ok(limit)
 }
 
 impl Admin {
@@ -115,12 +297,17 @@ impl Admin {
     }
 }
 
-impl<B> hyper::service::Service<Request<B>> for Admin {
-    type Response = Response<Full<Bytes>>;
+impl<B> hyper::service::Service<Request<B>> for Admin
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Answer;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    /// Boxed: the admin listener is not the hot path.
+    type Future = BoxFuture<'static, Result<Answer, Infallible>>;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        std::future::ready(Ok(self.answer(&req)))
+        Box::pin(self.clone().handle(req).map(Ok))
     }
 }

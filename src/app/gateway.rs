@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::admin::Admin;
+use crate::app::console::{Console, Sources};
+use crate::app::reload::ConfigBoard;
 use crate::app::stack::Shared;
 use crate::config::{BaseUrl, Config};
 use crate::config::{Live, Secrets, StateBackend};
@@ -24,6 +26,10 @@ pub struct Gateway {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The config loaded, which reloads replace and the console shows.
+    pub board: Arc<ConfigBoard>,
+    /// What the admin console reads.
+    pub console: Arc<Console>,
     /// The secrets a reload replaces.
     pub secrets: Arc<Live<Secrets>>,
     /// The conversations, written to the thread file before the gateway stops.
@@ -35,6 +41,8 @@ pub struct Gateway {
     stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
+    /// The console's once-a-second read of the metrics.
+    sampler: JoinHandle<()>,
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, Problem> {
@@ -112,10 +120,27 @@ impl Gateway {
             max_connections: 64,
             ..opts
         };
+        let board = Arc::new(ConfigBoard::new(config.clone(), origin.clone()));
+        let console = Arc::new(Console::new(
+            &config,
+            Sources {
+                metrics: metrics.clone(),
+                recent: shared.recent.clone(),
+                breakers: shared.breakers.clone(),
+                pauses: shared.pauses.clone(),
+                state: shared.state.clone(),
+                board: board.clone(),
+                ready: ready.clone(),
+            },
+        ));
+        let sampler = tokio::spawn(console.clone().sample_every_second());
         let admin_svc = Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
             state: shared.state.clone(),
+            console: console.clone(),
+            secrets: shared.secrets.clone(),
+            peer: None,
         };
         let edge = hyper_util::service::TowerToHyperService::new(edge);
         let (proxy_conns, admin_conns) = (Arc::new(Conns::new()), Arc::new(Conns::new()));
@@ -130,11 +155,18 @@ impl Gateway {
             "listener",
             vec![("proxy", open(&proxy_conns)), ("admin", open(&admin_conns))],
         )?;
-        let proxy_task = tokio::spawn(serve(proxy, None, edge, opts, proxy_conns, proxy_rx));
+        let proxy_task = tokio::spawn(serve(
+            proxy,
+            None,
+            move |_| edge.clone(),
+            opts,
+            proxy_conns,
+            proxy_rx,
+        ));
         let admin_task = tokio::spawn(serve(
             admin,
             None,
-            admin_svc,
+            move |peer| admin_svc.for_peer(peer),
             admin_opts,
             admin_conns,
             admin_rx,
@@ -157,6 +189,9 @@ impl Gateway {
             proxy_addr,
             admin_addr,
             metrics,
+            board,
+            console,
+            sampler,
             secrets: shared.secrets.clone(),
             threads: shared.threads.clone(),
             state: shared.state.clone(),
@@ -183,6 +218,7 @@ impl Gateway {
         }
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        self.sampler.abort();
         // What the calls changed, on disk before the process ends.
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || threads.flush(Duration::from_secs(5))).await;

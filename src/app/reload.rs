@@ -20,14 +20,67 @@ use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge};
 
+use crate::app::gateway::Origin;
 use crate::config::{Config, ConfigError, Env, Live, Secrets};
 use crate::metrics::Metrics;
+
+/// The config last loaded successfully, where it came from, and how the
+/// last reload went: what the admin console shows.
+pub struct ConfigBoard {
+    loaded: Mutex<Loaded>,
+}
+
+#[derive(Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file, and its SHA-256; `None` for a config built in (the demo's).
+    pub origin: Option<Origin>,
+    /// Unix ms.
+    pub loaded_at_ms: i64,
+    pub last_reload: Option<ReloadReport>,
+}
+
+/// How a reload went.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReloadReport {
+    pub at_ms: i64,
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// Why it was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Sections that changed and take effect after a restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl ConfigBoard {
+    pub fn new(config: Config, origin: Option<Origin>) -> ConfigBoard {
+        ConfigBoard {
+            loaded: Mutex::new(Loaded {
+                config,
+                origin,
+                loaded_at_ms: crate::call::clock::wall_ms(),
+                last_reload: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What is loaded now.
+    pub fn get(&self) -> Loaded {
+        self.lock().clone()
+    }
+}
 
 pub struct Reloader {
     path: PathBuf,
     env: Box<dyn Env + Send + Sync>,
-    /// The config last loaded successfully.
-    running: Mutex<Config>,
+    /// The config last loaded successfully, which the console shows.
+    board: Arc<ConfigBoard>,
     secrets: Arc<Live<Secrets>>,
     reloads: IntCounterVec,
     last_success: IntGauge,
@@ -51,7 +104,7 @@ impl Reloader {
     pub fn new(
         path: PathBuf,
         env: Box<dyn Env + Send + Sync>,
-        running: Config,
+        board: Arc<ConfigBoard>,
         secrets: Arc<Live<Secrets>>,
         metrics: &Metrics,
     ) -> Result<Reloader, Problem> {
@@ -73,7 +126,7 @@ impl Reloader {
         Ok(Reloader {
             path,
             env,
-            running: Mutex::new(running),
+            board,
             secrets,
             reloads,
             last_success,
@@ -92,8 +145,8 @@ impl Reloader {
         }
         let me = self.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let loaded = Config::load(&me.path, me.env.as_ref());
-            if let Ok(config) = &loaded {
+            let loaded = Config::load_with_digest(&me.path, me.env.as_ref());
+            if let Ok((config, _)) = &loaded {
                 for warning in config.warnings() {
                     tracing::warn!("{warning}");
                 }
@@ -114,20 +167,41 @@ impl Reloader {
 
     fn refuse(&self, problems: Vec<String>) -> Reloaded {
         self.reloads.with_label_values(&["failure"]).inc();
+        self.board.lock().last_reload = Some(ReloadReport {
+            at_ms: crate::call::clock::wall_ms(),
+            result: "failure",
+            problems: problems.clone(),
+            needs_restart: Vec::new(),
+        });
         tracing::error!(problems = %problems.join("; "), "config reload refused; the running config keeps serving");
         Reloaded::Refused(problems)
     }
 
     /// Applies a config read from the files, or refuses it.
-    fn apply(&self, loaded: Result<Config, ConfigError>) -> Reloaded {
-        let new = match loaded {
+    fn apply(&self, loaded: Result<(Config, String), ConfigError>) -> Reloaded {
+        let (new, sha256) = match loaded {
             Ok(new) => new,
             Err(e) => return self.refuse(e.problems),
         };
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let needs_restart = changed_sections(&running, &new);
+        let mut running = self.board.lock();
+        let needs_restart = changed_sections(&running.config, &new);
         self.secrets.set(Secrets::of(&new));
-        *running = new;
+        let now = crate::call::clock::wall_ms();
+        *running = Loaded {
+            config: new,
+            origin: Some(Origin {
+                path: self.path.clone(),
+                sha256,
+            }),
+            loaded_at_ms: now,
+            last_reload: Some(ReloadReport {
+                at_ms: now,
+                result: "success",
+                problems: Vec::new(),
+                needs_restart: needs_restart.clone(),
+            }),
+        };
+        drop(running);
         self.reloads.with_label_values(&["success"]).inc();
         self.last_success.set(unix_now());
         if needs_restart.is_empty() {
@@ -145,12 +219,13 @@ impl Reloader {
 impl Reloader {
     /// The config file and the secret files the running config reads.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let running = self.board.get().config;
         let secrets = Secrets::of(&running);
         let mut files = vec![self.path.clone()];
         let all = std::iter::once(&secrets.encore_key)
             .chain(secrets.partners.values())
             .chain(secrets.inbound_token.as_ref())
+            .chain(secrets.admin_token.as_ref())
             .chain(running.state.redis_password.as_ref());
         for secret in all {
             if let crate::config::SecretSource::File(path) = secret.source() {
@@ -207,6 +282,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     let strip = |c: &Config| {
         let mut c = c.clone();
         c.server.inbound_token = None;
+        c.server.admin_token = None;
         c.encore.api_key = crate::config::Secret::builtin("");
         c.besitos.partners.clear();
         c

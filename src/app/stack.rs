@@ -26,8 +26,9 @@ use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::conversation::{AnyThreads, FleetThreads, Journal, Keep, LocalThreads};
+use crate::edge::recent::Recent;
 use crate::edge::Edge;
-use crate::layers::circuit::{Circuit, CircuitLayer};
+use crate::layers::circuit::{self, Breakers, Circuit, CircuitLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
 use crate::layers::fallback::{Fallback, FallbackLayer};
 use crate::layers::idempotency::{AnyStore, Idempotency, IdempotencyLayer};
@@ -55,6 +56,10 @@ pub type GatewayEdge = Edge<Stack<Upstream>>;
 /// in-memory partners of the stack tests and the benchmarks.
 pub type EdgeWith<U> = Edge<Stack<FromTower<U>>>;
 
+/// How many of the last requests the admin console lists (at
+/// `Recent::SLOT_BYTES` each, ~50 KiB in all).
+pub const RECENT_REQUESTS: usize = 256;
+
 /// What the stack shares with the running gateway: the state backend, the
 /// conversations, and the secrets a reload replaces.
 #[derive(Clone)]
@@ -62,6 +67,11 @@ pub struct Shared {
     pub state: Option<Redis>,
     pub threads: Arc<AnyThreads>,
     pub secrets: Arc<Live<Secrets>>,
+    /// The last requests answered (the admin console's `/requests`).
+    pub recent: Arc<Recent>,
+    /// Each partner's circuit and 429 pause, as this replica knows them.
+    pub breakers: Breakers,
+    pub pauses: pause::Pauses,
 }
 
 impl Shared {
@@ -85,6 +95,9 @@ impl Shared {
             state,
             threads: Arc::new(threads),
             secrets: Arc::new(Live::new(Secrets::of(config))),
+            recent: Arc::new(Recent::new(RECENT_REQUESTS)),
+            breakers: circuit::breakers(config),
+            pauses: pause::pauses(),
         })
     }
 }
@@ -142,7 +155,7 @@ fn assemble<U: ProxyService>(
     let state = shared.state.as_ref();
     // The shared state, each behind its own trait: this replica's, or the
     // fleet's on Redis with this replica's behind it (`state/fleet.rs`).
-    let pauses = pause::pauses();
+    let pauses = shared.pauses.clone();
     let permits = rate_limit::permits(config, pauses.clone(), state.cloned());
     let pause_board = pause::board(pauses, state.cloned());
     let limited = LimitedCounter::register(metrics)?;
@@ -167,7 +180,12 @@ fn assemble<U: ProxyService>(
         // Retries repeat whole tries below; each try passes the circuit again.
         .layer(RetryLayer::new(config, metrics)?)
         // Per try: refuse at once while the partner is failing or paused.
-        .layer(CircuitLayer::new(config, pause_board, metrics)?)
+        .layer(CircuitLayer::new(
+            config,
+            shared.breakers.clone(),
+            pause_board,
+            metrics,
+        )?)
         // Per try, retries included: the quota offergate may spend on the partner.
         .layer(PartnerQuotaLayer::new(config, permits, limited))
         .service(upstream);
@@ -180,5 +198,6 @@ fn assemble<U: ProxyService>(
         shared.secrets.clone(),
         shared.threads.clone(),
         state,
+        shared.recent.clone(),
     )
 }

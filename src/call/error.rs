@@ -156,6 +156,12 @@ pub enum Refusal {
     UnknownOffer,
     #[error("missing or wrong x-offergate-token")]
     Unauthorized,
+    /// A change on the admin listener from another host, with no or the wrong token.
+    #[error("missing or wrong admin token: send Authorization: Bearer <the token in server.admin_token_env or server.admin_token_file>")]
+    AdminTokenNeeded,
+    /// A change on the admin listener from another host, where no token is set.
+    #[error("changes are accepted from loopback only; set server.admin_token_env or server.admin_token_file to allow them from other hosts with Authorization: Bearer <token>")]
+    AdminLoopbackOnly,
     #[error("{field}: {message}")]
     InvalidRequest { field: String, message: String },
     #[error("more than {limit} request headers (server.max_headers); send fewer")]
@@ -276,7 +282,8 @@ impl Refusal {
             InvalidHost(_) => "invalid_host",
             UnknownPartner(_) => "unknown_partner",
             UnknownOffer => "unknown_offer",
-            Unauthorized => "unauthorized",
+            Unauthorized | AdminTokenNeeded => "unauthorized",
+            AdminLoopbackOnly => "forbidden",
             InvalidRequest { .. } => "invalid_request",
             PayloadTooLarge { .. } => "payload_too_large",
             TooManyHeaders { .. } => "too_many_headers",

@@ -87,7 +87,7 @@ pub async fn run(
     }
     out!("  proxy      http://{proxy}");
     out!(
-        "  admin      http://{}/metrics  /healthz  /readyz",
+        "  admin      http://{}/  (the console; /status /metrics /healthz /readyz)",
         gateway.admin_addr
     );
     out!(

@@ -321,17 +321,16 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let running = config.clone();
     let origin = crate::app::gateway::Origin {
         path: path.clone(),
         sha256: digest,
     };
     let gateway = Gateway::start_from(config, Some(origin)).await?;
-    let watch = running.reload.watch;
+    let watch = gateway.board.get().config.reload.watch;
     let live = Arc::new(Reloader::new(
         path,
         Box::new(ProcessEnv),
-        running,
+        gateway.board.clone(),
         gateway.secrets.clone(),
         &gateway.metrics,
     )?);

@@ -37,6 +37,8 @@ pub struct Secrets {
     /// Bearer token per `partner_id`.
     pub partners: BTreeMap<String, Secret>,
     pub inbound_token: Option<Secret>,
+    /// What lets another host change the admin listener's state.
+    pub admin_token: Option<Secret>,
 }
 
 impl Secrets {
@@ -58,6 +60,7 @@ impl Secrets {
             encore_key: config.encore.api_key.clone(),
             partners: config.besitos.partners.clone(),
             inbound_token: config.server.inbound_token.clone(),
+            admin_token: config.server.admin_token.clone(),
         }
     }
 }

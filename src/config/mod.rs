@@ -15,6 +15,8 @@ mod validate;
 
 pub use env::{apply_overrides, Env, MapEnv, ProcessEnv};
 pub use live::{Live, Secrets};
+/// The check `[log] level` passes, for a level set at run time.
+pub use parse::log_filter as check_log_filter;
 pub use secret::{Secret, SecretSource};
 pub use state::{OnStateError, StateBackend, StateConfig, StateTls, Topology};
 
@@ -110,6 +112,10 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_token: Option<Secret>,
+    /// Lets a request change the admin listener's state (`PUT /log-level`)
+    /// from another host; loopback needs none. Reading never needs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -363,6 +369,12 @@ impl Config {
                     .inbound_token
                     .iter()
                     .map(|s| ("server.inbound_token_file", s)),
+            )
+            .chain(
+                secrets
+                    .admin_token
+                    .iter()
+                    .map(|s| ("server.admin_token_file", s)),
             )
             .chain(
                 self.state

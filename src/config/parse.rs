@@ -83,7 +83,7 @@ pub(super) fn host_name(s: &str) -> Result<String, Problem> {
 
 /// A log level or filter directive. A bare word must be a level: the filter
 /// syntax would read `warning` as a target name and silence everything else.
-pub(super) fn log_filter(s: &str) -> Result<String, Problem> {
+pub fn log_filter(s: &str) -> Result<String, Problem> {
     let level = s.trim().to_string();
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     for part in level.split(',').map(str::trim) {

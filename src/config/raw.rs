@@ -97,6 +97,8 @@ pub struct RawServer {
     pub allowed_hosts: Vec<String>,
     pub inbound_token_env: Option<String>,
     pub inbound_token_file: Option<PathBuf>,
+    pub admin_token_env: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -116,6 +118,8 @@ impl Default for RawServer {
             allowed_hosts: Vec::new(),
             inbound_token_env: None,
             inbound_token_file: None,
+            admin_token_env: None,
+            admin_token_file: None,
         }
     }
 }

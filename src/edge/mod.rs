@@ -25,6 +25,7 @@ mod conversation;
 pub mod host;
 mod metrics;
 mod own_routes;
+pub mod recent;
 pub mod respond;
 pub mod router;
 
@@ -57,6 +58,7 @@ use crate::partners::encore::compose::{self, Composed};
 use crate::state::Redis;
 use admission::Admission;
 use metrics::EdgeMetrics;
+use recent::{Answered, Recent};
 use router::Handler;
 
 /// The caller-facing service in front of `stack` (everything between
@@ -96,6 +98,8 @@ struct EdgeShared<S> {
     message_deadline: std::time::Duration,
     /// How long a message's answer is replayed.
     message_ttl: std::time::Duration,
+    /// The last requests answered, for the admin console.
+    recent: Arc<Recent>,
 }
 
 impl<S: ProxyService> Edge<S> {
@@ -107,6 +111,7 @@ impl<S: ProxyService> Edge<S> {
         secrets: Arc<Live<Secrets>>,
         threads: Arc<AnyThreads>,
         state: Option<&Redis>,
+        recent: Arc<Recent>,
     ) -> Result<Edge<S>, Problem> {
         let encore = &config.encore.resilience;
         // Sized and shared as the offers route's answers.
@@ -126,6 +131,7 @@ impl<S: ProxyService> Edge<S> {
                 // The whole Encore call's deadline, and a second for the rest.
                 message_deadline: encore.deadline + std::time::Duration::from_secs(1),
                 message_ttl: encore.idempotency.ttl,
+                recent,
             }),
         })
     }
@@ -204,6 +210,18 @@ impl<S: ProxyService> Edge<S> {
             if self.shared.access_log && std::panic::catch_unwind(AssertUnwindSafe(log)).is_err() {
                 self.shared.metrics.panicked();
             }
+            self.shared.recent.record(Answered {
+                at_ms: clock::wall_ms(),
+                route,
+                status: answer.status.as_u16(),
+                fallback: answer
+                    .headers
+                    .get(&X_OFFERGATE_FALLBACK)
+                    .map(|v| v.as_bytes()),
+                duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                request_id: request_id.as_bytes(),
+                caller: trace.as_ref().and_then(|t| t.client_id.as_deref()),
+            });
             render(answer, request_id)
         }
     }

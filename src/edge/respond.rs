@@ -48,7 +48,8 @@ fn refusal_status(refusal: &Refusal) -> StatusCode {
         NotFound { .. } | UnknownPartner(_) | UnknownOffer => StatusCode::NOT_FOUND,
         MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-        Unauthorized => StatusCode::UNAUTHORIZED,
+        Unauthorized | AdminTokenNeeded => StatusCode::UNAUTHORIZED,
+        AdminLoopbackOnly => StatusCode::FORBIDDEN,
         PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -62,6 +63,10 @@ fn refusal_header(refusal: &Refusal) -> Option<(header::HeaderName, HeaderValue)
         Refusal::MethodNotAllowed { allow } => {
             Some((header::ALLOW, HeaderValue::from_static(allow)))
         }
+        Refusal::AdminTokenNeeded => Some((
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"offergate admin\""),
+        )),
         _ => None,
     }
 }

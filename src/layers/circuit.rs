@@ -49,25 +49,34 @@ impl<S> Layer<S> for CircuitLayer {
     }
 }
 
+/// Every partner's breaker; the layer decides with them, the admin console
+/// reads them.
+pub type Breakers = Arc<PerRoute<Breaker>>;
+
+/// One breaker per partner, as `config` sets them.
+pub fn breakers(config: &Config) -> Breakers {
+    Arc::new(PerRoute::new(|r| {
+        Breaker::new(r, config.resilience(r).circuit.clone())
+    }))
+}
+
 /// What every call of the layer shares.
 struct Shared {
-    breakers: Arc<PerRoute<Breaker>>,
+    breakers: Breakers,
     /// Where a 429's pause is set: here, and for the fleet when shared.
     pauses: Arc<dyn PauseBoard>,
     retry_after_cap: PerRoute<Duration>,
 }
 
 impl CircuitLayer {
-    /// The layer, one breaker per partner, honouring and setting `pauses`;
-    /// its gauge registered in `metrics`.
+    /// The layer over `breakers`, honouring and setting `pauses`; its gauge
+    /// registered in `metrics`.
     pub fn new(
         config: &Config,
+        breakers: Breakers,
         pauses: Arc<dyn PauseBoard>,
         metrics: &Metrics,
     ) -> Result<CircuitLayer, Problem> {
-        let breakers = Arc::new(PerRoute::new(|r| {
-            Breaker::new(r, config.resilience(r).circuit.clone())
-        }));
         let (read, paused) = (breakers.clone(), pauses.clone());
         metrics.route_gauge(
             "offergate_circuit_open",
@@ -114,7 +123,8 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
                     match reason {
                         // Cut short by our own deadline or quota: says nothing about the partner.
                         Reason::DeadlineExceeded | Reason::RateLimited => permit.record(None),
-                        _ => permit.record(Some(!trips_circuit)),
+                        _ if trips_circuit => permit.failed(reason),
+                        _ => permit.record(Some(true)),
                     }
                 }
             }
@@ -140,6 +150,26 @@ pub struct Breaker {
 
 struct State {
     mode: Mode,
+    /// The last failure that counted, and when the circuit last opened (Unix
+    /// ms): what the admin console shows as the reason.
+    last_failure: Option<Reason>,
+    opened_at_ms: i64,
+}
+
+/// A breaker as the admin console shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Look {
+    /// `closed`, `open` or `half_open` (a probe may go, or is under way).
+    pub state: &'static str,
+    /// Consecutive failures counted while closed.
+    pub failures: u32,
+    pub failure_threshold: u32,
+    /// While open: how long until a probe may go.
+    pub closes_in: Option<Duration>,
+    /// The last failure that counted (`upstream_timeout`, `upstream_status_503`).
+    pub last_failure: Option<String>,
+    /// When it last opened, Unix ms; 0: never.
+    pub opened_at_ms: i64,
 }
 
 /// Leave to make one try. Dropped without a verdict (the caller went away),
@@ -156,6 +186,8 @@ impl Breaker {
             route,
             state: Mutex::new(State {
                 mode: Mode::Closed { failures: 0 },
+                last_failure: None,
+                opened_at_ms: 0,
             }),
             config,
         }
@@ -196,10 +228,35 @@ impl Breaker {
         !matches!(self.lock().mode, Mode::Closed { .. })
     }
 
-    /// `Some(true)`: the partner answered usably; `Some(false)`: it failed;
-    /// `None`: nothing learned.
-    fn record(&self, probe: bool, healthy: Option<bool>) {
+    /// What the breaker is doing now.
+    pub fn look(&self) -> Look {
+        let s = self.lock();
+        let (state, failures, closes_in) = match s.mode {
+            Mode::Closed { failures } => ("closed", failures, None),
+            Mode::Open { until } => match until.saturating_duration_since(clock::now()) {
+                left if left.is_zero() => ("half_open", 0, None),
+                left => ("open", 0, Some(left)),
+            },
+            Mode::HalfOpen { .. } => ("half_open", 0, None),
+        };
+        Look {
+            state,
+            failures,
+            failure_threshold: self.config.failure_threshold,
+            closes_in,
+            last_failure: s.last_failure.map(|r| r.as_str().into_owned()),
+            opened_at_ms: s.opened_at_ms,
+        }
+    }
+
+    /// `Some(true)`: the partner answered usably; `Some(false)`: it failed
+    /// (`failure` says how, when known); `None`: nothing learned.
+    fn record(&self, probe: bool, healthy: Option<bool>, failure: Option<Reason>) {
         let mut s = self.lock();
+        if failure.is_some() {
+            s.last_failure = failure;
+        }
+        let was_open = matches!(s.mode, Mode::Open { .. });
         s.mode = match (s.mode, probe, healthy) {
             (_, true, Some(true)) => Mode::Closed { failures: 0 },
             (_, true, Some(false)) => Mode::Open {
@@ -226,20 +283,29 @@ impl Breaker {
             // Late answers of tries admitted before the circuit opened.
             (mode, false, _) => mode,
         };
+        if matches!(s.mode, Mode::Open { .. }) && !was_open {
+            s.opened_at_ms = clock::wall_ms();
+        }
     }
 }
 
 impl Permit<'_> {
     pub fn record(mut self, healthy: Option<bool>) {
         self.recorded = true;
-        self.breaker.record(self.probe, healthy);
+        self.breaker.record(self.probe, healthy, None);
+    }
+
+    /// The try failed in a way that counts toward opening, for `reason`.
+    pub fn failed(mut self, reason: Reason) {
+        self.recorded = true;
+        self.breaker.record(self.probe, Some(false), Some(reason));
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.recorded && self.probe {
-            self.breaker.record(true, None);
+            self.breaker.record(true, None, None);
         }
     }
 }
@@ -284,6 +350,28 @@ mod tests {
         b.admit().unwrap().record(Some(true));
         assert!(!b.is_open());
         assert!(b.admit().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_console_sees_why_and_for_how_long_it_is_open() {
+        let b = breaker();
+        assert_eq!(b.look().state, "closed");
+        b.admit().unwrap().failed(Reason::UpstreamTimeout);
+        assert_eq!((b.look().state, b.look().failures), ("closed", 1));
+        for _ in 0..2 {
+            b.admit()
+                .unwrap()
+                .failed(Reason::UpstreamStatus(StatusCode::BAD_GATEWAY));
+        }
+        let look = b.look();
+        assert_eq!(look.state, "open");
+        assert_eq!(look.closes_in, Some(Duration::from_secs(5)));
+        assert_eq!(look.last_failure.as_deref(), Some("upstream_status_502"));
+        assert!(look.opened_at_ms > 0);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(b.look().closes_in, Some(Duration::from_secs(3)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(b.look().state, "half_open");
     }
 
     #[tokio::test(start_paused = true)]

@@ -64,16 +64,18 @@ pub async fn shutdown_requested(mut rx: ShutdownRx) {
 }
 
 /// Serves `service` on `listener` until `shutdown`, then drains; `conns`
-/// holds its open connections (a gauge may read how many).
-pub async fn serve<S, B>(
+/// holds its open connections (a gauge may read how many). `service` makes
+/// each connection's service from its peer's address.
+pub async fn serve<M, S, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: S,
+    service: M,
     opts: ServeOptions,
     conns: Arc<Conns>,
     shutdown: ShutdownRx,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    M: Fn(std::net::SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + Unpin + 'static,
     S::Error: Into<BoxError>,
     B: Body + Send + 'static,
@@ -110,7 +112,7 @@ pub async fn serve<S, B>(
         };
         let _ = stream.set_nodelay(true);
         let service = TrackedService {
-            inner: service.clone(),
+            inner: service(peer),
             conns: conns.clone(),
             conn: conn.clone(),
         };

@@ -137,7 +137,14 @@ impl Simulator {
             grace: std::time::Duration::from_millis(200),
             ..ServeOptions::default()
         };
-        let task = tokio::spawn(serve(listener, tls, svc, opts, Arc::new(Conns::new()), rx));
+        let task = tokio::spawn(serve(
+            listener,
+            tls,
+            move |_| svc.clone(),
+            opts,
+            Arc::new(Conns::new()),
+            rx,
+        ));
         Ok(Simulator {
             addr,
             state,

@@ -68,6 +68,15 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
             )
             .map(Some),
     };
+    let admin_token = match (&s.admin_token_env, &s.admin_token_file) {
+        (None, None) => Some(None),
+        (e, f) => p
+            .check(
+                "server",
+                Secret::load("server.admin_token", e.as_deref(), f.as_deref(), env),
+            )
+            .map(Some),
+    };
     if let (Some(addr), Some(None)) = (listen, &inbound_token) {
         if !addr.ip().is_loopback() {
             p.push(format!(
@@ -120,6 +129,7 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         max_header_bytes: max_header_bytes?,
         allowed_hosts: (allowed_hosts.len() == s.allowed_hosts.len()).then_some(allowed_hosts)?,
         inbound_token: inbound_token?,
+        admin_token: admin_token?,
     })
 }
 
