@@ -9,6 +9,7 @@ mod support;
 
 mod admin;
 mod binary;
+mod console;
 mod conversation;
 mod faults;
 mod fleet;

@@ -249,11 +249,17 @@ impl Console {
     }
 }
 
-/// A point every [`CHART_STEP`] samples, oldest first: requests and
-/// fallbacks per second and the p99 over each step.
+/// A point every [`CHART_STEP`] samples back from the latest, oldest first
+/// (the oldest step may be shorter): requests and fallbacks per second and
+/// the p99 over each step.
 fn chart(history: &History) -> Vec<Value> {
     let samples: Vec<&Sample> = history.samples().collect();
     let mut picks: Vec<&Sample> = samples.iter().rev().step_by(CHART_STEP).copied().collect();
+    if let Some(&oldest) = samples.first() {
+        if picks.last().is_some_and(|p| !std::ptr::eq(*p, oldest)) {
+            picks.push(oldest);
+        }
+    }
     picks.reverse();
     picks
         .windows(2)

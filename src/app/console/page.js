@@ -101,14 +101,17 @@
     var d = vals.map(function (v, i) {
       return (i ? "L" : "M") + (i * step).toFixed(1) + " " + (h - (v / max) * (h - 4) - 2).toFixed(1);
     }).join(" ");
+    var dots = vals.map(function (v, i) {
+      return "<circle r=\"2\" cx=\"" + (i * step).toFixed(1) + "\" cy=\"" + (h - (v / max) * (h - 4) - 2).toFixed(1) + "\"/>";
+    }).join("");
     var last = vals.length ? vals[vals.length - 1] : 0;
     return "<figure class=\"chart\" id=\"chart-" + key + "\"><figcaption>" + esc(label) + ": " + num(last, 1) +
       " (max " + num(max, 1) + ")</figcaption><svg viewBox=\"0 0 " + w + " " + h + "\" width=\"" + w + "\" height=\"" + h + "\">" +
-      (d ? "<path d=\"" + d + "\"/>" : "") + "</svg></figure>";
+      (d ? "<path d=\"" + d + "\"/>" : "") + dots + "</svg></figure>";
   }
   function charts(st) {
     var pts = st.chart.points;
-    if (!pts.length) return "<p>The charts fill in after 10 s.</p>";
+    if (!pts.length) return "<p>The charts fill in after the first seconds.</p>";
     return spark(pts, "requests_per_second", "requests/s") +
       spark(pts, "fallbacks_per_second", "fallbacks/s") +
       spark(pts, "p99_ms", "p99 ms");

@@ -20,7 +20,7 @@ thead th{color:#5b6475;font-weight:600;font-size:.9em}
 .ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
 .circuit-open{color:#b3261e;font-weight:600}.circuit-half_open{color:#9a6700;font-weight:600}.circuit-closed{color:#137333}
 .chart{display:inline-block;margin:0 1.5em .5em 0}.chart svg{background:#fff;border:1px solid #e3e6ec}
-.chart path{fill:none;stroke:#3367d6;stroke-width:1.5}
+.chart path{fill:none;stroke:#3367d6;stroke-width:1.5}.chart circle{fill:#3367d6}
 code{font-size:.9em}#updated{color:#5b6475;font-size:.9em}.stale #updated{color:#b3261e}
 .noscript{color:#5b6475}.live .noscript{display:none}
 ";
