@@ -43,6 +43,8 @@ pub struct Gateway {
     admin_task: JoinHandle<()>,
     /// The console's once-a-second read of the metrics.
     sampler: JoinHandle<()>,
+    /// The spans' export, when traces are on.
+    traces: Option<crate::app::traces::Traces>,
 }
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, Problem> {
@@ -103,7 +105,9 @@ impl Gateway {
             "backend",
             vec![(if shared.is_some() { "redis" } else { "memory" }, degraded)],
         )?;
-        let shared = Shared::new(&config, shared)?;
+        let mut shared = Shared::new(&config, shared)?;
+        let traces = crate::app::traces::start(&config, &metrics)?;
+        shared.tracing = traces.as_ref().map(|t| t.tracing.clone());
         let edge = crate::app::stack::build(&config, public, &metrics, &shared)?;
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_proxy, proxy_rx) = watch::channel(false);
@@ -183,6 +187,7 @@ impl Gateway {
             state = config.state.describe(),
             encore = %config.encore.upstream.base_url,
             besitos = %config.besitos.upstream.base_url,
+            traces = config.tracing.otlp_endpoint.as_deref().unwrap_or("off"),
             "offergate ready"
         );
         Ok(Gateway {
@@ -192,6 +197,7 @@ impl Gateway {
             board,
             console,
             sampler,
+            traces,
             secrets: shared.secrets.clone(),
             threads: shared.threads.clone(),
             state: shared.state.clone(),
@@ -219,6 +225,10 @@ impl Gateway {
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
         self.sampler.abort();
+        // The last calls' spans leave before the process does.
+        if let Some(traces) = self.traces {
+            traces.shutdown(Duration::from_secs(2)).await;
+        }
         // What the calls changed, on disk before the process ends.
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || threads.flush(Duration::from_secs(5))).await;

@@ -8,3 +8,4 @@ pub mod gateway;
 pub mod reload;
 pub mod stack;
 pub mod telemetry;
+pub mod traces;

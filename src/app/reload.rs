@@ -288,7 +288,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         c
     };
     let (old, new) = (strip(old), strip(new));
-    let sections: [(&'static str, String, String); 7] = [
+    let sections: [(&'static str, String, String); 8] = [
         ("server", toml(&old.server), toml(&new.server)),
         ("log", toml(&old.log), toml(&new.log)),
         ("tls", toml(&old.tls), toml(&new.tls)),
@@ -296,6 +296,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("besitos", toml(&old.besitos), toml(&new.besitos)),
         ("state", toml(&old.state), toml(&new.state)),
         ("reload", toml(&old.reload), toml(&new.reload)),
+        ("tracing", toml(&old.tracing), toml(&new.tracing)),
     ];
     for (name, before, after) in sections {
         if before != after {

@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use crate::call::error::GatewayError;
 use crate::call::request::{ProxyRequest, ProxyResponse};
+use crate::call::spans::Tracing;
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::conversation::{AnyThreads, FleetThreads, Journal, Keep, LocalThreads};
 use crate::edge::recent::Recent;
-use crate::edge::Edge;
+use crate::edge::{Edge, Observed};
 use crate::layers::circuit::{self, Breakers, Circuit, CircuitLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
 use crate::layers::fallback::{Fallback, FallbackLayer};
@@ -69,6 +70,9 @@ pub struct Shared {
     pub secrets: Arc<Live<Secrets>>,
     /// The last requests answered (the admin console's `/requests`).
     pub recent: Arc<Recent>,
+    /// Spans, when `[tracing]` names a collector (set by the gateway, which
+    /// runs their export).
+    pub tracing: Option<Tracing>,
     /// Each partner's circuit and 429 pause, as this replica knows them.
     pub breakers: Breakers,
     pub pauses: pause::Pauses,
@@ -96,6 +100,7 @@ impl Shared {
             threads: Arc::new(threads),
             secrets: Arc::new(Live::new(Secrets::of(config))),
             recent: Arc::new(Recent::new(RECENT_REQUESTS)),
+            tracing: None,
             breakers: circuit::breakers(config),
             pauses: pause::pauses(),
         })
@@ -198,6 +203,9 @@ fn assemble<U: ProxyService>(
         shared.secrets.clone(),
         shared.threads.clone(),
         state,
-        shared.recent.clone(),
+        Observed {
+            recent: shared.recent.clone(),
+            tracing: shared.tracing.clone(),
+        },
     )
 }

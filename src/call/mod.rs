@@ -15,3 +15,4 @@ pub mod problem;
 pub mod request;
 pub mod route;
 pub mod service;
+pub mod spans;

@@ -54,6 +54,8 @@ pub struct CallInfo {
     pub compose: Option<Compose>,
     /// What happened at the partner, for the access log.
     pub trace: CallTrace,
+    /// The call's span, when it is traced: each try's hangs under it.
+    pub span: Option<crate::call::spans::SpanParent>,
 }
 
 /// A composed message asked for an offer (`x-offergate-compose: true`, or
@@ -76,6 +78,7 @@ impl CallInfo {
             thread: None,
             compose: None,
             trace: CallTrace::default(),
+            span: None,
         }
     }
 }

@@ -43,6 +43,22 @@ pub struct Config {
     pub besitos: BesitosConfig,
     pub state: StateConfig,
     pub reload: ReloadConfig,
+    pub tracing: TracingConfig,
+}
+
+/// Traces over OTLP: off unless a collector is named.
+#[derive(Clone, Debug, Serialize)]
+pub struct TracingConfig {
+    /// Where spans are sent (OTLP over HTTP, protobuf): the collector's
+    /// traces URL, `/v1/traces` added to the base the setting (or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) gives. `None`: tracing off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of calls traced when the caller's `traceparent` does not
+    /// decide (a sampled parent is always followed, an unsampled one never).
+    pub sample_ratio: f64,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
 }
 
 /// Reloading without a restart.

@@ -18,6 +18,26 @@ pub struct RawConfig {
     pub besitos: RawRoute,
     pub state: RawState,
     pub reload: RawReload,
+    pub tracing: RawTracing,
+}
+
+/// `[tracing]`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for RawTracing {
+    fn default() -> Self {
+        RawTracing {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "offergate".into(),
+        }
+    }
 }
 
 /// `[reload]`.

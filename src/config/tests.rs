@@ -388,3 +388,51 @@ fn the_state_topologies_and_their_keys() {
         assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
     }
 }
+
+#[test]
+fn tracing_is_off_by_default_and_its_collector_is_a_traces_url() {
+    let text = shipped_reading_env();
+    let off = Config::from_toml(&text, &env()).unwrap();
+    assert_eq!(off.tracing.otlp_endpoint, None);
+    assert_eq!(off.tracing.sample_ratio, 1.0);
+    assert_eq!(off.tracing.service_name, "offergate");
+    let with = |section: &str| format!("{text}\n[tracing]\n{section}\n");
+    for (given, url) in [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        ("https://c.example/otlp", "https://c.example/otlp/v1/traces"),
+        ("http://c:4318/v1/traces", "http://c:4318/v1/traces"),
+    ] {
+        let c = Config::from_toml(&with(&format!("otlp_endpoint = \"{given}\"")), &env()).unwrap();
+        assert_eq!(c.tracing.otlp_endpoint.as_deref(), Some(url), "{given}");
+    }
+    // OpenTelemetry's own variable, when the file names none.
+    let mut vars = env();
+    vars.0.insert(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        "http://otel:4318".into(),
+    );
+    let c = Config::from_toml(&text, &vars).unwrap();
+    assert_eq!(
+        c.tracing.otlp_endpoint.as_deref(),
+        Some("http://otel:4318/v1/traces")
+    );
+    for (section, expect) in [
+        (
+            "otlp_endpoint = \"collector:4318\"",
+            "tracing.otlp_endpoint",
+        ),
+        ("otlp_endpoint = \"grpc://c:4317\"", "http:// or https://"),
+        ("otlp_endpoint = \"http://c:4318?x=1\"", "takes no query"),
+        ("sample_ratio = 1.5", "tracing.sample_ratio"),
+        ("sample_ratio = -0.1", "tracing.sample_ratio"),
+        ("service_name = \" \"", "tracing.service_name"),
+    ] {
+        let err = problems(&with(section), &env());
+        assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
+    }
+    let mut vars = env();
+    vars.0
+        .insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), "nope".into());
+    assert!(problems(&text, &vars).contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+}

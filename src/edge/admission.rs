@@ -16,6 +16,7 @@
 //!    `invalid_request` naming the field or key)
 //! 8. `Idempotency-Key`: at most one, 1 to 255 visible ASCII characters (400)
 
+use crate::call::spans::SpanParent;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,7 @@ impl Admission {
         req: Request<B>,
         target: Target,
         request_id: HeaderValue,
+        span: Option<SpanParent>,
     ) -> Result<ProxyRequest, GatewayError>
     where
         B: Body<Data = Bytes>,
@@ -177,6 +179,7 @@ impl Admission {
                 thread,
                 compose,
                 trace: CallTrace::default(),
+                span,
             }),
         })
     }

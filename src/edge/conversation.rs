@@ -103,7 +103,12 @@ fn answer_key(thread: &[u8; 16], message_id: &str) -> (String, Fingerprint) {
 
 impl<S: ProxyService> Edge<S> {
     /// `POST /offergate/v1/encore/messages`.
-    pub(super) async fn message<B>(&self, req: Request<B>, request_id: HeaderValue) -> ProxyResponse
+    pub(super) async fn message<B>(
+        &self,
+        req: Request<B>,
+        request_id: HeaderValue,
+        span: Option<crate::call::spans::SpanParent>,
+    ) -> ProxyResponse
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -142,7 +147,9 @@ impl<S: ProxyService> Edge<S> {
                 let this = self.clone();
                 let ttl = self.shared.message_ttl;
                 FinishAnyway::new(async move {
-                    let answer = this.decide(message, thread, headers, request_id).await;
+                    let answer = this
+                        .decide(message, thread, headers, request_id, span)
+                        .await;
                     let resp = this.decided(answer);
                     let keep = Stored {
                         fingerprint: fp,
@@ -168,6 +175,7 @@ impl<S: ProxyService> Edge<S> {
         thread: [u8; 16],
         headers: HeaderMap,
         request_id: HeaderValue,
+        span: Option<crate::call::spans::SpanParent>,
     ) -> Answer {
         let threads = &*self.shared.threads;
         let rules = &self.shared.rules;
@@ -203,6 +211,7 @@ impl<S: ProxyService> Edge<S> {
             return Answer::skip(verdict.trigger, "overloaded", shown);
         };
         let mut call = CallInfo::new(request_id, headers);
+        call.span = span;
         call.client_id = Some(Arc::from(message.client_id.as_str()));
         call.thread = Some(thread);
         call.compose = Some(Compose {

@@ -49,6 +49,7 @@ use crate::call::headers::{self, X_OFFERGATE_FALLBACK, X_REQUEST_ID};
 use crate::call::request::{CallInfo, ProxyResponse};
 use crate::call::route::{AnyRoute, OwnRoute, Route};
 use crate::call::service::ProxyService;
+use crate::call::spans::{CallSpan, Ended, SpanParent, Tracing};
 use crate::config::{Config, Live, Secrets};
 use crate::conversation::AnyThreads;
 use crate::integrator::rules::Rules;
@@ -98,8 +99,18 @@ struct EdgeShared<S> {
     message_deadline: std::time::Duration,
     /// How long a message's answer is replayed.
     message_ttl: std::time::Duration,
+    /// What is kept of each call: the last requests (the admin console),
+    /// its span (traces over OTLP, when on).
+    observed: Observed,
+}
+
+/// What the edge keeps of each call besides its metrics and access line.
+#[derive(Clone)]
+pub struct Observed {
     /// The last requests answered, for the admin console.
-    recent: Arc<Recent>,
+    pub recent: Arc<Recent>,
+    /// Spans, when `[tracing]` names a collector.
+    pub tracing: Option<Tracing>,
 }
 
 impl<S: ProxyService> Edge<S> {
@@ -111,7 +122,7 @@ impl<S: ProxyService> Edge<S> {
         secrets: Arc<Live<Secrets>>,
         threads: Arc<AnyThreads>,
         state: Option<&Redis>,
-        recent: Arc<Recent>,
+        observed: Observed,
     ) -> Result<Edge<S>, Problem> {
         let encore = &config.encore.resilience;
         // Sized and shared as the offers route's answers.
@@ -131,7 +142,7 @@ impl<S: ProxyService> Edge<S> {
                 // The whole Encore call's deadline, and a second for the rest.
                 message_deadline: encore.deadline + std::time::Duration::from_secs(1),
                 message_ttl: encore.idempotency.ttl,
-                recent,
+                observed,
             }),
         })
     }
@@ -153,6 +164,13 @@ impl<S: ProxyService> Edge<S> {
         } else {
             (None, None)
         };
+        let span = self.shared.observed.tracing.as_ref().map(|t| {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            t.start_call(req.headers(), req.method(), req.uri().path(), host)
+        });
         let traceparent = self.shared.access_log.then(|| {
             req.headers()
                 .get(&headers::TRACEPARENT)
@@ -164,7 +182,8 @@ impl<S: ProxyService> Edge<S> {
         async move {
             let mut trace: Option<Arc<CallInfo>> = None;
             let mut route = None;
-            let call = self.route_and_call(req, request_id.clone(), &mut route, &mut trace);
+            let parent = span.as_ref().and_then(CallSpan::parent);
+            let call = self.route_and_call(req, request_id.clone(), parent, &mut route, &mut trace);
             let answer = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(answer) => answer,
                 Err(panic) => {
@@ -210,7 +229,10 @@ impl<S: ProxyService> Edge<S> {
             if self.shared.access_log && std::panic::catch_unwind(AssertUnwindSafe(log)).is_err() {
                 self.shared.metrics.panicked();
             }
-            self.shared.recent.record(Answered {
+            if let Some(span) = span {
+                end_span(span, route, &answer, trace.as_deref());
+            }
+            self.shared.observed.recent.record(Answered {
                 at_ms: clock::wall_ms(),
                 route,
                 status: answer.status.as_u16(),
@@ -232,6 +254,7 @@ impl<S: ProxyService> Edge<S> {
         &self,
         req: Request<B>,
         request_id: HeaderValue,
+        span: Option<SpanParent>,
         route: &mut Option<AnyRoute>,
         trace: &mut Option<Arc<CallInfo>>,
     ) -> ProxyResponse
@@ -259,12 +282,17 @@ impl<S: ProxyService> Edge<S> {
             Handler::Own(own) => {
                 return match own {
                     OwnRoute::EncoreEligibility => Box::pin(self.eligibility(req)).await,
-                    OwnRoute::EncoreMessages => Box::pin(self.message(req, request_id)).await,
+                    OwnRoute::EncoreMessages => Box::pin(self.message(req, request_id, span)).await,
                     _ => Box::pin(self.thread_change(req, own)).await,
                 };
             }
         };
-        let proxy_req = match self.shared.admission.admit(req, target, request_id).await {
+        let proxy_req = match self
+            .shared
+            .admission
+            .admit(req, target, request_id, span)
+            .await
+        {
             Ok(proxy_req) => proxy_req,
             Err(e) => return respond::answer(e),
         };
@@ -305,6 +333,33 @@ impl<S: ProxyService> Edge<S> {
             }
         }
     }
+}
+
+/// Ends a call's span with how the call ended.
+fn end_span(
+    mut span: CallSpan,
+    route: Option<AnyRoute>,
+    answer: &ProxyResponse,
+    call: Option<&CallInfo>,
+) {
+    if let Some(route) = route {
+        span.routed(route.as_str());
+    }
+    let keyed = call.is_some_and(|c| c.idempotency_key.is_some());
+    span.end(Ended {
+        status: answer.status.as_u16(),
+        outcome: answer.outcome.as_str(),
+        fallback: answer
+            .headers
+            .get(&X_OFFERGATE_FALLBACK)
+            .and_then(|v| v.to_str().ok()),
+        idempotency: match answer.outcome {
+            crate::call::request::Outcome::Replayed => Some("replayed"),
+            _ if keyed => Some("new"),
+            _ => None,
+        },
+        tries: call.map_or(0, |c| c.trace.tries()),
+    });
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

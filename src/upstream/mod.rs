@@ -160,7 +160,12 @@ impl UpstreamInner {
         let deadline = req.deadline;
         let call = req.call.clone();
         let trace = &call.trace;
-        let outgoing = self.build_request(&req)?;
+        let mut outgoing = self.build_request(&req)?;
+        // Traced: this try's span, named to the partner in its traceparent.
+        let try_span = call.span.as_ref().map(|parent| {
+            let uri = outgoing.uri().clone();
+            parent.start_try(&uri, trace.tries() + 1, outgoing.headers_mut())
+        });
         // The try gets its timeout, or what is left of the call's deadline if less.
         let started = clock::now();
         let left = deadline.map(|d| d.saturating_duration_since(started));
@@ -179,6 +184,9 @@ impl UpstreamInner {
                 trace.tried(0);
                 let timed_out = failure == UpstreamFailure::Timeout;
                 let label = if timed_out { "timeout" } else { "error" };
+                if let Some(span) = try_span {
+                    span.end(Err(label.into()));
+                }
                 self.metrics.upstream_call(route, label, elapsed);
                 return Err(if timed_out && cut_by_deadline {
                     GatewayError::Call(CallError::DeadlineExceeded)
@@ -188,6 +196,9 @@ impl UpstreamInner {
             }
         };
         trace.tried(parts.status.as_u16());
+        if let Some(span) = try_span {
+            span.end(Ok(parts.status.as_u16()));
+        }
         self.refusals.saw(&req.target, parts.status);
         self.metrics
             .upstream_call(route, parts.status.as_str(), elapsed);

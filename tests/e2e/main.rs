@@ -35,3 +35,4 @@ mod round_trips;
 mod secrets;
 mod signals;
 mod tls;
+mod traces;

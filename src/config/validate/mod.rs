@@ -6,7 +6,7 @@
 mod partners;
 
 use super::parse::{bounded, choice, host_name, log_filter, millis, socket, Problems};
-use super::raw::{RawConfig, RawLog, RawServer, RawState, RawTls};
+use super::raw::{RawConfig, RawLog, RawServer, RawState, RawTls, RawTracing};
 use super::*;
 use crate::call::problem::Problem;
 
@@ -18,24 +18,92 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     let encore = partners::encore(&raw.encore, env, &mut p);
     let besitos = partners::besitos(&raw.besitos, env, &mut p);
     let state = state(&raw.state, env, &mut p);
-    match (server, log, tls, encore, besitos, state) {
-        (Some(server), Some(log), Some(tls), Some(encore), Some(besitos), Some(state))
-            if p.0.is_empty() =>
-        {
-            Ok(Config {
-                server,
-                log,
-                tls,
-                encore,
-                besitos,
-                state,
-                reload: ReloadConfig {
-                    watch: raw.reload.watch,
-                },
-            })
-        }
+    let tracing = tracing(&raw.tracing, env, &mut p);
+    match (server, log, tls, encore, besitos, state, tracing) {
+        (
+            Some(server),
+            Some(log),
+            Some(tls),
+            Some(encore),
+            Some(besitos),
+            Some(state),
+            Some(tracing),
+        ) if p.0.is_empty() => Ok(Config {
+            server,
+            log,
+            tls,
+            encore,
+            besitos,
+            state,
+            reload: ReloadConfig {
+                watch: raw.reload.watch,
+            },
+            tracing,
+        }),
         _ => Err(ConfigError { problems: p.0 }),
     }
+}
+
+/// `[tracing]`: the collector from the file, else from
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (OpenTelemetry's own variable, a base URL).
+fn tracing(t: &RawTracing, env: &dyn Env, p: &mut Problems) -> Option<TracingConfig> {
+    let (key, given) = match &t.otlp_endpoint {
+        Some(e) => ("tracing.otlp_endpoint", Some(e.trim().to_string())),
+        None => (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            env.var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty()),
+        ),
+    };
+    let endpoint = match given {
+        None => Some(None),
+        Some(base) => p.check(key, otlp_traces_url(&base)).map(Some),
+    };
+    let ratio = if (0.0..=1.0).contains(&t.sample_ratio) {
+        Some(t.sample_ratio)
+    } else {
+        p.push(format!(
+            "tracing.sample_ratio: {} is not a share of calls; use 0.0 to 1.0 (0.01: one call in a hundred)",
+            t.sample_ratio
+        ));
+        None
+    };
+    let name = t.service_name.trim();
+    if name.is_empty() {
+        p.push("tracing.service_name: give the name the spans carry (default offergate)".into());
+    }
+    Some(TracingConfig {
+        otlp_endpoint: endpoint?,
+        sample_ratio: ratio?,
+        service_name: (!name.is_empty()).then(|| name.to_string())?,
+    })
+}
+
+/// The traces URL for an OTLP/HTTP base (`http://collector:4318` →
+/// `http://collector:4318/v1/traces`); one already ending in `/v1/traces`
+/// is kept.
+fn otlp_traces_url(base: &str) -> Result<String, Problem> {
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| Problem(format!("`{base}` is not a URL: {e}")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => {}
+        _ => {
+            return Err(Problem(format!(
+                "`{base}` is not an http:// or https:// URL of an OTLP/HTTP collector (e.g. http://127.0.0.1:4318)"
+            )))
+        }
+    }
+    if uri.query().is_some() {
+        return Err(Problem(format!("`{base}`: a collector URL takes no query")));
+    }
+    let trimmed = base.trim_end_matches('/');
+    Ok(if trimmed.ends_with("/v1/traces") {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}/v1/traces")
+    })
 }
 
 /// `[server]`.
