@@ -2,6 +2,7 @@
 the performance targets) and an SVG chart of req/s and p99 per scenario.
 Standard library only."""
 import datetime
+import os
 import sys
 
 results, idle_kib, peak_kib, machine, secs, md_path, svg_path, soak_path, soak_requests, store_max_bytes = sys.argv[1:11]
@@ -86,7 +87,7 @@ for r in rows:
         f'| {r["label"]} | {r["c"]} | {r["rps"]:.0f} | {r["p50"]:.3f} | {r["p99"]:.3f} | {r["cpu"]:.1f} | {vs_direct} | {vs_nginx} | {cpu_nginx} | {r["non2xx"]} |'
     )
 
-def compare(title, forward, replay, per_request):
+def compare(title, forward, replay, per_request, names=("forward", "replay")):
     """Two offergates' forward and replay, each (this, that) paired within
     each round, at every connection count both were run at."""
     ran = lambda label: {r["c"] for r in runs if r["label"] == label}
@@ -96,7 +97,7 @@ def compare(title, forward, replay, per_request):
     lines.extend(["", title])
     for c in conns:
         parts = []
-        for what, (a, b) in (("forward", forward), ("replay", replay)):
+        for what, (a, b) in zip(names, (forward, replay)):
             part = f"{what} {paired(a, b, c):.2f} ×"
             if per_request:
                 extra = 1e6 / by[(a, c)]["rps"] - 1e6 / by[(b, c)]["rps"] if by.get((a, c)) and by.get((b, c)) else float("nan")
@@ -109,6 +110,18 @@ compare("State on Redis against state in memory (same build), paired within each
         ("redis_forward", "offergate_forward"), ("redis_replay", "offergate_replay"), True)
 compare("This build against the baseline build (BASELINE), paired within each round:",
         ("offergate_forward", "baseline_forward"), ("offergate_replay", "baseline_replay"), False)
+
+compare("Traces exported at sample_ratio 0.01 and 1.0 against tracing off (same build), paired within each round:",
+        ("traced_low_forward", "offergate_forward"), ("traced_all_forward", "offergate_forward"), True,
+        ("forward at 0.01", "forward at 1.0"))
+
+traces_tsv = os.environ.get("TRACES_TSV")
+if traces_tsv and os.path.exists(traces_tsv):
+    for line in open(traces_tsv):
+        name, calls, full, failed = line.split()
+        ratio = {"low": "0.01", "all": "1.0"}.get(name, name)
+        made = int(float(calls)) * 2 * (0.01 if name == "low" else 1.0)
+        lines.append(f"- at {ratio}: {int(float(calls))} calls, about {made:.0f} spans made (a call's and its try's); dropped: {int(float(full))} for a full queue, {int(float(failed))} in failed exports")
 
 # At one connection: what Redis adds to a forward's p50, against the Redis
 # round trip measured in the same round.

@@ -15,6 +15,8 @@
 #   CONNS="1 32"  connection counts (1 shows the latency offergate adds)
 #   SOAK=60       steady forward load after the scenarios, RSS sampled; 0: skip
 #   REDIS=1       also offergate with its state on a redis-server; 0: skip
+#   TRACES=1      also offergate exporting traces (OTLP/HTTP to an nginx that
+#                 answers 200) at sample_ratio 0.01 and 1.0; 0: skip
 #   BASELINE=path/to/offergate   also forward and replay on another build, in
 #                 the same rounds, reported as this build / that one
 #   BASELINE_THREADS=1  the baseline knows [state] thread_file: it gets the
@@ -30,6 +32,7 @@ ROUNDS=${ROUNDS:-3}
 CORES=${CORES:-1}
 CONNS=${CONNS:-1 32}
 REDIS=${REDIS:-1}
+TRACES=${TRACES:-1}
 . benches/load/common.sh
 need nginx nginx-light
 need wrk wrk
@@ -56,6 +59,7 @@ P_NGINX=18811; P_NGINX_DOWN=18812; P_NGINX_TLS=18813
 P_BARE=18851
 P_OG=18821; P_OG_DOWN=18831; P_OG_NOIDEM=18833; P_OG_TLS=18835; P_DEAD=18899
 P_BASE=18841; P_REDIS=18861; P_OG_REDIS=18871
+P_COLLECTOR=18804; P_OG_TRACE_LOW=18875; P_OG_TRACE_ALL=18877
 
 # A CA and a leaf certificate for the TLS partner (127.0.0.1 and localhost).
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca \
@@ -67,7 +71,8 @@ openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" 
   -days 2 -extfile "$WORK/san.ext" -out "$WORK/leaf.pem" 2>/dev/null
 
 nginx_conf partner "$(partner_block $P_PARTNER)
-  $(partner_block $P_TLS_PARTNER "$WORK/leaf.pem" "$WORK/leaf.key")" "$CORES"
+  $(partner_block $P_TLS_PARTNER "$WORK/leaf.pem" "$WORK/leaf.key")
+  server { listen 127.0.0.1:$P_COLLECTOR; location = /v1/traces { return 200; } }" "$CORES"
 start_nginx partner "$PARTNER"
 nginx_conf direct "$(partner_block $P_DIRECT)" "$CORES"; start_nginx direct "$SRV"
 # nginx as the equivalent reverse proxy: keep-alive upstream pool, key injected.
@@ -110,6 +115,13 @@ if [ "$REDIS" = 1 ]; then
   taskset -c "$PARTNER" redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
   wait_port $P_REDIS
   start_og redis $P_OG_REDIS "$(printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"' $P_REDIS)"
+fi
+if [ "$TRACES" = 1 ]; then
+  # Traces exported to a collector that takes them (nginx, beside the partner).
+  traces() { printf '[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' $P_COLLECTOR "$1"; }
+  start_og trace_low $P_OG_TRACE_LOW "$(traces 0.01)"
+  start_og trace_all $P_OG_TRACE_ALL "$(traces 1.0)"
+  wait_port $P_OG_TRACE_LOW; wait_port $P_OG_TRACE_ALL
 fi
 for p in $P_PARTNER $P_TLS_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_BARE $P_OG $P_OG_DOWN $P_OG_NOIDEM $P_OG_TLS; do wait_port $p; done
 [ -n "$BASELINE" ] && wait_port $P_BASE
@@ -183,6 +195,10 @@ for round in $(seq "$ROUNDS"); do
       run "$round" redis_forward $P_OG_REDIS "$c" $F
       run "$round" redis_replay $P_OG_REDIS "$c" $R
     fi
+    if [ "$TRACES" = 1 ]; then
+      run "$round" traced_low_forward $P_OG_TRACE_LOW "$c" $F
+      run "$round" traced_all_forward $P_OG_TRACE_ALL "$c" $F
+    fi
     if [ -n "$BASELINE" ]; then
       run "$round" baseline_forward $P_BASE "$c" $F
       run "$round" baseline_replay $P_BASE "$c" $R
@@ -190,6 +206,19 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 PEAK_RSS=$(awk '/VmHWM/ {print $2}' /proc/$PID_main/status)
+# What the traced instances made and what they could not send: their
+# requests (each a call span and a try span) and their dropped spans.
+export TRACES_TSV="$WORK/traces.tsv"; : > "$TRACES_TSV"
+if [ "$TRACES" = 1 ]; then
+  for t in "low $P_OG_TRACE_LOW" "all $P_OG_TRACE_ALL"; do
+    set -- $t
+    m=$(curl -s "http://127.0.0.1:$(($2 + 1))/metrics")
+    calls=$(awk '/^offergate_requests_total\{/ { n += $2 } END { print n + 0 }' <<<"$m")
+    full=$(awk -F'} ' '/^offergate_trace_spans_dropped_total\{reason="queue_full"\}/ { print $2 }' <<<"$m")
+    failed=$(awk -F'} ' '/^offergate_trace_spans_dropped_total\{reason="export_failed"\}/ { print $2 }' <<<"$m")
+    printf '%s\t%s\t%s\t%s\n' "$1" "$calls" "${full:-0}" "${failed:-0}" >> "$TRACES_TSV"
+  done
+fi
 
 # Soak: steady forward load (every request a new idempotency key), RSS sampled
 # every 5 s. Shows the store staying inside its byte bound and RSS not growing.

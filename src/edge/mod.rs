@@ -233,7 +233,7 @@ impl<S: ProxyService> Edge<S> {
                 end_span(span, route, &answer, trace.as_deref());
             }
             self.shared.observed.recent.record(Answered {
-                at_ms: clock::wall_ms(),
+                at: started + elapsed,
                 route,
                 status: answer.status.as_u16(),
                 fallback: answer

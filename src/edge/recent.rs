@@ -9,12 +9,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::call::clock::{self, Instant};
 use crate::call::route::AnyRoute;
 
 /// What the ring keeps of one request.
 #[derive(Clone, Copy)]
 struct Slot {
-    /// Unix milliseconds when it was answered; 0: the slot was never used.
+    /// When it was answered, in ms after the ring was made; 0: never used.
     at_ms: i64,
     /// Order of recording, to list the ring newest first.
     seq: usize,
@@ -51,7 +52,8 @@ pub struct Entry {
 
 /// One request, as the edge hands it over.
 pub struct Answered<'a> {
-    pub at_ms: i64,
+    /// When it was answered (the edge has the time already: no clock read).
+    pub at: Instant,
     pub route: Option<AnyRoute>,
     pub status: u16,
     pub fallback: Option<&'a [u8]>,
@@ -66,6 +68,9 @@ pub struct Recent {
     slots: Box<[Mutex<Slot>]>,
     next: AtomicUsize,
     key: u64,
+    /// When the ring was made, on both clocks: entries keep monotonic
+    /// times, listed as Unix ms.
+    origin: (Instant, i64),
 }
 
 impl Recent {
@@ -90,6 +95,7 @@ impl Recent {
             slots: (0..entries.max(1)).map(|_| Mutex::new(empty)).collect(),
             next: AtomicUsize::new(0),
             key: fastrand::u64(..),
+            origin: (clock::now(), clock::wall_ms()),
         }
     }
 
@@ -110,8 +116,9 @@ impl Recent {
         let caller = a.caller.map_or(0, |c| {
             xxhash_rust::xxh3::xxh3_64_with_seed(c.as_bytes(), self.key).max(1)
         });
+        let since = a.at.saturating_duration_since(self.origin.0).as_millis();
         let slot = Slot {
-            at_ms: a.at_ms.max(1),
+            at_ms: i64::try_from(since).unwrap_or(i64::MAX - 1) + 1,
             seq,
             route: a.route,
             status: a.status,
@@ -144,7 +151,7 @@ impl Recent {
             .into_iter()
             .take(limit)
             .map(|s| Entry {
-                at_ms: s.at_ms,
+                at_ms: self.origin.1 + s.at_ms - 1,
                 route: s.route.map_or("-", AnyRoute::as_str),
                 status: s.status,
                 fallback: (s.fallback_len > 0).then(|| {
@@ -165,7 +172,7 @@ mod tests {
 
     fn answered(i: i64, caller: Option<&str>) -> Answered<'_> {
         Answered {
-            at_ms: 1_000 + i,
+            at: clock::now() + std::time::Duration::from_millis(1_000 + i as u64),
             route: Some(AnyRoute::ALL[0]),
             status: 200,
             fallback: (i % 2 == 0).then_some(b"circuit_open".as_slice()),
@@ -175,15 +182,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_ring_keeps_the_newest_and_lists_them_first() {
+    #[tokio::test(start_paused = true)]
+    async fn the_ring_keeps_the_newest_and_lists_them_first() {
         let ring = Recent::new(4);
         for i in 0..10 {
             ring.record(answered(i, Some("client-1")));
         }
         let listed = ring.list(100);
+        let start = ring.origin.1;
         assert_eq!(
-            listed.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            listed.iter().map(|e| e.at_ms - start).collect::<Vec<_>>(),
             [1_009, 1_008, 1_007, 1_006]
         );
         assert_eq!(listed[1].fallback.as_deref(), Some("circuit_open"));

@@ -311,6 +311,17 @@ async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
         m.contains("offergate_state_errors_total{backend=\"redis\",op=\"claim\"}"),
         "{m}"
     );
+    // The console says so, and what each replica does meanwhile.
+    let shown = closed.0.console.status()["state"].clone();
+    assert_eq!(
+        (&shown["backend"], &shown["healthy"], &shown["on_error"]),
+        (
+            &serde_json::json!("redis"),
+            &serde_json::json!(false),
+            &serde_json::json!("fail_closed")
+        ),
+        "{shown}"
+    );
 
     redis.restart().await;
     until_connected(&a.gw).await;
@@ -322,6 +333,19 @@ async fn redis_trouble_is_answered_per_on_error_and_healed_after() {
     assert!(
         again.replayed() && again.body == first.body,
         "de-duplication works again"
+    );
+    let shown = eventually(Duration::from_secs(5), "the console sees Redis", || async {
+        a.gw.console.sample();
+        let s = a.gw.console.status()["state"].clone();
+        (s["healthy"] == true && s["latency_p50_ms"].is_number()).then_some(s)
+    })
+    .await;
+    assert!(
+        shown["describe"]
+            .as_str()
+            .unwrap()
+            .starts_with("redis single"),
+        "{shown}"
     );
     closed.0.shutdown().await;
     b.0.shutdown().await;
