@@ -119,9 +119,9 @@ traces_tsv = os.environ.get("TRACES_TSV")
 if traces_tsv and os.path.exists(traces_tsv):
     for line in open(traces_tsv):
         name, calls, full, failed = line.split()
-        ratio = {"low": "0.01", "all": "1.0"}.get(name, name)
+        at = {"low": "0.01", "all": "1.0"}.get(name, name)
         made = int(float(calls)) * 2 * (0.01 if name == "low" else 1.0)
-        lines.append(f"- at {ratio}: {int(float(calls))} calls, about {made:.0f} spans made (a call's and its try's); dropped: {int(float(full))} for a full queue, {int(float(failed))} in failed exports")
+        lines.append(f"- at {at}: {int(float(calls))} calls, about {made:.0f} spans made (a call's and its try's); dropped: {int(float(full))} for a full queue, {int(float(failed))} in failed exports")
 
 # At one connection: what Redis adds to a forward's p50, against the Redis
 # round trip measured in the same round.

@@ -29,6 +29,7 @@ use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::conversation::{AnyThreads, FleetThreads, Journal, Keep, LocalThreads};
 use crate::edge::recent::Recent;
 use crate::edge::{Edge, Observed};
+use crate::layers::admit::Admit;
 use crate::layers::circuit::{self, Breakers, Circuit, CircuitLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
 use crate::layers::fallback::{Fallback, FallbackLayer};
@@ -170,7 +171,12 @@ fn assemble<U: ProxyService>(
         .layer(FallbackLayer::new(config, public_base_url, metrics)?)
         // Duplicates are answered here, before anything spends partner quota or
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
-        .layer(IdempotencyLayer::new(config, metrics, state)?)
+        .layer(IdempotencyLayer::new(
+            config,
+            metrics,
+            state,
+            Admit::new(config, shared.threads.clone(), permits.clone()),
+        )?)
         // The Encore doc's per-thread cap: below idempotency, so a replay
         // never counts twice; before anything spends quota or retries.
         .layer(ThreadCapLayer::new(metrics, shared.threads.clone())?)

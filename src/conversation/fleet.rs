@@ -33,9 +33,58 @@ fn ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// A thread's slot as a call's one-script admission asks for it
+/// (`state/admission.rs`), and once Redis took it, the slot the thread cap
+/// holds.
+pub struct SlotPlan {
+    redis: Redis,
+    keys: Keys,
+    member: String,
+    window: Duration,
+    cap: u32,
+}
+
+impl SlotPlan {
+    pub fn ask(&self) -> crate::state::SlotAsk<'_> {
+        crate::state::SlotAsk {
+            keys: [&self.keys.offers, &self.keys.conversation],
+            window: self.window,
+            cap: self.cap,
+            member: &self.member,
+        }
+    }
+
+    /// The slot Redis took for this plan: kept or given back as any other.
+    pub fn taken(self) -> Held {
+        Held(Some(AnySlot::Fleet(Slot {
+            redis: self.redis,
+            keys: self.keys,
+            slot: self.member,
+            window: self.window,
+        })))
+    }
+}
+
 impl FleetThreads {
     pub fn new(redis: Redis, local: LocalThreads, keep: Keep) -> FleetThreads {
         FleetThreads { redis, local, keep }
+    }
+
+    /// Whether a call's admission can be one script on this Redis.
+    pub fn admits_in_one(&self) -> bool {
+        self.redis.admits_in_one()
+    }
+
+    /// What reserving a slot of `thread` asks Redis, for a one-script
+    /// admission.
+    pub fn slot_plan(&self, thread: ThreadId) -> SlotPlan {
+        SlotPlan {
+            redis: self.redis.clone(),
+            keys: self.keys(thread),
+            member: slot_member(),
+            window: ms(self.keep.window_ms),
+            cap: self.keep.cap,
+        }
     }
 
     fn keys(&self, thread: ThreadId) -> Keys {
@@ -121,7 +170,7 @@ impl Threads for FleetThreads {
 
     async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
         let keys = self.keys(thread);
-        let slot = format!("r:{}", uuid::Uuid::new_v4().simple());
+        let slot = slot_member();
         let ask = async {
             let taken = self
                 .redis
@@ -169,6 +218,11 @@ impl Threads for FleetThreads {
         let ask = async { self.ask(thread, ConversationOp::Opt(out)).await.map(|_| ()) };
         fleet_first(&self.redis, ask, || self.local.opt_now(thread, out)).await
     }
+}
+
+/// A new slot's member in a thread's offers.
+fn slot_member() -> String {
+    format!("r:{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A slot taken on Redis.

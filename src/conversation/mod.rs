@@ -22,7 +22,7 @@ use crate::call::request::ThreadId;
 use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;
-pub use fleet::FleetThreads;
+pub use fleet::{FleetThreads, SlotPlan};
 pub use journal::Journal;
 pub use local::{LocalThreads, MAX_THREADS};
 

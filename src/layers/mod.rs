@@ -13,6 +13,7 @@
 // Layers return `async move` blocks on purpose (see `ProxyService`).
 #![allow(clippy::manual_async_fn)]
 
+pub mod admit;
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;

@@ -21,6 +21,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
 use tower::Layer;
 
+use super::admit::SlotDecided;
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
@@ -100,7 +101,12 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 (Route::EncoreOffers, Some(thread)) => thread,
                 _ => return self.next.call(req).await,
             };
-            let held = match this.threads.reserve(thread).await {
+            // Asked with the idempotency claim, when it could be (`admit.rs`).
+            let reserved = match SlotDecided::take(&req) {
+                Some(decided) => Ok(decided),
+                None => this.threads.reserve(thread).await,
+            };
+            let held = match reserved {
                 Ok(Some(held)) => held,
                 Ok(None) => return Ok(this.skip()),
                 Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),

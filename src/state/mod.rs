@@ -9,6 +9,7 @@
 //! says what the caller gets (`fail_open`: go on without the shared state;
 //! `fail_closed`: the soft fallback `state_unavailable`).
 
+mod admission;
 mod connect;
 mod conversation;
 pub mod fleet;
@@ -16,6 +17,7 @@ mod notices;
 mod redis;
 mod scripts;
 
+pub use admission::{AlsoAsk, AlsoSaid, LimitAsk, SlotAsk};
 pub use conversation::{Conversation, ConversationOp, ThreadOp};
 pub use notices::Notice;
 pub use redis::{ClaimReply, Limit, Redis, StateError, StateMetrics};

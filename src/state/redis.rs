@@ -44,7 +44,7 @@ const FAIL_FAST_AFTER: u32 = 3;
 /// A shared handle; clones share the connection.
 #[derive(Clone)]
 pub struct Redis {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 pub(super) struct Inner {
@@ -66,20 +66,24 @@ pub(super) struct Inner {
     /// Calls failed in a row.
     pub(super) failures: AtomicU32,
     errors: IntCounterVec,
-    /// Per op: claim, finish, limit, pause, thread, conversation.
-    latency: [Histogram; 6],
+    /// Per op: claim, finish, limit, pause, thread, conversation, admit.
+    latency: [Histogram; 7],
     /// Repeatable calls sent once more after a dropped connection, per op.
-    retried: [prometheus::IntCounter; 6],
-    scripts: [Script; 6],
+    retried: [prometheus::IntCounter; 7],
+    scripts: [Script; 7],
+    /// One script may take keys of any slot: one server, or Sentinel's
+    /// master (not a cluster), so a call's admission is one script.
+    pub(super) one_keyspace: bool,
 }
 
-const OPS: [&str; 6] = [
+const OPS: [&str; 7] = [
     "claim",
     "finish",
     "limit",
     "pause",
     "thread",
     "conversation",
+    "admit",
 ];
 
 /// The shared state's families: each call's latency, failures and repeats
@@ -170,8 +174,10 @@ impl Redis {
                 scripts::PAUSE,
                 scripts::THREAD,
                 scripts::CONVERSATION,
+                scripts::ADMIT,
             ]
             .map(Script::new),
+            one_keyspace: config.topology != crate::config::Topology::Cluster,
         });
         tokio::spawn(connect_until_connected(
             connector,
@@ -329,16 +335,7 @@ impl Redis {
                 &[fp_hex.as_bytes(), lock_value.as_bytes(), ttl.as_bytes()],
             )
             .await?;
-        let Value::Array(items) = reply else {
-            return Err(StateError::Unexpected);
-        };
-        match items.as_slice() {
-            [Value::Int(1), Value::BulkString(stored)] => Ok(ClaimReply::Stored(stored.clone())),
-            [Value::Int(0)] => Ok(ClaimReply::Lead),
-            [Value::Int(2)] => Ok(ClaimReply::InFlight),
-            [Value::Int(3)] => Ok(ClaimReply::Conflict),
-            _ => Err(StateError::Unexpected),
-        }
+        claim_of(&reply)
     }
 
     /// Ends this replica's lead: keeps `answer` (if any) for `ttl`, frees the lock.
@@ -390,11 +387,6 @@ impl Redis {
         rate: Rate,
         then: Option<(&str, Rate)>,
     ) -> Result<Limit, StateError> {
-        let gcra = |rate: Rate| {
-            let emission_us = (1_000_000.0 / rate.per_second).max(1.0) as u64;
-            let tolerance_us = emission_us * u64::from(rate.burst.saturating_sub(1));
-            (emission_us.to_string(), tolerance_us.to_string())
-        };
         let (e, t) = gcra(rate);
         let second = then.map(|(key, rate)| (key, gcra(rate)));
         let mut keys = vec![bucket_key, pause_key];
@@ -403,18 +395,9 @@ impl Redis {
             keys.push(key);
             args.extend([qe.as_bytes(), qt.as_bytes()]);
         }
-        let reply = self.run(2, &keys, &args).await?;
-        match reply {
+        match self.run(2, &keys, &args).await? {
             Value::Array(items) => match items.as_slice() {
-                [Value::Int(pause_ms), Value::Int(wait_us), Value::Int(then_us)] => Ok(Limit {
-                    paused: (*pause_ms > 0).then(|| Duration::from_millis(*pause_ms as u64)),
-                    wait: (*wait_us > 0).then(|| Duration::from_micros(*wait_us as u64)),
-                    then: match *then_us {
-                        -1 => None,
-                        0 => Some(None),
-                        us => Some(Some(Duration::from_micros(us as u64))),
-                    },
-                }),
+                [pause, wait, then] => limit_of(pause, wait, then),
                 _ => Err(StateError::Unexpected),
             },
             _ => Err(StateError::Unexpected),
@@ -427,5 +410,43 @@ impl Redis {
         self.run_idempotent(3, &[pause_key], &[ms.as_bytes()])
             .await
             .map(drop)
+    }
+}
+
+/// A rate's GCRA arguments: emission interval and burst tolerance in µs.
+pub(super) fn gcra(rate: Rate) -> (String, String) {
+    let emission_us = (1_000_000.0 / rate.per_second).max(1.0) as u64;
+    let tolerance_us = emission_us * u64::from(rate.burst.saturating_sub(1));
+    (emission_us.to_string(), tolerance_us.to_string())
+}
+
+/// The limit script's `{pause_ms, wait_us, quota_wait_us}`.
+pub(super) fn limit_of(pause: &Value, wait: &Value, then: &Value) -> Result<Limit, StateError> {
+    let (Value::Int(pause_ms), Value::Int(wait_us), Value::Int(then_us)) = (pause, wait, then)
+    else {
+        return Err(StateError::Unexpected);
+    };
+    Ok(Limit {
+        paused: (*pause_ms > 0).then(|| Duration::from_millis(*pause_ms as u64)),
+        wait: (*wait_us > 0).then(|| Duration::from_micros(*wait_us as u64)),
+        then: match *then_us {
+            -1 => None,
+            0 => Some(None),
+            us => Some(Some(Duration::from_micros(us as u64))),
+        },
+    })
+}
+
+/// The claim's reply (its first element or two, when more follow).
+pub(super) fn claim_of(reply: &Value) -> Result<ClaimReply, StateError> {
+    let Value::Array(items) = reply else {
+        return Err(StateError::Unexpected);
+    };
+    match items.as_slice() {
+        [Value::Int(1), Value::BulkString(stored)] => Ok(ClaimReply::Stored(stored.clone())),
+        [Value::Int(0), ..] => Ok(ClaimReply::Lead),
+        [Value::Int(2)] => Ok(ClaimReply::InFlight),
+        [Value::Int(3)] => Ok(ClaimReply::Conflict),
+        _ => Err(StateError::Unexpected),
     }
 }

@@ -131,6 +131,14 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
     })
     .await;
     h.post(&besitos_path(PARTNER), &[], "{}").await;
+    // A retry too, so the partner quota's own script is loaded before the
+    // count (a first use costs a SCRIPT LOAD once per Redis).
+    plan(
+        &h,
+        offergate::call::route::Route::EncoreOffers,
+        &["503", "ok"],
+    );
+    h.post(ENCORE_PATH, &[], &encore_body()).await;
     let monitor = Monitor::start(&redis).await;
     // (Those of the calls made before Redis was connected are not counted.)
     let errors_before = state_errors(&h.metrics().await);
@@ -204,18 +212,43 @@ async fn a_forwarded_call_costs_the_round_trips_the_readme_says() {
         2,
         "one limit script per try: {retried:#?}"
     );
-    // An Encore offer: the claim; the thread's slot; the caller's bucket with
-    // the first try's quota and the pause; the offer's link kept; the finish.
+    // An Encore offer: one script before the partner (the claim, the
+    // thread's slot, the caller's bucket with the first try's quota and the
+    // pause), then, sent as the caller is answered, the offer's link kept
+    // and the finish.
     assert!(
-        forward.len() == 5,
+        forward.len() == 3,
         "{} round trips for a forwarded Encore call:\n{forward:#?}",
         forward.len()
     );
-    // Besitos has no thread: the claim, the limits, the finish.
+    let admission = &forward[0];
+    for part in [
+        ":lock:",
+        ":thread:",
+        ":caller:",
+        ":pause:partner",
+        ":quota:partner",
+    ] {
+        assert!(
+            admission.contains(part),
+            "the first is the whole admission: {admission}"
+        );
+    }
     assert!(
-        besitos.len() == 3,
+        forward[1..]
+            .iter()
+            .all(|l| !l.contains(":lock:") || !l.contains(":caller:")),
+        "{forward:#?}"
+    );
+    // Besitos has no thread: the claim with the limits, the finish.
+    assert!(
+        besitos.len() == 2,
         "{} round trips for a forwarded Besitos call:\n{besitos:#?}",
         besitos.len()
+    );
+    assert!(
+        besitos[0].contains(":lock:") && besitos[0].contains(":pause:partner"),
+        "{besitos:#?}"
     );
     // A replay this replica answered itself costs none.
     assert!(

@@ -6,7 +6,8 @@ use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::fingerprint::Fingerprint;
 use crate::call::route::Route;
 use crate::config::Config;
-use crate::state::Redis;
+use crate::layers::admit::Plan;
+use crate::state::{AlsoSaid, Redis};
 
 pub enum AnyStore {
     Memory(MemoryStore),
@@ -39,6 +40,18 @@ impl IdempotencyStore for AnyStore {
             AnyStore::Memory(s) => s.claim(key, fingerprint).await,
             // Boxed: the Redis store's state stays out of the in-memory path.
             AnyStore::Redis(s) => Box::pin(s.claim(key, fingerprint)).await,
+        }
+    }
+
+    async fn claim_also(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        also: Option<&Plan>,
+    ) -> (Claim, Option<AlsoSaid>) {
+        match self {
+            AnyStore::Memory(s) => (s.claim(key, fingerprint).await, None),
+            AnyStore::Redis(s) => Box::pin(s.claim_with(key, fingerprint, also)).await,
         }
     }
 

@@ -48,6 +48,7 @@ use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, IdempotencyConfig};
+use crate::layers::admit::Admit;
 use crate::layers::ProxyService;
 use crate::metrics::Metrics;
 use tower::Layer;
@@ -82,6 +83,9 @@ struct Shared<St> {
     /// `offergate_idempotency_total` per route and [`Lookup`], resolved once:
     /// no label lookup (a hash and a lock) per call.
     results: [[IntCounter; 4]; 2],
+    /// What the layers below would ask Redis first, asked with the claim
+    /// where one script can (`layers/admit.rs`).
+    admit: Option<Admit>,
 }
 
 /// How a lookup ended: the `result` label.
@@ -119,12 +123,14 @@ struct RouteState<St> {
 impl IdempotencyLayer<AnyStore> {
     /// The layer with the stores `[state]` asks for: in-process, or Redis
     /// (`shared`) in front of in-process ones; its metrics registered in `metrics`.
+    /// `admit`: the asks of the layers below to send with the claim.
     pub fn new(
         config: &Config,
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
+        admit: Option<Admit>,
     ) -> Result<Self, Problem> {
-        Self::with_stores(config, metrics, |route, _| {
+        Self::with_stores(config, metrics, admit, |route, _| {
             AnyStore::for_route(config, route, shared)
         })
     }
@@ -134,6 +140,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
     pub fn with_stores(
         config: &Config,
         metrics: &Metrics,
+        admit: Option<Admit>,
         mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
     ) -> Result<Self, Problem> {
         let per_route = Arc::new(PerRoute::new(|r| {
@@ -159,6 +166,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
             results: Route::ALL
                 .map(|r| Lookup::ALL.map(|l| results.with_label_values(&[r.as_str(), l.as_str()]))),
+            admit,
         })))
     }
 }
@@ -254,7 +262,7 @@ pub fn replay(stored: &Stored) -> ProxyResponse {
 impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> {
     fn call(
         &self,
-        req: ProxyRequest,
+        mut req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
@@ -266,7 +274,10 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
             let Some((key, ttl)) = state.key(&req, &fp) else {
                 return self.next.call(req).await;
             };
-            match state.store.claim(&key, &fp).await {
+            // Boxed: 8 bytes in every call's state, the plan only on Redis.
+            let plan = this.admit.as_ref().map(|a| Box::new(a.plan(&req)));
+            let (claim, said) = state.store.claim_also(&key, &fp, plan.as_deref()).await;
+            match claim {
                 Claim::Stored(stored) => {
                     this.count(route, Lookup::Hit);
                     Ok(replay(&stored))
@@ -296,6 +307,9 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                 Claim::Unavailable => Err(GatewayError::Call(CallError::StateUnavailable)),
                 Claim::Lead => {
                     this.count(route, Lookup::Miss);
+                    if let (Some(admit), Some(plan), Some(said)) = (&this.admit, plan, said) {
+                        admit.notes(*plan, said, &mut req);
+                    }
                     let (per_route, next) = (this.per_route.clone(), self.next.clone());
                     finish::FinishAnyway::new(async move {
                         let answer = AssertUnwindSafe(next.call(req))

@@ -39,7 +39,8 @@ use crate::call::fingerprint::{hex, Fingerprint};
 use crate::call::request::{Outcome, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::OnStateError;
-use crate::state::{ClaimReply, Redis};
+use crate::layers::admit::Plan;
+use crate::state::{AlsoSaid, ClaimReply, Redis};
 
 /// How often a replica looks for an answer another replica is fetching
 /// when it cannot hear the finish (no pub/sub connection now).
@@ -204,38 +205,66 @@ fn answer_of(s: &Stored) -> Answer {
     Ok(resp)
 }
 
-impl IdempotencyStore for RedisStore {
-    async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
+impl RedisStore {
+    /// The claim, and when `also` is given and the claim leads, what it
+    /// asks, in the same script (`layers/admit.rs`).
+    pub async fn claim_with(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        plan: Option<&Plan>,
+    ) -> (Claim, Option<AlsoSaid>) {
+        let also = plan.map(Plan::ask);
         // This replica's own duplicates wait on its own leader.
         let ours = match self.local.claim(key, fingerprint).await {
             Claim::Lead => None,
             // Made while Redis was away: once it answers, the fleet's wins.
             Claim::Stored(stored) if stored.local_only && !self.redis.degraded() => Some(stored),
-            other => return other,
+            other => return (other, None),
         };
         let (answer_key, lock_key) = self.keys(key);
         let fp = hex(fingerprint);
         let lock_value = format!("{fp}{}", self.owner);
         if let Some(ours) = ours {
-            return self
+            let reconciled = self
                 .reconcile(key, ours, (&answer_key, &lock_key), &fp, &lock_value)
                 .await;
+            return (reconciled, None);
         }
         let give_up = clock::now() + self.wait_for;
         // Subscribed to the key's finish once it is found in flight.
         let mut notice: Option<crate::state::Notice> = None;
         loop {
-            let reply = self
-                .redis
-                .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
-                .await;
+            let (reply, said) = match &also {
+                Some(also) => match self
+                    .redis
+                    .admit(
+                        &answer_key,
+                        &lock_key,
+                        &fp,
+                        &lock_value,
+                        self.lock_ttl,
+                        also,
+                    )
+                    .await
+                {
+                    Ok((reply, said)) => (Ok(reply), Some(said)),
+                    Err(e) => (Err(e), None),
+                },
+                None => (
+                    self.redis
+                        .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
+                        .await,
+                    None,
+                ),
+            };
             match reply {
                 Ok(ClaimReply::Lead) => {
                     self.leading
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(key.into(), lock_value);
-                    return Claim::Lead;
+                    return (Claim::Lead, said);
                 }
                 Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, Duration::ZERO) {
                     Some(stored) if stored.fingerprint == *fingerprint => {
@@ -246,7 +275,7 @@ impl IdempotencyStore for RedisStore {
                         };
                         self.settle_locally(key, answer_of(&stored), Some(keep))
                             .await;
-                        return Claim::Stored(Arc::new(stored));
+                        return (Claim::Stored(Arc::new(stored)), None);
                     }
                     Some(_) => {
                         self.settle_locally(
@@ -255,11 +284,11 @@ impl IdempotencyStore for RedisStore {
                             None,
                         )
                         .await;
-                        return Claim::Conflict;
+                        return (Claim::Conflict, None);
                     }
                     None => {
                         tracing::warn!(key = %answer_key, "a stored answer could not be read; calling the partner");
-                        return Claim::Lead;
+                        return (Claim::Lead, None);
                     }
                 },
                 Ok(ClaimReply::Conflict) => {
@@ -269,7 +298,7 @@ impl IdempotencyStore for RedisStore {
                         None,
                     )
                     .await;
-                    return Claim::Conflict;
+                    return (Claim::Conflict, None);
                 }
                 Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
                     match notice.take() {
@@ -297,11 +326,11 @@ impl IdempotencyStore for RedisStore {
                     )
                     .await;
                     let late: Answer = Err(GatewayError::Call(CallError::DeadlineExceeded));
-                    return Claim::Wait(Box::pin(std::future::ready(Some(late))));
+                    return (Claim::Wait(Box::pin(std::future::ready(Some(late)))), None);
                 }
                 Err(_) => match self.redis.on_error() {
                     // Counted by the state metrics; this replica de-duplicates alone.
-                    OnStateError::FailOpen => return Claim::Lead,
+                    OnStateError::FailOpen => return (Claim::Lead, None),
                     OnStateError::FailClosed => {
                         self.settle_locally(
                             key,
@@ -309,11 +338,17 @@ impl IdempotencyStore for RedisStore {
                             None,
                         )
                         .await;
-                        return Claim::Unavailable;
+                        return (Claim::Unavailable, None);
                     }
                 },
             }
         }
+    }
+}
+
+impl IdempotencyStore for RedisStore {
+    async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
+        self.claim_with(key, fingerprint, None).await.0
     }
 
     async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {

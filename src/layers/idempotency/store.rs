@@ -14,6 +14,8 @@ use http::{HeaderValue, StatusCode};
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::Fingerprint;
 use crate::call::request::ProxyResponse;
+use crate::layers::admit::Plan;
+use crate::state::AlsoSaid;
 
 /// What a call ended with, as shared with the callers that waited for it.
 pub type Answer = Result<ProxyResponse, GatewayError>;
@@ -50,6 +52,18 @@ pub enum Claim {
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Looks `key` up and, when it is new, marks it in flight for the caller.
     fn claim(&self, key: &str, fingerprint: &Fingerprint) -> impl Future<Output = Claim> + Send;
+    /// [`IdempotencyStore::claim`], and on a lead what `also` asks, where the
+    /// store can ask it in the same round trip (the fleet's, on Redis); what
+    /// was answered comes back with the claim. Others ask nothing more.
+    fn claim_also(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        also: Option<&Plan>,
+    ) -> impl Future<Output = (Claim, Option<AlsoSaid>)> + Send {
+        let _ = also;
+        async move { (self.claim(key, fingerprint).await, None) }
+    }
     /// Ends the call that led `key`: waiters get `answer`, `keep` is stored.
     fn finish(
         &self,

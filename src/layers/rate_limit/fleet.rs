@@ -34,8 +34,7 @@ impl FleetPermits {
     }
 
     /// One decision of the fleet's `bucket` at `rate` (and on a permit, with
-    /// `then`, of the partner's quota too, in the same round trip); a pause
-    /// found is mirrored into this replica's, so its circuit sees it too.
+    /// `then`, of the partner's quota too, in the same round trip).
     async fn decide(
         &self,
         route: Route,
@@ -44,24 +43,67 @@ impl FleetPermits {
         then: Option<(&str, Rate)>,
     ) -> Option<(Decision, Option<Decision>)> {
         let pause = pause_key(&self.redis, route);
-        match self.redis.limit(&bucket, &pause, rate, then).await {
-            Ok(Limit {
+        let limit = self.redis.limit(&bucket, &pause, rate, then).await.ok()?;
+        Some(self.decided(route, limit))
+    }
+
+    /// What Redis's answer means; a pause found is mirrored into this
+    /// replica's, so its circuit sees it too.
+    pub fn decided(&self, route: Route, limit: Limit) -> (Decision, Option<Decision>) {
+        match limit {
+            Limit {
                 paused: Some(left), ..
-            }) => {
+            } => {
                 self.local
                     .pauses()
                     .get(route)
                     .pause_until(clock::now() + left);
-                Some((Decision::Paused(left), None))
+                (Decision::Paused(left), None)
             }
-            Ok(Limit {
+            Limit {
                 wait: Some(wait), ..
-            }) => Some((Decision::Wait(wait), None)),
-            Ok(Limit { then, .. }) => Some((
+            } => (Decision::Wait(wait), None),
+            Limit { then, .. } => (
                 Decision::Permit,
                 then.map(|wait| wait.map_or(Decision::Permit, Decision::Wait)),
-            )),
-            Err(_) => None,
+            ),
+        }
+    }
+
+    /// What `caller_then_quota` asks Redis, for a one-script admission.
+    pub fn plan(&self, route: Route, caller: &str) -> LimitPlan {
+        let config = self.config.get(route);
+        LimitPlan {
+            bucket: caller_key(&self.redis, route, caller),
+            pause: pause_key(&self.redis, route),
+            quota: quota_key(&self.redis, route),
+            rate: config
+                .client_overrides
+                .get(caller)
+                .copied()
+                .unwrap_or(config.client),
+            quota_rate: config.partner,
+        }
+    }
+}
+
+/// A call's caller-then-quota decision, as a one-script admission asks it.
+pub struct LimitPlan {
+    bucket: String,
+    pause: String,
+    quota: String,
+    rate: Rate,
+    quota_rate: Rate,
+}
+
+impl LimitPlan {
+    pub fn ask(&self) -> crate::state::LimitAsk<'_> {
+        crate::state::LimitAsk {
+            bucket: &self.bucket,
+            pause: &self.pause,
+            quota: &self.quota,
+            rate: self.rate,
+            quota_rate: self.quota_rate,
         }
     }
 }
@@ -73,16 +115,13 @@ impl Permits for FleetPermits {
         caller: &'a str,
     ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
         async move {
-            let config = self.config.get(route);
-            let rate = config
-                .client_overrides
-                .get(caller)
-                .copied()
-                .unwrap_or(config.client);
-            let bucket = caller_key(&self.redis, route, caller);
-            let quota = quota_key(&self.redis, route);
-            let then = Some((quota.as_str(), config.partner));
-            let ask = async { self.decide(route, bucket, rate, then).await.ok_or(()) };
+            let plan = self.plan(route, caller);
+            let then = Some((plan.quota.as_str(), plan.quota_rate));
+            let ask = async {
+                self.decide(route, plan.bucket.clone(), plan.rate, then)
+                    .await
+                    .ok_or(())
+            };
             // Without Redis, this replica's caller bucket; its quota is
             // asked by the try, as ever.
             fleet_first(&self.redis, ask, || {

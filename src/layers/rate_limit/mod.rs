@@ -31,11 +31,12 @@ mod permits;
 use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus::IntCounterVec;
 use tower::Layer;
 
+use super::admit::LimitDecided;
 use super::pause::Pauses;
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError, LimitScope};
@@ -45,7 +46,7 @@ use crate::config::{Config, RateLimitConfig};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 pub use buckets::CallerBuckets;
-pub use fleet::pause_key;
+pub use fleet::{pause_key, FleetPermits, LimitPlan};
 use permits::{acquire, Refused};
 pub use permits::{AnyPermits, Decision, LocalPermits, Passed, Permits};
 
@@ -213,14 +214,23 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                     .and_then(|e| e.get::<QuotaTaken>())
                     .is_some_and(|q| q.0.swap(false, Ordering::AcqRel));
                 let quota_too = AtomicBool::new(false);
+                // The first answer may have come with the idempotency claim
+                // (`admit.rs`); a later ask, after a wait, is the layer's own.
+                let given = Mutex::new(match this.scope {
+                    LimitScope::Partner => None,
+                    LimitScope::Client | LimitScope::Upstream => LimitDecided::take(&req),
+                });
                 let check = || async {
                     match this.scope {
                         LimitScope::Partner if taken => Decision::Permit,
                         LimitScope::Partner => this.permits.partner(route).await,
                         // No layer is made for `Upstream` (the pause's scope).
                         LimitScope::Client | LimitScope::Upstream => {
-                            let (decision, quota) =
-                                this.permits.caller_then_quota(route, caller).await;
+                            let first = given.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            let (decision, quota) = match first {
+                                Some(decided) => decided,
+                                None => this.permits.caller_then_quota(route, caller).await,
+                            };
                             quota_too.store(quota == Some(Decision::Permit), Ordering::Relaxed);
                             decision
                         }
