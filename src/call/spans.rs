@@ -43,33 +43,37 @@ impl Tracing {
         host: Option<&str>,
     ) -> CallSpan {
         let parent = caller_context(headers);
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.as_str().to_string()),
-            KeyValue::new("url.path", path.chars().take(200).collect::<String>()),
-            KeyValue::new("url.scheme", "http"),
-        ];
-        if let Some(host) = host {
-            let (name, port) = split_host(host);
-            attributes.push(KeyValue::new("server.address", name.to_string()));
-            if let Some(port) = port {
-                attributes.push(KeyValue::new("server.port", i64::from(port)));
-            }
-        }
-        if let Some(agent) = headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            attributes.push(KeyValue::new(
-                "user_agent.original",
-                agent.chars().take(200).collect::<String>(),
-            ));
-        }
-        let span = self
+        // Named and started bare: a call the sampler drops costs no
+        // attribute (each a string) at all.
+        let mut span = self
             .tracer
-            .span_builder(method.as_str().to_string())
+            .span_builder(method_name(method))
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
+        if span.is_recording() {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", method_name(method)),
+                KeyValue::new("url.path", path.chars().take(200).collect::<String>()),
+                KeyValue::new("url.scheme", "http"),
+            ];
+            if let Some(host) = host {
+                let (name, port) = split_host(host);
+                attributes.push(KeyValue::new("server.address", name.to_string()));
+                if let Some(port) = port {
+                    attributes.push(KeyValue::new("server.port", i64::from(port)));
+                }
+            }
+            if let Some(agent) = headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                attributes.push(KeyValue::new(
+                    "user_agent.original",
+                    agent.chars().take(200).collect::<String>(),
+                ));
+            }
+            span.set_attributes(attributes);
+        }
         CallSpan {
             span,
             method: method.clone(),
@@ -111,6 +115,17 @@ fn caller_context(headers: &HeaderMap) -> Context {
         state,
     );
     Context::new().with_remote_span_context(context)
+}
+
+/// A method's name without an allocation for the ones offergate serves.
+fn method_name(method: &Method) -> Cow<'static, str> {
+    match *method {
+        Method::POST => Cow::Borrowed("POST"),
+        Method::GET => Cow::Borrowed("GET"),
+        Method::PUT => Cow::Borrowed("PUT"),
+        Method::HEAD => Cow::Borrowed("HEAD"),
+        _ => Cow::Owned(method.as_str().to_string()),
+    }
 }
 
 /// `host[:port]` apart.
