@@ -91,14 +91,7 @@ pub fn start(config: &Config, metrics: &Metrics) -> Result<Option<Traces>, Probl
         return Ok(None);
     };
     let tls = crate::upstream::tls::tls_config(&config.tls.extra_ca_files)?;
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(2)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = crate::upstream::pool::connector(tls, Duration::from_secs(2));
     let client = opentelemetry_http::hyper::HyperClient::new(connector, SEND_TIMEOUT, None);
     let resource = Resource::builder()
         .with_service_name(config.tracing.service_name.clone())

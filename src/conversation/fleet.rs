@@ -220,6 +220,51 @@ impl Threads for FleetThreads {
     }
 }
 
+/// An offer's slot on Redis, to keep with the call's idempotency finish
+/// (`state/scripts.rs`, FINISH). Dropped unsent (the finish went without
+/// Redis), it is kept on its own, in the background.
+pub struct KeepPlan {
+    slot: Option<Slot>,
+    link: String,
+    key: LinkKey,
+}
+
+impl KeepPlan {
+    pub(super) fn new(slot: Slot, link: LinkKey) -> KeepPlan {
+        KeepPlan {
+            slot: Some(slot),
+            link: link_member(link),
+            key: link,
+        }
+    }
+
+    /// Its part of the finish script.
+    pub fn ask(&self) -> Option<crate::state::KeepAsk<'_>> {
+        let slot = self.slot.as_ref()?;
+        Some(crate::state::KeepAsk {
+            keys: [&slot.keys.offers, &slot.keys.conversation],
+            slot: &slot.slot,
+            link: &self.link,
+        })
+    }
+
+    /// Sent with the finish: nothing left to do.
+    pub fn sent(mut self) {
+        self.slot = None;
+    }
+}
+
+impl Drop for KeepPlan {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let link = self.key;
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(slot.keep(link));
+            }
+        }
+    }
+}
+
 /// A new slot's member in a thread's offers.
 fn slot_member() -> String {
     format!("r:{}", uuid::Uuid::new_v4().simple())
@@ -235,9 +280,8 @@ pub(super) struct Slot {
 
 impl Slot {
     /// Kept in the background, so the call's answer does not wait a round
-    /// trip for it: on the replica's one connection it goes out with the
-    /// idempotency finish (one round trip for both), and before any later
-    /// command of this replica. The slot was taken before the partner was
+    /// trip for it (where the slot came with the claim, the finish keeps it
+    /// instead: `KeepPlan`), before any later command of this replica. The slot was taken before the partner was
     /// called, so the thread's count is right either way; until the keep
     /// lands (microseconds) only `unsent` could miss the link.
     pub(super) async fn keep(self, link: LinkKey) {

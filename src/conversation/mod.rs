@@ -22,7 +22,7 @@ use crate::call::request::ThreadId;
 use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;
-pub use fleet::{FleetThreads, SlotPlan};
+pub use fleet::{FleetThreads, KeepPlan, SlotPlan};
 pub use journal::Journal;
 pub use local::{LocalThreads, MAX_THREADS};
 
@@ -183,6 +183,20 @@ impl Held {
             None => {}
             Some(Slot::Local(slot)) => slot.keep(link),
             Some(Slot::Fleet(slot)) => slot.keep(link).await,
+        }
+    }
+
+    /// [`Held::keep`], where a slot on Redis is kept by the call's
+    /// idempotency finish (the same round trip): its part of that script;
+    /// a slot here is kept at once.
+    pub fn keep_with_finish(mut self, link: LinkKey) -> Option<KeepPlan> {
+        match self.0.take() {
+            None => None,
+            Some(Slot::Local(slot)) => {
+                slot.keep(link);
+                None
+            }
+            Some(Slot::Fleet(slot)) => Some(KeepPlan::new(slot, link)),
         }
     }
 }

@@ -14,10 +14,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::call::request::ProxyRequest;
+use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::Config;
-use crate::conversation::{AnyThreads, Held, SlotPlan};
+use crate::conversation::{AnyThreads, Held, KeepPlan, SlotPlan};
 use crate::layers::rate_limit::{AnyPermits, Decision, LimitPlan};
 use crate::state::{AlsoAsk, AlsoSaid};
 
@@ -108,6 +108,19 @@ impl Admit {
             let decided = p.decided(route, limit);
             notes.insert(LimitDecided(Arc::new(Mutex::new(Some(decided)))));
         }
+    }
+}
+
+/// On an answer that showed an offer: the thread's slot to keep with the
+/// call's idempotency finish (one script, `state/scripts.rs` FINISH). Put
+/// there by the thread cap when the slot came with the claim; taken once.
+#[derive(Clone)]
+pub struct KeepWithFinish(pub Arc<Mutex<Option<KeepPlan>>>);
+
+impl KeepWithFinish {
+    pub fn take(resp: &ProxyResponse) -> Option<KeepPlan> {
+        let note = resp.extensions.get::<KeepWithFinish>()?;
+        note.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

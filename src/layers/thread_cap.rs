@@ -21,7 +21,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
 use tower::Layer;
 
-use super::admit::SlotDecided;
+use super::admit::{KeepWithFinish, SlotDecided};
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
@@ -101,8 +101,11 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 (Route::EncoreOffers, Some(thread)) => thread,
                 _ => return self.next.call(req).await,
             };
-            // Asked with the idempotency claim, when it could be (`admit.rs`).
-            let reserved = match SlotDecided::take(&req) {
+            // Asked with the idempotency claim, when it could be (`admit.rs`);
+            // then kept with its finish too.
+            let given = SlotDecided::take(&req);
+            let with_claim = given.is_some();
+            let reserved = match given {
                 Some(decided) => Ok(decided),
                 None => this.threads.reserve(thread).await,
             };
@@ -111,11 +114,16 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 Ok(None) => return Ok(this.skip()),
                 Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
             };
-            let result = self.next.call(req).await;
-            if let Ok(served) = &result {
-                if let Some(OfferServed { link }) = served.extensions.get::<OfferServed>() {
+            let mut result = self.next.call(req).await;
+            if let Ok(served) = &mut result {
+                if let Some(&OfferServed { link }) = served.extensions.get::<OfferServed>() {
                     // An offer was shown: the slot stays taken, for its link.
-                    held.keep(*link).await;
+                    if !with_claim {
+                        held.keep(link).await;
+                    } else if let Some(plan) = held.keep_with_finish(link) {
+                        let note = KeepWithFinish(Arc::new(std::sync::Mutex::new(Some(plan))));
+                        served.extensions.insert(note);
+                    }
                 }
             }
             result

@@ -37,6 +37,14 @@ pub struct LimitAsk<'a> {
     pub quota_rate: Rate,
 }
 
+/// A thread's slot to keep with a finish: its offers and conversation
+/// keys, the slot's member, the offer's link member.
+pub struct KeepAsk<'a> {
+    pub keys: [&'a str; 2],
+    pub slot: &'a str,
+    pub link: &'a str,
+}
+
 /// What the rest said, when the claim led.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AlsoSaid {

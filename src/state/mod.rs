@@ -17,7 +17,7 @@ mod notices;
 mod redis;
 mod scripts;
 
-pub use admission::{AlsoAsk, AlsoSaid, LimitAsk, SlotAsk};
+pub use admission::{AlsoAsk, AlsoSaid, KeepAsk, LimitAsk, SlotAsk};
 pub use conversation::{Conversation, ConversationOp, ThreadOp};
 pub use notices::Notice;
 pub use redis::{ClaimReply, Limit, Redis, StateError, StateMetrics};

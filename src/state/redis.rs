@@ -348,6 +348,8 @@ impl Redis {
             .await
     }
 
+    /// With `thread`, the call's thread slot is kept for its offer in the
+    /// same script.
     pub async fn finish(
         &self,
         answer_key: &str,
@@ -355,21 +357,22 @@ impl Redis {
         lock_value: &str,
         answer: &[u8],
         ttl: Duration,
+        thread: Option<super::KeepAsk<'_>>,
     ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = ttl.as_millis().max(1).to_string();
         // The answer's key is its channel too (waiters: `listen`).
-        let stored = self
-            .run_idempotent(
-                1,
-                &[answer_key, lock_key],
-                &[
-                    lock_value.as_bytes(),
-                    answer,
-                    ttl.as_bytes(),
-                    answer_key.as_bytes(),
-                ],
-            )
-            .await?;
+        let mut keys = vec![answer_key, lock_key];
+        let mut args: Vec<&[u8]> = vec![
+            lock_value.as_bytes(),
+            answer,
+            ttl.as_bytes(),
+            answer_key.as_bytes(),
+        ];
+        if let Some(t) = &thread {
+            keys.extend(t.keys);
+            args.extend([t.slot.as_bytes(), t.link.as_bytes()]);
+        }
+        let stored = self.run_idempotent(1, &keys, &args).await?;
         Ok(match stored {
             Value::BulkString(bytes) => Some(bytes),
             _ => None,

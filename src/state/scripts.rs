@@ -115,19 +115,49 @@ return {0, slot, l[1], l[2], l[3]}
 "#
 );
 
-/// Ends a lead. KEYS: answer, lock. ARGV: our lock value, the answer to keep
-/// (empty: none), its TTL in ms, the channel replicas waiting for it listen
-/// on. The answer is kept unless one already is; the lock is deleted only
-/// if it is still ours (compare-and-delete); the waiters are told (a
-/// message, whatever became of the key: they ask again). Returns the answer
-/// now stored (ours, or the one that was there), or 0.
-pub const FINISH: &str = r#"
+/// An offer shown, as a Lua function [`THREAD`] and [`FINISH`] share:
+/// `keep(offers, conversation, slot, link)` turns the call's slot into the
+/// offer with the link (one offer per link) and moves the conversation's
+/// last activity. Repeatable: a second run finds no slot.
+macro_rules! keep_fn {
+    () => {
+        r#"
+local function keep(offers, conversation, slot, link)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local at = redis.call('ZSCORE', offers, slot)
+  if at then
+    redis.call('ZREM', offers, slot)
+    if not redis.call('ZSCORE', offers, link) then redis.call('ZADD', offers, at, link) end
+    local la = redis.call('HGET', conversation, 'la')
+    if not la or tonumber(la) < now then redis.call('HSET', conversation, 'la', now) end
+  end
+  return 1
+end
+"#
+    };
+}
+
+/// Ends a lead. KEYS: answer, lock, [a thread's offers, its conversation].
+/// ARGV: our lock value, the answer to keep (empty: none), its TTL in ms,
+/// the channel replicas waiting for it listen on, [the call's slot, the
+/// offer's link]. The answer is kept unless one already is; the lock is
+/// deleted only if it is still ours (compare-and-delete); with a thread,
+/// its slot becomes the offer shown (`keep`, in the same round trip); the
+/// waiters are told (a message, whatever became of the key: they ask
+/// again). Returns the answer now stored (ours, or the one that was
+/// there), or 0.
+pub const FINISH: &str = concat!(
+    keep_fn!(),
+    r#"
+if KEYS[3] then keep(KEYS[3], KEYS[4], ARGV[5], ARGV[6]) end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], 'NX') end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 -- An ACL without PUBLISH (an older one) costs the notice, not the finish.
 redis.pcall('PUBLISH', ARGV[4], '1')
 return redis.call('GET', KEYS[1]) or 0
-"#;
+"#
+);
 
 /// The limits (`limit` above), and with a third key the partner's quota
 /// after the caller's bucket, in one round trip. KEYS: bucket, the
@@ -148,27 +178,17 @@ pub const LIMIT: &str = concat!(
 /// offer with the link removed, the offers left; -1 if there was none.
 pub const THREAD: &str = concat!(
     reserve_fn!(),
+    keep_fn!(),
     r#"
 local mode = ARGV[4]
 if mode == 'release' then
   redis.call('ZREM', KEYS[1], ARGV[3])
   return 1
 end
+if mode == 'keep' then return keep(KEYS[1], KEYS[2], ARGV[3], ARGV[5]) end
+if mode ~= 'unsent' then return reserve(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if mode == 'keep' then
-  local at = redis.call('ZSCORE', KEYS[1], ARGV[3])
-  if at then
-    redis.call('ZREM', KEYS[1], ARGV[3])
-    if not redis.call('ZSCORE', KEYS[1], ARGV[5]) then
-      redis.call('ZADD', KEYS[1], at, ARGV[5])
-    end
-    local la = redis.call('HGET', KEYS[2], 'la')
-    if not la or tonumber(la) < now then redis.call('HSET', KEYS[2], 'la', now) end
-  end
-  return 1
-end
-if mode ~= 'unsent' then return reserve(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 if redis.call('ZREM', KEYS[1], ARGV[5]) == 0 then return -1 end
 local left = 0

@@ -53,6 +53,25 @@ struct Idle {
     since: Instant,
 }
 
+/// HTTP/1.1 over TCP, or TLS with `tls`: no Nagle delay, TCP keep-alive,
+/// `connect_timeout` per connect. The partners' pools use it, and the
+/// traces' exporter.
+pub fn connector(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 impl PartnerClient {
     /// A pool for `config.base_url`. Each connection's I/O runs as a Tokio
     /// task, and a task closes connections idle for longer than
@@ -61,16 +80,7 @@ impl PartnerClient {
         config: &UpstreamConfig,
         tls: rustls::ClientConfig,
     ) -> Result<PartnerClient, Problem> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = connector(tls, config.connect_timeout);
         let base = &config.base_url;
         let origin = Uri::builder()
             .scheme(base.scheme.clone())

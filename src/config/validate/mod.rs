@@ -127,24 +127,25 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
             allowed_hosts.push(h);
         }
     }
-    let inbound_token = match (&s.inbound_token_env, &s.inbound_token_file) {
-        (None, None) => Some(None),
-        (e, f) => p
-            .check(
-                "server",
-                Secret::load("server.inbound_token", e.as_deref(), f.as_deref(), env),
-            )
-            .map(Some),
-    };
-    let admin_token = match (&s.admin_token_env, &s.admin_token_file) {
-        (None, None) => Some(None),
-        (e, f) => p
-            .check(
-                "server",
-                Secret::load("server.admin_token", e.as_deref(), f.as_deref(), env),
-            )
-            .map(Some),
-    };
+    let token =
+        |key, e: &Option<String>, f: &Option<std::path::PathBuf>, p: &mut Problems| match (e, f) {
+            (None, None) => Some(None),
+            (e, f) => p
+                .check("server", Secret::load(key, e.as_deref(), f.as_deref(), env))
+                .map(Some),
+        };
+    let inbound_token = token(
+        "server.inbound_token",
+        &s.inbound_token_env,
+        &s.inbound_token_file,
+        p,
+    );
+    let admin_token = token(
+        "server.admin_token",
+        &s.admin_token_env,
+        &s.admin_token_file,
+        p,
+    );
     if let (Some(addr), Some(None)) = (listen, &inbound_token) {
         if !addr.ip().is_loopback() {
             p.push(format!(

@@ -6,6 +6,7 @@ use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::fingerprint::Fingerprint;
 use crate::call::route::Route;
 use crate::config::Config;
+use crate::conversation::KeepPlan;
 use crate::layers::admit::Plan;
 use crate::state::{AlsoSaid, Redis};
 
@@ -52,6 +53,19 @@ impl IdempotencyStore for AnyStore {
         match self {
             AnyStore::Memory(s) => (s.claim(key, fingerprint).await, None),
             AnyStore::Redis(s) => Box::pin(s.claim_with(key, fingerprint, also)).await,
+        }
+    }
+
+    async fn finish_keeping(
+        &self,
+        key: &str,
+        answer: &Answer,
+        keep: Option<Stored>,
+        thread: Option<KeepPlan>,
+    ) {
+        match self {
+            AnyStore::Memory(s) => s.finish_keeping(key, answer, keep, thread).await,
+            AnyStore::Redis(s) => Box::pin(s.finish_with(key, answer, keep, thread)).await,
         }
     }
 

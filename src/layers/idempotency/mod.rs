@@ -48,7 +48,7 @@ use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, IdempotencyConfig};
-use crate::layers::admit::Admit;
+use crate::layers::admit::{Admit, KeepWithFinish};
 use crate::layers::ProxyService;
 use crate::metrics::Metrics;
 use tower::Layer;
@@ -317,9 +317,11 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                             .await
                             .unwrap_or(Err(GatewayError::Call(CallError::Panic)));
                         let state = per_route.get(route);
+                        // The offer's thread slot, kept with the finish.
+                        let thread = answer.as_ref().ok().and_then(KeepWithFinish::take);
                         state
                             .store
-                            .finish(&key, &answer, keep(&answer, fp, ttl))
+                            .finish_keeping(&key, &answer, keep(&answer, fp, ttl), thread)
                             .await;
                         answer
                     })

@@ -39,6 +39,7 @@ use crate::call::fingerprint::{hex, Fingerprint};
 use crate::call::request::{Outcome, ProxyResponse};
 use crate::call::route::Route;
 use crate::config::OnStateError;
+use crate::conversation::KeepPlan;
 use crate::layers::admit::Plan;
 use crate::state::{AlsoSaid, ClaimReply, Redis};
 
@@ -116,7 +117,7 @@ impl RedisStore {
                 let shared = encode(&ours);
                 let published = self
                     .redis
-                    .finish(answer_key, lock_key, lock_value, &shared, ours.ttl)
+                    .finish(answer_key, lock_key, lock_value, &shared, ours.ttl, None)
                     .await;
                 // What Redis holds now: ours, or another replica's that got
                 // there between the claim and the finish.
@@ -352,6 +353,24 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
+        self.finish_with(key, answer, keep, None).await
+    }
+
+    fn entries(&self) -> u64 {
+        self.local.entries()
+    }
+}
+
+impl RedisStore {
+    /// The finish, and with `thread` the offer's slot kept in the same
+    /// script.
+    pub async fn finish_with(
+        &self,
+        key: &str,
+        answer: &Answer,
+        keep: Option<Stored>,
+        thread: Option<KeepPlan>,
+    ) {
         let lock_value = self
             .leading
             .lock()
@@ -378,15 +397,22 @@ impl IdempotencyStore for RedisStore {
             // finish lands and hear it land (`listen`). A failure is
             // counted; the lock then expires on its own.
             self.redis.in_background(async move {
-                let _ = redis
-                    .finish(&answer_key, &lock_key, &lock_value, &shared, ttl)
+                let sent = redis
+                    .finish(
+                        &answer_key,
+                        &lock_key,
+                        &lock_value,
+                        &shared,
+                        ttl,
+                        thread.as_ref().and_then(KeepPlan::ask),
+                    )
                     .await;
+                // Kept with it; else (Redis did not take it) on its own.
+                if let (Ok(_), Some(thread)) = (sent, thread) {
+                    thread.sent();
+                }
             });
         }
-    }
-
-    fn entries(&self) -> u64 {
-        self.local.entries()
     }
 }
 

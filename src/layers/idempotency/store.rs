@@ -14,6 +14,7 @@ use http::{HeaderValue, StatusCode};
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::Fingerprint;
 use crate::call::request::ProxyResponse;
+use crate::conversation::KeepPlan;
 use crate::layers::admit::Plan;
 use crate::state::AlsoSaid;
 
@@ -71,6 +72,19 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         answer: &Answer,
         keep: Option<Stored>,
     ) -> impl Future<Output = ()> + Send;
+    /// [`IdempotencyStore::finish`], and the call's thread slot kept for its
+    /// offer: in the same round trip where the store can (the fleet's); else
+    /// on its own, as `thread` does when dropped.
+    fn finish_keeping(
+        &self,
+        key: &str,
+        answer: &Answer,
+        keep: Option<Stored>,
+        thread: Option<KeepPlan>,
+    ) -> impl Future<Output = ()> + Send {
+        drop(thread);
+        self.finish(key, answer, keep)
+    }
     /// Stored answers (the entries gauge).
     fn entries(&self) -> u64;
 }
