@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pass=0
 ok() { pass=$((pass + 1)); echo "deploy: ok: $*"; }
+fail() { echo "deploy: FAILED: $*" >&2; exit 1; }
 
 pip_need() { # pip_need COMMAND PACKAGE
   command -v "$1" >/dev/null 2>&1 && return 0
@@ -41,11 +42,20 @@ apt_need docker-compose docker-compose
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml >/dev/null
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The Docker checks below build offergate's stand-ins and a copy of the
+# context into the repository's target/, under the unit names of its own
+# build, which cargo then takes for fresh: on the way out they are dropped,
+# so the next build in the repository is its own.
+trap 'rm -rf "$work"; cargo clean -q --locked -p offergate 2>/dev/null || true' EXIT
+# The binary the checks run (check-config, the systemd unit), built from
+# this repository before those builds replace what target/ holds.
+cargo build -q --locked --bin offergate
+cp target/debug/offergate "$work/offergate"
 
 # Container: the linter, then the build context the Dockerfile copies, built
 # with its own cargo command (the debug profile, for time).
-hadolint deploy/Dockerfile && ok "hadolint deploy/Dockerfile"
+hadolint deploy/Dockerfile || fail "hadolint deploy/Dockerfile"
+ok "hadolint deploy/Dockerfile"
 PWD_REPO=$PWD
 mkdir -p "$work/context"
 for path in $(awk '$1 == "COPY" && $0 !~ /--from/ { for (i = 2; i < NF; i++) print $i }' deploy/Dockerfile); do
@@ -69,10 +79,6 @@ case "$build" in *"--locked"*"--bin offergate"*) ;; *) echo "deploy: the Dockerf
 # built again from the copied context.
 repo=$PWD
 (cd "$work/context" && CARGO_TARGET_DIR="$repo/target" ${build/--release/} -q)
-# Both builds left their offergate (the stand-in's, the copy's) where the
-# repository's own build looks, under the same unit names, and cargo takes
-# them for fresh: dropped, so the next build in the repository is its own.
-cargo clean -q --locked -p offergate
 ok "the Docker build context builds with: ${build/--release/}"
 
 # Kubernetes: the sidecar as a patch onto a Deployment, in both forms,
@@ -137,21 +143,28 @@ for name in ("encore_api_key", "besitos_token"):
 open(f"{work}/offergate.toml", "w").write(toml.replace("/run/secrets/offergate", work))
 PY
 ok "the rendered pods: offergate's container alone changed, rotation without restart, job label offergate"
-target/debug/offergate check-config -c "$work/offergate.toml" >/dev/null && ok "the ConfigMap's offergate.toml passes check-config"
+"$work/offergate" check-config -c "$work/offergate.toml" >/dev/null || fail "the ConfigMap's offergate.toml passes check-config"
+ok "the ConfigMap's offergate.toml passes check-config"
 
 # docker-compose: the trial's file as compose reads it, and its offergate
 # config through check-config (its secrets are the trial's own files).
-docker-compose -f deploy/compose/docker-compose.yml config -q && ok "docker-compose config deploy/compose/docker-compose.yml"
+docker-compose -f deploy/compose/docker-compose.yml config -q || fail "docker-compose config deploy/compose/docker-compose.yml"
+ok "docker-compose config deploy/compose/docker-compose.yml"
 sed "s#/run/secrets/offergate#$PWD/deploy/compose/secrets#" deploy/compose/offergate.toml > "$work/compose.toml"
-target/debug/offergate check-config -c "$work/compose.toml" >/dev/null 2>&1 && ok "the compose trial's offergate.toml passes check-config"
+"$work/offergate" check-config -c "$work/compose.toml" >/dev/null 2>&1 || fail "the compose trial's offergate.toml passes check-config"
+ok "the compose trial's offergate.toml passes check-config"
 
 # systemd: the unit as shipped, pointing at the binary built here.
-sed "s#/usr/local/bin/offergate#$PWD/target/debug/offergate#" deploy/systemd/offergate.service > "$work/offergate.service"
-systemd-analyze verify "$work/offergate.service" && ok "systemd-analyze verify deploy/systemd/offergate.service"
+sed "s#/usr/local/bin/offergate#$work/offergate#" deploy/systemd/offergate.service > "$work/offergate.service"
+systemd-analyze verify "$work/offergate.service" || fail "systemd-analyze verify deploy/systemd/offergate.service"
+ok "systemd-analyze verify deploy/systemd/offergate.service"
 
 # Prometheus: the config (with its rule file), the rules, the rule unit tests.
-(cd deploy/prometheus && promtool check config prometheus.yml >/dev/null) && ok "promtool check config"
-promtool check rules deploy/prometheus/offergate.rules.yml >/dev/null && ok "promtool check rules"
-(cd deploy/prometheus && promtool test rules offergate.rules.test.yml >/dev/null) && ok "promtool test rules"
+(cd deploy/prometheus && promtool check config prometheus.yml >/dev/null) || fail "promtool check config"
+ok "promtool check config"
+promtool check rules deploy/prometheus/offergate.rules.yml >/dev/null || fail "promtool check rules"
+ok "promtool check rules"
+(cd deploy/prometheus && promtool test rules offergate.rules.test.yml >/dev/null) || fail "promtool test rules"
+ok "promtool test rules"
 
 echo "deploy: $pass passed, 0 failed"
