@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::redis::{claim_of, gcra, limit_of};
+use super::decisions::{claim_of, gcra, limit_of};
 use super::{ClaimReply, Limit, Redis, StateError};
 use crate::config::Rate;
 

@@ -12,6 +12,7 @@
 mod admission;
 mod connect;
 mod conversation;
+mod decisions;
 pub mod fleet;
 mod notices;
 mod redis;
@@ -19,5 +20,6 @@ mod scripts;
 
 pub use admission::{AlsoAsk, AlsoSaid, KeepAsk, LimitAsk, SlotAsk};
 pub use conversation::{Conversation, ConversationOp, ThreadOp};
+pub use decisions::{ClaimReply, Limit};
 pub use notices::Notice;
-pub use redis::{ClaimReply, Limit, Redis, StateError, StateMetrics};
+pub use redis::{Redis, StateError, StateMetrics};

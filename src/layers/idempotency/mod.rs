@@ -20,6 +20,7 @@
 
 mod any;
 mod finish;
+mod format;
 mod memory;
 mod redis;
 mod store;
