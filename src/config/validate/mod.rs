@@ -324,7 +324,7 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
                 ok = false;
             }
             if t.server_name.is_some() {
-                p.push("state.tls.server_name: not supported by this build; connect by the name the certificate carries".into());
+                p.push("state.tls.server_name: not supported (the Redis client verifies the certificate against the host it connects to); put the certificate's name in redis_url / redis_nodes and have it resolve to the server (DNS or /etc/hosts)".into());
                 ok = false;
             }
             ok.then(|| {
