@@ -8,6 +8,8 @@
 #                                                      bare: the reference proxy)
 #   DUMP_TO=cg.out benches/load/callgrind.sh          (keeps the dump for
 #                                                      callgrind_annotate)
+#   REDIS=1 benches/load/callgrind.sh                 (state on a redis-server
+#                                                      of its own)
 #   THREAD_FILE= benches/load/callgrind.sh            (threads in memory only;
 #                                                      by default they are
 #                                                      written to a thread file,
@@ -30,6 +32,14 @@ CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q -
 P_PARTNER=18951; P_OG=18952; P_ADMIN=18953
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 og_config $P_OG $P_ADMIN $P_PARTNER > "$WORK/og.toml"
+if [ "${REDIS:-0}" = 1 ]; then
+  # State on a redis-server of its own (beside the partner, on CPU 0).
+  need redis-server redis-server
+  P_REDIS=18954
+  taskset -c 0 redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
+  wait_port $P_REDIS
+  printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\ntimeout_ms = 2000\n' $P_REDIS >> "$WORK/og.toml"
+fi
 if [ "$SERVER" = bare ]; then
   CMD=(target/release/examples/bare 127.0.0.1:$P_OG 127.0.0.1:$P_PARTNER "$KEY" 1)
 else

@@ -267,7 +267,12 @@ impl Drop for KeepPlan {
 
 /// A new slot's member in a thread's offers.
 fn slot_member() -> String {
-    format!("r:{}", uuid::Uuid::new_v4().simple())
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4();
+    let mut out = String::with_capacity(2 + buf.len());
+    out.push_str("r:");
+    out.push_str(id.simple().encode_lower(&mut buf));
+    out
 }
 
 /// A slot taken on Redis.

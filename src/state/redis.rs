@@ -76,6 +76,17 @@ pub(super) struct Inner {
     pub(super) one_keyspace: bool,
 }
 
+/// Each op's script, by the same index.
+const CODE: [&str; 7] = [
+    scripts::CLAIM,
+    scripts::FINISH,
+    scripts::LIMIT,
+    scripts::PAUSE,
+    scripts::THREAD,
+    scripts::CONVERSATION,
+    scripts::ADMIT,
+];
+
 const OPS: [&str; 7] = [
     "claim",
     "finish",
@@ -143,16 +154,7 @@ impl Redis {
             errors,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
             retried: OPS.map(|op| retried.with_label_values(&[op])),
-            scripts: [
-                scripts::CLAIM,
-                scripts::FINISH,
-                scripts::LIMIT,
-                scripts::PAUSE,
-                scripts::THREAD,
-                scripts::CONVERSATION,
-                scripts::ADMIT,
-            ]
-            .map(Script::new),
+            scripts: CODE.map(Script::new),
             one_keyspace: config.topology != crate::config::Topology::Cluster,
         });
         tokio::spawn(connect_until_connected(
@@ -167,14 +169,35 @@ impl Redis {
     /// tag, so the keys one script takes for one id (an idempotency key's
     /// answer and lock, a thread's offers and conversation) share a slot.
     pub fn key(&self, route: Route, kind: &str, id: &str) -> String {
-        format!("{}:{}:{kind}:{{{id}}}", self.inner.prefix, route.as_str())
+        // Pushed, not formatted: two or more keys a call, and `format!`'s
+        // machinery cost more than the pushes (callgrind).
+        let parts = [
+            &self.inner.prefix,
+            ":",
+            route.as_str(),
+            ":",
+            kind,
+            ":{",
+            id,
+            "}",
+        ];
+        concat(&parts)
     }
 
     /// `{prefix}:{<route>}:{kind}:{id}`: every such key of a route in one
     /// slot, for the limits' script, which reads a caller's bucket and the
     /// partner's pause together.
     pub fn route_key(&self, route: Route, kind: &str, id: &str) -> String {
-        format!("{}:{{{}}}:{kind}:{id}", self.inner.prefix, route.as_str())
+        let parts = [
+            &self.inner.prefix,
+            ":{",
+            route.as_str(),
+            "}:",
+            kind,
+            ":",
+            id,
+        ];
+        concat(&parts)
     }
 
     pub fn on_error(&self) -> OnStateError {
@@ -254,9 +277,14 @@ impl Redis {
             None => Err(StateError::NotConnected),
             Some(_) if failing => Err(StateError::Degraded),
             Some(mut conn) => {
-                let mut call = inner.scripts[op].prepare_invoke();
+                // EVALSHA as one command, its arguments packed in one buffer
+                // (redis-rs's `ScriptInvocation` keeps a vector per key and
+                // argument, then copies them into one: a dozen allocations
+                // a call more, callgrind); NOSCRIPT loads it, as `Script` does.
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(inner.scripts[op].get_hash()).arg(keys.len());
                 for k in keys {
-                    call.key(*k);
+                    call.arg(*k);
                 }
                 for a in args {
                     call.arg(*a);
@@ -264,14 +292,13 @@ impl Redis {
                 let started = clock::now();
                 let deadline = started + inner.timeout;
                 let mut answer =
-                    tokio::time::timeout_at(deadline, call.invoke_async::<Value>(&mut conn)).await;
+                    tokio::time::timeout_at(deadline, evalsha(&call, CODE[op], &mut conn)).await;
                 if repeatable
                     && matches!(&answer, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error())
                 {
                     inner.retried[op].inc();
-                    answer =
-                        tokio::time::timeout_at(deadline, call.invoke_async::<Value>(&mut conn))
-                            .await;
+                    answer = tokio::time::timeout_at(deadline, evalsha(&call, CODE[op], &mut conn))
+                        .await;
                 }
                 inner.latency[op].observe(started.elapsed().as_secs_f64());
                 match answer {
@@ -301,5 +328,30 @@ impl Redis {
             .notices
             .listen(answer_key, self.inner.timeout)
             .await
+    }
+}
+
+/// `parts` in one string, allocated once.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
+/// `call` (an EVALSHA), and when Redis does not know the script yet (a
+/// restart, a new node), its `code` loaded and the call sent again.
+async fn evalsha(call: &redis::Cmd, code: &str, conn: &mut Conn) -> redis::RedisResult<Value> {
+    match call.query_async::<Value>(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(code)
+                .query_async::<Value>(conn)
+                .await?;
+            call.query_async(conn).await
+        }
+        answer => answer,
     }
 }

@@ -171,7 +171,9 @@ impl RedisStore {
         };
         let (answer_key, lock_key) = self.keys(key);
         let fp = hex(fingerprint);
-        let lock_value = format!("{fp}{}", self.owner);
+        let mut lock_value = String::with_capacity(fp.len() + self.owner.len());
+        lock_value.push_str(&fp);
+        lock_value.push_str(&self.owner);
         if let Some(ours) = ours {
             let reconciled = self
                 .reconcile(key, ours, (&answer_key, &lock_key), &fp, &lock_value)

@@ -11,7 +11,6 @@ use ring::digest::{digest, SHA256};
 
 use super::permits::{Decision, LocalPermits, Permits};
 use crate::call::clock;
-use crate::call::fingerprint::hex;
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, Rate, RateLimitConfig};
 use crate::state::fleet::fleet_first;
@@ -22,11 +21,16 @@ pub struct FleetPermits {
     redis: Redis,
     local: LocalPermits,
     config: PerRoute<RateLimitConfig>,
+    /// Each route's pause and quota keys, made once.
+    keys: Box<PerRoute<(String, String)>>,
 }
 
 impl FleetPermits {
     pub fn new(config: &Config, redis: Redis, local: LocalPermits) -> FleetPermits {
         FleetPermits {
+            keys: Box::new(PerRoute::new(|r| {
+                (pause_key(&redis, r), quota_key(&redis, r))
+            })),
             redis,
             local,
             config: PerRoute::new(|r| config.resilience(r).rate_limit.clone()),
@@ -42,8 +46,8 @@ impl FleetPermits {
         rate: Rate,
         then: Option<(&str, Rate)>,
     ) -> Option<(Decision, Option<Decision>)> {
-        let pause = pause_key(&self.redis, route);
-        let limit = self.redis.limit(&bucket, &pause, rate, then).await.ok()?;
+        let pause = &self.keys.get(route).0;
+        let limit = self.redis.limit(&bucket, pause, rate, then).await.ok()?;
         Some(self.decided(route, limit))
     }
 
@@ -73,10 +77,11 @@ impl FleetPermits {
     /// What `caller_then_quota` asks Redis, for a one-script admission.
     pub fn plan(&self, route: Route, caller: &str) -> LimitPlan {
         let config = self.config.get(route);
+        let (pause, quota) = self.keys.get(route);
         LimitPlan {
             bucket: caller_key(&self.redis, route, caller),
-            pause: pause_key(&self.redis, route),
-            quota: quota_key(&self.redis, route),
+            pause: pause.clone(),
+            quota: quota.clone(),
             rate: config
                 .client_overrides
                 .get(caller)
@@ -135,7 +140,7 @@ impl Permits for FleetPermits {
     fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
         async move {
             let rate = self.config.get(route).partner;
-            let bucket = quota_key(&self.redis, route);
+            let bucket = self.keys.get(route).1.clone();
             let ask = async {
                 let decided = self.decide(route, bucket, rate, None).await;
                 decided.map(|(d, _)| d).ok_or(())
@@ -161,5 +166,7 @@ fn quota_key(redis: &Redis, route: Route) -> String {
 /// request body, and no body content is stored in Redis.
 fn caller_key(redis: &Redis, route: Route, caller: &str) -> String {
     let hash = digest(&SHA256, caller.as_bytes());
-    redis.route_key(route, "caller", &hex(&hash.as_ref()[..12]))
+    let mut id = String::with_capacity(24);
+    crate::call::fingerprint::push_hex(&hash.as_ref()[..12], &mut id);
+    redis.route_key(route, "caller", &id)
 }
