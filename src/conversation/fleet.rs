@@ -169,29 +169,15 @@ impl Threads for FleetThreads {
     }
 
     async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
-        let keys = self.keys(thread);
-        let slot = slot_member();
-        let ask = async {
-            let taken = self
-                .redis
-                .thread(
-                    [&keys.offers, &keys.conversation],
-                    ms(self.keep.window_ms),
-                    self.keep.cap,
-                    ThreadOp::Reserve { slot: &slot },
-                )
-                .await?;
-            Ok::<_, crate::state::StateError>((taken == 1).then(|| {
-                Held(Some(AnySlot::Fleet(Slot {
-                    redis: self.redis.clone(),
-                    keys: Keys {
-                        offers: keys.offers.clone(),
-                        conversation: keys.conversation.clone(),
-                    },
-                    slot: slot.clone(),
-                    window: ms(self.keep.window_ms),
-                })))
-            }))
+        // The same slot a one-script admission asks for, asked alone.
+        let plan = self.slot_plan(thread);
+        let ask = async move {
+            let taken = {
+                let a = plan.ask();
+                let op = ThreadOp::Reserve { slot: a.member };
+                self.redis.thread(a.keys, a.window, a.cap, op).await?
+            };
+            Ok::<_, crate::state::StateError>((taken == 1).then(|| plan.taken()))
         };
         fleet_first(&self.redis, ask, || self.local.reserve_now(thread)).await
     }
@@ -257,10 +243,7 @@ impl KeepPlan {
 impl Drop for KeepPlan {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let link = self.key;
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(slot.keep(link));
-            }
+            slot.keep(self.key);
         }
     }
 }
@@ -289,7 +272,7 @@ impl Slot {
     /// instead: `KeepPlan`), before any later command of this replica. The slot was taken before the partner was
     /// called, so the thread's count is right either way; until the keep
     /// lands (microseconds) only `unsent` could miss the link.
-    pub(super) async fn keep(self, link: LinkKey) {
+    pub(super) fn keep(self, link: LinkKey) {
         let redis = self.redis.clone();
         redis.in_background(async move {
             let member = link_member(link);

@@ -340,10 +340,10 @@ mod tests {
         let b = threads.reserve_now(t).unwrap();
         assert!(threads.reserve_now(t).is_none(), "at the cap");
         drop(b);
-        a.keep(7).await;
+        a.keep(7);
         assert_eq!(threads.known_now(t).offers.len(), 1);
         let c = threads.reserve_now(t).unwrap();
-        c.keep(8).await;
+        c.keep(8);
         assert_eq!(threads.unsent_now(t, 7), Some(1));
         assert_eq!(threads.unsent_now(t, 7), None);
         tokio::time::advance(std::time::Duration::from_millis(1_000_001)).await;

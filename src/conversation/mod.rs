@@ -178,11 +178,11 @@ enum Slot {
 
 impl Held {
     /// The call showed the offer with `link`: the slot stays taken, for it.
-    pub async fn keep(mut self, link: LinkKey) {
+    pub fn keep(mut self, link: LinkKey) {
         match self.0.take() {
             None => {}
             Some(Slot::Local(slot)) => slot.keep(link),
-            Some(Slot::Fleet(slot)) => slot.keep(link).await,
+            Some(Slot::Fleet(slot)) => slot.keep(link),
         }
     }
 

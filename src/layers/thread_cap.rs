@@ -119,7 +119,7 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 if let Some(&OfferServed { link }) = served.extensions.get::<OfferServed>() {
                     // An offer was shown: the slot stays taken, for its link.
                     if !with_claim {
-                        held.keep(link).await;
+                        held.keep(link);
                     } else if let Some(plan) = held.keep_with_finish(link) {
                         let note = KeepWithFinish(Arc::new(std::sync::Mutex::new(Some(plan))));
                         served.extensions.insert(note);
