@@ -31,7 +31,7 @@ mod permits;
 use crate::call::problem::Problem;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus::IntCounterVec;
 use tower::Layer;
@@ -214,20 +214,16 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                     .and_then(|e| e.get::<QuotaTaken>())
                     .is_some_and(|q| q.0.swap(false, Ordering::AcqRel));
                 let quota_too = AtomicBool::new(false);
-                // The first answer may have come with the idempotency claim
-                // (`admit.rs`); a later ask, after a wait, is the layer's own.
-                let given = Mutex::new(match this.scope {
-                    LimitScope::Partner => None,
-                    LimitScope::Client | LimitScope::Upstream => LimitDecided::take(&req),
-                });
                 let check = || async {
                     match this.scope {
                         LimitScope::Partner if taken => Decision::Permit,
                         LimitScope::Partner => this.permits.partner(route).await,
                         // No layer is made for `Upstream` (the pause's scope).
                         LimitScope::Client | LimitScope::Upstream => {
-                            let first = given.lock().unwrap_or_else(|p| p.into_inner()).take();
-                            let (decision, quota) = match first {
+                            // The first answer may have come with the
+                            // idempotency claim (`admit.rs`; its note is taken
+                            // once); a later ask, after a wait, is the layer's own.
+                            let (decision, quota) = match LimitDecided::take(&req) {
                                 Some(decided) => decided,
                                 None => this.permits.caller_then_quota(route, caller).await,
                             };
