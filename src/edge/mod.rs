@@ -197,6 +197,9 @@ impl<S: ProxyService> Edge<S> {
                 }
             };
             let elapsed = started.elapsed();
+            // Read once, for the access line, the span and the console's ring.
+            let fallback = answer.headers.get(&X_OFFERGATE_FALLBACK);
+            let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             if let Some(route) = route {
                 self.shared
                     .metrics
@@ -213,16 +216,12 @@ impl<S: ProxyService> Edge<S> {
                     route = route.map(|r| r.as_str()).unwrap_or("-"),
                     status = answer.status.as_u16(),
                     outcome = answer.outcome.as_str(),
-                    fallback = answer
-                        .headers
-                        .get(&X_OFFERGATE_FALLBACK)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-"),
+                    fallback = fallback.and_then(|v| v.to_str().ok()).unwrap_or("-"),
                     // Absent when no partner was called.
                     partner_status = trace.as_ref().and_then(|t| t.trace.last_status()),
                     attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
                     traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
-                    duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    duration_us,
                     "request"
                 )
             };
@@ -230,17 +229,15 @@ impl<S: ProxyService> Edge<S> {
                 self.shared.metrics.panicked();
             }
             if let Some(span) = span {
-                end_span(span, route, &answer, trace.as_deref());
+                let reason = fallback.and_then(|v| v.to_str().ok());
+                end_span(span, route, &answer, reason, trace.as_deref());
             }
             self.shared.observed.recent.record(Answered {
                 at: started + elapsed,
                 route,
                 status: answer.status.as_u16(),
-                fallback: answer
-                    .headers
-                    .get(&X_OFFERGATE_FALLBACK)
-                    .map(|v| v.as_bytes()),
-                duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                fallback: fallback.map(|v| v.as_bytes()),
+                duration_us,
                 request_id: request_id.as_bytes(),
                 caller: trace.as_ref().and_then(|t| t.client_id.as_deref()),
             });
@@ -340,6 +337,7 @@ fn end_span(
     mut span: CallSpan,
     route: Option<AnyRoute>,
     answer: &ProxyResponse,
+    fallback: Option<&str>,
     call: Option<&CallInfo>,
 ) {
     if let Some(route) = route {
@@ -349,10 +347,7 @@ fn end_span(
     span.end(Ended {
         status: answer.status.as_u16(),
         outcome: answer.outcome.as_str(),
-        fallback: answer
-            .headers
-            .get(&X_OFFERGATE_FALLBACK)
-            .and_then(|v| v.to_str().ok()),
+        fallback,
         idempotency: match answer.outcome {
             crate::call::request::Outcome::Replayed => Some("replayed"),
             _ if keyed => Some("new"),
