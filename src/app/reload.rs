@@ -30,7 +30,6 @@ pub struct ConfigBoard {
     loaded: Mutex<Loaded>,
 }
 
-#[derive(Clone)]
 pub struct Loaded {
     pub config: Config,
     /// The file, and its SHA-256; `None` for a config built in (the demo's).
@@ -70,9 +69,9 @@ impl ConfigBoard {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What is loaded now.
-    pub fn get(&self) -> Loaded {
-        self.lock().clone()
+    /// Reads what is loaded now, under its lock (nothing is copied).
+    pub fn read<R>(&self, f: impl FnOnce(&Loaded) -> R) -> R {
+        f(&self.lock())
     }
 }
 
@@ -219,14 +218,18 @@ impl Reloader {
 impl Reloader {
     /// The config file and the secret files the running config reads.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let running = self.board.get().config;
-        let secrets = Secrets::of(&running);
+        let (secrets, password) = self.board.read(|l| {
+            (
+                Secrets::of(&l.config),
+                l.config.state.redis_password.clone(),
+            )
+        });
         let mut files = vec![self.path.clone()];
         let all = std::iter::once(&secrets.encore_key)
             .chain(secrets.partners.values())
             .chain(secrets.inbound_token.as_ref())
             .chain(secrets.admin_token.as_ref())
-            .chain(running.state.redis_password.as_ref());
+            .chain(password.as_ref());
         for secret in all {
             if let crate::config::SecretSource::File(path) = secret.source() {
                 files.push(path.clone());

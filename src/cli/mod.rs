@@ -326,7 +326,7 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
         sha256: digest,
     };
     let gateway = Gateway::start_from(config, Some(origin)).await?;
-    let watch = gateway.board.get().config.reload.watch;
+    let watch = gateway.board.read(|l| l.config.reload.watch);
     let live = Arc::new(Reloader::new(
         path,
         Box::new(ProcessEnv),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::app::reload::ConfigBoard;
+use crate::app::reload::{ConfigBoard, Loaded};
 use crate::call::clock::{self, Instant};
 use crate::call::route::{AnyRoute, Route};
 use crate::config::{Config, OnStateError};
@@ -175,19 +175,14 @@ impl Console {
         };
         let chart = chart(&history);
         drop(history);
-        let loaded = self.board.get();
+        let config = self.board.read(provenance);
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "ready": self.ready.load(Ordering::Acquire),
             "started_at_ms": self.started_ms,
             "uptime_seconds": self.started.elapsed().as_secs(),
             "now_ms": clock::wall_ms(),
-            "config": {
-                "path": loaded.origin.as_ref().map(|o| o.path.display().to_string()),
-                "sha256": loaded.origin.as_ref().map(|o| o.sha256.clone()),
-                "loaded_at_ms": loaded.loaded_at_ms,
-                "last_reload": loaded.last_reload,
-            },
+            "config": config,
             "rate_window_seconds": RATE_WINDOW.as_secs(),
             "percentile_window_seconds": PERCENTILE_WINDOW.as_secs(),
             "routes": routes,
@@ -238,15 +233,23 @@ impl Console {
     /// `GET /config`: the loaded config, secrets redacted (each shows where
     /// it is read from, never its value).
     pub fn config(&self) -> Value {
-        let loaded = self.board.get();
-        json!({
-            "path": loaded.origin.as_ref().map(|o| o.path.display().to_string()),
-            "sha256": loaded.origin.as_ref().map(|o| o.sha256.clone()),
-            "loaded_at_ms": loaded.loaded_at_ms,
-            "last_reload": loaded.last_reload,
-            "config": serde_json::to_value(&loaded.config).unwrap_or(Value::Null),
+        self.board.read(|loaded| {
+            let mut shown = provenance(loaded);
+            shown["config"] = serde_json::to_value(&loaded.config).unwrap_or(Value::Null);
+            shown
         })
     }
+}
+
+/// Where the loaded config came from and how the last reload went: the
+/// head of `/config`, and `/status`'s `config`.
+fn provenance(loaded: &Loaded) -> Value {
+    json!({
+        "path": loaded.origin.as_ref().map(|o| o.path.display().to_string()),
+        "sha256": loaded.origin.as_ref().map(|o| o.sha256.clone()),
+        "loaded_at_ms": loaded.loaded_at_ms,
+        "last_reload": loaded.last_reload,
+    })
 }
 
 /// A point every [`CHART_STEP`] samples back from the latest, oldest first
