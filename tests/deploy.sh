@@ -92,11 +92,17 @@ rel=$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]
 printf 'resources:\n  - app.yaml\ncomponents:\n  - %s/config\n  - %s/plain-sidecar\n' "$rel" "$rel" > "$work/plain/kustomization.yaml"
 kubectl kustomize "$work/plain" > "$work/plain.yaml"
 ok "kubectl kustomize: the native and the plain sidecar forms render"
-for form in native plain; do
-  out=$(kubernetes-validate --strict -k 1.33.0 "$work/$form.yaml" 2>&1) || { echo "$out" >&2; exit 1; }
-  if grep -v "Couldn't find schema for kind ServiceMonitor" <<<"$out" | grep -q "WARN\|ERROR"; then echo "$out" >&2; exit 1; fi
+# Each form on the oldest and the newest Kubernetes its kustomization claims
+# ("checks A and B" in its opening comment).
+for form in native:sidecar plain:plain-sidecar; do
+  versions=$(grep -o 'checks [0-9.]* and [0-9.]*' "deploy/kubernetes/${form#*:}/kustomization.yaml" | awk '{print $2, $4}')
+  [ -n "$versions" ] || fail "deploy/kubernetes/${form#*:}/kustomization.yaml does not say which versions it claims"
+  for v in $versions; do
+    out=$(kubernetes-validate --strict -k "$v.0" "$work/${form%%:*}.yaml" 2>&1) || { echo "$out" >&2; fail "kubernetes-validate -k $v.0 ${form#*:}"; }
+    if grep -v "Couldn't find schema for kind ServiceMonitor" <<<"$out" | grep -q "WARN\|ERROR"; then echo "$out" >&2; fail "kubernetes-validate -k $v.0 ${form#*:}"; fi
+  done
+  ok "kubernetes-validate --strict: ${form#*:} on Kubernetes $(tr ' ' ',' <<<"$versions")"
 done
-ok "kubernetes-validate --strict on both rendered forms"
 python3 - "$work" <<'PY'
 import sys, yaml
 work = sys.argv[1]
@@ -140,11 +146,63 @@ toml = cm["data"]["offergate.toml"]
 assert "watch = true" in toml, "a rotated Secret would wait for a restart"
 for name in ("encore_api_key", "besitos_token"):
     open(f"{work}/{name}", "w").write("pk_test_deploy_check\n")
-open(f"{work}/offergate.toml", "w").write(toml.replace("/run/secrets/offergate", work))
+open(f"{work}/offergate.toml", "w").write(toml.replace("/run/secrets/offergate", work).replace("REPLACE-WITH-YOUR-PARTNER-ID", "deploy-check"))
 PY
 ok "the rendered pods: offergate's container alone changed, rotation without restart, job label offergate"
 "$work/offergate" check-config -c "$work/offergate.toml" >/dev/null || fail "the ConfigMap's offergate.toml passes check-config"
 ok "the ConfigMap's offergate.toml passes check-config"
+
+# As the pod runs it: the Secret's files laid out as the kubelet writes them
+# (owner root, group the pod's fsGroup if any, the volume's defaultMode; the
+# fsGroup adds group read), the ConfigMap's file 0644, and check-config run
+# as the container's own user and group. It must pass; with the files 0400
+# root:root (what an earlier manifest gave) it must fail.
+as_pod=$(mktemp -d /tmp/offergate-pod.XXXXXX)
+chmod 0755 "$as_pod"
+cp "$work/offergate" "$as_pod/offergate"
+chmod 0755 "$as_pod/offergate"
+for form in native plain; do
+  python3 - "$work" "$form" "$as_pod" <<'PY' > "$as_pod/ids"
+import os, sys, yaml
+work, form, root = sys.argv[1:]
+ds = {d["kind"]: d for d in yaml.safe_load_all(open(f"{work}/{form}.yaml")) if d}
+spec = ds["Deployment"]["spec"]["template"]["spec"]
+og = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == "offergate"][0]
+vol = {v["name"]: v for v in spec["volumes"]}
+mount = [m for m in og["volumeMounts"] if m["mountPath"] == "/run/secrets/offergate"][0]
+secret = vol[mount["name"]]["secret"]
+mode = secret.get("defaultMode", 0o644)
+fs_group = spec.get("securityContext", {}).get("fsGroup")
+if fs_group is not None:
+    mode |= 0o040
+secrets = os.path.join(root, form, "secrets")
+os.makedirs(secrets, exist_ok=True)
+os.chmod(os.path.join(root, form), 0o755)
+os.chmod(secrets, 0o755)
+for name in ("encore_api_key", "besitos_token"):
+    path = os.path.join(secrets, name)
+    open(path, "w").write("pk_test_deploy_check\n")
+    os.chown(path, 0, fs_group or 0)
+    os.chmod(path, mode)
+toml = ds["ConfigMap"]["data"]["offergate.toml"].replace("/run/secrets/offergate", secrets)
+toml = toml.replace("REPLACE-WITH-YOUR-PARTNER-ID", "deploy-check")
+conf = os.path.join(root, form, "offergate.toml")
+open(conf, "w").write(toml)
+os.chmod(conf, 0o644)
+sc = og["securityContext"]
+print(sc["runAsUser"], sc.get("runAsGroup", sc["runAsUser"]), oct(mode))
+PY
+  read -r uid gid mode < "$as_pod/ids"
+  out=$(setpriv --reuid="$uid" --regid="$gid" --clear-groups "$as_pod/offergate" check-config -c "$as_pod/$form/offergate.toml" 2>&1) \
+    || { echo "$out" >&2; rm -rf "$as_pod"; fail "$form: check-config as uid $uid (secrets $mode) cannot read what the pod mounts"; }
+  chmod 0400 "$as_pod/$form/secrets/"*
+  chown 0:0 "$as_pod/$form/secrets/"*
+  if setpriv --reuid="$uid" --regid="$gid" --clear-groups "$as_pod/offergate" check-config -c "$as_pod/$form/offergate.toml" >/dev/null 2>&1; then
+    rm -rf "$as_pod"; fail "$form: check-config as uid $uid read secrets of mode 0400 root:root (the check cannot fail)"
+  fi
+  ok "$form: check-config passes as uid $uid:$gid with the Secret's files as the kubelet writes them ($mode), fails with 0400 root:root"
+done
+rm -rf "$as_pod"
 
 # docker-compose: the trial's file as compose reads it, and its offergate
 # config through check-config (its secrets are the trial's own files).

@@ -37,6 +37,8 @@ pub struct Gateway {
     /// The shared state, whose background calls land before it stops.
     state: Option<Redis>,
     ready: Arc<AtomicBool>,
+    /// How long new calls are still taken after a stop signal.
+    drain_delay: Duration,
     stop_proxy: watch::Sender<bool>,
     stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
@@ -202,6 +204,7 @@ impl Gateway {
             threads: shared.threads.clone(),
             state: shared.state.clone(),
             ready,
+            drain_delay: config.server.drain_delay,
             stop_proxy,
             stop_admin,
             proxy_task,
@@ -209,12 +212,19 @@ impl Gateway {
         })
     }
 
-    /// Drains: `/readyz` answers 503 at once, the proxy listener stops
-    /// accepting, open calls (coalesced ones too) finish within the grace;
+    /// Drains: `/readyz` answers 503 at once, the proxy listener goes on
+    /// taking calls for `[server] drain_delay_ms`, then stops accepting, open calls (coalesced ones too) finish within the grace;
     /// the admin listener keeps answering `/healthz`, `/readyz` and `/metrics`
     /// all along and closes last.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Release);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_ms = self.drain_delay.as_millis() as u64,
+                "still taking calls before the drain"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.stop_proxy.send(true);
         let _ = self.proxy_task.await;
         // What the last calls sent to Redis in the background lands first

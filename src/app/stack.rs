@@ -92,7 +92,17 @@ impl Shared {
                 keep,
             )),
             (None, Some(file)) => {
-                AnyThreads::Local(LocalThreads::new(keep, Some(Journal::open(file)?)))
+                if file.default {
+                    if let Some(dir) = file.path.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            Problem(format!(
+                                "state.thread_file: cannot make the state directory {}: {e} (set [state] thread_file, or \"\" for memory only)",
+                                dir.display()
+                            ))
+                        })?;
+                    }
+                }
+                AnyThreads::Local(LocalThreads::new(keep, Some(Journal::open(&file.path)?)))
             }
             (None, None) => AnyThreads::Local(LocalThreads::new(keep, None)),
         };

@@ -18,7 +18,7 @@ pub use live::{Live, Secrets};
 /// The check `[log] level` passes, for a level set at run time.
 pub use parse::log_filter as check_log_filter;
 pub use secret::{Secret, SecretSource};
-pub use state::{OnStateError, StateBackend, StateConfig, StateTls, Topology};
+pub use state::{OnStateError, StateBackend, StateConfig, StateTls, ThreadFile, Topology};
 
 pub use crate::call::base_url::BaseUrl;
 
@@ -116,6 +116,11 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     #[serde(rename = "shutdown_grace_ms", serialize_with = "as_ms")]
     pub shutdown_grace: Duration,
+    /// After a stop signal, how long the proxy listener still takes new
+    /// calls (with `/readyz` already 503) before it drains: for a sidecar
+    /// stopped together with its app, which may still be making calls.
+    #[serde(rename = "drain_delay_ms", serialize_with = "as_ms")]
+    pub drain_delay: Duration,
     /// Calls in flight at once; past it a call is answered 503 at once.
     pub max_in_flight: usize,
     /// Open caller connections; at the cap the longest-idle one is closed.

@@ -47,9 +47,9 @@ pub struct RawReload {
     pub watch: bool,
 }
 
-/// Where a single instance keeps its conversations, relative to the
-/// working directory.
-pub const DEFAULT_THREAD_FILE: &str = "offergate-threads.redb";
+/// The thread file's name in the state directory, when `thread_file` is
+/// not set.
+pub const DEFAULT_THREAD_FILE: &str = "threads.redb";
 
 /// `[state]`.
 #[derive(Deserialize, Debug)]
@@ -62,7 +62,8 @@ pub struct RawState {
     pub key_prefix: String,
     pub timeout_ms: u64,
     pub on_error: String,
-    pub thread_file: String,
+    /// Unset: [`DEFAULT_THREAD_FILE`] in the state directory; `""`: none.
+    pub thread_file: Option<String>,
     pub topology: String,
     pub redis_nodes: Vec<String>,
     pub sentinel_master_name: Option<String>,
@@ -90,7 +91,7 @@ impl Default for RawState {
             key_prefix: "offergate".into(),
             timeout_ms: 50,
             on_error: "fail_open".into(),
-            thread_file: DEFAULT_THREAD_FILE.into(),
+            thread_file: None,
             topology: "single".into(),
             redis_nodes: Vec::new(),
             sentinel_master_name: None,
@@ -110,6 +111,7 @@ pub struct RawServer {
     pub header_read_timeout_ms: u64,
     pub body_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    pub drain_delay_ms: u64,
     pub max_in_flight: u64,
     pub max_headers: u64,
     pub max_connections: u64,
@@ -131,6 +133,7 @@ impl Default for RawServer {
             header_read_timeout_ms: 5_000,
             body_read_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            drain_delay_ms: 0,
             max_in_flight: 1_024,
             max_headers: 64,
             max_connections: 1_024,

@@ -25,7 +25,7 @@ pub struct StateConfig {
     /// With `backend = "memory"`: the file this instance keeps its
     /// conversations in across restarts; `None`: memory only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_file: Option<std::path::PathBuf>,
+    pub thread_file: Option<ThreadFile>,
     /// One Redis, a Redis Cluster, or a master found through Sentinel.
     pub topology: Topology,
     /// `host:port` of the cluster's seed nodes or of the sentinels.
@@ -47,7 +47,7 @@ impl StateConfig {
     pub fn describe(&self) -> String {
         match self.backend {
             StateBackend::Memory => match &self.thread_file {
-                Some(file) => format!("memory (threads in {})", file.display()),
+                Some(file) => format!("memory (threads in {})", file.path.display()),
                 None => "memory".to_string(),
             },
             StateBackend::Redis => {
@@ -73,6 +73,21 @@ impl StateConfig {
                 format!("redis {topology} {at}{tls}")
             }
         }
+    }
+}
+
+/// The thread file, and whether it is the default one (in the state
+/// directory, which is made if missing; a path the config names must be in a
+/// directory that exists, so a typo is not a silent new directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadFile {
+    pub path: std::path::PathBuf,
+    pub default: bool,
+}
+
+impl Serialize for ThreadFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.path.serialize(s)
     }
 }
 

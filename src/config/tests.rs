@@ -43,6 +43,16 @@ fn the_shipped_file_is_valid_and_matches_the_defaults() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("/run/secrets/offergate/encore_api_key"), "{e}");
+    // With its secrets in place but the placeholder partner id left, it
+    // names the line to change.
+    let placeholder = SHIPPED.replace("/run/secrets/offergate/", &at);
+    let e = Config::from_toml(&placeholder, &env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("besitos.partners[0].id") && e.contains("placeholder"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -439,4 +449,63 @@ fn tracing_is_off_by_default_and_its_collector_is_a_traces_url() {
     vars.0
         .insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), "nope".into());
     assert!(problems(&text, &vars).contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+}
+
+#[test]
+fn the_thread_file_defaults_to_a_state_directory_never_the_working_directory() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let file = |extra: &str, vars: &[(&str, &str)]| {
+        let mut env = env();
+        for (k, v) in vars {
+            env.0.insert(k.to_string(), v.to_string());
+        }
+        Config::from_toml(&format!("{base}{extra}"), &env)
+            .unwrap()
+            .state
+            .thread_file
+    };
+    let default = |path: &str| {
+        Some(ThreadFile {
+            path: path.into(),
+            default: true,
+        })
+    };
+    assert_eq!(
+        file(
+            "",
+            &[
+                ("STATE_DIRECTORY", "/var/lib/offergate:/var/lib/other"),
+                ("HOME", "/home/u")
+            ]
+        ),
+        default("/var/lib/offergate/threads.redb")
+    );
+    assert_eq!(
+        file("", &[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]),
+        default("/x/state/offergate/threads.redb")
+    );
+    assert_eq!(
+        file("", &[("HOME", "/home/u")]),
+        default("/home/u/.local/state/offergate/threads.redb")
+    );
+    assert_eq!(file("", &[]), None, "no home: memory only");
+    assert_eq!(
+        file("", &[("XDG_STATE_HOME", "relative"), ("HOME", "relative")]),
+        None,
+        "a relative directory is not taken"
+    );
+    assert_eq!(
+        file("[state]\nthread_file = \"\"\n", &[("HOME", "/home/u")]),
+        None
+    );
+    assert_eq!(
+        file(
+            "[state]\nthread_file = \"/t/x.redb\"\n",
+            &[("HOME", "/home/u")]
+        ),
+        Some(ThreadFile {
+            path: "/t/x.redb".into(),
+            default: false
+        })
+    );
 }

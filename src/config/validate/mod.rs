@@ -171,6 +171,10 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         "server.shutdown_grace_ms",
         millis(s.shutdown_grace_ms, 0, 600_000),
     );
+    let drain_delay = p.check(
+        "server.drain_delay_ms",
+        millis(s.drain_delay_ms, 0, 600_000),
+    );
     let max_in_flight = p.check(
         "server.max_in_flight",
         bounded(s.max_in_flight, 1, 1_000_000),
@@ -192,6 +196,7 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         header_read_timeout: header_read_timeout?,
         body_read_timeout: body_read_timeout?,
         shutdown_grace: shutdown_grace?,
+        drain_delay: drain_delay?,
         max_in_flight: max_in_flight?,
         max_headers: max_headers?,
         max_connections: max_connections?,
@@ -343,16 +348,44 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
         key_prefix: prefix_ok.then(|| s.key_prefix.clone())?,
         timeout: timeout?,
         on_error: on_error?,
-        // An empty name: memory only. Opened (and its directory checked)
-        // when the gateway starts.
-        thread_file: (!s.thread_file.trim().is_empty())
-            .then(|| std::path::PathBuf::from(s.thread_file.trim())),
+        // An empty name: memory only. Opened (and its directory checked,
+        // or made when it is the default) when the gateway starts.
+        thread_file: match s.thread_file.as_deref().map(str::trim) {
+            Some("") => None,
+            Some(path) => Some(ThreadFile {
+                path: std::path::PathBuf::from(path),
+                default: false,
+            }),
+            None => state_directory(env).map(|dir| ThreadFile {
+                path: dir.join(super::raw::DEFAULT_THREAD_FILE),
+                default: true,
+            }),
+        },
         topology: topology?,
         redis_nodes: nodes?,
         sentinel_master_name: s.sentinel_master_name.clone(),
         redis_username: username?,
         tls: state_tls?,
     })
+}
+
+/// Where offergate keeps its own files when the config does not say:
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`, which the image sets
+/// too), else the XDG state directory (`$XDG_STATE_HOME/offergate`, or
+/// `~/.local/state/offergate`); never the working directory. `None` with
+/// neither (no home): memory only.
+fn state_directory(env: &dyn Env) -> Option<std::path::PathBuf> {
+    let set = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
+    if let Some(dirs) = set("STATE_DIRECTORY") {
+        // systemd lists one directory per StateDirectory=, colon-separated.
+        let first = dirs.split(':').next().unwrap_or(&dirs);
+        return Some(std::path::PathBuf::from(first));
+    }
+    if let Some(xdg) = set("XDG_STATE_HOME").filter(|p| p.starts_with('/')) {
+        return Some(std::path::Path::new(&xdg).join("offergate"));
+    }
+    let home = set("HOME").filter(|p| p.starts_with('/'))?;
+    Some(std::path::Path::new(&home).join(".local/state/offergate"))
 }
 
 /// A Redis URL: `redis://` or `rediss://`, a host, no password in it (a

@@ -14,6 +14,9 @@ use super::super::raw::{
 };
 use super::super::*;
 
+/// The partner id the shipped config carries until the operator sets theirs.
+const PLACEHOLDER_PARTNER_ID: &str = "REPLACE-WITH-YOUR-PARTNER-ID";
+
 /// `[encore]`: the shared keys, and the publishable key.
 pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<EncoreConfig> {
     let route = route("encore", r, &ENCORE_DEFAULTS, p);
@@ -70,7 +73,11 @@ pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<B
     let mut partners = BTreeMap::new();
     for (i, raw_partner) in r.partners.iter().enumerate() {
         let key = format!("besitos.partners[{i}]");
-        if let Err(e) = crate::partners::besitos::check_partner_id(&raw_partner.id) {
+        if raw_partner.id == PLACEHOLDER_PARTNER_ID {
+            p.push(format!(
+                "{key}.id: `{PLACEHOLDER_PARTNER_ID}` is the shipped placeholder; put the partner id Besitos gave you here"
+            ));
+        } else if let Err(e) = crate::partners::besitos::check_partner_id(&raw_partner.id) {
             p.push(format!("{key}.id: {e}"));
             continue;
         }
