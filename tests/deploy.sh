@@ -95,7 +95,7 @@ ok "kubectl kustomize: the native and the plain sidecar forms render"
 # Each form on the oldest and the newest Kubernetes its kustomization claims
 # ("checks A and B" in its opening comment).
 for form in native:sidecar plain:plain-sidecar; do
-  versions=$(grep -o 'checks [0-9.]* and [0-9.]*' "deploy/kubernetes/${form#*:}/kustomization.yaml" | awk '{print $2, $4}')
+  versions=$(grep -o 'checks [0-9.]* and [0-9.]*' "deploy/kubernetes/${form#*:}/kustomization.yaml" | awk '{print $2, $4}' || true)
   [ -n "$versions" ] || fail "deploy/kubernetes/${form#*:}/kustomization.yaml does not say which versions it claims"
   for v in $versions; do
     out=$(kubernetes-validate --strict -k "$v.0" "$work/${form%%:*}.yaml" 2>&1) || { echo "$out" >&2; fail "kubernetes-validate -k $v.0 ${form#*:}"; }
@@ -144,7 +144,7 @@ assert 'job="offergate"' in rules
 cm = {d["kind"]: d for d in docs("native")}["ConfigMap"]
 toml = cm["data"]["offergate.toml"]
 assert "watch = true" in toml, "a rotated Secret would wait for a restart"
-for name in ("encore_api_key", "besitos_token"):
+for name in ("encore_api_key", "besitos_token", "chat_id_key"):
     open(f"{work}/{name}", "w").write("pk_test_deploy_check\n")
 open(f"{work}/offergate.toml", "w").write(toml.replace("/run/secrets/offergate", work).replace("REPLACE-WITH-YOUR-PARTNER-ID", "deploy-check"))
 PY
@@ -179,7 +179,7 @@ secrets = os.path.join(root, form, "secrets")
 os.makedirs(secrets, exist_ok=True)
 os.chmod(os.path.join(root, form), 0o755)
 os.chmod(secrets, 0o755)
-for name in ("encore_api_key", "besitos_token"):
+for name in ds["Secret"]["stringData"] if "Secret" in ds else ("encore_api_key", "chat_id_key", "besitos_token"):
     path = os.path.join(secrets, name)
     open(path, "w").write("pk_test_deploy_check\n")
     os.chown(path, 0, fs_group or 0)
@@ -208,6 +208,39 @@ rm -rf "$as_pod"
 # config through check-config (its secrets are the trial's own files).
 docker-compose -f deploy/compose/docker-compose.yml config -q || fail "docker-compose config deploy/compose/docker-compose.yml"
 ok "docker-compose config deploy/compose/docker-compose.yml"
+# Each service of the image that does not run the gateway (the image's own
+# HEALTHCHECK asks the gateway's admin listener) has a check of its own,
+# and it passes against that service's command, run here on a free port.
+python3 - "$work" <<'PY'
+import socket, subprocess, sys, time, yaml
+work = sys.argv[1]
+compose = yaml.safe_load(open("deploy/compose/docker-compose.yml"))
+checked = 0
+for name, svc in compose["services"].items():
+    if not str(svc.get("image", "")).startswith("offergate:") or svc.get("command", [None])[0] == "run":
+        continue
+    test = svc.get("healthcheck", {}).get("test")
+    assert test and test[0] == "CMD", f"{name}: no health check of its own (the image's asks an admin listener {name} does not have)"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    def local(args):
+        return [a.replace("0.0.0.0:8789", f"127.0.0.1:{port}").replace("127.0.0.1:8789", f"127.0.0.1:{port}") for a in args]
+    svc_proc = subprocess.Popen([f"{work}/offergate"] + local(svc["command"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cmd = local(test[1:])
+        assert cmd[0] == "/usr/local/bin/offergate", cmd
+        for _ in range(100):
+            if subprocess.run([f"{work}/offergate"] + cmd[1:], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"{name}: its health check never passes: {test}")
+    finally:
+        svc_proc.terminate(); svc_proc.wait(10)
+    checked += 1
+assert checked >= 1
+PY
+ok "docker-compose: every service of the image that is not the gateway passes a health check of its own"
 sed "s#/run/secrets/offergate#$PWD/deploy/compose/secrets#" deploy/compose/offergate.toml > "$work/compose.toml"
 "$work/offergate" check-config -c "$work/compose.toml" >/dev/null 2>&1 || fail "the compose trial's offergate.toml passes check-config"
 ok "the compose trial's offergate.toml passes check-config"
@@ -216,6 +249,68 @@ ok "the compose trial's offergate.toml passes check-config"
 sed "s#/usr/local/bin/offergate#$work/offergate#" deploy/systemd/offergate.service > "$work/offergate.service"
 systemd-analyze verify "$work/offergate.service" || fail "systemd-analyze verify deploy/systemd/offergate.service"
 ok "systemd-analyze verify deploy/systemd/offergate.service"
+# Rotation as the unit runs it: the secrets the service reads are the
+# directory it binds (never credentials, which systemd copies once), and a
+# file replaced there and the unit's ExecReload make the next call use the
+# new key. The bound directory is a temporary one here; the gateway runs the
+# shipped config against the simulator.
+python3 - "$work" <<'PY'
+import configparser, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, json
+work = sys.argv[1]
+unit = open("deploy/systemd/offergate.service").read()
+assert "LoadCredential" not in re.sub(r"#.*", "", unit), "a credential is copied once: a rotation would wait for a restart"
+binds = re.findall(r"^BindReadOnlyPaths=(\S+):/run/secrets/offergate$", unit, re.M)
+assert binds == ["/etc/offergate/secrets"], f"the secrets directory is not bound where the config reads: {binds}"
+reload = re.findall(r"^ExecReload=(.*)$", unit, re.M)
+assert reload == ["/bin/kill -HUP $MAINPID"], reload
+def free():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+secrets = os.path.join(work, "etc-offergate-secrets")
+os.makedirs(secrets)
+def put(name, value):
+    tmp = os.path.join(work, name + ".new")
+    open(tmp, "w").write(value + "\n")
+    os.replace(tmp, os.path.join(secrets, name))  # what install(1) does
+put("encore_api_key", "pk_test_before_rotation")
+put("chat_id_key", "systemd-check-chat-id-key")
+put("besitos_token", "t")
+conf = open("config/offergate.toml").read().replace("/run/secrets/offergate", secrets)
+conf = conf.replace("REPLACE-WITH-YOUR-PARTNER-ID", "deploy-check").replace("watch = true", "watch = false")
+open(os.path.join(work, "unit.toml"), "w").write(conf)
+sim, listen, admin = free(), free(), free()
+env = dict(os.environ, OFFERGATE_SERVER__LISTEN=f"127.0.0.1:{listen}", OFFERGATE_SERVER__ADMIN_LISTEN=f"127.0.0.1:{admin}",
+           OFFERGATE_ENCORE__BASE_URL=f"http://127.0.0.1:{sim}", OFFERGATE_BESITOS__BASE_URL=f"http://127.0.0.1:{sim}",
+           OFFERGATE_STATE__THREAD_FILE="")
+procs = [subprocess.Popen([f"{work}/offergate", "simulate", "--listen", f"127.0.0.1:{sim}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+try:
+    procs.append(subprocess.Popen([f"{work}/offergate", "run", "-c", os.path.join(work, "unit.toml")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    def get(url):
+        return urllib.request.urlopen(url, timeout=5).read()
+    for _ in range(200):
+        try:
+            get(f"http://127.0.0.1:{admin}/readyz"); break
+        except Exception:
+            time.sleep(0.05)
+    def key_used(chat):
+        body = json.dumps({"clientId": "c", "chatId": chat, "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{listen}/encore/publisher/sdk/v1/offers/message", body, {"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=5).read()
+        last = json.loads(get(f"http://127.0.0.1:{sim}/__sim/last?route=encore_offers"))
+        return last["headers"]["x-api-key"][0]
+    assert key_used("a") == "pk_test_before_rotation"
+    put("encore_api_key", "pk_test_after_rotation")
+    os.kill(procs[1].pid, signal.SIGHUP)  # ExecReload
+    for n in range(100):
+        if key_used(f"b{n}") == "pk_test_after_rotation": break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the rotated key was not used after the unit's reload")
+finally:
+    for p in procs:
+        p.terminate(); p.wait(10)
+PY
+ok "systemd: secrets bound from /etc/offergate/secrets, no copied credential; a replaced key file and ExecReload rotate the key without a restart"
 
 # Prometheus: the config (with its rule file), the rules, the rule unit tests.
 (cd deploy/prometheus && promtool check config prometheus.yml >/dev/null) || fail "promtool check config"

@@ -81,6 +81,7 @@ access_log = false
 [encore]
 base_url = "${4:-http}://127.0.0.1:$3"
 api_key_env = "BENCH_ENCORE_KEY"
+chat_id_key_env = "BENCH_ENCORE_KEY"
 [encore.rate_limit]
 enabled = ${RATE_LIMITS:-true}
 partner_per_second = 1000000

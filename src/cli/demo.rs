@@ -37,6 +37,10 @@ pub fn config(
 }
 
 /// [`config`], with shared state on the Redis at `redis_url` when given.
+/// The demo's key for the pseudonym Encore gets as `chatId` (built in: the
+/// demo is not for real end users' ids).
+const CHAT_ID_KEY: &str = "offergate-demo-chat-id-key";
+
 pub fn config_on(
     listen: SocketAddr,
     admin_listen: SocketAddr,
@@ -48,18 +52,20 @@ pub fn config_on(
     });
     let toml = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
-         [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\n\
+         [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\nchat_id_key_env = \"DEMO_CHAT_ID_KEY\"\n\
          [besitos]\nbase_url = \"http://{simulator}\"\n\
          [[besitos.partners]]\nid = \"{BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n{state}"
     );
     let env = MapEnv::from([
         ("DEMO_ENCORE_KEY", ENCORE_KEY),
+        ("DEMO_CHAT_ID_KEY", CHAT_ID_KEY),
         ("DEMO_BESITOS_TOKEN", BESITOS_TOKEN),
     ]);
     let mut config = Config::from_toml(&toml, &env)?;
     // A demo keeps its conversations in memory: it leaves no file behind.
     config.state.thread_file = None;
     config.encore.api_key = Secret::builtin(ENCORE_KEY);
+    config.encore.chat_id_key = Some(Secret::builtin(CHAT_ID_KEY));
     for token in config.besitos.partners.values_mut() {
         *token = Secret::builtin(BESITOS_TOKEN);
     }

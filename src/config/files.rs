@@ -45,13 +45,18 @@ pub fn read_text(path: &Path, limit: u64) -> Result<String, Problem> {
     String::from_utf8(bytes).map_err(|_| Problem(format!("{shown} is not UTF-8 text")))
 }
 
-/// The mode of the file at `path` when its group or others may read it
-/// (a secret should be the owner's alone); `None` when they may not, or it
-/// cannot be looked at.
+/// The mode of the file at `path` when this process owns it and its group
+/// or others may read it too (a secret should be the owner's alone);
+/// `None` otherwise, or when it cannot be looked at.
 pub fn open_to_others(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o044 != 0).then_some(mode)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).ok()?;
+    // A file this process does not own is read through its group or others
+    // bits (a Kubernetes Secret, root's, read as uid 65532): `chmod 600`
+    // would lock offergate out. /proc/self belongs to the process's user.
+    let ours = std::fs::metadata("/proc/self").map_or(true, |me| me.uid() == meta.uid());
+    let mode = meta.permissions().mode() & 0o777;
+    (ours && mode & 0o044 != 0).then_some(mode)
 }
 
 #[cfg(test)]

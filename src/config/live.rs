@@ -39,6 +39,8 @@ pub struct Secrets {
     pub inbound_token: Option<Secret>,
     /// What lets another host change the admin listener's state.
     pub admin_token: Option<Secret>,
+    /// The key of the pseudonym Encore gets as `chatId`; `None`: as sent.
+    pub chat_id_key: Option<Secret>,
 }
 
 impl Secrets {
@@ -61,6 +63,7 @@ impl Secrets {
             partners: config.besitos.partners.clone(),
             inbound_token: config.server.inbound_token.clone(),
             admin_token: config.server.admin_token.clone(),
+            chat_id_key: config.encore.chat_id_key.clone(),
         }
     }
 }

@@ -183,8 +183,22 @@ pub struct EncoreConfig {
     /// partner's short links; another for a sandbox).
     pub offer_link_host: String,
     pub integrator: IntegratorConfig,
+    /// What Encore receives as `chatId`.
+    pub chat_id: ChatIdMode,
+    /// The pseudonym's key (with [`ChatIdMode::Pseudonym`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id_key: Option<Secret>,
     #[serde(flatten)]
     pub resilience: ResilienceConfig,
+}
+
+/// What Encore receives as `chatId`: a keyed pseudonym of the caller's (an
+/// end user's phone number stays here), or the caller's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatIdMode {
+    Pseudonym,
+    AsSent,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -358,7 +372,8 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> String {
 pub const DEFAULT_PATH: &str = "config/offergate.toml";
 
 /// The shipped file with its secrets read from `ENCORE_API_KEY` and
-/// `BESITOS_TOKEN` and partner `eafLst9T`: for tests about anything else.
+/// `BESITOS_TOKEN`, partner `eafLst9T` and `chatId` as sent: for tests
+/// about anything else.
 #[cfg(test)]
 pub(crate) fn shipped_reading_env() -> String {
     include_str!("../../config/offergate.toml")
@@ -371,6 +386,11 @@ pub(crate) fn shipped_reading_env() -> String {
             "token_env = \"BESITOS_TOKEN\"",
         )
         .replace("REPLACE-WITH-YOUR-PARTNER-ID", "eafLst9T")
+        .replace("chat_id = \"pseudonym\"", "chat_id = \"as_sent\"")
+        .replace(
+            "chat_id_key_file = \"/run/secrets/offergate/chat_id_key\" # or chat_id_key_env\n",
+            "",
+        )
 }
 
 impl Config {
@@ -396,6 +416,12 @@ impl Config {
                     .admin_token
                     .iter()
                     .map(|s| ("server.admin_token_file", s)),
+            )
+            .chain(
+                secrets
+                    .chat_id_key
+                    .iter()
+                    .map(|s| ("encore.chat_id_key_file", s)),
             )
             .chain(
                 self.state

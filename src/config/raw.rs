@@ -49,6 +49,10 @@ pub struct RawReload {
 
 /// The thread file's name in the state directory, when `thread_file` is
 /// not set.
+/// The words carriers and messaging platforms treat as an opt-out.
+pub const DEFAULT_OPT_OUT_KEYWORDS: [&str; 6] =
+    ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
+
 pub const DEFAULT_THREAD_FILE: &str = "threads.redb";
 
 /// `[state]`.
@@ -198,6 +202,10 @@ pub struct RawRoute {
     pub partners: Vec<RawPartner>,
     /// Encore only: the one host an offer's `clickUrl` may point at.
     pub offer_link_host: Option<String>,
+    /// Encore only: what Encore receives as `chatId` (`pseudonym`, `as_sent`).
+    pub chat_id: Option<String>,
+    pub chat_id_key_env: Option<String>,
+    pub chat_id_key_file: Option<PathBuf>,
     /// `[encore.integrator]`; Encore only.
     pub integrator: Option<RawIntegrator>,
 }
@@ -223,7 +231,7 @@ impl Default for RawIntegrator {
             thread_window_ms: 30 * 24 * 3_600_000,
             compose: false,
             idle_gap_basis: "inbound".into(),
-            opt_out_keywords: Vec::new(),
+            opt_out_keywords: DEFAULT_OPT_OUT_KEYWORDS.map(String::from).to_vec(),
             // 1,000 messages of a few hundred bytes each, with room.
             body_limit_bytes: 1024 * 1024,
         }
@@ -250,6 +258,9 @@ impl Default for RawRoute {
             api_key_file: None,
             partners: Vec::new(),
             offer_link_host: None,
+            chat_id: None,
+            chat_id_key_env: None,
+            chat_id_key_file: None,
             integrator: None,
         }
     }

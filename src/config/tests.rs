@@ -4,6 +4,7 @@ fn env() -> MapEnv {
     MapEnv::from([
         ("ENCORE_API_KEY", "pk_test_abc123"),
         ("BESITOS_TOKEN", "tok-xyz-secret"),
+        ("CHAT_ID_KEY", "chat-id-key-0123456789"),
     ])
 }
 
@@ -17,6 +18,7 @@ fn the_shipped_file_is_valid_and_matches_the_defaults() {
     for (name, value) in [
         ("encore_api_key", "pk_test_abc123"),
         ("besitos_token", "tok-xyz-secret"),
+        ("chat_id_key", "chat-id-key-0123456789"),
     ] {
         std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
     }
@@ -35,7 +37,7 @@ fn the_shipped_file_is_valid_and_matches_the_defaults() {
     assert_eq!(c.besitos.partners["eafLst9T"].expose(), "tok-xyz-secret");
     // A file with only the required keys (and the one the shipped file turns
     // on, the watch) gets the same values.
-    let minimal = format!("[encore]\napi_key_file = \"{at}encore_api_key\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_file = \"{at}besitos_token\"\n[reload]\nwatch = true\n");
+    let minimal = format!("[encore]\napi_key_file = \"{at}encore_api_key\"\nchat_id_key_file = \"{at}chat_id_key\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_file = \"{at}besitos_token\"\n[reload]\nwatch = true\n");
     let m = Config::from_toml(&minimal, &env()).unwrap();
     assert_eq!(m.to_redacted_toml(), c.to_redacted_toml());
     // As shipped, before a user has put anything in place, it says what is missing.
@@ -128,7 +130,7 @@ fn unknown_and_misplaced_keys_are_refused() {
         &env(),
     );
     assert!(err.contains("encore") && err.contains("extra"), "{err}");
-    let err = problems("[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n[[encore.partners]]\nid = \"b\"\ntoken_env = \"X\"\n", &env());
+    let err = problems("[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n[[encore.partners]]\nid = \"b\"\ntoken_env = \"X\"\n", &env());
     assert!(err.contains("encore.partners"), "{err}");
     let err = problems("not = [toml", &env());
     assert!(err.contains("not valid TOML"), "{err}");
@@ -159,7 +161,7 @@ fn secrets_from_files() {
     let key = dir.path().join("key");
     std::fs::write(&key, "pk_live_fromfile\n").unwrap();
     let toml = format!(
-        "[encore]\napi_key_file = {:?}\n[[besitos.partners]]\nid = \"p1\"\ntoken_file = {:?}\n",
+        "[encore]\napi_key_file = {:?}\nchat_id = \"as_sent\"\n[[besitos.partners]]\nid = \"p1\"\ntoken_file = {:?}\n",
         key,
         dir.path().join("absent")
     );
@@ -175,7 +177,7 @@ fn secrets_from_files() {
 
 #[test]
 fn resilience_rules_are_checked_with_their_keys() {
-    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
     let c = Config::from_toml(base, &env()).unwrap();
     assert_eq!(c.encore.resilience.deadline, Duration::from_millis(2_500));
     assert!(
@@ -229,6 +231,7 @@ admin_listen = "127.0.0.1:9787"
 [encore]                       # route encore_offers
 base_url = "https://api.encorekit.com"
 api_key_env = "ENCORE_API_KEY" # or api_key_file = "/run/secrets/encore_api_key"
+chat_id_key_env = "CHAT_ID_KEY"
 [encore.rate_limit]
 partner_per_second = 50        # quota offergate spends on the partner
 partner_burst = 50
@@ -251,7 +254,7 @@ token_env = "BESITOS_TOKEN"    # or token_file
 
 #[test]
 fn zero_or_negative_rates_are_refused_clearly() {
-    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
     let bad = format!(
         "{base}[encore.rate_limit]\npartner_per_second = 0\nclient_per_second = -2\nclient_burst = 0\non_limit = \"drop\"\n[encore.rate_limit.client_overrides]\nbig = {{ per_second = 0.0, burst = 5 }}\n"
     );
@@ -331,6 +334,7 @@ body_limit_bytes = -5
 [encore]
 base_url = "ftp://x"
 api_key_env = "ENCORE_API_KEY"
+chat_id_key_env = "CHAT_ID_KEY"
 [besitos]
 [[besitos.partners]]
 id = "eafLst9T"
@@ -348,7 +352,7 @@ token_env = "BESITOS_TOKEN"
 
 #[test]
 fn the_state_topologies_and_their_keys() {
-    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"a\"\ntoken_env = \"BESITOS_TOKEN\"\n";
     let with = |state: &str| format!("{base}[state]\nbackend = \"redis\"\n{state}");
     let c = Config::from_toml(
         &with("topology = \"cluster\"\nredis_nodes = [\"10.0.0.1:6379\", \"redis-2.internal:7000\"]\nredis_username = \"offergate\"\n[state.tls]\nca_file = \"/etc/ca.pem\"\n"),
@@ -453,7 +457,7 @@ fn tracing_is_off_by_default_and_its_collector_is_a_traces_url() {
 
 #[test]
 fn the_thread_file_defaults_to_a_state_directory_never_the_working_directory() {
-    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
     let file = |extra: &str, vars: &[(&str, &str)]| {
         let mut env = env();
         for (k, v) in vars {
@@ -507,5 +511,26 @@ fn the_thread_file_defaults_to_a_state_directory_never_the_working_directory() {
             path: "/t/x.redb".into(),
             default: false
         })
+    );
+}
+
+#[test]
+fn opt_out_keywords_are_the_carriers_words_by_default_and_read_as_messages_are() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"eafLst9T\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let words = |extra: &str| {
+        Config::from_toml(&format!("{base}{extra}"), &env())
+            .unwrap()
+            .encore
+            .integrator
+            .opt_out_keywords
+    };
+    assert_eq!(
+        words(""),
+        ["stop", "stopall", "unsubscribe", "cancel", "end", "quit"]
+    );
+    assert!(words("[encore.integrator]\nopt_out_keywords = []\n").is_empty());
+    assert_eq!(
+        words("[encore.integrator]\nopt_out_keywords = [\"ＡＲＲÊT\"]\n"),
+        ["arrêt"]
     );
 }

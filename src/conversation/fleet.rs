@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::local::LocalThreads;
-use super::{Before, Held, Keep, MessageKey, Slot as AnySlot, Threads, OPT_OUT_KEPT_MS};
+use super::{Before, Held, Keep, MessageKey, NoSlot, Slot as AnySlot, Threads};
 use crate::call::fingerprint::hex;
 use crate::call::request::ThreadId;
 use crate::call::route::Route;
@@ -105,9 +105,8 @@ impl FleetThreads {
             .conversation(
                 [&keys.conversation, &keys.offers],
                 op,
-                ms(self.keep.retention_ms(false)),
+                ms(self.keep.retention_ms()),
                 ms(self.keep.window_ms),
-                ms(OPT_OUT_KEPT_MS),
             )
             .await
     }
@@ -168,7 +167,7 @@ impl Threads for FleetThreads {
         fleet_first(&self.redis, ask, || self.local.known_now(thread)).await
     }
 
-    async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
+    async fn reserve(&self, thread: ThreadId) -> Result<Result<Held, NoSlot>, Unavailable> {
         // The same slot a one-script admission asks for, asked alone.
         let plan = self.slot_plan(thread);
         let ask = async move {
@@ -177,7 +176,11 @@ impl Threads for FleetThreads {
                 let op = ThreadOp::Reserve { slot: a.member };
                 self.redis.thread(a.keys, a.window, a.cap, op).await?
             };
-            Ok::<_, crate::state::StateError>((taken == 1).then(|| plan.taken()))
+            Ok::<_, crate::state::StateError>(match taken {
+                1 => Ok(plan.taken()),
+                2 => Err(NoSlot::OptedOut),
+                _ => Err(NoSlot::Cap),
+            })
         };
         fleet_first(&self.redis, ask, || self.local.reserve_now(thread)).await
     }
@@ -201,8 +204,14 @@ impl Threads for FleetThreads {
     }
 
     async fn opt(&self, thread: ThreadId, out: bool) -> Result<(), Unavailable> {
-        let ask = async { self.ask(thread, ConversationOp::Opt(out)).await.map(|_| ()) };
-        fleet_first(&self.redis, ask, || self.local.opt_now(thread, out)).await
+        // Only Redis keeps it for the fleet: taken in this replica's memory
+        // alone it would be lost when Redis answers again.
+        Box::pin(self.ask(thread, ConversationOp::Opt(out)))
+            .await
+            .map_err(|_| Unavailable)?;
+        // Also here, so decisions made without Redis later still see it.
+        let _ = self.local.opt_now(thread, out);
+        Ok(())
     }
 }
 

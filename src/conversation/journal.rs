@@ -25,12 +25,18 @@ use crate::call::problem::Problem;
 use crate::call::request::ThreadId;
 
 const THREADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("threads");
+/// Opted-out threads, apart from the threads: an opt-out outlives its
+/// thread's retention and eviction, until the opt-in.
+const OPT_OUTS: TableDefinition<&[u8], ()> = TableDefinition::new("opt_outs");
+
+/// What the file held at open: the threads, and the opted-out ids.
+type Loaded = (Vec<(ThreadId, Thread)>, Vec<ThreadId>);
 
 /// The writer's handle. Dropping it writes what is pending and stops the
 /// writer.
 pub struct Journal {
     shared: Arc<Shared>,
-    loaded: Mutex<Vec<(ThreadId, Thread)>>,
+    loaded: Mutex<Loaded>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -47,6 +53,8 @@ struct Shared {
 struct Pending {
     /// The newest record of each changed thread; `None`: delete it.
     changes: HashMap<ThreadId, Option<Vec<u8>>>,
+    /// Opt-outs (`true`) and opt-ins changed.
+    opt_outs: HashMap<ThreadId, bool>,
     writing: bool,
     closing: bool,
     /// Someone waits in [`Journal::flush`]: commit at once.
@@ -93,9 +101,17 @@ impl Journal {
         })
     }
 
-    /// The threads read at open, once.
-    pub(super) fn loaded(&self) -> Vec<(ThreadId, Thread)> {
+    /// The threads and opt-outs read at open, once.
+    pub(super) fn loaded(&self) -> Loaded {
         std::mem::take(&mut *self.loaded.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Queues an opt-out (`out`) or an opt-in of `id`.
+    pub fn opt(&self, id: ThreadId, out: bool) {
+        let mut state = self.shared.lock();
+        state.opt_outs.insert(id, out);
+        drop(state);
+        self.shared.wake.notify_one();
     }
 
     /// Queues `thread`'s new record.
@@ -123,7 +139,7 @@ impl Journal {
         let (mut state, _) = self
             .shared
             .idle
-            .wait_timeout_while(state, within, |s| !s.changes.is_empty() || s.writing)
+            .wait_timeout_while(state, within, |s| s.has_pending() || s.writing)
             .unwrap_or_else(|p| p.into_inner());
         state.flushing = false;
     }
@@ -144,6 +160,12 @@ impl Drop for Journal {
     }
 }
 
+impl Pending {
+    fn has_pending(&self) -> bool {
+        !self.changes.is_empty() || !self.opt_outs.is_empty()
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -156,26 +178,29 @@ fn write_behind(db: &Database, shared: &Shared) {
     loop {
         let batch = {
             let mut state = shared.lock();
-            while state.changes.is_empty() && !state.closing {
+            while !state.has_pending() && !state.closing {
                 state.writing = false;
                 shared.idle.notify_all();
                 state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
             }
-            if state.changes.is_empty() {
+            if !state.has_pending() {
                 state.writing = false;
                 shared.idle.notify_all();
                 return;
             }
             state.writing = true;
-            std::mem::take(&mut state.changes)
+            (
+                std::mem::take(&mut state.changes),
+                std::mem::take(&mut state.opt_outs),
+            )
         };
         let committed = clock_now();
-        if let Err(e) = commit(db, &batch) {
+        if let Err(e) = commit(db, &batch.0, &batch.1) {
             shared.lock().failures += 1;
             tracing::warn!(
                 file = %shared.path.display(),
                 error = %e,
-                threads = batch.len(),
+                threads = batch.0.len() + batch.1.len(),
                 "could not write threads to the thread file; they stay in memory"
             );
         }
@@ -214,8 +239,22 @@ fn failed(e: impl std::fmt::Display) -> Problem {
     Problem(e.to_string())
 }
 
-fn commit(db: &Database, batch: &HashMap<ThreadId, Option<Vec<u8>>>) -> Result<(), Problem> {
+fn commit(
+    db: &Database,
+    batch: &HashMap<ThreadId, Option<Vec<u8>>>,
+    opt_outs: &HashMap<ThreadId, bool>,
+) -> Result<(), Problem> {
     let txn = db.begin_write().map_err(failed)?;
+    if !opt_outs.is_empty() {
+        let mut table = txn.open_table(OPT_OUTS).map_err(failed)?;
+        for (id, out) in opt_outs {
+            if *out {
+                table.insert(id.as_slice(), ()).map_err(failed)?;
+            } else {
+                table.remove(id.as_slice()).map_err(failed)?;
+            }
+        }
+    }
     {
         let mut table = txn.open_table(THREADS).map_err(failed)?;
         for (id, record) in batch {
@@ -234,27 +273,45 @@ fn commit(db: &Database, batch: &HashMap<ThreadId, Option<Vec<u8>>>) -> Result<(
     txn.commit().map_err(failed)
 }
 
-fn read_all(db: &Database) -> Result<Vec<(ThreadId, Thread)>, Problem> {
+fn read_all(db: &Database) -> Result<Loaded, Problem> {
     let txn = db.begin_read().map_err(failed)?;
+    let mut threads = Vec::new();
+    let mut opted_out = Vec::new();
+    match txn.open_table(OPT_OUTS) {
+        Ok(table) => {
+            for row in table.iter().map_err(failed)? {
+                let (key, _) = row.map_err(failed)?;
+                if let Ok(id) = ThreadId::try_from(key.value()) {
+                    opted_out.push(id);
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(failed(e)),
+    }
     let table = match txn.open_table(THREADS) {
         Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((threads, opted_out)),
         Err(e) => return Err(failed(e)),
     };
-    let mut threads = Vec::new();
     for row in table.iter().map_err(failed)? {
         let (key, value) = row.map_err(failed)?;
-        let (Ok(id), Some(thread)) = (ThreadId::try_from(key.value()), decode(value.value()))
+        let (Ok(id), Some((thread, legacy_opt_out))) =
+            (ThreadId::try_from(key.value()), decode(value.value()))
         else {
             // A record this build cannot read is skipped, not fatal.
             continue;
         };
+        if legacy_opt_out {
+            opted_out.push(id);
+        }
         threads.push((id, thread));
     }
-    Ok(threads)
+    Ok((threads, opted_out))
 }
 
-/// Version 1: flags (1 byte: inbound time, any time, opted out), the two
+/// Version 1: flags (1 byte: inbound time, any time, and an opt-out that
+/// earlier builds kept in the thread: read, never written), the two
 /// times (8 bytes each when present), the offers (count, then 16 bytes
 /// each: time, link), the message ids (count, then 4 bytes each). Little
 /// endian. Slots still under way are not written.
@@ -263,9 +320,7 @@ const VERSION: u8 = 1;
 fn encode(t: &Thread) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + 16 + 1 + 16 * t.offers.len() + 1 + 4 * t.seen.len());
     out.push(VERSION);
-    let flags = u8::from(t.last_inbound.is_some())
-        | u8::from(t.last_any.is_some()) << 1
-        | u8::from(t.opted_out) << 2;
+    let flags = u8::from(t.last_inbound.is_some()) | u8::from(t.last_any.is_some()) << 1;
     out.push(flags);
     for at in [t.last_inbound, t.last_any].into_iter().flatten() {
         out.extend_from_slice(&at.to_le_bytes());
@@ -283,16 +338,14 @@ fn encode(t: &Thread) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<Thread> {
+/// A record, and whether it carries an earlier build's opt-out.
+fn decode(bytes: &[u8]) -> Option<(Thread, bool)> {
     let mut r = Reader(bytes);
     if r.take(1)?[0] != VERSION {
         return None;
     }
     let flags = r.take(1)?[0];
-    let mut t = Thread {
-        opted_out: flags & 4 != 0,
-        ..Thread::default()
-    };
+    let mut t = Thread::default();
     if flags & 1 != 0 {
         t.last_inbound = Some(r.i64()?);
     }
@@ -310,7 +363,7 @@ fn decode(bytes: &[u8]) -> Option<Thread> {
             t.seen.push(m);
         }
     }
-    r.0.is_empty().then_some(t)
+    r.0.is_empty().then_some((t, flags & 4 != 0))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -347,7 +400,6 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-            opted_out: true,
             seen: [1, 2, 3].into_iter().collect(),
         }
     }
@@ -356,8 +408,15 @@ mod tests {
     fn a_record_reads_back_as_written_and_bad_bytes_are_refused() {
         let mut want = thread();
         want.offers.truncate(1);
-        assert_eq!(decode(&encode(&thread())), Some(want));
-        assert_eq!(decode(&encode(&Thread::default())), Some(Thread::default()));
+        assert_eq!(decode(&encode(&thread())), Some((want, false)));
+        assert_eq!(
+            decode(&encode(&Thread::default())),
+            Some((Thread::default(), false))
+        );
+        // An earlier build's record with its opt-out flag is read as one.
+        let mut legacy = encode(&Thread::default());
+        legacy[1] |= 4;
+        assert_eq!(decode(&legacy), Some((Thread::default(), true)));
         let good = encode(&thread());
         for cut in 0..good.len() {
             assert_eq!(decode(&good[..cut]), None, "{cut}");
@@ -370,20 +429,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("threads.redb");
         let journal = Journal::open(&path).unwrap();
-        assert!(journal.loaded().is_empty());
+        assert!(journal.loaded().0.is_empty());
         journal.put([1; 16], &thread());
         journal.put([2; 16], &Thread::default());
         journal.delete([2; 16]);
+        journal.opt([3; 16], true);
+        journal.opt([4; 16], true);
+        journal.opt([4; 16], false);
         assert!(
             Journal::open(&path).is_err(),
             "a second instance on one file is refused"
         );
         drop(journal);
         let again = Journal::open(&path).unwrap();
-        let loaded = again.loaded();
+        let (loaded, opted_out) = again.loaded();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].0, [1; 16]);
-        assert!(loaded[0].1.opted_out);
+        assert_eq!(
+            opted_out,
+            vec![[3; 16]],
+            "an opt-out with no thread is kept"
+        );
         assert!(Journal::open(&dir.path().join("missing/threads.redb")).is_err());
     }
 }

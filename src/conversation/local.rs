@@ -1,16 +1,18 @@
 //! Threads in this replica's memory: one map under one lock (every change
 //! to a thread is a few comparisons), bounded to [`MAX_THREADS`]; past that
 //! the threads past their retention go first, then the half least recently
-//! active. Each change is handed to the journal, if there is one, which
-//! writes it to disk on its own thread.
+//! active. Opt-outs are a set of their own beside the map, never evicted
+//! with threads: bounded to [`MAX_OPT_OUTS`], and kept until an opt-in.
+//! Each change is handed to the journal, if there is one, which writes it
+//! to disk on its own thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::journal::Journal;
 use super::{
-    Before, Held, Keep, MessageKey, Offer, Slot as AnySlot, Thread, Threads, RESERVED, SEEN,
+    Before, Held, Keep, MessageKey, NoSlot, Offer, Slot as AnySlot, Thread, Threads, RESERVED, SEEN,
 };
 use crate::call::clock::Calendar;
 use crate::call::request::ThreadId;
@@ -21,8 +23,23 @@ use crate::state::fleet::Unavailable;
 /// Threads kept in memory before the oldest are dropped.
 pub const MAX_THREADS: usize = 100_000;
 
+/// Opted-out threads kept at most (about 36 MiB at the bound). A platform
+/// with more opted-out users runs a fleet on Redis.
+pub const MAX_OPT_OUTS: usize = 1_000_000;
+
 /// Threads by id. A thread id is already a hash: foldhash is cheap on it.
 type Map = HashMap<ThreadId, Thread, foldhash::fast::RandomState>;
+
+/// The threads and, apart, the opted-out ones.
+#[derive(Default)]
+struct Store {
+    threads: Map,
+    opted_out: HashSet<ThreadId, foldhash::fast::RandomState>,
+}
+
+/// [`MAX_OPT_OUTS`] reached: a new opt-out cannot be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptOutsFull;
 
 /// This replica's threads.
 pub struct LocalThreads {
@@ -30,7 +47,7 @@ pub struct LocalThreads {
 }
 
 pub(super) struct Shared {
-    map: Mutex<Map>,
+    map: Mutex<Store>,
     keep: Keep,
     calendar: Calendar,
     journal: Option<Journal>,
@@ -41,16 +58,18 @@ impl LocalThreads {
     /// read back from it).
     pub fn new(keep: Keep, journal: Option<Journal>) -> LocalThreads {
         let calendar = Calendar::new();
-        let mut map = Map::default();
+        let mut map = Store::default();
         if let Some(journal) = &journal {
             let now = calendar.now_ms();
-            for (id, thread) in journal.loaded() {
-                if now.saturating_sub(thread.last_active()) < keep.retention_ms(thread.opted_out) {
-                    map.insert(id, thread);
+            let (threads, opted_out) = journal.loaded();
+            for (id, thread) in threads {
+                if now.saturating_sub(thread.last_active()) < keep.retention_ms() {
+                    map.threads.insert(id, thread);
                 } else {
                     journal.delete(id);
                 }
             }
+            map.opted_out.extend(opted_out);
         }
         LocalThreads {
             shared: Arc::new(Shared {
@@ -64,7 +83,12 @@ impl LocalThreads {
 
     /// Threads held now.
     pub fn len(&self) -> usize {
-        self.shared.lock().len()
+        self.shared.lock().threads.len()
+    }
+
+    /// Opted-out threads held now.
+    pub fn opted_out(&self) -> usize {
+        self.shared.lock().opted_out.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,11 +109,11 @@ impl LocalThreads {
     }
 
     pub fn message_now(&self, thread: ThreadId, message: MessageKey, at: i64) -> Before {
-        self.shared.change(thread, |t, _| {
+        self.shared.change(thread, |t, _, opted_out| {
             let before = Before {
                 last_inbound: t.last_inbound,
                 last_any: t.last_any,
-                known: t.known(),
+                known: t.known(opted_out),
                 repeated: t.seen.contains(&message),
             };
             if !before.repeated {
@@ -107,21 +131,31 @@ impl LocalThreads {
     pub fn known_now(&self, thread: ThreadId) -> Known {
         let now = self.now();
         let window = self.shared.keep.window_ms;
-        let map = self.shared.lock();
-        map.get(&thread).map_or_else(Known::default, |t| {
-            let mut known = t.known();
-            known
-                .offers
-                .retain(|(at, _)| now.saturating_sub(*at) < window);
-            known
-        })
+        let store = self.shared.lock();
+        let opted_out = store.opted_out.contains(&thread);
+        store.threads.get(&thread).map_or_else(
+            || Known {
+                opted_out,
+                ..Known::default()
+            },
+            |t| {
+                let mut known = t.known(opted_out);
+                known
+                    .offers
+                    .retain(|(at, _)| now.saturating_sub(*at) < window);
+                known
+            },
+        )
     }
 
-    pub fn reserve_now(&self, thread: ThreadId) -> Option<Held> {
+    pub fn reserve_now(&self, thread: ThreadId) -> Result<Held, NoSlot> {
         let cap = self.shared.keep.cap as usize;
-        let at = self.shared.change_slots(thread, |t, now| {
+        let at = self.shared.change_slots(thread, |t, now, opted_out| {
+            if opted_out {
+                return Err(NoSlot::OptedOut);
+            }
             if cap > 0 && t.offers.len() >= cap {
-                return None;
+                return Err(NoSlot::Cap);
             }
             // Two slots taken in one millisecond stay two.
             let at = t
@@ -130,9 +164,9 @@ impl LocalThreads {
                 .map_or(now, |o| o.at.max(now - 1) + 1)
                 .max(now);
             t.offers.push(Offer { at, link: RESERVED });
-            Some(at)
+            Ok(at)
         })?;
-        Some(Held(Some(AnySlot::Local(Slot {
+        Ok(Held(Some(AnySlot::Local(Slot {
             shared: self.shared.clone(),
             thread,
             at,
@@ -143,32 +177,47 @@ impl LocalThreads {
         if link == RESERVED {
             return None;
         }
-        self.shared.change(thread, |t, _| {
+        self.shared.change(thread, |t, _, _| {
             let i = t.offers.iter().position(|o| o.link == link)?;
             t.offers.remove(i);
             Some(t.offers.iter().filter(|o| o.link != RESERVED).count() as u64)
         })
     }
 
-    pub fn opt_now(&self, thread: ThreadId, out: bool) {
-        self.shared.change(thread, |t, _| t.opted_out = out);
+    /// Opts `thread` out (or back in); a thread with no message yet (a
+    /// platform's list of earlier opt-outs) is kept all the same.
+    pub fn opt_now(&self, thread: ThreadId, out: bool) -> Result<(), OptOutsFull> {
+        let mut store = self.shared.lock();
+        if out {
+            if store.opted_out.len() >= MAX_OPT_OUTS && !store.opted_out.contains(&thread) {
+                return Err(OptOutsFull);
+            }
+            store.opted_out.insert(thread);
+        } else {
+            store.opted_out.remove(&thread);
+        }
+        if let Some(journal) = &self.shared.journal {
+            journal.opt(thread, out);
+        }
+        Ok(())
     }
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Map> {
+    fn lock(&self) -> MutexGuard<'_, Store> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies `f` to `thread` (a new one if unknown) with its offers out of
-    /// the window dropped, then journals it.
-    fn change<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64) -> T) -> T {
+    /// the window dropped, then journals it. `f` is also told whether the
+    /// thread opted out.
+    fn change<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64, bool) -> T) -> T {
         self.apply(thread, true, f)
     }
 
     /// [`Shared::change`] for what the file does not keep (a slot taken or
     /// given back while its call is under way): no journal write.
-    fn change_slots<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64) -> T) -> T {
+    fn change_slots<T>(&self, thread: ThreadId, f: impl FnOnce(&mut Thread, i64, bool) -> T) -> T {
         self.apply(thread, false, f)
     }
 
@@ -176,14 +225,16 @@ impl Shared {
         &self,
         thread: ThreadId,
         journal: bool,
-        f: impl FnOnce(&mut Thread, i64) -> T,
+        f: impl FnOnce(&mut Thread, i64, bool) -> T,
     ) -> T {
         let now = self.calendar.now_ms();
-        let mut map = self.lock();
-        if map.len() >= MAX_THREADS && !map.contains_key(&thread) {
-            self.evict(&mut map, now);
+        let mut store = self.lock();
+        let Store { threads, opted_out } = &mut *store;
+        if threads.len() >= MAX_THREADS && !threads.contains_key(&thread) {
+            self.evict(threads, now);
         }
-        let t = map.entry(thread).or_default();
+        let opted_out = opted_out.contains(&thread);
+        let t = threads.entry(thread).or_default();
         let window = self.keep.window_ms;
         let live = t
             .offers
@@ -191,7 +242,7 @@ impl Shared {
             .position(|o| now.saturating_sub(o.at) < window)
             .unwrap_or(t.offers.len());
         t.offers.drain(..live);
-        let out = f(t, now);
+        let out = f(t, now, opted_out);
         match &self.journal {
             Some(j) if journal => j.put(thread, t),
             _ => {}
@@ -205,7 +256,7 @@ impl Shared {
         let keep = self.keep;
         let mut dropped = Vec::new();
         map.retain(|id, t| {
-            let live = now.saturating_sub(t.last_active()) < keep.retention_ms(t.opted_out);
+            let live = now.saturating_sub(t.last_active()) < keep.retention_ms();
             if !live {
                 dropped.push(*id);
             }
@@ -242,7 +293,7 @@ pub(super) struct Slot {
 impl Slot {
     pub(super) fn keep(self, link: LinkKey) {
         let at = self.at;
-        self.shared.change(self.thread, |t, _| {
+        self.shared.change(self.thread, |t, _, _| {
             // The same link shown again (a replay the partner made) is one offer.
             let same = t.offers.iter().any(|o| o.link == link);
             if let Some(i) = t
@@ -262,7 +313,7 @@ impl Slot {
 
     pub(super) fn release(self) {
         let at = self.at;
-        self.shared.change_slots(self.thread, |t, _| {
+        self.shared.change_slots(self.thread, |t, _, _| {
             if let Some(i) = t
                 .offers
                 .iter()
@@ -298,7 +349,7 @@ impl Threads for LocalThreads {
     fn reserve(
         &self,
         thread: ThreadId,
-    ) -> impl Future<Output = Result<Option<Held>, Unavailable>> + Send + '_ {
+    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + '_ {
         std::future::ready(Ok(self.reserve_now(thread)))
     }
 
@@ -315,8 +366,7 @@ impl Threads for LocalThreads {
         thread: ThreadId,
         out: bool,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + '_ {
-        self.opt_now(thread, out);
-        std::future::ready(Ok(()))
+        std::future::ready(self.opt_now(thread, out).map_err(|OptOutsFull| Unavailable))
     }
 }
 
@@ -338,12 +388,18 @@ mod tests {
         let t = [1u8; 16];
         let a = threads.reserve_now(t).unwrap();
         let b = threads.reserve_now(t).unwrap();
-        assert!(threads.reserve_now(t).is_none(), "at the cap");
+        assert!(
+            matches!(threads.reserve_now(t), Err(NoSlot::Cap)),
+            "at the cap"
+        );
         drop(b);
         a.keep(7);
         assert_eq!(threads.known_now(t).offers.len(), 1);
         let c = threads.reserve_now(t).unwrap();
         c.keep(8);
+        threads.opt_now(t, true).unwrap();
+        assert!(matches!(threads.reserve_now(t), Err(NoSlot::OptedOut)));
+        threads.opt_now(t, false).unwrap();
         assert_eq!(threads.unsent_now(t, 7), Some(1));
         assert_eq!(threads.unsent_now(t, 7), None);
         tokio::time::advance(std::time::Duration::from_millis(1_000_001)).await;
@@ -355,7 +411,7 @@ mod tests {
         let threads = LocalThreads::new(keep(), None);
         let now = threads.now();
         {
-            let mut map = threads.shared.lock();
+            let map = &mut threads.shared.lock().threads;
             for n in 0..MAX_THREADS as i64 {
                 let mut id = [0u8; 16];
                 id[..8].copy_from_slice(&n.to_le_bytes());
@@ -366,10 +422,18 @@ mod tests {
                 map.insert(id, t);
             }
         }
-        threads.opt_now([9u8; 16], true);
+        let mut oldest = [0u8; 16];
+        oldest[..8].copy_from_slice(&0i64.to_le_bytes());
+        threads.opt_now(oldest, true).unwrap();
+        threads.message_now([9u8; 16], 1, now);
         assert!(threads.len() <= MAX_THREADS / 2 + 1, "{}", threads.len());
         let mut newest = [0u8; 16];
         newest[..8].copy_from_slice(&(MAX_THREADS as i64 - 1).to_le_bytes());
-        assert!(threads.shared.lock().contains_key(&newest));
+        assert!(threads.shared.lock().threads.contains_key(&newest));
+        assert!(!threads.shared.lock().threads.contains_key(&oldest));
+        assert!(
+            threads.known_now(oldest).opted_out,
+            "an opt-out outlives its evicted thread"
+        );
     }
 }

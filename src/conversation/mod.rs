@@ -54,14 +54,13 @@ pub struct Thread {
     pub last_any: Option<i64>,
     /// Offers in the window, oldest first.
     pub offers: SmallVec<[Offer; 3]>,
-    pub opted_out: bool,
     pub seen: SmallVec<[MessageKey; SEEN]>,
 }
 
 impl Thread {
     /// What the eligibility rules need: the offers shown (not the slots
-    /// still under way) and the opt-out.
-    pub fn known(&self) -> Known {
+    /// still under way) and the opt-out, which is kept apart from threads.
+    pub fn known(&self, opted_out: bool) -> Known {
         Known {
             offers: self
                 .offers
@@ -69,7 +68,7 @@ impl Thread {
                 .filter(|o| o.link != RESERVED)
                 .map(|o| (o.at, o.link))
                 .collect(),
-            opted_out: self.opted_out,
+            opted_out,
         }
     }
 
@@ -92,7 +91,7 @@ pub struct Before {
 
 /// How long a thread is kept after it was last active: long enough that
 /// its offers still count and its silence is still measured. An opt-out is
-/// kept for a year.
+/// not part of a thread: it is kept until an opt-in.
 #[derive(Clone, Copy, Debug)]
 pub struct Keep {
     pub window_ms: i64,
@@ -111,17 +110,10 @@ impl From<&crate::config::IntegratorConfig> for Keep {
     }
 }
 
-/// A year, for an opt-out.
-pub const OPT_OUT_KEPT_MS: i64 = 365 * 24 * 3_600_000;
-
 impl Keep {
     /// Milliseconds a thread is kept after its last activity.
-    pub fn retention_ms(&self, opted_out: bool) -> i64 {
-        if opted_out {
-            OPT_OUT_KEPT_MS
-        } else {
-            self.window_ms.max(self.idle_gap_ms)
-        }
+    pub fn retention_ms(&self) -> i64 {
+        self.window_ms.max(self.idle_gap_ms)
     }
 }
 
@@ -146,11 +138,11 @@ pub trait Threads: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Known, Unavailable>> + Send + '_;
 
     /// One of `thread`'s offer slots, given back when the [`Held`] is dropped
-    /// unless kept; `None` at the cap.
+    /// unless kept; none at the cap or once the thread opted out.
     fn reserve(
         &self,
         thread: ThreadId,
-    ) -> impl Future<Output = Result<Option<Held>, Unavailable>> + Send + '_;
+    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + '_;
 
     /// Frees the slot of the offer with `link`, which was never delivered:
     /// the offers still shown, or `None` when the thread has no such offer.
@@ -160,12 +152,25 @@ pub trait Threads: Send + Sync + 'static {
         link: LinkKey,
     ) -> impl Future<Output = Result<Option<u64>, Unavailable>> + Send + '_;
 
-    /// Opts `thread` out of offers (`out`), or back in.
+    /// Opts `thread` out of offers (`out`), or back in: kept until the
+    /// other, and only where it lasts (never in one replica's memory alone
+    /// when the fleet's Redis does not answer: [`Unavailable`], whatever
+    /// `on_error` says, so the platform retries).
     fn opt(
         &self,
         thread: ThreadId,
         out: bool,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + '_;
+}
+
+pub use crate::state::NoSlot;
+
+/// The skip reason a caller is given for `why`.
+pub fn skip_reason(why: NoSlot) -> &'static str {
+    match why {
+        NoSlot::Cap => crate::integrator::rules::THREAD_CAP,
+        NoSlot::OptedOut => crate::integrator::rules::OPTED_OUT,
+    }
 }
 
 /// A slot taken for one call: given back when dropped, unless kept.
@@ -253,7 +258,7 @@ impl Threads for AnyThreads {
         }
     }
 
-    async fn reserve(&self, thread: ThreadId) -> Result<Option<Held>, Unavailable> {
+    async fn reserve(&self, thread: ThreadId) -> Result<Result<Held, NoSlot>, Unavailable> {
         match self {
             AnyThreads::Local(l) => l.reserve(thread).await,
             AnyThreads::Fleet(f) => Box::pin(f.reserve(thread)).await,

@@ -25,7 +25,7 @@ use http::{header, request::Parts, HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
-use crate::call::error::{GatewayError, Refusal};
+use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint;
 use crate::call::headers::{self, X_OFFERGATE_TOKEN};
 use crate::call::request::thread_id;
@@ -164,6 +164,10 @@ impl Admission {
         .then(|| Compose {
             language: checked.language().map(Arc::from),
         });
+        let body = match target {
+            Target::Encore => self.for_encore(&body, checked.chat_id())?,
+            Target::Besitos { .. } => body.clone(),
+        };
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             extensions: Default::default(),
@@ -182,6 +186,26 @@ impl Admission {
                 span,
             }),
         })
+    }
+
+    /// An offers body as Encore receives it: its `chatId` the keyed
+    /// pseudonym of the caller's (`[encore] chat_id`), or as sent. A body
+    /// whose `chatId` cannot be replaced is not sent at all.
+    pub fn for_encore(&self, body: &Bytes, chat_id: Option<&str>) -> Result<Bytes, GatewayError> {
+        let secrets = self.secrets.get();
+        let Some(key) = &secrets.chat_id_key else {
+            return Ok(body.clone());
+        };
+        let pseudonym = chat_id
+            .map(|chat| crate::partners::encore::chat_id::pseudonym(key.expose().as_bytes(), chat));
+        pseudonym
+            .and_then(|p| crate::partners::encore::chat_id::with_chat_id(body, &p))
+            .map(Bytes::from)
+            .ok_or_else(|| {
+                GatewayError::Call(CallError::Internal(
+                    "the chatId could not be replaced by its pseudonym".into(),
+                ))
+            })
     }
 
     /// Admission for offergate's own routes: POST, no query, framing, Host,

@@ -142,25 +142,37 @@ impl<S: ProxyService> Edge<S> {
             Claim::Conflict => {
                 respond::answer(GatewayError::Refused(Refusal::IdempotencyKeyReused))
             }
+            // An opt-out must be kept before it is answered: the platform
+            // retries a 503.
+            Claim::Unavailable if self.says_stop(&message) => {
+                respond::answer(GatewayError::Call(CallError::StateUnavailable))
+            }
             Claim::Unavailable => self.decided(Answer::skip(None, "state_unavailable", 0)),
             Claim::Lead => {
                 let this = self.clone();
                 let ttl = self.shared.message_ttl;
                 FinishAnyway::new(async move {
-                    let answer = this
+                    let decided = this
                         .decide(message, thread, headers, request_id, span)
                         .await;
-                    let resp = this.decided(answer);
-                    let keep = Stored {
-                        fingerprint: fp,
-                        status: StatusCode::OK,
-                        content_type: Some(HeaderValue::from_static("application/json")),
-                        body: resp.body.clone(),
-                        ttl,
-                        local_only: false,
+                    let (resp, keep) = match decided {
+                        Ok(answer) => {
+                            let resp = this.decided(answer);
+                            let keep = Stored {
+                                fingerprint: fp,
+                                status: StatusCode::OK,
+                                content_type: Some(HeaderValue::from_static("application/json")),
+                                body: resp.body.clone(),
+                                ttl,
+                                local_only: false,
+                            };
+                            (resp, Some(keep))
+                        }
+                        // Not stored: the redelivery is decided again.
+                        Err(e) => (respond::answer(e), None),
                     };
                     let stored = Ok(resp.clone());
-                    this.shared.answers.finish(&key, &stored, Some(keep)).await;
+                    this.shared.answers.finish(&key, &stored, keep).await;
                     resp
                 })
                 .await
@@ -168,7 +180,16 @@ impl<S: ProxyService> Edge<S> {
         }
     }
 
-    /// Steps 3 to 5 for a message seen for the first time.
+    /// Whether the message is an opt-out keyword.
+    fn says_stop(&self, message: &Message) -> bool {
+        message
+            .text
+            .as_deref()
+            .is_some_and(|t| self.shared.rules.is_opt_out(t))
+    }
+
+    /// Steps 3 to 5 for a message seen for the first time; an error (an
+    /// opt-out that could not be kept) is answered and not stored.
     async fn decide(
         &self,
         message: Message,
@@ -176,39 +197,38 @@ impl<S: ProxyService> Edge<S> {
         headers: HeaderMap,
         request_id: HeaderValue,
         span: Option<crate::call::spans::SpanParent>,
-    ) -> Answer {
+    ) -> Result<Answer, GatewayError> {
         let threads = &*self.shared.threads;
         let rules = &self.shared.rules;
         let now = threads.now_ms();
         let at = message.sent_at.min(now.saturating_add(MAX_AHEAD_MS));
         let message_key = xxhash_rust::xxh3::xxh3_64(message.message_id.as_bytes()) as MessageKey;
-        let says_stop = message.text.as_deref().is_some_and(|t| rules.is_opt_out(t));
+        let says_stop = self.says_stop(&message);
         if says_stop && threads.opt(thread, true).await.is_err() {
-            return Answer::skip(None, "state_unavailable", 0);
+            return Err(GatewayError::Call(CallError::StateUnavailable));
         }
         let Ok(before) = threads.message(thread, message_key, at).await else {
-            return Answer::skip(None, "state_unavailable", 0);
+            return Ok(Answer::skip(None, "state_unavailable", 0));
         };
         let shown = before.known.offers.len() as u64;
         if before.repeated {
             // Handled before the answer store's memory (a restart): it
             // changes nothing, and gets no second offer.
-            return Answer::skip(None, "already_handled", shown);
+            return Ok(Answer::skip(None, "already_handled", shown));
         }
         let recorded = match rules.basis {
             IdleGapBasis::Inbound => before.last_inbound,
             IdleGapBasis::Any => before.last_any,
         };
         let previous = message.previous_at.unwrap_or(recorded);
-        let opted_out =
-            before.known.opted_out || message.text.as_deref().is_some_and(|t| rules.is_opt_out(t));
+        let opted_out = before.known.opted_out || says_stop;
         let verdict = judge(rules, at, previous, shown, opted_out);
         if let Some(reason) = verdict.reason {
-            return Answer::skip(verdict.trigger, reason, shown);
+            return Ok(Answer::skip(verdict.trigger, reason, shown));
         }
         let Ok(_slot) = self.shared.in_flight.try_acquire() else {
             self.shared.metrics.shed("max_in_flight");
-            return Answer::skip(verdict.trigger, "overloaded", shown);
+            return Ok(Answer::skip(verdict.trigger, "overloaded", shown));
         };
         let mut call = CallInfo::new(request_id, headers);
         call.span = span;
@@ -217,32 +237,45 @@ impl<S: ProxyService> Edge<S> {
         call.compose = Some(Compose {
             language: Some(Arc::from(message.language.as_str())),
         });
+        let body = Bytes::from(message.encore_body);
+        let body = match self
+            .shared
+            .admission
+            .for_encore(&body, Some(&message.chat_id))
+        {
+            Ok(body) => body,
+            Err(e) => return Ok(Answer::skip(verdict.trigger, e.code(), shown)),
+        };
         let req = ProxyRequest {
             extensions: Default::default(),
             target: Target::Encore,
-            body: Bytes::from(message.encore_body),
+            body,
             deadline: None,
             call: Arc::new(call),
         };
         let resp = match self.shared.stack.call(req).await {
             Ok(resp) => resp,
-            Err(e) => return Answer::skip(verdict.trigger, e.code(), shown),
+            Err(e) => return Ok(Answer::skip(verdict.trigger, e.code(), shown)),
         };
-        if resp.headers.contains_key(&X_OFFERGATE_SKIPPED) {
-            return Answer::skip(verdict.trigger, rules::THREAD_CAP, shown);
+        if let Some(why) = resp.headers.get(&X_OFFERGATE_SKIPPED) {
+            let reason = match why.as_bytes() {
+                b"opted_out" => rules::OPTED_OUT,
+                _ => rules::THREAD_CAP,
+            };
+            return Ok(Answer::skip(verdict.trigger, reason, shown));
         }
         if let Some(reason) = resp.headers.get(&X_OFFERGATE_FALLBACK) {
             let reason = reason.to_str().unwrap_or("fallback").to_string();
-            return Answer {
+            return Ok(Answer {
                 fallback: true,
                 ..Answer::skip(verdict.trigger, reason, shown)
-            };
+            });
         }
         let offer = (resp.status == StatusCode::OK)
             .then(|| serde_json::from_slice::<Value>(&resp.body).ok())
             .flatten()
             .and_then(|mut v| v.get_mut("offer").map(Value::take));
-        match offer {
+        Ok(match offer {
             Some(offer) if offer.is_object() => Answer {
                 offer: Some((offer, self.composed(&resp, &message.language))),
                 trigger: verdict.trigger,
@@ -252,7 +285,7 @@ impl<S: ProxyService> Edge<S> {
             },
             Some(_) => Answer::skip(verdict.trigger, "no_offer", shown),
             None => Answer::skip(verdict.trigger, "partner_refused", shown),
-        }
+        })
     }
 
     /// The message the partner call composed as it read the answer, or

@@ -442,6 +442,19 @@ mod tests {
         );
         assert!(rules().is_opt_out(" Stop! "));
         assert!(!rules().is_opt_out("stop it"));
+        // Written so that it only looks like the word: full-width letters,
+        // zero-width characters inside or after it, a soft hyphen.
+        for text in [
+            "ＳＴＯＰ",
+            "S\u{200B}TOP",
+            "STOP\u{200B}",
+            "\u{FEFF}stop",
+            "st\u{00AD}op",
+            "Ｓtop\u{2060}!",
+        ] {
+            assert!(rules().is_opt_out(text), "{text:?}");
+        }
+        assert!(!rules().is_opt_out("\u{200B}"));
     }
 
     #[test]

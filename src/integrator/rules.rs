@@ -56,11 +56,9 @@ impl Rules {
     }
 
     /// Whether `text` is one of the opt-out keywords (the whole message,
-    /// any case, surrounding spaces and punctuation aside).
+    /// any case, as `partners::encore::words::opt_out_word` reads it).
     pub fn is_opt_out(&self, text: &str) -> bool {
-        let word = text
-            .trim_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation())
-            .to_lowercase();
+        let word = crate::partners::encore::words::opt_out_word(text);
         !word.is_empty() && self.opt_out_keywords.contains(&word)
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::Config;
-use crate::conversation::{AnyThreads, Held, KeepPlan, SlotPlan};
+use crate::conversation::{AnyThreads, Held, KeepPlan, NoSlot, SlotPlan};
 use crate::layers::rate_limit::{AnyPermits, Decision, LimitPlan};
 use crate::state::{AlsoAsk, AlsoSaid};
 
@@ -44,11 +44,11 @@ impl Plan {
 }
 
 /// The thread cap's answer, given with the claim: the slot taken (the first
-/// of the call's layers to find it takes it), or the thread at its cap.
+/// of the call's layers to find it takes it), or none for the thread.
 #[derive(Clone)]
 pub enum SlotDecided {
     Taken(Arc<Mutex<Option<Held>>>),
-    AtCap,
+    Refused(NoSlot),
 }
 
 /// The caller's decision, and on a permit the first try's quota's.
@@ -98,10 +98,10 @@ impl Admit {
         let route = req.route();
         let notes = req.extensions.get_or_insert_with(Box::default);
         match (plan.slot, said.slot) {
-            (Some(plan), Some(true)) => {
+            (Some(plan), Some(Ok(()))) => {
                 notes.insert(SlotDecided::Taken(Arc::new(Mutex::new(Some(plan.taken())))))
             }
-            (Some(_), Some(false)) => notes.insert(SlotDecided::AtCap),
+            (Some(_), Some(Err(why))) => notes.insert(SlotDecided::Refused(why)),
             _ => {}
         }
         if let (AnyPermits::Fleet(p), Some(limit)) = (&*self.permits, said.limit) {
@@ -126,15 +126,15 @@ impl KeepWithFinish {
 
 impl SlotDecided {
     /// The thread cap's answer for this call, if the claim gave one:
-    /// `Some(Some(held))` a slot, `Some(None)` the cap reached.
-    pub fn take(req: &ProxyRequest) -> Option<Option<Held>> {
+    /// `Some(Ok(held))` a slot, `Some(Err(why))` none.
+    pub fn take(req: &ProxyRequest) -> Option<Result<Held, NoSlot>> {
         match req.extensions.as_ref()?.get::<SlotDecided>()? {
-            SlotDecided::AtCap => Some(None),
+            SlotDecided::Refused(why) => Some(Err(*why)),
             SlotDecided::Taken(held) => held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
-                .map(Some),
+                .map(Ok),
         }
     }
 }

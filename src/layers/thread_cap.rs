@@ -1,8 +1,9 @@
 //! The per-thread cap on the offers route, from the Encore doc: a thread (a
 //! `clientId` and `chatId`) gets at most `[encore.integrator] thread_cap`
-//! offers over `thread_window_ms`. Past the cap the caller gets
-//! `{"success":true,"offer":null}` with `x-offergate-skipped: thread_cap`,
-//! and the partner is not called.
+//! offers over `thread_window_ms`, and none once it opted out. Past the cap
+//! (or opted out) the caller gets `{"success":true,"offer":null}` with
+//! `x-offergate-skipped: thread_cap` (or `opted_out`), and the partner is
+//! not called.
 //!
 //! A slot is taken before the call and given back unless an offer was
 //! served, then kept for that offer's link (which `unsent` can free), all
@@ -26,7 +27,7 @@ use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
 use crate::call::route::Route;
-use crate::conversation::{AnyThreads, Threads};
+use crate::conversation::{skip_reason, AnyThreads, NoSlot, Threads};
 use crate::metrics::Metrics;
 use crate::state::fleet::Unavailable;
 
@@ -61,21 +62,24 @@ impl ThreadCapLayer {
     pub fn new(metrics: &Metrics, threads: Arc<AnyThreads>) -> Result<ThreadCapLayer, Problem> {
         let skipped = metrics.counter_vec(
             "offergate_skipped_total",
-            "Calls answered without an offer by an integrator rule, by route and reason (thread_cap).",
+            "Calls answered without an offer by an integrator rule, by route and reason (thread_cap, opted_out).",
             &["route", "reason"],
         )?;
         Metrics::zeroed(
             &skipped,
-            &[&[Route::EncoreOffers.as_str()], &["thread_cap"]],
+            &[
+                &[Route::EncoreOffers.as_str()],
+                &["thread_cap", "opted_out"],
+            ],
         );
         Ok(ThreadCapLayer(Arc::new(Shared { threads, skipped })))
     }
 }
 
 impl Shared {
-    fn skip(&self) -> ProxyResponse {
+    fn skip(&self, why: NoSlot) -> ProxyResponse {
         self.skipped
-            .with_label_values(&[Route::EncoreOffers.as_str(), "thread_cap"])
+            .with_label_values(&[Route::EncoreOffers.as_str(), skip_reason(why)])
             .inc();
         let mut resp = ProxyResponse::json(
             StatusCode::OK,
@@ -83,7 +87,7 @@ impl Shared {
         );
         resp.headers.insert(
             X_OFFERGATE_SKIPPED.clone(),
-            HeaderValue::from_static("thread_cap"),
+            HeaderValue::from_static(skip_reason(why)),
         );
         resp.outcome = Outcome::Rejected;
         resp
@@ -110,8 +114,8 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 None => this.threads.reserve(thread).await,
             };
             let held = match reserved {
-                Ok(Some(held)) => held,
-                Ok(None) => return Ok(this.skip()),
+                Ok(Ok(held)) => held,
+                Ok(Err(why)) => return Ok(this.skip(why)),
                 Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
             };
             let mut result = self.next.call(req).await;

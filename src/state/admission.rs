@@ -48,9 +48,9 @@ pub struct KeepAsk<'a> {
 /// What the rest said, when the claim led.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AlsoSaid {
-    /// `Some(true)`: the slot is taken; `Some(false)`: the thread is at its
-    /// cap (the limits were not asked); `None`: not asked.
-    pub slot: Option<bool>,
+    /// `Some(Ok(()))`: the slot is taken; `Some(Err(why))`: none for the
+    /// thread (the limits were not asked); `None`: not asked.
+    pub slot: Option<Result<(), super::NoSlot>>,
     /// `None`: not asked (or not reached).
     pub limit: Option<Limit>,
 }
@@ -117,8 +117,9 @@ impl Redis {
         let (slot, limit) = match items.as_slice() {
             [Value::Int(0), Value::Int(slot), pause, wait, then] => (
                 match slot {
-                    1 => Some(true),
-                    0 => Some(false),
+                    1 => Some(Ok(())),
+                    0 => Some(Err(super::NoSlot::Cap)),
+                    2 => Some(Err(super::NoSlot::OptedOut)),
                     _ => None,
                 },
                 match pause {

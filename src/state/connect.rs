@@ -314,6 +314,7 @@ pub(super) async fn connect_until_connected(
                     );
                     report_health(&inner, true, "connected");
                 }
+                check_eviction_policy(&mut conn.clone()).await;
                 return watch_health(&connector, conn, master, inner, timeout).await;
             }
             Err(e) => {
@@ -325,6 +326,46 @@ pub(super) async fn connect_until_connected(
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Reads Redis's `maxmemory-policy` (`CONFIG GET`, else `INFO memory`;
+/// an ACL may refuse both) and warns when Redis may evict what offergate
+/// keeps: under `allkeys-*` anything, opt-outs included; under `volatile-*`
+/// the answers and locks idempotency keeps (opt-outs have no expiry, so
+/// it cannot take them). `noeviction` is what offergate needs.
+async fn check_eviction_policy(conn: &mut Conn) {
+    let policy = match redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async::<Vec<String>>(conn)
+        .await
+    {
+        Ok(pair) => pair.get(1).cloned(),
+        Err(_) => redis::cmd("INFO")
+            .arg("memory")
+            .query_async::<String>(conn)
+            .await
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+                    .map(|p| p.trim().to_string())
+            }),
+    };
+    match policy.as_deref() {
+        Some("noeviction") => {}
+        Some(p) if p.starts_with("allkeys-") => tracing::warn!(
+            maxmemory_policy = p,
+            "Redis may evict any key when it is full, opt-outs included: set maxmemory-policy noeviction"
+        ),
+        Some(p) => tracing::warn!(
+            maxmemory_policy = p,
+            "Redis may evict stored answers and in-flight locks when it is full (a duplicate could reach the partner; opt-outs are safe): set maxmemory-policy noeviction"
+        ),
+        None => tracing::info!(
+            "could not read Redis's maxmemory-policy (CONFIG and INFO refused): offergate needs noeviction"
+        ),
     }
 }
 

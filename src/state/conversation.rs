@@ -8,6 +8,15 @@ use redis::Value;
 
 use super::{Redis, StateError};
 
+/// Why a thread gets no offer slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSlot {
+    /// `thread_cap` offers shown in the window already.
+    Cap,
+    /// The thread opted out.
+    OptedOut,
+}
+
 /// What the thread script is asked to do with a thread's offers.
 #[derive(Clone, Copy, Debug)]
 pub enum ThreadOp<'a> {
@@ -77,29 +86,26 @@ impl Redis {
     }
 
     /// Reads (and with `op`, changes) a thread's conversation (`keys`: its
-    /// hash, its offers set), kept `retention` after the change
-    /// (`opt_out_retention` once opted out).
+    /// hash, its offers set), kept `retention` after the change; once opted
+    /// out, without expiry (until the opt-in).
     pub async fn conversation(
         &self,
         keys: [&str; 2],
         op: ConversationOp,
         retention: Duration,
         window: Duration,
-        opt_out_retention: Duration,
     ) -> Result<Conversation, StateError> {
         let (mode, value) = match op {
             ConversationOp::Message(at) => ("message", at.to_string()),
             ConversationOp::Known => ("known", String::new()),
             ConversationOp::Opt(out) => ("opt", if out { "1" } else { "0" }.to_string()),
         };
-        let [r, w, o] =
-            [retention, window, opt_out_retention].map(|d| d.as_millis().max(1).to_string());
-        let args: [&[u8]; 5] = [
+        let [r, w] = [retention, window].map(|d| d.as_millis().max(1).to_string());
+        let args: [&[u8]; 4] = [
             mode.as_bytes(),
             value.as_bytes(),
             r.as_bytes(),
             w.as_bytes(),
-            o.as_bytes(),
         ];
         // Times move forward only, an opt-out is set, a read reads: repeatable.
         let reply = self.run_idempotent(5, &keys, &args).await?;

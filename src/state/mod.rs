@@ -19,7 +19,7 @@ mod redis;
 mod scripts;
 
 pub use admission::{AlsoAsk, AlsoSaid, KeepAsk, LimitAsk, SlotAsk};
-pub use conversation::{Conversation, ConversationOp, ThreadOp};
+pub use conversation::{Conversation, ConversationOp, NoSlot, ThreadOp};
 pub use decisions::{ClaimReply, Limit};
 pub use notices::Notice;
 pub use redis::{Redis, StateError, StateMetrics};

@@ -58,12 +58,14 @@ end
 }
 
 /// A thread's slot taken for a call, as a Lua function [`THREAD`] and
-/// [`ADMIT`] share: `reserve(offers, window ms, cap, slot member)` returns 1
-/// if a slot was free (now taken), 0 at the cap (0: no cap).
+/// [`ADMIT`] share: `reserve(offers, conversation, window ms, cap, slot
+/// member)` returns 1 if a slot was free (now taken), 0 at the cap (0: no
+/// cap), 2 if the thread opted out (nothing taken).
 macro_rules! reserve_fn {
     () => {
         r#"
-local function reserve(offers, window, cap, slot)
+local function reserve(offers, conversation, window, cap, slot)
+  if redis.call('HGET', conversation, 'oo') == '1' then return 2 end
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', offers, '-inf', now - tonumber(window))
@@ -94,7 +96,7 @@ pub const CLAIM: &str = concat!(
 /// limits are asked, emission and tolerance us for the caller, then for the
 /// quota. Returns the claim's reply when it does not lead; else `{0, slot,
 /// pause_ms, wait_us, quota_wait_us}` (slot: -1 not asked, 0 at the cap, 1
-/// taken; the limit's three -2 when not asked).
+/// taken, 2 opted out; the limit's three -2 when not asked).
 pub const ADMIT: &str = concat!(
     claim_fn!(),
     reserve_fn!(),
@@ -105,9 +107,9 @@ if c[1] ~= 0 then return c end
 local slot = -1
 local k = 3
 if ARGV[4] == '1' then
-  slot = reserve(KEYS[3], ARGV[5], ARGV[6], ARGV[7])
+  slot = reserve(KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7])
   k = 5
-  if slot == 0 then return {0, 0, -2, -2, -2} end
+  if slot ~= 1 then return {0, slot, -2, -2, -2} end
 end
 if ARGV[8] ~= '1' then return {0, slot, -2, -2, -2} end
 local l = limit(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
@@ -172,7 +174,7 @@ pub const LIMIT: &str = concat!(
 /// `r:<id>` for a slot whose call is under way, `l:<link>` for an offer
 /// shown; scores: Redis's clock, ms), its conversation hash. ARGV: the
 /// window in ms, the cap (0: none), a slot member, the mode, a link member.
-/// `reserve`: 1 if a slot was free (now taken), 0 at the cap. `release`:
+/// `reserve`: 1 if a slot was free (now taken), 0 at the cap, 2 opted out. `release`:
 /// the slot given back. `keep`: the slot becomes the offer with the link
 /// (one offer per link), the hash's last activity moves. `unsent`: the
 /// offer with the link removed, the offers left; -1 if there was none.
@@ -186,7 +188,7 @@ if mode == 'release' then
   return 1
 end
 if mode == 'keep' then return keep(KEYS[1], KEYS[2], ARGV[3], ARGV[5]) end
-if mode ~= 'unsent' then return reserve(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) end
+if mode ~= 'unsent' then return reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
@@ -201,7 +203,8 @@ return left
 
 /// A thread's conversation. KEYS: its hash (`li` last inbound, `la` last
 /// activity, `oo` opted out), its sorted set of offers. ARGV: the mode, a
-/// value, the retention in ms, the window in ms, an opt-out's retention.
+/// value, the retention in ms, the window in ms. An opted-out thread's hash
+/// has no expiry, so no `volatile-*` eviction policy can take it.
 /// `message` (value: the message's time) moves the times forward; `known`
 /// changes nothing; `opt` (value: 1 or 0) sets the opt-out. Returns
 /// `{li, la, oo, {member, score, ...}}` as they were before, with the
@@ -221,7 +224,7 @@ if mode == 'message' then
   if not la or tonumber(la) < at then redis.call('HSET', KEYS[1], 'la', ARGV[2]) end
 end
 if mode ~= 'known' then
-  if oo == '1' then redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  if oo == '1' then redis.call('PERSIST', KEYS[1])
   else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 end
 local t = redis.call('TIME')

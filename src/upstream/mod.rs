@@ -277,6 +277,7 @@ mod tests {
 [encore]
 base_url = "http://127.0.0.1:9/enc"
 api_key_env = "KEY"
+chat_id = "as_sent"
 [besitos]
 base_url = "http://127.0.0.1:9"
 [[besitos.partners]]

@@ -314,7 +314,7 @@ mod tests {
 
     fn client(addr: std::net::SocketAddr, idle_timeout: Duration) -> PartnerClient {
         let toml = format!(
-            "[encore]\nbase_url = \"http://{addr}\"\napi_key_env = \"K\"\n\
+            "[encore]\nbase_url = \"http://{addr}\"\napi_key_env = \"K\"\nchat_id = \"as_sent\"\n\
              [besitos]\nbase_url = \"http://{addr}\"\n\
              [[besitos.partners]]\nid = \"p\"\ntoken_env = \"K\"\n"
         );

@@ -134,3 +134,140 @@ async fn the_eligibility_endpoint_takes_a_long_thread_and_is_a_route_of_its_own(
     assert!(metrics
         .contains(r#"offergate_request_duration_seconds_count{route="encore_eligibility"} 1"#));
 }
+
+/// An opt-out lasts until the opt-in, as the shipped configuration runs:
+/// one sent before the thread has any message (a platform back-filling its
+/// list), the default keywords however they are written, on the offers
+/// route as on the messages endpoint, across a restart on the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_lasts_until_the_opt_in_across_a_restart_and_on_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("threads.redb");
+    let env = [("OFFERGATE_STATE__THREAD_FILE", file.to_str().unwrap())];
+    let now = offergate::call::clock::wall_ms();
+    let on = |chat: &str, id: &str, text: &str, at: i64| {
+        let mut m = message(id, at);
+        m["chatId"] = json!(chat);
+        m["text"] = json!(text);
+        m
+    };
+    let offer_body = |chat: &str| {
+        json!({"clientId": "client-42", "chatId": chat,
+               "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}})
+    };
+
+    let mut f = Fleet::start(&env, None).await;
+    // Back-filled: no message yet on this thread.
+    let out = f
+        .post(
+            "/offergate/v1/encore/opt-out",
+            &json!({"clientId": "client-42", "chatId": "listed"}),
+        )
+        .await;
+    assert_eq!(out.json(), json!({"opted_out": true}));
+    // A default keyword, written in full-width letters with a zero-width
+    // space: the thread opts out.
+    let stop = f
+        .post(
+            MESSAGES,
+            &on("typed", "wamid.s1", "ＳＴ\u{200B}ＯＰ", now - 60_000),
+        )
+        .await
+        .json();
+    assert_eq!(
+        (stop["decision"].as_str(), stop["reason"].as_str()),
+        (Some("skip"), Some("opted_out"))
+    );
+    // The offers route refuses both threads, without calling Encore.
+    for chat in ["listed", "typed"] {
+        let answer = f
+            .post("/encore/publisher/sdk/v1/offers/message", &offer_body(chat))
+            .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["offer"], serde_json::Value::Null);
+        assert_eq!(answer.headers["x-offergate-skipped"], "opted_out");
+    }
+    assert_eq!(f.partner_calls().await, 0);
+    signal(&f.gw.0, "TERM");
+    assert!(exit_of(&mut f.gw.0, Duration::from_secs(10)).success());
+    drop(f);
+
+    // The next process on the same file: both still opted out, 13 h later,
+    // on a first message too; an opt-in gives offers again.
+    let f = Fleet::start(&env, None).await;
+    for (chat, id) in [("listed", "wamid.l1"), ("typed", "wamid.s2")] {
+        let v = f.post(MESSAGES, &on(chat, id, "hi", now)).await.json();
+        assert_eq!(
+            (v["decision"].as_str(), v["reason"].as_str()),
+            (Some("skip"), Some("opted_out")),
+            "{chat}"
+        );
+    }
+    let back = f
+        .post(
+            "/offergate/v1/encore/opt-in",
+            &json!({"clientId": "client-42", "chatId": "listed"}),
+        )
+        .await;
+    assert_eq!(back.json(), json!({"opted_out": false}));
+    let answer = f
+        .post(
+            "/encore/publisher/sdk/v1/offers/message",
+            &offer_body("listed"),
+        )
+        .await;
+    assert!(answer.json()["offer"]["clickUrl"].is_string());
+    assert_eq!(f.partner_calls().await, 1);
+}
+
+/// What Encore receives as `chatId` from the shipped configuration: never
+/// the caller's (here a WhatsApp phone number), but its keyed pseudonym, the
+/// same from the offers route and the conversation endpoint and from every
+/// replica with the same key; `chat_id = "as_sent"` sends the caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encore_never_receives_an_end_users_phone_number() {
+    let phone_chat = "106540352242922:14155551234";
+    let last_chat_id = |f: &Fleet| {
+        let req = http::Request::get(format!(
+            "http://{}/__sim/last?route=encore_offers",
+            f.sim_addr
+        ))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+        let client = f.client.clone();
+        async move {
+            let last = send_with(&client, req).await.json();
+            let body: serde_json::Value =
+                serde_json::from_str(last["body"].as_str().unwrap()).unwrap();
+            body["chatId"].as_str().unwrap().to_string()
+        }
+    };
+    let a = Fleet::start(&[], None).await;
+    let b = Fleet::start(&[], None).await;
+    let offer = json!({"clientId": "client-42", "chatId": phone_chat,
+        "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}});
+    assert_eq!(
+        a.post("/encore/publisher/sdk/v1/offers/message", &offer)
+            .await
+            .status,
+        200
+    );
+    let mut m = message("wamid.p1", offergate::call::clock::wall_ms());
+    m["chatId"] = json!(phone_chat);
+    assert_eq!(b.post(MESSAGES, &m).await.json()["decision"], "offer");
+    let (from_a, from_b) = (last_chat_id(&a).await, last_chat_id(&b).await);
+    assert!(
+        from_a.starts_with("og_") && !from_a.contains("1415555"),
+        "{from_a}"
+    );
+    assert_eq!(
+        from_a, from_b,
+        "one thread is one id at Encore, on every replica"
+    );
+    drop((a, b));
+
+    let raw = Fleet::start(&[("OFFERGATE_ENCORE__CHAT_ID", "as_sent")], None).await;
+    raw.post("/encore/publisher/sdk/v1/offers/message", &offer)
+        .await;
+    assert_eq!(last_chat_id(&raw).await, phone_chat);
+}

@@ -35,10 +35,20 @@ async fn encore_answer_is_the_partners_byte_for_byte_with_our_key() {
         .as_str()
         .unwrap()
         .starts_with("https://link.encorekit.com/"));
+    // Untouched but for chatId, which Encore gets as its keyed pseudonym.
+    let chat = "8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d";
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, CHAT_ID_KEY.as_bytes()),
+        chat.as_bytes(),
+    );
+    let hex: String = tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(
-        seen.body,
-        ENCORE_BODY.as_bytes(),
-        "the body is forwarded untouched"
+        String::from_utf8_lossy(&seen.body),
+        ENCORE_BODY.replace(chat, &format!("og_{hex}")),
+        "the body is forwarded untouched but for its chatId"
     );
     let keys: Vec<_> = seen.headers.get_all("x-api-key").iter().collect();
     assert_eq!(keys, [KEY], "exactly the configured key");

@@ -6,7 +6,9 @@
 //! the binary on PATH, and `<!-- example: not run here: why -->` names why
 //! it cannot run in a test (a Docker daemon, a cluster, root). A block without
 //! a marker fails the test. Where a block shows its answer (`# {...}`), the
-//! answer's plain values must match.
+//! answer's plain values must match. The Python webhook handler
+//! (`<!-- example: python webhook -->`) runs against a demo with webhooks
+//! delivered once, again, and many times at once.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,13 +23,18 @@ struct Block {
 }
 
 fn blocks() -> Vec<Block> {
+    blocks_in("sh")
+}
+
+/// The README's fenced blocks of `language`, with their markers.
+fn blocks_in(language: &str) -> Vec<Block> {
     let text =
         std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim() == "```sh" {
+        if lines[i].trim() == format!("```{language}") {
             let indent = lines[i].len() - lines[i].trim_start().len();
             let marker = lines[..i]
                 .iter()
@@ -236,5 +243,70 @@ fn find(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
             .or_else(|| m.values().find_map(|x| find(x, key))),
         serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key)),
         _ => None,
+    }
+}
+
+/// What the Python handler's caller provides, around it; then webhooks as
+/// Meta delivers them: once, again, twice and ten times at once, a STOP.
+const PYTHON_HARNESS: &str = r#"
+import sys, threading, time, requests
+sent, lock = [], threading.Lock()
+def send_text(to, text):
+    with lock:
+        sent.append((to, text))
+CLIENT_ID = "client-42"
+def user_country(wa_id): return "US"
+REPLY = "Thanks! We will get back to you."
+def client_auto_reply(): return REPLY
+HANDLER
+def deliver(msg_id, user, text="hi", times=1):
+    value = {"metadata": {"phone_number_id": "106540352242922"}}
+    msg = {"from": user, "id": msg_id, "timestamp": str(int(time.time())), "type": "text", "text": {"body": text}}
+    ts = [threading.Thread(target=on_whatsapp_message, args=(value, msg)) for _ in range(times)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+def sends(user):
+    return [text for to, text in sent if to == user]
+deliver("wamid.A1", "14155550001")
+assert len(sends("14155550001")) == 2 and "https://link.encorekit.com/" in sends("14155550001")[0] and sends("14155550001")[1] == REPLY, sent
+deliver("wamid.A1", "14155550001")
+assert len(sends("14155550001")) == 2, "a redelivery sends nothing"
+deliver("wamid.A2", "14155550001")
+assert sends("14155550001")[2:] == [REPLY], "mid-thread: the reply only"
+deliver("wamid.B1", "14155550002", times=2)
+assert len(sends("14155550002")) == 2 and sends("14155550002")[1] == REPLY, sends("14155550002")
+deliver("wamid.C1", "14155550003", times=10)
+assert len(sends("14155550003")) == 2, sends("14155550003")
+deliver("wamid.D1", "14155550004", text="STOP")
+assert sends("14155550004") == [REPLY], sends("14155550004")
+print("ok", len(sent))
+"#;
+
+#[test]
+fn the_python_webhook_handler_sends_one_offer_and_one_reply_per_message() {
+    let handlers = blocks_in("python");
+    let handler = handlers
+        .iter()
+        .find(|b| b.marker == "python webhook")
+        .expect("README.md has the Python webhook handler");
+    let d = demo();
+    let code = PYTHON_HARNESS.replace("HANDLER", &handler.code.replace("127.0.0.1:8787", &d.1[0]));
+    let out = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .expect("python3 runs (tests/run installs requests)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok 8",
+        "README.md line {}: {}\n{stdout}",
+        handler.line,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for b in &handlers {
+        assert!(
+            b.marker == "python webhook",
+            "README.md line {}: a Python example needs a marker",
+            b.line
+        );
     }
 }

@@ -852,3 +852,92 @@ impl Shared for StateLines {
         self.0.clone()
     }
 }
+
+/// An opt-out on a fleet is kept where every replica reads it, or refused so
+/// the platform retries: never kept in one replica's memory under
+/// `fail_open`. Kept without expiry, it survives Redis evicting under
+/// `volatile-lru` (the managed services' default), which takes every key
+/// with a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opt_out_is_kept_by_redis_through_eviction_or_refused_when_it_cannot_be() {
+    use crate::redis_server::redis_cli;
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let now = offergate::call::clock::wall_ms();
+    let thread = |chat: &str| serde_json::json!({"clientId": "client-42", "chatId": chat});
+    let out = post_path(&a.gw, "/offergate/v1/encore/opt-out", &thread("kept")).await;
+    assert_eq!(out.json(), serde_json::json!({"opted_out": true}));
+    let keys = redis_cli(redis.addr, &["--scan", "--pattern", "*conversation*"]).unwrap();
+    let key = keys.lines().next().expect("the thread's conversation key");
+    assert_eq!(
+        redis_cli(redis.addr, &["PTTL", key]).unwrap().trim(),
+        "-1",
+        "an opted-out thread has no expiry"
+    );
+
+    // Redis full under volatile-lru: it evicts what has a TTL.
+    let used: u64 = redis_cli(redis.addr, &["INFO", "memory"])
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let limit = (used + 2 * 1024 * 1024).to_string();
+    redis_cli(redis.addr, &["CONFIG", "SET", "maxmemory", &limit]).unwrap();
+    redis_cli(
+        redis.addr,
+        &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"],
+    )
+    .unwrap();
+    let fill = "for i = 1, 500 do redis.call('SET', KEYS[1] .. i, string.rep('x', 1000), 'PX', 600000) end return 1";
+    for n in 0..20 {
+        let prefix = format!("fill:{n}:");
+        redis_cli(redis.addr, &["EVAL", fill, "1", &prefix]).unwrap();
+    }
+    let evicted: u64 = redis_cli(redis.addr, &["INFO", "stats"])
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(evicted > 1_000, "Redis evicted ({evicted} keys)");
+    let mut later = message("wamid.k1", now);
+    later["chatId"] = serde_json::json!("kept");
+    let v = post_path(&b.0, "/offergate/v1/encore/messages", &later)
+        .await
+        .json();
+    assert_eq!(v["reason"], "opted_out", "{v}");
+    redis_cli(redis.addr, &["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+
+    // Redis stalls: an opt-out is refused (503, retry), not kept here only.
+    redis.freeze(true);
+    let refused = post_path(&a.gw, "/offergate/v1/encore/opt-out", &thread("stalled")).await;
+    let mut stop = message("wamid.s1", now);
+    stop["chatId"] = serde_json::json!("stalled-2");
+    stop["text"] = serde_json::json!("STOP");
+    let stop_refused = post_path(&a.gw, "/offergate/v1/encore/messages", &stop).await;
+    redis.freeze(false);
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "state_unavailable");
+    assert_eq!(stop_refused.status, 503, "{:?}", stop_refused.body);
+    until_connected(&a.gw).await;
+    // Retried once Redis answers: kept, and the other replica sees both.
+    let out = post_path(&a.gw, "/offergate/v1/encore/opt-out", &thread("stalled")).await;
+    assert_eq!(out.status, 200);
+    let again = post_path(&a.gw, "/offergate/v1/encore/messages", &stop).await;
+    assert_eq!(again.json()["reason"], "opted_out");
+    for (chat, id) in [("stalled", "wamid.x1"), ("stalled-2", "wamid.x2")] {
+        let mut m = message(id, now + 1_000);
+        m["chatId"] = serde_json::json!(chat);
+        let v = post_path(&b.0, "/offergate/v1/encore/messages", &m)
+            .await
+            .json();
+        assert_eq!(v["reason"], "opted_out", "{chat}: {v}");
+    }
+    assert_eq!(a.calls(Route::EncoreOffers), 0);
+    b.0.shutdown().await;
+    a.stop().await;
+}

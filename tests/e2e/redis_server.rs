@@ -97,7 +97,7 @@ pub struct SecureRedis {
 
 /// The README's minimal ACL for offergate's user, its key prefix, every
 /// command its scripts run, and the connection's own.
-pub const MINIMAL_ACL: &str = "on >s3cret-pw ~offergate:* &offergate:* -@all +ping +hello +auth +evalsha +eval +script|load +get +set +del +pttl +time +zadd +zrem +zscore +zcard +zrange +zremrangebyscore +pexpire +hget +hset +publish +subscribe +unsubscribe";
+pub const MINIMAL_ACL: &str = "on >s3cret-pw ~offergate:* &offergate:* -@all +ping +hello +auth +evalsha +eval +script|load +get +set +del +pttl +time +zadd +zrem +zscore +zcard +zrange +zremrangebyscore +pexpire +persist +hget +hset +publish +subscribe +unsubscribe";
 
 impl SecureRedis {
     pub async fn start() -> SecureRedis {

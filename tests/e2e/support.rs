@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const KEY: &str = "pk_test_configured_key";
 pub const TOKEN: &str = "configured-besitos-token";
 pub const PARTNER: &str = "eafLst9T";
+/// The key of the pseudonym Encore gets as `chatId`, in every test config.
+pub const CHAT_ID_KEY: &str = "test-chat-id-key-0123456789";
 
 /// The shipped `config/offergate.toml`.
 pub fn shipped_config() -> String {
@@ -38,7 +40,11 @@ pub fn shipped_config_in(dir: &std::path::Path, key: &str, token: &str) -> Strin
     );
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
-    for (name, value) in [("encore_api_key", key), ("besitos_token", token)] {
+    for (name, value) in [
+        ("encore_api_key", key),
+        ("besitos_token", token),
+        ("chat_id_key", CHAT_ID_KEY),
+    ] {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -98,6 +104,7 @@ access_log = false
 [encore]
 base_url = "{sim_origin}"
 api_key_env = "TEST_ENCORE_KEY"
+chat_id_key_env = "TEST_CHAT_ID_KEY"
 [besitos]
 base_url = "{sim_origin}"
 [[besitos.partners]]
@@ -108,6 +115,7 @@ token_env = "TEST_BESITOS_TOKEN"
     );
     let env = MapEnv::from([
         ("TEST_ENCORE_KEY", KEY),
+        ("TEST_CHAT_ID_KEY", CHAT_ID_KEY),
         ("TEST_BESITOS_TOKEN", TOKEN),
         ("TEST_INBOUND_TOKEN", "caller-token-123"),
     ]);

@@ -152,13 +152,18 @@ access_log = false
 [encore]
 base_url = "http://127.0.0.1:9"
 api_key_env = "KEY"
+chat_id_key_env = "CHAT_ID_KEY"
 [besitos]
 base_url = "http://127.0.0.1:9"
 [[besitos.partners]]
 id = "eafLst9T"
 token_env = "TOKEN"
 "#;
-    let env = MapEnv::from([("KEY", "pk_test_stack"), ("TOKEN", "stack-token")]);
+    let env = MapEnv::from([
+        ("KEY", "pk_test_stack"),
+        ("TOKEN", "stack-token"),
+        ("CHAT_ID_KEY", "stack-chat-id-key-0123"),
+    ]);
     let mut c = Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}"));
     // In memory: the tests run side by side.
     c.state.thread_file = None;

@@ -46,6 +46,41 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
         None => Some(crate::partners::encore::LINK_HOST.to_string()),
         Some(h) => p.check("encore.offer_link_host", host_name(h)),
     };
+    let modes = [
+        ("pseudonym", ChatIdMode::Pseudonym),
+        ("as_sent", ChatIdMode::AsSent),
+    ];
+    let chat_id = p.check(
+        "encore.chat_id",
+        choice(r.chat_id.as_deref().unwrap_or("pseudonym"), &modes),
+    );
+    let chat_id_key = match chat_id {
+        Some(ChatIdMode::Pseudonym) => p
+            .check(
+                "encore",
+                Secret::load(
+                    "encore.chat_id_key",
+                    r.chat_id_key_env.as_deref(),
+                    r.chat_id_key_file.as_deref(),
+                    env,
+                )
+                .map_err(|e| {
+                    crate::call::problem::Problem(format!(
+                        "{e}: the key of the pseudonym Encore gets as chatId (the same on every replica; or chat_id = \"as_sent\")"
+                    ))
+                }),
+            )
+            .inspect(|key| {
+                if key.expose().len() < 16 {
+                    p.push("encore.chat_id_key: at least 16 characters (a random secret, e.g. `openssl rand -hex 32`)".into());
+                }
+            })
+            .map(Some),
+        // A key given anyway is not read: the mode can be switched by an
+        // override alone.
+        Some(ChatIdMode::AsSent) => Some(None),
+        None => None,
+    };
     let (upstream, resilience) = route?;
     Some(EncoreConfig {
         upstream,
@@ -53,6 +88,8 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
         api_key: api_key?,
         offer_link_host: offer_link_host?,
         integrator: integrator?,
+        chat_id: chat_id?,
+        chat_id_key: chat_id_key?,
     })
 }
 
@@ -66,6 +103,9 @@ pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<B
     }
     if r.offer_link_host.is_some() {
         p.push("besitos.offer_link_host: not a key of [besitos] (offers are Encore's)".into());
+    }
+    if r.chat_id.is_some() || r.chat_id_key_env.is_some() || r.chat_id_key_file.is_some() {
+        p.push("besitos.chat_id: not a key of [besitos] (chatId is Encore's)".into());
     }
     if r.api_key_env.is_some() || r.api_key_file.is_some() {
         p.push("besitos.api_key_env/api_key_file: not keys of [besitos]; each [[besitos.partners]] has token_env or token_file".into());
@@ -235,7 +275,7 @@ fn integrator(r: Option<&RawIntegrator>, p: &mut Problems) -> Option<IntegratorC
                 "encore.integrator.opt_out_keywords[{i}]: must be 1 to 64 characters of text"
             ));
         } else {
-            keywords.push(word.to_lowercase());
+            keywords.push(crate::partners::encore::words::opt_out_word(word));
         }
     }
     Some(IntegratorConfig {

@@ -6,9 +6,11 @@
 //! `clientId`.
 
 mod bcp47;
+pub mod chat_id;
 pub mod compose;
 mod country;
 pub mod links;
+pub mod words;
 
 pub use bcp47::is_well_formed as is_bcp47;
 pub use country::is_iso3166_alpha2;

@@ -1,0 +1,87 @@
+//! What Encore receives as `chatId`. A platform's natural chat id is often
+//! an end user's phone number (WhatsApp's `wa_id`); with `[encore] chat_id
+//! = "pseudonym"` (the default) Encore gets a keyed pseudonym of it instead:
+//! the same chat id and key give the same pseudonym on every replica and
+//! after every restart, so one conversation is still one `chatId` at Encore.
+
+use ring::hmac;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// `og_` and 32 hex digits of HMAC-SHA-256(`key`, `chat_id`).
+pub fn pseudonym(key: &[u8], chat_id: &str) -> String {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), chat_id.as_bytes());
+    let mut out = String::with_capacity(3 + 32);
+    out.push_str("og_");
+    for b in &tag.as_ref()[..16] {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// `body` (an offers request that passed the check, so its top-level
+/// `chatId` is a string and every key appears once) with that string
+/// replaced by `chat_id`, an ASCII token; every other byte as sent. `None`
+/// if the body has no such field.
+pub fn with_chat_id(body: &[u8], chat_id: &str) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct At<'a> {
+        #[serde(rename = "chatId", borrow)]
+        chat_id: &'a RawValue,
+    }
+    let at: At<'_> = serde_json::from_slice(body).ok()?;
+    let raw = at.chat_id.get();
+    // The raw value is a slice of `body`: where it lies is where it starts.
+    let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(raw.len()).filter(|e| *e <= body.len())?;
+    if !raw.starts_with('"')
+        || !chat_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + chat_id.len());
+    out.extend_from_slice(&body[..start]);
+    out.push(b'"');
+    out.extend_from_slice(chat_id.as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(&body[end..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pseudonym_is_keyed_and_stable() {
+        let a = pseudonym(b"0123456789abcdef", "106540352242922:14155551234");
+        assert_eq!(
+            a,
+            pseudonym(b"0123456789abcdef", "106540352242922:14155551234")
+        );
+        assert_ne!(
+            a,
+            pseudonym(b"another key 0000", "106540352242922:14155551234")
+        );
+        assert_ne!(
+            a,
+            pseudonym(b"0123456789abcdef", "106540352242922:14155551235")
+        );
+        assert!(a.starts_with("og_") && a.len() == 35 && !a.contains("1415555"));
+    }
+
+    #[test]
+    fn only_the_chat_id_changes() {
+        let body = br#"{ "clientId":"c", "chatId" : "wa:1\u0031x", "attributes":{"chatId":"inner","countryCode":"US"}}"#;
+        let out = with_chat_id(body, "og_ab").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{ "clientId":"c", "chatId" : "og_ab", "attributes":{"chatId":"inner","countryCode":"US"}}"#
+        );
+        assert_eq!(with_chat_id(br#"{"clientId":"c"}"#, "og_ab"), None);
+        assert_eq!(with_chat_id(br#"{"chatId":"x"}"#, "a\"b"), None);
+    }
+}
