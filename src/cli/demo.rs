@@ -6,7 +6,7 @@ use crate::call::problem::Problem;
 use std::net::SocketAddr;
 
 use crate::app::gateway::Gateway;
-use crate::config::{Config, ConfigError, MapEnv, Secret};
+use crate::config::{Config, ConfigError, Env, MapEnv, Secret};
 use crate::simulator::{SimConfig, Simulator};
 
 /// The demo's Encore key; the simulator in the demo accepts exactly this.
@@ -47,23 +47,118 @@ pub fn config_on(
     simulator: SocketAddr,
     redis_url: Option<&str>,
 ) -> Result<Config, ConfigError> {
-    let state = redis_url.map_or(String::new(), |url| {
-        format!("[state]\nbackend = \"redis\"\nredis_url = \"{url}\"\n")
-    });
-    let toml = format!(
-        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin_listen}\"\nshutdown_grace_ms = 2000\n\
-         [encore]\nbase_url = \"http://{simulator}\"\napi_key_env = \"DEMO_ENCORE_KEY\"\nchat_id_key_env = \"DEMO_CHAT_ID_KEY\"\n\
-         [besitos]\nbase_url = \"http://{simulator}\"\n\
-         [[besitos.partners]]\nid = \"{BESITOS_PARTNER}\"\ntoken_env = \"DEMO_BESITOS_TOKEN\"\n{state}"
+    let mut config = demo_of(
+        toml::Table::new(),
+        listen,
+        admin_listen,
+        simulator,
+        redis_url,
+    )?;
+    // Without a file, the demo keeps its conversations in memory: it
+    // leaves no file behind (its banner says what that forgets).
+    config.state.thread_file = None;
+    Ok(config)
+}
+
+/// The demo with the settings of the config file `text` (`demo -c`): the
+/// integrator rules, limits, resilience, idempotency, state and thread file
+/// as the file says, but the partners are the simulator with the demo
+/// credentials, the addresses are the command line's, and no inbound or
+/// admin token is asked for (it listens where the flags say, loopback by
+/// default). `OFFERGATE_*` overrides apply as for `run`.
+pub fn config_from_file(
+    text: &str,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    simulator: SocketAddr,
+    redis_url: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::one(format!("not TOML: {e}")))?;
+    demo_of(doc, listen, admin_listen, simulator, redis_url)
+}
+
+/// `doc`'s table `name`, made (or made a table) if it is not one.
+fn section<'a>(doc: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+    let entry = doc
+        .entry(name.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    match entry {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("made a table above"),
+    }
+}
+
+/// `doc` with the demo's partners, addresses and credentials put in.
+fn demo_of(
+    mut doc: toml::Table,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    simulator: SocketAddr,
+    redis_url: Option<&str>,
+) -> Result<Config, ConfigError> {
+    use toml::Value;
+    let server = section(&mut doc, "server");
+    server.insert("listen".into(), Value::String(listen.to_string()));
+    server.insert(
+        "admin_listen".into(),
+        Value::String(admin_listen.to_string()),
     );
-    let env = MapEnv::from([
+    server
+        .entry("shutdown_grace_ms")
+        .or_insert(Value::Integer(2000));
+    for key in [
+        "inbound_token_env",
+        "inbound_token_file",
+        "admin_token_env",
+        "admin_token_file",
+    ] {
+        server.remove(key);
+    }
+    let simulator = Value::String(format!("http://{simulator}"));
+    let encore = section(&mut doc, "encore");
+    encore.insert("base_url".into(), simulator.clone());
+    for key in ["api_key_file", "chat_id_key_file"] {
+        encore.remove(key);
+    }
+    encore.insert(
+        "api_key_env".into(),
+        Value::String("DEMO_ENCORE_KEY".into()),
+    );
+    encore.insert(
+        "chat_id_key_env".into(),
+        Value::String("DEMO_CHAT_ID_KEY".into()),
+    );
+    let besitos = section(&mut doc, "besitos");
+    besitos.insert("base_url".into(), simulator);
+    let mut partner = toml::Table::new();
+    partner.insert("id".into(), Value::String(BESITOS_PARTNER.into()));
+    partner.insert(
+        "token_env".into(),
+        Value::String("DEMO_BESITOS_TOKEN".into()),
+    );
+    besitos.insert("partners".into(), Value::Array(vec![Value::Table(partner)]));
+    if let Some(url) = redis_url {
+        let state = section(&mut doc, "state");
+        state.insert("backend".into(), Value::String("redis".into()));
+        state.insert("redis_url".into(), Value::String(url.into()));
+    }
+    let mut env = MapEnv::from([
         ("DEMO_ENCORE_KEY", ENCORE_KEY),
         ("DEMO_CHAT_ID_KEY", CHAT_ID_KEY),
         ("DEMO_BESITOS_TOKEN", BESITOS_TOKEN),
     ]);
-    let mut config = Config::from_toml(&toml, &env)?;
-    // A demo keeps its conversations in memory: it leaves no file behind.
-    config.state.thread_file = None;
+    // The process's own overrides and the variables the state directory
+    // is found by, as `run` reads them.
+    for (k, v) in crate::config::ProcessEnv.all() {
+        env.0.entry(k).or_insert(v);
+    }
+    let text = toml::to_string(&doc).map_err(|e| ConfigError::one(e.to_string()))?;
+    let mut config = Config::from_toml(&text, &env)?;
     config.encore.api_key = Secret::builtin(ENCORE_KEY);
     config.encore.chat_id_key = Some(Secret::builtin(CHAT_ID_KEY));
     for token in config.besitos.partners.values_mut() {
@@ -77,19 +172,50 @@ pub async fn run(
     admin: SocketAddr,
     sim_addr: SocketAddr,
     redis_url: Option<String>,
+    file: Option<std::path::PathBuf>,
 ) -> Result<(), Problem> {
     let stop = super::stop_signal(|| {
         tracing::info!("the demo runs on its embedded config: nothing to reload")
     });
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
-    let config =
-        config_on(listen, admin, sim.addr, redis_url.as_deref()).map_err(|e| e.to_string())?;
+    let config = match &file {
+        None => config_on(listen, admin, sim.addr, redis_url.as_deref()),
+        Some(path) => {
+            let text =
+                crate::config::files::read_text(path, crate::config::files::MAX_CONFIG_BYTES)?;
+            config_from_file(&text, listen, admin, sim.addr, redis_url.as_deref()).map_err(
+                |mut e| {
+                    for p in &mut e.problems {
+                        *p = format!("{}: {p}", path.display());
+                    }
+                    e
+                },
+            )
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let keeps = match (&config.state.backend, &config.state.thread_file) {
+        (crate::config::StateBackend::Redis, _) => None,
+        (_, Some(file)) => Some(format!(
+            "threads and opt-outs in {} (kept across restarts); answers to messages in memory",
+            file.path.display()
+        )),
+        (_, None) => Some("threads, opt-outs and answers in memory only: a restart forgets them (a mid-thread message then looks like a first one, a redelivery is decided again); `offergate demo -c config/offergate.toml` keeps them in a file as `run` does".to_string()),
+    };
+    let state_line = config.state.describe();
     crate::app::telemetry::init(&config.log);
     let gateway = Gateway::start(config).await?;
     let proxy = gateway.proxy_addr;
     out!("offergate demo: the gateway in front of a built-in simulator of both partners");
-    if let Some(url) = &redis_url {
-        out!("  state      redis at {url} (shared with every replica on it)");
+    if let Some(path) = &file {
+        out!(
+            "  config     {} (its settings; partners: the simulator)",
+            path.display()
+        );
+    }
+    match &keeps {
+        None => out!("  state      {state_line} (shared with every replica on it)"),
+        Some(keeps) => out!("  keeps      {keeps}"),
     }
     out!("  proxy      http://{proxy}");
     out!(

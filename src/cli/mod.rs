@@ -55,6 +55,11 @@ pub enum Command {
         /// The Redis for `--state redis`.
         #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
         redis_url: String,
+        /// Take the settings of this config file (integrator rules, limits,
+        /// state, the thread file...): the partners stay the simulator, the
+        /// addresses these flags.
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
     },
     /// Production mode: serve with a config file.
     Run {
@@ -212,9 +217,10 @@ async fn async_main(command: Command) -> ExitCode {
             simulator_listen,
             state,
             redis_url,
+            config,
         } => {
             let state = (state == "redis").then_some(redis_url);
-            demo::run(listen, admin_listen, simulator_listen, state).await
+            demo::run(listen, admin_listen, simulator_listen, state, config).await
         }
         Command::Run { config } => run(config_path(config)).await,
         Command::Simulate {

@@ -339,7 +339,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn one(msg: impl fmt::Display) -> Self {
+    pub(crate) fn one(msg: impl fmt::Display) -> Self {
         ConfigError {
             problems: vec![msg.to_string()],
         }

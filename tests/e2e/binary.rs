@@ -384,3 +384,168 @@ fn check_config_names_every_problem_in_one_pass_one_line_each() {
         );
     }
 }
+
+/// The proxy address a demo's banner prints.
+fn banner_proxy(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("proxy"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+/// A message posted with curl to the demo at `proxy`.
+fn demo_message(proxy: &str, chat: &str, id: &str, text: &str) -> serde_json::Value {
+    let body = serde_json::json!({"clientId": "c", "chatId": chat, "messageId": id,
+        "sentAt": offergate::call::clock::wall_ms() / 1000, "text": text,
+        "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}});
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H", "Content-Type: application/json"])
+        .arg(format!("http://{proxy}/offergate/v1/encore/messages"))
+        .args(["-d", &body.to_string()])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `offergate demo` says what it keeps and forgets; with `-c` it takes a
+/// config file's settings (here its own opt-out word and a thread file),
+/// keeps its partners the simulator, and a restart keeps the thread.
+#[test]
+fn the_demo_says_what_it_keeps_and_takes_a_config_file() {
+    curl_available();
+    let args = [
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--simulator-listen",
+        "127.0.0.1:0",
+    ];
+    let plain = Running::spawn(Command::new(BIN).args(args));
+    let lines = plain.lines_until("Ctrl-C");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("in memory only: a restart forgets them")),
+        "{lines:#?}"
+    );
+    drop(plain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo-threads.redb");
+    let config = dir.path().join("demo.toml");
+    // A file written for production: its secrets are not here, its listener
+    // asks for a token; the demo needs neither.
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"0.0.0.0:8787\"\ninbound_token_file = \"/nonexistent/token\"\n\
+             [encore]\napi_key_file = \"/nonexistent/key\"\nbase_url = \"https://api.encorekit.com\"\n\
+             [encore.integrator]\nopt_out_keywords = [\"ALTO\"]\n\
+             [[besitos.partners]]\nid = \"mine\"\ntoken_file = \"/nonexistent/t\"\n\
+             [state]\nthread_file = \"{}\"\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Running::spawn(
+            Command::new(BIN)
+                .args(args)
+                .args(["-c", config.to_str().unwrap()]),
+        )
+    };
+    let demo = start();
+    let lines = demo.lines_until("Ctrl-C");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "threads and opt-outs in {} (kept across restarts)",
+            file.display()
+        ))),
+        "{lines:#?}"
+    );
+    let proxy = banner_proxy(&lines);
+    let first = demo_message(&proxy, "t1", "m1", "hi");
+    assert_eq!(first["decision"], "offer", "the simulator answers: {first}");
+    let stop = demo_message(&proxy, "t2", "m2", "Alto");
+    assert_eq!(stop["reason"], "opted_out", "the file's keyword: {stop}");
+    signal_term(&demo.0);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(demo);
+
+    let demo = start();
+    let proxy = banner_proxy(&demo.lines_until("Ctrl-C"));
+    let next = demo_message(&proxy, "t1", "m3", "hi again");
+    assert_eq!(
+        next["reason"], "mid_thread",
+        "kept across the restart: {next}"
+    );
+    let later = demo_message(&proxy, "t2", "m4", "hi");
+    assert_eq!(later["reason"], "opted_out", "{later}");
+}
+
+fn signal_term(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// With the shipped config and no `thread_file`, `run` writes its threads
+/// in the state directory, never where it was started: two gateways started
+/// in one directory (each with its own state directory) both run, and the
+/// directory is left as it was.
+#[test]
+fn the_thread_file_goes_to_the_state_directory_not_the_working_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut gateways = Vec::new();
+    let mut states = Vec::new();
+    for n in 0..2 {
+        let home = tempfile::tempdir().unwrap();
+        let config = shipped_config_in(home.path(), "pk_test_state_dir", "t");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let gw = Running::spawn(
+            Command::new(BIN)
+                .args(["run", "-c", &config])
+                .current_dir(cwd.path())
+                .env_remove("STATE_DIRECTORY")
+                .env_remove("XDG_STATE_HOME")
+                .env("HOME", home.path())
+                .env("OFFERGATE_SERVER__LISTEN", "127.0.0.1:0")
+                .env(
+                    "OFFERGATE_SERVER__ADMIN_LISTEN",
+                    format!("127.0.0.1:{}", admin.port()),
+                ),
+        );
+        gateways.push(gw);
+        states.push((n, home));
+    }
+    for (n, home) in &states {
+        let file = home.path().join(".local/state/offergate/threads.redb");
+        let mut waited = 0;
+        while !file.exists() && waited < 100 {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        assert!(
+            file.exists(),
+            "gateway {n}: no thread file at {}",
+            file.display()
+        );
+    }
+    for gw in &mut gateways {
+        assert!(gw.0.try_wait().unwrap().is_none(), "both gateways run");
+    }
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the working directory was written: {left:?}"
+    );
+}
