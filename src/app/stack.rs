@@ -175,6 +175,9 @@ fn assemble<U: ProxyService>(
     let permits = rate_limit::permits(config, pauses.clone(), state.cloned());
     let pause_board = pause::board(pauses, state.cloned());
     let limited = LimitedCounter::register(metrics)?;
+    // Counted by the idempotency layer and by the conversation endpoint's
+    // own answer store alike.
+    let lookups = crate::layers::idempotency::lookups(metrics)?;
     let stack = ServiceBuilder::new()
         // Outermost of the resilience layers: it sees the final result, after
         // every retry, and turns a failure into the partner's "nothing for you".
@@ -183,6 +186,7 @@ fn assemble<U: ProxyService>(
         // retries; it sees raw results, so it stores partner answers, never fallbacks.
         .layer(IdempotencyLayer::new(
             config,
+            &lookups,
             metrics,
             state,
             Admit::new(config, shared.threads.clone(), permits.clone()),
@@ -222,6 +226,7 @@ fn assemble<U: ProxyService>(
         Observed {
             recent: shared.recent.clone(),
             tracing: shared.tracing.clone(),
+            lookups,
         },
     )
 }

@@ -56,6 +56,9 @@ pub struct CallInfo {
     pub trace: CallTrace,
     /// The call's span, when it is traced: each try's hangs under it.
     pub span: Option<crate::call::spans::SpanParent>,
+    /// The caller's route when it is not the partner route itself (the
+    /// conversation endpoint's Encore calls): what the layers count under.
+    pub via: Option<crate::call::route::OwnRoute>,
 }
 
 /// A composed message asked for an offer (`x-offergate-compose: true`, or
@@ -79,6 +82,7 @@ impl CallInfo {
             compose: None,
             trace: CallTrace::default(),
             span: None,
+            via: None,
         }
     }
 }
@@ -129,6 +133,15 @@ impl CallTrace {
 impl ProxyRequest {
     pub fn route(&self) -> Route {
         self.target.route()
+    }
+
+    /// The route label this call is counted under: the caller's route
+    /// (`encore_messages` for the conversation endpoint's calls), else the
+    /// partner route's.
+    pub fn counted_as(&self) -> &'static str {
+        self.call
+            .via
+            .map_or_else(|| self.route().as_str(), |own| own.as_str())
     }
 
     /// Who the call is made for: `clientId` (Encore) or `partner_id` (Besitos).

@@ -38,6 +38,11 @@ impl Route {
     }
 }
 
+/// The route labels the layers count a partner call under: each partner
+/// route's own, and the conversation endpoint's for the Encore calls it makes
+/// ([`ProxyRequest::counted_as`](crate::call::request::ProxyRequest::counted_as)).
+pub const COUNTED_AS: [&str; 3] = ["encore_offers", "besitos_goals", "encore_messages"];
+
 /// offergate's own routes on the proxy listener: answered by offergate
 /// (the conversation endpoint calls Encore through the stack when a message
 /// is eligible). Each is a `route` label of its own.

@@ -184,6 +184,7 @@ impl Admission {
                 compose,
                 trace: CallTrace::default(),
                 span,
+                via: None,
             }),
         })
     }

@@ -25,10 +25,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Value};
 
+use super::metrics::AnswerLookup;
 use super::{respond, Edge};
 use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint::{hex, Fingerprint};
@@ -108,6 +109,7 @@ impl<S: ProxyService> Edge<S> {
         req: Request<B>,
         request_id: HeaderValue,
         span: Option<crate::call::spans::SpanParent>,
+        trace: &mut Option<Arc<CallInfo>>,
     ) -> ProxyResponse
     where
         B: Body<Data = Bytes>,
@@ -123,9 +125,27 @@ impl<S: ProxyService> Edge<S> {
             Err(e) => return respond::answer(e),
         };
         let thread = thread_id(&message.client_id, &message.chat_id);
+        // The Encore call this message may make, counted under this route;
+        // the access line reads its tries and the partner's status.
+        let mut call = CallInfo::new(request_id, headers);
+        call.span = span;
+        call.client_id = Some(Arc::from(message.client_id.as_str()));
+        call.thread = Some(thread);
+        call.compose = Some(Compose {
+            language: Some(Arc::from(message.language.as_str())),
+        });
+        call.via = Some(OwnRoute::EncoreMessages);
+        let call = Arc::new(call);
+        *trace = Some(call.clone());
         let (key, fp) = answer_key(&thread, &message.message_id);
         let store = &self.shared.answers;
-        match store.claim(&key, &fp).await {
+        let claim = store.claim(&key, &fp).await;
+        self.shared.metrics.answer_lookup(match &claim {
+            Claim::Stored(_) => AnswerLookup::Hit,
+            Claim::Wait(_) => AnswerLookup::Coalesced,
+            _ => AnswerLookup::Miss,
+        });
+        match claim {
             Claim::Stored(stored) => replay(&stored),
             Claim::Wait(first) => {
                 let deadline = crate::call::clock::now() + self.shared.message_deadline;
@@ -152,9 +172,7 @@ impl<S: ProxyService> Edge<S> {
                 let this = self.clone();
                 let ttl = self.shared.message_ttl;
                 FinishAnyway::new(async move {
-                    let decided = this
-                        .decide(message, thread, headers, request_id, span)
-                        .await;
+                    let decided = this.decide(message, thread, call).await;
                     let (resp, keep) = match decided {
                         Ok(answer) => {
                             let resp = this.decided(answer);
@@ -194,9 +212,7 @@ impl<S: ProxyService> Edge<S> {
         &self,
         message: Message,
         thread: [u8; 16],
-        headers: HeaderMap,
-        request_id: HeaderValue,
-        span: Option<crate::call::spans::SpanParent>,
+        call: Arc<CallInfo>,
     ) -> Result<Answer, GatewayError> {
         let threads = &*self.shared.threads;
         let rules = &self.shared.rules;
@@ -230,13 +246,6 @@ impl<S: ProxyService> Edge<S> {
             self.shared.metrics.shed("max_in_flight");
             return Ok(Answer::skip(verdict.trigger, "overloaded", shown));
         };
-        let mut call = CallInfo::new(request_id, headers);
-        call.span = span;
-        call.client_id = Some(Arc::from(message.client_id.as_str()));
-        call.thread = Some(thread);
-        call.compose = Some(Compose {
-            language: Some(Arc::from(message.language.as_str())),
-        });
         let body = Bytes::from(message.encore_body);
         let body = match self
             .shared
@@ -251,7 +260,7 @@ impl<S: ProxyService> Edge<S> {
             target: Target::Encore,
             body,
             deadline: None,
-            call: Arc::new(call),
+            call,
         };
         let resp = match self.shared.stack.call(req).await {
             Ok(resp) => resp,

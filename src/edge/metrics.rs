@@ -19,10 +19,21 @@ pub(super) struct EdgeMetrics {
     shed: IntCounterVec,
     eligibility: IntCounterVec,
     decisions: IntCounterVec,
+    /// The conversation endpoint's own answer store, counted as the
+    /// idempotency layer counts its: miss, hit, coalesced.
+    answers: [IntCounter; 3],
+}
+
+/// What the conversation endpoint's answer store found for a message.
+#[derive(Clone, Copy)]
+pub(super) enum AnswerLookup {
+    Miss = 0,
+    Hit = 1,
+    Coalesced = 2,
 }
 
 impl EdgeMetrics {
-    pub(super) fn register(m: &Metrics) -> Result<EdgeMetrics, Problem> {
+    pub(super) fn register(m: &Metrics, lookups: &IntCounterVec) -> Result<EdgeMetrics, Problem> {
         let requests = m.counter_vec(
             "offergate_requests_total",
             "Requests by route and how they ended.",
@@ -71,6 +82,9 @@ impl EdgeMetrics {
                 "Conversation endpoint decisions by decision (offer, skip) and reason (none for an offer).",
                 &["decision", "reason"],
             )?,
+            answers: ["miss", "hit", "coalesced"].map(|l| {
+                lookups.with_label_values(&[crate::call::route::OwnRoute::EncoreMessages.as_str(), l])
+            }),
         };
         // Each series of a closed label set at 0 from the start.
         Metrics::zeroed(&metrics.shed, &[&["max_in_flight"]]);
@@ -123,6 +137,10 @@ impl EdgeMetrics {
         self.decisions
             .with_label_values(&[decision, reason.unwrap_or("none")])
             .inc();
+    }
+
+    pub(super) fn answer_lookup(&self, found: AnswerLookup) {
+        self.answers[found as usize].inc();
     }
 
     pub(super) fn shed(&self, reason: &'static str) {

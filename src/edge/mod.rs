@@ -111,6 +111,9 @@ pub struct Observed {
     pub recent: Arc<Recent>,
     /// Spans, when `[tracing]` names a collector.
     pub tracing: Option<Tracing>,
+    /// `offergate_idempotency_total`, where the conversation endpoint counts
+    /// its own answer store's lookups.
+    pub lookups: prometheus::IntCounterVec,
 }
 
 impl<S: ProxyService> Edge<S> {
@@ -131,7 +134,7 @@ impl<S: ProxyService> Edge<S> {
             shared: Arc::new(EdgeShared {
                 stack,
                 admission: Admission::new(config, secrets),
-                metrics: EdgeMetrics::register(metrics)?,
+                metrics: EdgeMetrics::register(metrics, &observed.lookups)?,
                 access_log: config.log.access_log,
                 link_host: config.encore.offer_link_host.clone(),
                 in_flight: Semaphore::new(config.server.max_in_flight),
@@ -219,7 +222,7 @@ impl<S: ProxyService> Edge<S> {
                     fallback = fallback.and_then(|v| v.to_str().ok()).unwrap_or("-"),
                     // Absent when no partner was called.
                     partner_status = trace.as_ref().and_then(|t| t.trace.last_status()),
-                    attempts = trace.as_ref().map_or(0, |t| t.trace.tries()),
+                    tries = trace.as_ref().map_or(0, |t| t.trace.tries()),
                     traceparent = traceparent.flatten().as_deref().unwrap_or("-"),
                     duration_us,
                     "request"
@@ -279,7 +282,9 @@ impl<S: ProxyService> Edge<S> {
             Handler::Own(own) => {
                 return match own {
                     OwnRoute::EncoreEligibility => Box::pin(self.eligibility(req)).await,
-                    OwnRoute::EncoreMessages => Box::pin(self.message(req, request_id, span)).await,
+                    OwnRoute::EncoreMessages => {
+                        Box::pin(self.message(req, request_id, span, trace)).await
+                    }
                     _ => Box::pin(self.thread_change(req, own)).await,
                 };
             }

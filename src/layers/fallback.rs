@@ -23,7 +23,7 @@ use crate::call::headers::X_OFFERGATE_FALLBACK;
 use crate::call::outcome::{classify, Reason, Verdict};
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{PerRoute, Route, Target};
+use crate::call::route::{PerRoute, Target};
 use crate::config::{BaseUrl, Config, OnLimit};
 use crate::metrics::Metrics;
 use crate::partners;
@@ -69,7 +69,7 @@ impl FallbackLayer {
         )?;
         let reasons = Reason::FIXED.map(|r| r.as_str());
         let reasons: Vec<&str> = reasons.iter().map(|r| r.as_ref()).collect();
-        Metrics::zeroed(&fallbacks, &[&Route::ALL.map(Route::as_str), &reasons]);
+        Metrics::zeroed(&fallbacks, &[&crate::call::route::COUNTED_AS, &reasons]);
         Ok(FallbackLayer(Arc::new(Shared {
             soft: PerRoute::new(|r| config.resilience(r).soft_fallback),
             on_limit: PerRoute::new(|r| config.resilience(r).rate_limit.on_limit),
@@ -100,6 +100,7 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
         async move {
             let shared = &*self.shared;
             let target = req.target.clone();
+            let counted_as = req.counted_as();
             let result = self.next.call(req).await;
             // Budget exhaustion carries the last try's failure: fall back for the
             // budget's reason, or pass that failure through when fallback is off.
@@ -124,7 +125,7 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
             };
             shared
                 .fallbacks
-                .with_label_values(&[target.route().as_str(), &reason.as_str()])
+                .with_label_values(&[counted_as, &reason.as_str()])
                 .inc();
             Ok(shared.answer(&target, reason))
         }

@@ -34,7 +34,7 @@ use crate::call::error::RetryType as RetryKind;
 use crate::call::error::{code, CallError, GatewayError};
 use crate::call::outcome::{classify, Verdict};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{PerRoute, Route};
+use crate::call::route::PerRoute;
 use crate::config::{Config, RetryConfig};
 use crate::metrics::Metrics;
 use prometheus::IntCounterVec;
@@ -81,7 +81,7 @@ impl RetryLayer {
         Metrics::zeroed(
             &retries,
             &[
-                &Route::ALL.map(Route::as_str),
+                &crate::call::route::COUNTED_AS,
                 &[
                     "upstream_status_429",
                     "upstream_status_503",
@@ -156,6 +156,7 @@ impl<S: ProxyService> ProxyService for Retry<S> {
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
+            let counted_as = req.counted_as();
             let policy = self.shared.per_route.get(route);
             policy.budget.deposit();
             let mut done = 0;
@@ -187,7 +188,7 @@ impl<S: ProxyService> ProxyService for Retry<S> {
                 }
                 self.shared
                     .retries
-                    .with_label_values(&[route.as_str(), &reason.as_str()])
+                    .with_label_values(&[counted_as, &reason.as_str()])
                     .inc();
                 tokio::time::sleep(delay).await;
                 done += 1;

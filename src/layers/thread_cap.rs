@@ -26,7 +26,7 @@ use super::admit::{KeepWithFinish, SlotDecided};
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
-use crate::call::route::Route;
+use crate::call::route::{OwnRoute, Route};
 use crate::conversation::{skip_reason, AnyThreads, NoSlot, Threads};
 use crate::metrics::Metrics;
 use crate::state::fleet::Unavailable;
@@ -68,7 +68,10 @@ impl ThreadCapLayer {
         Metrics::zeroed(
             &skipped,
             &[
-                &[Route::EncoreOffers.as_str()],
+                &[
+                    Route::EncoreOffers.as_str(),
+                    OwnRoute::EncoreMessages.as_str(),
+                ],
                 &["thread_cap", "opted_out"],
             ],
         );
@@ -77,9 +80,9 @@ impl ThreadCapLayer {
 }
 
 impl Shared {
-    fn skip(&self, why: NoSlot) -> ProxyResponse {
+    fn skip(&self, counted_as: &str, why: NoSlot) -> ProxyResponse {
         self.skipped
-            .with_label_values(&[Route::EncoreOffers.as_str(), skip_reason(why)])
+            .with_label_values(&[counted_as, skip_reason(why)])
             .inc();
         let mut resp = ProxyResponse::json(
             StatusCode::OK,
@@ -115,7 +118,7 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
             };
             let held = match reserved {
                 Ok(Ok(held)) => held,
-                Ok(Err(why)) => return Ok(this.skip(why)),
+                Ok(Err(why)) => return Ok(this.skip(req.counted_as(), why)),
                 Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
             };
             let mut result = self.next.call(req).await;

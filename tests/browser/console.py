@@ -52,6 +52,14 @@ def offer(proxy, n):
     })
 
 
+def message(proxy, chat, msg_id):
+    return http("POST", f"{proxy}/offergate/v1/encore/messages", {
+        "clientId": "client-9", "chatId": chat, "messageId": msg_id,
+        "sentAt": int(time.time()), "text": "hi",
+        "attributes": {"countryCode": "US", "language": "en", "platform": "ios"},
+    })
+
+
 def browser(scripts=True):
     opts = Options()
     opts.binary_location = "/usr/bin/chromium"
@@ -100,6 +108,9 @@ def main():
             assert offer(proxy, n)[0] == 200
         status, _ = http("POST", f"{proxy}/data/messages/demo/upcoming-goals?page=1", {"hours_to": 48})
         assert status == 200, status
+        # The conversation endpoint: an offer, then a mid-thread message.
+        assert json.loads(message(proxy, "chat-conv-1", "m1")[1])["decision"] == "offer"
+        assert json.loads(message(proxy, "chat-conv-1", "m2")[1])["reason"] == "mid_thread"
         # Encore starts failing: the circuit opens, and stays open while
         # calls keep coming (each probe after the cooldown meets a 503 again).
         http("POST", f"{simulator}/__sim/faults",
@@ -113,6 +124,8 @@ def main():
                 time.sleep(0.2)
         threading.Thread(target=traffic, daemon=True).start()
         time.sleep(2.5)
+        # A first message while Encore fails: the messages route's fallback.
+        assert json.loads(message(proxy, "chat-conv-2", "m3")[1])["decision"] == "skip"
 
         d = browser()
         drivers.append(d)
@@ -135,6 +148,12 @@ def main():
         check("the fallbacks are counted by reason",
               int(counted.get("circuit_open", "0")) > 0 and int(counted.get("upstream_status_503", "0")) > 0,
               fallbacks)
+        conv = text(d, "#route-encore_messages .fallbacks")
+        check("a message's Encore failure is the messages route's fallback, not an offers call",
+              "upstream_status_503" in conv or "circuit_open" in conv, conv)
+        check("the decisions are shown by reason",
+              int(text(d, "#decision-offer .total")) >= 1 and int(text(d, "#decision-mid_thread .total")) >= 1,
+              (text(d, "#decision-offer .total"), text(d, "#decision-mid_thread .total")))
         rows = d.find_elements(By.CSS_SELECTOR, "#requests tr.request")
         reasons = [r.find_element(By.CSS_SELECTOR, ".fallback").text for r in rows]
         statuses = {r.find_element(By.CSS_SELECTOR, ".status").text for r in rows}
@@ -169,6 +188,8 @@ def main():
               text(plain, "#partner-encore .circuit").split(",")[0] in ("open", "half open (probing)"),
               text(plain, "#partner-encore .circuit"))
         check("and says how to update it", "reload the page" in text(plain, "#updated"), text(plain, "#updated"))
+        check("and the decisions", int(text(plain, "#decision-offer .total")) >= 1,
+              text(plain, "#decision-offer .total"))
         check("and lists the requests", len(plain.find_elements(By.CSS_SELECTOR, "#requests tr.request")) >= 10,
               "rows")
     finally:

@@ -271,3 +271,112 @@ async fn encore_never_receives_an_end_users_phone_number() {
         .await;
     assert_eq!(last_chat_id(&raw).await, phone_chat);
 }
+
+/// A conversation message's Encore call is the messages route's, wherever
+/// it shows: its fallback and its replays are counted under
+/// `encore_messages` (never as an offers call), and its access line carries
+/// the tries and the partner's status, under the field names the README
+/// lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_encore_call_is_counted_and_logged_under_its_own_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("offergate.log");
+    let f = Fleet::start(
+        &[("OFFERGATE_LOG__FORMAT", "json")],
+        Some(std::fs::File::create(&log_path).unwrap()),
+    )
+    .await;
+    let now = offergate::call::clock::wall_ms();
+    let offered = f.post(MESSAGES, &message("wamid.r1", now)).await;
+    assert_eq!(offered.json()["decision"], "offer");
+    let again = f.post(MESSAGES, &message("wamid.r1", now)).await;
+    assert!(again.replayed());
+    // Encore fails every try of the next first message: the fallback's.
+    let plan = json!({"route": "encore_offers", "plan": ["503", "503", "503", "503"]});
+    let req = http::Request::post(format!("http://{}/__sim/faults", f.sim_addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            plan.to_string(),
+        )))
+        .unwrap();
+    assert_eq!(send_with(&f.client, req).await.status, 200);
+    let mut other = message("wamid.r2", now);
+    other["chatId"] = json!("another-thread");
+    let failed = f.post(MESSAGES, &other).await.json();
+    assert_eq!(failed["reason"], "upstream_status_503", "{failed}");
+
+    let metrics = metrics_of(&f).await;
+    let count = |series: &str| sample(&metrics, series);
+    assert_eq!(
+        count(r#"offergate_fallbacks_total{reason="upstream_status_503",route="encore_messages"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"offergate_fallbacks_total{reason="upstream_status_503",route="encore_offers"}"#),
+        0.0,
+        "not an offers call"
+    );
+    assert_eq!(
+        count(r#"offergate_idempotency_total{result="hit",route="encore_messages"}"#),
+        1.0
+    );
+    assert!(
+        count(r#"offergate_retries_total{reason="upstream_status_503",route="encore_messages"}"#)
+            >= 1.0
+    );
+    assert_eq!(
+        count(r#"offergate_requests_total{outcome="forwarded",route="encore_offers"}"#),
+        0.0
+    );
+
+    signal(&f.gw.0, "TERM");
+    let mut f = f;
+    assert!(exit_of(&mut f.gw.0, Duration::from_secs(10)).success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("offergate::access"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|a| a["route"] == "encore_messages")
+        .collect();
+    assert_eq!(access.len(), 3, "{access:?}");
+    assert_eq!(
+        (
+            access[0]["tries"].as_u64(),
+            access[0]["partner_status"].as_u64()
+        ),
+        (Some(1), Some(200))
+    );
+    assert_eq!(
+        access[1]["tries"], 0,
+        "a replay calls nobody: {}",
+        access[1]
+    );
+    assert!(access[2]["tries"].as_u64().unwrap() >= 2, "{}", access[2]);
+    assert_eq!(access[2]["partner_status"], 503);
+    // The README's field list is the log's.
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let para = readme
+        .split("One access line per call (`offergate::access`), with these fields:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("the README lists the access line's fields");
+    let listed: std::collections::BTreeSet<&str> = para
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    let logged: std::collections::BTreeSet<&str> = access[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !["message", "level", "target", "timestamp"].contains(k))
+        .collect();
+    assert_eq!(
+        listed, logged,
+        "README.md's access-line fields against the log's"
+    );
+}

@@ -115,7 +115,7 @@ async fn a_fresh_gateway_exposes_every_metric_and_label_the_dashboard_and_the_ru
     let exprs = expressions();
     assert_eq!(
         exprs.len(),
-        17 + 19,
+        18 + 20,
         "every dashboard target and every rule read"
     );
     for expr in exprs {

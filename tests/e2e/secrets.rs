@@ -159,7 +159,7 @@ async fn no_secret_appears_anywhere_and_the_callers_credentials_stay_home() {
     );
     for field in [
         r#""partner_status":500"#,
-        r#""attempts":1"#,
+        r#""tries":1"#,
         r#""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#,
     ] {
         assert!(

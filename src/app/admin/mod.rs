@@ -3,9 +3,12 @@
 //! before the proxy stops accepting) and `/metrics` (Prometheus text); the
 //! operator's console (`/`, `/status`, `/config`, `/requests`, `console/`);
 //! and `PUT /log-level`, the one change it accepts, as linkerd2-proxy's
-//! `/proxy-log-level`: from loopback, or with the admin token from elsewhere.
-//! Reading never needs the token. It is a separate port so metrics and
-//! probes never share the proxy's limits.
+//! `/proxy-log-level`. Probes and scrapes (`/healthz`, `/readyz`,
+//! `/metrics`) are open to any client; the console's reads (the config, the
+//! recent requests) and the change are served to loopback named as
+//! loopback (a page elsewhere that rebinds its name to 127.0.0.1 sends its
+//! own Host), or with the admin token from elsewhere. It is a separate port
+//! so metrics and probes never share the proxy's limits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -96,6 +99,12 @@ impl Admin {
         }
         let path = req.uri().path();
         let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        let open = matches!(path, "/healthz" | "/readyz" | "/metrics");
+        if !open {
+            if let Err(e) = self.trusted(&req) {
+                return error(e);
+            }
+        }
         match path {
             "/healthz" | "/readyz" | "/metrics" | "/" | "/status" | "/config" | "/requests"
                 if !read =>
@@ -179,8 +188,9 @@ impl Admin {
         }
     }
 
-    /// A change: from loopback, or with the admin token.
-    fn may_change<B>(&self, req: &Request<B>) -> Result<(), GatewayError> {
+    /// Whether the console and its change may be served: to loopback named
+    /// as loopback, or with the admin token.
+    fn trusted<B>(&self, req: &Request<B>) -> Result<(), GatewayError> {
         let secrets = self.secrets.get();
         let mut sent = req.headers().get_all(header::AUTHORIZATION).iter();
         let bearer = match (sent.next(), sent.next()) {
@@ -208,9 +218,6 @@ impl Admin {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let Err(e) = self.may_change(&req) {
-            return error(e);
-        }
         let read = http_body_util::Limited::new(req.into_body(), LEVEL_BODY_LIMIT);
         let body = match tokio::time::timeout(
             std::time::Duration::from_secs(5),

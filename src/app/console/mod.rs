@@ -154,6 +154,18 @@ impl Console {
                 })
             })
             .collect();
+        // The conversation endpoint's decisions: an offer, or a skip's reason.
+        let decisions: serde_json::Map<String, Value> = now
+            .decisions
+            .iter()
+            .map(|(key, total)| {
+                let then = rated.decisions.get(key).copied().unwrap_or(0.0);
+                (
+                    key.clone(),
+                    json!({"total": *total as u64, "per_second": round(rate(*total, then, rate_secs))}),
+                )
+            })
+            .collect();
         let partners: Vec<Value> = Route::ALL
             .iter()
             .map(|&route| self.partner(route, now, rated, rate_secs))
@@ -186,6 +198,7 @@ impl Console {
             "rate_window_seconds": RATE_WINDOW.as_secs(),
             "percentile_window_seconds": PERCENTILE_WINDOW.as_secs(),
             "routes": routes,
+            "decisions": decisions,
             "partners": partners,
             "state": state,
             "chart": {"step_seconds": CHART_STEP, "points": chart},

@@ -87,6 +87,14 @@
     }).join("");
     return "<table><thead><tr><th>route</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>fallbacks (since start)</th><th>idempotency</th><th>requests</th></tr></thead><tbody>" + rows + "</tbody></table>";
   }
+  function decisions(st) {
+    var rows = Object.keys(st.decisions || {}).sort().map(function (k) {
+      var d = st.decisions[k];
+      return "<tr id=\"decision-" + esc(k) + "\"><th>" + esc(k) + "</th><td class=\"rps\">" +
+        num(d.per_second, 1) + "</td><td class=\"total\">" + d.total + "</td></tr>";
+    }).join("");
+    return "<table><thead><tr><th>offer, or why not</th><th>per second</th><th>since start</th></tr></thead><tbody>" + rows + "</tbody></table>";
+  }
   function state(st) {
     var s = st.state;
     return "<p id=\"state-line\"><span class=\"" + (s.healthy ? "ok" : "bad") + "\">" +
@@ -142,6 +150,7 @@
       put("header", header(st));
       put("partners", partners(st));
       put("routes", routes(st));
+      put("decisions", decisions(st));
       put("state", state(st));
       put("charts", charts(st));
       put("requests", requests(both[1]));

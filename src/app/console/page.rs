@@ -56,6 +56,12 @@ pub fn render_page(status: &Value, requests: &Value) -> String {
     section(&mut out, "header", None, &header(status));
     section(&mut out, "partners", Some("Partners"), &partners(status));
     section(&mut out, "routes", Some("Routes"), &routes(status));
+    section(
+        &mut out,
+        "decisions",
+        Some("Conversation decisions"),
+        &decisions(status),
+    );
     section(&mut out, "state", Some("Shared state"), &state(status));
     section(
         &mut out,
@@ -209,6 +215,24 @@ fn routes(st: &Value) -> String {
     format!(
         "<table><thead><tr><th>route</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th>\
          <th>fallbacks (since start)</th><th>idempotency</th><th>requests</th></tr></thead>\
+         <tbody>{rows}</tbody></table>"
+    )
+}
+
+/// The conversation endpoint's decisions: offers, and skips by reason.
+fn decisions(st: &Value) -> String {
+    let mut rows = String::new();
+    for (key, d) in st["decisions"].as_object().into_iter().flatten() {
+        let _ = write!(
+            rows,
+            "<tr id=\"decision-{0}\"><th>{0}</th><td class=\"rps\">{1}</td><td class=\"total\">{2}</td></tr>",
+            esc(key),
+            num(&d["per_second"]),
+            d["total"]
+        );
+    }
+    format!(
+        "<table><thead><tr><th>offer, or why not</th><th>per second</th><th>since start</th></tr></thead>\
          <tbody>{rows}</tbody></table>"
     )
 }

@@ -100,6 +100,8 @@ pub struct Sample {
     pub tries: [f64; 2],
     /// Every state-backend operation's duration together.
     pub state_latency: Hist,
+    /// The conversation endpoint's decisions, by `offer` or the skip's reason.
+    pub decisions: BTreeMap<String, f64>,
 }
 
 impl Sample {
@@ -111,6 +113,7 @@ impl Sample {
             routes: vec![RouteCounts::default(); AnyRoute::ALL.len()],
             tries: [0.0; 2],
             state_latency: Hist::default(),
+            decisions: BTreeMap::new(),
         };
         for family in families {
             for m in family.get_metric() {
@@ -151,6 +154,14 @@ impl Sample {
                         }
                     }
                     ("offergate_state_latency_seconds", _) => s.state_latency.add(&hist(m)),
+                    ("offergate_conversation_decisions_total", _) => {
+                        let key = match (label("decision"), label("reason")) {
+                            (Some("offer"), _) => "offer",
+                            (_, Some(reason)) => reason,
+                            _ => continue,
+                        };
+                        *s.decisions.entry(key.into()).or_default() += counter;
+                    }
                     _ => {}
                 }
             }

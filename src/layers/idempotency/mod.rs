@@ -127,19 +127,32 @@ impl IdempotencyLayer<AnyStore> {
     /// `admit`: the asks of the layers below to send with the claim.
     pub fn new(
         config: &Config,
+        lookups: &prometheus::IntCounterVec,
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
         admit: Option<Admit>,
     ) -> Result<Self, Problem> {
-        Self::with_stores(config, metrics, admit, |route, _| {
+        Self::with_stores(config, lookups, metrics, admit, |route, _| {
             AnyStore::for_route(config, route, shared)
         })
     }
 }
 
+/// `offergate_idempotency_total`, registered once: the layer counts its
+/// lookups there, and so does a route that keeps answers of its own (the
+/// conversation endpoint).
+pub fn lookups(metrics: &Metrics) -> Result<prometheus::IntCounterVec, Problem> {
+    metrics.counter_vec(
+        "offergate_idempotency_total",
+        "Idempotency lookups by route and result (miss, hit, coalesced, conflict).",
+        &["route", "result"],
+    )
+}
+
 impl<St: IdempotencyStore> IdempotencyLayer<St> {
     pub fn with_stores(
         config: &Config,
+        results: &prometheus::IntCounterVec,
         metrics: &Metrics,
         admit: Option<Admit>,
         mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
@@ -151,11 +164,6 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 config,
             }
         }));
-        let results = metrics.counter_vec(
-            "offergate_idempotency_total",
-            "Idempotency lookups by route and result (miss, hit, coalesced, conflict).",
-            &["route", "result"],
-        )?;
         let stores = per_route.clone();
         metrics.route_gauge(
             "offergate_idempotency_entries",

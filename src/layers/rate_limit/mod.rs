@@ -41,7 +41,7 @@ use super::pause::Pauses;
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError, LimitScope};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{PerRoute, Route};
+use crate::call::route::PerRoute;
 use crate::config::{Config, RateLimitConfig};
 use crate::metrics::Metrics;
 use crate::state::Redis;
@@ -75,7 +75,7 @@ impl LimitedCounter {
                 Metrics::zeroed(
                     &c,
                     &[
-                        &Route::ALL.map(Route::as_str),
+                        &crate::call::route::COUNTED_AS,
                         &[LimitScope::Partner, LimitScope::Client, LimitScope::Upstream]
                             .map(LimitScope::as_str),
                         &["enforced", "shadow"],
@@ -85,9 +85,10 @@ impl LimitedCounter {
             })
     }
 
-    fn inc(&self, route: Route, scope: LimitScope, mode: &str) {
+    /// One more under `route` (the label the call is counted as).
+    fn inc(&self, route: &str, scope: LimitScope, mode: &str) {
         self.0
-            .with_label_values(&[route.as_str(), scope.as_str(), mode])
+            .with_label_values(&[route, scope.as_str(), mode])
             .inc();
     }
 }
@@ -119,7 +120,7 @@ impl Shared {
     }
 
     /// A refusal as the error to answer, counted under its scope.
-    fn refuse(&self, route: Route, refused: Refused) -> GatewayError {
+    fn refuse(&self, route: &str, refused: Refused) -> GatewayError {
         match refused {
             Refused::Paused(retry_after) => {
                 self.limited.inc(route, LimitScope::Upstream, "enforced");
@@ -234,8 +235,10 @@ impl<S: ProxyService> ProxyService for Limit<S> {
                 };
                 match acquire(check, config, req.deadline).await {
                     Ok(Passed::Permit) => {}
-                    Ok(Passed::Shadowed) => this.limited.inc(route, this.scope, "shadow"),
-                    Err(refused) => return Err(this.refuse(route, refused)),
+                    Ok(Passed::Shadowed) => {
+                        this.limited.inc(req.counted_as(), this.scope, "shadow")
+                    }
+                    Err(refused) => return Err(this.refuse(req.counted_as(), refused)),
                 }
                 if quota_too.load(Ordering::Relaxed) {
                     req.extensions
