@@ -104,7 +104,7 @@ impl Serialize for BaseUrl {
 
 /// `url` with whatever stands between `://` and the authority's last `@`
 /// replaced by `***`.
-fn mask_userinfo(url: &str) -> String {
+pub(crate) fn mask_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

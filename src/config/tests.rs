@@ -534,3 +534,60 @@ fn opt_out_keywords_are_the_carriers_words_by_default_and_read_as_messages_are()
         ["arrêt"]
     );
 }
+
+#[test]
+fn a_password_in_any_url_is_refused_and_never_echoed() {
+    let base = "[encore]\napi_key_env = \"ENCORE_API_KEY\"\nchat_id_key_env = \"CHAT_ID_KEY\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"BESITOS_TOKEN\"\n";
+    let planted = "hunter2pw";
+    let cases = [
+        "[server]\npublic_base_url = \"https://u:hunter2pw@og.example\"\n",
+        "[encore]\nbase_url = \"https://u:hunter2pw@api.example\"\n",
+        "[besitos]\nbase_url = \"https://u:hunter2pw@wall.example\"\n",
+        "[state]\nbackend = \"redis\"\nredis_url = \"redis://u:hunter2pw@r.example:6379/0\"\n",
+        "[state]\nbackend = \"redis\"\ntopology = \"cluster\"\nredis_nodes = [\"u:hunter2pw@r1.example:6379\"]\n",
+        "[tracing]\notlp_endpoint = \"https://u:hunter2pw@otel.example:4318\"\n",
+    ];
+    // Not even a URL: refused, still not echoed.
+    let e = Config::from_toml(
+        &merge_toml(base, "[tracing]\notlp_endpoint = \"https://u:hunter2pw@\"\n"),
+        &env(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(!e.contains(planted), "echoed: {e}");
+    for extra in cases {
+        // Sections given twice are merged by appending the keys to base's.
+        let text = merge_toml(base, extra);
+        let e = Config::from_toml(&text, &env()).unwrap_err().to_string();
+        assert!(!e.contains(planted), "echoed: {e}");
+        assert!(
+            e.contains("credentials") || e.contains("password"),
+            "{extra}: {e}"
+        );
+    }
+    let mut env = env();
+    env.0.insert(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        "http://u:hunter2pw@otel.example:4318".into(),
+    );
+    let e = Config::from_toml(base, &env).unwrap_err().to_string();
+    assert!(
+        !e.contains(planted) && e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{e}"
+    );
+}
+
+/// `extra`'s tables merged into `base`'s (TOML refuses a table given twice).
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut doc: toml::Table = base.parse().unwrap();
+    let more: toml::Table = extra.parse().unwrap();
+    for (k, v) in more {
+        match (doc.get_mut(&k), v) {
+            (Some(toml::Value::Table(t)), toml::Value::Table(m)) => t.extend(m),
+            (_, v) => {
+                doc.insert(k, v);
+            }
+        }
+    }
+    toml::to_string(&doc).unwrap()
+}

@@ -84,9 +84,17 @@ fn tracing(t: &RawTracing, env: &dyn Env, p: &mut Problems) -> Option<TracingCon
 /// `http://collector:4318/v1/traces`); one already ending in `/v1/traces`
 /// is kept.
 fn otlp_traces_url(base: &str) -> Result<String, Problem> {
+    // Never echoed with a password in it.
+    let shown = crate::call::base_url::mask_userinfo(base);
     let uri: http::Uri = base
         .parse()
-        .map_err(|e| Problem(format!("`{base}` is not a URL: {e}")))?;
+        .map_err(|e| Problem(format!("`{shown}` is not a URL: {e}")))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(Problem(format!(
+            "`{shown}`: credentials in the URL are not allowed (they would be shown wherever the URL is: check-config, /config, the log)"
+        )));
+    }
+    let base = shown.as_str();
     match (uri.scheme_str(), uri.authority()) {
         (Some("http" | "https"), Some(_)) => {}
         _ => {
@@ -286,6 +294,12 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
                 if let Some(nodes) = nodes.as_mut() {
                     nodes.push(node.clone());
                 }
+            }
+            _ if node.contains('@') => {
+                p.push(format!(
+                    "state.redis_nodes[{i}]: credentials in a node are not allowed; use state.redis_username and state.redis_password_env or _file"
+                ));
+                nodes = None;
             }
             _ => {
                 p.push(format!(
