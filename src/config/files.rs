@@ -15,8 +15,41 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// The most a secret file may hold (a key, a token, a password).
 pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
-/// The text of the regular file at `path`, at most `limit` bytes of UTF-8.
+/// How long a file must have stood unchanged before it is read: a writer
+/// that writes in steps (a key, then its end; a config line by line) is
+/// never read between them. An atomic replace (Kubernetes' Secret update,
+/// an editor's save, `install`) is a step of its own and waits this once.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// The longest a read waits for a file that keeps changing; then it is
+/// read as it is.
+const SETTLE_AT_MOST: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (blocking) until the file at `path` was last changed at least
+/// [`SETTLE`] ago, for up to [`SETTLE_AT_MOST`].
+fn wait_until_settled(path: &Path) {
+    let mut waited = std::time::Duration::ZERO;
+    while waited < SETTLE_AT_MOST {
+        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+            return;
+        };
+        // A time ahead of this clock (another host's) cannot be judged.
+        let Ok(age) = crate::call::clock::wall().duration_since(modified) else {
+            return;
+        };
+        if age >= SETTLE {
+            return;
+        }
+        let rest = SETTLE - age;
+        std::thread::sleep(rest);
+        waited += rest;
+    }
+}
+
+/// The text of the regular file at `path`, at most `limit` bytes of UTF-8,
+/// read once it has stopped changing.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, Problem> {
+    wait_until_settled(path);
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| Problem(format!("cannot read {shown}: {e}")))?;
     if !meta.is_file() {

@@ -549,7 +549,10 @@ fn a_password_in_any_url_is_refused_and_never_echoed() {
     ];
     // Not even a URL: refused, still not echoed.
     let e = Config::from_toml(
-        &merge_toml(base, "[tracing]\notlp_endpoint = \"https://u:hunter2pw@\"\n"),
+        &merge_toml(
+            base,
+            "[tracing]\notlp_endpoint = \"https://u:hunter2pw@\"\n",
+        ),
         &env(),
     )
     .unwrap_err()

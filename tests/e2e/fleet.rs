@@ -97,6 +97,12 @@ impl Fleet {
         Fleet::start_full(config, &[], env, log).await
     }
 
+    /// [`Fleet::start`] with the config file at `config` and the simulator
+    /// started with `sim_args`.
+    pub async fn start_full_with(config: &str, sim_args: &[&str], env: &[(&str, &str)]) -> Fleet {
+        Fleet::start_full(config, sim_args, env, None).await
+    }
+
     async fn start_full(
         config: &str,
         sim_args: &[&str],

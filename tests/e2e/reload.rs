@@ -215,3 +215,78 @@ async fn a_config_that_cannot_be_read_refuses_the_reload_and_never_stops_serving
     let exit = exit_of(&mut f.gw.0, Duration::from_secs(10));
     assert!(exit.success(), "{exit:?}");
 }
+
+/// A file rewritten in two steps (`pk_live_` first, the rest 4 ms later; a
+/// config whose token line comes last) under SIGHUP storms and the watch:
+/// a reload reads a file only once it has stood unchanged, so the partner
+/// never gets half a key and no call ever passes without the inbound token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_two_steps_is_never_read_half_written() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "pk_live_the_whole_key_0123456789";
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let token_file = dir.path().join("inbound_token");
+    std::fs::write(&token_file, "caller-token-123\n").unwrap();
+    let with_token = config_with_key_file(&key_file)
+        .replace("watch = false", "watch = true")
+        .replace(
+            "[server]\n",
+            &format!(
+                "[server]\ninbound_token_file = \"{}\"\n",
+                token_file.display()
+            ),
+        );
+    let config = dir.path().join("offergate.toml");
+    std::fs::write(&config, &with_token).unwrap();
+    // The simulator takes exactly the whole key: half of it answers 401.
+    let f = Fleet::start_full_with(config.to_str().unwrap(), &["--encore-key", key], &[]).await;
+    let call = |token: Option<&'static str>| {
+        let mut req = Request::post(format!("http://{}{ENCORE_PATH}", f.listen))
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("x-offergate-token", t);
+        }
+        let req = req.body(Full::new(Bytes::from(encore_body()))).unwrap();
+        let client = f.client.clone();
+        async move { send_with(&client, req).await }
+    };
+    let two_steps = |path: &std::path::Path, text: &str, cut: usize| {
+        let mut file = std::fs::File::create(path).unwrap();
+        file.write_all(&text.as_bytes()[..cut]).unwrap();
+        file.flush().unwrap();
+        signal(&f.gw.0, "HUP");
+        std::thread::sleep(Duration::from_millis(4));
+        file.write_all(&text.as_bytes()[cut..]).unwrap();
+    };
+    let cut = with_token.find("inbound_token_file").unwrap();
+    for round in 0..12 {
+        two_steps(&key_file, &format!("{key}\n"), "pk_live_".len());
+        if round % 3 == 0 {
+            two_steps(&config, &with_token, cut);
+        }
+        for _ in 0..4 {
+            let with = call(Some("caller-token-123")).await;
+            assert_eq!(
+                with.headers.get("x-offergate-fallback"),
+                None,
+                "round {round}: the partner got half a key"
+            );
+            let without = call(None).await;
+            assert_eq!(
+                without.status, 401,
+                "round {round}: a call passed without the token"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        metric(
+            &f,
+            r#"offergate_upstream_requests_total{route="encore_offers",status="401"}"#
+        )
+        .await,
+        0.0
+    );
+}
