@@ -285,13 +285,15 @@ mod hardening {
             scheme in prop_oneof![Just("https://"), Just("HTTPS://"), Just("http://"), Just("javascript:"), Just("//"), Just("")],
             userinfo in prop_oneof![Just(""), Just("u@"), Just("link.encorekit.com@")],
             host in prop_oneof![Just("link.encorekit.com"), Just("LINK.encorekit.com"), Just("link.encorekit.com.evil.test"), Just("evil.test"), Just("link.encorekit.com:443")],
-            path in "(/[A-Za-z0-9]{0,8})?",
-            junk in prop_oneof![Just(""), Just(" "), Just("\u{0}"), Just("\t")],
+            path in "(/[A-Za-z0-9]{1,8})?",
+            junk in prop_oneof![Just(""), Just(" "), Just("\u{0}"), Just("\t"), Just("?a=1"), Just("#x"), Just("<b>"), Just("\"onmouseover=\""), Just("/%3Cscript%3E")],
         ) {
             let url = format!("{scheme}{userinfo}{host}{path}{junk}");
+            // A plain short link: a path, nothing after it.
             let expected = scheme.eq_ignore_ascii_case("https://")
                 && userinfo.is_empty()
                 && host.eq_ignore_ascii_case(LINK_HOST)
+                && !path.is_empty()
                 && junk.is_empty();
             prop_assert_eq!(check_link(&url, LINK_HOST).is_ok(), expected, "{:?}", url);
         }

@@ -101,6 +101,14 @@ pub fn check_partner_headers(partner: &HeaderMap) -> Result<(), Problem> {
             "the answer's headers hold {bytes} bytes, more than the {MAX_PARTNER_HEADER_BYTES} accepted"
         ).into());
     }
+    // Framed both ways, an answer means one thing to offergate and may mean
+    // another to whatever is between (request smuggling's shape): refused,
+    // as nginx and Envoy refuse it.
+    if partner.contains_key(header::CONTENT_LENGTH)
+        && partner.contains_key(header::TRANSFER_ENCODING)
+    {
+        return Err("the answer is framed by both Content-Length and Transfer-Encoding".into());
+    }
     for encoding in partner.get_all(header::CONTENT_ENCODING) {
         if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
             return Err(format!(

@@ -54,6 +54,35 @@ fn is_number_marker(key: &Cow<'_, str>) -> bool {
     !(start..end).contains(&(k.as_ptr() as usize))
 }
 
+/// Whether `body`'s objects and arrays nest at most `limit` deep: one pass
+/// over the bytes, strings skipped (their brackets are text), no parse.
+pub fn nesting_within(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Json<'a> {
     Null,

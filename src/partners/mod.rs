@@ -150,10 +150,19 @@ pub struct Read {
     pub composed: Option<Composed>,
 }
 
+/// The deepest a partner's 200 may nest objects and arrays (the documented
+/// answers nest 3 or 4 levels).
+pub const MAX_ANSWER_DEPTH: usize = 32;
+
 /// Checks a 200 from `route`'s partner against its documented JSON (and
 /// what offergate lets reach an end user), and reads what the layers above
 /// need of it; `Err` says why it is not one.
 pub fn read_ok(route: Route, body: Bytes, reading: &Reading<'_>) -> Result<Read, Problem> {
+    // Nested deeper than any documented answer: refused before anything
+    // reads it (a caller's parser may not survive 200,000 levels).
+    if !crate::call::json::nesting_within(&body, MAX_ANSWER_DEPTH) {
+        return Err(format!("the answer nests deeper than {MAX_ANSWER_DEPTH} levels").into());
+    }
     match route {
         Route::EncoreOffers => {
             let (link, composed) = match reading.compose {

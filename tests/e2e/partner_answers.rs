@@ -143,6 +143,12 @@ async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
         "https://evil.example/phish",
         "https://link.encorekit.com@evil.example/x",
         "http://link.encorekit.com/plain",
+        // Markup, a query, an attribute break, a long tail: the link goes
+        // into the text an end user is sent.
+        "https://link.encorekit.com/<script>alert(1)</script>",
+        "https://link.encorekit.com/x\"onmouseover=\"evil()",
+        "https://link.encorekit.com/x?<b>=1&evil",
+        "https://link.encorekit.com/x#evil",
     ] {
         let offer = OFFER.replace("https://link.encorekit.com/abc", link);
         let rogue = json_partner(&offer).await;
@@ -159,6 +165,96 @@ async fn an_offer_link_an_end_user_would_tap_must_be_the_partners() {
         assert!(a.json().get("composed").is_none(), "{link}");
         assert!(!String::from_utf8_lossy(&a.body).contains("evil"), "{link}");
     }
+    let long = OFFER.replace(
+        "https://link.encorekit.com/abc",
+        &format!("https://link.encorekit.com/{}", "a".repeat(5_000)),
+    );
+    let a = one_call(&json_partner(&long).await, ENCORE_PATH, &[], &encore_body()).await;
+    assert_eq!(
+        a.fallback(),
+        Some("invalid_upstream_body"),
+        "a 5,000-character link"
+    );
+}
+
+/// An answer nested 200,000 levels deep, or framed both by Content-Length
+/// and Transfer-Encoding, is no answer: the soft fallback, on the offers
+/// route and the conversation endpoint alike, where it is never counted as
+/// an offer shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_or_doubly_framed_answer_is_refused_and_never_counts_as_shown() {
+    let deep = format!(
+        r#"{{"success":true,"offer":{{"clickUrl":"https://link.encorekit.com/abc","x":{}{}}}}}"#,
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let rogue = json_partner(&deep).await;
+    let a = one_call(&rogue, ENCORE_PATH, &[], &encore_body()).await;
+    assert_eq!(a.fallback(), Some("invalid_upstream_body"), "deep");
+    let besitos = format!(r#"{{"data":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+    let a = one_call(
+        &json_partner(&besitos).await,
+        &besitos_path(PARTNER),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(
+        a.fallback(),
+        Some("invalid_upstream_body"),
+        "deep Besitos page"
+    );
+
+    // Both framings (a chunked body that also claims a length).
+    let body = OFFER;
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len(),
+        body.len()
+    );
+    let rogue = Rogue::start(raw.into_bytes()).await;
+    let a = one_call(&rogue, ENCORE_PATH, &[], &encore_body()).await;
+    assert!(
+        matches!(
+            a.fallback(),
+            Some("invalid_upstream_body" | "upstream_unreachable")
+        ),
+        "framed both ways: {:?} {:?}",
+        a.fallback(),
+        a.body
+    );
+    assert!(a.json()["offer"].is_null());
+
+    // On the conversation endpoint: skipped, and offers_shown stays 0.
+    let rogue = json_partner(&deep).await;
+    let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
+        .await
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let message = |id: &str| {
+        let body = serde_json::json!({"clientId": "c", "chatId": "deep", "messageId": id,
+            "sentAt": offergate::call::clock::wall_ms(), "text": "hi",
+            "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}});
+        http::Request::post(format!(
+            "http://{}/offergate/v1/encore/messages",
+            gw.proxy_addr
+        ))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap()
+    };
+    let v = send_with(&client, message("m1")).await.json();
+    assert_eq!(
+        (v["decision"].as_str(), v["offers_shown"].as_u64()),
+        (Some("skip"), Some(0)),
+        "{v}"
+    );
+    let v = send_with(&client, message("m2")).await.json();
+    assert_eq!(v["offers_shown"], 0, "the refused link never counted: {v}");
+    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

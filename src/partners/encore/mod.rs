@@ -160,9 +160,15 @@ fn read<'a, O: Deserialize<'a>>(
     Ok(answer.offer)
 }
 
-/// A link an end user will tap: `https://` + exactly `host` (no user info,
-/// no port) + a path. Anything else (`javascript:`, another host, a
-/// look-alike) makes the answer invalid.
+/// The longest offer link taken (Encore's short links are a few dozen).
+pub const MAX_LINK_CHARS: usize = 200;
+
+/// A link an end user will tap, and a plain short link: `https://` +
+/// exactly `host` (no user info, no port) + a path of URL-safe characters
+/// (letters, digits, `-._~/`), no query, no fragment, at most
+/// [`MAX_LINK_CHARS`]. Anything else (`javascript:`, another host, a
+/// look-alike, markup or a long tail in the path) makes the answer invalid:
+/// the link goes into the text an end user is sent.
 pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
     if url.is_empty() {
         return Err("`offer.clickUrl` is empty".into());
@@ -181,11 +187,22 @@ pub fn check_link(url: &str, host: &str) -> Result<(), Problem> {
         .position(|b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    if scheme_ok && clean && authority.eq_ignore_ascii_case(host.as_bytes()) {
+    let path = &rest[authority_end..];
+    let plain_path = path.len() > 1
+        && path[0] == b'/'
+        && path
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(b));
+    if url.len() > MAX_LINK_CHARS {
+        return Err(Problem(format!(
+            "`offer.clickUrl` is longer than {MAX_LINK_CHARS} characters"
+        )));
+    }
+    if scheme_ok && clean && plain_path && authority.eq_ignore_ascii_case(host.as_bytes()) {
         Ok(())
     } else {
         Err(Problem(format!(
-            "`offer.clickUrl` is not an https link on {host}"
+            "`offer.clickUrl` is not a plain https link on {host} (a path of letters, digits and -._~/, no query)"
         )))
     }
 }
