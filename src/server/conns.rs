@@ -1,7 +1,9 @@
 //! The open connections of one listener, so a cap can be kept: when it is
 //! reached, the connection idle the longest is asked to close (an idle
-//! HTTP/1.1 keep-alive connection closes at once); if none is idle, the new
-//! connection is refused. Busy connections are never cut.
+//! HTTP/1.1 keep-alive connection closes at once); if none is idle, the
+//! listener accepts nothing until one is (callers wait in the kernel's
+//! listen backlog, never accepted only to be closed). Busy connections are
+//! never cut.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -57,6 +59,8 @@ pub struct Conns {
     born: Instant,
     /// Notified when the last connection goes (the drain waits on it).
     pub(super) emptied: Notify,
+    /// Notified when a connection goes or turns idle: room for the next.
+    pub(super) room: Notify,
 }
 
 /// What to do with a newly accepted connection.
@@ -73,6 +77,7 @@ impl Conns {
             next_id: AtomicU64::new(0),
             born: Instant::now(),
             emptied: Notify::new(),
+            room: Notify::new(),
         }
     }
 
@@ -123,6 +128,23 @@ impl Conns {
         if open.is_empty() {
             self.emptied.notify_waiters();
         }
+        drop(open);
+        self.room.notify_one();
+    }
+
+    /// Whether a new connection could be served under `cap` now: below it,
+    /// or with one idle to make room.
+    pub fn has_room(&self, cap: usize) -> bool {
+        let open = self.lock();
+        open.len() < cap
+            || open
+                .values()
+                .filter(|c| !c.closing.load(Ordering::Relaxed))
+                .count()
+                < cap
+            || open
+                .values()
+                .any(|c| c.busy.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Relaxed))
     }
 
     /// Asks every open connection to close (shutdown has begun).
@@ -171,6 +193,7 @@ impl Drop for BusyGuard {
             .idle_since_ms
             .store(self.conns.now_ms(), Ordering::Relaxed);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
+        self.conns.room.notify_one();
     }
 }
 

@@ -85,7 +85,22 @@ pub async fn serve<M, S, B>(
     let stop = shutdown_requested(shutdown.clone());
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();
-    loop {
+    'serving: loop {
+        // At the cap with every connection busy, nothing is accepted until
+        // one goes or turns idle: callers wait in the listen backlog rather
+        // than being accepted to be closed with no answer.
+        while !conns.has_room(opts.max_connections) {
+            let room = conns.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if conns.has_room(opts.max_connections) {
+                break;
+            }
+            tokio::select! {
+                _ = &mut stop => break 'serving,
+                _ = room => {}
+            }
+        }
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -103,11 +118,18 @@ pub async fn serve<M, S, B>(
                 }
             },
         };
-        let (id, conn) = match conns.admit(opts.max_connections) {
-            Admit::Serve(id, conn) => (id, conn),
-            Admit::Refuse => {
-                tracing::debug!(%peer, "connection refused: every connection is busy");
-                continue;
+        // The room seen above may have been taken since (an idle
+        // connection got a request): this caller waits for the next.
+        let (id, conn) = loop {
+            match conns.admit(opts.max_connections) {
+                Admit::Serve(id, conn) => break (id, conn),
+                Admit::Refuse => {
+                    let room = conns.room.notified();
+                    tokio::select! {
+                        _ = &mut stop => break 'serving,
+                        _ = room => {}
+                    }
+                }
             }
         };
         let _ = stream.set_nodelay(true);

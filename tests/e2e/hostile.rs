@@ -253,3 +253,46 @@ async fn slow_bodies_hold_connections_never_the_slots_of_calls() {
     drop(slow);
     h.stop().await;
 }
+
+/// At the connection cap with every connection held by a slow body, the
+/// listener accepts nothing more: a normal caller waits in the listen
+/// backlog and is answered once a slow body gives up its connection (here
+/// at the 1 s body timeout), never accepted only to be closed with nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_a_caller_waits_and_is_answered_never_dropped() {
+    let f = Fleet::start(
+        &[
+            ("OFFERGATE_SERVER__MAX_CONNECTIONS", "20"),
+            ("OFFERGATE_SERVER__BODY_READ_TIMEOUT_MS", "1000"),
+        ],
+        None,
+    )
+    .await;
+    for round in 0..3 {
+        let mut slow = Vec::new();
+        for _ in 0..40 {
+            let mut s = tokio::net::TcpStream::connect(f.listen).await.unwrap();
+            let head = format!(
+                "POST {ENCORE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"clientId\":"
+            );
+            // Those past the cap wait in the backlog: their writes land in
+            // the kernel's buffers all the same.
+            let _ = s.write_all(head.as_bytes()).await;
+            slow.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(15),
+            f.post(ENCORE_PATH, &serde_json::from_str(&encore_body()).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no answer within 15 s"));
+        assert_eq!(answer.status, 200, "round {round}: {:?}", answer.body);
+        println!(
+            "round {round}: answered after {:?} behind 40 slow bodies at a cap of 20",
+            started.elapsed()
+        );
+        drop(slow);
+    }
+}
