@@ -178,11 +178,18 @@ pub async fn run(
         tracing::info!("the demo runs on its embedded config: nothing to reload")
     });
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
+    let mut origin = None;
     let config = match &file {
         None => config_on(listen, admin, sim.addr, redis_url.as_deref()),
         Some(path) => {
             let text =
                 crate::config::files::read_text(path, crate::config::files::MAX_CONFIG_BYTES)?;
+            // The file the console and the ready line name, with its digest.
+            let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+            origin = Some(crate::app::gateway::Origin {
+                path: path.clone(),
+                sha256: crate::call::fingerprint::hex(digest.as_ref()),
+            });
             config_from_file(&text, listen, admin, sim.addr, redis_url.as_deref()).map_err(
                 |mut e| {
                     for p in &mut e.problems {
@@ -204,7 +211,7 @@ pub async fn run(
     };
     let state_line = config.state.describe();
     crate::app::telemetry::init(&config.log);
-    let gateway = Gateway::start(config).await?;
+    let gateway = Gateway::start_from(config, origin).await?;
     let proxy = gateway.proxy_addr;
     out!("offergate demo: the gateway in front of a built-in simulator of both partners");
     if let Some(path) = &file {

@@ -73,6 +73,16 @@ impl Journal {
                 )));
             }
         }
+        // Made readable by this user alone (it holds hashes of end users'
+        // ids, their opt-outs); an existing file keeps its mode.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+        }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Problem(format!(
                 "state.thread_file: {name} is in use by another offergate; give each instance its own file (or use [state] backend = \"redis\" for a fleet)"

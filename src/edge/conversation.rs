@@ -318,9 +318,15 @@ impl<S: ProxyService> Edge<S> {
             .metrics
             .decided(decision, answer.reason.as_deref());
         let mut resp = ProxyResponse::json(StatusCode::OK, answer.body());
+        // Encore answered, with no offer (or one refused): forwarded all the same.
+        let partner_answered = matches!(
+            answer.reason.as_deref(),
+            Some("no_offer" | "partner_refused")
+        );
         resp.outcome = match (&answer.offer, answer.fallback) {
             (Some(_), _) => Outcome::Forwarded,
             (None, true) => Outcome::Fallback,
+            (None, false) if partner_answered => Outcome::Forwarded,
             (None, false) => Outcome::Answered,
         };
         resp

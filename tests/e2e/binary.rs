@@ -539,6 +539,9 @@ fn the_thread_file_goes_to_the_state_directory_not_the_working_directory() {
             "gateway {n}: no thread file at {}",
             file.display()
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the thread file is its user's alone");
     }
     for gw in &mut gateways {
         assert!(gw.0.try_wait().unwrap().is_none(), "both gateways run");
