@@ -65,3 +65,42 @@ async fn no_signal_but_sigkill_loses_a_call_in_flight() {
     println!("signals: {sent} sent mid-flight, 105 callers answered, 0 lost");
     let _ = &mut f.sim;
 }
+
+/// With `drain_delay_ms`, a stopped gateway says it is not ready at once
+/// but still answers new calls (from new connections too) for the delay, as
+/// a sidecar stopped together with its app must; then it drains and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_drain_delay_new_calls_are_still_answered_after_sigterm() {
+    let mut f = Fleet::start(&[("OFFERGATE_SERVER__DRAIN_DELAY_MS", "1500")], None).await;
+    assert_eq!(f.calls(1, 0).await, 1);
+    let started = std::time::Instant::now();
+    signal(&f.gw.0, "TERM");
+    eventually(Duration::from_secs(2), "/readyz turns 503", || async {
+        (f.status(f.admin, "/readyz").await == Some(503)).then_some(())
+    })
+    .await;
+    // A new client: its own connections, opened after the signal.
+    let fresh = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for n in 0..3 {
+        let req = http::Request::post(format!(
+            "http://{}/encore/publisher/sdk/v1/offers/message",
+            f.listen
+        ))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            crate::support::encore_body(),
+        )))
+        .unwrap();
+        let answer = crate::support::send_with(&fresh, req).await;
+        assert_eq!(answer.status, 200, "call {n} during the delay");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(exit_of(&mut f.gw.0, Duration::from_secs(10)).success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "exited before the delay: {:?}",
+        started.elapsed()
+    );
+}
