@@ -6,14 +6,17 @@
 //! - an ended span is handed to a bounded queue ([`QUEUE`] spans) without
 //!   waiting; when the queue is full it is dropped and counted
 //!   (`offergate_trace_spans_dropped_total{reason="queue_full"}`);
-//! - one task sends batches of up to [`BATCH`] spans, at least every
+//! - one sender sends batches of up to [`BATCH`] spans, at least every
 //!   [`EVERY`], with opentelemetry-otlp's exporter over hyper, each send
 //!   within [`SEND_TIMEOUT`]; a batch that fails is dropped and counted
 //!   (`reason="export_failed"`), never retried into a growing backlog.
 //!
+//! The sender runs on a thread of its own with a runtime of its own: what
+//! the exporter does with a collector that refuses, resets or floods it
+//! (measured on the calls' runtime: 465 ms of p99 at 200 calls a second
+//! against a refused port) never runs on the threads that serve calls.
 //! The SDK's own batch processor is not used: it counts its drops only in
-//! its internal log, and runs its exporter on a thread of its own, where
-//! hyper's client (which needs the runtime) cannot run.
+//! its internal log.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +28,6 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporte
 use opentelemetry_sdk::Resource;
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::call::problem::Problem;
 use crate::call::spans::Tracing;
@@ -53,7 +55,8 @@ struct Dropped {
 pub struct Traces {
     pub tracing: Tracing,
     provider: SdkTracerProvider,
-    sender: JoinHandle<()>,
+    /// Resolves when the sender has sent what was queued and ended.
+    sender: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// Hands each ended span to the queue; never waits.
@@ -120,7 +123,23 @@ pub fn start(config: &Config, metrics: &Metrics) -> Result<Option<Traces>, Probl
         export_failed: counted.with_label_values(&["export_failed"]),
     };
     let (queue, spans) = mpsc::channel(QUEUE);
-    let sender = tokio::spawn(send(exporter, spans, dropped.clone()));
+    let (ended, sender) = tokio::sync::oneshot::channel();
+    let sending = dropped.clone();
+    std::thread::Builder::new()
+        .name("offergate-traces".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(send(exporter, spans, sending)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the traces' sender; spans are dropped")
+                }
+            }
+            let _ = ended.send(());
+        })
+        .map_err(|e| Problem(format!("cannot start the traces' sender: {e}")))?;
     let provider = SdkTracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             config.tracing.sample_ratio,
