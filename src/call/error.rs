@@ -204,7 +204,7 @@ pub enum CallError {
         retry_after: Duration,
     },
     #[error(
-        "offergate has server.max_in_flight calls in flight; retry after the Retry-After seconds"
+        "offergate is at its limit (server.max_in_flight calls in flight, or server.body_budget_bytes of bodies being read); retry after the Retry-After seconds"
     )]
     Overloaded,
     #[error("the shared state backend cannot be reached and state.on_error is fail_closed")]

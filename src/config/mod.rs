@@ -121,6 +121,9 @@ pub struct ServerConfig {
     /// stopped together with its app, which may still be making calls.
     #[serde(rename = "drain_delay_ms", serialize_with = "as_ms")]
     pub drain_delay: Duration,
+    /// Request bodies being read at once, in bytes, over every connection:
+    /// past it a call is shed with 503 (`offergate_shed_total{reason="body_budget"}`).
+    pub body_budget_bytes: usize,
     /// Calls in flight at once; past it a call is answered 503 at once.
     pub max_in_flight: usize,
     /// Open caller connections; at the cap the longest-idle one is closed.

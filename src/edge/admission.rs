@@ -101,11 +101,23 @@ pub struct Admission {
     compose_always: bool,
     /// The inbound token and the Besitos partners, as the last reload left them.
     secrets: Arc<Live<Secrets>>,
+    /// KiB of request bodies being read at once, over every connection.
+    body_budget: tokio::sync::Semaphore,
+    /// Calls shed because the budget was spent.
+    over_budget: prometheus::IntCounter,
 }
 
 impl Admission {
-    pub fn new(config: &Config, secrets: Arc<Live<Secrets>>) -> Admission {
+    pub fn new(
+        config: &Config,
+        secrets: Arc<Live<Secrets>>,
+        over_budget: prometheus::IntCounter,
+    ) -> Admission {
         Admission {
+            body_budget: tokio::sync::Semaphore::new(
+                (config.server.body_budget_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            over_budget,
             body_limit: config.server.body_limit_bytes,
             body_read_timeout: config.server.body_read_timeout,
             max_headers: config.server.max_headers,
@@ -320,6 +332,14 @@ impl Admission {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large);
         }
+        // What this body may hold while it is read, out of the budget every
+        // connection shares: slow bodies cannot take memory past it.
+        let may_hold = declared.map_or(limit, |n| n as usize);
+        let kib = u32::try_from(may_hold.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let Ok(_reading) = self.body_budget.try_acquire_many(kib) else {
+            self.over_budget.inc();
+            return Err(GatewayError::Call(CallError::Overloaded));
+        };
         let read = Limited::new(body, limit).collect();
         match within(self.body_read_timeout, read).await {
             Err(_) => Err(GatewayError::Refused(Refusal::BodyTimeout)),

@@ -87,7 +87,7 @@ impl EdgeMetrics {
             }),
         };
         // Each series of a closed label set at 0 from the start.
-        Metrics::zeroed(&metrics.shed, &[&["max_in_flight"]]);
+        Metrics::zeroed(&metrics.shed, &[&["max_in_flight", "body_budget"]]);
         Metrics::zeroed(
             &metrics.eligibility,
             &[&[
@@ -141,6 +141,11 @@ impl EdgeMetrics {
 
     pub(super) fn answer_lookup(&self, found: AnswerLookup) {
         self.answers[found as usize].inc();
+    }
+
+    /// The shed counter of `reason`, for a part of the edge that sheds.
+    pub(super) fn shed_counter(&self, reason: &'static str) -> IntCounter {
+        self.shed.with_label_values(&[reason])
     }
 
     pub(super) fn shed(&self, reason: &'static str) {

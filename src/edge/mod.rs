@@ -130,11 +130,16 @@ impl<S: ProxyService> Edge<S> {
         let encore = &config.encore.resilience;
         // Sized and shared as the offers route's answers.
         let answers = AnyStore::for_route(config, Route::EncoreOffers, state);
+        let edge_metrics = EdgeMetrics::register(metrics, &observed.lookups)?;
         Ok(Edge {
             shared: Arc::new(EdgeShared {
                 stack,
-                admission: Admission::new(config, secrets),
-                metrics: EdgeMetrics::register(metrics, &observed.lookups)?,
+                admission: Admission::new(
+                    config,
+                    secrets,
+                    edge_metrics.shed_counter("body_budget"),
+                ),
+                metrics: edge_metrics,
                 access_log: config.log.access_log,
                 link_host: config.encore.offer_link_host.clone(),
                 in_flight: Semaphore::new(config.server.max_in_flight),

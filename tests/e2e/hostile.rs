@@ -296,3 +296,58 @@ async fn at_the_connection_cap_a_caller_waits_and_is_answered_never_dropped() {
         drop(slow);
     }
 }
+
+/// Slow bodies cannot take memory past the body budget: 200 callers each
+/// sending most of a 1 MiB eligibility body and stalling get 503 past the
+/// budget (counted), RSS stays within the budget's reach while they hold on,
+/// falls back after they leave, and a normal call is answered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_cannot_take_memory_past_the_body_budget() {
+    let f = Fleet::start(
+        &[
+            ("OFFERGATE_SERVER__BODY_BUDGET_BYTES", "8388608"),
+            ("OFFERGATE_SERVER__BODY_READ_TIMEOUT_MS", "10000"),
+        ],
+        None,
+    )
+    .await;
+    let pid = f.gw.0.id();
+    assert_eq!(f.calls(5, 0).await, 5);
+    let rss_before = rss_kib(pid);
+    let mut slow = Vec::new();
+    let part = vec![b' '; 900 * 1024];
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(f.listen).await.unwrap();
+        let head = "POST /offergate/v1/encore/eligibility HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"clientId\":\"c\",\"chatId\":\"t\",\"messages\":[";
+        let _ = s.write_all(head.as_bytes()).await;
+        // As much of the body as the connection takes in 50 ms.
+        let _ = tokio::time::timeout(Duration::from_millis(50), s.write_all(&part)).await;
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_during = rss_kib(pid);
+    assert_eq!(f.calls(5, 0).await, 5, "normal calls answered meanwhile");
+    let page = {
+        let req = http::Request::get(format!("http://{}/metrics", f.admin))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        String::from_utf8_lossy(&send_with(&f.client, req).await.body).to_string()
+    };
+    let shed = sample(&page, r#"offergate_shed_total{reason="body_budget"}"#);
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_after = rss_kib(pid);
+    println!("slow bodies: RSS {rss_before} -> {rss_during} -> {rss_after} KiB, {shed} shed");
+    assert!(
+        shed >= 150.0,
+        "past the budget the callers are shed: {shed}"
+    );
+    assert!(
+        rss_during <= rss_before + 24 * 1024,
+        "RSS {rss_before} KiB -> {rss_during} KiB holding 200 slow bodies"
+    );
+    assert!(
+        rss_after <= rss_before + 16 * 1024,
+        "RSS {rss_before} KiB -> {rss_after} KiB after they left"
+    );
+}

@@ -183,6 +183,10 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         "server.drain_delay_ms",
         millis(s.drain_delay_ms, 0, 600_000),
     );
+    let body_budget = p.check(
+        "server.body_budget_bytes",
+        bounded(s.body_budget_bytes, 1024 * 1024, 4 * 1024 * 1024 * 1024),
+    );
     let max_in_flight = p.check(
         "server.max_in_flight",
         bounded(s.max_in_flight, 1, 1_000_000),
@@ -205,6 +209,7 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         body_read_timeout: body_read_timeout?,
         shutdown_grace: shutdown_grace?,
         drain_delay: drain_delay?,
+        body_budget_bytes: body_budget?,
         max_in_flight: max_in_flight?,
         max_headers: max_headers?,
         max_connections: max_connections?,
