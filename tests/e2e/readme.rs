@@ -310,3 +310,30 @@ fn the_python_webhook_handler_sends_one_offer_and_one_reply_per_message() {
         );
     }
 }
+
+/// Every TOML example in the README is a config fragment offergate takes:
+/// on a minimal config of its own, it loads (no key unknown, no value
+/// refused).
+#[test]
+fn every_toml_example_in_the_readme_loads() {
+    let blocks = blocks_in("toml");
+    assert!(!blocks.is_empty());
+    for b in &blocks {
+        let base = "[encore]\napi_key_env = \"K\"\nchat_id_key_env = \"C\"\n[[besitos.partners]]\nid = \"p\"\ntoken_env = \"K\"\n";
+        let mut doc: toml::Table = base.parse().unwrap();
+        let fragment: toml::Table = b
+            .code
+            .parse()
+            .unwrap_or_else(|e| panic!("README.md line {}: not TOML: {e}", b.line));
+        for (k, v) in fragment {
+            doc.insert(k, v);
+        }
+        let env = offergate::config::MapEnv::from([
+            ("K", "pk_test_readme"),
+            ("C", "readme-chat-id-key-0123"),
+        ]);
+        if let Err(e) = offergate::Config::from_toml(&toml::to_string(&doc).unwrap(), &env) {
+            panic!("README.md line {}: {e}", b.line);
+        }
+    }
+}
