@@ -93,7 +93,7 @@ impl Default for RawState {
             redis_password_env: None,
             redis_password_file: None,
             key_prefix: "offergate".into(),
-            timeout_ms: 50,
+            timeout_ms: 250,
             on_error: "fail_open".into(),
             thread_file: None,
             topology: "single".into(),

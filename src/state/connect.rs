@@ -207,9 +207,12 @@ impl Connector {
     /// A connection, and (Sentinel) the master's address it goes to.
     async fn connect(&self, timeout: Duration) -> redis::RedisResult<(Conn, Option<String>)> {
         let managed = |client: redis::Client| async move {
+            // The reply's own limit is each call's (`Redis::run`), whose
+            // late reply is told apart from a failure; the connection's is
+            // only a backstop, so it never turns a late reply into an error.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(timeout.max(Duration::from_millis(250)))
-                .set_response_timeout(timeout)
+                .set_response_timeout(timeout.max(Duration::from_secs(2)))
                 .set_number_of_retries(6)
                 .set_max_delay(2_000);
             ConnectionManager::new_with_config(client, config)
@@ -397,8 +400,14 @@ async fn watch_health(
     inner: Weak<Inner>,
     timeout: Duration,
 ) {
+    let Some(check_now) = inner.upgrade().map(|i| i.check_now.clone()) else {
+        return;
+    };
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = check_now.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -421,9 +430,12 @@ async fn watch_health(
                 }
             }
         }
+        // Given longer than a call's reply (at least 500 ms): a PING that
+        // fails is the evidence that Redis is down, not one slow reply.
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
-        let healthy = matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)));
+        let patience = timeout.max(Duration::from_millis(500));
+        let healthy = matches!(tokio::time::timeout(patience, ping).await, Ok(Ok(_)));
         inner.degraded.store(!healthy, Ordering::Relaxed);
         if healthy {
             inner.failures.store(0, Ordering::Relaxed);

@@ -37,8 +37,19 @@ pub enum StateError {
     Degraded,
 }
 
-/// Consecutive failures after which calls stop going to Redis (each would
-/// cost up to the timeout) until the health PING sees it answer again.
+impl StateError {
+    /// Whether the call may have been carried out in Redis all the same: it
+    /// was sent, and no answer says what became of it. Not sent: not
+    /// connected, or Redis declared down.
+    pub fn may_have_applied(&self) -> bool {
+        !matches!(self, StateError::NotConnected | StateError::Degraded)
+    }
+}
+
+/// Consecutive failures after which Redis is declared down and calls stop
+/// going to it (each would cost up to the timeout) until the health PING
+/// sees it answer again. A reply that is late is not one: a slow reply (a
+/// busy CPU, a stalled Redis) is no evidence that Redis is gone.
 const FAIL_FAST_AFTER: u32 = 3;
 
 /// A shared handle; clones share the connection.
@@ -65,6 +76,9 @@ pub(super) struct Inner {
     pub(super) at: String,
     /// Calls failed in a row.
     pub(super) failures: AtomicU32,
+    /// Wakes the health check at once: a reply was late, and whether Redis
+    /// is down is asked now (a PING), not guessed from the late reply.
+    pub(super) check_now: Arc<tokio::sync::Notify>,
     errors: IntCounterVec,
     /// Per op: claim, finish, limit, pause, thread, conversation, admit.
     latency: [Histogram; 7],
@@ -151,6 +165,7 @@ impl Redis {
             reported_down: AtomicBool::new(false),
             at: config.describe(),
             failures: AtomicU32::new(0),
+            check_now: Arc::new(tokio::sync::Notify::new()),
             errors,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
             retried: OPS.map(|op| retried.with_label_values(&[op])),
@@ -272,7 +287,7 @@ impl Redis {
     ) -> Result<Value, StateError> {
         let inner = &self.inner;
         let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let failing = inner.failures.load(Ordering::Relaxed) >= FAIL_FAST_AFTER;
+        let failing = inner.degraded.load(Ordering::Relaxed);
         let result = match conn {
             None => Err(StateError::NotConnected),
             Some(_) if failing => Err(StateError::Degraded),
@@ -303,16 +318,26 @@ impl Redis {
                 inner.latency[op].observe(started.elapsed().as_secs_f64());
                 match answer {
                     Err(_) => Err(StateError::Timeout),
+                    Ok(Err(e)) if e.is_timeout() => Err(StateError::Timeout),
                     Ok(Err(e)) => Err(StateError::Redis(e.to_string())),
                     Ok(Ok(v)) => Ok(v),
                 }
             }
         };
-        inner.degraded.store(result.is_err(), Ordering::Relaxed);
-        if result.is_ok() {
-            inner.failures.store(0, Ordering::Relaxed);
-        } else if !failing {
-            inner.failures.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {
+                inner.failures.store(0, Ordering::Relaxed);
+                inner.degraded.store(false, Ordering::Relaxed);
+            }
+            // Late: no evidence either way, so the health check asks now.
+            Err(StateError::Timeout) => inner.check_now.notify_one(),
+            Err(StateError::Degraded) => {}
+            Err(_) => {
+                let failed = inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failed >= FAIL_FAST_AFTER {
+                    inner.degraded.store(true, Ordering::Relaxed);
+                }
+            }
         }
         if let Err(e) = &result {
             inner.errors.with_label_values(&["redis", OPS[op]]).inc();

@@ -941,3 +941,60 @@ async fn an_opt_out_is_kept_by_redis_through_eviction_or_refused_when_it_cannot_
     b.0.shutdown().await;
     a.stop().await;
 }
+
+/// A slow Redis reply is never a second partner call: 40 duplicates at
+/// once over two replicas, Encore answering after 300 ms, Redis stalled for
+/// 200 ms (`DEBUG SLEEP`) in the middle of the burst, with a reply timeout of
+/// 50 ms: a claim whose reply is late is asked again, not guessed untaken.
+/// One partner call and one link in every one of 20 runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_never_makes_a_second_partner_call() {
+    let redis = RedisServer::start().await;
+    let short = |o: &str| {
+        let mut c = replica(o, &redis, "");
+        c.state.timeout = Duration::from_millis(50);
+        c
+    };
+    let a = Harness::with_config(short).await;
+    let b = second(&a, short(a.sim.origin())).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let addr = redis.addr;
+    for run in 0..20 {
+        let before = a.calls(Route::EncoreOffers);
+        plan(&a, Route::EncoreOffers, &["delay:300"]);
+        let body = encore_body();
+        let key = format!("stalled-{run}");
+        let key = [("idempotency-key", key.as_str())];
+        let stall = async {
+            tokio::time::sleep(Duration::from_millis(5 * (run % 3))).await;
+            tokio::task::spawn_blocking(move || {
+                crate::redis_server::redis_cli(addr, &["DEBUG", "SLEEP", "0.2"])
+            })
+            .await
+            .unwrap()
+            .expect("DEBUG SLEEP runs");
+        };
+        let burst = join_all((0..40).map(|n| {
+            let (gw, body) = (if n % 2 == 0 { &a.gw } else { &b.0 }, body.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(15 + 4 * n)).await;
+                post_to(gw, &key, &body).await
+            }
+        }));
+        let (answers, ()) = futures_util::future::join(burst, stall).await;
+        let links: std::collections::BTreeSet<String> = answers
+            .iter()
+            .filter_map(|x| x.json()["offer"]["clickUrl"].as_str().map(String::from))
+            .collect();
+        assert!(answers.iter().all(|x| x.status == 200), "run {run}");
+        assert_eq!(
+            a.calls(Route::EncoreOffers) - before,
+            1,
+            "run {run}: one partner call for 40 duplicates"
+        );
+        assert_eq!(links.len(), 1, "run {run}: one link: {links:?}");
+    }
+    b.0.shutdown().await;
+    a.stop().await;
+}

@@ -45,6 +45,8 @@ impl RedisServer {
             .args(["--port", &self.addr.port().to_string()])
             .args(["--bind", &self.addr.ip().to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // DEBUG SLEEP stalls it, as a busy machine or a managed Redis can.
+            .args(["--enable-debug-command", "yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -152,6 +152,9 @@ impl RedisStore {
     }
 }
 
+/// How long a claim whose reply was late waits before it is asked again.
+const CLAIM_AGAIN_AFTER: Duration = Duration::from_millis(20);
+
 impl RedisStore {
     /// The claim, and when `also` is given and the claim leads, what it
     /// asks, in the same script (`layers/admit.rs`).
@@ -161,7 +164,7 @@ impl RedisStore {
         fingerprint: &Fingerprint,
         plan: Option<&Plan>,
     ) -> (Claim, Option<AlsoSaid>) {
-        let also = plan.map(Plan::ask);
+        let mut also = plan.map(Plan::ask);
         // This replica's own duplicates wait on its own leader.
         let ours = match self.local.claim(key, fingerprint).await {
             Claim::Lead => None,
@@ -183,30 +186,37 @@ impl RedisStore {
         let give_up = clock::now() + self.wait_for;
         // Subscribed to the key's finish once it is found in flight.
         let mut notice: Option<crate::state::Notice> = None;
+        let mut in_flight_seen = false;
         loop {
-            let (reply, said) = match &also {
-                Some(also) => match self
-                    .redis
-                    .admit(
-                        &answer_key,
-                        &lock_key,
-                        &fp,
-                        &lock_value,
-                        self.lock_ttl,
-                        also,
-                    )
-                    .await
-                {
-                    Ok((reply, said)) => (Ok(reply), Some(said)),
-                    Err(e) => (Err(e), None),
-                },
-                None => (
-                    self.redis
-                        .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
-                        .await,
-                    None,
-                ),
+            let ask = async {
+                match &also {
+                    Some(also) => match self
+                        .redis
+                        .admit(
+                            &answer_key,
+                            &lock_key,
+                            &fp,
+                            &lock_value,
+                            self.lock_ttl,
+                            also,
+                        )
+                        .await
+                    {
+                        Ok((reply, said)) => (Ok(reply), Some(said)),
+                        Err(e) => (Err(e), None),
+                    },
+                    None => (
+                        self.redis
+                            .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
+                            .await,
+                        None,
+                    ),
+                }
             };
+            // Never past the call's own time, however late the reply.
+            let (reply, said) = tokio::time::timeout_at(give_up, ask)
+                .await
+                .unwrap_or((Err(crate::state::StateError::Timeout), None));
             match reply {
                 Ok(ClaimReply::Lead) => {
                     self.leading
@@ -250,6 +260,7 @@ impl RedisStore {
                     return (Claim::Conflict, None);
                 }
                 Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
+                    in_flight_seen = true;
                     match notice.take() {
                         // Ask again when the leader's finish is heard, or
                         // after the fallback poll, whichever comes first.
@@ -277,8 +288,36 @@ impl RedisStore {
                     let late: Answer = Err(GatewayError::Call(CallError::DeadlineExceeded));
                     return (Claim::Wait(Box::pin(std::future::ready(Some(late)))), None);
                 }
+                // Sent, and no answer in time: the claim may be taken in
+                // Redis, so the partner is not called on the guess that it
+                // was not. The claim is repeatable for this owner: it is
+                // asked again (alone: the admission's limits may be spent)
+                // until Redis answers, is declared down, or the call's time
+                // is up, and then the call gets the fallback.
+                Err(e) if e.may_have_applied() && !self.redis.degraded() => {
+                    also = None;
+                    if clock::now() + CLAIM_AGAIN_AFTER >= give_up {
+                        // Found in flight elsewhere before: it still is, as
+                        // far as this call can tell.
+                        let why = if in_flight_seen {
+                            CallError::DeadlineExceeded
+                        } else {
+                            CallError::StateUnavailable
+                        };
+                        self.settle_locally(key, Err(GatewayError::Call(why.clone())), None)
+                            .await;
+                        if in_flight_seen {
+                            let late: Answer = Err(GatewayError::Call(why));
+                            return (Claim::Wait(Box::pin(std::future::ready(Some(late)))), None);
+                        }
+                        return (Claim::Unavailable, None);
+                    }
+                    tokio::time::sleep(CLAIM_AGAIN_AFTER).await;
+                }
                 Err(_) => match self.redis.on_error() {
-                    // Counted by the state metrics; this replica de-duplicates alone.
+                    // Redis declared down (or not connected), so the claim
+                    // was not sent: counted by the state metrics, this
+                    // replica de-duplicates alone.
                     OnStateError::FailOpen => return (Claim::Lead, None),
                     OnStateError::FailClosed => {
                         self.settle_locally(
