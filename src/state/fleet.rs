@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use super::Redis;
+use super::{Redis, StateError};
 use crate::config::OnStateError;
 
 /// Redis could not decide, and `fail_closed` refuses to decide without it.
@@ -15,15 +15,20 @@ use crate::config::OnStateError;
 pub struct Unavailable;
 
 /// `ask`'s answer from the fleet; when Redis cannot give one, `local`'s
-/// under `fail_open`, [`Unavailable`] under `fail_closed`.
-pub async fn fleet_first<T, E>(
+/// under `fail_open`, [`Unavailable`] under `fail_closed`. A late reply
+/// while Redis is not declared down is [`Unavailable`] whatever `on_error`
+/// says: what was asked may have been done there (a permit spent, a slot
+/// taken), and this replica does not decide alone on the guess that it was
+/// not.
+pub async fn fleet_first<T>(
     redis: &Redis,
-    ask: impl Future<Output = Result<T, E>>,
+    ask: impl Future<Output = Result<T, StateError>>,
     local: impl FnOnce() -> T,
 ) -> Result<T, Unavailable> {
     // Boxed: a Redis wait's state stays out of the in-memory path's futures.
     match Box::pin(ask).await {
         Ok(answer) => Ok(answer),
+        Err(StateError::Timeout) if !redis.degraded() => Err(Unavailable),
         Err(_) => match redis.on_error() {
             OnStateError::FailOpen => Ok(local()),
             OnStateError::FailClosed => Err(Unavailable),

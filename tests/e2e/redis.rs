@@ -998,3 +998,50 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
     b.0.shutdown().await;
     a.stop().await;
 }
+
+/// The fleet's partner quota holds while Redis stalls: a late reply is not
+/// a permit this replica grants itself. 30 calls over two replicas with a
+/// quota of 5 a second (burst 5), Redis stalled 200 ms as they start: no
+/// more reach the partner than the quota allows over the time they took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_quota_holds_while_redis_stalls() {
+    let redis = RedisServer::start().await;
+    let tight = |o: &str| {
+        let mut c = replica(o, &redis, "");
+        c.state.timeout = Duration::from_millis(50);
+        c.encore.resilience.rate_limit.partner.per_second = 5.0;
+        c.encore.resilience.rate_limit.partner.burst = 5;
+        c.encore.resilience.retry.max_retries = 0;
+        // The limits asked on their own, as for calls without a claim.
+        c.encore.resilience.idempotency.enabled = false;
+        c
+    };
+    let a = Harness::with_config(tight).await;
+    let b = second(&a, tight(a.sim.origin())).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    let addr = redis.addr;
+    let started = Instant::now();
+    let stall = tokio::task::spawn_blocking(move || {
+        crate::redis_server::redis_cli(addr, &["DEBUG", "SLEEP", "0.2"])
+    });
+    let calls = join_all((0..30).map(|n| {
+        let gw = if n % 2 == 0 { &a.gw } else { &b.0 };
+        async move {
+            tokio::time::sleep(Duration::from_millis(10 + 10 * n)).await;
+            post_to(gw, &[], &encore_body()).await
+        }
+    }))
+    .await;
+    stall.await.unwrap().expect("DEBUG SLEEP runs");
+    let took = started.elapsed().as_secs_f64();
+    assert!(calls.iter().all(|c| c.status == 200));
+    let reached = a.calls(Route::EncoreOffers);
+    let allowed = 5 + (5.0 * took).ceil() as u64;
+    assert!(
+        reached <= allowed,
+        "{reached} calls reached the partner in {took:.2} s; the quota allows {allowed}"
+    );
+    b.0.shutdown().await;
+    a.stop().await;
+}

@@ -45,10 +45,10 @@ impl FleetPermits {
         bucket: String,
         rate: Rate,
         then: Option<(&str, Rate)>,
-    ) -> Option<(Decision, Option<Decision>)> {
+    ) -> Result<(Decision, Option<Decision>), crate::state::StateError> {
         let pause = &self.keys.get(route).0;
-        let limit = self.redis.limit(&bucket, pause, rate, then).await.ok()?;
-        Some(self.decided(route, limit))
+        let limit = self.redis.limit(&bucket, pause, rate, then).await?;
+        Ok(self.decided(route, limit))
     }
 
     /// What Redis's answer means; a pause found is mirrored into this
@@ -122,11 +122,7 @@ impl Permits for FleetPermits {
         async move {
             let plan = self.plan(route, caller);
             let then = Some((plan.quota.as_str(), plan.quota_rate));
-            let ask = async {
-                self.decide(route, plan.bucket.clone(), plan.rate, then)
-                    .await
-                    .ok_or(())
-            };
+            let ask = self.decide(route, plan.bucket.clone(), plan.rate, then);
             // Without Redis, this replica's caller bucket; its quota is
             // asked by the try, as ever.
             fleet_first(&self.redis, ask, || {
@@ -143,7 +139,7 @@ impl Permits for FleetPermits {
             let bucket = self.keys.get(route).1.clone();
             let ask = async {
                 let decided = self.decide(route, bucket, rate, None).await;
-                decided.map(|(d, _)| d).ok_or(())
+                decided.map(|(d, _)| d)
             };
             fleet_first(&self.redis, ask, || self.local.partner_now(route))
                 .await
