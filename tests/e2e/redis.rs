@@ -607,6 +607,17 @@ async fn conversation_is_the_fleets(redis: &dyn Shared) {
         .await
         .json();
     assert_eq!(v["reason"], "opted_out");
+    // The offers route refuses the opted-out thread too, on either replica
+    // (the slot's script reads the opt-out), without calling Encore.
+    let offer_body =
+        serde_json::json!({"clientId": "client-42", "chatId": "wa:15550001111:15551234567",
+        "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}})
+        .to_string();
+    for gw in [&a.gw, &b.0] {
+        let refused = post_to(gw, &[], &offer_body).await;
+        assert_eq!(refused.headers["x-offergate-skipped"], "opted_out");
+        assert!(refused.json()["offer"].is_null());
+    }
     assert_eq!(a.calls(Route::EncoreOffers), 1);
     b.0.shutdown().await;
     a.stop().await;
