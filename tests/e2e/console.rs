@@ -20,6 +20,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_offergate");
 #[test]
 fn the_console_in_a_real_browser() {
     let shot = format!("{}/target/console.png", env!("CARGO_MANIFEST_DIR"));
+    // Where the screenshot goes exists even when the build's target
+    // directory is elsewhere (CARGO_TARGET_DIR).
+    std::fs::create_dir_all(format!("{}/target", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let script = format!("{}/tests/browser/console.py", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
         .args([&script, BIN, &shot])
