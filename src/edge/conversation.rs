@@ -29,7 +29,6 @@ use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Body;
 use serde_json::{json, Value};
 
-use super::metrics::AnswerLookup;
 use super::{respond, Edge};
 use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint::{hex, Fingerprint};
@@ -42,7 +41,7 @@ use crate::conversation::{MessageKey, Threads};
 use crate::integrator::messages::{read_message, read_thread, read_unsent, Message};
 use crate::integrator::rules::{self, judge, MAX_AHEAD_MS};
 use crate::layers::idempotency::{
-    mark_replayed, replay, Claim, FinishAnyway, IdempotencyStore, Stored,
+    mark_replayed, replay, Claim, FinishAnyway, IdempotencyStore, Lookup, Stored,
 };
 use crate::layers::thread_cap::X_OFFERGATE_SKIPPED;
 use crate::partners::encore::compose::{self, Composed};
@@ -141,9 +140,9 @@ impl<S: ProxyService> Edge<S> {
         let store = &self.shared.answers;
         let claim = store.claim(&key, &fp).await;
         self.shared.metrics.answer_lookup(match &claim {
-            Claim::Stored(_) => AnswerLookup::Hit,
-            Claim::Wait(_) => AnswerLookup::Coalesced,
-            _ => AnswerLookup::Miss,
+            Claim::Stored(_) => Lookup::Hit,
+            Claim::Wait(_) => Lookup::Coalesced,
+            _ => Lookup::Miss,
         });
         match claim {
             Claim::Stored(stored) => replay(&stored),

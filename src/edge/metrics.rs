@@ -5,8 +5,9 @@ use crate::call::problem::Problem;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use crate::call::request::Outcome;
-use crate::call::route::AnyRoute;
+use crate::call::route::{AnyRoute, OwnRoute};
 use crate::integrator::rules;
+use crate::layers::idempotency::{Lookup, Lookups};
 use crate::metrics::Metrics;
 
 pub(super) struct EdgeMetrics {
@@ -20,16 +21,8 @@ pub(super) struct EdgeMetrics {
     eligibility: IntCounterVec,
     decisions: IntCounterVec,
     /// The conversation endpoint's own answer store, counted as the
-    /// idempotency layer counts its: miss, hit, coalesced.
-    answers: [IntCounter; 3],
-}
-
-/// What the conversation endpoint's answer store found for a message.
-#[derive(Clone, Copy)]
-pub(super) enum AnswerLookup {
-    Miss = 0,
-    Hit = 1,
-    Coalesced = 2,
+    /// idempotency layer counts its.
+    answers: Lookups,
 }
 
 impl EdgeMetrics {
@@ -82,9 +75,7 @@ impl EdgeMetrics {
                 "Conversation endpoint decisions by decision (offer, skip) and reason (none for an offer).",
                 &["decision", "reason"],
             )?,
-            answers: ["miss", "hit", "coalesced"].map(|l| {
-                lookups.with_label_values(&[crate::call::route::OwnRoute::EncoreMessages.as_str(), l])
-            }),
+            answers: Lookups::new(lookups, OwnRoute::EncoreMessages.as_str()),
         };
         // Each series of a closed label set at 0 from the start.
         Metrics::zeroed(&metrics.shed, &[&["max_in_flight", "body_budget"]]);
@@ -139,8 +130,8 @@ impl EdgeMetrics {
             .inc();
     }
 
-    pub(super) fn answer_lookup(&self, found: AnswerLookup) {
-        self.answers[found as usize].inc();
+    pub(super) fn answer_lookup(&self, found: Lookup) {
+        self.answers.count(found);
     }
 
     /// The shed counter of `reason`, for a part of the edge that sheds.

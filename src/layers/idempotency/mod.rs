@@ -81,9 +81,9 @@ impl<S, St> Layer<S> for IdempotencyLayer<St> {
 struct Shared<St> {
     per_route: Arc<PerRoute<RouteState<St>>>,
     deadline: PerRoute<Duration>,
-    /// `offergate_idempotency_total` per route and [`Lookup`], resolved once:
-    /// no label lookup (a hash and a lock) per call.
-    results: [[IntCounter; 4]; 2],
+    /// `offergate_idempotency_total` per route, resolved once: no label
+    /// lookup (a hash and a lock) per call.
+    results: [Lookups; 2],
     /// What the layers below would ask Redis first, asked with the claim
     /// where one script can (`layers/admit.rs`).
     admit: Option<Admit>,
@@ -91,7 +91,7 @@ struct Shared<St> {
 
 /// How a lookup ended: the `result` label.
 #[derive(Clone, Copy)]
-enum Lookup {
+pub enum Lookup {
     Miss,
     Hit,
     Coalesced,
@@ -113,6 +113,20 @@ impl Lookup {
             Lookup::Coalesced => "coalesced",
             Lookup::Conflict => "conflict",
         }
+    }
+}
+
+/// One route's `offergate_idempotency_total` series, one per [`Lookup`]:
+/// the layer's, and the conversation endpoint's for its own answer store.
+pub struct Lookups([IntCounter; 4]);
+
+impl Lookups {
+    pub fn new(family: &prometheus::IntCounterVec, route: &str) -> Lookups {
+        Lookups(Lookup::ALL.map(|l| family.with_label_values(&[route, l.as_str()])))
+    }
+
+    pub fn count(&self, result: Lookup) {
+        self.0[result as usize].inc();
     }
 }
 
@@ -173,8 +187,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         Ok(IdempotencyLayer(Arc::new(Shared {
             per_route,
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
-            results: Route::ALL
-                .map(|r| Lookup::ALL.map(|l| results.with_label_values(&[r.as_str(), l.as_str()]))),
+            results: Route::ALL.map(|r| Lookups::new(results, r.as_str())),
             admit,
         })))
     }
@@ -182,7 +195,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
 
 impl<St> Shared<St> {
     fn count(&self, route: Route, result: Lookup) {
-        self.results[route.index()][result as usize].inc();
+        self.results[route.index()].count(result);
     }
 }
 
