@@ -150,6 +150,25 @@ impl RedisStore {
     async fn settle_locally(&self, key: &str, answer: Answer, keep: Option<Stored>) {
         self.local.finish(key, &answer, keep).await;
     }
+
+    /// The call's time ran out with the key in flight elsewhere: this call
+    /// and its own duplicates get `deadline_exceeded`.
+    async fn gave_up_waiting(&self, key: &str) -> (Claim, Option<AlsoSaid>) {
+        let late = || Err(GatewayError::Call(CallError::DeadlineExceeded));
+        self.settle_locally(key, late(), None).await;
+        (
+            Claim::Wait(Box::pin(std::future::ready(Some(late())))),
+            None,
+        )
+    }
+
+    /// No claim could be had from Redis: this call and its own duplicates
+    /// get `state_unavailable`.
+    async fn unavailable(&self, key: &str) -> (Claim, Option<AlsoSaid>) {
+        let answer = Err(GatewayError::Call(CallError::StateUnavailable));
+        self.settle_locally(key, answer, None).await;
+        (Claim::Unavailable, None)
+    }
 }
 
 /// How long a claim whose reply was late waits before it is asked again.
@@ -278,16 +297,7 @@ impl RedisStore {
                         }
                     }
                 }
-                Ok(ClaimReply::InFlight) => {
-                    self.settle_locally(
-                        key,
-                        Err(GatewayError::Call(CallError::DeadlineExceeded)),
-                        None,
-                    )
-                    .await;
-                    let late: Answer = Err(GatewayError::Call(CallError::DeadlineExceeded));
-                    return (Claim::Wait(Box::pin(std::future::ready(Some(late)))), None);
-                }
+                Ok(ClaimReply::InFlight) => return self.gave_up_waiting(key).await,
                 // Sent, and no answer in time: the claim may be taken in
                 // Redis, so the partner is not called on the guess that it
                 // was not. The claim is repeatable for this owner: it is
@@ -299,18 +309,11 @@ impl RedisStore {
                     if clock::now() + CLAIM_AGAIN_AFTER >= give_up {
                         // Found in flight elsewhere before: it still is, as
                         // far as this call can tell.
-                        let why = if in_flight_seen {
-                            CallError::DeadlineExceeded
+                        return if in_flight_seen {
+                            self.gave_up_waiting(key).await
                         } else {
-                            CallError::StateUnavailable
+                            self.unavailable(key).await
                         };
-                        self.settle_locally(key, Err(GatewayError::Call(why.clone())), None)
-                            .await;
-                        if in_flight_seen {
-                            let late: Answer = Err(GatewayError::Call(why));
-                            return (Claim::Wait(Box::pin(std::future::ready(Some(late)))), None);
-                        }
-                        return (Claim::Unavailable, None);
                     }
                     tokio::time::sleep(CLAIM_AGAIN_AFTER).await;
                 }
@@ -319,15 +322,7 @@ impl RedisStore {
                     // was not sent: counted by the state metrics, this
                     // replica de-duplicates alone.
                     OnStateError::FailOpen => return (Claim::Lead, None),
-                    OnStateError::FailClosed => {
-                        self.settle_locally(
-                            key,
-                            Err(GatewayError::Call(CallError::StateUnavailable)),
-                            None,
-                        )
-                        .await;
-                        return (Claim::Unavailable, None);
-                    }
+                    OnStateError::FailClosed => return self.unavailable(key).await,
                 },
             }
         }
