@@ -213,7 +213,8 @@ impl Gateway {
     }
 
     /// Drains: `/readyz` answers 503 at once, the proxy listener goes on
-    /// taking calls for `[server] drain_delay_ms`, then stops accepting, open calls (coalesced ones too) finish within the grace;
+    /// taking calls for `[server] drain_delay_ms`, then stops accepting,
+    /// open calls (coalesced ones too) finish within the grace;
     /// the admin listener keeps answering `/healthz`, `/readyz` and `/metrics`
     /// all along and closes last.
     pub async fn shutdown(self) {

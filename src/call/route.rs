@@ -13,7 +13,7 @@ pub enum Route {
 impl Route {
     pub const ALL: [Route; 2] = [Route::EncoreOffers, Route::BesitosGoals];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Route::EncoreOffers => "encore_offers",
             Route::BesitosGoals => "besitos_goals",
@@ -41,7 +41,11 @@ impl Route {
 /// The route labels the layers count a partner call under: each partner
 /// route's own, and the conversation endpoint's for the Encore calls it makes
 /// ([`ProxyRequest::counted_as`](crate::call::request::ProxyRequest::counted_as)).
-pub const COUNTED_AS: [&str; 3] = ["encore_offers", "besitos_goals", "encore_messages"];
+pub const COUNTED_AS: [&str; 3] = [
+    Route::EncoreOffers.as_str(),
+    Route::BesitosGoals.as_str(),
+    OwnRoute::EncoreMessages.as_str(),
+];
 
 /// offergate's own routes on the proxy listener: answered by offergate
 /// (the conversation endpoint calls Encore through the stack when a message
@@ -64,7 +68,7 @@ impl OwnRoute {
         OwnRoute::EncoreOptIn,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             OwnRoute::EncoreEligibility => "encore_eligibility",
             OwnRoute::EncoreMessages => "encore_messages",

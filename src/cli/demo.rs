@@ -36,11 +36,11 @@ pub fn config(
     config_on(listen, admin_listen, simulator, None)
 }
 
-/// [`config`], with shared state on the Redis at `redis_url` when given.
 /// The demo's key for the pseudonym Encore gets as `chatId` (built in: the
 /// demo is not for real end users' ids).
 const CHAT_ID_KEY: &str = "offergate-demo-chat-id-key";
 
+/// [`config`], with shared state on the Redis at `redis_url` when given.
 pub fn config_on(
     listen: SocketAddr,
     admin_listen: SocketAddr,
@@ -182,22 +182,14 @@ pub async fn run(
     let config = match &file {
         None => config_on(listen, admin, sim.addr, redis_url.as_deref()),
         Some(path) => {
-            let text =
-                crate::config::files::read_text(path, crate::config::files::MAX_CONFIG_BYTES)?;
+            let (text, sha256) = Config::read_file(path).map_err(|e| e.to_string())?;
             // The file the console and the ready line name, with its digest.
-            let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
             origin = Some(crate::app::gateway::Origin {
                 path: path.clone(),
-                sha256: crate::call::fingerprint::hex(digest.as_ref()),
+                sha256,
             });
-            config_from_file(&text, listen, admin, sim.addr, redis_url.as_deref()).map_err(
-                |mut e| {
-                    for p in &mut e.problems {
-                        *p = format!("{}: {p}", path.display());
-                    }
-                    e
-                },
-            )
+            config_from_file(&text, listen, admin, sim.addr, redis_url.as_deref())
+                .map_err(|e| e.in_file(path))
         }
     }
     .map_err(|e| e.to_string())?;

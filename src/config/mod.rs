@@ -347,6 +347,14 @@ impl ConfigError {
             problems: vec![msg.to_string()],
         }
     }
+
+    /// Each problem named by the file it was found in.
+    pub(crate) fn in_file(mut self, path: &Path) -> Self {
+        for p in &mut self.problems {
+            *p = format!("{}: {p}", path.display());
+        }
+        self
+    }
 }
 
 /// A TOML syntax error as its line, column and message, never the line's
@@ -454,16 +462,18 @@ impl Config {
     /// [`Config::load`], with the SHA-256 (hex) of the bytes it read: which
     /// file is live, for the log and the operator.
     pub fn load_with_digest(path: &Path, env: &dyn Env) -> Result<(Config, String), ConfigError> {
+        let (text, digest) = Self::read_file(path)?;
+        let config = Self::from_toml(&text, env).map_err(|e| e.in_file(path))?;
+        Ok((config, digest))
+    }
+
+    /// The text of the config file at `path`, and the SHA-256 (hex) of its
+    /// bytes.
+    pub fn read_file(path: &Path) -> Result<(String, String), ConfigError> {
         let text = files::read_text(path, files::MAX_CONFIG_BYTES).map_err(ConfigError::one)?;
         let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
         let digest = crate::call::fingerprint::hex(digest.as_ref());
-        let config = Self::from_toml(&text, env).map_err(|mut e| {
-            for p in &mut e.problems {
-                *p = format!("{}: {p}", path.display());
-            }
-            e
-        })?;
-        Ok((config, digest))
+        Ok((text, digest))
     }
 
     /// Parses, overrides and validates a TOML document.

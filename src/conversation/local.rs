@@ -86,11 +86,6 @@ impl LocalThreads {
         self.shared.lock().threads.len()
     }
 
-    /// Opted-out threads held now.
-    pub fn opted_out(&self) -> usize {
-        self.shared.lock().opted_out.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -13,10 +13,7 @@ pub fn pseudonym(key: &[u8], chat_id: &str) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), chat_id.as_bytes());
     let mut out = String::with_capacity(3 + 32);
     out.push_str("og_");
-    for b in &tag.as_ref()[..16] {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
+    crate::call::fingerprint::push_hex(&tag.as_ref()[..16], &mut out);
     out
 }
 
