@@ -92,24 +92,10 @@ impl Conns {
     /// Registers a new connection, making room under `cap` first.
     pub fn admit(&self, cap: usize) -> Admit {
         let mut open = self.lock();
-        // Below the cap nothing is scanned; at it, connections already asked
-        // to close do not count (they leave as soon as their task runs).
-        let live = |open: &HashMap<u64, Arc<Conn>>| {
-            open.values()
-                .filter(|c| !c.closing.load(Ordering::Relaxed))
-                .count()
-        };
-        if open.len() >= cap && live(&open) >= cap {
-            let oldest_idle = open
-                .values()
-                .filter(|c| {
-                    c.busy.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Relaxed)
-                })
-                .min_by_key(|c| c.idle_since_ms.load(Ordering::Relaxed));
-            match oldest_idle {
-                Some(idle) => idle.ask_to_close(),
-                None => return Admit::Refuse,
-            }
+        match room(&open, cap) {
+            Room::Free => {}
+            Room::ByClosing(idle) => idle.ask_to_close(),
+            Room::None => return Admit::Refuse,
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
@@ -135,16 +121,7 @@ impl Conns {
     /// Whether a new connection could be served under `cap` now: below it,
     /// or with one idle to make room.
     pub fn has_room(&self, cap: usize) -> bool {
-        let open = self.lock();
-        open.len() < cap
-            || open
-                .values()
-                .filter(|c| !c.closing.load(Ordering::Relaxed))
-                .count()
-                < cap
-            || open
-                .values()
-                .any(|c| c.busy.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Relaxed))
+        !matches!(room(&self.lock(), cap), Room::None)
     }
 
     /// Asks every open connection to close (shutdown has begun).
@@ -174,6 +151,33 @@ impl Conns {
             },
         }
     }
+}
+
+/// Room for one more connection under a cap.
+enum Room<'a> {
+    Free,
+    /// By closing this one, idle the longest.
+    ByClosing(&'a Arc<Conn>),
+    /// Every connection busy.
+    None,
+}
+
+fn room(open: &HashMap<u64, Arc<Conn>>, cap: usize) -> Room<'_> {
+    // Below the cap nothing is scanned; at it, connections already asked to
+    // close do not count (they leave as soon as their task runs).
+    let live = || {
+        open.values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed))
+            .count()
+    };
+    if open.len() < cap || live() < cap {
+        return Room::Free;
+    }
+    let oldest_idle = open
+        .values()
+        .filter(|c| c.busy.load(Ordering::Acquire) == 0 && !c.closing.load(Ordering::Relaxed))
+        .min_by_key(|c| c.idle_since_ms.load(Ordering::Relaxed));
+    oldest_idle.map_or(Room::None, Room::ByClosing)
 }
 
 impl Default for Conns {

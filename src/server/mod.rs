@@ -89,16 +89,12 @@ pub async fn serve<M, S, B>(
         // At the cap with every connection busy, nothing is accepted until
         // one goes or turns idle: callers wait in the listen backlog rather
         // than being accepted to be closed with no answer.
+        // (A room notice sent while no one waits is kept for the next
+        // wait: none is lost between the look and the wait.)
         while !conns.has_room(opts.max_connections) {
-            let room = conns.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            if conns.has_room(opts.max_connections) {
-                break;
-            }
             tokio::select! {
                 _ = &mut stop => break 'serving,
-                _ = room => {}
+                _ = conns.room.notified() => {}
             }
         }
         let (stream, peer) = tokio::select! {
@@ -123,13 +119,10 @@ pub async fn serve<M, S, B>(
         let (id, conn) = loop {
             match conns.admit(opts.max_connections) {
                 Admit::Serve(id, conn) => break (id, conn),
-                Admit::Refuse => {
-                    let room = conns.room.notified();
-                    tokio::select! {
-                        _ = &mut stop => break 'serving,
-                        _ = room => {}
-                    }
-                }
+                Admit::Refuse => tokio::select! {
+                    _ = &mut stop => break 'serving,
+                    _ = conns.room.notified() => {}
+                },
             }
         };
         let _ = stream.set_nodelay(true);
