@@ -317,7 +317,9 @@ pub(super) async fn connect_until_connected(
                     );
                     report_health(&inner, true, "connected");
                 }
-                check_eviction_policy(&mut conn.clone()).await;
+                // Asked beside the health watch, not before it: a Redis slow
+                // to answer it must not hold the first PING back.
+                tokio::spawn(check_eviction_policy(conn.clone()));
                 return watch_health(&connector, conn, master, inner, timeout).await;
             }
             Err(e) => {
@@ -337,7 +339,8 @@ pub(super) async fn connect_until_connected(
 /// keeps: under `allkeys-*` anything, opt-outs included; under `volatile-*`
 /// the answers and locks idempotency keeps (opt-outs have no expiry, so
 /// it cannot take them). `noeviction` is what offergate needs.
-async fn check_eviction_policy(conn: &mut Conn) {
+async fn check_eviction_policy(mut conn: Conn) {
+    let conn = &mut conn;
     let policy = match redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
