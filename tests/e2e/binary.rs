@@ -132,18 +132,21 @@ fn curl_available() {
     assert!(ok, "curl is required for this test; tests/run installs it");
 }
 
+/// `offergate demo` with every listener on a free port.
+const DEMO_ON_FREE_PORTS: [&str; 7] = [
+    "demo",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--simulator-listen",
+    "127.0.0.1:0",
+];
+
 #[test]
 fn demo_answers_the_curl_it_prints() {
     curl_available();
-    let demo = Running::spawn(Command::new(BIN).args([
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--simulator-listen",
-        "127.0.0.1:0",
-    ]));
+    let demo = Running::spawn(Command::new(BIN).args(DEMO_ON_FREE_PORTS));
     let lines = demo.lines_until("Ctrl-C");
     let curls: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
     assert_eq!(curls.len(), 3, "{lines:#?}");
@@ -417,15 +420,7 @@ fn demo_message(proxy: &str, chat: &str, id: &str, text: &str) -> serde_json::Va
 #[test]
 fn the_demo_says_what_it_keeps_and_takes_a_config_file() {
     curl_available();
-    let args = [
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--simulator-listen",
-        "127.0.0.1:0",
-    ];
+    let args = DEMO_ON_FREE_PORTS;
     let plain = Running::spawn(Command::new(BIN).args(args));
     let lines = plain.lines_until("Ctrl-C");
     assert!(

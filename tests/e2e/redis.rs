@@ -970,7 +970,6 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
     let b = second(&a, short(a.sim.origin())).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
-    let addr = redis.addr;
     for run in 0..20 {
         let before = a.calls(Route::EncoreOffers);
         plan(&a, Route::EncoreOffers, &["delay:300"]);
@@ -979,12 +978,7 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
         let key = [("idempotency-key", key.as_str())];
         let stall = async {
             tokio::time::sleep(Duration::from_millis(5 * (run % 3))).await;
-            tokio::task::spawn_blocking(move || {
-                crate::redis_server::redis_cli(addr, &["DEBUG", "SLEEP", "0.2"])
-            })
-            .await
-            .unwrap()
-            .expect("DEBUG SLEEP runs");
+            redis.stall("0.2").await;
         };
         let burst = join_all((0..40).map(|n| {
             let (gw, body) = (if n % 2 == 0 { &a.gw } else { &b.0 }, body.clone());
@@ -1031,20 +1025,15 @@ async fn the_fleet_quota_holds_while_redis_stalls() {
     let b = second(&a, tight(a.sim.origin())).await;
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
-    let addr = redis.addr;
     let started = Instant::now();
-    let stall = tokio::task::spawn_blocking(move || {
-        crate::redis_server::redis_cli(addr, &["DEBUG", "SLEEP", "0.2"])
-    });
     let calls = join_all((0..30).map(|n| {
         let gw = if n % 2 == 0 { &a.gw } else { &b.0 };
         async move {
             tokio::time::sleep(Duration::from_millis(10 + 10 * n)).await;
             post_to(gw, &[], &encore_body()).await
         }
-    }))
-    .await;
-    stall.await.unwrap().expect("DEBUG SLEEP runs");
+    }));
+    let (calls, ()) = futures_util::future::join(calls, redis.stall("0.2")).await;
     let took = started.elapsed().as_secs_f64();
     assert!(calls.iter().all(|c| c.status == 200));
     let reached = a.calls(Route::EncoreOffers);

@@ -72,6 +72,17 @@ impl RedisServer {
         }
     }
 
+    /// Stalls it for `seconds` (`DEBUG SLEEP`): it answers nothing
+    /// meanwhile, as a busy machine or a managed Redis can; returns when
+    /// it answers again.
+    pub async fn stall(&self, seconds: &str) {
+        let (addr, seconds) = (self.addr, seconds.to_string());
+        tokio::task::spawn_blocking(move || redis_cli(addr, &["DEBUG", "SLEEP", &seconds]))
+            .await
+            .expect("redis-cli runs")
+            .expect("DEBUG SLEEP runs");
+    }
+
     /// Kills it, as a crash or an outage would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
