@@ -139,9 +139,11 @@ proptest! {
         around in prop_oneof![Just(("", "")), Just(("(", ")")), Just(("[x](", ")")), Just(("**", "**.")), Just(("<", ">,"))],
     ) {
         let text = format!("see {}{scheme}{userinfo}{host}{path}{} now", around.0, around.1);
+        // User info after a scheme opens the host after it; without one,
+        // `user@host` is an address.
         let exact = host.eq_ignore_ascii_case(OFFER_HOST)
-            && userinfo.is_empty()
-            && scheme != "ftp://";
+            && scheme != "ftp://"
+            && (userinfo.is_empty() || !scheme.is_empty());
         prop_assert_eq!(count_offer_links(&text, OFFER_HOST), usize::from(exact), "{}", text);
     }
 
@@ -192,6 +194,76 @@ proptest! {
             .filter_map(|link| crate::partners::encore::links::link_key(link.as_str(), OFFER_HOST))
             .collect();
         prop_assert_eq!(ours, theirs, "{:?}", text);
+    }
+
+    /// Offer links written as a browser still reads them (percent-escaped,
+    /// full-width or ideographic letters and dots, any case, user info, an
+    /// empty port, no scheme or `//`), on the offer host or a look-alike of
+    /// it, glued to punctuation or attributes: the counter agrees with the
+    /// WHATWG URL parser on which host the link opens.
+    #[test]
+    fn the_link_counter_reads_a_host_as_a_browser_does(
+        labels in prop_oneof![
+            3 => Just(vec!["link", "encorekit", "com"]),
+            1 => Just(vec!["link", "encorekit", "com", "evil", "example"]),
+            1 => Just(vec!["evil", "link", "encorekit", "com"]),
+            1 => Just(vec!["link", "encorekit"]),
+            1 => Just(vec!["xlink", "encorekit", "com"]),
+        ],
+        letters in prop::collection::vec(0u8..4, 40),
+        dots in prop::collection::vec(
+            prop_oneof![Just("."), Just("%2E"), Just("%2e"), Just("\u{3002}"), Just("\u{ff0e}")],
+            4,
+        ),
+        scheme in prop_oneof![Just(""), Just("https://"), Just("HTTP://"), Just("//")],
+        userinfo in prop_oneof![Just(""), Just("me@"), Just("me:pw@"), Just("link.encorekit.com@")],
+        port in prop_oneof![Just(""), Just(":"), Just(":443")],
+        path in "/[A-Za-z0-9]{1,8}",
+        around in prop_oneof![
+            Just(("", "")), Just(("see ", ".")), Just(("(", ")")), Just(("href=", ">")),
+            Just(("\"", "\"")), Just(("\u{200b}", "!")), Just(("Wait...", "?x=1")),
+        ],
+    ) {
+        let mut host = String::new();
+        let mut letter = letters.iter().cycle();
+        for (i, label) in labels.iter().enumerate() {
+            if i > 0 {
+                host.push_str(dots[i - 1]);
+            }
+            for c in label.chars() {
+                match letter.next() {
+                    Some(1) => host.push(c.to_ascii_uppercase()),
+                    Some(2) => host.push(char::from_u32(c as u32 - 'a' as u32 + 0xff41).unwrap_or(c)),
+                    Some(3) => host.push_str(&format!("%{:02X}", c as u32)),
+                    _ => host.push(c),
+                }
+            }
+        }
+        // Without a scheme, user info is an address and escapes are not
+        // linked by messaging clients: those are the scheme's cases.
+        let (userinfo, host) = if scheme.starts_with('h') || scheme.starts_with('H') {
+            (userinfo, host)
+        } else {
+            ("", host.replace("%2E", ".").replace("%2e", "."))
+        };
+        let host = if scheme.is_empty() && host.contains('%') {
+            labels.join(".")
+        } else {
+            host
+        };
+        let link = format!("{scheme}{userinfo}{host}{port}{path}");
+        let text = format!("{}{link}{}", around.0, around.1);
+        let opened = url::Url::parse(&format!("https://{}", link.trim_start_matches(scheme)))
+            .map(|u| (u.host_str().map(str::to_owned), u.path().to_owned()));
+        let expect = match opened {
+            Ok((Some(h), p)) if h == OFFER_HOST => {
+                vec![crate::partners::encore::links::link_key(&format!("https://{OFFER_HOST}{p}"), OFFER_HOST)
+                    .expect("a plain offer link")]
+            }
+            _ => vec![],
+        };
+        let ours = crate::partners::encore::links::offer_links(&text, OFFER_HOST).into_vec();
+        prop_assert_eq!(ours, expect, "{:?}", text);
     }
 
     #[test]

@@ -380,3 +380,48 @@ async fn a_messages_encore_call_is_counted_and_logged_under_its_own_route() {
         "README.md's access-line fields against the log's"
     );
 }
+
+/// The eligibility endpoint counts the offer links a messaging client makes
+/// tappable, however the thread wrote them, and nothing that only looks
+/// like one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eligibility_endpoint_counts_offer_links_as_a_client_taps_them() {
+    let f = Fleet::start(&[], None).await;
+    let base = offergate::call::clock::wall_ms() - 3_600_000;
+    let counted = [
+        "Tap https://me@link.encorekit.com/a!",
+        "(//link.encorekit.com/b)",
+        "https://link%2Eencorekit%2Ecom/c",
+        "ｌｉｎｋ．ｅｎｃｏｒｅｋｉｔ．ｃｏｍ/d",
+        "link\u{3002}encorekit\u{3002}com/e",
+        "https://link.encorekit.com:/f",
+        "<a href=https://link.encorekit.com/g>claim</a>",
+        "Wait...link.encorekit.com/h.",
+        // The same offer again is not another.
+        "again: https://LINK.encorekit.com/a/?utm=x",
+    ];
+    let look_alikes = [
+        "https://link.encorekit.com@evil.example/x",
+        "https://link.encorekit.com%40evil.example/x",
+        "me@link.encorekit.com/x",
+        "https://evil.example/?u=link.encorekit.com/x",
+        "link.encorekit.com.evil.example/x",
+        "xlink.encorekit.com/x",
+    ];
+    let mut messages: Vec<_> = counted
+        .iter()
+        .chain(&look_alikes)
+        .enumerate()
+        .map(|(n, text)| json!({"direction": "outbound", "text": text, "timestamp": base + n as i64 * 1000}))
+        .collect();
+    messages.push(json!({"direction": "inbound", "text": "hi", "timestamp": base + 60_000}));
+    let body = json!({"clientId": "c", "chatId": "links", "messages": messages});
+    let answer = f.post("/offergate/v1/encore/eligibility", &body).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["offers_shown"], 8, "{}", answer.json());
+}

@@ -1,19 +1,25 @@
 //! Encore's offer links in a thread's messages. Every offer link is a short
 //! link on one fixed host (`link.encorekit.com`, [`super::LINK_HOST`]), so the
 //! offers a thread has shown are the distinct links to exactly that host in
-//! its messages, found the way a messaging client makes text tappable:
+//! its messages, found the way a messaging client makes text tappable: the
+//! text is read left to right, every link (on any host) is taken whole, and
+//! a link counts when the host a browser would open is the offer host.
 //!
-//! - with or without `http(s)://`, any case, a port, a trailing dot on the
-//!   host (`link.encorekit.com./a`);
+//! - with or without `http(s)://` or `//`, user info before the host
+//!   (`https://me@link.encorekit.com/a` opens the offer host), any case, a
+//!   port (empty too), a trailing dot on the host;
+//! - the host as a browser reads it: percent-escapes and full-width or
+//!   ideographic letters and dots are the letters and dots they stand for;
 //! - glued to punctuation, brackets, quotes, emoji or zero-width characters,
-//!   inside markdown (`[claim](https://...)`) or HTML (`href="..."`);
+//!   inside markdown (`[claim](https://...)`) or HTML (`href=...`);
 //! - two links joined by a comma are two; one link written twice (or
 //!   once as text and once as `href`) is one: a link is its path.
 //!
 //! Never a look-alike (`link.encorekit.com.evil.example`,
-//! `xlink.encorekit.com`, `evil.example/link.encorekit.com`) and never a
-//! user-info trick (`https://link.encorekit.com@evil.example/`, whose host
-//! is `evil.example`).
+//! `xlink.encorekit.com`, `evil.example/link.encorekit.com`, the host inside
+//! another link's path or query), never an address (`me@link.encorekit.com`)
+//! and never a user-info trick (`https://link.encorekit.com@evil.example/`,
+//! whose host is `evil.example`).
 
 use smallvec::SmallVec;
 
@@ -25,26 +31,26 @@ pub type LinkKey = u64;
 /// The distinct offer links on `host` in `text`, in the order found.
 pub fn offer_links(text: &str, host: &str) -> SmallVec<[LinkKey; 2]> {
     let mut found = SmallVec::new();
-    let (bytes, needle) = (text.as_bytes(), host.as_bytes());
-    if needle.is_empty() || bytes.len() < needle.len() {
-        return found;
-    }
+    let bytes = text.as_bytes();
     let mut at = 0;
-    while at + needle.len() <= bytes.len() {
-        if bytes[at..at + needle.len()].eq_ignore_ascii_case(needle) {
-            match link_at(bytes, at, needle.len()) {
-                // Scanning goes on after the link: a host inside its path
-                // is part of it, not another link.
-                Some((key, end)) => {
+    while at < bytes.len() {
+        let Some(run) = word_at(text, at) else {
+            at += 1;
+            continue;
+        };
+        // A word glued to what comes before it (an address's host, a word
+        // that goes on) starts no link; the next may.
+        let glued = at > 0 && (bytes[at - 1] == b'@' || ends_in_a_word(&text[..at]));
+        match (!glued).then(|| link_at(text, at)).flatten() {
+            Some(link) => {
+                if let Some(key) = link.key_on(host) {
                     if !found.contains(&key) {
                         found.push(key);
                     }
-                    at = end.max(at + needle.len());
                 }
-                None => at += needle.len(),
+                at = link.end;
             }
-        } else {
-            at += 1;
+            None => at += run,
         }
     }
     found
@@ -58,141 +64,184 @@ pub fn count_offer_links(text: &str, host: &str) -> usize {
 /// The key of the `clickUrl` of an offer Encore just answered (already
 /// checked to be an https link on `host`): as [`link_key`] finds it.
 pub fn key_of_offer(url: &str, host: &str) -> LinkKey {
-    link_key(url, host).unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(url.as_bytes()).max(1))
+    link_key(url, host).unwrap_or_else(|| key_of_path(url.as_bytes()))
 }
 
 /// The key of an offer's `clickUrl`: exactly one link on `host`, nothing
 /// else around it.
 pub fn link_key(url: &str, host: &str) -> Option<LinkKey> {
     let url = url.trim();
-    let lower = url.as_bytes();
-    let scheme = if lower.len() >= 8 && lower[..8].eq_ignore_ascii_case(b"https://") {
-        8
-    } else if lower.len() >= 7 && lower[..7].eq_ignore_ascii_case(b"http://") {
-        7
-    } else {
-        0
-    };
-    let end = scheme + host.len();
-    if url.len() < end || !url.as_bytes()[scheme..end].eq_ignore_ascii_case(host.as_bytes()) {
-        return None;
-    }
-    let (key, len) = link_after_host(url.as_bytes(), end)?;
-    (len == url.len()).then_some(key)
+    let link = link_at(url, 0)?;
+    (link.end == url.len()).then(|| link.key_on(host)).flatten()
 }
 
-/// The link whose host starts at byte `at` (`len` bytes), if what comes
-/// before and after makes it one, and where it ends.
-fn link_at(bytes: &[u8], at: usize, len: usize) -> Option<(LinkKey, usize)> {
-    if !starts_a_link(&bytes[..at]) {
-        return None;
-    }
-    link_after_host(bytes, at + len)
+/// A link found in text: where its host and path are, and where it ends.
+struct Link<'t> {
+    /// Whether it is an http(s) link (or has no scheme): `ftp://` links are
+    /// taken whole, so nothing inside them counts, but are never offers.
+    web: bool,
+    host: &'t str,
+    path: &'t [u8],
+    end: usize,
 }
 
-/// Whether a host right after `before` starts a link: at the start of the
-/// text, after `http://` or `https://`, or after a character that does not
-/// make it part of something else (a word, another host, another URL's
-/// path or query, an address).
-fn starts_a_link(before: &[u8]) -> bool {
-    if let Some(head) = before.strip_suffix(b"://") {
-        let scheme_len = head
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-            .count();
-        let scheme = &head[head.len() - scheme_len..];
-        let http = scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https");
-        return http && stands_alone(&head[..head.len() - scheme_len]);
+impl Link<'_> {
+    /// The link's key when it opens `host`.
+    fn key_on(&self, host: &str) -> Option<LinkKey> {
+        (self.web && same_host(self.host, host)).then(|| key_of_path(self.path))
     }
-    stands_alone(before)
 }
 
-/// Whether what comes right after `before` is not glued to a word, a host,
-/// another URL's path (a `/` earlier in the same run of URL characters),
-/// a query or an address.
-fn stands_alone(before: &[u8]) -> bool {
-    if !ends_outside_a_word(before) {
-        return false;
-    }
-    if before.last().is_some_and(|b| b".-_:@%=&#+~\\".contains(b)) {
-        return false;
-    }
-    // Not `*`: markdown's bold (`**link**`) glues to links.
-    let run = before
-        .iter()
-        .rev()
-        .take_while(|&&b| b != b'*' && (host_byte(b) || path_byte(b) || b == b'\\'));
-    !run.into_iter().any(|b| matches!(b, b'/' | b'@' | b'\\'))
+/// Never 0: that is a slot whose offer is not known yet.
+fn key_of_path(path: &[u8]) -> LinkKey {
+    xxhash_rust::xxh3::xxh3_64(path).max(1)
 }
 
-/// Whether `before` ends where a link may start: nothing, or a character
-/// that is no letter or digit of a word (ASCII or not).
-fn ends_outside_a_word(before: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(before) else {
-        return true;
-    };
-    text.chars()
-        .next_back()
-        .is_none_or(|c| !c.is_alphanumeric())
+/// Whether `written` (as found in text) is the host `want` once read as a
+/// browser reads it: a trailing dot, case, percent-escapes, full-width
+/// letters and other dots (IDNA's mapping) do not make another host.
+fn same_host(written: &str, want: &str) -> bool {
+    let bare = |h: &str| h.strip_suffix('.').unwrap_or(h).to_owned();
+    if written.is_ascii() && !written.contains('%') {
+        return bare(written).eq_ignore_ascii_case(want);
+    }
+    match url::Host::parse(written) {
+        Ok(url::Host::Domain(read)) => bare(&read).eq_ignore_ascii_case(want),
+        _ => false,
+    }
 }
 
-/// After the host (at byte `from`): an optional trailing dot and port, then
-/// the path; `None` when the host goes on (a look-alike) or user info
-/// follows. Returns the key and where the link ends.
-fn link_after_host(bytes: &[u8], from: usize) -> Option<(LinkKey, usize)> {
-    let mut at = from;
+/// The link whose first word starts at byte `at`, if one does: an optional
+/// scheme (`http://`, `https://` or another, taken whole), user info (only
+/// after a scheme: without one, `me@host` is an address), the host (two
+/// labels at least without a scheme), a port, the path, then a query or
+/// fragment. `None` when what is there is no link, such as a port that is
+/// not one (`link.encorekit.com:http/a`).
+fn link_at(text: &str, at: usize) -> Option<Link<'_>> {
+    let bytes = text.as_bytes();
     let next = |i: usize| bytes.get(i).copied();
-    // A trailing dot is the fully qualified host, unless a label follows.
-    if next(at) == Some(b'.') && !next(at + 1).is_some_and(host_byte) {
-        at += 1;
+    let mut i = at;
+    let scheme = bytes[i..]
+        .iter()
+        // Not `.`: "Wait...https://" is a sentence, then a link.
+        .take_while(|b| b.is_ascii_alphanumeric() || b"+-".contains(b))
+        .count();
+    let schemed = bytes[i + scheme..].starts_with(b"://");
+    let web = !schemed || {
+        let name = &text[i..i + scheme];
+        name.eq_ignore_ascii_case("https") || name.eq_ignore_ascii_case("http")
+    };
+    if schemed {
+        i += scheme + 3;
+        // A browser takes the host after the authority's last `@`.
+        let authority = bytes[i..]
+            .iter()
+            .take_while(|&&b| !ends_authority(b))
+            .count();
+        if let Some(at_sign) = bytes[i..i + authority].iter().rposition(|&b| b == b'@') {
+            i += at_sign + 1;
+        }
     }
-    match next(at) {
-        Some(b) if host_byte(b) || b == b'.' || b == b'@' => return None,
+    let host_len = word_at(text, i)?;
+    let host = &text[i..i + host_len];
+    if !schemed && !host.trim_end_matches(is_dot).contains(is_dot) {
+        return None;
+    }
+    i += host_len;
+    match next(i) {
+        Some(b'@') => return None,
         Some(b':') => {
-            let digits = bytes[at + 1..]
+            let digits = bytes[i + 1..]
                 .iter()
                 .take_while(|b| b.is_ascii_digit())
                 .count();
-            let after = next(at + 1 + digits);
-            if digits > 0 && !after.is_some_and(|b| host_byte(b) || b == b'@' || b == b':') {
-                at += 1 + digits;
-            } else if digits == 0 && !after.is_some_and(|b| b.is_ascii_graphic()) {
-                // "link.encorekit.com: ..." ends the link at the host.
-            } else {
-                return None;
+            match next(i + 1 + digits) {
+                // An empty port is no port: `host:/a` is `host/a`.
+                Some(b'/' | b'?' | b'#') => i += 1 + digits,
+                Some(b) if host_byte(b) || b == b'@' || b == b':' => return None,
+                _ if digits > 0 => i += 1 + digits,
+                // "link.encorekit.com: tap it" ends the link at the host.
+                Some(b) if !b.is_ascii_graphic() => {}
+                None => {}
+                Some(_) => return None,
             }
         }
         _ => {}
     }
-    let path_start = at;
-    if next(at) == Some(b'/') {
-        while next(at).is_some_and(path_byte) {
-            at += 1;
+    let path_start = i;
+    if next(i) == Some(b'/') {
+        while next(i).is_some_and(path_byte) {
+            i += 1;
         }
     }
     // Sentence punctuation after a link is not part of it.
-    while at > path_start
-        && matches!(
-            bytes[at - 1],
-            b'.' | b':' | b'!' | b'?' | b'*' | b'_' | b'~'
-        )
-    {
-        at -= 1;
+    while i > path_start && b".:!?*_~".contains(&bytes[i - 1]) {
+        i -= 1;
     }
-    let mut path = &bytes[path_start..at];
+    let mut path = &bytes[path_start..i];
     while let [rest @ .., b'/'] = path {
         path = rest;
     }
     // The query and fragment are decoration, not a different offer.
-    while next(at).is_some_and(|b| b == b'?' || b == b'#') {
-        at += 1;
-        while next(at).is_some_and(path_byte) {
-            at += 1;
+    while next(i).is_some_and(|b| b == b'?' || b == b'#') {
+        i += 1;
+        while next(i).is_some_and(path_byte) {
+            i += 1;
         }
     }
-    // Never 0: that is a slot whose offer is not known yet.
-    Some((xxhash_rust::xxh3::xxh3_64(path).max(1), at))
+    Some(Link {
+        web,
+        host,
+        path,
+        end: i,
+    })
+}
+
+/// The length of the host-like word at byte `at` (labels, dots and
+/// percent-escapes, letters of any script), if one starts there.
+fn word_at(text: &str, at: usize) -> Option<usize> {
+    let rest = text.get(at..)?;
+    let (mut len, mut after_dot) = (0, true);
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let escape = c == '%'
+            && rest
+                .as_bytes()
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if escape {
+            chars.next();
+            chars.next();
+        } else if is_dot(c) && !after_dot {
+            // A label ends; two dots in a row end the word.
+        } else if !(c.is_alphanumeric() || c == '-' || c == '_') {
+            break;
+        }
+        after_dot = is_dot(c);
+        len = chars.peek().map_or(rest.len(), |&(j, _)| j);
+    }
+    (len > 0).then_some(len)
+}
+
+/// A dot between labels as IDNA reads them: the full stop, and the
+/// ideographic and full-width ones.
+fn is_dot(c: char) -> bool {
+    matches!(c, '.' | '\u{3002}' | '\u{ff0e}' | '\u{ff61}')
+}
+
+/// Whether `before` ends in a letter or digit (of any script) or a byte
+/// that goes on a host: what follows is glued to it.
+fn ends_in_a_word(before: &str) -> bool {
+    before
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A byte that ends a link's authority (scheme to path): user info never
+/// goes past it.
+fn ends_authority(b: u8) -> bool {
+    !b.is_ascii_graphic() || b"/?#\\<>\"'`()[]{},;".contains(&b)
 }
 
 /// A byte that continues a host name.
@@ -239,6 +288,17 @@ mod tests {
             ("link.encorekit.com: tap it", 1),
             ("Wow!link.encorekit.com/a", 1),
             ("link.encorekit.com/a!link.encorekit.com", 1),
+            // User info opens the host after it: the offer host.
+            ("https://me@link.encorekit.com/a https://me:pw@link.encorekit.com/a", 1),
+            ("//link.encorekit.com/a", 1),
+            ("https://link%2Eencorekit%2ecom/a https://%6Cink.encorekit.com/b", 2),
+            ("link\u{3002}encorekit\u{ff0e}com/a", 1),
+            ("ｌｉｎｋ．ｅｎｃｏｒｅｋｉｔ．ｃｏｍ/a", 1),
+            ("https://link.encorekit.com:/a https://link.encorekit.com/a", 1),
+            ("<a href=https://link.encorekit.com/a>tap</a>", 1),
+            ("Wait...link.encorekit.com/a", 1),
+            ("'link.encorekit.com/a' \"link.encorekit.com/b\"", 2),
+            ("ver:link.encorekit.com/a; x=link.encorekit.com/b", 2),
         ] {
             assert_eq!(count(text), n, "{text}");
         }
@@ -251,7 +311,12 @@ mod tests {
             "xlink.encorekit.com/a",
             "élink.encorekit.com/a",
             "https://link.encorekit.com@evil.example/a",
-            "https://user@link.encorekit.com/a",
+            "https://link.encorekit.com:443@evil.example/a",
+            "https://link.encorekit.com%40evil.example/a",
+            "link%2Eencorekit%2Ecom%2Eevil.example/a",
+            "link\u{3002}encorekit\u{3002}com\u{3002}evil.example/a",
+            "me@link.encorekit.com/a",
+            "hola.link.encorekit.com/a",
             "ftp://link.encorekit.com/a",
             "xhttps://link.encorekit.com/a",
             "link.encorekit.co/a",
