@@ -61,6 +61,16 @@ fn local_work(c: &mut Criterion) {
     c.bench_function("fingerprint_encore_body", |b| {
         b.iter(|| fingerprint::fingerprint(&target, black_box(ENCORE_BODY.as_bytes())))
     });
+    // A message's offer links, 1,000 then 30,000 distinct ones (about 1 MiB,
+    // the body limit): the second should cost about 30 times the first.
+    for n in [1_000, 30_000] {
+        let text: String = (0..n)
+            .map(|i| format!("link.encorekit.com/o{i} "))
+            .collect();
+        c.bench_function(&format!("offer_links_{n}"), |b| {
+            b.iter(|| encore::links::count_offer_links(black_box(&text), encore::LINK_HOST))
+        });
+    }
 }
 
 /// A distinct conversation per call, so nothing is de-duplicated.

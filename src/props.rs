@@ -197,8 +197,8 @@ proptest! {
     }
 
     /// Offer links written as a browser still reads them (percent-escaped,
-    /// full-width or ideographic letters and dots, any case, user info, an
-    /// empty port, no scheme or `//`), on the offer host or a look-alike of
+    /// full-width or ideographic letters and dots, invisible characters in
+    /// a label, any case, user info, an empty or out-of-range port, no scheme or `//`), on the offer host or a look-alike of
     /// it, glued to punctuation or attributes: the counter agrees with the
     /// WHATWG URL parser on which host the link opens.
     #[test]
@@ -210,14 +210,14 @@ proptest! {
             1 => Just(vec!["link", "encorekit"]),
             1 => Just(vec!["xlink", "encorekit", "com"]),
         ],
-        letters in prop::collection::vec(0u8..4, 40),
+        letters in prop::collection::vec(0u8..6, 40),
         dots in prop::collection::vec(
             prop_oneof![Just("."), Just("%2E"), Just("%2e"), Just("\u{3002}"), Just("\u{ff0e}")],
             4,
         ),
         scheme in prop_oneof![Just(""), Just("https://"), Just("HTTP://"), Just("//")],
         userinfo in prop_oneof![Just(""), Just("me@"), Just("me:pw@"), Just("link.encorekit.com@")],
-        port in prop_oneof![Just(""), Just(":"), Just(":443")],
+        port in prop_oneof![Just(""), Just(":"), Just(":443"), Just(":0443"), Just(":65536")],
         path in "/[A-Za-z0-9]{1,8}",
         around in prop_oneof![
             Just(("", "")), Just(("see ", ".")), Just(("(", ")")), Just(("href=", ">")),
@@ -235,6 +235,9 @@ proptest! {
                     Some(1) => host.push(c.to_ascii_uppercase()),
                     Some(2) => host.push(char::from_u32(c as u32 - 'a' as u32 + 0xff41).unwrap_or(c)),
                     Some(3) => host.push_str(&format!("%{:02X}", c as u32)),
+                    // Invisible characters inside a label: a host parser drops them.
+                    Some(4) => host.extend([c, '\u{ad}']),
+                    Some(5) if i > 0 => host.extend(['\u{200b}', c]),
                     _ => host.push(c),
                 }
             }

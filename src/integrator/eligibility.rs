@@ -111,11 +111,7 @@ pub fn decide(asked: &Asked, rules: &Rules, now_ms: i64, known: &Known) -> Decis
             let mut links: SmallVec<[LinkKey; 4]> = SmallVec::new();
             for (i, (inbound, _, found)) in read.iter().enumerate() {
                 if !inbound && at(i) >= since {
-                    for key in found {
-                        if !links.contains(key) {
-                            links.push(*key);
-                        }
-                    }
+                    links.extend_from_slice(found);
                 }
             }
             (current, previous, 0, links)
@@ -132,11 +128,16 @@ pub fn decide(asked: &Asked, rules: &Rules, now_ms: i64, known: &Known) -> Decis
     };
     let since = current.saturating_sub(rules.window_ms());
     let mut links = shown_links;
-    for (at, key) in &known.offers {
-        if *at >= since && !links.contains(key) {
-            links.push(*key);
-        }
-    }
+    links.extend(
+        known
+            .offers
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, key)| *key),
+    );
+    // Sorted once, not searched per link: a history may hold tens of thousands.
+    links.sort_unstable();
+    links.dedup();
     let offers_shown = (links.len() as u64).max(from_history);
     let verdict = judge(rules, current, previous, offers_shown, known.opted_out);
     Decision {

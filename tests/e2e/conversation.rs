@@ -397,6 +397,7 @@ async fn the_eligibility_endpoint_counts_offer_links_as_a_client_taps_them() {
         "https://link.encorekit.com:/f",
         "<a href=https://link.encorekit.com/g>claim</a>",
         "Wait...link.encorekit.com/h.",
+        "https://link.encore\u{ad}kit.com/i link.\u{200b}encorekit.com/j",
         // The same offer again is not another.
         "again: https://LINK.encorekit.com/a/?utm=x",
     ];
@@ -407,6 +408,7 @@ async fn the_eligibility_endpoint_counts_offer_links_as_a_client_taps_them() {
         "https://evil.example/?u=link.encorekit.com/x",
         "link.encorekit.com.evil.example/x",
         "xlink.encorekit.com/x",
+        "https://link.encorekit.com:65536/x",
     ];
     let mut messages: Vec<_> = counted
         .iter()
@@ -423,5 +425,16 @@ async fn the_eligibility_endpoint_counts_offer_links_as_a_client_taps_them() {
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    assert_eq!(answer.json()["offers_shown"], 8, "{}", answer.json());
+    assert_eq!(answer.json()["offers_shown"], 10, "{}", answer.json());
+
+    // A message of 30,000 distinct links (about 1 MiB) is counted whole.
+    let many: String = (0..30_000)
+        .map(|i| format!("link.encorekit.com/o{i} "))
+        .collect();
+    let body = json!({"clientId": "c", "chatId": "many-links", "messages": [
+        {"direction": "outbound", "text": many, "timestamp": base},
+        {"direction": "inbound", "text": "hi", "timestamp": base + 60_000},
+    ]});
+    let answer = f.post("/offergate/v1/encore/eligibility", &body).await;
+    assert_eq!(answer.json()["offers_shown"], 30_000, "{}", answer.json());
 }

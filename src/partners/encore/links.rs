@@ -23,18 +23,25 @@
 
 use smallvec::SmallVec;
 
+use super::words::is_invisible;
+
 /// One offer link, as the thread's records keep it: a hash of its path, the
 /// part that names the offer (the host is fixed, a query or fragment is the
 /// sender's decoration).
 pub type LinkKey = u64;
 
-/// The distinct offer links on `host` in `text`, in the order found.
+/// The distinct offer links on `host` in `text`, in key order (sorted
+/// once at the end: a message of 1 MiB may hold tens of thousands).
 pub fn offer_links(text: &str, host: &str) -> SmallVec<[LinkKey; 2]> {
     let mut found = SmallVec::new();
     let bytes = text.as_bytes();
     let mut at = 0;
     while at < bytes.len() {
-        let Some(run) = word_at(text, at) else {
+        let starts = text
+            .get(at..)
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|c| !is_invisible(c));
+        let Some(run) = word_at(text, at).filter(|_| starts) else {
             at += 1;
             continue;
         };
@@ -44,15 +51,15 @@ pub fn offer_links(text: &str, host: &str) -> SmallVec<[LinkKey; 2]> {
         match (!glued).then(|| link_at(text, at)).flatten() {
             Some(link) => {
                 if let Some(key) = link.key_on(host) {
-                    if !found.contains(&key) {
-                        found.push(key);
-                    }
+                    found.push(key);
                 }
                 at = link.end;
             }
             None => at += run,
         }
     }
+    found.sort_unstable();
+    found.dedup();
     found
 }
 
@@ -155,6 +162,10 @@ fn link_at(text: &str, at: usize) -> Option<Link<'_>> {
                 .iter()
                 .take_while(|b| b.is_ascii_digit())
                 .count();
+            // A browser opens no port above 65535 (leading zeros are fine).
+            bytes[i + 1..i + 1 + digits].iter().try_fold(0u32, |n, d| {
+                Some(n * 10 + u32::from(d - b'0')).filter(|&n| n <= 65535)
+            })?;
             match next(i + 1 + digits) {
                 // An empty port is no port: `host:/a` is `host/a`.
                 Some(b'/' | b'?' | b'#') => i += 1 + digits,
@@ -198,10 +209,12 @@ fn link_at(text: &str, at: usize) -> Option<Link<'_>> {
 }
 
 /// The length of the host-like word at byte `at` (labels, dots and
-/// percent-escapes, letters of any script), if one starts there.
+/// percent-escapes, letters of any script), if one starts there. Invisible
+/// characters go on a word (a host parser removes them, so a browser opens
+/// `link.encore\u{AD}kit.com` as the offer host) but make none alone.
 fn word_at(text: &str, at: usize) -> Option<usize> {
     let rest = text.get(at..)?;
-    let (mut len, mut after_dot) = (0, true);
+    let (mut len, mut after_dot, mut visible) = (0, true, false);
     let mut chars = rest.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         let escape = c == '%'
@@ -214,13 +227,17 @@ fn word_at(text: &str, at: usize) -> Option<usize> {
             chars.next();
         } else if is_dot(c) && !after_dot {
             // A label ends; two dots in a row end the word.
+        } else if is_invisible(c) {
+            len = chars.peek().map_or(rest.len(), |&(j, _)| j);
+            continue;
         } else if !(c.is_alphanumeric() || c == '-' || c == '_') {
             break;
         }
         after_dot = is_dot(c);
+        visible = true;
         len = chars.peek().map_or(rest.len(), |&(j, _)| j);
     }
-    (len > 0).then_some(len)
+    (visible && len > 0).then_some(len)
 }
 
 /// A dot between labels as IDNA reads them: the full stop, and the
@@ -299,6 +316,10 @@ mod tests {
             ("Wait...link.encorekit.com/a", 1),
             ("'link.encorekit.com/a' \"link.encorekit.com/b\"", 2),
             ("ver:link.encorekit.com/a; x=link.encorekit.com/b", 2),
+            // Invisible characters inside a host are removed by a browser.
+            ("https://link.encore\u{ad}kit.com/a link.encore\u{200b}kit.com/b", 2),
+            ("link\u{2060}.encorekit.com\u{feff}/a https://\u{200b}link.encorekit.com/b", 2),
+            ("https://link.encorekit.com:0000443/a https://link.encorekit.com:65535/b", 2),
         ] {
             assert_eq!(count(text), n, "{text}");
         }
@@ -329,9 +350,20 @@ mod tests {
             "https://evil.example/a!link.encorekit.com/b",
             "https://evil.example/?u=link.encorekit.com/b",
             "mail@link.encorekit.com",
+            "x\u{200b}link.encorekit.com/a",
+            "https://link.encorekit.com:65536/a",
+            "link.encorekit.com:99999999999999999999/a",
         ] {
             assert_eq!(count(text), 0, "{text}");
         }
+    }
+
+    #[test]
+    fn many_links_in_one_message_are_each_counted_once() {
+        let text: String = (0..30_000)
+            .map(|i| format!("link.encorekit.com/o{} ", i % 20_000))
+            .collect();
+        assert_eq!(count(&text), 20_000);
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn opt_out_word(text: &str) -> String {
 
 /// Characters that draw nothing: Unicode's format characters a keyboard or
 /// a copy-paste may slip into a word.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
         | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
