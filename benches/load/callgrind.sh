@@ -10,6 +10,8 @@
 #                                                      callgrind_annotate)
 #   REDIS=1 benches/load/callgrind.sh                 (state on a redis-server
 #                                                      of its own)
+#   OG_BIN=path/to/offergate benches/load/callgrind.sh (another build, such as
+#                                                      a baseline; nothing built)
 #   THREAD_FILE= benches/load/callgrind.sh            (threads in memory only;
 #                                                      by default they are
 #                                                      written to a thread file,
@@ -28,7 +30,7 @@ need wrk wrk
 need valgrind valgrind
 need taskset util-linux
 # Line tables make the dump readable with callgrind_annotate; same code otherwise.
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q --bin offergate --example bare
+[ -n "${OG_BIN:-}" ] || CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q --bin offergate --example bare
 P_PARTNER=18951; P_OG=18952; P_ADMIN=18953
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
 og_config $P_OG $P_ADMIN $P_PARTNER > "$WORK/og.toml"
@@ -43,7 +45,7 @@ fi
 if [ "$SERVER" = bare ]; then
   CMD=(target/release/examples/bare 127.0.0.1:$P_OG 127.0.0.1:$P_PARTNER "$KEY" 1)
 else
-  CMD=(target/release/offergate run -c "$WORK/og.toml")
+  CMD=("${OG_BIN:-target/release/offergate}" run -c "$WORK/og.toml")
 fi
 OFFERGATE_STATE__THREAD_FILE="${THREAD_FILE-$WORK/threads.redb}" BENCH_ENCORE_KEY=$KEY taskset -c 1 valgrind --tool=callgrind --dump-instr=no \
   --callgrind-out-file="$WORK/cg.out" "${CMD[@]}" \

@@ -110,6 +110,11 @@ compare("State on Redis against state in memory (same build), paired within each
         ("redis_forward", "offergate_forward"), ("redis_replay", "offergate_replay"), True)
 compare("This build against the baseline build (BASELINE), paired within each round:",
         ("offergate_forward", "baseline_forward"), ("offergate_replay", "baseline_replay"), False)
+compare("State on Redis, this build against the baseline build (BASELINE), paired within each round (req/s):",
+        ("redis_forward", "baseline_redis_forward"), ("redis_replay", "baseline_redis_replay"), False)
+if any(r["label"] == "baseline_redis_forward" for r in runs):
+    for c in sorted({r["c"] for r in runs if r["label"] == "baseline_redis_forward"}):
+        lines.append(f"- {c} conns: forward p50 {paired('redis_forward', 'baseline_redis_forward', c, 'p50'):.2f} × the baseline's")
 
 compare("Traces exported at sample_ratio 0.01 and 1.0 against tracing off (same build), paired within each round:",
         ("traced_low_forward", "offergate_forward"), ("traced_all_forward", "offergate_forward"), True,

@@ -18,7 +18,8 @@
 #   TRACES=1      also offergate exporting traces (OTLP/HTTP to an nginx that
 #                 answers 200) at sample_ratio 0.01 and 1.0; 0: skip
 #   BASELINE=path/to/offergate   also forward and replay on another build, in
-#                 the same rounds, reported as this build / that one
+#                 the same rounds, reported as this build / that one (with
+#                 REDIS=1, its state on the same redis-server, another db)
 #   BASELINE_THREADS=1  the baseline knows [state] thread_file: it gets the
 #                 same THREAD_FILE setting as this build
 #
@@ -58,7 +59,7 @@ P_PARTNER=18801; P_DIRECT=18802; P_TLS_PARTNER=18803
 P_NGINX=18811; P_NGINX_DOWN=18812; P_NGINX_TLS=18813
 P_BARE=18851
 P_OG=18821; P_OG_DOWN=18831; P_OG_NOIDEM=18833; P_OG_TLS=18835; P_DEAD=18899
-P_BASE=18841; P_REDIS=18861; P_OG_REDIS=18871
+P_BASE=18841; P_REDIS=18861; P_OG_REDIS=18871; P_BASE_REDIS=18881
 P_COLLECTOR=18804; P_OG_TRACE_LOW=18875; P_OG_TRACE_ALL=18877
 
 # A CA and a leaf certificate for the TLS partner (127.0.0.1 and localhost).
@@ -115,6 +116,8 @@ if [ "$REDIS" = 1 ]; then
   taskset -c "$PARTNER" redis-server --port $P_REDIS --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 & PIDS+=($!)
   wait_port $P_REDIS
   start_og redis $P_OG_REDIS "$(printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/0"' $P_REDIS)"
+  [ -n "$BASELINE" ] && start_og base_redis $P_BASE_REDIS \
+    "$(printf '[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s/1"' $P_REDIS)" "$BASELINE"
 fi
 if [ "$TRACES" = 1 ]; then
   # Traces exported to a collector that takes them (nginx, beside the partner).
@@ -126,6 +129,7 @@ fi
 for p in $P_PARTNER $P_TLS_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_BARE $P_OG $P_OG_DOWN $P_OG_NOIDEM $P_OG_TLS; do wait_port $p; done
 [ -n "$BASELINE" ] && wait_port $P_BASE
 [ "$REDIS" = 1 ] && wait_port $P_OG_REDIS
+[ "$REDIS" = 1 ] && [ -n "$BASELINE" ] && wait_port $P_BASE_REDIS
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$PID_main/status)
 
 # Open offergate's circuit to the dead partner before measuring it.
@@ -176,6 +180,7 @@ for round in $(seq "$ROUNDS"); do
       # measured now from the server's CPU (redis-benchmark's PING, one
       # client: an idle CPU woken for each reply is part of a round trip).
       run "$round" redis_forward $P_OG_REDIS "$c" $F
+      [ -n "$BASELINE" ] && run "$round" baseline_redis_forward $P_BASE_REDIS "$c" $F
       ping=$(taskset -c "$SRV" redis-benchmark -h 127.0.0.1 -p $P_REDIS -c 1 -n 20000 -t ping -q 2>/dev/null \
         | awk -F'p50=' '/PING_MBULK/ { split($2, a, " "); print a[1] "ms" }')
       printf '%s\tredis_ping\t1\tnan\t%s\t%s\t0\tnan\n' "$round" "${ping:-nan}" "${ping:-nan}" >> "$RESULTS"
@@ -194,6 +199,10 @@ for round in $(seq "$ROUNDS"); do
     if [ "$REDIS" = 1 ]; then
       run "$round" redis_forward $P_OG_REDIS "$c" $F
       run "$round" redis_replay $P_OG_REDIS "$c" $R
+      if [ -n "$BASELINE" ]; then
+        run "$round" baseline_redis_forward $P_BASE_REDIS "$c" $F
+        run "$round" baseline_redis_replay $P_BASE_REDIS "$c" $R
+      fi
     fi
     if [ "$TRACES" = 1 ]; then
       run "$round" traced_low_forward $P_OG_TRACE_LOW "$c" $F

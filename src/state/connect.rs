@@ -15,7 +15,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value,
+};
 
 use super::redis::Inner;
 use crate::call::problem::Problem;
@@ -89,13 +92,8 @@ impl Connector {
                     .redis_url
                     .as_deref()
                     .ok_or("state.redis_url is required with backend = \"redis\"")?;
-                let url = as_tls(url, tls);
-                let mut info = url
-                    .as_str()
-                    .into_connection_info()
+                let info = node(&as_tls(url, tls), config)
                     .map_err(|e| Problem(format!("state.redis_url: {e}")))?;
-                info.redis.password = password;
-                info.redis.username = config.redis_username.clone();
                 let client = match certificates {
                     Some(certs) => redis::Client::build_with_tls(info, certs),
                     None => redis::Client::open(info),
@@ -116,16 +114,14 @@ impl Connector {
                 let mut builder = ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(config.timeout.max(Duration::from_millis(250)))
                     .response_timeout(config.timeout)
-                    .retries(2);
+                    .retries(2)
+                    .tcp_settings(tcp());
                 // The seed for pub/sub, with the same user and certificates.
-                let mut info = seeds
+                let first = seeds
                     .first()
-                    .ok_or("state.redis_nodes: at least one seed node is required")?
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
-                info.redis.password = password.clone();
-                info.redis.username = config.redis_username.clone();
+                    .ok_or("state.redis_nodes: at least one seed node is required")?;
+                let info =
+                    node(first, config).map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
                 let seed = match certificates.clone() {
                     Some(certs) => redis::Client::build_with_tls(info, certs),
                     None => redis::Client::open(info),
@@ -165,7 +161,9 @@ impl Connector {
                     master,
                     redis::sentinel::SentinelServerType::Master,
                 )
-                .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
+                .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?
+                .set_client_to_redis_tcp_settings(tcp())
+                .set_client_to_sentinel_tcp_settings(tcp());
                 if tls {
                     builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
                 }
@@ -176,7 +174,7 @@ impl Connector {
                     builder = builder.set_client_to_redis_password(p);
                 }
                 if let Some(u) = &config.redis_username {
-                    builder = builder.set_client_to_redis_username(u.clone());
+                    builder = builder.set_client_to_redis_username(u);
                 }
                 let client = builder
                     .build()
@@ -211,10 +209,10 @@ impl Connector {
             // late reply is told apart from a failure; the connection's is
             // only a backstop, so it never turns a late reply into an error.
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(timeout.max(Duration::from_millis(250)))
-                .set_response_timeout(timeout.max(Duration::from_secs(2)))
+                .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+                .set_response_timeout(Some(timeout.max(Duration::from_secs(2))))
                 .set_number_of_retries(6)
-                .set_max_delay(2_000);
+                .set_max_delay(Duration::from_secs(2));
             ConnectionManager::new_with_config(client, config)
                 .await
                 .map(Conn::Single)
@@ -227,13 +225,33 @@ impl Connector {
             )),
             Connector::Sentinel(_) => {
                 let client = self.master().await.unwrap_or_else(|| {
-                    Err((redis::ErrorKind::ClientError, "not a sentinel connector").into())
+                    Err((redis::ErrorKind::Client, "not a sentinel connector").into())
                 })?;
-                let at = client.get_connection_info().addr.to_string();
+                let at = client.get_connection_info().addr().to_string();
                 Ok((managed(client).await?, Some(at)))
             }
         }
     }
+}
+
+/// How every socket to Redis is set: `TCP_NODELAY`, so a script's request
+/// is sent at once rather than held for the previous one's ACK (Nagle).
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
+/// One server's address from `url`, with `[state]`'s user and socket
+/// settings.
+fn node(url: &str, config: &StateConfig) -> redis::RedisResult<ConnectionInfo> {
+    let info = url.into_connection_info()?;
+    let mut redis = info.redis_settings().clone();
+    if let Some(password) = &config.redis_password {
+        redis = redis.set_password(password.expose());
+    }
+    if let Some(user) = &config.redis_username {
+        redis = redis.set_username(user);
+    }
+    Ok(info.set_redis_settings(redis).set_tcp_settings(tcp()))
 }
 
 /// `url` with the `rediss` scheme when TLS is asked for by `[state.tls]`.
@@ -415,7 +433,7 @@ async fn watch_health(
             return;
         };
         if let Some(Ok(now)) = connector.master().await {
-            let at = now.get_connection_info().addr.to_string();
+            let at = now.get_connection_info().addr().to_string();
             if master.as_deref() != Some(at.as_str()) {
                 match connector.connect(timeout).await {
                     Ok((new, moved_to)) => {

@@ -369,7 +369,7 @@ fn concat(parts: &[&str]) -> String {
 /// restart, a new node), its `code` loaded and the call sent again.
 async fn evalsha(call: &redis::Cmd, code: &str, conn: &mut Conn) -> redis::RedisResult<Value> {
     match call.query_async::<Value>(conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(code)

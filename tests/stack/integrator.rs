@@ -72,7 +72,11 @@ fn chat(n: usize) -> String {
     // Other messages of one thread: same clientId and chatId, other text.
     encore_body("thread-1").replace(
         "\"ios\"",
-        if n % 2 == 0 { "\"ios\"" } else { "\"android\"" },
+        if n.is_multiple_of(2) {
+            "\"ios\""
+        } else {
+            "\"android\""
+        },
     )
 }
 
