@@ -55,6 +55,34 @@ impl Redis {
         claim_of(&reply)
     }
 
+    /// [`Redis::finish`] for a call that led alone after its claim's reply
+    /// was late and Redis was declared down: sent even so, on the
+    /// connection that claim went out on, so Redis runs it after the claim
+    /// (a connection's commands run in order) and frees the lock the claim
+    /// may have taken.
+    pub async fn finish_behind_late_claim(
+        &self,
+        answer_key: &str,
+        lock_key: &str,
+        lock_value: &str,
+        answer: &[u8],
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let ttl = ttl.as_millis().max(1).to_string();
+        let keys = [answer_key, lock_key];
+        let args: [&[u8]; 4] = [
+            lock_value.as_bytes(),
+            answer,
+            ttl.as_bytes(),
+            answer_key.as_bytes(),
+        ];
+        let stored = self.run_with(1, &keys, &args, true, true).await?;
+        Ok(match stored {
+            Value::BulkString(bytes) => Some(bytes),
+            _ => None,
+        })
+    }
+
     /// Ends this replica's lead: keeps `answer` (if any) for `ttl`, frees the lock.
     /// With `thread`, the call's thread slot is kept for its offer in the
     /// same script.

@@ -285,9 +285,22 @@ impl Redis {
         args: &[&[u8]],
         repeatable: bool,
     ) -> Result<Value, StateError> {
+        self.run_with(op, keys, args, repeatable, false).await
+    }
+
+    /// [`Redis::run_once_more`], and with `even_down` sent on the
+    /// connection even while Redis is declared down.
+    pub(super) async fn run_with(
+        &self,
+        op: usize,
+        keys: &[&str],
+        args: &[&[u8]],
+        repeatable: bool,
+        even_down: bool,
+    ) -> Result<Value, StateError> {
         let inner = &self.inner;
         let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let failing = inner.degraded.load(Ordering::Relaxed);
+        let failing = inner.degraded.load(Ordering::Relaxed) && !even_down;
         let result = match conn {
             None => Err(StateError::NotConnected),
             Some(_) if failing => Err(StateError::Degraded),

@@ -638,59 +638,65 @@ async fn every_fleet_behaviour_holds_over_tls_as_a_minimal_acl_user() {
     every_fleet_behaviour(&SecureRedis::start().await).await;
 }
 
-/// Redis frozen for 3 s under `fail_open`: meanwhile each replica answers
-/// alone (a key sent to both gets two links, as fail_open promises), and once
-/// Redis answers again every key has one answer fleet-wide: the first
-/// replica asked shares its own, the other adopts it.
+/// Redis frozen for 3 s under `fail_open`, three times: meanwhile each
+/// replica answers alone (a key sent to both gets two links, as fail_open
+/// promises), and once Redis answers again every key has one answer
+/// fleet-wide, every time: the first replica asked shares its own, the
+/// other adopts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_the_fleet_answers_each_key_with_one_link() {
     let redis = RedisServer::start().await;
     let a = Harness::with_config(|o| replica(o, &redis, "")).await;
     let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
-    redis.freeze(true);
-    // A chat of its own per key (the thread cap stays out of the way).
-    let keys: Vec<(String, String)> = (0..30)
-        .map(|n| (format!("outage-{n}"), encore_body()))
-        .collect();
-    let mut during = Vec::new();
-    for (k, body) in &keys {
-        let h = [("idempotency-key", k.as_str())];
-        let x = a.post(ENCORE_PATH, &h, body).await;
-        let y = post_to(&b.0, &h, body).await;
-        // The first calls may wait out Redis's timeout and fall back.
-        let offers = x.json()["offer"].is_object() && y.json()["offer"].is_object();
-        during.push(offers && x.body != y.body);
-    }
-    let split = during.iter().filter(|s| **s).count();
-    assert!(
-        split >= 20,
-        "each replica answered alone: {split} of 30 keys split"
-    );
-    redis.freeze(false);
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
-    let calls = a.calls(Route::EncoreOffers);
-    for (k, body) in &keys {
-        let h = [("idempotency-key", k.as_str())];
-        let (x, y) = if k.ends_with('0') || k.ends_with('5') {
-            let y = post_to(&b.0, &h, body).await;
-            (a.post(ENCORE_PATH, &h, body).await, y)
-        } else {
+    for outage in 0..3 {
+        until_connected(&a.gw).await;
+        until_connected(&b.0).await;
+        redis.freeze(true);
+        // A chat of its own per key (the thread cap stays out of the way).
+        let keys: Vec<(String, String)> = (0..20)
+            .map(|n| (format!("outage-{outage}-{n}"), encore_body()))
+            .collect();
+        let mut during = Vec::new();
+        for (k, body) in &keys {
+            let h = [("idempotency-key", k.as_str())];
             let x = a.post(ENCORE_PATH, &h, body).await;
-            (x, post_to(&b.0, &h, body).await)
-        };
-        assert_eq!(x.status, 200);
-        assert_eq!(x.body, y.body, "{k}: one link on every replica");
-        let again = post_to(&b.0, &h, body).await;
-        assert_eq!(again.body, x.body, "{k}: and it stays");
+            let y = post_to(&b.0, &h, body).await;
+            // The first calls may wait out Redis's timeout and fall back.
+            let offers = x.json()["offer"].is_object() && y.json()["offer"].is_object();
+            during.push(offers && x.body != y.body);
+        }
+        let split = during.iter().filter(|s| **s).count();
+        assert!(
+            split >= 12,
+            "outage {outage}: each replica answered alone: {split} of 20 keys split"
+        );
+        redis.freeze(false);
+        until_connected(&a.gw).await;
+        until_connected(&b.0).await;
+        let calls = a.calls(Route::EncoreOffers);
+        for (k, body) in &keys {
+            let h = [("idempotency-key", k.as_str())];
+            let (x, y) = if k.ends_with('0') || k.ends_with('5') {
+                let y = post_to(&b.0, &h, body).await;
+                (a.post(ENCORE_PATH, &h, body).await, y)
+            } else {
+                let x = a.post(ENCORE_PATH, &h, body).await;
+                (x, post_to(&b.0, &h, body).await)
+            };
+            assert_eq!(x.status, 200);
+            assert_eq!(
+                x.body, y.body,
+                "outage {outage}, {k}: one link on every replica"
+            );
+            let again = post_to(&b.0, &h, body).await;
+            assert_eq!(again.body, x.body, "outage {outage}, {k}: and it stays");
+        }
+        assert_eq!(
+            a.calls(Route::EncoreOffers),
+            calls,
+            "outage {outage}: no partner call after the outage"
+        );
     }
-    assert_eq!(
-        a.calls(Route::EncoreOffers),
-        calls,
-        "no partner call after the outage"
-    );
     b.0.shutdown().await;
     a.stop().await;
 }

@@ -60,8 +60,18 @@ pub struct RedisStore {
     wait_for: Duration,
     /// Answers larger than this are not shared (the memory store's bound).
     max_answer_bytes: usize,
-    /// Lock values of the keys this replica leads.
-    leading: Mutex<HashMap<Box<str>, String>>,
+    /// The fleet's locks of the keys this replica leads.
+    leading: Mutex<HashMap<Box<str>, Lock>>,
+}
+
+/// What this replica knows of the fleet's lock on a key it leads.
+enum Lock {
+    /// Taken: its value.
+    Held(String),
+    /// Asked for with no reply in time, then Redis was declared down and
+    /// the call led alone (`fail_open`): Redis may still run the claim
+    /// once it answers, leaving a lock nobody would free.
+    MaybeTaken(String),
 }
 
 impl RedisStore {
@@ -206,6 +216,8 @@ impl RedisStore {
         // Subscribed to the key's finish once it is found in flight.
         let mut notice: Option<crate::state::Notice> = None;
         let mut in_flight_seen = false;
+        // A claim was sent and its reply was late: it may run in Redis.
+        let mut sent_late = false;
         loop {
             let ask = async {
                 match &also {
@@ -241,7 +253,7 @@ impl RedisStore {
                     self.leading
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(key.into(), lock_value);
+                        .insert(key.into(), Lock::Held(lock_value));
                     return (Claim::Lead, said);
                 }
                 Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, Duration::ZERO) {
@@ -306,6 +318,7 @@ impl RedisStore {
                 // is up, and then the call gets the fallback.
                 Err(e) if e.may_have_applied() && !self.redis.degraded() => {
                     also = None;
+                    sent_late = true;
                     if clock::now() + CLAIM_AGAIN_AFTER >= give_up {
                         // Found in flight elsewhere before: it still is, as
                         // far as this call can tell.
@@ -320,8 +333,17 @@ impl RedisStore {
                 Err(_) => match self.redis.on_error() {
                     // Redis declared down (or not connected), so the claim
                     // was not sent: counted by the state metrics, this
-                    // replica de-duplicates alone.
-                    OnStateError::FailOpen => return (Claim::Lead, None),
+                    // replica de-duplicates alone. A claim sent before
+                    // may still take the lock: the finish frees it.
+                    OnStateError::FailOpen => {
+                        if sent_late {
+                            self.leading
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(key.into(), Lock::MaybeTaken(lock_value));
+                        }
+                        return (Claim::Lead, None);
+                    }
                     OnStateError::FailClosed => return self.unavailable(key).await,
                 },
             }
@@ -353,11 +375,16 @@ impl RedisStore {
         keep: Option<Stored>,
         thread: Option<KeepPlan>,
     ) {
-        let lock_value = self
+        let (lock_value, maybe_taken) = match self
             .leading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(key)
+        {
+            Some(Lock::Held(value)) => (Some(value), None),
+            Some(Lock::MaybeTaken(value)) => (None, Some(value)),
+            None => (None, None),
+        };
         let shared = keep
             .as_ref()
             .map(encode)
@@ -393,6 +420,20 @@ impl RedisStore {
                 if let (Ok(_), Some(thread)) = (sent, thread) {
                     thread.sent();
                 }
+            });
+        } else if let Some(lock_value) = maybe_taken {
+            // Sent now, though Redis is declared down, on the connection the
+            // late claim went out on: Redis runs it right after that claim,
+            // so the lock is freed and this answer offered to the fleet as
+            // soon as Redis answers again. This copy stays this replica's
+            // alone until its key is asked again (the fleet's then wins).
+            let (answer_key, lock_key) = self.keys(key);
+            let shared = shared.unwrap_or_default();
+            let redis = self.redis.clone();
+            self.redis.in_background(async move {
+                let _ = redis
+                    .finish_behind_late_claim(&answer_key, &lock_key, &lock_value, &shared, ttl)
+                    .await;
             });
         }
     }
