@@ -40,7 +40,7 @@ pub struct Secrets {
     /// What lets another host change the admin listener's state.
     pub admin_token: Option<Secret>,
     /// The key of the pseudonym Encore gets as `chatId`; `None`: as sent.
-    pub chat_id_key: Option<Secret>,
+    pub chat_id_key: Option<crate::partners::encore::chat_id::PseudonymKey>,
 }
 
 impl Secrets {
@@ -63,7 +63,9 @@ impl Secrets {
             partners: config.besitos.partners.clone(),
             inbound_token: config.server.inbound_token.clone(),
             admin_token: config.server.admin_token.clone(),
-            chat_id_key: config.encore.chat_id_key.clone(),
+            chat_id_key: config.encore.chat_id_key.as_ref().map(|k| {
+                crate::partners::encore::chat_id::PseudonymKey::new(k.expose().as_bytes())
+            }),
         }
     }
 }

@@ -429,7 +429,7 @@ impl Config {
                     .map(|s| ("server.admin_token_file", s)),
             )
             .chain(
-                secrets
+                self.encore
                     .chat_id_key
                     .iter()
                     .map(|s| ("encore.chat_id_key_file", s)),

@@ -209,8 +209,7 @@ impl Admission {
         let Some(key) = &secrets.chat_id_key else {
             return Ok(body.clone());
         };
-        let pseudonym = chat_id
-            .map(|chat| crate::partners::encore::chat_id::pseudonym(key.expose().as_bytes(), chat));
+        let pseudonym = chat_id.map(|chat| key.pseudonym(chat));
         pseudonym
             .and_then(|p| crate::partners::encore::chat_id::with_chat_id(body, &p))
             .map(Bytes::from)

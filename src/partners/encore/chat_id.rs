@@ -8,13 +8,24 @@ use ring::hmac;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// `og_` and 32 hex digits of HMAC-SHA-256(`key`, `chat_id`).
-pub fn pseudonym(key: &[u8], chat_id: &str) -> String {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), chat_id.as_bytes());
-    let mut out = String::with_capacity(3 + 32);
-    out.push_str("og_");
-    crate::call::fingerprint::push_hex(&tag.as_ref()[..16], &mut out);
-    out
+/// The pseudonym's key, prepared once per secret (HMAC's inner and outer
+/// hash states: two SHA-256 blocks a call saved, callgrind).
+#[derive(Clone, Debug)]
+pub struct PseudonymKey(hmac::Key);
+
+impl PseudonymKey {
+    pub fn new(key: &[u8]) -> PseudonymKey {
+        PseudonymKey(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// `og_` and 32 hex digits of HMAC-SHA-256(key, `chat_id`).
+    pub fn pseudonym(&self, chat_id: &str) -> String {
+        let tag = hmac::sign(&self.0, chat_id.as_bytes());
+        let mut out = String::with_capacity(3 + 32);
+        out.push_str("og_");
+        crate::call::fingerprint::push_hex(&tag.as_ref()[..16], &mut out);
+        out
+    }
 }
 
 /// `body` (an offers request that passed the check, so its top-level
@@ -51,6 +62,10 @@ pub fn with_chat_id(body: &[u8], chat_id: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pseudonym(key: &[u8], chat_id: &str) -> String {
+        PseudonymKey::new(key).pseudonym(chat_id)
+    }
 
     #[test]
     fn the_pseudonym_is_keyed_and_stable() {
