@@ -126,6 +126,10 @@ pub struct StateTls {
     pub cert_file: Option<std::path::PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate is verified against, when it is
+    /// not the host offergate connects to (`single` and `sentinel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -394,8 +394,12 @@ fn the_state_topologies_and_their_keys() {
             "cert_file and key_file go together",
         ),
         (
-            "redis_url = \"redis://r:6379\"\n[state.tls]\nserver_name = \"r\"\n",
-            "state.tls.server_name",
+            "topology = \"cluster\"\nredis_nodes = [\"r:6379\"]\n[state.tls]\nserver_name = \"r\"\n",
+            "state.tls.server_name: not supported with topology = \"cluster\"",
+        ),
+        (
+            "redis_url = \"redis://r:6379\"\n[state.tls]\nserver_name = \"10.0.0.1\"\n",
+            "state.tls.server_name: `10.0.0.1` is not a host name",
         ),
     ] {
         let err = problems(&with(state), &env());

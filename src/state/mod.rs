@@ -14,7 +14,9 @@ mod connect;
 mod conversation;
 mod decisions;
 pub mod fleet;
+mod health;
 mod notices;
+mod reconnecting;
 mod redis;
 mod scripts;
 

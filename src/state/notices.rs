@@ -4,14 +4,16 @@
 //! of a cluster), and the finish script publishes there. So the waiter asks
 //! again as soon as the answer is there, instead of on its next poll; a
 //! notice lost (a reconnect, a subscription that failed) costs at most the
-//! fallback poll, never the answer.
+//! fallback poll, never the answer. Messages arrive as RESP3 pushes on a
+//! multiplexed connection made as the calls' connection is (the same
+//! `server_name` resolver and TLS), so Redis 6 or later.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::MultiplexedConnection;
+use redis::{PushKind, Value};
 use tokio::sync::oneshot;
 
 use super::connect::Connector;
@@ -24,8 +26,8 @@ pub(super) struct Notices {
 
 #[derive(Default)]
 struct Shared {
-    /// The pub/sub connection's sending half, while connected.
-    sink: Mutex<Option<PubSubSink>>,
+    /// The pub/sub connection, while connected.
+    sink: Mutex<Option<MultiplexedConnection>>,
     /// Calls waiting, by channel.
     waiting: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
 }
@@ -88,47 +90,53 @@ impl Notices {
 /// The listening task: connect, subscribe to what is waited for, hand each
 /// message to its waiters; again after a second when the connection ends.
 async fn listen(connector: Arc<Connector>, shared: Weak<Shared>) {
+    // A connection's own limits; a subscription waits for its reply.
+    const TIMEOUT: Duration = Duration::from_secs(2);
     loop {
         if shared.strong_count() == 0 {
             return;
         }
-        if let Some(Ok(client)) = connector.pubsub_client().await {
-            if let Ok(pubsub) = client.get_async_pubsub().await {
-                let (mut sink, mut stream) = pubsub.split();
-                let Some(s) = shared.upgrade() else { return };
-                let channels: Vec<String> = s
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect();
-                if channels.is_empty() || sink.subscribe(&channels).await.is_ok() {
-                    *s.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
-                    drop(s);
-                    while let Some(message) = stream.next().await {
-                        let Some(s) = shared.upgrade() else { return };
-                        let channel = message.get_channel_name().to_string();
-                        let waiters = s
-                            .waiting
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&channel);
-                        for waiter in waiters.into_iter().flatten() {
-                            let _ = waiter.send(());
+        let (pushed, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut conn) = connector.notices(TIMEOUT, pushed).await {
+            let Some(s) = shared.upgrade() else { return };
+            let channels: Vec<String> = s
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            if channels.is_empty() || conn.subscribe(&channels).await.is_ok() {
+                *s.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                drop(s);
+                while let Some(push) = heard.recv().await {
+                    let channel = match (push.kind, push.data.first()) {
+                        (PushKind::Message, Some(Value::BulkString(name))) => {
+                            String::from_utf8_lossy(name).into_owned()
                         }
-                        // Heard: no one waits on it now (a later waiter
-                        // subscribes again).
-                        let mut unsubscribe = sink.clone();
-                        tokio::spawn(async move {
-                            let _ = unsubscribe.unsubscribe(channel).await;
-                        });
+                        (PushKind::Disconnection, _) => break,
+                        _ => continue,
+                    };
+                    let Some(s) = shared.upgrade() else { return };
+                    let waiters = s
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&channel);
+                    for waiter in waiters.into_iter().flatten() {
+                        let _ = waiter.send(());
                     }
-                    if let Some(s) = shared.upgrade() {
-                        *s.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                        // Those waiting hear the loss and ask again.
-                        s.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                    }
+                    // Heard: no one waits on it now (a later waiter
+                    // subscribes again).
+                    let mut unsubscribe = conn.clone();
+                    tokio::spawn(async move {
+                        let _ = unsubscribe.unsubscribe(channel).await;
+                    });
+                }
+                if let Some(s) = shared.upgrade() {
+                    *s.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    // Those waiting hear the loss and ask again.
+                    s.waiting.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 }
             }
         }

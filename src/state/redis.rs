@@ -2,10 +2,11 @@
 //! cluster), a timeout on every call, the scripts, the state metrics and a
 //! degraded flag for `/readyz`.
 //!
-//! Why redis-rs and not fred: its `ConnectionManager` and `Script` (EVALSHA,
-//! reloaded on NOSCRIPT) are all offergate needs, it is the most used Rust
-//! client, and it shares tokio and rustls with the rest of the tree (fred
-//! brings its own runtime layer and pool for features offergate does not use).
+//! Why redis-rs and not fred: its multiplexed connection, cluster and
+//! Sentinel clients and `Script`'s hash are what offergate needs, it is the
+//! most used Rust client, and it shares tokio and rustls with the rest of
+//! the tree (fred brings its own runtime layer and pool for features
+//! offergate does not use).
 
 use crate::call::problem::Problem;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -15,7 +16,8 @@ use std::time::Duration;
 use prometheus::{Histogram, IntCounterVec};
 use redis::{Script, Value};
 
-use super::connect::{connect_until_connected, Conn, Connector};
+use super::connect::{Conn, Connector};
+use super::health::connect_until_connected;
 use super::scripts;
 use crate::call::clock;
 use crate::call::route::Route;

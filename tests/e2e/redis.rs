@@ -638,6 +638,36 @@ async fn every_fleet_behaviour_holds_over_tls_as_a_minimal_acl_user() {
     every_fleet_behaviour(&SecureRedis::start().await).await;
 }
 
+/// A server whose certificate names only a host name, never the address
+/// offergate is given (a private DNS name behind an IP, as managed
+/// services and service meshes hand out): without `[state.tls]
+/// server_name` the certificate is refused and offergate never connects;
+/// with it, every fleet behaviour holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_name_is_verified_against_server_name() {
+    let redis = SecureRedis::start_named("redis.offergate.test").await;
+    let unnamed = StateLines(
+        redis
+            .state()
+            .replace(", server_name = \"redis.offergate.test\"", ""),
+    );
+    assert!(!unnamed.state().contains("server_name"));
+    let a = Harness::with_config(|o| replica(o, &unnamed, "")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let req = http::Request::get(format!("http://{}/readyz", a.gw.admin_addr))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let ready = String::from_utf8_lossy(&send_with(&client, req).await.body).to_string();
+    assert!(
+        ready.contains("redis") && !ready.contains("redis ok"),
+        "not connected: the certificate does not name the address: {ready}"
+    );
+    a.stop().await;
+    every_fleet_behaviour(&redis).await;
+}
+
 /// Redis frozen for 3 s under `fail_open`, three times: meanwhile each
 /// replica answers alone (a key sent to both gets two links, as fail_open
 /// promises), and once Redis answers again every key has one answer

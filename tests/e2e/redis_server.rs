@@ -105,6 +105,9 @@ impl Drop for RedisServer {
 pub struct SecureRedis {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The one name its certificate holds, when not its address
+    /// (`[state.tls] server_name` in [`SecureRedis::state`]).
+    pub name: Option<String>,
     child: Child,
 }
 
@@ -114,6 +117,15 @@ pub const MINIMAL_ACL: &str = "on >s3cret-pw ~offergate:* &offergate:* -@all +pi
 
 impl SecureRedis {
     pub async fn start() -> SecureRedis {
+        SecureRedis::start_as(None).await
+    }
+
+    /// Its certificate names only `name`, never the address it listens on.
+    pub async fn start_named(name: &str) -> SecureRedis {
+        SecureRedis::start_as(Some(name.to_string())).await
+    }
+
+    async fn start_as(name: Option<String>) -> SecureRedis {
         let dir = tempfile::tempdir().expect("a directory for the certificates");
         let addr = std::net::TcpListener::bind("127.0.0.5:0")
             .expect("a free port")
@@ -134,7 +146,8 @@ impl SecureRedis {
                 .unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) = signed(vec![addr.ip().to_string()]);
+        let (server_cert, server_key) =
+            signed(vec![name.clone().unwrap_or_else(|| addr.ip().to_string())]);
         let (client_cert, client_key) = signed(vec!["offergate".to_string()]);
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
@@ -175,14 +188,24 @@ impl SecureRedis {
             tokio::net::TcpStream::connect(addr).await.ok().map(drop)
         })
         .await;
-        SecureRedis { addr, dir, child }
+        SecureRedis {
+            addr,
+            dir,
+            name,
+            child,
+        }
     }
 
     /// The `[state]` lines for a replica on it.
     pub fn state(&self) -> String {
         let f = |name: &str| self.dir.path().join(name).display().to_string();
+        let server_name = self
+            .name
+            .as_ref()
+            .map(|n| format!(", server_name = \"{n}\""))
+            .unwrap_or_default();
         format!(
-            "[state]\nbackend = \"redis\"\nredis_url = \"rediss://{}/0\"\nredis_username = \"offergate\"\nredis_password_file = \"{}\"\ntimeout_ms = 250\ntls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+            "[state]\nbackend = \"redis\"\nredis_url = \"rediss://{}/0\"\nredis_username = \"offergate\"\nredis_password_file = \"{}\"\ntimeout_ms = 250\ntls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\"{server_name} }}\n",
             self.addr,
             f("redis_password"),
             f("ca.pem"),

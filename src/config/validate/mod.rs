@@ -347,15 +347,25 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
                 p.push("state.tls: cert_file and key_file go together (a client certificate and its key)".into());
                 ok = false;
             }
-            if t.server_name.is_some() {
-                p.push("state.tls.server_name: not supported (the Redis client verifies the certificate against the host it connects to); put the certificate's name in redis_url / redis_nodes and have it resolve to the server (DNS or /etc/hosts)".into());
-                ok = false;
+            if let Some(name) = &t.server_name {
+                if topology == Some(Topology::Cluster) {
+                    p.push("state.tls.server_name: not supported with topology = \"cluster\" (the cluster's nodes are reached at the addresses the cluster announces, each verified as announced); have the nodes announce the certificate's names (cluster-announce-hostname)".into());
+                    ok = false;
+                } else if rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+                    || name.parse::<std::net::IpAddr>().is_ok()
+                {
+                    p.push(format!(
+                        "state.tls.server_name: `{name}` is not a host name"
+                    ));
+                    ok = false;
+                }
             }
             ok.then(|| {
                 Some(StateTls {
                     ca_file: t.ca_file.clone(),
                     cert_file: t.cert_file.clone(),
                     key_file: t.key_file.clone(),
+                    server_name: t.server_name.clone(),
                 })
             })
         }
