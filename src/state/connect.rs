@@ -20,9 +20,10 @@ use redis::{
     RedisFuture, TlsCertificates, Value,
 };
 
-use super::reconnecting::{Reconnecting, ServerName};
+use super::reconnecting::Reconnecting;
+use super::tls::{as_tls, certificates, named, server_name, ServerName};
 use crate::call::problem::Problem;
-use crate::config::{files, StateConfig, StateTls, Topology};
+use crate::config::{StateConfig, Topology};
 
 /// A connection to the state backend, of either kind.
 #[derive(Clone)]
@@ -67,12 +68,83 @@ pub(super) enum Connector {
     /// The cluster, and one of its seed nodes alone (pub/sub: a message
     /// published on any node reaches every node's subscribers).
     Cluster(redis::cluster::ClusterClient, Box<redis::Client>),
-    /// The sentinels, asked for the master on every (re)connect, and
-    /// `[state.tls] server_name`, the name the master's certificate holds.
+    /// The sentinels, asked for the master on every (re)connect, and with
+    /// `[state.tls] server_name` how that master is reached.
     Sentinel(
         tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-        Option<String>,
+        Option<Box<NamedMaster>>,
     ),
+}
+
+/// The master the sentinels name, now.
+pub(super) struct Master {
+    pub client: redis::Client,
+    /// With `server_name`: where that name is.
+    resolver: Option<ServerName>,
+    /// Its address, as the sentinels give it.
+    pub at: String,
+}
+
+/// A Sentinel master whose certificate holds `[state.tls] server_name`:
+/// found here rather than by redis-rs's Sentinel client, which checks the
+/// master's role over a connection verified against its address.
+pub(super) struct NamedMaster {
+    server_name: String,
+    /// `sentinel_master_name`.
+    service: String,
+    /// The user, password and socket settings; the address is set per master.
+    info: ConnectionInfo,
+    certificates: Option<TlsCertificates>,
+}
+
+impl NamedMaster {
+    async fn find(
+        &self,
+        sentinels: &tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    ) -> redis::RedisResult<Master> {
+        let sentinel = sentinels.lock().await.async_get_sentinel_client().await?;
+        let (ip, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&self.service)
+            .query_async(&mut sentinel.get_multiplexed_async_connection().await?)
+            .await?;
+        let addr = ConnectionAddr::TcpTls {
+            host: self.server_name.clone(),
+            port,
+            insecure: false,
+            tls_params: None,
+        };
+        let info = self.info.clone().set_addr(addr);
+        let client = match &self.certificates {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
+            None => redis::Client::open(info)?,
+        };
+        let resolver = ServerName {
+            name: self.server_name.clone(),
+            host: ip.clone(),
+            port,
+        };
+        // A sentinel may not know of a failover yet: the master says so.
+        let mut master = client
+            .get_multiplexed_async_connection_with_config(&config(
+                Duration::from_millis(500),
+                Some(resolver.clone()),
+            ))
+            .await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut master).await?;
+        if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+            return Err((
+                redis::ErrorKind::Client,
+                "the server the sentinels name is not a master (yet)",
+            )
+                .into());
+        }
+        Ok(Master {
+            client,
+            resolver: Some(resolver),
+            at: format!("{ip}:{port}"),
+        })
+    }
 }
 
 impl Connector {
@@ -165,6 +237,16 @@ impl Connector {
                         })?;
                     sentinels.push(redis::ConnectionAddr::Tcp(host, port));
                 }
+                let named = match server_name(config) {
+                    Some(name) => Some(Box::new(NamedMaster {
+                        server_name: name.to_string(),
+                        service: master.clone(),
+                        info: node(&format!("rediss://{name}"), config)
+                            .map_err(|e| Problem(format!("state.tls.server_name: {e}")))?,
+                        certificates: certificates.clone(),
+                    })),
+                    None => None,
+                };
                 let mut builder = redis::sentinel::SentinelClientBuilder::new(
                     sentinels,
                     master,
@@ -188,22 +270,29 @@ impl Connector {
                 let client = builder
                     .build()
                     .map_err(|e| Problem(format!("state.redis_nodes: {e}")))?;
-                Ok(Connector::Sentinel(
-                    tokio::sync::Mutex::new(client),
-                    server_name(config).map(str::to_owned),
-                ))
+                Ok(Connector::Sentinel(tokio::sync::Mutex::new(client), named))
             }
         }
     }
 
-    /// The master the sentinels name now, as a client (Sentinel only).
-    pub(super) async fn master(&self) -> Option<redis::RedisResult<redis::Client>> {
-        match self {
-            Connector::Sentinel(sentinels, _) => {
-                Some(sentinels.lock().await.async_get_client().await)
-            }
-            _ => None,
-        }
+    /// The master the sentinels name now (Sentinel only).
+    pub(super) async fn master(&self) -> Option<redis::RedisResult<Master>> {
+        let Connector::Sentinel(sentinels, named) = self else {
+            return None;
+        };
+        Some(match named {
+            Some(named) => named.find(sentinels).await,
+            None => sentinels
+                .lock()
+                .await
+                .async_get_client()
+                .await
+                .map(|client| Master {
+                    at: client.get_connection_info().addr().to_string(),
+                    client,
+                    resolver: None,
+                }),
+        })
     }
 
     /// The one server a connection goes to now (a cluster's: its first
@@ -215,18 +304,11 @@ impl Connector {
         match self {
             Connector::Single(client, at) => Ok((client.clone(), at.clone(), None)),
             Connector::Cluster(_, seed) => Ok(((**seed).clone(), None, None)),
-            Connector::Sentinel(_, name) => {
-                let client = self.master().await.unwrap_or_else(|| {
+            Connector::Sentinel(..) => {
+                let master = self.master().await.unwrap_or_else(|| {
                     Err((redis::ErrorKind::Client, "not a sentinel connector").into())
                 })?;
-                let at = client.get_connection_info().addr().to_string();
-                match name {
-                    Some(name) => {
-                        let (info, resolver) = named(client.get_connection_info().clone(), name);
-                        Ok((redis::Client::open(info)?, resolver, Some(at)))
-                    }
-                    None => Ok((client, None, Some(at))),
-                }
+                Ok((master.client, master.resolver, Some(master.at)))
             }
         }
     }
@@ -301,70 +383,4 @@ fn node(url: &str, config: &StateConfig) -> redis::RedisResult<ConnectionInfo> {
         redis = redis.set_username(user);
     }
     Ok(info.set_redis_settings(redis).set_tcp_settings(tcp()))
-}
-
-/// `[state.tls] server_name`, when set.
-fn server_name(config: &StateConfig) -> Option<&str> {
-    config.tls.as_ref().and_then(|t| t.server_name.as_deref())
-}
-
-/// `info` aimed at `name` (the name its certificate is verified against),
-/// and the resolver that takes `name` to the address `info` had. Only a
-/// TLS address is renamed: without TLS there is no certificate.
-fn named(info: ConnectionInfo, name: &str) -> (ConnectionInfo, Option<ServerName>) {
-    match info.addr().clone() {
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            tls_params,
-        } => {
-            let resolver = ServerName {
-                name: name.to_string(),
-                host,
-                port,
-            };
-            let addr = ConnectionAddr::TcpTls {
-                host: name.to_string(),
-                port,
-                insecure,
-                tls_params,
-            };
-            (info.set_addr(addr), Some(resolver))
-        }
-        _ => (info, None),
-    }
-}
-
-/// `url` with the `rediss` scheme when TLS is asked for by `[state.tls]`.
-fn as_tls(url: &str, tls: bool) -> String {
-    match url.strip_prefix("redis://") {
-        Some(rest) if tls => format!("rediss://{rest}"),
-        _ => url.to_string(),
-    }
-}
-
-/// The CA and client certificate of `[state.tls]`, read now.
-fn certificates(tls: &StateTls) -> Result<TlsCertificates, Problem> {
-    let read = |key: &str, path: &std::path::Path| {
-        files::read_text(path, files::MAX_CONFIG_BYTES)
-            .map(String::into_bytes)
-            .map_err(|e| Problem(format!("state.tls.{key}: {e}")))
-    };
-    let root_cert = tls
-        .ca_file
-        .as_deref()
-        .map(|p| read("ca_file", p))
-        .transpose()?;
-    let client_tls = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read("cert_file", cert)?,
-            client_key: read("key_file", key)?,
-        }),
-        _ => None,
-    };
-    Ok(TlsCertificates {
-        client_tls,
-        root_cert,
-    })
 }

@@ -157,8 +157,7 @@ async fn watch_health(
             return;
         };
         if let Some(Ok(now)) = connector.master().await {
-            let at = now.get_connection_info().addr().to_string();
-            if master.as_deref() != Some(at.as_str()) {
+            if master.as_deref() != Some(now.at.as_str()) {
                 match connector.connect(timeout).await {
                     Ok((new, moved_to)) => {
                         tracing::warn!(

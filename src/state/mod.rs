@@ -19,6 +19,7 @@ mod notices;
 mod reconnecting;
 mod redis;
 mod scripts;
+mod tls;
 
 pub use admission::{AlsoAsk, AlsoSaid, KeepAsk, LimitAsk, SlotAsk};
 pub use conversation::{Conversation, ConversationOp, NoSlot, ThreadOp};

@@ -4,13 +4,11 @@
 //! the connection goes to the configured address while the certificate is
 //! verified against the name.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::io::AsyncDNSResolver;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 /// A connection being made (or made): every call waiting for it shares it.
@@ -137,35 +135,5 @@ impl ConnectionLike for Reconnecting {
 
     fn get_db(&self) -> i64 {
         self.0.client.get_connection_info().redis_settings().db()
-    }
-}
-
-/// Resolves `[state.tls] server_name` to the address offergate was given
-/// (the name is what the certificate is verified against); any other name
-/// as the system does.
-#[derive(Clone)]
-pub(super) struct ServerName {
-    pub name: String,
-    /// The configured host (a name or an address) and port.
-    pub host: String,
-    pub port: u16,
-}
-
-impl AsyncDNSResolver for ServerName {
-    fn resolve<'a, 'b: 'a>(
-        &'a self,
-        host: &'b str,
-        port: u16,
-    ) -> RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = if host.eq_ignore_ascii_case(&self.name) {
-                tokio::net::lookup_host((self.host.as_str(), self.port))
-                    .await?
-                    .collect()
-            } else {
-                tokio::net::lookup_host((host, port)).await?.collect()
-            };
-            Ok(Box::new(found.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
-        })
     }
 }

@@ -651,8 +651,31 @@ async fn a_certificate_for_another_name_is_verified_against_server_name() {
             .state()
             .replace(", server_name = \"redis.offergate.test\"", ""),
     );
-    assert!(!unnamed.state().contains("server_name"));
-    let a = Harness::with_config(|o| replica(o, &unnamed, "")).await;
+    never_connects(&unnamed).await;
+    every_fleet_behaviour(&redis).await;
+}
+
+/// The Sentinel master and its replica over TLS only, their certificate
+/// naming only a host name: the master the sentinels name (an address) is
+/// verified as `server_name`, and refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_master_is_verified_against_server_name() {
+    let sentinel = RedisSentinel::start_tls("redis.offergate.test").await;
+    let named = StateLines(sentinel.state());
+    assert!(named.state().contains("server_name"));
+    never_connects(&StateLines(
+        named
+            .state()
+            .replace(", server_name = \"redis.offergate.test\"", ""),
+    ))
+    .await;
+    duplicates_cost_one_partner_call(&named).await;
+}
+
+/// A replica on `state` that, 2 s after it starts, has not reached Redis.
+async fn never_connects(state: &dyn Shared) {
+    assert!(!state.state().contains("server_name"));
+    let a = Harness::with_config(|o| replica(o, state, "")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
@@ -665,7 +688,6 @@ async fn a_certificate_for_another_name_is_verified_against_server_name() {
         "not connected: the certificate does not name the address: {ready}"
     );
     a.stop().await;
-    every_fleet_behaviour(&redis).await;
 }
 
 /// Redis frozen for 3 s under `fail_open`, three times: meanwhile each

@@ -12,6 +12,9 @@ pub struct RedisSentinel {
     pub sentinels: Vec<SocketAddr>,
     master_child: Option<Child>,
     children: Vec<Child>,
+    /// Master and replica over TLS only: their CA and the one name their
+    /// certificate holds (never their address).
+    tls: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -22,10 +25,18 @@ fn free() -> SocketAddr {
         .expect("its address")
 }
 
-fn server(addr: SocketAddr, extra: &[&str]) -> Child {
+fn server(addr: SocketAddr, tls: &[String], extra: &[&str]) -> Child {
     let ip = addr.ip().to_string();
+    let port = addr.port().to_string();
+    let ports = if tls.is_empty() {
+        ["--port", &port, "--tls-port", "0"]
+    } else {
+        ["--port", "0", "--tls-port", &port]
+    };
     Command::new("redis-server")
-        .args(["--port", &addr.port().to_string(), "--bind", &ip])
+        .args(ports)
+        .args(tls)
+        .args(["--bind", &ip, "--replica-announce-port", &port])
         // Peers reach it here, not at its connections' source (127.0.0.1).
         .args(["--replica-announce-ip", &ip])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -43,12 +54,48 @@ fn cli(addr: SocketAddr, args: &[&str]) -> String {
 
 impl RedisSentinel {
     pub async fn start() -> RedisSentinel {
+        RedisSentinel::start_as(None).await
+    }
+
+    /// Master and replica speak TLS only, with a certificate that names
+    /// only `name`; the sentinels reach them over TLS too.
+    pub async fn start_tls(name: &str) -> RedisSentinel {
+        RedisSentinel::start_as(Some(name)).await
+    }
+
+    async fn start_as(name: Option<&str>) -> RedisSentinel {
         let dir = tempfile::tempdir().expect("a directory for the sentinels' files");
         let (master, replica) = (free(), free());
-        let master_child = server(master, &[]);
+        let files = name.map(|n| crate::redis_server::tls_files(dir.path(), n));
+        // A server's and a sentinel's TLS lines: its certificate (also the
+        // client one towards its peers), the CA, TLS to its peers.
+        let tls: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                [
+                    "--tls-cert-file",
+                    &f.cert,
+                    "--tls-key-file",
+                    &f.key,
+                    "--tls-ca-cert-file",
+                    &f.ca,
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-replication",
+                    "yes",
+                ]
+                .map(str::to_string)
+            })
+            .collect();
+        let conf_tls: String = tls
+            .chunks(2)
+            .map(|kv| format!("{} {}\n", kv[0].trim_start_matches("--"), kv[1]))
+            .collect();
+        let master_child = server(master, &tls, &[]);
         let replica_of = [master.ip().to_string(), master.port().to_string()];
         let mut children = vec![server(
             replica,
+            &tls,
             &["--replicaof", &replica_of[0], &replica_of[1]],
         )];
         let mut sentinels = Vec::new();
@@ -62,7 +109,7 @@ impl RedisSentinel {
                      sentinel monitor mymaster {ip} {mport} 2\n\
                      sentinel down-after-milliseconds mymaster 1000\n\
                      sentinel failover-timeout mymaster 5000\n\
-                     sentinel parallel-syncs mymaster 1\n",
+                     sentinel parallel-syncs mymaster 1\n{conf_tls}",
                     port = addr.port(),
                     ip = addr.ip(),
                     mport = master.port(),
@@ -86,6 +133,7 @@ impl RedisSentinel {
             sentinels,
             master_child: Some(master_child),
             children,
+            tls: files.zip(name).map(|(f, n)| (f.ca, n.to_string())),
             _dir: dir,
         };
         // Every sentinel knows the replica and the two other sentinels.
@@ -109,8 +157,14 @@ impl RedisSentinel {
     /// The `[state]` lines for a replica on it.
     pub fn state(&self) -> String {
         let nodes: Vec<String> = self.sentinels.iter().map(|a| format!("\"{a}\"")).collect();
+        let tls = match &self.tls {
+            Some((ca, name)) => {
+                format!("tls = {{ ca_file = \"{ca}\", server_name = \"{name}\" }}\n")
+            }
+            None => String::new(),
+        };
         format!(
-            "[state]\nbackend = \"redis\"\ntopology = \"sentinel\"\nsentinel_master_name = \"mymaster\"\nredis_nodes = [{}]\ntimeout_ms = 250\n",
+            "[state]\nbackend = \"redis\"\ntopology = \"sentinel\"\nsentinel_master_name = \"mymaster\"\nredis_nodes = [{}]\ntimeout_ms = 250\n{tls}",
             nodes.join(", ")
         )
     }

@@ -115,6 +115,48 @@ pub struct SecureRedis {
 /// command its scripts run, and the connection's own.
 pub const MINIMAL_ACL: &str = "on >s3cret-pw ~offergate:* &offergate:* -@all +ping +hello +auth +evalsha +eval +script|load +get +set +del +pttl +time +zadd +zrem +zscore +zcard +zrange +zremrangebyscore +pexpire +persist +hget +hset +publish +subscribe +unsubscribe";
 
+/// The files of a TLS test server, in a directory of its own.
+pub struct TlsFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A CA made for the test, a server certificate it signed for `server_name`
+/// only (`server.pem`, `server.key`), and a client certificate
+/// (`client.pem`, `client.key`), written in `dir`.
+pub fn tls_files(dir: &std::path::Path, server_name: &str) -> TlsFiles {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "offergate test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let signed = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed(vec![server_name.to_string()]);
+    let (client_cert, client_key) = signed(vec!["offergate".to_string()]);
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    write("client.pem", &client_cert);
+    write("client.key", &client_key);
+    TlsFiles {
+        ca: write("ca.pem", &ca.pem()),
+        cert: write("server.pem", &server_cert),
+        key: write("server.key", &server_key),
+    }
+}
+
 impl SecureRedis {
     pub async fn start() -> SecureRedis {
         SecureRedis::start_as(None).await
@@ -131,36 +173,9 @@ impl SecureRedis {
             .expect("a free port")
             .local_addr()
             .expect("its address");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "offergate test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let signed = |names: Vec<String>| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(names)
-                .unwrap()
-                .signed_by(&key, &ca, &ca_key)
-                .unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (server_cert, server_key) =
-            signed(vec![name.clone().unwrap_or_else(|| addr.ip().to_string())]);
-        let (client_cert, client_key) = signed(vec!["offergate".to_string()]);
-        let write = |name: &str, text: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, text).unwrap();
-            path.to_str().unwrap().to_string()
-        };
-        let ca_file = write("ca.pem", &ca.pem());
-        let (cert, key) = (
-            write("server.pem", &server_cert),
-            write("server.key", &server_key),
-        );
-        write("client.pem", &client_cert);
-        write("client.key", &client_key);
+        let server_name = name.clone().unwrap_or_else(|| addr.ip().to_string());
+        let files = tls_files(dir.path(), &server_name);
+        let (ca_file, cert, key) = (files.ca, files.cert, files.key);
         let pw = dir.path().join("redis_password");
         std::fs::write(&pw, "s3cret-pw").unwrap();
         use std::os::unix::fs::PermissionsExt;
