@@ -4,6 +4,9 @@
 //! redb (adopted) against SQLite (rusqlite, bundled), both fully durable
 //! (fsync per commit: redb's default, SQLite `journal_mode=WAL`,
 //! `synchronous=FULL`), and what a request pays to hand a change over.
+//! Then the thread map itself: the slowest single change while 300,000 new
+//! threads arrive (the map full from the 100,001st on) against a run that
+//! never fills it: what a call may wait on the map's lock.
 //!
 //!   cargo bench --bench threads --features bench-sqlite
 //!
@@ -13,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use offergate::conversation::{Journal, Offer, Thread};
+use offergate::conversation::{Journal, Keep, LocalThreads, Offer, Thread, MAX_THREADS};
 use redb::{Database, ReadableTableMetadata, TableDefinition};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("threads");
@@ -189,8 +192,58 @@ fn hand_over(dir: &std::path::Path) -> f64 {
     put_ns
 }
 
+/// p99 and largest time of one change, in µs, for `n` new threads, at
+/// most `per_second` of them (0: as fast as they go).
+fn new_threads(n: u32, journal: Option<Journal>, per_second: u32) -> (f64, f64) {
+    let keep = Keep {
+        window_ms: 86_400_000,
+        idle_gap_ms: 86_400_000,
+        cap: 3,
+    };
+    let threads = LocalThreads::new(keep, journal);
+    let now = threads.now();
+    let mut times: Vec<Duration> = Vec::with_capacity(n as usize);
+    let began = Instant::now();
+    for k in 0..n {
+        if per_second > 0 && k % 100 == 0 {
+            let due = Duration::from_secs_f64(f64::from(k) / f64::from(per_second));
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let started = Instant::now();
+        threads.message_now(id(k), 1, now);
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    (
+        us(times[times.len() * 99 / 100]),
+        us(times[times.len() - 1]),
+    )
+}
+
 fn main() {
+    let (p99, max) = new_threads(MAX_THREADS as u32 * 9 / 10, None, 0);
+    let (full_p99, full_max) = new_threads(300_000, None, 0);
+    println!(
+        "thread map, in memory: {} new threads (never full) p99 {p99:.2} µs, slowest {max:.1} µs; \
+         300000 (full from the {}th) p99 {full_p99:.2} µs, slowest {full_max:.1} µs ({:.1} × the unfilled p99)",
+        MAX_THREADS * 9 / 10,
+        MAX_THREADS + 1,
+        full_max / p99
+    );
     let dir = tempfile::tempdir().unwrap();
+    // With the thread file, at a steady 50,000 new threads a second.
+    let unfilled = Journal::open(&dir.path().join("unfilled.redb")).unwrap();
+    let (up99, umax) = new_threads(MAX_THREADS as u32 * 9 / 10, Some(unfilled), 50_000);
+    let filled = Journal::open(&dir.path().join("fill.redb")).unwrap();
+    let (jp99, jmax) = new_threads(300_000, Some(filled), 50_000);
+    println!(
+        "thread map, with the thread file, 50000 new threads a second: {} (never full) p99 {up99:.2} µs, \
+         slowest {umax:.1} µs; 300000 p99 {jp99:.2} µs, slowest {jmax:.1} µs",
+        MAX_THREADS * 9 / 10
+    );
     let (rb, rl, rs) = redb_run(dir.path());
     println!(
         "redb:   {rb:8.0} µs per commit of {BATCH} threads, load of {THREADS} in {rl:6.1} ms, file {:.1} MiB",

@@ -199,8 +199,11 @@ fn write_behind(db: &Database, shared: &Shared) {
                 return;
             }
             state.writing = true;
+            // The next batch's map as large as this one: a call queueing a
+            // change never waits for the map to grow under load.
+            let size = state.changes.len();
             (
-                std::mem::take(&mut state.changes),
+                std::mem::replace(&mut state.changes, HashMap::with_capacity(size)),
                 std::mem::take(&mut state.opt_outs),
             )
         };

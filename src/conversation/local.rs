@@ -1,12 +1,13 @@
 //! Threads in this replica's memory: one map under one lock (every change
-//! to a thread is a few comparisons), bounded to [`MAX_THREADS`]; past that
-//! the threads past their retention go first, then the half least recently
-//! active. Opt-outs are a set of their own beside the map, never evicted
+//! to a thread is a few comparisons), in the order they were last changed,
+//! bounded to [`MAX_THREADS`]: a new thread past that drops the one changed
+//! longest ago, so making room is one removal, never a sweep of the map
+//! while calls wait for its lock. Opt-outs are a set of their own beside the map, never evicted
 //! with threads: bounded to [`MAX_OPT_OUTS`], and kept until an opt-in.
 //! Each change is handed to the journal, if there is one, which writes it
 //! to disk on its own thread.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -27,14 +28,28 @@ pub const MAX_THREADS: usize = 100_000;
 /// with more opted-out users runs a fleet on Redis.
 pub const MAX_OPT_OUTS: usize = 1_000_000;
 
-/// Threads by id. A thread id is already a hash: foldhash is cheap on it.
-type Map = HashMap<ThreadId, Thread, foldhash::fast::RandomState>;
+/// Threads by id, least recently changed first. A thread id is already a
+/// hash: foldhash is cheap on it.
+type Map = hashlink::LinkedHashMap<ThreadId, Thread, foldhash::fast::RandomState>;
 
 /// The threads and, apart, the opted-out ones.
-#[derive(Default)]
 struct Store {
     threads: Map,
     opted_out: HashSet<ThreadId, foldhash::fast::RandomState>,
+}
+
+impl Default for Store {
+    /// The map's table sized at once for twice [`MAX_THREADS`] (2.3 MiB: a
+    /// pointer and a control byte per slot): filling it never stops a call
+    /// for a rehash of the whole table, and at under half full a removed
+    /// thread's slot is free again rather than a tombstone that would, in
+    /// time, make the table rehash in place (a 6 ms pause at the bound).
+    fn default() -> Store {
+        Store {
+            threads: Map::with_capacity_and_hasher(2 * MAX_THREADS, Default::default()),
+            opted_out: HashSet::default(),
+        }
+    }
 }
 
 /// [`MAX_OPT_OUTS`] reached: a new opt-out cannot be kept.
@@ -62,13 +77,17 @@ impl LocalThreads {
         if let Some(journal) = &journal {
             let now = calendar.now_ms();
             let (threads, opted_out) = journal.loaded();
+            let mut live = Vec::with_capacity(threads.len());
             for (id, thread) in threads {
                 if now.saturating_sub(thread.last_active()) < keep.retention_ms() {
-                    map.threads.insert(id, thread);
+                    live.push((id, thread));
                 } else {
                     journal.delete(id);
                 }
             }
+            // In the order of their last activity, as if changed so.
+            live.sort_by_key(|(_, t)| t.last_active());
+            map.threads.extend(live);
             map.opted_out.extend(opted_out);
         }
         LocalThreads {
@@ -225,11 +244,20 @@ impl Shared {
         let now = self.calendar.now_ms();
         let mut store = self.lock();
         let Store { threads, opted_out } = &mut *store;
-        if threads.len() >= MAX_THREADS && !threads.contains_key(&thread) {
-            self.evict(threads, now);
+        if !threads.contains_key(&thread) {
+            while threads.len() >= MAX_THREADS {
+                self.drop_oldest(threads);
+            }
         }
         let opted_out = opted_out.contains(&thread);
-        let t = threads.entry(thread).or_default();
+        // Changed now: to the back of the order.
+        let t = match threads.entry(thread) {
+            hashlink::linked_hash_map::Entry::Occupied(mut known) => {
+                known.to_back();
+                known.into_mut()
+            }
+            hashlink::linked_hash_map::Entry::Vacant(new) => new.insert(Thread::default()),
+        };
         let window = self.keep.window_ms;
         let live = t
             .offers
@@ -245,33 +273,11 @@ impl Shared {
         out
     }
 
-    /// Makes room: drops the threads past their retention, and if that is
-    /// not enough the half least recently active.
-    fn evict(&self, map: &mut Map, now: i64) {
-        let keep = self.keep;
-        let mut dropped = Vec::new();
-        map.retain(|id, t| {
-            let live = now.saturating_sub(t.last_active()) < keep.retention_ms();
-            if !live {
-                dropped.push(*id);
-            }
-            live
-        });
-        if map.len() >= MAX_THREADS / 2 {
-            let mut active: Vec<i64> = map.values().map(Thread::last_active).collect();
-            let middle = active.len() / 2;
-            let (_, cut, _) = active.select_nth_unstable(middle);
-            let cut = *cut;
-            map.retain(|id, t| {
-                let live = t.last_active() > cut;
-                if !live {
-                    dropped.push(*id);
-                }
-                live
-            });
-        }
-        if let Some(journal) = &self.journal {
-            for id in dropped {
+    /// Makes room: drops the thread changed longest ago (its opt-out, if
+    /// any, stays: opt-outs are kept apart).
+    fn drop_oldest(&self, threads: &mut Map) {
+        if let Some((id, _)) = threads.pop_front() {
+            if let Some(journal) = &self.journal {
                 journal.delete(id);
             }
         }
@@ -402,32 +408,34 @@ mod tests {
     }
 
     #[test]
-    fn eviction_keeps_the_most_recently_active_half() {
+    fn a_new_thread_past_the_bound_drops_the_one_changed_longest_ago() {
         let threads = LocalThreads::new(keep(), None);
         let now = threads.now();
-        {
-            let map = &mut threads.shared.lock().threads;
-            for n in 0..MAX_THREADS as i64 {
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&n.to_le_bytes());
-                let t = Thread {
-                    last_any: Some(now - MAX_THREADS as i64 + n),
-                    ..Thread::default()
-                };
-                map.insert(id, t);
-            }
+        let id = |n: i64| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        for n in 0..MAX_THREADS as i64 {
+            threads.message_now(id(n), 1, now);
         }
-        let mut oldest = [0u8; 16];
-        oldest[..8].copy_from_slice(&0i64.to_le_bytes());
-        threads.opt_now(oldest, true).unwrap();
+        threads.opt_now(id(0), true).unwrap();
+        // Thread 1 changed again: now the most recent.
+        threads.message_now(id(1), 2, now);
         threads.message_now([9u8; 16], 1, now);
-        assert!(threads.len() <= MAX_THREADS / 2 + 1, "{}", threads.len());
-        let mut newest = [0u8; 16];
-        newest[..8].copy_from_slice(&(MAX_THREADS as i64 - 1).to_le_bytes());
-        assert!(threads.shared.lock().threads.contains_key(&newest));
-        assert!(!threads.shared.lock().threads.contains_key(&oldest));
+        assert_eq!(threads.len(), MAX_THREADS, "one out, one in");
+        let store = threads.shared.lock();
+        assert!(!store.threads.contains_key(&id(0)), "the oldest went");
+        assert!(store.threads.contains_key(&id(1)), "changed again, kept");
+        assert!(store.threads.contains_key(&id(2)));
+        drop(store);
+        threads.message_now([8u8; 16], 1, now);
         assert!(
-            threads.known_now(oldest).opted_out,
+            !threads.shared.lock().threads.contains_key(&id(2)),
+            "then the next oldest"
+        );
+        assert!(
+            threads.known_now(id(0)).opted_out,
             "an opt-out outlives its evicted thread"
         );
     }
