@@ -25,7 +25,8 @@ fn free() -> SocketAddr {
         .expect("its address")
 }
 
-fn server(addr: SocketAddr, tls: &[String], extra: &[&str]) -> Child {
+/// A master or replica, its files (a replica's copy of the master) in `dir`.
+fn server(addr: SocketAddr, dir: &std::path::Path, tls: &[String], extra: &[&str]) -> Child {
     let ip = addr.ip().to_string();
     let port = addr.port().to_string();
     let ports = if tls.is_empty() {
@@ -41,6 +42,7 @@ fn server(addr: SocketAddr, tls: &[String], extra: &[&str]) -> Child {
         .args(["--replica-announce-ip", &ip])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .args(extra)
+        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -91,10 +93,11 @@ impl RedisSentinel {
             .chunks(2)
             .map(|kv| format!("{} {}\n", kv[0].trim_start_matches("--"), kv[1]))
             .collect();
-        let master_child = server(master, &tls, &[]);
+        let master_child = server(master, dir.path(), &tls, &[]);
         let replica_of = [master.ip().to_string(), master.port().to_string()];
         let mut children = vec![server(
             replica,
+            dir.path(),
             &tls,
             &["--replicaof", &replica_of[0], &replica_of[1]],
         )];
