@@ -399,7 +399,7 @@ fn the_state_topologies_and_their_keys() {
         ),
         (
             "redis_url = \"redis://r:6379\"\n[state.tls]\nserver_name = \"10.0.0.1\"\n",
-            "state.tls.server_name: `10.0.0.1` is not a host name",
+            "state.tls.server_name: `10.0.0.1` is an address, not a name",
         ),
     ] {
         let err = problems(&with(state), &env());

@@ -22,6 +22,7 @@ pub(super) async fn connect_until_connected(
 ) {
     let mut wait = Duration::from_millis(100);
     let mut first = true;
+    let mut told = false;
     loop {
         if inner.strong_count() == 0 {
             return;
@@ -65,8 +66,15 @@ pub(super) async fn connect_until_connected(
                 return watch_health(&connector, conn, master, inner, timeout).await;
             }
             Err(e) => {
+                let why = e.to_string();
                 if let Some(inner) = inner.upgrade() {
-                    report_health(&inner, false, &e.to_string());
+                    report_health(&inner, false, &why);
+                }
+                // A certificate refused is no outage: it will not pass by
+                // itself, so the operator is told what to set, once.
+                if let (Some(fix), false) = (certificate_fix(&why), told) {
+                    told = true;
+                    tracing::error!(error = %why, "{fix}");
                 }
                 tracing::debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the state backend (redis)");
                 tokio::time::sleep(wait).await;
@@ -114,6 +122,17 @@ async fn check_eviction_policy(mut conn: Conn) {
         None => tracing::info!(
             "could not read Redis's maxmemory-policy (CONFIG and INFO refused): offergate needs noeviction"
         ),
+    }
+}
+
+/// What to set when Redis's certificate is refused, from the TLS error.
+fn certificate_fix(why: &str) -> Option<&'static str> {
+    if why.contains("not valid for name") || why.contains("NotValidForName") {
+        Some("the Redis server's certificate does not name the host offergate connects to: set [state.tls] server_name to a name it holds (single, sentinel), or connect by that name")
+    } else if why.contains("UnknownIssuer") {
+        Some("the Redis server's certificate is signed by a CA offergate does not trust: set [state.tls] ca_file to that CA")
+    } else {
+        None
     }
 }
 
@@ -185,5 +204,20 @@ async fn watch_health(
             inner.failures.store(0, Ordering::Relaxed);
         }
         report_health(&inner, healthy, "no answer to PING");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_fix;
+
+    #[test]
+    fn a_refused_certificate_says_what_to_set() {
+        // As rustls words them, through redis-rs.
+        let named = "invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"redis.internal\")";
+        assert!(certificate_fix(named).is_some_and(|f| f.contains("server_name")));
+        let issuer = "invalid peer certificate: UnknownIssuer";
+        assert!(certificate_fix(issuer).is_some_and(|f| f.contains("ca_file")));
+        assert_eq!(certificate_fix("Connection refused (os error 111)"), None);
     }
 }

@@ -351,12 +351,14 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
                 if topology == Some(Topology::Cluster) {
                     p.push("state.tls.server_name: not supported with topology = \"cluster\" (the cluster's nodes are reached at the addresses the cluster announces, each verified as announced); have the nodes announce the certificate's names (cluster-announce-hostname)".into());
                     ok = false;
-                } else if rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
-                    || name.parse::<std::net::IpAddr>().is_ok()
-                {
-                    p.push(format!(
-                        "state.tls.server_name: `{name}` is not a host name"
-                    ));
+                } else if name.is_empty() {
+                    p.push("state.tls.server_name: empty; remove the key to verify the certificate against the host in the URL".into());
+                    ok = false;
+                } else if name.parse::<std::net::IpAddr>().is_ok() {
+                    p.push(format!("state.tls.server_name: `{name}` is an address, not a name; for a certificate that names an address, put that address in redis_url"));
+                    ok = false;
+                } else if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    p.push(format!("state.tls.server_name: `{name}` is not a host name (the DNS name the server's certificate holds)"));
                     ok = false;
                 }
             }
