@@ -225,6 +225,8 @@ fn word_at(text: &str, at: usize) -> Option<usize> {
         if escape {
             chars.next();
             chars.next();
+        } else if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            // The common case first: a host's ASCII letters.
         } else if is_dot(c) && !after_dot {
             // A label ends; two dots in a row end the word.
         } else if is_invisible(c) {

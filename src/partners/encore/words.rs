@@ -19,7 +19,9 @@ pub fn opt_out_word(text: &str) -> String {
 /// Characters that draw nothing: Unicode's format characters a keyboard or
 /// a copy-paste may slip into a word.
 pub(crate) fn is_invisible(c: char) -> bool {
-    matches!(c,
+    // Every one is outside ASCII: the common case is one comparison.
+    !c.is_ascii()
+        && matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
         | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
         | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
