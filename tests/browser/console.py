@@ -21,6 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.support.ui import WebDriverWait
 
 BIN, SHOT = sys.argv[1], sys.argv[2]
@@ -74,7 +75,13 @@ def browser(scripts=True):
 
 
 def text(driver, css):
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    # Found and read in one script: the page redraws every second, and an
+    # element found by one call may be replaced before the next reads it.
+    shown = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null", css)
+    if shown is None:
+        raise NoSuchElementException(f"nothing on the page matches {css}")
+    return shown
 
 
 def check(what, ok, shown):
@@ -154,9 +161,14 @@ def main():
         check("the decisions are shown by reason",
               int(text(d, "#decision-offer .total")) >= 1 and int(text(d, "#decision-mid_thread .total")) >= 1,
               (text(d, "#decision-offer .total"), text(d, "#decision-mid_thread .total")))
-        rows = d.find_elements(By.CSS_SELECTOR, "#requests tr.request")
-        reasons = [r.find_element(By.CSS_SELECTOR, ".fallback").text for r in rows]
-        statuses = {r.find_element(By.CSS_SELECTOR, ".status").text for r in rows}
+        # Read in one script: the page redraws the table every second, so
+        # rows found in one call may be gone by the next (a stale element).
+        rows = d.execute_script(
+            "return [...document.querySelectorAll('#requests tr.request')]"
+            ".map(r => [r.querySelector('.fallback').innerText.trim(),"
+            " r.querySelector('.status').innerText.trim()])")
+        reasons = [fallback for fallback, _ in rows]
+        statuses = {status for _, status in rows}
         check("the recent requests are listed, with their fallbacks",
               len(rows) >= 10 and "circuit_open" in reasons and statuses <= {"200"}, (len(rows), reasons[:5], statuses))
         page = d.find_element(By.TAG_NAME, "body").text
