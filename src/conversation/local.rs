@@ -2,8 +2,9 @@
 //! to a thread is a few comparisons), in the order they were last changed,
 //! bounded to [`MAX_THREADS`]: a new thread past that drops the one changed
 //! longest ago, so making room is one removal, never a sweep of the map
-//! while calls wait for its lock. Opt-outs are a set of their own beside the map, never evicted
-//! with threads: bounded to [`MAX_OPT_OUTS`], and kept until an opt-in.
+//! while calls wait for its lock. Opt-outs are a set of their own beside
+//! the map, never evicted with threads: bounded to [`MAX_OPT_OUTS`], and
+//! kept until an opt-in.
 //! Each change is handed to the journal, if there is one, which writes it
 //! to disk on its own thread.
 

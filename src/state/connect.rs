@@ -109,26 +109,21 @@ impl NamedMaster {
             .query_async(&mut sentinel.get_multiplexed_async_connection().await?)
             .await?;
         let addr = ConnectionAddr::TcpTls {
-            host: self.server_name.clone(),
+            host: ip.clone(),
             port,
             insecure: false,
             tls_params: None,
         };
-        let info = self.info.clone().set_addr(addr);
+        let (info, resolver) = named(self.info.clone().set_addr(addr), &self.server_name);
         let client = match &self.certificates {
             Some(certs) => redis::Client::build_with_tls(info, certs.clone())?,
             None => redis::Client::open(info)?,
-        };
-        let resolver = ServerName {
-            name: self.server_name.clone(),
-            host: ip.clone(),
-            port,
         };
         // A sentinel may not know of a failover yet: the master says so.
         let mut master = client
             .get_multiplexed_async_connection_with_config(&config(
                 Duration::from_millis(500),
-                Some(resolver.clone()),
+                resolver.clone(),
             ))
             .await?;
         let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut master).await?;
@@ -141,7 +136,7 @@ impl NamedMaster {
         }
         Ok(Master {
             client,
-            resolver: Some(resolver),
+            resolver,
             at: format!("{ip}:{port}"),
         })
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 
+use super::redis::Sending;
 use super::{Redis, StateError};
 
 /// Why a thread gets no offer slot.
@@ -78,8 +79,12 @@ impl Redis {
         ];
         // Giving a slot back or keeping it may run twice; taking one or
         // freeing an offer may not.
-        let repeatable = matches!(op, ThreadOp::Release { .. } | ThreadOp::Keep { .. });
-        match self.run_once_more(4, &keys, &args, repeatable).await? {
+        let how = if matches!(op, ThreadOp::Release { .. } | ThreadOp::Keep { .. }) {
+            Sending::Repeatable
+        } else {
+            Sending::Once
+        };
+        match self.run_once_more(4, &keys, &args, how).await? {
             Value::Int(n) => Ok(n),
             _ => Err(StateError::Unexpected),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redis::Value;
 
+use super::redis::Sending;
 use super::{Redis, StateError};
 use crate::config::Rate;
 
@@ -68,19 +69,9 @@ impl Redis {
         answer: &[u8],
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StateError> {
-        let ttl = ttl.as_millis().max(1).to_string();
-        let keys = [answer_key, lock_key];
-        let args: [&[u8]; 4] = [
-            lock_value.as_bytes(),
-            answer,
-            ttl.as_bytes(),
-            answer_key.as_bytes(),
-        ];
-        let stored = self.run_with(1, &keys, &args, true, true).await?;
-        Ok(match stored {
-            Value::BulkString(bytes) => Some(bytes),
-            _ => None,
-        })
+        let lock = (answer_key, lock_key, lock_value);
+        self.send_finish(lock, answer, ttl, None, Sending::EvenWhileDown)
+            .await
     }
 
     /// Ends this replica's lead: keeps `answer` (if any) for `ttl`, frees the lock.
@@ -95,6 +86,21 @@ impl Redis {
         ttl: Duration,
         thread: Option<super::KeepAsk<'_>>,
     ) -> Result<Option<Vec<u8>>, StateError> {
+        let lock = (answer_key, lock_key, lock_value);
+        self.send_finish(lock, answer, ttl, thread, Sending::Repeatable)
+            .await
+    }
+
+    /// The FINISH script for the lead on `(answer_key, lock_key,
+    /// lock_value)`, sent as `how` says.
+    async fn send_finish(
+        &self,
+        (answer_key, lock_key, lock_value): (&str, &str, &str),
+        answer: &[u8],
+        ttl: Duration,
+        thread: Option<super::KeepAsk<'_>>,
+        how: Sending,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let ttl = ttl.as_millis().max(1).to_string();
         // The answer's key is its channel too (waiters: `listen`).
         let mut keys = vec![answer_key, lock_key];
@@ -108,7 +114,7 @@ impl Redis {
             keys.extend(t.keys);
             args.extend([t.slot.as_bytes(), t.link.as_bytes()]);
         }
-        let stored = self.run_idempotent(1, &keys, &args).await?;
+        let stored = self.run_once_more(1, &keys, &args, how).await?;
         Ok(match stored {
             Value::BulkString(bytes) => Some(bytes),
             _ => None,

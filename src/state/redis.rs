@@ -147,6 +147,16 @@ impl StateMetrics {
     }
 }
 
+/// How a script is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sending {
+    Once,
+    /// Sent once more on the new connection after a dropped one.
+    Repeatable,
+    /// [`Sending::Repeatable`], and sent even while Redis is declared down
+    /// (a finish queued behind a late claim on the same connection).
+    EvenWhileDown,
+}
 impl Redis {
     /// The handle for `[state]`; it connects in the background and keeps
     /// trying, so a Redis that is down at start does not stop offergate.
@@ -265,7 +275,7 @@ impl Redis {
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<Value, StateError> {
-        self.run_once_more(op, keys, args, false).await
+        self.run_once_more(op, keys, args, Sending::Once).await
     }
 
     /// [`Redis::run`] for a script that may run twice with the effect of
@@ -277,32 +287,21 @@ impl Redis {
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<Value, StateError> {
-        self.run_once_more(op, keys, args, true).await
+        self.run_once_more(op, keys, args, Sending::Repeatable)
+            .await
     }
 
+    /// [`Redis::run`], sent as `how` says.
     pub(super) async fn run_once_more(
         &self,
         op: usize,
         keys: &[&str],
         args: &[&[u8]],
-        repeatable: bool,
-    ) -> Result<Value, StateError> {
-        self.run_with(op, keys, args, repeatable, false).await
-    }
-
-    /// [`Redis::run_once_more`], and with `even_down` sent on the
-    /// connection even while Redis is declared down.
-    pub(super) async fn run_with(
-        &self,
-        op: usize,
-        keys: &[&str],
-        args: &[&[u8]],
-        repeatable: bool,
-        even_down: bool,
+        how: Sending,
     ) -> Result<Value, StateError> {
         let inner = &self.inner;
         let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let failing = inner.degraded.load(Ordering::Relaxed) && !even_down;
+        let failing = inner.degraded.load(Ordering::Relaxed) && how != Sending::EvenWhileDown;
         let result = match conn {
             None => Err(StateError::NotConnected),
             Some(_) if failing => Err(StateError::Degraded),
@@ -323,7 +322,7 @@ impl Redis {
                 let deadline = started + inner.timeout;
                 let mut answer =
                     tokio::time::timeout_at(deadline, evalsha(&call, CODE[op], &mut conn)).await;
-                if repeatable
+                if how != Sending::Once
                     && matches!(&answer, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error())
                 {
                     inner.retried[op].inc();
