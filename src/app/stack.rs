@@ -29,11 +29,10 @@ use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::conversation::{AnyThreads, FleetThreads, Journal, Keep, LocalThreads};
 use crate::edge::recent::Recent;
 use crate::edge::{Edge, Observed};
-use crate::layers::admit::Admit;
 use crate::layers::circuit::{self, Breakers, Circuit, CircuitLayer};
 use crate::layers::deadline::{Deadline, DeadlineLayer};
 use crate::layers::fallback::{Fallback, FallbackLayer};
-use crate::layers::idempotency::{AnyStore, Idempotency, IdempotencyLayer};
+use crate::layers::idempotency::{AnyStore, AskAhead, Idempotency, IdempotencyLayer};
 use crate::layers::pause;
 use crate::layers::rate_limit::{
     self, CallerLimit, CallerLimitLayer, LimitedCounter, PartnerQuota, PartnerQuotaLayer,
@@ -172,7 +171,8 @@ fn assemble<U: ProxyService>(
     // The shared state, each behind its own trait: this replica's, or the
     // fleet's on Redis with this replica's behind it (`state/fleet.rs`).
     let pauses = shared.pauses.clone();
-    let permits = rate_limit::permits(config, pauses.clone(), state.cloned());
+    let breakers = shared.breakers.clone();
+    let permits = rate_limit::permits(config, pauses.clone(), breakers, state.cloned());
     let pause_board = pause::board(pauses, state.cloned());
     let limited = LimitedCounter::register(metrics)?;
     // Counted by the idempotency layer and by the conversation endpoint's
@@ -189,7 +189,7 @@ fn assemble<U: ProxyService>(
             &lookups,
             metrics,
             state,
-            Admit::new(config, shared.threads.clone(), permits.clone()),
+            AskAhead::new(config, shared.threads.clone(), permits.clone()),
         )?)
         // The Encore doc's per-thread cap: below idempotency, so a replay
         // never counts twice; before anything spends quota or retries.

@@ -3,10 +3,10 @@
 //! means, how offergate's own failures are told apart, the request fingerprint,
 //! JSON, header hygiene and the clock. Everything else builds on these types.
 
+pub mod ahead;
 pub mod base_url;
 pub mod clock;
 pub mod error;
-pub mod extensions;
 pub mod fingerprint;
 pub mod headers;
 pub mod json;

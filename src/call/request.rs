@@ -12,13 +12,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 
-use crate::call::extensions::Extensions;
+use crate::call::ahead::{Ahead, KeepSlot};
 use crate::call::route::{Route, Target};
 
 /// A caller's request that passed admission. Small on purpose (every layer
-/// holds it while the call is under way, and each try clones it): what stays
-/// the same for the whole call is shared behind one `Arc` ([`CallInfo`]).
-#[derive(Clone, Debug)]
+/// holds it while the call is under way): what stays the same for the whole
+/// call is shared behind one `Arc` ([`CallInfo`]); each try gets its own
+/// ([`ProxyRequest::next_try`]).
+#[derive(Debug)]
 pub struct ProxyRequest {
     pub target: Target,
     pub body: Bytes,
@@ -26,10 +27,8 @@ pub struct ProxyRequest {
     pub deadline: Option<super::clock::Instant>,
     /// What admission learned, shared by every try and by the edge.
     pub call: Arc<CallInfo>,
-    /// What one layer leaves for another below it on this call (a try's
-    /// quota already taken: `layers/rate_limit`); cloned with each try.
-    /// Boxed: 8 bytes in what every layer moves, and none is the rule.
-    pub extensions: Option<Box<super::extensions::Extensions>>,
+    /// What the shared state answered ahead for this call (`ahead.rs`).
+    pub ahead: Ahead,
 }
 
 /// The parts of a request that never change during its call.
@@ -131,6 +130,30 @@ impl CallTrace {
 }
 
 impl ProxyRequest {
+    /// A request with nothing learned below the edge yet.
+    pub fn new(target: Target, body: Bytes, call: Arc<CallInfo>) -> ProxyRequest {
+        ProxyRequest {
+            target,
+            body,
+            deadline: None,
+            call,
+            ahead: Ahead::default(),
+        }
+    }
+
+    /// The request for the next try of this call: the same call, and what
+    /// was answered ahead for its first try (the partner's quota) to the
+    /// first only.
+    pub fn next_try(&mut self) -> ProxyRequest {
+        ProxyRequest {
+            target: self.target.clone(),
+            body: self.body.clone(),
+            deadline: self.deadline,
+            call: self.call.clone(),
+            ahead: std::mem::take(&mut self.ahead),
+        }
+    }
+
     pub fn route(&self) -> Route {
         self.target.route()
     }
@@ -146,10 +169,20 @@ impl ProxyRequest {
 
     /// Who the call is made for: `clientId` (Encore) or `partner_id` (Besitos).
     pub fn caller(&self) -> Option<&str> {
-        match &self.target {
-            Target::Encore => self.call.client_id.as_deref(),
-            Target::Besitos { partner_id, .. } => Some(partner_id),
-        }
+        caller_of(&self.target, &self.call)
+    }
+
+    /// [`ProxyRequest::caller`], beside what was answered ahead (a limit
+    /// asks for the caller's permit with both).
+    pub fn caller_and_ahead(&mut self) -> (Option<&str>, &mut Ahead) {
+        (caller_of(&self.target, &self.call), &mut self.ahead)
+    }
+}
+
+fn caller_of<'a>(target: &'a Target, call: &'a CallInfo) -> Option<&'a str> {
+    match target {
+        Target::Encore => call.client_id.as_deref(),
+        Target::Besitos { partner_id, .. } => Some(partner_id),
     }
 }
 
@@ -161,9 +194,23 @@ pub struct ProxyResponse {
     pub body: Bytes,
     /// How this answer counts in `offergate_requests_total`.
     pub outcome: Outcome,
-    /// What the layers below learned of this answer for those above
-    /// (`OfferServed`, set by the partner call).
-    pub extensions: Extensions,
+    /// Set by the partner call on an Encore answer that shows an offer; read
+    /// by the thread cap.
+    pub offer: Option<OfferServed>,
+    /// Set by the partner call when the caller asked for a composed
+    /// message; read by the edge, which adds it to the answer.
+    pub composed: Option<Box<Composed>>,
+    /// Set by a thread slot taken with the idempotency claim when its offer
+    /// was shown; read by the Redis store, which keeps the slot with its
+    /// finish.
+    pub keep_slot: Option<Box<KeepSlot>>,
+}
+
+/// A composed message for the offer on an answer (`partners/encore/compose.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Composed {
+    pub text: String,
+    pub language: &'static str,
 }
 
 /// On an answer: an Encore 200 carrying an offer, straight from the partner
@@ -187,7 +234,9 @@ impl ProxyResponse {
             headers,
             body,
             outcome: Outcome::Forwarded,
-            extensions: Extensions::default(),
+            offer: None,
+            composed: None,
+            keep_slot: None,
         }
     }
 }
@@ -237,13 +286,13 @@ mod sizes {
     use super::*;
 
     /// Every layer moves the request and its answer: they stay small (the
-    /// answer grew 24 bytes for its notes; bigger showed in callgrind as
-    /// memcpy).
+    /// answer carries 32 bytes of what one step leaves another; bigger
+    /// showed in callgrind as memcpy).
     #[test]
     fn what_every_layer_moves_stays_small() {
         assert!(std::mem::size_of::<ProxyRequest>() <= 96);
         assert!(
-            std::mem::size_of::<Result<ProxyResponse, crate::call::error::GatewayError>>() <= 160
+            std::mem::size_of::<Result<ProxyResponse, crate::call::error::GatewayError>>() <= 168
         );
     }
 }

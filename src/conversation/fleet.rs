@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::local::LocalThreads;
 use super::{Before, Held, Keep, MessageKey, NoSlot, Slot as AnySlot, Threads};
+use crate::call::ahead::{Ahead, KeepSlot};
 use crate::call::fingerprint::hex;
 use crate::call::request::ThreadId;
 use crate::call::route::Route;
@@ -33,11 +34,9 @@ fn ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// A thread's slot as a call's one-script admission asks for it
-/// (`state/admission.rs`), and once Redis took it, the slot the thread cap
-/// holds.
+/// A thread's slot as Redis is asked for it (alone, or with the call's
+/// idempotency claim: `state/admission.rs`).
 pub struct SlotPlan {
-    redis: Redis,
     keys: Keys,
     member: String,
     window: Duration,
@@ -54,14 +53,9 @@ impl SlotPlan {
         }
     }
 
-    /// The slot Redis took for this plan: kept or given back as any other.
-    pub fn taken(self) -> Held {
-        Held(Some(AnySlot::Fleet(Slot {
-            redis: self.redis,
-            keys: self.keys,
-            slot: self.member,
-            window: self.window,
-        })))
+    /// The slot's member, once Redis took it for the claim.
+    pub fn into_member(self) -> Box<str> {
+        self.member.into_boxed_str()
     }
 }
 
@@ -75,15 +69,42 @@ impl FleetThreads {
         self.redis.admits_in_one()
     }
 
-    /// What reserving a slot of `thread` asks Redis, for a one-script
-    /// admission.
+    /// What reserving a slot of `thread` asks Redis.
     pub fn slot_plan(&self, thread: ThreadId) -> SlotPlan {
         SlotPlan {
-            redis: self.redis.clone(),
             keys: self.keys(thread),
             member: slot_member(),
             window: ms(self.keep.window_ms),
             cap: self.keep.cap,
+        }
+    }
+
+    /// The slot Redis took under `member`; `with_finish`: taken with the
+    /// call's claim, so kept with its finish.
+    fn held(&self, thread: ThreadId, member: String, with_finish: bool) -> Held {
+        Held(Some(AnySlot::Fleet(Slot {
+            redis: self.redis.clone(),
+            thread,
+            keys: self.keys(thread),
+            slot: member,
+            window: ms(self.keep.window_ms),
+            with_finish,
+        })))
+    }
+
+    /// The finish's part for an offer's slot kept with it.
+    pub fn keep_plan(&self, keep: &KeepSlot) -> KeepPlan {
+        KeepPlan {
+            slot: Some(Slot {
+                redis: self.redis.clone(),
+                thread: keep.thread,
+                keys: self.keys(keep.thread),
+                slot: keep.member.to_string(),
+                window: ms(self.keep.window_ms),
+                with_finish: false,
+            }),
+            link: link_member(keep.link),
+            key: keep.link,
         }
     }
 
@@ -167,8 +188,15 @@ impl Threads for FleetThreads {
         fleet_first(&self.redis, ask, || self.local.known_now(thread)).await
     }
 
-    async fn reserve(&self, thread: ThreadId) -> Result<Result<Held, NoSlot>, Unavailable> {
-        // The same slot a one-script admission asks for, asked alone.
+    async fn reserve(
+        &self,
+        thread: ThreadId,
+        ahead: &mut Ahead,
+    ) -> Result<Result<Held, NoSlot>, Unavailable> {
+        if let Some(given) = ahead.take_slot() {
+            return Ok(given.map(|member| self.held(thread, member.into(), true)));
+        }
+        // The same slot the claim's script asks for, asked alone.
         let plan = self.slot_plan(thread);
         let ask = async move {
             let taken = {
@@ -177,7 +205,7 @@ impl Threads for FleetThreads {
                 self.redis.thread(a.keys, a.window, a.cap, op).await?
             };
             Ok::<_, crate::state::StateError>(match taken {
-                1 => Ok(plan.taken()),
+                1 => Ok(self.held(thread, plan.member, false)),
                 2 => Err(NoSlot::OptedOut),
                 _ => Err(NoSlot::Cap),
             })
@@ -225,14 +253,6 @@ pub struct KeepPlan {
 }
 
 impl KeepPlan {
-    pub(super) fn new(slot: Slot, link: LinkKey) -> KeepPlan {
-        KeepPlan {
-            slot: Some(slot),
-            link: link_member(link),
-            key: link,
-        }
-    }
-
     /// Its part of the finish script.
     pub fn ask(&self) -> Option<crate::state::KeepAsk<'_>> {
         let slot = self.slot.as_ref()?;
@@ -252,7 +272,7 @@ impl KeepPlan {
 impl Drop for KeepPlan {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.keep(self.key);
+            slot.keep_now(self.key);
         }
     }
 }
@@ -270,18 +290,35 @@ fn slot_member() -> String {
 /// A slot taken on Redis.
 pub(super) struct Slot {
     redis: Redis,
+    thread: ThreadId,
     keys: Keys,
     slot: String,
     window: Duration,
+    /// Taken with the call's idempotency claim: kept with its finish.
+    with_finish: bool,
 }
 
 impl Slot {
-    /// Kept in the background, so the call's answer does not wait a round
-    /// trip for it (where the slot came with the claim, the finish keeps it
-    /// instead: `KeepPlan`), before any later command of this replica. The slot was taken before the partner was
-    /// called, so the thread's count is right either way; until the keep
-    /// lands (microseconds) only `unsent` could miss the link.
-    pub(super) fn keep(self, link: LinkKey) {
+    /// Kept: by the call's finish when the slot came with its claim (what
+    /// to keep is returned for the answer to carry there), else now.
+    pub(super) fn keep(self, link: LinkKey) -> Option<Box<KeepSlot>> {
+        if self.with_finish {
+            return Some(Box::new(KeepSlot {
+                thread: self.thread,
+                member: self.slot.into_boxed_str(),
+                link,
+            }));
+        }
+        self.keep_now(link);
+        None
+    }
+
+    /// Kept in the background, before any later command of this replica,
+    /// so the call's answer does not wait a round trip for it. The slot was
+    /// taken before the partner was called, so the thread's count is right
+    /// either way; until the keep lands (microseconds) only `unsent` could
+    /// miss the link.
+    fn keep_now(self, link: LinkKey) {
         let redis = self.redis.clone();
         redis.in_background(async move {
             let member = link_member(link);

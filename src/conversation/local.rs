@@ -16,6 +16,7 @@ use super::journal::Journal;
 use super::{
     Before, Held, Keep, MessageKey, NoSlot, Offer, Slot as AnySlot, Thread, Threads, RESERVED, SEEN,
 };
+use crate::call::ahead::Ahead;
 use crate::call::clock::Calendar;
 use crate::call::request::ThreadId;
 use crate::integrator::rules::Known;
@@ -348,10 +349,11 @@ impl Threads for LocalThreads {
         std::future::ready(Ok(self.known_now(thread)))
     }
 
-    fn reserve(
-        &self,
+    fn reserve<'a>(
+        &'a self,
         thread: ThreadId,
-    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + '_ {
+        _: &'a mut Ahead,
+    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + 'a {
         std::future::ready(Ok(self.reserve_now(thread)))
     }
 

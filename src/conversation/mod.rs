@@ -18,6 +18,7 @@ use std::future::Future;
 
 use smallvec::SmallVec;
 
+use crate::call::ahead::{Ahead, KeepSlot};
 use crate::call::request::ThreadId;
 use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
@@ -138,11 +139,13 @@ pub trait Threads: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Known, Unavailable>> + Send + '_;
 
     /// One of `thread`'s offer slots, given back when the [`Held`] is dropped
-    /// unless kept; none at the cap or once the thread opted out.
-    fn reserve(
-        &self,
+    /// unless kept; none at the cap or once the thread opted out. Taken from
+    /// `ahead` when the call's claim answered it (`call/ahead.rs`).
+    fn reserve<'a>(
+        &'a self,
         thread: ThreadId,
-    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + '_;
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Result<Result<Held, NoSlot>, Unavailable>> + Send + 'a;
 
     /// Frees the slot of the offer with `link`, which was never delivered:
     /// the offers still shown, or `None` when the thread has no such offer.
@@ -183,25 +186,17 @@ enum Slot {
 
 impl Held {
     /// The call showed the offer with `link`: the slot stays taken, for it.
-    pub fn keep(mut self, link: LinkKey) {
-        match self.0.take() {
-            None => {}
-            Some(Slot::Local(slot)) => slot.keep(link),
-            Some(Slot::Fleet(slot)) => slot.keep(link),
-        }
-    }
-
-    /// [`Held::keep`], where a slot on Redis is kept by the call's
-    /// idempotency finish (the same round trip): its part of that script;
-    /// a slot here is kept at once.
-    pub fn keep_with_finish(mut self, link: LinkKey) -> Option<KeepPlan> {
+    /// A slot that came with the call's idempotency claim on Redis is kept
+    /// by its finish, in the same round trip: what to keep is returned, for
+    /// the answer to carry there (`ProxyResponse::keep_slot`).
+    pub fn keep(mut self, link: LinkKey) -> Option<Box<KeepSlot>> {
         match self.0.take() {
             None => None,
             Some(Slot::Local(slot)) => {
                 slot.keep(link);
                 None
             }
-            Some(Slot::Fleet(slot)) => Some(KeepPlan::new(slot, link)),
+            Some(Slot::Fleet(slot)) => slot.keep(link),
         }
     }
 }
@@ -258,10 +253,14 @@ impl Threads for AnyThreads {
         }
     }
 
-    async fn reserve(&self, thread: ThreadId) -> Result<Result<Held, NoSlot>, Unavailable> {
+    async fn reserve(
+        &self,
+        thread: ThreadId,
+        ahead: &mut Ahead,
+    ) -> Result<Result<Held, NoSlot>, Unavailable> {
         match self {
-            AnyThreads::Local(l) => l.reserve(thread).await,
-            AnyThreads::Fleet(f) => Box::pin(f.reserve(thread)).await,
+            AnyThreads::Local(l) => l.reserve(thread, ahead).await,
+            AnyThreads::Fleet(f) => Box::pin(f.reserve(thread, ahead)).await,
         }
     }
 

@@ -182,7 +182,7 @@ impl Admission {
         };
         let client_id = checked.client_id;
         Ok(ProxyRequest {
-            extensions: Default::default(),
+            ahead: Default::default(),
             target,
             body,
             deadline: None,

@@ -255,7 +255,7 @@ impl<S: ProxyService> Edge<S> {
             Err(e) => return Ok(Answer::skip(verdict.trigger, e.code(), shown)),
         };
         let req = ProxyRequest {
-            extensions: Default::default(),
+            ahead: Default::default(),
             target: Target::Encore,
             body,
             deadline: None,
@@ -299,8 +299,8 @@ impl<S: ProxyService> Edge<S> {
     /// The message the partner call composed as it read the answer, or
     /// (an answer from elsewhere) composed here.
     fn composed(&self, resp: &ProxyResponse, language: &str) -> Option<Composed> {
-        if let Some(composed) = resp.extensions.get::<Composed>() {
-            return Some(composed.clone());
+        if let Some(composed) = &resp.composed {
+            return Some((**composed).clone());
         }
         let offer = read_offer(&resp.body, &self.shared.rules.link_host).ok()??;
         compose::message(&offer, Some(language))

@@ -55,7 +55,7 @@ use crate::conversation::AnyThreads;
 use crate::integrator::rules::Rules;
 use crate::layers::idempotency::AnyStore;
 use crate::metrics::Metrics;
-use crate::partners::encore::compose::{self, Composed};
+use crate::partners::encore::compose;
 use crate::state::Redis;
 use admission::Admission;
 use metrics::EdgeMetrics;
@@ -129,7 +129,7 @@ impl<S: ProxyService> Edge<S> {
     ) -> Result<Edge<S>, Problem> {
         let encore = &config.encore.resilience;
         // Sized and shared as the offers route's answers.
-        let answers = AnyStore::for_route(config, Route::EncoreOffers, state);
+        let answers = AnyStore::for_route(config, Route::EncoreOffers, state, None);
         let edge_metrics = EdgeMetrics::register(metrics, &observed.lookups)?;
         Ok(Edge {
             shared: Arc::new(EdgeShared {
@@ -317,7 +317,7 @@ impl<S: ProxyService> Edge<S> {
                 if let (Some(asked), 200) = (compose, resp.status.as_u16()) {
                     // The partner call composed it as it read the answer; an
                     // answer from the store is read here, once.
-                    let body = match resp.extensions.get::<Composed>() {
+                    let body = match resp.composed.as_deref() {
                         Some(composed) => compose::add(&resp.body, composed),
                         None => compose::compose(
                             &resp.body,

@@ -21,7 +21,7 @@ use http::StatusCode;
 
 use tower::Layer;
 
-use super::pause::PauseBoard;
+use super::pause::{AnyPauses, PauseBoard};
 use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::{CallError, GatewayError};
@@ -64,7 +64,7 @@ pub fn breakers(config: &Config) -> Breakers {
 struct Shared {
     breakers: Breakers,
     /// Where a 429's pause is set: here, and for the fleet when shared.
-    pauses: Arc<dyn PauseBoard>,
+    pauses: Arc<AnyPauses>,
     retry_after_cap: PerRoute<Duration>,
 }
 
@@ -74,7 +74,7 @@ impl CircuitLayer {
     pub fn new(
         config: &Config,
         breakers: Breakers,
-        pauses: Arc<dyn PauseBoard>,
+        pauses: Arc<AnyPauses>,
         metrics: &Metrics,
     ) -> Result<CircuitLayer, Problem> {
         let (read, paused) = (breakers.clone(), pauses.clone());

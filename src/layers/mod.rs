@@ -13,7 +13,6 @@
 // Layers return `async move` blocks on purpose (see `ProxyService`).
 #![allow(clippy::manual_async_fn)]
 
-pub mod admit;
 pub mod circuit;
 pub mod deadline;
 pub mod fallback;
@@ -113,7 +112,7 @@ mod tests {
             .service(IntoTower(Arc::new(Slow)));
         let back = FromTower(timed);
         let req = ProxyRequest {
-            extensions: Default::default(),
+            ahead: Default::default(),
             target: crate::call::route::Target::Encore,
             body: bytes::Bytes::from_static(b"{}"),
             deadline: None,

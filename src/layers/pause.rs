@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use std::future::Future;
 
 use crate::call::clock::{self, Instant};
 use crate::call::route::{PerRoute, Route};
@@ -26,21 +26,25 @@ pub fn pauses() -> Pauses {
 /// by one replica pauses them all (the rate-limit script reads it).
 pub trait PauseBoard: Send + Sync + 'static {
     /// Pauses `route`'s partner for `length`; a longer pause already set stands.
-    /// Rare (a 429 with `Retry-After`): boxed.
-    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()>;
+    fn pause(&self, route: Route, length: Duration) -> impl Future<Output = ()> + Send + '_;
     /// How much of `route`'s pause is left, as this replica knows it.
     fn left(&self, route: Route) -> Option<Duration>;
 }
 
 impl PauseBoard for Pauses {
-    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()> {
+    fn pause(&self, route: Route, length: Duration) -> impl Future<Output = ()> + Send + '_ {
         self.get(route).pause_until(clock::now() + length);
-        Box::pin(std::future::ready(()))
+        std::future::ready(())
     }
 
     fn left(&self, route: Route) -> Option<Duration> {
         self.get(route).left()
     }
+}
+
+/// The key of the partner's fleet-wide pause (the rate-limit script reads it).
+pub fn pause_key(redis: &Redis, route: Route) -> String {
+    redis.route_key(route, "pause", "partner")
 }
 
 /// The fleet's pause on Redis, this replica's beside it.
@@ -50,14 +54,14 @@ pub struct FleetPauses {
 }
 
 impl PauseBoard for FleetPauses {
-    fn pause(&self, route: Route, length: Duration) -> BoxFuture<'_, ()> {
+    fn pause(&self, route: Route, length: Duration) -> impl Future<Output = ()> + Send + '_ {
         self.local.get(route).pause_until(clock::now() + length);
-        Box::pin(async move {
+        async move {
             // Not published: this replica pauses all the same, and the others
             // learn of the pause from the partner itself.
-            let key = crate::layers::rate_limit::pause_key(&self.redis, route);
+            let key = pause_key(&self.redis, route);
             let _ = self.redis.pause(&key, length).await;
-        })
+        }
     }
 
     fn left(&self, route: Route) -> Option<Duration> {
@@ -65,12 +69,35 @@ impl PauseBoard for FleetPauses {
     }
 }
 
-/// The pause board `[state]` asks for, over this replica's `local` pauses.
-pub fn board(local: Pauses, shared: Option<Redis>) -> Arc<dyn PauseBoard> {
-    match shared {
-        None => Arc::new(local),
-        Some(redis) => Arc::new(FleetPauses { local, redis }),
+/// The pauses `[state]` asks for.
+pub enum AnyPauses {
+    Local(Pauses),
+    Fleet(FleetPauses),
+}
+
+impl PauseBoard for AnyPauses {
+    async fn pause(&self, route: Route, length: Duration) {
+        match self {
+            AnyPauses::Local(local) => local.pause(route, length).await,
+            // Rare (a 429 with `Retry-After`): boxed.
+            AnyPauses::Fleet(fleet) => Box::pin(fleet.pause(route, length)).await,
+        }
     }
+
+    fn left(&self, route: Route) -> Option<Duration> {
+        match self {
+            AnyPauses::Local(local) => local.left(route),
+            AnyPauses::Fleet(fleet) => fleet.left(route),
+        }
+    }
+}
+
+/// The pause board `[state]` asks for, over this replica's `local` pauses.
+pub fn board(local: Pauses, shared: Option<Redis>) -> Arc<AnyPauses> {
+    Arc::new(match shared {
+        None => AnyPauses::Local(local),
+        Some(redis) => AnyPauses::Fleet(FleetPauses { local, redis }),
+    })
 }
 
 /// One partner's pause. Stored as nanoseconds after `origin` (0: none), so the

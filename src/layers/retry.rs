@@ -152,7 +152,7 @@ fn jitter_up_to(ceiling: Duration) -> Duration {
 impl<S: ProxyService> ProxyService for Retry<S> {
     fn call(
         &self,
-        req: ProxyRequest,
+        mut req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let route = req.route();
@@ -161,7 +161,7 @@ impl<S: ProxyService> ProxyService for Retry<S> {
             policy.budget.deposit();
             let mut done = 0;
             loop {
-                let result = self.next.call(req.clone()).await;
+                let result = self.next.call(req.next_try()).await;
                 let Verdict::Failure {
                     reason,
                     retry,

@@ -22,7 +22,6 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use prometheus::IntCounterVec;
 use tower::Layer;
 
-use super::admit::{KeepWithFinish, SlotDecided};
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::request::{OfferServed, Outcome, ProxyRequest, ProxyResponse};
@@ -100,7 +99,7 @@ impl Shared {
 impl<S: ProxyService> ProxyService for ThreadCap<S> {
     fn call(
         &self,
-        req: ProxyRequest,
+        mut req: ProxyRequest,
     ) -> impl Future<Output = Result<ProxyResponse, GatewayError>> + Send + '_ {
         async move {
             let this = &*self.shared;
@@ -108,29 +107,16 @@ impl<S: ProxyService> ProxyService for ThreadCap<S> {
                 (Route::EncoreOffers, Some(thread)) => thread,
                 _ => return self.next.call(req).await,
             };
-            // Asked with the idempotency claim, when it could be (`admit.rs`);
-            // then kept with its finish too.
-            let given = SlotDecided::take(&req);
-            let with_claim = given.is_some();
-            let reserved = match given {
-                Some(decided) => Ok(decided),
-                None => this.threads.reserve(thread).await,
-            };
-            let held = match reserved {
+            let held = match this.threads.reserve(thread, &mut req.ahead).await {
                 Ok(Ok(held)) => held,
                 Ok(Err(why)) => return Ok(this.skip(req.counted_as(), why)),
                 Err(Unavailable) => return Err(GatewayError::Call(CallError::StateUnavailable)),
             };
             let mut result = self.next.call(req).await;
             if let Ok(served) = &mut result {
-                if let Some(&OfferServed { link }) = served.extensions.get::<OfferServed>() {
+                if let Some(OfferServed { link }) = served.offer {
                     // An offer was shown: the slot stays taken, for its link.
-                    if !with_claim {
-                        held.keep(link);
-                    } else if let Some(plan) = held.keep_with_finish(link) {
-                        let note = KeepWithFinish(Arc::new(std::sync::Mutex::new(Some(plan))));
-                        served.extensions.insert(note);
-                    }
+                    served.keep_slot = held.keep(link);
                 }
             }
             result

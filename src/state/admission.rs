@@ -28,11 +28,12 @@ pub struct SlotAsk<'a> {
     pub member: &'a str,
 }
 
-/// The caller's bucket, the partner's pause, then the quota.
+/// The partner's pause, the caller's bucket, then the quota (where the
+/// circuit would let a try go now).
 pub struct LimitAsk<'a> {
     pub bucket: &'a str,
     pub pause: &'a str,
-    pub quota: &'a str,
+    pub quota: Option<&'a str>,
     pub rate: Rate,
     pub quota_rate: Rate,
 }
@@ -98,7 +99,8 @@ impl Redis {
         }
         match &also.limit {
             Some(l) => {
-                keys.extend([l.bucket, l.pause, l.quota]);
+                keys.extend([l.bucket, l.pause]);
+                keys.extend(l.quota);
                 args.extend([
                     b"1".as_slice(),
                     caller.0.as_bytes(),

@@ -9,14 +9,7 @@ use redis::Value;
 use super::redis::Sending;
 use super::{Redis, StateError};
 
-/// Why a thread gets no offer slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoSlot {
-    /// `thread_cap` offers shown in the window already.
-    Cap,
-    /// The thread opted out.
-    OptedOut,
-}
+pub use crate::call::ahead::NoSlot;
 
 /// What the thread script is asked to do with a thread's offers.
 #[derive(Clone, Copy, Debug)]

@@ -233,19 +233,15 @@ impl UpstreamInner {
         };
         let mut headers = parts.headers;
         headers::to_caller(&mut headers, parts.status);
-        let mut answer = ProxyResponse {
+        let answer = ProxyResponse {
             status: parts.status,
             headers,
             body,
             outcome: Outcome::Forwarded,
-            extensions: Default::default(),
+            offer: served.map(|link| OfferServed { link }),
+            composed: composed.map(Box::new),
+            keep_slot: None,
         };
-        if let Some(link) = served {
-            answer.extensions.insert(OfferServed { link });
-        }
-        if let Some(composed) = composed {
-            answer.extensions.insert(composed);
-        }
         partner_answer(answer)
     }
 }
@@ -312,7 +308,7 @@ token_env = "T2"
             );
         }
         ProxyRequest {
-            extensions: Default::default(),
+            ahead: Default::default(),
             target: match (route, partner) {
                 (Route::BesitosGoals, Some(id)) => Target::Besitos {
                     partner_id: id.to_string(),

@@ -105,9 +105,7 @@ impl Partner {
                             &format!("https://link.encorekit.com/{n}"),
                             "link.encorekit.com",
                         );
-                        offer
-                            .extensions
-                            .insert(offergate::call::request::OfferServed { link });
+                        offer.offer = Some(offergate::call::request::OfferServed { link });
                         offer
                     }
                     Route::BesitosGoals => json(200, format!(r#"{{"data":[{{"n":{n}}}]}}"#)),

@@ -1,14 +1,15 @@
 //! The store `[state]` chose, as one type the layer is built over.
 
+use super::ahead::AskAhead;
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
 use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::fingerprint::Fingerprint;
+use crate::call::request::ProxyRequest;
 use crate::call::route::Route;
 use crate::config::Config;
-use crate::conversation::KeepPlan;
-use crate::layers::admit::Plan;
-use crate::state::{AlsoSaid, Redis};
+use crate::state::Redis;
+use std::sync::Arc;
 
 pub enum AnyStore {
     Memory(MemoryStore),
@@ -17,8 +18,14 @@ pub enum AnyStore {
 
 impl AnyStore {
     /// The store for `route`'s answers under `config` (its bounds): this
-    /// replica's memory, or Redis (`shared`) in front of it.
-    pub fn for_route(config: &Config, route: Route, shared: Option<&Redis>) -> AnyStore {
+    /// replica's memory, or Redis (`shared`) in front of it, asking the
+    /// questions after a claim with it where `ahead` is given.
+    pub fn for_route(
+        config: &Config,
+        route: Route,
+        shared: Option<&Redis>,
+        ahead: Option<&Arc<AskAhead>>,
+    ) -> AnyStore {
         let c = &config.resilience(route).idempotency;
         let local = MemoryStore::new(c.max_entries, c.max_bytes);
         match shared {
@@ -30,6 +37,7 @@ impl AnyStore {
                 config.resilience(route).deadline,
                 // The memory store's bound on one answer: half a shard's share.
                 (c.max_bytes / 32).max(1024) as usize,
+                ahead.cloned(),
             )),
         }
     }
@@ -44,28 +52,15 @@ impl IdempotencyStore for AnyStore {
         }
     }
 
-    async fn claim_also(
+    async fn claim_then(
         &self,
         key: &str,
         fingerprint: &Fingerprint,
-        also: Option<&Plan>,
-    ) -> (Claim, Option<AlsoSaid>) {
+        req: &mut ProxyRequest,
+    ) -> Claim {
         match self {
-            AnyStore::Memory(s) => (s.claim(key, fingerprint).await, None),
-            AnyStore::Redis(s) => Box::pin(s.claim_with(key, fingerprint, also)).await,
-        }
-    }
-
-    async fn finish_keeping(
-        &self,
-        key: &str,
-        answer: &Answer,
-        keep: Option<Stored>,
-        thread: Option<KeepPlan>,
-    ) {
-        match self {
-            AnyStore::Memory(s) => s.finish_keeping(key, answer, keep, thread).await,
-            AnyStore::Redis(s) => Box::pin(s.finish_with(key, answer, keep, thread)).await,
+            AnyStore::Memory(s) => s.claim_then(key, fingerprint, req).await,
+            AnyStore::Redis(s) => Box::pin(s.claim_then(key, fingerprint, req)).await,
         }
     }
 

@@ -18,6 +18,7 @@
 //! stored for the others (and for the caller's own retry), so a disconnect can
 //! never cause a second partner call. A waiter gives up at its own deadline.
 
+mod ahead;
 mod any;
 mod finish;
 mod format;
@@ -27,6 +28,7 @@ mod store;
 
 use crate::call::fingerprint::Fingerprint;
 use crate::call::problem::Problem;
+pub use ahead::AskAhead;
 pub use any::AnyStore;
 pub use finish::FinishAnyway;
 pub use memory::MemoryStore;
@@ -49,7 +51,6 @@ use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, IdempotencyConfig};
-use crate::layers::admit::{Admit, KeepWithFinish};
 use crate::layers::ProxyService;
 use crate::metrics::Metrics;
 use tower::Layer;
@@ -84,9 +85,6 @@ struct Shared<St> {
     /// `offergate_idempotency_total` per route, resolved once: no label
     /// lookup (a hash and a lock) per call.
     results: [Lookups; 2],
-    /// What the layers below would ask Redis first, asked with the claim
-    /// where one script can (`layers/admit.rs`).
-    admit: Option<Admit>,
 }
 
 /// How a lookup ended: the `result` label.
@@ -138,16 +136,17 @@ struct RouteState<St> {
 impl IdempotencyLayer<AnyStore> {
     /// The layer with the stores `[state]` asks for: in-process, or Redis
     /// (`shared`) in front of in-process ones; its metrics registered in `metrics`.
-    /// `admit`: the asks of the layers below to send with the claim.
+    /// `ahead`: on Redis, the questions after a claim to ask with it.
     pub fn new(
         config: &Config,
         lookups: &prometheus::IntCounterVec,
         metrics: &Metrics,
         shared: Option<&crate::state::Redis>,
-        admit: Option<Admit>,
+        ahead: Option<AskAhead>,
     ) -> Result<Self, Problem> {
-        Self::with_stores(config, lookups, metrics, admit, |route, _| {
-            AnyStore::for_route(config, route, shared)
+        let ahead = ahead.map(Arc::new);
+        Self::with_stores(config, lookups, metrics, |route, _| {
+            AnyStore::for_route(config, route, shared, ahead.as_ref())
         })
     }
 }
@@ -168,7 +167,6 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         config: &Config,
         results: &prometheus::IntCounterVec,
         metrics: &Metrics,
-        admit: Option<Admit>,
         mut make_store: impl FnMut(Route, &IdempotencyConfig) -> St,
     ) -> Result<Self, Problem> {
         let per_route = Arc::new(PerRoute::new(|r| {
@@ -188,7 +186,6 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
             per_route,
             deadline: PerRoute::new(|r| config.resilience(r).deadline),
             results: Route::ALL.map(|r| Lookups::new(results, r.as_str())),
-            admit,
         })))
     }
 }
@@ -296,9 +293,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
             let Some((key, ttl)) = state.key(&req, &fp) else {
                 return self.next.call(req).await;
             };
-            // Boxed: 8 bytes in every call's state, the plan only on Redis.
-            let plan = this.admit.as_ref().map(|a| Box::new(a.plan(&req)));
-            let (claim, said) = state.store.claim_also(&key, &fp, plan.as_deref()).await;
+            let claim = state.store.claim_then(&key, &fp, &mut req).await;
             match claim {
                 Claim::Stored(stored) => {
                     this.count(route, Lookup::Hit);
@@ -329,9 +324,6 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                 Claim::Unavailable => Err(GatewayError::Call(CallError::StateUnavailable)),
                 Claim::Lead => {
                     this.count(route, Lookup::Miss);
-                    if let (Some(admit), Some(plan), Some(said)) = (&this.admit, plan, said) {
-                        admit.notes(*plan, said, &mut req);
-                    }
                     let (per_route, next) = (this.per_route.clone(), self.next.clone());
                     finish::FinishAnyway::new(async move {
                         let answer = AssertUnwindSafe(next.call(req))
@@ -339,11 +331,9 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                             .await
                             .unwrap_or(Err(GatewayError::Call(CallError::Panic)));
                         let state = per_route.get(route);
-                        // The offer's thread slot, kept with the finish.
-                        let thread = answer.as_ref().ok().and_then(KeepWithFinish::take);
                         state
                             .store
-                            .finish_keeping(&key, &answer, keep(&answer, fp, ttl), thread)
+                            .finish(&key, &answer, keep(&answer, fp, ttl))
                             .await;
                         answer
                     })

@@ -28,16 +28,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::ahead::{AskAhead, Plan};
 use super::format::{answer_of, decode, encode};
 use super::memory::MemoryStore;
 use super::store::{Answer, Claim, IdempotencyStore, Stored};
 use crate::call::clock;
 use crate::call::error::{CallError, GatewayError, Refusal};
 use crate::call::fingerprint::{hex, Fingerprint};
+use crate::call::request::ProxyRequest;
 use crate::call::route::Route;
 use crate::config::OnStateError;
 use crate::conversation::KeepPlan;
-use crate::layers::admit::Plan;
 use crate::state::{AlsoSaid, ClaimReply, Redis};
 
 /// How often a replica looks for an answer another replica is fetching
@@ -62,6 +63,8 @@ pub struct RedisStore {
     max_answer_bytes: usize,
     /// The fleet's locks of the keys this replica leads.
     leading: Mutex<HashMap<Box<str>, Lock>>,
+    /// What a claim asks besides, where one script can (`ahead.rs`).
+    ahead: Option<Arc<AskAhead>>,
 }
 
 /// What this replica knows of the fleet's lock on a key it leads.
@@ -81,8 +84,10 @@ impl RedisStore {
         route: Route,
         deadline: Duration,
         max_answer_bytes: usize,
+        ahead: Option<Arc<AskAhead>>,
     ) -> RedisStore {
         RedisStore {
+            ahead,
             local,
             redis,
             route,
@@ -186,8 +191,8 @@ const CLAIM_AGAIN_AFTER: Duration = Duration::from_millis(20);
 
 impl RedisStore {
     /// The claim, and when `also` is given and the claim leads, what it
-    /// asks, in the same script (`layers/admit.rs`).
-    pub async fn claim_with(
+    /// asks, in the same script (`ahead.rs`).
+    async fn claim_with(
         &self,
         key: &str,
         fingerprint: &Fingerprint,
@@ -356,25 +361,32 @@ impl IdempotencyStore for RedisStore {
         self.claim_with(key, fingerprint, None).await.0
     }
 
-    async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
-        self.finish_with(key, answer, keep, None).await
-    }
-
-    fn entries(&self) -> u64 {
-        self.local.entries()
-    }
-}
-
-impl RedisStore {
-    /// The finish, and with `thread` the offer's slot kept in the same
-    /// script.
-    pub async fn finish_with(
+    async fn claim_then(
         &self,
         key: &str,
-        answer: &Answer,
-        keep: Option<Stored>,
-        thread: Option<KeepPlan>,
-    ) {
+        fingerprint: &Fingerprint,
+        req: &mut ProxyRequest,
+    ) -> Claim {
+        let Some(ahead) = &self.ahead else {
+            return self.claim(key, fingerprint).await;
+        };
+        let plan = ahead.plan(req);
+        match self.claim_with(key, fingerprint, Some(&plan)).await {
+            (Claim::Lead, Some(said)) => {
+                req.ahead = ahead.given(plan, said);
+                Claim::Lead
+            }
+            (claim, _) => claim,
+        }
+    }
+
+    /// The finish, and an offer's slot taken with the claim kept in the
+    /// same script.
+    async fn finish(&self, key: &str, answer: &Answer, keep: Option<Stored>) {
+        let thread = match (&self.ahead, answer) {
+            (Some(ahead), Ok(resp)) => resp.keep_slot.as_deref().and_then(|k| ahead.keep_plan(k)),
+            _ => None,
+        };
         let (lock_value, maybe_taken) = match self
             .leading
             .lock()
@@ -436,5 +448,9 @@ impl RedisStore {
                     .await;
             });
         }
+    }
+
+    fn entries(&self) -> u64 {
+        self.local.entries()
     }
 }

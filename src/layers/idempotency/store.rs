@@ -13,10 +13,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::Fingerprint;
-use crate::call::request::ProxyResponse;
-use crate::conversation::KeepPlan;
-use crate::layers::admit::Plan;
-use crate::state::AlsoSaid;
+use crate::call::request::{ProxyRequest, ProxyResponse};
 
 /// What a call ended with, as shared with the callers that waited for it.
 pub type Answer = Result<ProxyResponse, GatewayError>;
@@ -53,17 +50,17 @@ pub enum Claim {
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Looks `key` up and, when it is new, marks it in flight for the caller.
     fn claim(&self, key: &str, fingerprint: &Fingerprint) -> impl Future<Output = Claim> + Send;
-    /// [`IdempotencyStore::claim`], and on a lead what `also` asks, where the
-    /// store can ask it in the same round trip (the fleet's, on Redis); what
-    /// was answered comes back with the claim. Others ask nothing more.
-    fn claim_also(
+    /// [`IdempotencyStore::claim`] for `req`, and on a lead the questions
+    /// `req` asks next, where the store can ask them in the same round trip
+    /// (on Redis: `ahead.rs`); their answers go to `req.ahead`.
+    fn claim_then(
         &self,
         key: &str,
         fingerprint: &Fingerprint,
-        also: Option<&Plan>,
-    ) -> impl Future<Output = (Claim, Option<AlsoSaid>)> + Send {
-        let _ = also;
-        async move { (self.claim(key, fingerprint).await, None) }
+        req: &mut ProxyRequest,
+    ) -> impl Future<Output = Claim> + Send {
+        let _ = req;
+        self.claim(key, fingerprint)
     }
     /// Ends the call that led `key`: waiters get `answer`, `keep` is stored.
     fn finish(
@@ -72,19 +69,6 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         answer: &Answer,
         keep: Option<Stored>,
     ) -> impl Future<Output = ()> + Send;
-    /// [`IdempotencyStore::finish`], and the call's thread slot kept for its
-    /// offer: in the same round trip where the store can (the fleet's); else
-    /// on its own, as `thread` does when dropped.
-    fn finish_keeping(
-        &self,
-        key: &str,
-        answer: &Answer,
-        keep: Option<Stored>,
-        thread: Option<KeepPlan>,
-    ) -> impl Future<Output = ()> + Send {
-        drop(thread);
-        self.finish(key, answer, keep)
-    }
     /// Stored answers (the entries gauge).
     fn entries(&self) -> u64;
 }

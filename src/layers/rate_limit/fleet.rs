@@ -10,9 +10,12 @@ use std::future::Future;
 use ring::digest::{digest, SHA256};
 
 use super::permits::{Decision, LocalPermits, Permits};
+use crate::call::ahead::Ahead;
 use crate::call::clock;
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, Rate, RateLimitConfig};
+use crate::layers::circuit::Breakers;
+use crate::layers::pause::pause_key;
 use crate::state::fleet::fleet_first;
 use crate::state::{Limit, Redis};
 
@@ -20,14 +23,24 @@ use crate::state::{Limit, Redis};
 pub struct FleetPermits {
     redis: Redis,
     local: LocalPermits,
+    /// The quota is asked with the caller's bucket only while the route's
+    /// circuit is closed: a call asks the circuit before the quota, on either
+    /// backend, so an open circuit spends no quota.
+    breakers: Breakers,
     config: PerRoute<RateLimitConfig>,
     /// Each route's pause and quota keys, made once.
     keys: Box<PerRoute<(String, String)>>,
 }
 
 impl FleetPermits {
-    pub fn new(config: &Config, redis: Redis, local: LocalPermits) -> FleetPermits {
+    pub fn new(
+        config: &Config,
+        redis: Redis,
+        local: LocalPermits,
+        breakers: Breakers,
+    ) -> FleetPermits {
         FleetPermits {
+            breakers,
             keys: Box::new(PerRoute::new(|r| {
                 (pause_key(&redis, r), quota_key(&redis, r))
             })),
@@ -74,14 +87,16 @@ impl FleetPermits {
         }
     }
 
-    /// What `caller_then_quota` asks Redis, for a one-script admission.
+    /// What [`Permits::caller`] asks Redis: the caller's bucket, and while
+    /// the circuit is closed the first try's quota after it.
     pub fn plan(&self, route: Route, caller: &str) -> LimitPlan {
         let config = self.config.get(route);
         let (pause, quota) = self.keys.get(route);
+        let closed = !self.breakers.get(route).is_open();
         LimitPlan {
             bucket: caller_key(&self.redis, route, caller),
             pause: pause.clone(),
-            quota: quota.clone(),
+            quota: closed.then(|| quota.clone()),
             rate: config
                 .client_overrides
                 .get(caller)
@@ -92,11 +107,12 @@ impl FleetPermits {
     }
 }
 
-/// A call's caller-then-quota decision, as a one-script admission asks it.
+/// A call's caller-then-quota decision, as Redis is asked it (alone, or
+/// with the claim).
 pub struct LimitPlan {
     bucket: String,
     pause: String,
-    quota: String,
+    quota: Option<String>,
     rate: Rate,
     quota_rate: Rate,
 }
@@ -106,7 +122,7 @@ impl LimitPlan {
         crate::state::LimitAsk {
             bucket: &self.bucket,
             pause: &self.pause,
-            quota: &self.quota,
+            quota: self.quota.as_deref(),
             rate: self.rate,
             quota_rate: self.quota_rate,
         }
@@ -114,27 +130,42 @@ impl LimitPlan {
 }
 
 impl Permits for FleetPermits {
-    fn caller_then_quota<'a>(
+    fn caller<'a>(
         &'a self,
         route: Route,
         caller: &'a str,
-    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
         async move {
+            if let Some(given) = ahead.take_caller() {
+                return given;
+            }
             let plan = self.plan(route, caller);
-            let then = Some((plan.quota.as_str(), plan.quota_rate));
+            let then = plan.quota.as_deref().map(|q| (q, plan.quota_rate));
             let ask = self.decide(route, plan.bucket.clone(), plan.rate, then);
             // Without Redis, this replica's caller bucket; its quota is
             // asked by the try, as ever.
-            fleet_first(&self.redis, ask, || {
+            let (decision, quota) = fleet_first(&self.redis, ask, || {
                 (self.local.caller_now(route, caller), None)
             })
             .await
-            .unwrap_or((Decision::Unavailable, None))
+            .unwrap_or((Decision::Unavailable, None));
+            if quota == Some(Decision::Permit) {
+                ahead.give_quota(Decision::Permit);
+            }
+            decision
         }
     }
 
-    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+    fn partner<'a>(
+        &'a self,
+        route: Route,
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
         async move {
+            if ahead.take_quota() == Some(Decision::Permit) {
+                return Decision::Permit;
+            }
             let rate = self.config.get(route).partner;
             let bucket = self.keys.get(route).1.clone();
             let ask = async {
@@ -146,11 +177,6 @@ impl Permits for FleetPermits {
                 .unwrap_or(Decision::Unavailable)
         }
     }
-}
-
-/// The key of the partner's fleet-wide pause.
-pub fn pause_key(redis: &Redis, route: Route) -> String {
-    redis.route_key(route, "pause", "partner")
 }
 
 /// The route's partner quota.

@@ -30,13 +30,12 @@ mod permits;
 
 use crate::call::problem::Problem;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus::IntCounterVec;
 use tower::Layer;
 
-use super::admit::LimitDecided;
+use super::circuit::Breakers;
 use super::pause::Pauses;
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError, LimitScope};
@@ -46,16 +45,21 @@ use crate::config::{Config, RateLimitConfig};
 use crate::metrics::Metrics;
 use crate::state::Redis;
 pub use buckets::CallerBuckets;
-pub use fleet::{pause_key, FleetPermits, LimitPlan};
-use permits::{acquire, Refused};
+pub use fleet::{FleetPermits, LimitPlan};
 pub use permits::{AnyPermits, Decision, LocalPermits, Passed, Permits};
+use permits::{Refused, Step, Wait};
 
 /// The permits `[state]` asks for, shared by both layers.
-pub fn permits(config: &Config, pauses: Pauses, shared: Option<Redis>) -> Arc<AnyPermits> {
+pub fn permits(
+    config: &Config,
+    pauses: Pauses,
+    breakers: Breakers,
+    shared: Option<Redis>,
+) -> Arc<AnyPermits> {
     let local = LocalPermits::new(config, pauses);
     Arc::new(match shared {
         None => AnyPermits::Local(local),
-        Some(redis) => AnyPermits::Fleet(fleet::FleetPermits::new(config, redis, local)),
+        Some(redis) => AnyPermits::Fleet(fleet::FleetPermits::new(config, redis, local, breakers)),
     })
 }
 
@@ -190,12 +194,6 @@ impl<S> Layer<S> for PartnerQuotaLayer {
     }
 }
 
-/// The partner quota's permit for a call's first try, taken with the
-/// caller's (the fleet asks both in one round trip): the first try to find
-/// it spends it instead of asking again; every try's clone shares it.
-#[derive(Clone)]
-struct QuotaTaken(Arc<AtomicBool>);
-
 impl<S: ProxyService> ProxyService for Limit<S> {
     fn call(
         &self,
@@ -206,44 +204,29 @@ impl<S: ProxyService> ProxyService for Limit<S> {
             let this = &*self.shared;
             let config = this.config.get(route);
             if config.enabled {
+                let (counted_as, deadline) = (req.counted_as(), req.deadline);
                 // Every call has its caller (clientId, partner_id); an empty
                 // one still waits out the partner's pause.
-                let caller = req.caller().unwrap_or_default();
-                let taken = req
-                    .extensions
-                    .as_ref()
-                    .and_then(|e| e.get::<QuotaTaken>())
-                    .is_some_and(|q| q.0.swap(false, Ordering::AcqRel));
-                let quota_too = AtomicBool::new(false);
-                let check = || async {
-                    match this.scope {
-                        LimitScope::Partner if taken => Decision::Permit,
-                        LimitScope::Partner => this.permits.partner(route).await,
+                let (caller, ahead) = req.caller_and_ahead();
+                let caller = caller.unwrap_or_default();
+                let mut wait = Wait::new(config, deadline);
+                let passed = loop {
+                    let decision = match this.scope {
+                        LimitScope::Partner => this.permits.partner(route, ahead).await,
                         // No layer is made for `Upstream` (the pause's scope).
                         LimitScope::Client | LimitScope::Upstream => {
-                            // The first answer may have come with the
-                            // idempotency claim (`admit.rs`; its note is taken
-                            // once); a later ask, after a wait, is the layer's own.
-                            let (decision, quota) = match LimitDecided::take(&req) {
-                                Some(decided) => decided,
-                                None => this.permits.caller_then_quota(route, caller).await,
-                            };
-                            quota_too.store(quota == Some(Decision::Permit), Ordering::Relaxed);
-                            decision
+                            this.permits.caller(route, caller, ahead).await
                         }
+                    };
+                    match wait.after(decision) {
+                        Step::Done(passed) => break passed,
+                        Step::Sleep(wait) => tokio::time::sleep(wait).await,
                     }
                 };
-                match acquire(check, config, req.deadline).await {
+                match passed {
                     Ok(Passed::Permit) => {}
-                    Ok(Passed::Shadowed) => {
-                        this.limited.inc(req.counted_as(), this.scope, "shadow")
-                    }
-                    Err(refused) => return Err(this.refuse(req.counted_as(), refused)),
-                }
-                if quota_too.load(Ordering::Relaxed) {
-                    req.extensions
-                        .get_or_insert_with(Box::default)
-                        .insert(QuotaTaken(Arc::new(AtomicBool::new(true))));
+                    Ok(Passed::Shadowed) => this.limited.inc(counted_as, this.scope, "shadow"),
+                    Err(refused) => return Err(this.refuse(counted_as, refused)),
                 }
             }
             self.next.call(req).await

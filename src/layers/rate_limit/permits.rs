@@ -1,6 +1,6 @@
 //! Where permits come from: [`Permits`], with this replica's buckets
 //! ([`LocalPermits`]) and the fleet's on Redis (`fleet.rs`), and the one
-//! short wait for a permit both layers use ([`acquire`]).
+//! short wait for a permit both layers use ([`Wait`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,37 +10,36 @@ use governor::RateLimiter;
 
 use super::buckets::{quota, Bucket, CallerBuckets};
 use super::fleet::FleetPermits;
+use crate::call::ahead::Ahead;
 use crate::call::clock::{self, Clock, Instant};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{Config, RateLimitConfig};
 use crate::layers::pause::Pauses;
 
-/// One bucket's answer, now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// A permit, taken.
-    Permit,
-    /// No permit until this much later.
-    Wait(Duration),
-    /// The partner asked for a pause; this much of it is left.
-    Paused(Duration),
-    /// The shared state could not decide (`fail_closed`).
-    Unavailable,
-}
+pub use crate::call::ahead::Decision;
 
 /// A route's buckets: each caller's fair share (`clientId` / `partner_id`),
 /// and the quota offergate may spend on the partner. Both answer
 /// [`Decision::Paused`] while the partner's 429 pause runs.
+///
+/// `ahead` is the call's: an answer given there ahead (`call/ahead.rs`) is
+/// taken instead of asked, and a backend that answers the first try's quota
+/// with the caller's bucket (the fleet's, while the circuit is closed)
+/// leaves it there for that try.
 pub trait Permits: Send + Sync + 'static {
-    /// The caller's decision and, where asking both at once saves a round
-    /// trip (the fleet's), on a permit the partner quota's for the call's
-    /// first try too (`None`: not asked; the try asks for itself).
-    fn caller_then_quota<'a>(
+    /// The partner's pause, then the caller's bucket.
+    fn caller<'a>(
         &'a self,
         route: Route,
         caller: &'a str,
-    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a;
-    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_;
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a;
+    /// The partner's pause, then the partner's quota, for one try.
+    fn partner<'a>(
+        &'a self,
+        route: Route,
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a;
 }
 
 /// This replica's own buckets, on offergate's clock.
@@ -89,15 +88,20 @@ impl LocalPermits {
 }
 
 impl Permits for LocalPermits {
-    fn caller_then_quota<'a>(
+    fn caller<'a>(
         &'a self,
         route: Route,
         caller: &'a str,
-    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
-        std::future::ready((self.caller_now(route, caller), None))
+        _: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
+        std::future::ready(self.caller_now(route, caller))
     }
 
-    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+    fn partner<'a>(
+        &'a self,
+        route: Route,
+        _: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
         std::future::ready(self.partner_now(route))
     }
 }
@@ -109,24 +113,29 @@ pub enum AnyPermits {
 }
 
 impl Permits for AnyPermits {
-    fn partner(&self, route: Route) -> impl Future<Output = Decision> + Send + '_ {
+    fn caller<'a>(
+        &'a self,
+        route: Route,
+        caller: &'a str,
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
         async move {
             match self {
-                AnyPermits::Local(local) => local.partner_now(route),
-                AnyPermits::Fleet(fleet) => fleet.partner(route).await,
+                AnyPermits::Local(local) => local.caller_now(route, caller),
+                AnyPermits::Fleet(fleet) => fleet.caller(route, caller, ahead).await,
             }
         }
     }
 
-    fn caller_then_quota<'a>(
+    fn partner<'a>(
         &'a self,
         route: Route,
-        caller: &'a str,
-    ) -> impl Future<Output = (Decision, Option<Decision>)> + Send + 'a {
+        ahead: &'a mut Ahead,
+    ) -> impl Future<Output = Decision> + Send + 'a {
         async move {
             match self {
-                AnyPermits::Local(local) => (local.caller_now(route, caller), None),
-                AnyPermits::Fleet(fleet) => fleet.caller_then_quota(route, caller).await,
+                AnyPermits::Local(local) => local.partner_now(route),
+                AnyPermits::Fleet(fleet) => fleet.partner(route, ahead).await,
             }
         }
     }
@@ -140,46 +149,58 @@ pub enum Refused {
     Unavailable,
 }
 
-/// A permit from `check`, waiting up to `config.max_wait` and never past
-/// `deadline`, on whichever permits `check` asks.
-pub async fn acquire<F, Fut>(
-    mut check: F,
-    config: &RateLimitConfig,
+/// The short wait for a permit: up to `max_wait`, never past the call's
+/// deadline. The layer asks its bucket, hands each answer to
+/// [`Wait::after`], and sleeps or stops as it says.
+pub struct Wait<'a> {
+    config: &'a RateLimitConfig,
     deadline: Option<Instant>,
-) -> Result<Passed, Refused>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Decision>,
-{
-    // The common case, a permit at once, reads no clock.
-    let mut decision = check().await;
-    let mut give_up = None;
-    loop {
+    give_up: Option<Instant>,
+}
+
+/// What to do after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Done(Result<Passed, Refused>),
+    /// Ask again after this long.
+    Sleep(Duration),
+}
+
+impl<'a> Wait<'a> {
+    pub fn new(config: &'a RateLimitConfig, deadline: Option<Instant>) -> Wait<'a> {
+        Wait {
+            config,
+            deadline,
+            give_up: None,
+        }
+    }
+
+    pub fn after(&mut self, decision: Decision) -> Step {
         let (wait, refused) = match decision {
-            Decision::Permit => return Ok(Passed::Permit),
-            Decision::Unavailable => return Err(Refused::Unavailable),
+            // The common case, a permit at once, reads no clock.
+            Decision::Permit => return Step::Done(Ok(Passed::Permit)),
+            Decision::Unavailable => return Step::Done(Err(Refused::Unavailable)),
             Decision::Wait(w) => (w, Refused::Limited(w)),
             Decision::Paused(p) => (p, Refused::Paused(p)),
         };
-        let give_up = *give_up.get_or_insert_with(|| {
-            let latest = clock::now() + config.max_wait;
-            deadline.map_or(latest, |d| d.min(latest))
+        let give_up = *self.give_up.get_or_insert_with(|| {
+            let latest = clock::now() + self.config.max_wait;
+            self.deadline.map_or(latest, |d| d.min(latest))
         });
         let too_long = clock::now() + wait > give_up;
-        if !config.enforce && matches!(refused, Refused::Limited(_)) {
+        if !self.config.enforce && matches!(refused, Refused::Limited(_)) {
             // Shadow mode: the call goes on at once. Had the limit been
             // enforced it would have waited (and passed) or been refused.
-            return Ok(if too_long {
+            return Step::Done(Ok(if too_long {
                 Passed::Shadowed
             } else {
                 Passed::Permit
-            });
+            }));
         }
         if too_long {
-            return Err(refused);
+            return Step::Done(Err(refused));
         }
-        tokio::time::sleep(wait).await;
-        decision = check().await;
+        Step::Sleep(wait)
     }
 }
 
@@ -218,6 +239,21 @@ mod tests {
         }
     }
 
+    /// A permit from `check`, as a layer waits for one.
+    async fn acquire(
+        check: impl Fn() -> Decision,
+        config: &RateLimitConfig,
+        deadline: Option<Instant>,
+    ) -> Result<Passed, Refused> {
+        let mut wait = Wait::new(config, deadline);
+        loop {
+            match wait.after(check()) {
+                Step::Done(result) => return result,
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waits_briefly_then_gives_up() {
         let limiter: Bucket = RateLimiter::direct_with_clock(
@@ -227,11 +263,9 @@ mod tests {
             }),
             Clock,
         );
-        let check = || {
-            std::future::ready(match limiter.check() {
-                Ok(()) => Decision::Permit,
-                Err(n) => Decision::Wait(n.wait_time_from(Clock.now())),
-            })
+        let check = || match limiter.check() {
+            Ok(()) => Decision::Permit,
+            Err(n) => Decision::Wait(n.wait_time_from(Clock.now())),
         };
         assert!(acquire(check, &config(Duration::ZERO), None).await.is_ok());
         // The next permit is 50 ms away: a 100 ms wait gets it, no wait does not.
@@ -252,7 +286,7 @@ mod tests {
                 .is_err()
         );
         // A pause is waited out like a bucket, and named when it is not.
-        let paused = || std::future::ready(Decision::Paused(Duration::from_secs(3)));
+        let paused = || Decision::Paused(Duration::from_secs(3));
         assert_eq!(
             acquire(paused, &config(Duration::from_millis(100)), None).await,
             Err(Refused::Paused(Duration::from_secs(3)))

@@ -26,13 +26,9 @@ pub fn asked(value: Option<&http::HeaderValue>) -> bool {
     value.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// A composed message, noted on the partner's answer by the call that read
+/// A composed message, set on the partner's answer by the call that read
 /// it (`upstream`), so the edge adds it without reading the answer again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Composed {
-    pub text: String,
-    pub language: &'static str,
-}
+pub use crate::call::request::Composed;
 
 /// The message for `offer`, in `language`'s template (English when there is
 /// none); `None` when the offer has neither a perk nor a title to offer.
