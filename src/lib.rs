@@ -3,7 +3,7 @@
 //! pooled keep-alive client and exports Prometheus metrics; see README.md for
 //! the request's life and `app/stack.rs` for where each piece sits.
 //!
-//! Modules, each depending only on those listed before it (`src/tests.rs`
+//! Modules, each depending only on those listed before it (`src/tests/mod.rs`
 //! checks it): `call` (core types) → `config` → `metrics` → `state` (the
 //! shared-state backend) → `layers`, `upstream`, `integrator` (the Encore
 //! doc's rules for integrators) → `edge` → `app` (composition, listeners) →

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::admin::Admin;
 use crate::app::console::{Console, Sources};
-use crate::app::reload::ConfigBoard;
+use crate::app::reload::{ConfigBoard, Origin};
 use crate::app::stack::Shared;
 use crate::config::{BaseUrl, Config};
 use crate::config::{Live, Secrets, StateBackend};
@@ -53,13 +53,6 @@ async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener, Problem> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| Problem(format!("cannot listen on {key} {addr}: {e}")))
-}
-
-/// The file a config was read from, and its SHA-256 (hex).
-#[derive(Clone, Debug)]
-pub struct Origin {
-    pub path: std::path::PathBuf,
-    pub sha256: String,
 }
 
 impl Gateway {

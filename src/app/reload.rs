@@ -20,9 +20,15 @@ use std::time::Duration;
 
 use prometheus::{IntCounterVec, IntGauge};
 
-use crate::app::gateway::Origin;
 use crate::config::{Config, ConfigError, Env, Live, Secrets};
 use crate::metrics::Metrics;
+
+/// The file a config was read from, and its SHA-256 (hex).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
 
 /// The config last loaded successfully, where it came from, and how the
 /// last reload went: what the admin console shows.

@@ -8,7 +8,7 @@
 //! takes its answer instead of asking Redis again. Layers never read these
 //! fields; the shared state's implementations do.
 
-use super::request::ThreadId;
+use super::thread::ThreadId;
 use std::time::Duration;
 
 /// Answers given ahead, each taken once by the interface that gave it.

@@ -167,7 +167,7 @@ mod tests {
 #[cfg(test)]
 mod stability {
     use super::*;
-    use crate::call::request::thread_id;
+    use crate::call::thread::thread_id;
 
     /// Replicas of different builds share keys on Redis: the same request
     /// must hash the same on every build, so these values may never change

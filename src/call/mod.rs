@@ -16,3 +16,4 @@ pub mod request;
 pub mod route;
 pub mod service;
 pub mod spans;
+pub mod thread;

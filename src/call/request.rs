@@ -14,6 +14,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::call::ahead::{Ahead, KeepSlot};
 use crate::call::route::{Route, Target};
+pub use crate::call::thread::{thread_id, ThreadId};
 
 /// A caller's request that passed admission. Small on purpose (every layer
 /// holds it while the call is under way): what stays the same for the whole
@@ -84,22 +85,6 @@ impl CallInfo {
             via: None,
         }
     }
-}
-
-/// A conversation's id: XXH3-128 of `clientId` and `chatId` (the collision
-/// odds are the fingerprint's, `fingerprint.rs`). Stable across replicas, and
-/// no caller id is kept in the clear.
-pub type ThreadId = [u8; 16];
-
-/// The NUL between the two cannot be part of either: ids with control
-/// characters are refused at admission (`partners/fields.rs`), so no two
-/// threads share an id.
-pub fn thread_id(client_id: &str, chat_id: &str) -> ThreadId {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    h.update(client_id.as_bytes());
-    h.update(b"\0");
-    h.update(chat_id.as_bytes());
-    h.digest128().to_be_bytes()
 }
 
 /// Tries made and the partner's last status, written by the upstream, read
@@ -282,7 +267,7 @@ impl Outcome {
 }
 
 #[cfg(test)]
-mod sizes {
+mod tests {
     use super::*;
 
     /// Every layer moves the request and its answer: they stay small (the

@@ -184,7 +184,7 @@ pub async fn run(
         Some(path) => {
             let (text, sha256) = Config::read_file(path).map_err(|e| e.to_string())?;
             // The file the console and the ready line name, with its digest.
-            origin = Some(crate::app::gateway::Origin {
+            origin = Some(crate::app::reload::Origin {
                 path: path.clone(),
                 sha256,
             });

@@ -327,7 +327,7 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let origin = crate::app::gateway::Origin {
+    let origin = crate::app::reload::Origin {
         path: path.clone(),
         sha256: digest,
     };

@@ -3,13 +3,30 @@
 //! reply), following a new Sentinel master, the eviction policy read once,
 //! and a log line when Redis stops or starts answering.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use super::connect::{Conn, Connector};
-use super::redis::Inner;
 use crate::config::OnStateError;
+
+/// What the calls and the health watch share: the connection, and whether
+/// Redis answers. The watch holds it weakly: it ends with the handle.
+pub(super) struct Health {
+    pub(super) conn: RwLock<Option<Conn>>,
+    pub(super) on_error: OnStateError,
+    /// Declared down: on evidence (failures in a row, or a PING unanswered).
+    pub(super) degraded: AtomicBool,
+    /// What the log last said of its health: down or not.
+    pub(super) reported_down: AtomicBool,
+    /// Where it is, for the log: the topology and its nodes, no secret.
+    pub(super) at: String,
+    /// Calls failed in a row.
+    pub(super) failures: AtomicU32,
+    /// Wakes the health check at once: a reply was late, and whether Redis
+    /// is down is asked now (a PING), not guessed from the late reply.
+    pub(super) check_now: Arc<tokio::sync::Notify>,
+}
 
 /// Connects, retrying with backoff (100 ms doubling to 5 s) until it works or
 /// the handle is gone; from then on the connection reconnects itself, and a
@@ -17,7 +34,7 @@ use crate::config::OnStateError;
 /// no call comes.
 pub(super) async fn connect_until_connected(
     connector: Arc<Connector>,
-    inner: Weak<Inner>,
+    inner: Weak<Health>,
     timeout: Duration,
 ) {
     let mut wait = Duration::from_millis(100);
@@ -138,7 +155,7 @@ fn certificate_fix(why: &str) -> Option<&'static str> {
 
 /// Logs the state backend's health when it changes, and only then: a
 /// warning when it stops answering (at start too), a line when it is back.
-fn report_health(inner: &Inner, healthy: bool, why: &str) {
+fn report_health(inner: &Health, healthy: bool, why: &str) {
     let was_down = inner.reported_down.swap(!healthy, Ordering::Relaxed);
     if !was_down && !healthy {
         let meanwhile = match inner.on_error {
@@ -161,7 +178,7 @@ async fn watch_health(
     connector: &Connector,
     mut conn: Conn,
     mut master: Option<String>,
-    inner: Weak<Inner>,
+    inner: Weak<Health>,
     timeout: Duration,
 ) {
     let Some(check_now) = inner.upgrade().map(|i| i.check_now.clone()) else {

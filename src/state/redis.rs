@@ -17,7 +17,7 @@ use prometheus::{Histogram, IntCounterVec};
 use redis::{Script, Value};
 
 use super::connect::{Conn, Connector};
-use super::health::connect_until_connected;
+use super::health::{connect_until_connected, Health};
 use super::scripts;
 use crate::call::clock;
 use crate::call::route::Route;
@@ -61,26 +61,16 @@ pub struct Redis {
 }
 
 pub(super) struct Inner {
-    pub(super) conn: RwLock<Option<Conn>>,
+    /// The connection and whether Redis answers, with the health watch.
+    health: Arc<Health>,
     prefix: String,
     timeout: Duration,
-    pub(super) on_error: OnStateError,
-    pub(super) degraded: AtomicBool,
     /// Finished calls other replicas wait for, heard (`notices.rs`).
     notices: super::notices::Notices,
     /// Calls sent in the background (a finish, an offer's link kept) not
     /// yet answered, and a wake for [`Redis::settle`] when none is left.
     background: AtomicU32,
     settled: tokio::sync::Notify,
-    /// What the log last said of its health (`connect.rs`): down or not.
-    pub(super) reported_down: AtomicBool,
-    /// Where it is, for the log: the topology and its nodes, no secret.
-    pub(super) at: String,
-    /// Calls failed in a row.
-    pub(super) failures: AtomicU32,
-    /// Wakes the health check at once: a reply was late, and whether Redis
-    /// is down is asked now (a PING), not guessed from the late reply.
-    pub(super) check_now: Arc<tokio::sync::Notify>,
     errors: IntCounterVec,
     /// Per op: claim, finish, limit, pause, thread, conversation, admit.
     latency: [Histogram; 7],
@@ -165,30 +155,30 @@ impl Redis {
         // certificate files are read once.
         let connector = Arc::new(Connector::new(config)?);
         let (latency, errors, retried) = StateMetrics::register(metrics, "redis")?;
-        let inner = Arc::new(Inner {
+        let health = Arc::new(Health {
             conn: RwLock::new(None),
-            prefix: config.key_prefix.clone(),
-            timeout: config.timeout,
             on_error: config.on_error,
             degraded: AtomicBool::new(true),
-            notices: super::notices::Notices::start(connector.clone()),
-            background: AtomicU32::new(0),
-            settled: tokio::sync::Notify::new(),
             reported_down: AtomicBool::new(false),
             at: config.describe(),
             failures: AtomicU32::new(0),
             check_now: Arc::new(tokio::sync::Notify::new()),
+        });
+        let watched = Arc::downgrade(&health);
+        let inner = Arc::new(Inner {
+            health,
+            prefix: config.key_prefix.clone(),
+            timeout: config.timeout,
+            notices: super::notices::Notices::start(connector.clone()),
+            background: AtomicU32::new(0),
+            settled: tokio::sync::Notify::new(),
             errors,
             latency: OPS.map(|op| latency.with_label_values(&[op])),
             retried: OPS.map(|op| retried.with_label_values(&[op])),
             scripts: CODE.map(Script::new),
             one_keyspace: config.topology != crate::config::Topology::Cluster,
         });
-        tokio::spawn(connect_until_connected(
-            connector,
-            Arc::downgrade(&inner),
-            config.timeout,
-        ));
+        tokio::spawn(connect_until_connected(connector, watched, config.timeout));
         Ok(Redis { inner })
     }
 
@@ -228,7 +218,7 @@ impl Redis {
     }
 
     pub fn on_error(&self) -> OnStateError {
-        self.inner.on_error
+        self.inner.health.on_error
     }
 
     /// Whether the last call failed (or none has been made since the start).
@@ -265,7 +255,7 @@ impl Redis {
     }
 
     pub fn degraded(&self) -> bool {
-        self.inner.degraded.load(Ordering::Relaxed)
+        self.inner.health.degraded.load(Ordering::Relaxed)
     }
 
     /// Runs script `op` with `keys` and `args`, within the timeout, counted.
@@ -300,8 +290,14 @@ impl Redis {
         how: Sending,
     ) -> Result<Value, StateError> {
         let inner = &self.inner;
-        let conn = inner.conn.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let failing = inner.degraded.load(Ordering::Relaxed) && how != Sending::EvenWhileDown;
+        let conn = inner
+            .health
+            .conn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let failing =
+            inner.health.degraded.load(Ordering::Relaxed) && how != Sending::EvenWhileDown;
         let result = match conn {
             None => Err(StateError::NotConnected),
             Some(_) if failing => Err(StateError::Degraded),
@@ -340,16 +336,16 @@ impl Redis {
         };
         match &result {
             Ok(_) => {
-                inner.failures.store(0, Ordering::Relaxed);
-                inner.degraded.store(false, Ordering::Relaxed);
+                inner.health.failures.store(0, Ordering::Relaxed);
+                inner.health.degraded.store(false, Ordering::Relaxed);
             }
             // Late: no evidence either way, so the health check asks now.
-            Err(StateError::Timeout) => inner.check_now.notify_one(),
+            Err(StateError::Timeout) => inner.health.check_now.notify_one(),
             Err(StateError::Degraded) => {}
             Err(_) => {
-                let failed = inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let failed = inner.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if failed >= FAIL_FAST_AFTER {
-                    inner.degraded.store(true, Ordering::Relaxed);
+                    inner.health.degraded.store(true, Ordering::Relaxed);
                 }
             }
         }

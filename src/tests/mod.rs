@@ -93,9 +93,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// One import of another top-level module: who, whom, and the first file.
 type Edges = BTreeMap<(String, String), String>;
 
-/// Every `(module, used module)` pair under `src`, with the first file that
-/// makes it. Files that do not parse are an error, not a silent skip.
-fn edges(src: &Path) -> Result<Edges, String> {
+/// Every pair `pick` makes of a file's module and a path it uses (both as
+/// absolute module paths, at most two deep), with the first file that makes
+/// it. Files that do not parse are an error, not a silent skip.
+fn paths(
+    src: &Path,
+    pick: impl Fn(&[String], &[String]) -> Option<(String, String)>,
+) -> Result<Edges, String> {
     let reexports = root_reexports(src)?;
     let mut found = Edges::new();
     for path in rust_files(src)? {
@@ -113,16 +117,36 @@ fn edges(src: &Path) -> Result<Edges, String> {
             reexports: &reexports,
         };
         scan.visit_file(&file);
-        let top = &module[0];
-        for used in scan.uses {
-            if &used != top {
+        for (inside, used) in scan.uses {
+            if let Some(edge) = pick(&inside, &used) {
                 found
-                    .entry((top.clone(), used))
+                    .entry(edge)
                     .or_insert_with(|| rel.display().to_string());
             }
         }
     }
     Ok(found)
+}
+
+/// Every top-level module's imports of another (`(from, to)`).
+fn edges(src: &Path) -> Result<Edges, String> {
+    paths(src, |from, used| {
+        let (from, used) = (from.first()?, used.first()?);
+        (from != used).then(|| (from.clone(), used.clone()))
+    })
+}
+
+/// Within each top-level module, its rooms' imports of each other
+/// (`layers/circuit.rs` using `layers/pause.rs`: `(layers::circuit,
+/// layers::pause)`). A room's tests (`tests`) may drive it through others.
+fn room_edges(src: &Path) -> Result<Edges, String> {
+    paths(src, |from, used| match (from, used) {
+        _ if from.iter().any(|m| m == "tests") => None,
+        ([top, a, ..], [top2, b, ..]) if top == top2 && a != b => {
+            Some((format!("{top}::{a}"), format!("{top}::{b}")))
+        }
+        _ => None,
+    })
 }
 
 fn rust_files(src: &Path) -> Result<Vec<PathBuf>, String> {
@@ -189,13 +213,15 @@ fn leaf_names(tree: &syn::UseTree, out: &mut Vec<String>) {
 /// Walks one file, keeping the module it is in (inline `mod`s included).
 struct Scan<'a> {
     module: Vec<String>,
-    uses: BTreeSet<String>,
+    /// The modules used (as absolute paths two deep at most), each with the
+    /// module that uses it (an inline `mod tests` included).
+    uses: BTreeSet<(Vec<String>, Vec<String>)>,
     reexports: &'a BTreeMap<String, String>,
 }
 
 impl Scan<'_> {
-    /// Records the top-level module a path starting with `segments` lands in,
-    /// when it starts at `crate`, `super` or `self`.
+    /// Records the module a path starting with `segments` lands in (two
+    /// deep at most), when it starts at `crate`, `super` or `self`.
     fn resolve(&mut self, segments: &[String]) {
         let mut at = self.module.clone();
         let mut rest = segments;
@@ -218,12 +244,21 @@ impl Scan<'_> {
             }
             _ => return,
         }
-        if let Some(top) = at.first() {
-            self.uses.insert(top.clone());
-        } else if let Some(next) = rest.first() {
-            let top = self.reexports.get(next).unwrap_or(next);
-            self.uses.insert(top.clone());
+        if at.is_empty() {
+            // From the root: a re-export there stands for its module.
+            match rest.first() {
+                Some(next) if self.reexports.contains_key(next) => {
+                    let used = vec![self.reexports[next].clone()];
+                    self.uses.insert((self.module.clone(), used));
+                    return;
+                }
+                Some(_) => {}
+                None => return,
+            }
         }
+        let mut used: Vec<String> = at.into_iter().chain(rest.iter().cloned()).collect();
+        used.truncate(2);
+        self.uses.insert((self.module.clone(), used));
     }
 
     fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
@@ -349,6 +384,76 @@ fn the_layering_itself_has_no_circle() {
         }
         seen.insert(*module);
     }
+}
+
+/// A circle among the rooms of one top-level module, if there is one, as
+/// `a -> b -> a` with the file of each step.
+fn room_circle(src: &Path) -> Result<Option<String>, String> {
+    let found = room_edges(src)?;
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (from, to) in found.keys() {
+        next.entry(from).or_default().push(to);
+    }
+    // Depth-first, colouring rooms: on the path now (grey) or done (black).
+    fn visit<'a>(
+        room: &'a str,
+        next: &BTreeMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(at) = path.iter().position(|r| *r == room) {
+            let mut circle = path[at..].to_vec();
+            circle.push(room);
+            return Some(circle);
+        }
+        if !done.insert(room) {
+            return None;
+        }
+        path.push(room);
+        for to in next.get(room).into_iter().flatten() {
+            if let Some(circle) = visit(to, next, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for room in next.keys() {
+        if let Some(circle) = visit(room, &next, &mut Vec::new(), &mut done) {
+            let steps: Vec<String> = circle
+                .windows(2)
+                .map(|w| {
+                    let file = &found[&(w[0].to_string(), w[1].to_string())];
+                    format!("{} -> {} ({file})", w[0], w[1])
+                })
+                .collect();
+            return Ok(Some(steps.join(", ")));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn no_circle_among_the_rooms_of_a_module() {
+    let circle = room_circle(&src_dir()).expect("src parses");
+    assert!(circle.is_none(), "a circle: {}", circle.unwrap_or_default());
+}
+
+#[test]
+fn a_planted_circle_fails_the_room_check() {
+    // `pause` is used by the rate limits; it using them back is a circle.
+    let copy = planted(
+        "layers/pause.rs",
+        "\nfn planted() -> Option<super::rate_limit::Decision> { None }\n",
+    );
+    let circle = room_circle(copy.path()).expect("the copy parses");
+    assert!(
+        circle
+            .as_deref()
+            .is_some_and(|c| c.contains("layers::pause -> layers::rate_limit")),
+        "{circle:?}"
+    );
 }
 
 /// A copy of `src/` with `planted` appended to the file `file`.
