@@ -26,6 +26,7 @@ mod readme;
 mod redis;
 mod redis_cluster;
 mod redis_sentinel;
+#[path = "../common/redis_server.rs"]
 mod redis_server;
 mod refuse;
 mod reload;

@@ -89,6 +89,9 @@ pub struct Harness {
 #[path = "../common/answer.rs"]
 mod answer;
 pub use answer::Answer;
+#[path = "../common/eventually.rs"]
+mod waiting;
+pub use waiting::eventually;
 
 /// A gateway config file pointing both partners at `sim`, plus `extra` TOML
 /// lines appended to it, loaded through the real loader with secrets from env.
@@ -350,27 +353,6 @@ pub async fn raw_statuses(addr: SocketAddr, request: &[u8]) -> Vec<u16> {
         rest = &rest[at + 7..];
     }
     statuses
-}
-
-/// Polls `check` every 10 ms until it gives `Some`, for at most `within`, and
-/// panics naming `what` if it never does: the e2e tier waits on conditions,
-/// never on a fixed sleep that hopes something happened.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// [`eventually`] for a check that blocks (a child process, a file).

@@ -7,6 +7,7 @@
 mod support;
 
 mod admission;
+mod backends;
 mod conversation;
 mod idempotency;
 mod integrator;

@@ -138,6 +138,9 @@ pub struct Stack {
 #[path = "../common/answer.rs"]
 mod answer;
 pub use answer::Answer;
+#[path = "../common/eventually.rs"]
+mod waiting;
+pub use waiting::eventually;
 
 /// The shipped defaults, with rate limits out of the way unless a test is about them.
 pub fn config() -> Config {
@@ -184,8 +187,28 @@ impl Stack {
     pub fn with(tune: impl FnOnce(&mut Config)) -> Stack {
         let mut c = config();
         tune(&mut c);
-        let partner = Arc::new(Partner::default());
+        Stack::over(&c, None, Metrics::new())
+    }
+
+    /// The stack with its shared state on the Redis at `url` (real time:
+    /// Redis keeps its own clock), once it is connected.
+    pub async fn on_redis(url: &str, tune: impl FnOnce(&mut Config)) -> Stack {
+        let mut c = config();
+        c.state.backend = offergate::config::StateBackend::Redis;
+        c.state.redis_url = Some(url.to_string());
+        tune(&mut c);
         let metrics = Metrics::new();
+        let redis =
+            offergate::state::Redis::connect(&c.state, &metrics).unwrap_or_else(|e| panic!("{e}"));
+        eventually(Duration::from_secs(10), "connected to Redis", || {
+            std::future::ready((!redis.degraded()).then_some(()))
+        })
+        .await;
+        Stack::over(&c, Some(redis), metrics)
+    }
+
+    fn over(c: &Config, state: Option<offergate::state::Redis>, metrics: Metrics) -> Stack {
+        let partner = Arc::new(Partner::default());
         let p = partner.clone();
         let service = BoxCloneSyncService::new(tower::service_fn(move |req: ProxyRequest| {
             let p = p.clone();
@@ -193,10 +216,10 @@ impl Stack {
         }));
         let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap();
         let edge = offergate::app::stack::build_with(
-            &c,
+            c,
             public,
             &metrics,
-            &offergate::app::stack::Shared::new(&c, None).unwrap_or_else(|e| panic!("{e}")),
+            &offergate::app::stack::Shared::new(c, state).unwrap_or_else(|e| panic!("{e}")),
             service,
         )
         .unwrap_or_else(|e| panic!("{e}"));
