@@ -106,6 +106,24 @@ def compare(title, forward, replay, per_request, names=("forward", "replay")):
         lines.append(f"- {c} conns: " + ", ".join(parts))
 
 
+if any(r["label"] == "offergate_memory" for r in runs):
+    lines.extend(["", "The thread file (as shipped) against threads in memory only (thread_file = \"\", same build), paired within each round:"])
+    for c in sorted({r["c"] for r in runs if r["label"] == "offergate_memory"}):
+        on, off = by.get(("offergate_forward", c)), by.get(("offergate_memory", c))
+        extra = 1e6 / on["rps"] - 1e6 / off["rps"] if on and off else float("nan")
+        lines.append(
+            f"- {c} conns: forward {paired('offergate_forward', 'offergate_memory', c):.2f} × ({extra:+.1f} µs per request); "
+            f"p99 {paired('offergate_forward', 'nginx_forward', c, 'p99'):.2f} × nginx's with the file, "
+            f"{paired('offergate_memory', 'nginx_forward', c, 'p99'):.2f} × without"
+        )
+if len(rounds) > 1:
+    # Whether cost grows with state: the stores and the thread map fill
+    # round after round (a new chat and key per call).
+    lines.extend(["", "Cost as state grows (a new chat and key per call fills the stores and the thread map round after round):"])
+    for c in sorted({r["c"] for r in runs if r["label"] == "offergate_forward"}):
+        first, last = run_by.get((rounds[0], "offergate_forward", c)), run_by.get((rounds[-1], "offergate_forward", c))
+        if first and last:
+            lines.append(f"- {c} conns: offergate_forward round {rounds[-1]} against round {rounds[0]}: {last['rps'] / first['rps']:.2f} × ({last['rps']:.0f} against {first['rps']:.0f} req/s)")
 compare("State on Redis against state in memory (same build), paired within each round:",
         ("redis_forward", "offergate_forward"), ("redis_replay", "offergate_replay"), True)
 compare("This build against the baseline build (BASELINE), paired within each round:",

@@ -22,6 +22,13 @@
 #                 REDIS=1, its state on the same redis-server, another db)
 #   BASELINE_THREADS=1  the baseline knows [state] thread_file: it gets the
 #                 same THREAD_FILE setting as this build
+#   ONLY="offergate_forward offergate_memory nginx_forward"
+#                 run only these scenarios (a quick paired check; SOAK=0
+#                 REDIS=0 TRACES=0 to skip the rest)
+#
+# offergate_forward is the shipped configuration (the thread file on, a new
+# chat per call); offergate_memory is the same build with thread_file = ""
+# (threads in memory only), run right after it in each round.
 #
 # CPU per request: user + system time of the server's processes over each run
 # (/proc), divided by the requests it answered.
@@ -59,6 +66,7 @@ P_PARTNER=18801; P_DIRECT=18802; P_TLS_PARTNER=18803
 P_NGINX=18811; P_NGINX_DOWN=18812; P_NGINX_TLS=18813
 P_BARE=18851
 P_OG=18821; P_OG_DOWN=18831; P_OG_NOIDEM=18833; P_OG_TLS=18835; P_DEAD=18899
+P_OG_MEM=18837
 P_BASE=18841; P_REDIS=18861; P_OG_REDIS=18871; P_BASE_REDIS=18881
 P_COLLECTOR=18804; P_OG_TRACE_LOW=18875; P_OG_TRACE_ALL=18877
 
@@ -106,6 +114,7 @@ start_og() { # name port config-extra [binary]
   eval "PID_$1=$!"
 }
 start_og main $P_OG ""
+THREAD_FILE= start_og memory $P_OG_MEM ""
 P_UP=$P_DEAD start_og down $P_OG_DOWN ""
 start_og noidem $P_OG_NOIDEM "$(printf '[encore.idempotency]\nenabled = false\n[besitos.idempotency]\nenabled = false')"
 P_UP=$P_TLS_PARTNER SCHEME=https start_og tls $P_OG_TLS "$(printf '[tls]\nextra_ca_files = ["%s"]' "$WORK/ca.pem")"
@@ -126,7 +135,7 @@ if [ "$TRACES" = 1 ]; then
   start_og trace_all $P_OG_TRACE_ALL "$(traces 1.0)"
   wait_port $P_OG_TRACE_LOW; wait_port $P_OG_TRACE_ALL
 fi
-for p in $P_PARTNER $P_TLS_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_BARE $P_OG $P_OG_DOWN $P_OG_NOIDEM $P_OG_TLS; do wait_port $p; done
+for p in $P_PARTNER $P_TLS_PARTNER $P_DIRECT $P_NGINX $P_NGINX_DOWN $P_BARE $P_OG $P_OG_MEM $P_OG_DOWN $P_OG_NOIDEM $P_OG_TLS; do wait_port $p; done
 [ -n "$BASELINE" ] && wait_port $P_BASE
 [ "$REDIS" = 1 ] && wait_port $P_OG_REDIS
 [ "$REDIS" = 1 ] && [ -n "$BASELINE" ] && wait_port $P_BASE_REDIS
@@ -151,6 +160,7 @@ TICK=$(getconf CLK_TCK)
 RESULTS="$WORK/results.tsv"
 run() { # round label target-port conns lua-script [path]
   local round=$1 label=$2 port=$3 conns=$4 script=$5 path=${6:-$PATH_} out key="" pids before after
+  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $label "* ]] || return 0
   [ "${label%%_*}" = direct ] && key=$KEY
   pids=$(server_pids "$port")
   before=$(cpu_ticks $pids)
@@ -175,6 +185,7 @@ for round in $(seq "$ROUNDS"); do
     run "$round" nginx_forward $P_NGINX "$c" $F
     run "$round" bare_forward $P_BARE "$c" $F
     run "$round" offergate_forward $P_OG "$c" $F
+    run "$round" offergate_memory $P_OG_MEM "$c" $F
     if [ "$c" = 1 ] && [ "$REDIS" = 1 ]; then
       # What Redis adds at one connection, against one Redis round trip
       # measured now from the server's CPU (redis-benchmark's PING, one

@@ -88,10 +88,11 @@ pub const CLAIM: &str = concat!(
 
 /// A forwarded call's admission in one round trip: the claim, and once it
 /// leads, the thread's slot, then (a slot taken, or none asked) the
-/// caller's bucket, the partner's pause and the first try's quota. What
-/// each layer would ask in turn, in the order the layers ask it; a part not
-/// reached spends nothing. KEYS: answer, lock, [offers, conversation],
-/// [bucket, pause, quota]. ARGV: fingerprint, lock value, lock TTL ms;
+/// caller's bucket, the partner's pause and the first try's quota (given
+/// only while the circuit is closed). What each layer would ask in turn, in
+/// the order the layers ask it; a part not reached spends nothing. KEYS:
+/// answer, lock, [offers, conversation], [bucket, pause, [quota]]. ARGV:
+/// fingerprint, lock value, lock TTL ms;
 /// '1' if the slot is asked, window ms, cap, slot member; '1' if the
 /// limits are asked, emission and tolerance us for the caller, then for the
 /// quota. Returns the claim's reply when it does not lead; else `{0, slot,
