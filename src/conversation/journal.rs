@@ -221,6 +221,7 @@ struct Written {
 /// The writer: takes whatever is pending, commits it, and again, until the
 /// journal closes with nothing left.
 fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
+    give_way();
     loop {
         let batch = {
             let mut state = shared.lock();
@@ -275,6 +276,14 @@ fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
                 .0;
         }
     }
+}
+
+/// The writer gives way to the calls: its thread at nice 10, so on a busy
+/// core a commit runs in the calls' gaps rather than a call waiting behind a
+/// commit (a tenth of the core's share while both want it, more than the
+/// writer needs). A system that refuses leaves it as it was.
+fn give_way() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// The shortest time between two commits.
