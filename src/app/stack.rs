@@ -230,3 +230,93 @@ fn assemble<U: ProxyService>(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+    use crate::edge::PANIC_AT;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    /// A panic in each of the edge's own steps (before the call, the span's
+    /// end, the console's record) answers 500 in the error shape, with the
+    /// caller's request id, and is counted; one in the access line is
+    /// counted and the answer goes out as it was.
+    #[tokio::test]
+    async fn a_panic_in_the_edges_own_steps_answers_500_and_is_counted() {
+        let toml = r#"
+[encore]
+base_url = "http://127.0.0.1:9"
+api_key_env = "KEY"
+chat_id_key_env = "CHAT_ID_KEY"
+[besitos]
+base_url = "http://127.0.0.1:9"
+[[besitos.partners]]
+id = "p"
+token_env = "KEY"
+[state]
+thread_file = ""
+"#;
+        let env = MapEnv::from([
+            ("KEY", "pk_test_edge"),
+            ("CHAT_ID_KEY", "edge-chat-id-key-0123"),
+        ]);
+        let config = Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::new();
+        let partner = tower::service_fn(|_: ProxyRequest| async {
+            Ok::<_, GatewayError>(ProxyResponse::json(
+                http::StatusCode::OK,
+                Bytes::from_static(br#"{"success":true,"offer":null}"#),
+            ))
+        });
+        let public = BaseUrl::parse("http://127.0.0.1:8787").unwrap_or_else(|e| panic!("{e}"));
+        let shared = Shared::new(&config, None).unwrap_or_else(|e| panic!("{e}"));
+        let edge = build_with(&config, public, &metrics, &shared, partner)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let call = |chat: &str| {
+            let body = format!(
+                r#"{{"clientId":"c","chatId":"{chat}","attributes":{{"countryCode":"US","language":"en","platform":"ios"}}}}"#
+            );
+            http::Request::post("/encore/publisher/sdk/v1/offers/message")
+                .header("host", "127.0.0.1:8787")
+                .header("content-type", "application/json")
+                .header("x-request-id", "edge-panic-test")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let panics = || {
+            let text = String::from_utf8(metrics.render()).unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.strip_prefix("offergate_panics_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let fine = edge.clone().handle(call("before")).await;
+        assert_eq!(fine.status(), 200);
+        // The access line's own panic costs the line, not the answer.
+        PANIC_AT.set(Some("log"));
+        let logged = edge.clone().handle(call("log")).await;
+        PANIC_AT.set(None);
+        assert_eq!(logged.status(), 200);
+        assert_eq!(panics(), 1, "the log's panic counted");
+        for (n, place) in ["prelude", "span", "record"].into_iter().enumerate() {
+            PANIC_AT.set(Some(place));
+            let resp = edge.clone().handle(call(place)).await;
+            PANIC_AT.set(None);
+            assert_eq!(resp.status(), 500, "{place}");
+            assert_eq!(
+                resp.headers().get("x-request-id").map(|v| v.as_bytes()),
+                Some(b"edge-panic-test".as_slice()),
+                "{place}"
+            );
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+            let body: serde_json::Value =
+                serde_json::from_slice(&body.unwrap_or_default()).unwrap_or_default();
+            assert_eq!(body["error"]["code"], "internal_error", "{place}: {body}");
+            assert_eq!(panics(), n as u64 + 2, "{place}: counted once");
+        }
+        let fine = edge.clone().handle(call("after")).await;
+        assert_eq!(fine.status(), 200, "the edge serves on");
+    }
+}

@@ -156,38 +156,70 @@ impl<S: ProxyService> Edge<S> {
     }
 
     /// Handles one request to completion; never fails, never drops the caller:
-    /// overload is shed with 503, a panic anywhere below answers 500.
+    /// overload is shed with 503, a panic anywhere answers 500: below the
+    /// edge (counted under the call's route), or in the edge's own span,
+    /// log and record steps (answered here, with nothing else of the call).
     pub fn handle<B>(self, req: Request<B>) -> impl Future<Output = Response<Full<Bytes>>>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let started = clock::now();
         let request_id = headers::request_id(req.headers());
-        let (method, path) = if self.shared.access_log {
-            (
-                Some(req.method().clone()),
-                Some(req.uri().path().chars().take(200).collect::<String>()),
-            )
-        } else {
-            (None, None)
-        };
-        let span = self.shared.observed.tracing.as_ref().map(|t| {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok());
-            t.start_call(req.headers(), req.method(), req.uri().path(), host)
-        });
-        let traceparent = self.shared.access_log.then(|| {
-            req.headers()
-                .get(&headers::TRACEPARENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(64).collect::<String>())
-        });
+        let shared = self.shared.clone();
+        let id = request_id.clone();
+        AssertUnwindSafe(self.serve(req, request_id))
+            .catch_unwind()
+            .map(move |served| {
+                served.unwrap_or_else(|panic| {
+                    shared.metrics.panicked();
+                    tracing::error!(
+                        request_id = id.to_str().unwrap_or("-"),
+                        panic = panic_message(&*panic),
+                        "panic in the edge's own steps; answered 500"
+                    );
+                    render(respond::answer(GatewayError::Call(CallError::Panic)), id)
+                })
+            })
+    }
+
+    /// [`Edge::handle`] but for its last resort. Everything runs when the
+    /// future is first polled, inside that catch.
+    #[allow(clippy::manual_async_fn)]
+    fn serve<B>(
+        self,
+        req: Request<B>,
+        request_id: HeaderValue,
+    ) -> impl Future<Output = Response<Full<Bytes>>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         // An `async move` block, not an `async fn`: the request is held once,
         // not twice (rust-lang/rust#62958), in the state every call moves.
         async move {
+            test_panic("prelude");
+            let started = clock::now();
+            let (method, path) = if self.shared.access_log {
+                (
+                    Some(req.method().clone()),
+                    Some(req.uri().path().chars().take(200).collect::<String>()),
+                )
+            } else {
+                (None, None)
+            };
+            let span = self.shared.observed.tracing.as_ref().map(|t| {
+                let host = req
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok());
+                t.start_call(req.headers(), req.method(), req.uri().path(), host)
+            });
+            let traceparent = self.shared.access_log.then(|| {
+                req.headers()
+                    .get(&headers::TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(64).collect::<String>())
+            });
             let mut trace: Option<Arc<CallInfo>> = None;
             let mut route = None;
             let parent = span.as_ref().and_then(CallSpan::parent);
@@ -216,6 +248,7 @@ impl<S: ProxyService> Edge<S> {
             // The access line is not allowed to cost the answer: a panic in
             // it (a writer's, a formatter's) is caught and counted like any.
             let log = || {
+                test_panic("log");
                 tracing::info!(
                     target: "offergate::access",
                     request_id = request_id.to_str().unwrap_or("-"),
@@ -236,10 +269,12 @@ impl<S: ProxyService> Edge<S> {
             if self.shared.access_log && std::panic::catch_unwind(AssertUnwindSafe(log)).is_err() {
                 self.shared.metrics.panicked();
             }
+            test_panic("span");
             if let Some(span) = span {
                 let reason = fallback.and_then(|v| v.to_str().ok());
                 end_span(span, route, &answer, reason, trace.as_deref());
             }
+            test_panic("record");
             self.shared.observed.recent.record(Answered {
                 at: started + elapsed,
                 route,
@@ -373,6 +408,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("-")
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Where a unit test makes the edge's own steps panic (`app/stack.rs`'s
+    /// tests); nothing in a build.
+    pub(crate) static PANIC_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+#[inline]
+fn test_panic(place: &'static str) {
+    #[cfg(test)]
+    if PANIC_AT.get() == Some(place) {
+        panic!("a test's panic in the edge's {place} step");
+    }
+    let _ = place;
 }
 
 fn render(answer: ProxyResponse, request_id: http::HeaderValue) -> Response<Full<Bytes>> {
