@@ -11,7 +11,7 @@
 //!
 //! Why redb: pure Rust (no C toolchain in the image), one file, crash-safe
 //! commits, and `benches/threads.rs` measured it against SQLite for this
-//! load (README: "Dependencies and why").
+//! load (docs/decisions.md).
 //!
 //! Threads are kept in the order they were written: each record under a
 //! sequence number, so a new or changed thread goes at the tree's end and

@@ -7,7 +7,7 @@
 //!
 //! A third partner is a module like these two with an arm in each `match`
 //! below (the compiler names every one), its `Route` and `Target` variants,
-//! one line in `edge/router.rs`, and a config section (README: "Adding a
+//! one line in `edge/router.rs`, and a config section (docs/architecture.md: "Adding a
 //! partner"). The upstream, the layers and the stack ask here and need
 //! nothing.
 

@@ -532,4 +532,5 @@ fn a_file_that_does_not_parse_is_an_error() {
     assert!(violations(copy.path()).is_err());
 }
 
+mod docs;
 mod pictures;

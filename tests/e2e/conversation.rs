@@ -354,14 +354,15 @@ async fn a_messages_encore_call_is_counted_and_logged_under_its_own_route() {
     );
     assert!(access[2]["tries"].as_u64().unwrap() >= 2, "{}", access[2]);
     assert_eq!(access[2]["partner_status"], 503);
-    // The README's field list is the log's.
+    // The operating guide's field list is the log's.
     let readme =
-        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::read_to_string(format!("{}/docs/operating.md", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
     let para = readme
         .split("One access line per call (`offergate::access`), with these fields:")
         .nth(1)
         .and_then(|rest| rest.split("\n\n").next())
-        .expect("the README lists the access line's fields");
+        .expect("docs/operating.md lists the access line's fields");
     let listed: std::collections::BTreeSet<&str> = para
         .split('`')
         .skip(1)
@@ -377,7 +378,7 @@ async fn a_messages_encore_call_is_counted_and_logged_under_its_own_route() {
         .collect();
     assert_eq!(
         listed, logged,
-        "README.md's access-line fields against the log's"
+        "docs/operating.md's access-line fields against the log's"
     );
 }
 

@@ -1,4 +1,5 @@
-//! The README's shell examples, run as written, so a drifted example fails
+//! The shell examples of the README and of `docs/`, run as written, so a
+//! drifted example fails
 //! here and not for a user. Every ```sh block carries a marker on the line
 //! before it: `<!-- example: demo -->` runs against a fresh `offergate demo`
 //! (its addresses put where the README writes the defaults), `<!-- example:
@@ -17,7 +18,8 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_offergate");
 
 struct Block {
-    line: usize,
+    /// Where it is: the file and its first line.
+    line: String,
     marker: String,
     code: String,
 }
@@ -26,10 +28,28 @@ fn blocks() -> Vec<Block> {
     blocks_in("sh")
 }
 
-/// The README's fenced blocks of `language`, with their markers.
+/// The fenced blocks of `language` in the README and `docs/*.md`, with
+/// their markers.
 fn blocks_in(language: &str) -> Vec<Block> {
-    let text =
-        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut files = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(format!("{root}/docs"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        found.extend(blocks_of(&file, &text, language));
+    }
+    found
+}
+
+fn blocks_of(file: &str, text: &str, language: &str) -> Vec<Block> {
     let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
     let mut i = 0;
@@ -53,7 +73,7 @@ fn blocks_in(language: &str) -> Vec<Block> {
                 i += 1;
             }
             found.push(Block {
-                line: start,
+                line: format!("{file} line {start}"),
                 marker,
                 code,
             });
@@ -193,7 +213,7 @@ fn every_shell_example_in_the_readme_runs_as_written() {
     assert!(blocks.len() >= 6, "found {} blocks", blocks.len());
     let mut ran = 0;
     for b in &blocks {
-        let where_ = format!("README.md line {}", b.line);
+        let where_ = b.line.clone();
         match b.marker.as_str() {
             "demo" => {
                 let d = demo();
@@ -288,7 +308,7 @@ fn the_python_webhook_handler_sends_one_offer_and_one_reply_per_message() {
     let handler = handlers
         .iter()
         .find(|b| b.marker == "python webhook")
-        .expect("README.md has the Python webhook handler");
+        .expect("the docs have the Python webhook handler");
     let d = demo();
     let code = PYTHON_HARNESS.replace("HANDLER", &handler.code.replace("127.0.0.1:8787", &d.1[0]));
     let out = Command::new("python3")
@@ -298,14 +318,14 @@ fn the_python_webhook_handler_sends_one_offer_and_one_reply_per_message() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.trim() == "ok 8",
-        "README.md line {}: {}\n{stdout}",
+        "{}: {}\n{stdout}",
         handler.line,
         String::from_utf8_lossy(&out.stderr)
     );
     for b in &handlers {
         assert!(
             b.marker == "python webhook",
-            "README.md line {}: a Python example needs a marker",
+            "{}: a Python example needs a marker",
             b.line
         );
     }
@@ -324,7 +344,7 @@ fn every_toml_example_in_the_readme_loads() {
         let fragment: toml::Table = b
             .code
             .parse()
-            .unwrap_or_else(|e| panic!("README.md line {}: not TOML: {e}", b.line));
+            .unwrap_or_else(|e| panic!("{}: not TOML: {e}", b.line));
         for (k, v) in fragment {
             doc.insert(k, v);
         }
@@ -333,7 +353,7 @@ fn every_toml_example_in_the_readme_loads() {
             ("C", "readme-chat-id-key-0123"),
         ]);
         if let Err(e) = offergate::Config::from_toml(&toml::to_string(&doc).unwrap(), &env) {
-            panic!("README.md line {}: {e}", b.line);
+            panic!("{}: {e}", b.line);
         }
     }
 }

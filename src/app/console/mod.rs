@@ -111,7 +111,7 @@ impl Console {
         self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `GET /status`: everything the page shows (its schema is in the README).
+    /// `GET /status`: everything the page shows (its schema is in docs/operating.md, "The console").
     pub fn status(&self) -> Value {
         let history = self.history();
         let (Some(now), Some(rated), Some(pct)) = (
