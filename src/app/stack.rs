@@ -45,7 +45,8 @@ use crate::state::Redis;
 use crate::upstream::Upstream;
 
 /// The stack between admission and `U`, the partner call, outermost first:
-/// one type, so a call through it is one future (boxed once, by the edge).
+/// one type, so a call through it is one future (boxed by the edge; the
+/// idempotency leader boxes its own part: docs/architecture.md).
 pub type Stack<U> = Fallback<
     Idempotency<ThreadCap<Deadline<CallerLimit<Retry<Circuit<PartnerQuota<U>>>>>>, AnyStore>,
 >;

@@ -442,7 +442,8 @@ where
 {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    /// The one box of a call: the edge's future holds the whole stack's.
+    /// The edge's box of a call (its future holds the whole stack's); the
+    /// idempotency leader boxes the other (`layers/idempotency/finish.rs`).
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
     /// Always ready: overload is shed per call (`max_in_flight`), with an
