@@ -166,7 +166,7 @@ lines += ["", f"offergate RSS: idle {idle_mib:.1f} MiB, peak over the run {peak_
 
 
 def check(name, ok, detail):
-    lines.append(f'- {"met" if ok else "MISSED"}: {name} ({detail})')
+    lines.append(f'- {"met" if ok else "not met"}: {name} ({detail})')
 
 
 top = max(r["c"] for r in runs)
