@@ -97,14 +97,33 @@ impl Journal {
                 .mode(0o600)
                 .open(path);
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Problem(format!(
-                "state.thread_file: {name} is in use by another offergate; give each instance its own file (or use [state] backend = \"redis\" for a fleet)"
-            )),
-            e => Problem(format!("state.thread_file: cannot open {name}: {e}")),
-        })?;
+        let unreadable = |why: &dyn std::fmt::Display| {
+            Problem(format!(
+                "state.thread_file: cannot read {name} ({why}): it is not a thread file, or it is damaged; move it aside and offergate starts a new one"
+            ))
+        };
+        let db = match create_quietly(path) {
+            Some(Ok(db)) => db,
+            Some(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+                return Err(Problem(format!(
+                    "state.thread_file: {name} is in use by another offergate; give each instance its own file (or use [state] backend = \"redis\" for a fleet)"
+                )))
+            }
+            Some(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+                if e.kind() != std::io::ErrorKind::InvalidData
+                    && e.kind() != std::io::ErrorKind::UnexpectedEof =>
+            {
+                return Err(Problem(format!("state.thread_file: cannot open {name}: {e}")))
+            }
+            Some(Err(e)) => return Err(unreadable(&e)),
+            None => return Err(unreadable(&"cut short")),
+        };
         let (loaded, written) = move_by_id(&db)
             .and_then(|()| read_all(&db))
+            .and_then(|(mut loaded, mut written)| {
+                drop_stale(&db, &mut loaded.0, &mut written)?;
+                Ok((loaded, written))
+            })
             .map_err(|e| Problem(format!("state.thread_file: cannot read {name}: {e}")))?;
         let shared = Arc::new(Shared {
             state: Mutex::default(),
@@ -211,17 +230,29 @@ impl Shared {
     }
 }
 
+/// Opens (or creates) the redb file at `path`; `None` when redb panics on
+/// it (a file cut short trips one of its assertions), without the panic's
+/// message on stderr: the caller says what is wrong.
+fn create_quietly(path: &Path) -> Option<Result<Database, redb::DatabaseError>> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Database::create(path));
+    std::panic::set_hook(hook);
+    opened.ok()
+}
+
 /// Where each thread's record is in the file, as the writer knows it.
 #[derive(Default)]
 struct Written {
     at: ById<u64>,
     next: u64,
+    /// Older records of a thread found at open, removed then.
+    stale: Vec<u64>,
 }
 
 /// The writer: takes whatever is pending, commits it, and again, until the
 /// journal closes with nothing left.
 fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
-    give_way();
     loop {
         let batch = {
             let mut state = shared.lock();
@@ -276,14 +307,6 @@ fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
                 .0;
         }
     }
-}
-
-/// The writer gives way to the calls: its thread at nice 10, so on a busy
-/// core a commit runs in the calls' gaps rather than a call waiting behind a
-/// commit (a tenth of the core's share while both want it, more than the
-/// writer needs). A system that refuses leaves it as it was.
-fn give_way() {
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// The shortest time between two commits.
@@ -355,6 +378,37 @@ fn commit(
     Ok(())
 }
 
+/// Removes the stale records `read_all` found, and their threads from
+/// `threads`: each thread once, as its newest record has it.
+fn drop_stale(
+    db: &Database,
+    threads: &mut Vec<(ThreadId, Thread)>,
+    written: &mut Written,
+) -> Result<(), Problem> {
+    if written.stale.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_write().map_err(failed)?;
+    {
+        let mut table = txn.open_table(THREADS).map_err(failed)?;
+        for at in &written.stale {
+            table.remove(*at).map_err(failed)?;
+        }
+    }
+    txn.commit().map_err(failed)?;
+    written.stale.clear();
+    // In file order: the last of each id is its newest.
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<_> = threads
+        .drain(..)
+        .rev()
+        .filter(|(id, _)| seen.insert(*id))
+        .collect();
+    kept.reverse();
+    *threads = kept;
+    Ok(())
+}
+
 /// An earlier build's file: its records moved to [`THREADS`] in the order
 /// of their last activity, the old table dropped, in one commit.
 fn move_by_id(db: &Database) -> Result<(), Problem> {
@@ -422,8 +476,11 @@ fn read_all(db: &Database) -> Result<(Loaded, Written), Problem> {
         let Some((id, record)) = value.split_first_chunk::<16>() else {
             continue;
         };
-        // Each thread is written under one number at a time.
-        written.at.insert(*id, at);
+        // Each thread is written under one number at a time; an older one
+        // (an earlier build wrote the thread again after a move) is stale.
+        if let Some(older) = written.at.insert(*id, at) {
+            written.stale.push(older);
+        }
         // A record this build cannot read is skipped, not fatal.
         let Some((thread, legacy_opt_out)) = decode(record) else {
             continue;
@@ -579,6 +636,33 @@ mod tests {
         assert!(Journal::open(&dir.path().join("missing/threads.redb")).is_err());
     }
 
+    #[test]
+    fn a_file_cut_short_or_not_a_thread_file_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.redb");
+        let journal = Journal::open(&path).unwrap();
+        for n in 0..500u16 {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&n.to_le_bytes());
+            journal.put(id, &thread());
+        }
+        drop(journal);
+        let whole = std::fs::read(&path).unwrap();
+        for cut in [100, 512, 4096, whole.len() / 2] {
+            let short = dir.path().join(format!("short-{cut}.redb"));
+            std::fs::write(&short, &whole[..cut.min(whole.len())]).unwrap();
+            let e = Journal::open(&short).err().expect("refused").0;
+            assert!(
+                e.contains("not a thread file, or it is damaged"),
+                "{cut}: {e}"
+            );
+        }
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "just some text, not a database\n".repeat(200)).unwrap();
+        let e = Journal::open(&text).err().expect("refused").0;
+        assert!(e.contains("not a thread file"), "{e}");
+    }
+
     /// Records in the file: (number, thread id).
     fn records(path: &Path) -> Vec<(u64, [u8; 16])> {
         let db = Database::create(path).unwrap();
@@ -656,5 +740,28 @@ mod tests {
             db.begin_read().unwrap().open_table(BY_ID),
             Err(redb::TableError::TableDoesNotExist(_))
         ));
+        // An earlier build run again on the file writes thread 7 its way:
+        // the next open moves it over and keeps that record alone.
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(BY_ID).unwrap();
+            table
+                .insert([7u8; 16].as_slice(), encode(&Thread::default()).as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        assert_eq!(threads.len(), 3);
+        let seven: Vec<_> = threads.iter().filter(|(id, _)| *id == [7; 16]).collect();
+        assert_eq!(seven.len(), 1);
+        assert_eq!(seven[0].1, Thread::default(), "the newer record");
+        drop(journal);
+        let sevens = records(&path)
+            .iter()
+            .filter(|(_, id)| *id == [7; 16])
+            .count();
+        assert_eq!(sevens, 1, "the older record is gone from the file");
     }
 }
