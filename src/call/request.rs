@@ -14,7 +14,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use crate::call::ahead::{Ahead, KeepSlot};
 use crate::call::route::{Route, Target};
-pub use crate::call::thread::{thread_id, ThreadId};
+use crate::call::thread::ThreadId;
 
 /// A caller's request that passed admission. Small on purpose (every layer
 /// holds it while the call is under way): what stays the same for the whole

@@ -28,7 +28,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{MessageKey, Offer, Thread, RESERVED, SEEN};
 use crate::call::problem::Problem;
-use crate::call::request::ThreadId;
+use crate::call::thread::ThreadId;
 
 /// Maps by thread id: an id is already a hash, so foldhash is cheap on it.
 type ById<V> = std::collections::HashMap<ThreadId, V, foldhash::fast::RandomState>;

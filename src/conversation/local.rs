@@ -18,7 +18,7 @@ use super::{
 };
 use crate::call::ahead::Ahead;
 use crate::call::clock::Calendar;
-use crate::call::request::ThreadId;
+use crate::call::thread::ThreadId;
 use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;

@@ -19,7 +19,7 @@ use std::future::Future;
 use smallvec::SmallVec;
 
 use crate::call::ahead::{Ahead, KeepSlot};
-use crate::call::request::ThreadId;
+use crate::call::thread::ThreadId;
 use crate::integrator::rules::Known;
 use crate::partners::encore::links::LinkKey;
 use crate::state::fleet::Unavailable;

@@ -8,9 +8,9 @@ use hyper::body::Body;
 
 use super::{respond, Edge};
 use crate::call::error::{CallError, GatewayError};
-use crate::call::request::thread_id;
 use crate::call::request::ProxyResponse;
 use crate::call::service::ProxyService;
+use crate::call::thread::thread_id;
 use crate::conversation::Threads;
 use crate::integrator::eligibility;
 

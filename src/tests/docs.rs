@@ -91,10 +91,8 @@ fn a_path_that_does_not_exist_is_found() {
     assert_eq!(missing.len(), 2, "{missing:?}");
 }
 
-/// Every key `check-config` prints for a config with every section: the
-/// section's path and the key, as `section.key`.
-fn printed_keys() -> BTreeSet<String> {
-    let toml = r#"
+/// The minimal config the key checks start from, and its one secret.
+const MINIMAL: &str = r#"
 [encore]
 base_url = "http://127.0.0.1:9"
 api_key_env = "KEY"
@@ -105,8 +103,16 @@ base_url = "http://127.0.0.1:9"
 id = "p"
 token_env = "KEY"
 "#;
-    let env = crate::config::MapEnv::from([("KEY", "pk_test_docs_0123456789")]);
-    let config = crate::config::Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}"));
+
+fn env() -> crate::config::MapEnv {
+    crate::config::MapEnv::from([("KEY", "pk_test_docs_0123456789")])
+}
+
+/// Every key `check-config` prints for a config with every section: the
+/// section's path and the key, as `section.key`.
+fn printed_keys() -> BTreeSet<String> {
+    let config =
+        crate::config::Config::from_toml(MINIMAL, &env()).unwrap_or_else(|e| panic!("{e}"));
     let printed: toml::Table = toml::from_str(&config.to_redacted_toml()).expect("TOML");
     let mut keys = BTreeSet::new();
     fn walk(at: &str, table: &toml::Table, keys: &mut BTreeSet<String>) {
@@ -166,19 +172,6 @@ fn the_configuration_reference_names_every_key() {
     );
 }
 
-/// The minimal config the key checks start from.
-const MINIMAL: &str = r#"
-[encore]
-base_url = "http://127.0.0.1:9"
-api_key_env = "KEY"
-chat_id_key_env = "KEY"
-[besitos]
-base_url = "http://127.0.0.1:9"
-[[besitos.partners]]
-id = "p"
-token_env = "KEY"
-"#;
-
 /// Whether `key` under `section` (`server`, `encore.retry`,
 /// `besitos.partners`) is one the config takes: set alone on top of
 /// [`MINIMAL`], it is not refused as unknown.
@@ -207,8 +200,7 @@ fn takes(section: &str, key: &str) -> bool {
     }
     at.insert(key.to_string(), value);
     let text = toml::to_string(&doc).expect("TOML");
-    let env = crate::config::MapEnv::from([("KEY", "pk_test_docs_0123456789")]);
-    match crate::config::Config::from_toml(&text, &env) {
+    match crate::config::Config::from_toml(&text, &env()) {
         Ok(_) => true,
         Err(e) => !e.to_string().contains("unknown"),
     }

@@ -99,13 +99,8 @@ async fn one(stack: &Stack, Call(client, chat, key, step): &Call) -> String {
     if let Some(step) = step {
         stack.plan(&[*step]);
     }
-    let body = match *key {
-        // The reused key, sent with another request.
-        "k2" if *chat == "b" => body(client, "other"),
-        _ => body(client, chat),
-    };
     let a = stack
-        .post(ENCORE_PATH, &[("idempotency-key", key)], body)
+        .post(ENCORE_PATH, &[("idempotency-key", key)], body(client, chat))
         .await;
     let header = |name: &str| {
         a.headers
