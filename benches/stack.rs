@@ -80,7 +80,7 @@ fn stack(
                 let mut resp = ProxyResponse::json(status, offer.clone());
                 resp.outcome = Outcome::Forwarded;
                 // As the upstream does: only the partner's 200 and 400 are answers.
-                let answer = offergate::call::outcome::partner_answer(resp);
+                let answer = offergate::call::meaning::partner_answer(resp);
                 async move { answer }
             }),
         )

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use crate::call::base_url::BaseUrl;
 use crate::call::fingerprint::{canonical, fingerprint};
 use crate::call::json::Json;
-use crate::call::outcome::retry_after;
+use crate::call::meaning::retry_after;
 use crate::call::route::Target;
 use crate::config::{Config, MapEnv};
 use crate::partners;

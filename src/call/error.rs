@@ -1,14 +1,12 @@
-//! offergate's failures as plain data. Each error says where it came from
-//! ([`ErrorSource`]: the caller, the partner, or offergate itself) and whether
-//! repeating the try may help ([`RetryType`]), after pingora's error source and
-//! retry type. Errors know nothing of HTTP answers: `edge::respond` is the one
-//! place that turns an error into one. Messages say what to fix and never carry
-//! a secret: the partner's key and tokens are not reachable from here.
+//! offergate's failures as plain data, after pingora's error type: a
+//! [`Refusal`] is the caller's to fix, a [`CallError`] is a call that failed.
+//! What each one means (its code, status, whether it is retried, what it
+//! tells the circuit, its fallback reason) is one table, `call::meaning`.
+//! Messages say what to fix and never carry a secret: the partner's key and
+//! tokens are not reachable from here.
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use http::StatusCode;
 
 use super::request::ProxyResponse;
 
@@ -138,8 +136,7 @@ pub enum GatewayError {
 }
 
 /// A request refused before anything reached a partner, because of what the
-/// caller sent. Each has a fixed status (`edge::respond`); none is retried,
-/// none counts against a partner.
+/// caller sent.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     #[error("no such route; this listener serves {serves}")]
@@ -176,10 +173,8 @@ pub enum Refusal {
     IdempotencyKeyReused,
 }
 
-/// A call that did not end with the partner's answer: where it failed
-/// ([`CallError::source`]), whether a retry may help ([`CallError::retry`]),
-/// and its cause where one exists, after pingora's error type, source and
-/// retry decision.
+/// A call that did not end with the partner's answer, with its cause where
+/// one exists.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     // The partner's.
@@ -191,6 +186,12 @@ pub enum CallError {
     PartnerStatus(Box<ProxyResponse>),
     #[error("the partner is failing; offergate stopped calling it for now (circuit open)")]
     CircuitOpen { retry_after: Duration },
+    /// The partner asked for a pause (429 with `Retry-After`), which every
+    /// replica keeps: answered as an open circuit is.
+    #[error(
+        "the partner asked offergate to pause; offergate stopped calling it for now (circuit open)"
+    )]
+    Paused { retry_after: Duration },
     #[error("the call's deadline passed before the partner answered")]
     DeadlineExceeded,
     /// A retry was refused by the retry budget; `last` is the try's failure.
@@ -216,7 +217,7 @@ pub enum CallError {
 }
 
 /// The codes a failure shares with the fallback reason it becomes
-/// (`outcome::Reason`): written once, here.
+/// (`meaning::Reason`): written once, here.
 pub mod code {
     pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
     pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
@@ -247,145 +248,17 @@ impl GatewayError {
             message: message.into(),
         })
     }
-
-    pub fn source(&self) -> ErrorSource {
-        match self {
-            GatewayError::Refused(_) => ErrorSource::Caller,
-            GatewayError::Call(e) => e.source(),
-        }
-    }
-
-    /// Whether the try that failed so may be repeated (a refusal never).
-    pub fn retry(&self) -> RetryType {
-        match self {
-            GatewayError::Refused(_) => RetryType::Never,
-            GatewayError::Call(e) => e.retry(),
-        }
-    }
-
-    /// The stable machine-readable code: the error body's `code`, a metric label.
-    pub fn code(&self) -> &'static str {
-        match self {
-            GatewayError::Refused(r) => r.code(),
-            GatewayError::Call(e) => e.code(),
-        }
-    }
-}
-
-impl Refusal {
-    pub fn code(&self) -> &'static str {
-        use Refusal::*;
-        match self {
-            NotFound { .. } => "not_found",
-            MethodNotAllowed { .. } => "method_not_allowed",
-            InvalidTarget => "invalid_request_target",
-            InvalidHost(_) => "invalid_host",
-            UnknownPartner(_) => "unknown_partner",
-            UnknownOffer => "unknown_offer",
-            Unauthorized | AdminTokenNeeded => "unauthorized",
-            AdminLoopbackOnly => "forbidden",
-            InvalidRequest { .. } => "invalid_request",
-            PayloadTooLarge { .. } => "payload_too_large",
-            TooManyHeaders { .. } => "too_many_headers",
-            UnsupportedMediaType(_) => "unsupported_media_type",
-            BodyTimeout => "request_timeout",
-            IdempotencyKeyReused => "idempotency_key_reused",
-        }
-    }
-}
-
-impl CallError {
-    pub fn source(&self) -> ErrorSource {
-        use CallError::*;
-        match self {
-            Upstream(_)
-            | PartnerStatus(_)
-            | CircuitOpen { .. }
-            | DeadlineExceeded
-            | RetryBudgetExhausted { .. } => ErrorSource::Partner,
-            RateLimited { .. } | Overloaded | StateUnavailable | Internal(_) | Panic => {
-                ErrorSource::Offergate
-            }
-        }
-    }
-
-    /// Whether the try that failed so may be repeated.
-    pub fn retry(&self) -> RetryType {
-        use CallError::*;
-        match self {
-            Upstream(UpstreamFailure::Connect(_)) => RetryType::Safe,
-            Upstream(UpstreamFailure::Reset(_) | UpstreamFailure::Timeout) => RetryType::Ambiguous,
-            PartnerStatus(r)
-                if matches!(
-                    r.status,
-                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                ) =>
-            {
-                RetryType::Safe
-            }
-            Upstream(UpstreamFailure::InvalidBody(_))
-            | PartnerStatus(_)
-            | CircuitOpen { .. }
-            | DeadlineExceeded
-            | RetryBudgetExhausted { .. }
-            | RateLimited { .. }
-            | Overloaded
-            | StateUnavailable
-            | Internal(_)
-            | Panic => RetryType::Never,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        use CallError::*;
-        match self {
-            Upstream(UpstreamFailure::Connect(_) | UpstreamFailure::Reset(_)) => {
-                code::UPSTREAM_UNREACHABLE
-            }
-            Upstream(UpstreamFailure::Timeout) => code::UPSTREAM_TIMEOUT,
-            Upstream(UpstreamFailure::InvalidBody(_)) => code::INVALID_UPSTREAM_BODY,
-            PartnerStatus(_) => "upstream_status",
-            CircuitOpen { .. } => code::CIRCUIT_OPEN,
-            DeadlineExceeded => code::DEADLINE_EXCEEDED,
-            RetryBudgetExhausted { .. } => code::RETRY_BUDGET_EXHAUSTED,
-            RateLimited { .. } => code::RATE_LIMITED,
-            Overloaded => "overloaded",
-            StateUnavailable => code::STATE_UNAVAILABLE,
-            Internal(_) | Panic => "internal_error",
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn partner(code: u16) -> GatewayError {
-        GatewayError::Call(CallError::PartnerStatus(Box::new(ProxyResponse::json(
-            StatusCode::from_u16(code).unwrap(),
-            Bytes::new(),
-        ))))
-    }
 
     #[test]
-    fn every_error_says_where_it_came_from() {
-        assert_eq!(
-            GatewayError::Refused(Refusal::Unauthorized).source(),
-            ErrorSource::Caller
-        );
-        assert_eq!(partner(500).source(), ErrorSource::Partner);
-        assert_eq!(
-            GatewayError::Call(CallError::DeadlineExceeded).source(),
-            ErrorSource::Partner
-        );
-        assert_eq!(
-            GatewayError::Call(CallError::Overloaded).source(),
-            ErrorSource::Offergate
-        );
-        assert_eq!(
-            GatewayError::Call(CallError::Panic).source(),
-            ErrorSource::Offergate
-        );
+    fn a_cause_reads_as_its_whole_chain() {
+        let io = std::io::Error::other(crate::call::problem::Problem::from("root"));
+        assert_eq!(Cause::new(io).to_string(), "root");
+        let cause = Cause::from("outer");
+        assert_eq!(cause, Cause::from("outer".to_string()));
     }
 }

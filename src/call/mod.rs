@@ -10,7 +10,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod headers;
 pub mod json;
-pub mod outcome;
+pub mod meaning;
 pub mod problem;
 pub mod request;
 pub mod route;

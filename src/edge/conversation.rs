@@ -253,7 +253,7 @@ impl<S: ProxyService> Edge<S> {
             .for_encore(&body, Some(&message.chat_id))
         {
             Ok(body) => body,
-            Err(e) => return Ok(Answer::skip(verdict.trigger, e.code(), shown)),
+            Err(e) => return Ok(Answer::skip(verdict.trigger, e.meaning().code, shown)),
         };
         let req = ProxyRequest {
             ahead: Default::default(),
@@ -264,7 +264,7 @@ impl<S: ProxyService> Edge<S> {
         };
         let resp = match self.shared.stack.call(req).await {
             Ok(resp) => resp,
-            Err(e) => return Ok(Answer::skip(verdict.trigger, e.code(), shown)),
+            Err(e) => return Ok(Answer::skip(verdict.trigger, e.meaning().code, shown)),
         };
         if let Some(why) = resp.headers.get(&X_OFFERGATE_SKIPPED) {
             let reason = match why.as_bytes() {

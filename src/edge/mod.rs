@@ -305,7 +305,7 @@ impl<S: ProxyService> Edge<S> {
         let handler = match router::route(req.method(), req.uri()) {
             Ok(handler) => handler,
             Err(e) => {
-                self.shared.metrics.unrouted(e.code());
+                self.shared.metrics.unrouted(e.meaning().code);
                 return respond::answer(e);
             }
         };

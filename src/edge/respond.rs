@@ -1,61 +1,40 @@
-//! The one place an error becomes an HTTP answer: its status, the headers it
-//! needs (`Allow`, `Retry-After`), the error's JSON shape, and how it counts
-//! in `offergate_requests_total`. The proxy and the admin listener both answer
-//! through [`answer`]; errors themselves know nothing of HTTP answers.
+//! The one place an error becomes an HTTP answer: the status and count its
+//! row of the table gives (`call::meaning`), the headers it needs (`Allow`,
+//! `Retry-After`) and the error's JSON shape. The proxy and the admin
+//! listener both answer through [`answer`].
 //!
 //! `{"success":false,"error":{"code":"<snake_case>","message":"<what to fix>"}}`
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 
-use crate::call::error::{CallError, GatewayError, Refusal, UpstreamFailure};
-use crate::call::request::{Outcome, ProxyResponse};
+use crate::call::error::{CallError, GatewayError, Refusal};
+use crate::call::request::ProxyResponse;
 
-/// The answer for `error`.
+/// The answer for `error`, as its row of the table says.
 pub fn answer(error: GatewayError) -> ProxyResponse {
     // A partner status passes through as the partner sent it.
     let error = match error {
         GatewayError::Call(CallError::PartnerStatus(partner)) => return *partner,
         other => other,
     };
-    let (status, extra) = match &error {
-        GatewayError::Refused(refusal) => (refusal_status(refusal), refusal_header(refusal)),
-        GatewayError::Call(e) => (call_status(e), call_header(e)),
+    let meaning = error.meaning();
+    let extra = match &error {
+        GatewayError::Refused(refusal) => refusal_header(refusal),
+        GatewayError::Call(e) => call_header(e),
     };
     let body = serde_json::json!({
         "success": false,
-        "error": { "code": error.code(), "message": error.to_string() },
+        "error": { "code": meaning.code, "message": error.to_string() },
     });
-    let mut resp = ProxyResponse::json(status, Bytes::from(body.to_string()));
+    let mut resp = ProxyResponse::json(meaning.status, Bytes::from(body.to_string()));
     if let Some((name, value)) = extra {
         resp.headers.insert(name, value);
     }
-    resp.outcome = match &error {
-        GatewayError::Refused(_) | GatewayError::Call(CallError::RateLimited { .. }) => {
-            Outcome::Rejected
-        }
-        GatewayError::Call(_) => Outcome::Failed,
-    };
+    resp.outcome = meaning.outcome;
     resp
-}
-
-/// A refusal's fixed status.
-fn refusal_status(refusal: &Refusal) -> StatusCode {
-    use Refusal::*;
-    match refusal {
-        NotFound { .. } | UnknownPartner(_) | UnknownOffer => StatusCode::NOT_FOUND,
-        MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-        InvalidTarget | InvalidHost(_) | InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-        Unauthorized | AdminTokenNeeded => StatusCode::UNAUTHORIZED,
-        AdminLoopbackOnly => StatusCode::FORBIDDEN,
-        PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-        IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-    }
 }
 
 fn refusal_header(refusal: &Refusal) -> Option<(header::HeaderName, HeaderValue)> {
@@ -71,24 +50,12 @@ fn refusal_header(refusal: &Refusal) -> Option<(header::HeaderName, HeaderValue)
     }
 }
 
-/// A failed call's status, when it is answered as an error (the soft
-/// fallback off, or offergate's own failure).
-fn call_status(e: &CallError) -> StatusCode {
-    use CallError::*;
-    match e {
-        PartnerStatus(partner) => partner.status,
-        Upstream(UpstreamFailure::Timeout) | DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Upstream(_) | RetryBudgetExhausted { .. } => StatusCode::BAD_GATEWAY,
-        CircuitOpen { .. } | Overloaded | StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Internal(_) | Panic => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 /// When a caller may try again: after a circuit's cooldown or a limit's wait.
 fn call_header(e: &CallError) -> Option<(header::HeaderName, HeaderValue)> {
     match e {
-        CallError::CircuitOpen { retry_after } | CallError::RateLimited { retry_after, .. } => {
+        CallError::CircuitOpen { retry_after }
+        | CallError::Paused { retry_after }
+        | CallError::RateLimited { retry_after, .. } => {
             Some((header::RETRY_AFTER, retry_after_secs(*retry_after)))
         }
         CallError::Overloaded => Some((header::RETRY_AFTER, retry_after_secs(Duration::ZERO))),
@@ -105,6 +72,42 @@ pub fn retry_after_secs(d: Duration) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::meaning::every_error;
+    use crate::call::request::Outcome;
+    use http::StatusCode;
+
+    /// Every error is answered as its row says, in the error shape.
+    #[test]
+    fn every_error_is_answered_as_the_table_says() {
+        for e in every_error() {
+            let what = format!("{e:?}");
+            let m = e.meaning();
+            let passes_through = matches!(e, GatewayError::Call(CallError::PartnerStatus(_)));
+            let waits = matches!(
+                e,
+                GatewayError::Call(
+                    CallError::CircuitOpen { .. }
+                        | CallError::Paused { .. }
+                        | CallError::RateLimited { .. }
+                        | CallError::Overloaded
+                )
+            );
+            let r = answer(e);
+            assert_eq!((r.status, r.outcome), (m.status, m.outcome), "{what}");
+            assert_eq!(r.headers.contains_key(header::RETRY_AFTER), waits, "{what}");
+            if passes_through {
+                assert_eq!(r.body, "{}", "{what}");
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["success"], false, "{what}");
+            assert_eq!(v["error"]["code"], m.code, "{what}");
+            assert!(
+                !v["error"]["message"].as_str().unwrap().is_empty(),
+                "{what}"
+            );
+        }
+    }
 
     #[test]
     fn renders_the_error_shape() {

@@ -9,7 +9,7 @@
 //!
 //! The breaker sits inside the retry layer, so each try is checked and counted,
 //! and a retry finds the circuit open as soon as it opens. What counts as a
-//! failure is the outcome table's (`outcome.rs`). The `offergate_circuit_open`
+//! failure is the partner's health in the error table (`call/meaning.rs`). The `offergate_circuit_open`
 //! gauge is read from the breakers at scrape time, so it is never stale.
 
 use crate::call::problem::Problem;
@@ -25,7 +25,7 @@ use super::pause::{AnyPauses, PauseBoard};
 use super::ProxyService;
 use crate::call::clock::{self, Instant};
 use crate::call::error::{CallError, GatewayError};
-use crate::call::outcome::{classify, Reason, Verdict};
+use crate::call::meaning::{asked_wait, Health, Reason};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};
 use crate::config::{CircuitConfig, Config};
@@ -100,33 +100,32 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
             let route = req.route();
             let this = &*self.shared;
             if let Some(retry_after) = this.pauses.left(route) {
-                return Err(GatewayError::Call(CallError::CircuitOpen { retry_after }));
+                return Err(GatewayError::Call(CallError::Paused { retry_after }));
             }
             let permit = this.breakers.get(route).admit().map_err(|retry_after| {
                 GatewayError::Call(CallError::CircuitOpen { retry_after })
             })?;
             let result = self.next.call(req).await;
-            match classify(&result) {
-                Verdict::Deliver => permit.record(Some(true)),
-                Verdict::Failure {
-                    reason,
-                    trips_circuit,
-                    retry_after,
-                    ..
-                } => {
-                    if let (Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS), Some(asked)) =
-                        (reason, retry_after)
-                    {
-                        let pause_for = asked.min(*this.retry_after_cap.get(route));
-                        this.pauses.pause(route, pause_for).await;
-                    }
-                    match reason {
-                        // Cut short by our own deadline or quota: says nothing about the partner.
-                        Reason::DeadlineExceeded | Reason::RateLimited => permit.record(None),
-                        _ if trips_circuit => permit.failed(reason),
-                        _ => permit.record(Some(true)),
-                    }
+            let error = match &result {
+                Ok(_) => {
+                    permit.record(Some(true));
+                    return result;
                 }
+                Err(e) => e,
+            };
+            if let GatewayError::Call(CallError::PartnerStatus(answer)) = error {
+                if let (StatusCode::TOO_MANY_REQUESTS, Some(asked)) =
+                    (answer.status, asked_wait(error))
+                {
+                    let pause_for = asked.min(*this.retry_after_cap.get(route));
+                    this.pauses.pause(route, pause_for).await;
+                }
+            }
+            let meaning = error.meaning();
+            match meaning.health {
+                Health::Healthy => permit.record(Some(true)),
+                Health::Unknown => permit.record(None),
+                Health::Failing => permit.failed(meaning.fallback),
             }
             result
         }
@@ -296,9 +295,9 @@ impl Permit<'_> {
     }
 
     /// The try failed in a way that counts toward opening, for `reason`.
-    pub fn failed(mut self, reason: Reason) {
+    pub fn failed(mut self, reason: Option<Reason>) {
         self.recorded = true;
-        self.breaker.record(self.probe, Some(false), Some(reason));
+        self.breaker.record(self.probe, Some(false), reason);
     }
 }
 
@@ -356,12 +355,12 @@ mod tests {
     async fn the_console_sees_why_and_for_how_long_it_is_open() {
         let b = breaker();
         assert_eq!(b.look().state, "closed");
-        b.admit().unwrap().failed(Reason::UpstreamTimeout);
+        b.admit().unwrap().failed(Some(Reason::UpstreamTimeout));
         assert_eq!((b.look().state, b.look().failures), ("closed", 1));
         for _ in 0..2 {
             b.admit()
                 .unwrap()
-                .failed(Reason::UpstreamStatus(StatusCode::BAD_GATEWAY));
+                .failed(Some(Reason::UpstreamStatus(StatusCode::BAD_GATEWAY)));
         }
         let look = b.look();
         assert_eq!(look.state, "open");

@@ -20,7 +20,7 @@ use tower::Layer;
 use super::ProxyService;
 use crate::call::error::{CallError, GatewayError};
 use crate::call::headers::X_OFFERGATE_FALLBACK;
-use crate::call::outcome::{classify, Reason, Verdict};
+use crate::call::meaning::Reason;
 use crate::call::request::Outcome;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Target};
@@ -110,7 +110,7 @@ impl<S: ProxyService> ProxyService for Fallback<S> {
                 }
                 other => (other, false),
             };
-            let Verdict::Failure { reason, .. } = classify(&result) else {
+            let Some(reason) = result.as_ref().err().and_then(|e| e.meaning().fallback) else {
                 return result;
             };
             let rejects_limits = reason == Reason::RateLimited

@@ -32,7 +32,7 @@ use tower::Layer;
 use super::ProxyService;
 use crate::call::error::RetryType as RetryKind;
 use crate::call::error::{code, CallError, GatewayError};
-use crate::call::outcome::{classify, Verdict};
+use crate::call::meaning::asked_wait;
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::PerRoute;
 use crate::config::{Config, RetryConfig};
@@ -77,7 +77,7 @@ impl RetryLayer {
             "Partner tries repeated, by route and the failure that caused it.",
             &["route", "reason"],
         )?;
-        // What is retried when it fails (call/outcome.rs's table).
+        // What is retried when it fails (the error table, call/meaning.rs).
         Metrics::zeroed(
             &retries,
             &[
@@ -161,25 +161,22 @@ impl<S: ProxyService> ProxyService for Retry<S> {
             policy.budget.deposit();
             let mut done = 0;
             loop {
-                let result = self.next.call(req.next_try()).await;
-                let Verdict::Failure {
-                    reason,
-                    retry,
-                    retry_after,
-                    ..
-                } = classify(&result)
-                else {
-                    return result;
-                };
-                let Some(delay) =
-                    policy.delay(done, retry, retry_after, req.deadline, clock::now())
-                else {
-                    return result;
-                };
-                // Only errors are failures (`classify`).
-                let last = match result {
+                let last = match self.next.call(req.next_try()).await {
                     Err(e) => e,
                     ok => return ok,
+                };
+                let meaning = last.meaning();
+                let (Some(reason), Some(delay)) = (
+                    meaning.fallback,
+                    policy.delay(
+                        done,
+                        meaning.retry,
+                        asked_wait(&last),
+                        req.deadline,
+                        clock::now(),
+                    ),
+                ) else {
+                    return Err(last);
                 };
                 if !policy.budget.withdraw() {
                     return Err(GatewayError::Call(CallError::RetryBudgetExhausted {

@@ -5,17 +5,25 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// The README and every page of `docs/`.
+/// Every page a reader finds: the root's (README, SECURITY), `docs/`'s and
+/// the benches' README.
 fn pages(root: &Path) -> Vec<(String, String)> {
-    let mut names = vec!["README.md".to_string()];
-    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
-        .expect("docs/ exists")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".md"))
-        .map(|n| format!("docs/{n}"))
-        .collect();
-    docs.sort();
-    names.extend(docs);
+    let in_dir = |dir: &str| -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(root.join(dir))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".md"))
+                    .map(|n| format!("{dir}/{n}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    };
+    let mut names: Vec<String> = in_dir(".");
+    names.extend(in_dir("docs"));
+    names.extend(in_dir("benches"));
     names
         .into_iter()
         .map(|n| {

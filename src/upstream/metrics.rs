@@ -4,7 +4,7 @@
 use crate::call::problem::Problem;
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
-use crate::call::outcome::OfferResult;
+use crate::call::meaning::OfferResult;
 use crate::call::route::Route;
 use crate::metrics::Metrics;
 

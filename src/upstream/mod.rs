@@ -22,7 +22,7 @@ use http_body_util::Full;
 
 use crate::call::error::{CallError, Cause, GatewayError, Refusal, UpstreamFailure};
 use crate::call::headers::{self, X_REQUEST_ID};
-use crate::call::outcome::{partner_answer, OfferResult};
+use crate::call::meaning::{partner_answer, OfferResult};
 use crate::call::request::{OfferServed, Outcome};
 use crate::call::request::{ProxyRequest, ProxyResponse};
 use crate::call::route::{PerRoute, Route};

@@ -1,5 +1,5 @@
 //! Retries, deadlines, the retry budget, the circuit breaker and the soft
-//! fallback, row by row of the outcome table (`call/outcome.rs`), against the
+//! fallback, row by row of the error table (`call/meaning.rs`), against the
 //! simulator's scripted faults. Every test checks what reached the partner.
 
 use std::time::{Duration, Instant};

@@ -15,7 +15,7 @@ use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use offergate::app::stack::EdgeWith;
 use offergate::call::error::{CallError, GatewayError, UpstreamFailure};
-use offergate::call::outcome::partner_answer;
+use offergate::call::meaning::partner_answer;
 use offergate::call::request::{Outcome, ProxyRequest, ProxyResponse};
 use offergate::call::route::Route;
 use offergate::config::{BaseUrl, Config, MapEnv, Rate};

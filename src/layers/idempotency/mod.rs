@@ -27,6 +27,7 @@ mod redis;
 mod store;
 
 use crate::call::fingerprint::Fingerprint;
+use crate::call::meaning::storable;
 use crate::call::problem::Problem;
 pub use ahead::AskAhead;
 pub use any::AnyStore;
@@ -221,11 +222,6 @@ impl<St> RouteState<St> {
             }
         }
     }
-}
-
-/// Whether an answer may be replayed: the partner's own 200 or 400.
-fn storable(answer: &Answer) -> bool {
-    matches!(answer, Ok(r) if r.outcome == Outcome::Forwarded && (r.status == 200 || r.status == 400))
 }
 
 /// What to store of `answer`, if it is storable.

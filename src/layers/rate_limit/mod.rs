@@ -128,7 +128,7 @@ impl Shared {
         match refused {
             Refused::Paused(retry_after) => {
                 self.limited.inc(route, LimitScope::Upstream, "enforced");
-                GatewayError::Call(CallError::CircuitOpen { retry_after })
+                GatewayError::Call(CallError::Paused { retry_after })
             }
             Refused::Limited(retry_after) => {
                 self.limited.inc(route, self.scope, "enforced");
