@@ -42,13 +42,14 @@ fn json_text() -> impl Strategy<Value = String> {
 
 /// The same object with its top-level fields in another order and spacing.
 fn reordered(text: &str) -> Option<String> {
-    let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else {
-        return None;
-    };
-    let fields: Vec<String> = map
+    let crate::call::json::Members(members) = serde_json::from_str(text).ok()?;
+    let fields: Vec<String> = members
         .iter()
         .rev()
-        .map(|(k, v)| format!(" {} : {v} ", serde_json::to_string(k).unwrap_or_default()))
+        .map(|(k, v)| {
+            let key = serde_json::to_string(k).unwrap_or_default();
+            format!(" {key} : {} ", v.get())
+        })
         .collect();
     Some(format!("{{ {} }}", fields.join(",\n")))
 }

@@ -1,8 +1,9 @@
 //! A request body parsed once into a tree that borrows its strings from the
 //! body, for validation and the idempotency fingerprint. A `serde_json::Value`
 //! would copy every key and string and build a hash map per object; this tree
-//! allocates one `Vec` per object or array, and a string only when it holds an
-//! escape.
+//! allocates two `Vec`s per object (its members as raw text, then its fields)
+//! and one per array, a string only when it holds an escape, and keeps each
+//! number's text as written.
 //!
 //! Objects are kept sorted by key, which is the order the canonical form
 //! needs, so the fingerprint writes them as they are. A key given twice in one
@@ -13,45 +14,18 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::Number;
 
 /// `serde_json::from_slice`, with the body's UTF-8 checked once up front
 /// (word at a time) rather than string by string as `from_slice` does: a
 /// third of a request's parsing instructions. Invalid UTF-8 gets
 /// `from_slice`'s own error, with its line and column.
 pub fn from_bytes<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_json::Error> {
-    let range = body.as_ptr_range();
-    let previous = PARSING.replace((range.start as usize, range.end as usize));
-    let parsed = match std::str::from_utf8(body) {
+    match std::str::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(body),
-    };
-    PARSING.set(previous);
-    parsed
-}
-
-thread_local! {
-    /// Where the text being parsed lies, so that serde_json's own name for a
-    /// number (a static string, [`NUMBER_TOKEN`]) is told from a key of the
-    /// same spelling in the text itself.
-    static PARSING: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Whether `key` is serde_json's marker of a number, not a key of the text.
-// Takes the `Cow` itself: whether the key was borrowed is the point.
-#[allow(clippy::ptr_arg)]
-fn is_number_marker(key: &Cow<'_, str>) -> bool {
-    let Cow::Borrowed(k) = key else {
-        // An escaped key of the text (serde_json's marker is never escaped).
-        return false;
-    };
-    if *k != NUMBER_TOKEN {
-        return false;
     }
-    let (start, end) = PARSING.get();
-    !(start..end).contains(&(k.as_ptr() as usize))
 }
 
 /// Whether `body`'s objects and arrays nest at most `limit` deep: one pass
@@ -87,10 +61,33 @@ pub fn nesting_within(body: &[u8], limit: usize) -> bool {
 pub enum Json<'a> {
     Null,
     Bool(bool),
-    Number(Number),
+    Number(Number<'a>),
     String(Cow<'a, str>),
     Array(Vec<Json<'a>>),
     Object(Object<'a>),
+}
+
+/// A number as the body wrote it (`1e400` and `18446744073709551617`
+/// included, never rounded), read as a value where one is needed.
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub struct Number<'a>(&'a str);
+
+impl Number<'_> {
+    /// The number as a whole number that fits in a `u64`, if it is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        self.0.parse().ok()
+    }
+
+    /// The number as a finite `f64`, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        self.0.parse::<f64>().ok().filter(|f| f.is_finite())
+    }
+}
+
+impl fmt::Display for Number<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
 }
 
 /// An object's fields, sorted by key, each key once.
@@ -130,10 +127,7 @@ impl<'a> Json<'a> {
             Json::Null => out.extend_from_slice(b"null"),
             Json::Bool(true) => out.extend_from_slice(b"true"),
             Json::Bool(false) => out.extend_from_slice(b"false"),
-            Json::Number(n) => {
-                // Writing into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, n);
-            }
+            Json::Number(Number(text)) => out.extend_from_slice(text.as_bytes()),
             Json::String(s) => write_string(s, out),
             Json::Array(items) => {
                 out.push(b'[');
@@ -201,76 +195,80 @@ impl<'a> Object<'a> {
     }
 }
 
+/// Each value is taken from serde_json as its raw text first, then read by
+/// its first byte: a number keeps that text, a container is read member by
+/// member the same way. serde_json's own number form (its
+/// `arbitrary_precision` feature) would hand a number over as a private
+/// one-member map; the raw text needs no such feature.
 impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor)
+        let raw = <&'de RawValue>::deserialize(d)?;
+        Json::from_raw(raw, 0).map_err(|why| match why {
+            Malformed::Duplicate(key) => de::Error::custom(format_args!("duplicate key `{key}`")),
+            Malformed::TooDeep => de::Error::custom(format_args!(
+                "objects and arrays nest more than {MAX_DEPTH} deep"
+            )),
+            Malformed::Json(e) => de::Error::custom(e),
+        })
     }
 }
 
-struct JsonVisitor;
+/// Why a value serde_json accepted is not one offergate takes.
+enum Malformed<'a> {
+    /// A key given twice in one object.
+    Duplicate(Cow<'a, str>),
+    /// Deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// Past serde_json's own checks (its recursion limit, say).
+    Json(serde_json::Error),
+}
 
-/// How serde_json names a number's text in its `arbitrary_precision` form.
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+impl<'a> From<serde_json::Error> for Malformed<'a> {
+    fn from(e: serde_json::Error) -> Self {
+        Malformed::Json(e)
+    }
+}
 
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json<'de>;
+/// How deep objects and arrays may nest: serde_json's own limit, which its
+/// raw values do not apply.
+const MAX_DEPTH: usize = 128;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
-        Ok(Json::Null)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
-        Ok(Json::Number(v.into()))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
-        // As serde_json's Value does: JSON text cannot hold NaN or infinity.
-        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
-        Ok(Json::String(Cow::Owned(v)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+impl<'a> Json<'a> {
+    /// `raw`, valid JSON by serde_json's check, at `depth`, as a tree.
+    fn from_raw(raw: &'a RawValue, depth: usize) -> Result<Json<'a>, Malformed<'a>> {
+        let text = raw.get();
+        let container = matches!(text.as_bytes().first(), Some(b'{' | b'['));
+        if container && depth >= MAX_DEPTH {
+            return Err(Malformed::TooDeep);
         }
-        Ok(Json::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(4, 64));
-        while let Some(Key(key)) = map.next_key()? {
-            // serde_json hands a number over as this one-member map when it
-            // keeps numbers as written (its `arbitrary_precision`): the text
-            // of `1e400` or `18446744073709551617`, never a rounded value.
-            if fields.is_empty() && is_number_marker(&key) {
-                let text: Cow<'de, str> = map.next_value()?;
-                return text
-                    .parse::<Number>()
-                    .map(Json::Number)
-                    .map_err(de::Error::custom);
+        Ok(match text.as_bytes().first() {
+            Some(b'{') => {
+                let Members(members) = serde_json::from_str(text)?;
+                let fields = members
+                    .into_iter()
+                    .map(|(key, value)| Ok((key, Json::from_raw(value, depth + 1)?)))
+                    .collect::<Result<Vec<_>, Malformed<'a>>>()?;
+                Json::Object(Object::from_fields(fields).map_err(Malformed::Duplicate)?)
             }
-            fields.push((key, map.next_value()?));
-        }
-        Object::from_fields(fields)
-            .map(Json::Object)
-            .map_err(|key| de::Error::custom(format_args!("duplicate key `{key}`")))
+            Some(b'[') => {
+                let items: Vec<&'a RawValue> = serde_json::from_str(text)?;
+                Json::Array(
+                    items
+                        .into_iter()
+                        .map(|item| Json::from_raw(item, depth + 1))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            Some(b'"') => {
+                let Key(s) = serde_json::from_str(text)?;
+                Json::String(s)
+            }
+            Some(b't') => Json::Bool(true),
+            Some(b'f') => Json::Bool(false),
+            Some(b'n') => Json::Null,
+            // What is left of valid JSON is a number.
+            _ => Json::Number(Number(text)),
+        })
     }
 }
 
@@ -344,10 +342,12 @@ mod tests {
             r#"{"n":18446744073709551617}"#
         );
         assert_eq!(c(r#"{ "b" : 1.50, "a": -0 }"#), r#"{"a":-0,"b":1.50}"#);
-        // The object form serde_json uses for numbers is no object of the
-        // body's, escaped or not.
-        assert!(c(r#"{"$serde_json::private::Number":"1"}"#).contains("private"));
-        assert!(c(r#"{"x":{"\u0024serde_json::private::Number":"1"}}"#).contains("private"));
+        assert_eq!(c(r#"{"n":1e400}"#), r#"{"n":1e400}"#);
+        // serde_json's own name for a number is an ordinary key here.
+        assert_eq!(
+            c(r#"{"$serde_json::private::Number":"1"}"#),
+            r#"{"$serde_json::private::Number":"1"}"#
+        );
     }
 
     fn canonical(body: &str) -> String {
@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn canonical_form_matches_serde_json() {
         for body in [
-            r#"{"b":1,"a":"x","c":{"z":[1,2.5,-3,1e3,{"y":null,"x":true}],"a":false}}"#,
+            r#"{"b":1,"a":"x","c":{"z":[1,2.5,-3,1000.5,{"y":null,"x":true}],"a":false}}"#,
             r#"{"k":"quote \" backslash \\ slash \/ tab \t unicode \u00e9 \ud83d\ude00"}"#,
             r#"{"\u0062":1,"a":2}"#,
             r#"[1,"two",null,[],{}]"#,
@@ -412,10 +412,10 @@ mod tests {
         let Json::Object(o) = Json::parse(br#"{"d":7,"a":1,"c":4,"b":2}"#).unwrap() else {
             panic!("object")
         };
-        assert_eq!(o.get("a"), Some(&Json::Number(1.into())));
-        assert_eq!(o.get("b"), Some(&Json::Number(2.into())));
-        assert_eq!(o.get("c"), Some(&Json::Number(4.into())));
-        assert_eq!(o.get("d"), Some(&Json::Number(7.into())));
+        assert_eq!(o.get("a"), Some(&Json::Number(Number("1"))));
+        assert_eq!(o.get("b"), Some(&Json::Number(Number("2"))));
+        assert_eq!(o.get("c"), Some(&Json::Number(Number("4"))));
+        assert_eq!(o.get("d"), Some(&Json::Number(Number("7"))));
         assert_eq!(o.get("e"), None);
     }
 
@@ -442,9 +442,18 @@ mod tests {
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let deep = "[".repeat(10_000);
-        for bad in ["", "{", "{\"a\":}", "[1,]", "nul", "\"\\x\"", deep.as_str()] {
+        let closed = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let keyed = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+        for bad in [
+            "", "{", "{\"a\":}", "[1,]", "nul", "\"\\x\"", &deep, &closed, &keyed,
+        ] {
             assert!(Json::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+        let at_the_limit = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(Json::parse(at_the_limit.as_bytes()).is_ok());
+        let past = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let e = Json::parse(past.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("nest more than 128 deep"), "{e}");
     }
 
     #[test]
