@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// `serde_json::from_slice`, with the body's UTF-8 checked once up front
@@ -98,7 +98,14 @@ impl<'a> Json<'a> {
     /// Parses `body`; serde_json's errors (with line and column) and its
     /// nesting limit apply, and a key repeated within an object is an error.
     pub fn parse(body: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
-        from_bytes(body)
+        match std::str::from_utf8(body) {
+            Ok(text) => Json::from_text(text, 0, false),
+            // serde_json's own error, with its line and column.
+            Err(_) => match serde_json::from_slice::<serde_json::Value>(body) {
+                Err(e) => Err(e),
+                Ok(_) => Err(refuse(format_args!("the body is not UTF-8"))),
+            },
+        }
     }
 
     /// "a string", "an object", ...: for error messages.
@@ -195,80 +202,126 @@ impl<'a> Object<'a> {
     }
 }
 
-/// Each value is taken from serde_json as its raw text first, then read by
-/// its first byte: a number keeps that text, a container is read member by
-/// member the same way. serde_json's own number form (its
-/// `arbitrary_precision` feature) would hand a number over as a private
-/// one-member map; the raw text needs no such feature.
-impl<'de> Deserialize<'de> for Json<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = <&'de RawValue>::deserialize(d)?;
-        Json::from_raw(raw, 0).map_err(|why| match why {
-            Malformed::Duplicate(key) => de::Error::custom(format_args!("duplicate key `{key}`")),
-            Malformed::TooDeep => de::Error::custom(format_args!(
-                "objects and arrays nest more than {MAX_DEPTH} deep"
-            )),
-            Malformed::Json(e) => de::Error::custom(e),
-        })
-    }
-}
-
-/// Why a value serde_json accepted is not one offergate takes.
-enum Malformed<'a> {
-    /// A key given twice in one object.
-    Duplicate(Cow<'a, str>),
-    /// Deeper than [`MAX_DEPTH`].
-    TooDeep,
-    /// Past serde_json's own checks (its recursion limit, say).
-    Json(serde_json::Error),
-}
-
-impl<'a> From<serde_json::Error> for Malformed<'a> {
-    fn from(e: serde_json::Error) -> Self {
-        Malformed::Json(e)
-    }
-}
-
 /// How deep objects and arrays may nest: serde_json's own limit, which its
 /// raw values do not apply.
 const MAX_DEPTH: usize = 128;
 
+/// An error of offergate's own about JSON that serde_json accepted.
+fn refuse(why: fmt::Arguments<'_>) -> serde_json::Error {
+    de::Error::custom(why)
+}
+
 impl<'a> Json<'a> {
-    /// `raw`, valid JSON by serde_json's check, at `depth`, as a tree.
-    fn from_raw(raw: &'a RawValue, depth: usize) -> Result<Json<'a>, Malformed<'a>> {
-        let text = raw.get();
-        let container = matches!(text.as_bytes().first(), Some(b'{' | b'['));
-        if container && depth >= MAX_DEPTH {
-            return Err(Malformed::TooDeep);
+    /// `text`, one JSON value, as a tree. Each value is taken from serde_json
+    /// as its raw text and read by its first byte: a number keeps that text
+    /// (serde_json would round it, or with its `arbitrary_precision` hand it
+    /// over as a private one-member map), a string is borrowed unless it
+    /// holds an escape, and a container is read member by member the same
+    /// way. `exact`: `text` is one raw value as serde_json cut it, with no
+    /// whitespace around it.
+    fn from_text(text: &'a str, depth: usize, exact: bool) -> Result<Json<'a>, serde_json::Error> {
+        let first = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .as_bytes()
+            .first();
+        if matches!(first, Some(b'{' | b'[')) && depth >= MAX_DEPTH {
+            return Err(refuse(format_args!(
+                "objects and arrays nest more than {MAX_DEPTH} deep"
+            )));
         }
-        Ok(match text.as_bytes().first() {
+        Ok(match first {
             Some(b'{') => {
-                let Members(members) = serde_json::from_str(text)?;
-                let fields = members
-                    .into_iter()
-                    .map(|(key, value)| Ok((key, Json::from_raw(value, depth + 1)?)))
-                    .collect::<Result<Vec<_>, Malformed<'a>>>()?;
-                Json::Object(Object::from_fields(fields).map_err(Malformed::Duplicate)?)
+                let fields = Children::read(text, depth, true)?;
+                let object = Object::from_fields(fields)
+                    .map_err(|key| refuse(format_args!("duplicate key `{key}`")))?;
+                Json::Object(object)
             }
             Some(b'[') => {
-                let items: Vec<&'a RawValue> = serde_json::from_str(text)?;
-                Json::Array(
-                    items
-                        .into_iter()
-                        .map(|item| Json::from_raw(item, depth + 1))
-                        .collect::<Result<_, _>>()?,
-                )
+                let items = Children::read(text, depth, false)?;
+                Json::Array(items.into_iter().map(|(_, item)| item).collect())
             }
-            Some(b'"') => {
-                let Key(s) = serde_json::from_str(text)?;
-                Json::String(s)
+            // A top-level scalar: checked by serde_json, then read as one.
+            _ if !exact => {
+                let raw: &'a RawValue = serde_json::from_str(text)?;
+                Json::from_text(raw.get(), depth, true)?
             }
+            Some(b'"') => match text.get(1..text.len() - 1) {
+                // No escape: the text between the quotes is the string.
+                Some(inner) if !inner.contains('\\') => Json::String(Cow::Borrowed(inner)),
+                _ => Json::String(Cow::Owned(serde_json::from_str(text)?)),
+            },
             Some(b't') => Json::Bool(true),
             Some(b'f') => Json::Bool(false),
             Some(b'n') => Json::Null,
             // What is left of valid JSON is a number.
             _ => Json::Number(Number(text)),
         })
+    }
+}
+
+/// A container's members or items, each read from its raw text one level
+/// deeper. An error of a member's own (a key twice, too deep) is kept aside
+/// whole, so it is not reported with a position inside the member's text.
+struct Children<'s> {
+    depth: usize,
+    failed: &'s std::cell::Cell<Option<serde_json::Error>>,
+}
+
+/// A member's key (empty for an array's items) and value.
+type Child<'a> = (Cow<'a, str>, Json<'a>);
+
+impl<'a> Children<'_> {
+    /// The members of `text`, one object (`object`) or array.
+    fn read(
+        text: &'a str,
+        depth: usize,
+        object: bool,
+    ) -> Result<Vec<Child<'a>>, serde_json::Error> {
+        let failed = std::cell::Cell::new(None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let children = Children {
+            depth,
+            failed: &failed,
+        };
+        let read = match object {
+            true => de.deserialize_map(children),
+            false => de.deserialize_seq(children),
+        };
+        let children = read.map_err(|e| failed.take().unwrap_or(e))?;
+        de.end()?;
+        Ok(children)
+    }
+
+    fn child<E: de::Error>(&self, raw: &'a RawValue) -> Result<Json<'a>, E> {
+        Json::from_text(raw.get(), self.depth + 1, true).map_err(|e| {
+            self.failed.set(Some(e));
+            E::custom("a member failed")
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Children<'_> {
+    type Value = Vec<Child<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object or an array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).clamp(4, 64));
+        while let Some(Key(key)) = map.next_key()? {
+            let value = self.child(map.next_value()?)?;
+            fields.push((key, value));
+        }
+        Ok(fields)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(raw) = seq.next_element()? {
+            items.push((Cow::Borrowed(""), self.child(raw)?));
+        }
+        Ok(items)
     }
 }
 
@@ -462,9 +515,12 @@ mod tests {
         let e = Json::parse(body).unwrap_err().to_string();
         assert!(e.contains("line 1 column"), "{e}");
         let valid = "{\"a\":\"caf\u{e9} \u{1f600}\"}";
+        let Json::Object(o) = Json::parse(valid.as_bytes()).unwrap() else {
+            panic!("object")
+        };
         assert_eq!(
-            Json::parse(valid.as_bytes()).unwrap(),
-            serde_json::from_slice::<Json>(valid.as_bytes()).unwrap()
+            o.get("a").and_then(Json::as_str),
+            Some("caf\u{e9} \u{1f600}")
         );
     }
 }
