@@ -1,9 +1,11 @@
-//! A request body parsed once into a tree that borrows its strings from the
-//! body, for validation and the idempotency fingerprint. A `serde_json::Value`
+//! A request body parsed into a tree that borrows its strings from the body,
+//! for validation and the idempotency fingerprint. A `serde_json::Value`
 //! would copy every key and string and build a hash map per object; this tree
-//! allocates two `Vec`s per object (its members as raw text, then its fields)
-//! and one per array, a string only when it holds an escape, and keeps each
-//! number's text as written.
+//! allocates one `Vec` per object or array and a string only when it holds an
+//! escape, and keeps each number's text as written. Each container's text is
+//! read once more for its own members (a body nests two deep): measured, about
+//! 1.8 k instructions a call more than serde_json's private number form,
+//! which offergate no longer uses.
 //!
 //! Objects are kept sorted by key, which is the order the canonical form
 //! needs, so the fingerprint writes them as they are. A key given twice in one
