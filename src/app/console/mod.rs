@@ -1,7 +1,7 @@
 //! The operator's console on the admin listener: what this replica is doing
 //! now, read without a Prometheus. `GET /` is one self-contained page
-//! (`page.html`, no outside script, font or style) that polls `GET /status`
-//! and `GET /requests`; with scripts off it is served already filled in.
+//! (`page.rs`, no outside script, font or style) rendered from what `GET
+//! /status` and `GET /requests` answer, and fetched again every 2 s.
 //! `GET /config` is the loaded config with every secret redacted.
 //!
 //! Everything shown comes from what the gateway keeps anyway: the metrics

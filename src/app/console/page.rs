@@ -1,12 +1,14 @@
-//! `GET /`: the console page, sent filled in from `/status` and
-//! `/requests` so it reads with scripts off; `page.js` (inline, allowed by
-//! its hash in the Content-Security-Policy) then redraws it every 2 s. No
-//! outside script, font, style or image: it works offline and on an
-//! air-gapped host.
+//! `GET /`: the console page, rendered here once from `/status` and
+//! `/requests`, so it reads the same with scripts off. maud builds the HTML
+//! and escapes every value in it. `page.js` (inline, allowed by its hash in
+//! the Content-Security-Policy) only fetches this page again every 2 s and
+//! swaps its sections in; it renders nothing itself. No outside script,
+//! font, style or image: it works offline and on an air-gapped host.
 
-use std::fmt::Write;
 use std::sync::OnceLock;
 
+use base64::Engine;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
 const SCRIPT: &str = include_str!("page.js");
@@ -25,6 +27,17 @@ code{font-size:.9em}#updated{color:#5b6475;font-size:.9em}.stale #updated{color:
 .noscript{color:#5b6475}.live .noscript{display:none}
 ";
 
+/// The sections the script swaps, by id.
+const SECTIONS: [(&str, Option<&str>); 7] = [
+    ("header", None),
+    ("partners", Some("Partners")),
+    ("routes", Some("Routes")),
+    ("decisions", Some("Conversation decisions")),
+    ("state", Some("Shared state")),
+    ("charts", Some("Last minutes")),
+    ("requests", Some("Recent requests")),
+];
+
 /// The `Content-Security-Policy` of the page: its own inline script (by
 /// hash) and style, requests to this listener only, nothing else.
 pub fn content_security_policy() -> &'static str {
@@ -35,261 +48,316 @@ pub fn content_security_policy() -> &'static str {
             "default-src 'none'; script-src 'sha256-{}'; style-src 'unsafe-inline'; \
              connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; \
              frame-ancestors 'none'",
-            base64(digest.as_ref())
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
         )
     })
 }
 
 /// The page for `status` (`Console::status`) and `requests` (`Console::requests`).
 pub fn render_page(status: &Value, requests: &Value) -> String {
-    let mut out = String::with_capacity(16 * 1024);
-    out.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
-    out.push_str("<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
-    out.push_str("<title>offergate console</title><style>");
-    out.push_str(STYLE);
-    out.push_str("</style></head><body><h1>offergate</h1>");
-    let _ = write!(
-        out,
-        "<p id=\"updated\">as of {} UTC <span class=\"noscript\">(scripts are off: reload the page to update)</span></p>",
-        clock(status["now_ms"].as_i64().unwrap_or(0))
-    );
-    section(&mut out, "header", None, &header(status));
-    section(&mut out, "partners", Some("Partners"), &partners(status));
-    section(&mut out, "routes", Some("Routes"), &routes(status));
-    section(
-        &mut out,
-        "decisions",
-        Some("Conversation decisions"),
-        &decisions(status),
-    );
-    section(&mut out, "state", Some("Shared state"), &state(status));
-    section(
-        &mut out,
-        "charts",
-        Some("Last minutes"),
-        "<p class=\"noscript\">The charts are drawn by the page's script.</p>",
-    );
-    section(
-        &mut out,
-        "requests",
-        Some("Recent requests"),
-        &recent(requests),
-    );
-    out.push_str("<script>");
-    out.push_str(SCRIPT);
-    out.push_str("</script></body></html>");
-    out
-}
-
-fn section(out: &mut String, id: &str, title: Option<&str>, inner: &str) {
-    if let Some(title) = title {
-        let _ = write!(out, "<h2>{title}</h2>");
-    }
-    let _ = write!(out, "<div id=\"{id}\">{inner}</div>");
-}
-
-fn header(st: &Value) -> String {
-    let c = &st["config"];
-    let reload = match c["last_reload"].as_object() {
-        None => "none since start".to_string(),
-        Some(r) => {
-            let mut s = format!(
-                "{} at {} UTC",
-                esc(r.get("result").and_then(Value::as_str).unwrap_or("-")),
-                clock(r.get("at_ms").and_then(Value::as_i64).unwrap_or(0))
-            );
-            if let Some(p) = r.get("problems").and_then(Value::as_array) {
-                let p: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
-                let _ = write!(s, ": {}", esc(&p.join("; ")));
-            }
-            s
+    let at = clock(status["now_ms"].as_i64().unwrap_or(0));
+    let section = |id: &str| -> Markup {
+        match id {
+            "header" => header(status),
+            "partners" => partners(status),
+            "routes" => routes(status),
+            "decisions" => decisions(status),
+            "state" => state(status),
+            "charts" => charts(status),
+            _ => recent(requests),
         }
     };
-    let ready = st["ready"].as_bool().unwrap_or(false);
-    format!(
-        "<dl><dt>version</dt><dd id=\"version\">{}</dd>\
-         <dt>status</dt><dd id=\"ready\" class=\"{}\">{}</dd>\
-         <dt>uptime</dt><dd id=\"uptime\">{} s</dd>\
-         <dt>config</dt><dd id=\"config-path\">{}</dd>\
-         <dt>sha256</dt><dd id=\"config-sha\"><code>{}</code></dd>\
-         <dt>last reload</dt><dd id=\"last-reload\">{}</dd></dl>",
-        text(&st["version"]),
-        if ready { "ok" } else { "bad" },
-        if ready { "ready" } else { "not ready" },
-        st["uptime_seconds"].as_u64().unwrap_or(0),
-        esc(c["path"].as_str().unwrap_or("built in")),
-        text(&c["sha256"]),
-        reload
-    )
-}
-
-fn partners(st: &Value) -> String {
-    let mut rows = String::new();
-    for p in st["partners"].as_array().into_iter().flatten() {
-        let c = &p["circuit"];
-        let state = c["state"].as_str().unwrap_or("-");
-        let circuit = match state {
-            "open" => format!(
-                "open, closes in {:.1} s",
-                c["closes_in_ms"].as_f64().unwrap_or(0.0) / 1000.0
-            ),
-            "half_open" => "half open (probing)".into(),
-            _ => format!(
-                "closed ({} of {} failures)",
-                c["failures"], c["failure_threshold"]
-            ),
-        };
-        let why = match (c["last_failure"].as_str(), state) {
-            (None, _) => "-".to_string(),
-            (Some(f), "closed") => format!("last failure: {f}"),
-            (Some(f), _) => f.to_string(),
-        };
-        let pause = match p["pause"].as_object() {
-            Some(pause) => format!(
-                "paused {:.1} s more",
-                pause.get("left_ms").and_then(Value::as_f64).unwrap_or(0.0) / 1000.0
-            ),
-            None => "none".into(),
-        };
-        let quota = match p["quota"].as_object() {
-            Some(q) => format!(
-                "{:.1} of {:.0}/s",
-                q.get("tries_per_second")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0),
-                q.get("per_second").and_then(Value::as_f64).unwrap_or(0.0)
-            ),
-            None => "no quota set".into(),
-        };
-        let _ = write!(
-            rows,
-            "<tr id=\"partner-{0}\"><th>{0}</th><td class=\"circuit circuit-{1}\">{2}</td>\
-             <td class=\"reason\">{3}</td><td class=\"pause\">{4}</td><td class=\"quota\">{5}</td></tr>",
-            text(&p["partner"]),
-            esc(state),
-            esc(&circuit),
-            esc(&why),
-            pause,
-            quota
-        );
-    }
-    format!(
-        "<table><thead><tr><th>partner</th><th>circuit</th><th>why</th><th>429 pause</th>\
-         <th>quota in use</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
-}
-
-fn routes(st: &Value) -> String {
-    let mut rows = String::new();
-    for r in st["routes"].as_array().into_iter().flatten() {
-        let name = r["route"].as_str().unwrap_or("-");
-        let total = r["requests_total"].as_f64().unwrap_or(0.0);
-        if total == 0.0 && name != "encore_offers" && name != "besitos_goals" {
-            continue;
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { "offergate console" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "offergate" }
+                p #updated data-at=(at) {
+                    "as of " (at) " UTC "
+                    span .noscript { "(scripts are off: reload the page to update)" }
+                }
+                @for (id, title) in SECTIONS {
+                    @if let Some(title) = title { h2 { (title) } }
+                    div id=(id) { (section(id)) }
+                }
+                script { (PreEscaped(SCRIPT)) }
+            }
         }
-        let fallbacks = match r["fallbacks_total"].as_object() {
-            Some(f) if !f.is_empty() => f
-                .iter()
-                .map(|(k, v)| format!("{}: {v}", esc(k)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            _ => "none".into(),
-        };
-        let i = &r["idempotency"];
-        let _ = write!(
-            rows,
-            "<tr id=\"route-{0}\"><th>{0}</th><td class=\"rps\">{1}</td><td class=\"p50\">{2}</td>\
-             <td class=\"p99\">{3}</td><td class=\"fallbacks\">{4}</td>\
-             <td class=\"idempotency\">{5} hits, {6} coalesced, {7} stored</td><td class=\"total\">{8}</td></tr>",
-            esc(name),
-            num(&r["requests_per_second"]),
-            num(&r["p50_ms"]),
-            num(&r["p99_ms"]),
-            fallbacks,
-            i["hits"],
-            i["coalesced"],
-            i["stored"],
-            total
-        );
     }
-    format!(
-        "<table><thead><tr><th>route</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th>\
-         <th>fallbacks (since start)</th><th>idempotency</th><th>requests</th></tr></thead>\
-         <tbody>{rows}</tbody></table>"
-    )
+    .into_string()
+}
+
+fn header(st: &Value) -> Markup {
+    let c = &st["config"];
+    let ready = st["ready"].as_bool().unwrap_or(false);
+    html! {
+        dl {
+            dt { "version" } dd #version { (text(&st["version"])) }
+            dt { "status" }
+            dd #ready class=(if ready { "ok" } else { "bad" }) {
+                (if ready { "ready" } else { "not ready" })
+            }
+            dt { "uptime" } dd #uptime { (duration(st["uptime_seconds"].as_u64().unwrap_or(0))) }
+            dt { "config" } dd #config-path { (c["path"].as_str().unwrap_or("built in")) }
+            dt { "sha256" } dd #config-sha { code { (text(&c["sha256"])) } }
+            dt { "last reload" } dd #last-reload {
+                @match c["last_reload"].as_object() {
+                    None => "none since start",
+                    Some(r) => {
+                        (r.get("result").and_then(Value::as_str).unwrap_or("-"))
+                        " at " (clock(r.get("at_ms").and_then(Value::as_i64).unwrap_or(0))) " UTC"
+                        @if let Some(problems) = r.get("problems").and_then(Value::as_array) {
+                            ": " (strings(problems, "; "))
+                        }
+                        @if let Some(names) = r.get("needs_restart").and_then(Value::as_array) {
+                            " (restart needed for " (strings(names, ", ")) ")"
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn partners(st: &Value) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "partner" } th { "circuit" } th { "why" } th { "429 pause" } th { "quota in use" }
+            } }
+            tbody {
+                @for p in st["partners"].as_array().into_iter().flatten() {
+                    @let c = &p["circuit"];
+                    @let state = c["state"].as_str().unwrap_or("-");
+                    tr id={ "partner-" (text(&p["partner"])) } {
+                        th { (text(&p["partner"])) }
+                        td class={ "circuit circuit-" (state) } {
+                            @match state {
+                                "open" => { "open, closes in " (fixed(&c["closes_in_ms"], 1000.0, 1)) " s" }
+                                "half_open" => "half open (probing)",
+                                _ => { "closed (" (c["failures"]) " of " (c["failure_threshold"]) " failures)" }
+                            }
+                        }
+                        td .reason {
+                            @match (c["last_failure"].as_str(), state) {
+                                (None, _) => "-",
+                                (Some(f), "closed") => { "last failure: " (f) }
+                                (Some(f), _) => (f),
+                            }
+                        }
+                        td .pause {
+                            @match p["pause"].as_object() {
+                                Some(pause) => {
+                                    "paused " (fixed(pause.get("left_ms").unwrap_or(&Value::Null), 1000.0, 1)) " s more"
+                                    @if let Some(why) = pause.get("reason").and_then(Value::as_str) { ": " (why) }
+                                }
+                                None => "none",
+                            }
+                        }
+                        td .quota {
+                            @match p["quota"].as_object() {
+                                Some(q) => {
+                                    @let part = |k: &str| q.get(k).cloned().unwrap_or(Value::Null);
+                                    (fixed(&part("tries_per_second"), 1.0, 1)) " of "
+                                    (fixed(&part("per_second"), 1.0, 0)) "/s ("
+                                    (fixed(&part("in_use"), 0.01, 0)) " %)"
+                                }
+                                None => "no quota set",
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn routes(st: &Value) -> Markup {
+    let shown = st["routes"].as_array().into_iter().flatten().filter(|r| {
+        let name = r["route"].as_str().unwrap_or("-");
+        r["requests_total"].as_f64().unwrap_or(0.0) > 0.0
+            || name == "encore_offers"
+            || name == "besitos_goals"
+    });
+    html! {
+        table {
+            thead { tr {
+                th { "route" } th { "req/s" } th { "p50 ms" } th { "p99 ms" }
+                th { "fallbacks (since start)" } th { "idempotency" } th { "requests" }
+            } }
+            tbody {
+                @for r in shown {
+                    @let i = &r["idempotency"];
+                    tr id={ "route-" (text(&r["route"])) } {
+                        th { (text(&r["route"])) }
+                        td .rps { (fixed(&r["requests_per_second"], 1.0, 1)) }
+                        td .p50 { (fixed(&r["p50_ms"], 1.0, 1)) }
+                        td .p99 { (fixed(&r["p99_ms"], 1.0, 1)) }
+                        td .fallbacks {
+                            @match r["fallbacks_total"].as_object().filter(|f| !f.is_empty()) {
+                                None => "none",
+                                Some(f) => {
+                                    @for (n, (reason, count)) in f.iter().enumerate() {
+                                        @if n > 0 { ", " }
+                                        (reason) ": " (count)
+                                    }
+                                }
+                            }
+                        }
+                        td .idempotency {
+                            (i["hits"]) " hits, " (i["coalesced"]) " coalesced, " (i["stored"]) " stored"
+                        }
+                        td .total { (r["requests_total"]) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The conversation endpoint's decisions: offers, and skips by reason.
-fn decisions(st: &Value) -> String {
-    let mut rows = String::new();
-    for (key, d) in st["decisions"].as_object().into_iter().flatten() {
-        let _ = write!(
-            rows,
-            "<tr id=\"decision-{0}\"><th>{0}</th><td class=\"rps\">{1}</td><td class=\"total\">{2}</td></tr>",
-            esc(key),
-            num(&d["per_second"]),
-            d["total"]
-        );
+fn decisions(st: &Value) -> Markup {
+    html! {
+        table {
+            thead { tr { th { "offer, or why not" } th { "per second" } th { "since start" } } }
+            tbody {
+                @for (key, d) in st["decisions"].as_object().into_iter().flatten() {
+                    tr id={ "decision-" (key) } {
+                        th { (key) }
+                        td .rps { (fixed(&d["per_second"], 1.0, 1)) }
+                        td .total { (d["total"]) }
+                    }
+                }
+            }
+        }
     }
-    format!(
-        "<table><thead><tr><th>offer, or why not</th><th>per second</th><th>since start</th></tr></thead>\
-         <tbody>{rows}</tbody></table>"
-    )
 }
 
-fn state(st: &Value) -> String {
+fn state(st: &Value) -> Markup {
     let s = &st["state"];
     let healthy = s["healthy"].as_bool().unwrap_or(false);
-    let mut line = format!(
-        "<p id=\"state-line\"><span class=\"{}\">{}</span> {}",
-        if healthy { "ok" } else { "bad" },
-        if healthy { "healthy" } else { "not answering" },
-        text(&s["describe"])
-    );
-    if s["backend"] == "redis" {
-        let _ = write!(
-            line,
-            ", p50 {} ms, p99 {} ms, on error: {}",
-            num(&s["latency_p50_ms"]),
-            num(&s["latency_p99_ms"]),
-            text(&s["on_error"])
-        );
+    html! {
+        p #state-line {
+            span class=(if healthy { "ok" } else { "bad" }) {
+                (if healthy { "healthy" } else { "not answering" })
+            }
+            " " (text(&s["describe"]))
+            @if s["backend"] == "redis" {
+                ", p50 " (fixed(&s["latency_p50_ms"], 1.0, 2)) " ms, p99 "
+                (fixed(&s["latency_p99_ms"], 1.0, 2)) " ms, on error: " (text(&s["on_error"]))
+            }
+        }
     }
-    line.push_str("</p>");
-    line
 }
 
-fn recent(rq: &Value) -> String {
-    let mut rows = String::new();
-    for e in rq["requests"].as_array().into_iter().flatten() {
-        let _ = write!(
-            rows,
-            "<tr class=\"request\"><td>{}</td><td>{}</td><td class=\"status\">{}</td>\
-             <td class=\"fallback\">{}</td><td>{:.2}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-            clock(e["at_ms"].as_i64().unwrap_or(0)),
-            text(&e["route"]),
-            e["status"],
-            e["fallback"].as_str().map(esc).unwrap_or_default(),
-            e["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            text(&e["request_id"]),
-            e["caller_hash"].as_str().map(esc).unwrap_or_default(),
-        );
+/// Three lines over the last minutes: a point every 10 s.
+fn charts(st: &Value) -> Markup {
+    let points: &[Value] = st["chart"]["points"].as_array().map_or(&[], Vec::as_slice);
+    if points.is_empty() {
+        return html! { p { "The charts fill in after the first seconds." } };
     }
-    if rows.is_empty() {
-        rows.push_str("<tr><td colspan=\"7\">no requests yet</td></tr>");
+    html! {
+        (spark(points, "requests_per_second", "requests/s"))
+        (spark(points, "fallbacks_per_second", "fallbacks/s"))
+        (spark(points, "p99_ms", "p99 ms"))
     }
-    format!(
-        "<table><thead><tr><th>time (UTC)</th><th>route</th><th>status</th><th>fallback</th>\
-         <th>ms</th><th>request id</th><th>caller (hashed)</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
 }
 
-fn text(v: &Value) -> String {
-    esc(v.as_str().unwrap_or("-"))
+/// One chart: `key` of each point as a line, scaled to its largest value.
+fn spark(points: &[Value], key: &str, label: &str) -> Markup {
+    const W: f64 = 300.0;
+    const H: f64 = 60.0;
+    let values: Vec<f64> = points
+        .iter()
+        .map(|p| p[key].as_f64().unwrap_or(0.0))
+        .collect();
+    let max = values.iter().copied().fold(1e-9, f64::max);
+    let step = if values.len() > 1 {
+        W / (values.len() - 1) as f64
+    } else {
+        W
+    };
+    let at: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as f64 * step, H - v / max * (H - 4.0) - 2.0))
+        .collect();
+    let line: String = at
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| format!("{}{x:.1} {y:.1}", if i == 0 { "M" } else { " L" }))
+        .collect();
+    let last = values.last().copied().unwrap_or(0.0);
+    html! {
+        figure .chart id={ "chart-" (key) } {
+            figcaption { (label) ": " (format!("{last:.1}")) " (max " (format!("{max:.1}")) ")" }
+            svg viewBox={ "0 0 " (W) " " (H) } width=(W) height=(H) {
+                path d=(line) {}
+                @for (x, y) in &at { circle r="2" cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) {} }
+            }
+        }
+    }
 }
 
-fn num(v: &Value) -> String {
-    v.as_f64().map_or("-".into(), |x| format!("{x:.1}"))
+fn recent(rq: &Value) -> Markup {
+    let rows = rq["requests"].as_array().map_or(&[][..], Vec::as_slice);
+    html! {
+        table {
+            thead { tr {
+                th { "time (UTC)" } th { "route" } th { "status" } th { "fallback" }
+                th { "ms" } th { "request id" } th { "caller (hashed)" }
+            } }
+            tbody {
+                @for e in rows {
+                    tr .request {
+                        td { (clock(e["at_ms"].as_i64().unwrap_or(0))) }
+                        td { (text(&e["route"])) }
+                        td .status { (e["status"]) }
+                        td .fallback { (e["fallback"].as_str().unwrap_or("")) }
+                        td { (fixed(&e["duration_us"], 1000.0, 2)) }
+                        td { code { (text(&e["request_id"])) } }
+                        td { code { (e["caller_hash"].as_str().unwrap_or("")) } }
+                    }
+                }
+                @if rows.is_empty() {
+                    tr { td colspan="7" { "no requests yet" } }
+                }
+            }
+        }
+    }
+}
+
+/// A string value, or `-`.
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+/// The strings of `list`, joined.
+fn strings(list: &[Value], by: &str) -> String {
+    let words: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    words.join(by)
+}
+
+/// A number divided by `per`, with `digits` decimals, or `-`.
+fn fixed(v: &Value, per: f64, digits: usize) -> String {
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.*}", digits, x / per))
+}
+
+/// `1 h 2 min 3 s`, the larger units only where they are not zero.
+fn duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s} s"),
+        (0, _) => format!("{m} min {s} s"),
+        _ => format!("{h} h {m} min {s} s"),
+    }
 }
 
 /// HH:MM:SS.mmm of a Unix ms time, UTC.
@@ -304,56 +372,9 @@ fn clock(ms: i64) -> String {
     )
 }
 
-/// Text made safe inside an element or a quoted attribute.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Standard base64 with padding (the CSP hash).
-fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ABC[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_as_the_rfc_gives_it() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn what_a_caller_sent_cannot_become_markup() {
@@ -361,9 +382,9 @@ mod tests {
             "at_ms": 1, "route": "encore_offers", "status": 200, "duration_us": 5,
             "request_id": "<script>alert(1)</script>\"'&"
         }]});
-        let html = recent(&requests);
+        let html = render_page(&serde_json::json!({}), &requests);
         assert!(!html.contains("<script>alert"));
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;"));
     }
 
     #[test]
@@ -374,5 +395,19 @@ mod tests {
             assert!(!html.contains(outside), "{outside}");
         }
         assert!(content_security_policy().contains("script-src 'sha256-"));
+    }
+
+    #[test]
+    fn charts_are_drawn_from_the_points() {
+        let status = serde_json::json!({"chart": {"points": [
+            {"requests_per_second": 2.0, "fallbacks_per_second": 0.0, "p99_ms": 5.0},
+            {"requests_per_second": 4.0, "fallbacks_per_second": 1.0, "p99_ms": 7.5},
+        ]}});
+        let html = render_page(&status, &serde_json::json!({}));
+        assert!(html.contains(r#"id="chart-requests_per_second""#), "{html}");
+        assert!(html.contains("M0.0 30.0 L300.0 2.0"), "{html}");
+        assert!(html.contains("requests/s: 4.0 (max 4.0)"), "{html}");
+        assert_eq!(duration(3_723), "1 h 2 min 3 s");
+        assert_eq!(duration(59), "59 s");
     }
 }
