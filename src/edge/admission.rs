@@ -340,7 +340,9 @@ impl Admission {
             return Err(GatewayError::Call(CallError::Overloaded));
         };
         let read = Limited::new(body, limit).collect();
-        match within(self.body_read_timeout, read).await {
+        // tokio polls the read first and starts the timer only if the body is
+        // not there yet (a small body usually came in with the headers).
+        match tokio::time::timeout(self.body_read_timeout, read).await {
             Err(_) => Err(GatewayError::Refused(Refusal::BodyTimeout)),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
             Ok(Err(e))
@@ -354,18 +356,6 @@ impl Admission {
                 format!("could not be read: {e}"),
             )),
         }
-    }
-}
-
-/// `fut`'s output, or `Err` once `limit` has passed. A small body usually
-/// came in with the headers: then the first poll has it, and no timer is made
-/// (a clock read and a timer-wheel entry per request otherwise).
-async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Result<F::Output, ()> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => tokio::time::timeout(limit, fut).await.map_err(|_| ()),
     }
 }
 
