@@ -20,6 +20,8 @@
 #   BASELINE=path/to/offergate   also forward and replay on another build, in
 #                 the same rounds, reported as this build / that one (with
 #                 REDIS=1, its state on the same redis-server, another db)
+#   BASELINE_DROP='^chat_id_key_env'  config lines the baseline does not
+#                 know (an extended regex), left out of its config
 #   BASELINE_THREADS=1  the baseline knows [state] thread_file: it gets the
 #                 same THREAD_FILE setting as this build
 #   ONLY="offergate_forward offergate_memory nginx_forward"
@@ -103,7 +105,9 @@ start_nginx proxy "$SRV"
 taskset -c "$SRV" $BARE 127.0.0.1:$P_BARE 127.0.0.1:$P_PARTNER "$KEY" "$CORES" & PIDS+=($!)
 
 start_og() { # name port config-extra [binary]
-  { og_config "$2" $(($2 + 1)) "${P_UP:-$P_PARTNER}" "${SCHEME:-http}"; printf '%s\n' "$3"; } > "$WORK/og-$1.toml"
+  { og_config "$2" $(($2 + 1)) "${P_UP:-$P_PARTNER}" "${SCHEME:-http}"; printf '%s\n' "$3"; } \
+    | { if [ -n "${4:-}" ] && [ -n "${BASELINE_DROP:-}" ]; then grep -Ev "$BASELINE_DROP"; else cat; fi; } \
+    > "$WORK/og-$1.toml"
   # The build under test keeps its threads in a file of its own (as shipped;
   # THREAD_FILE= for memory only); a baseline older than the thread file
   # knows no such key (BASELINE_THREADS=1: it does, give it the same).

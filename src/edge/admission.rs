@@ -176,10 +176,6 @@ impl Admission {
         .then(|| Compose {
             language: checked.language().map(Arc::from),
         });
-        let body = match target {
-            Target::Encore => self.for_encore(&body, checked.chat_id())?,
-            Target::Besitos { .. } => body.clone(),
-        };
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             ahead: Default::default(),
@@ -199,25 +195,6 @@ impl Admission {
                 via: None,
             }),
         })
-    }
-
-    /// An offers body as Encore receives it: its `chatId` the keyed
-    /// pseudonym of the caller's (`[encore] chat_id`), or as sent. A body
-    /// whose `chatId` cannot be replaced is not sent at all.
-    pub fn for_encore(&self, body: &Bytes, chat_id: Option<&str>) -> Result<Bytes, GatewayError> {
-        let secrets = self.secrets.get();
-        let Some(key) = &secrets.chat_id_key else {
-            return Ok(body.clone());
-        };
-        let pseudonym = chat_id.map(|chat| key.pseudonym(chat));
-        pseudonym
-            .and_then(|p| crate::partners::encore::chat_id::with_chat_id(body, &p))
-            .map(Bytes::from)
-            .ok_or_else(|| {
-                GatewayError::Call(CallError::Internal(
-                    "the chatId could not be replaced by its pseudonym".into(),
-                ))
-            })
     }
 
     /// Admission for offergate's own routes: POST, no query, framing, Host,

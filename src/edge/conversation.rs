@@ -247,14 +247,6 @@ impl<S: ProxyService> Edge<S> {
             return Ok(Answer::skip(verdict.trigger, "overloaded", shown));
         };
         let body = Bytes::from(message.encore_body);
-        let body = match self
-            .shared
-            .admission
-            .for_encore(&body, Some(&message.chat_id))
-        {
-            Ok(body) => body,
-            Err(e) => return Ok(Answer::skip(verdict.trigger, e.meaning().code, shown)),
-        };
         let req = ProxyRequest {
             ahead: Default::default(),
             target: Target::Encore,

@@ -1,6 +1,7 @@
-//! The partner credentials as the headers they travel in: built once per
-//! version of the secrets, so a reload (a rotated key) is used from the next
-//! call on, and no call builds a header of its own.
+//! The partner credentials as the headers they travel in, and the key of
+//! the pseudonym Encore gets as `chatId`: built once per version of the
+//! secrets, so a reload (a rotated key) is used from the next call on, and no
+//! call builds a header of its own.
 
 use crate::call::problem::Problem;
 use std::collections::HashMap;
@@ -11,11 +12,14 @@ use http::{HeaderName, HeaderValue};
 use crate::call::route::{PerRoute, Route, Target};
 
 use crate::config::{Live, Secret, Secrets};
+use crate::partners::encore::chat_id::PseudonymKey;
 
 pub(super) struct Credentials {
     /// Per route, the header value of each credential by the id a request
     /// names (`""` for a route with one, `partner_id` for Besitos).
     by_route: PerRoute<HashMap<String, HeaderValue>>,
+    /// `[encore] chat_id = "pseudonym"`'s key; `None`: the chat id as sent.
+    pub chat_id_key: Option<PseudonymKey>,
 }
 
 fn header(route: Route, id: &str, secret: &Secret) -> Result<HeaderValue, Problem> {
@@ -39,7 +43,10 @@ impl Credentials {
                 .map(|(id, secret)| Ok((id.to_string(), header(route, id, secret)?)))
                 .collect::<Result<HashMap<_, _>, Problem>>()
         })?;
-        Ok(Credentials { by_route })
+        Ok(Credentials {
+            by_route,
+            chat_id_key: secrets.chat_id_key.clone(),
+        })
     }
 
     /// The credential for `target`: its header, and its value (`None`: an

@@ -25,7 +25,7 @@ use crate::call::headers::{self, X_REQUEST_ID};
 use crate::call::meaning::{partner_answer, OfferResult};
 use crate::call::request::{OfferServed, Outcome};
 use crate::call::request::{ProxyRequest, ProxyResponse};
-use crate::call::route::{PerRoute, Route};
+use crate::call::route::{PerRoute, Route, Target};
 use crate::config::{BaseUrl, Config, Live, Secrets};
 use crate::metrics::Metrics;
 use crate::partners;
@@ -103,7 +103,10 @@ impl UpstreamInner {
     }
 
     /// The partner request: the caller's forwardable headers, the credential
-    /// chosen by route (and `partner_id`), the request id, the body as received.
+    /// chosen by route (and `partner_id`), the request id, the body as
+    /// received but for Encore's `chatId`, which is sent as its pseudonym
+    /// where one is configured (a body whose `chatId` cannot be replaced is
+    /// not sent at all).
     fn build_request(&self, req: &ProxyRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
         let route = req.target.route();
         let uri = match self.fixed_uris.get(route) {
@@ -121,10 +124,21 @@ impl UpstreamInner {
                     })?
             }
         };
+        let credentials = self.credentials.current();
+        let body = match (&req.target, &credentials.chat_id_key) {
+            (Target::Encore, Some(key)) => {
+                key.apply(&req.body).map(Bytes::from).ok_or_else(|| {
+                    GatewayError::Call(CallError::Internal(
+                        "the chatId could not be replaced by its pseudonym".into(),
+                    ))
+                })?
+            }
+            _ => req.body.clone(),
+        };
         let mut out = Request::builder()
             .method(Method::POST)
             .uri(uri)
-            .body(Full::new(req.body.clone()))
+            .body(Full::new(body))
             .map_err(|e| {
                 GatewayError::Call(CallError::Upstream(UpstreamFailure::Connect(Cause::from(
                     format!("cannot build the partner URL: {e}"),
@@ -141,7 +155,6 @@ impl UpstreamInner {
         }
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h.insert(header::USER_AGENT, self.user_agent.clone());
-        let credentials = self.credentials.current();
         match credentials.of_target(&req.target) {
             (name, Some(value)) => {
                 h.insert(name.clone(), value.clone());

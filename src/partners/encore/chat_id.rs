@@ -4,6 +4,8 @@
 //! the same chat id and key give the same pseudonym on every replica and
 //! after every restart, so one conversation is still one `chatId` at Encore.
 
+use std::borrow::Cow;
+
 use ring::hmac;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -28,18 +30,31 @@ impl PseudonymKey {
     }
 }
 
-/// `body` (an offers request that passed the check, so its top-level
-/// `chatId` is a string and every key appears once) with that string
-/// replaced by `chat_id`, an ASCII token; every other byte as sent. `None`
-/// if the body has no such field.
-pub fn with_chat_id(body: &[u8], chat_id: &str) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    struct At<'a> {
-        #[serde(rename = "chatId", borrow)]
-        chat_id: &'a RawValue,
+impl PseudonymKey {
+    /// `body`, an offers request that passed the check (so its top-level
+    /// `chatId` is a string and every key appears once), as Encore gets it:
+    /// that string replaced by its pseudonym, every other byte as sent.
+    /// `None` if the body has no such field.
+    pub fn apply(&self, body: &[u8]) -> Option<Vec<u8>> {
+        #[derive(Deserialize)]
+        struct At<'a> {
+            #[serde(rename = "chatId", borrow)]
+            chat_id: &'a RawValue,
+        }
+        let at: At<'_> = serde_json::from_slice(body).ok()?;
+        let raw = at.chat_id.get();
+        let chat_id: Cow<'_, str> = match serde_json::from_str::<&str>(raw) {
+            Ok(plain) => Cow::Borrowed(plain),
+            // Escapes in it: decoded, as the check read it.
+            Err(_) => Cow::Owned(serde_json::from_str::<String>(raw).ok()?),
+        };
+        with_chat_id(body, raw, &self.pseudonym(&chat_id))
     }
-    let at: At<'_> = serde_json::from_slice(body).ok()?;
-    let raw = at.chat_id.get();
+}
+
+/// `body` with `raw`, a slice of it holding a JSON string, replaced by
+/// `chat_id`, an ASCII token.
+fn with_chat_id(body: &[u8], raw: &str, chat_id: &str) -> Option<Vec<u8>> {
     // The raw value is a slice of `body`: where it lies is where it starts.
     let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
     let end = start.checked_add(raw.len()).filter(|e| *e <= body.len())?;
@@ -87,13 +102,21 @@ mod tests {
 
     #[test]
     fn only_the_chat_id_changes() {
+        let key = PseudonymKey::new(b"0123456789abcdef");
         let body = br#"{ "clientId":"c", "chatId" : "wa:1\u0031x", "attributes":{"chatId":"inner","countryCode":"US"}}"#;
-        let out = with_chat_id(body, "og_ab").unwrap();
+        let out = String::from_utf8(key.apply(body).unwrap()).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{ "clientId":"c", "chatId" : "og_ab", "attributes":{"chatId":"inner","countryCode":"US"}}"#
+            out,
+            format!(
+                r#"{{ "clientId":"c", "chatId" : "{}", "attributes":{{"chatId":"inner","countryCode":"US"}}}}"#,
+                key.pseudonym("wa:11x")
+            ),
+            "the escaped chat id is the one the check read"
         );
-        assert_eq!(with_chat_id(br#"{"clientId":"c"}"#, "og_ab"), None);
-        assert_eq!(with_chat_id(br#"{"chatId":"x"}"#, "a\"b"), None);
+        assert_eq!(key.apply(br#"{"clientId":"c"}"#), None);
+        assert_eq!(key.apply(br#"{"chatId":7}"#), None);
+        let body = br#"{"chatId":"x"}"#;
+        let raw = std::str::from_utf8(&body[10..13]).unwrap();
+        assert_eq!(with_chat_id(body, raw, "a\"b"), None);
     }
 }
