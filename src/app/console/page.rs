@@ -126,56 +126,52 @@ fn header(st: &Value) -> Markup {
 }
 
 fn partners(st: &Value) -> Markup {
-    html! {
-        table {
-            thead { tr {
-                th { "partner" } th { "circuit" } th { "why" } th { "429 pause" } th { "quota in use" }
-            } }
-            tbody {
-                @for p in st["partners"].as_array().into_iter().flatten() {
-                    @let c = &p["circuit"];
-                    @let state = c["state"].as_str().unwrap_or("-");
-                    tr id={ "partner-" (text(&p["partner"])) } {
-                        th { (text(&p["partner"])) }
-                        td class={ "circuit circuit-" (state) } {
-                            @match state {
-                                "open" => { "open, closes in " (fixed(&c["closes_in_ms"], 1000.0, 1)) " s" }
-                                "half_open" => "half open (probing)",
-                                _ => { "closed (" (c["failures"]) " of " (c["failure_threshold"]) " failures)" }
-                            }
+    table(
+        &["partner", "circuit", "why", "429 pause", "quota in use"],
+        html! {
+            @for p in st["partners"].as_array().into_iter().flatten() {
+                @let c = &p["circuit"];
+                @let state = c["state"].as_str().unwrap_or("-");
+                tr id={ "partner-" (text(&p["partner"])) } {
+                    th { (text(&p["partner"])) }
+                    td class={ "circuit circuit-" (state) } {
+                        @match state {
+                            "open" => { "open, closes in " (fixed(&c["closes_in_ms"], 1000.0, 1)) " s" }
+                            "half_open" => "half open (probing)",
+                            _ => { "closed (" (c["failures"]) " of " (c["failure_threshold"]) " failures)" }
                         }
-                        td .reason {
-                            @match (c["last_failure"].as_str(), state) {
-                                (None, _) => "-",
-                                (Some(f), "closed") => { "last failure: " (f) }
-                                (Some(f), _) => (f),
-                            }
+                    }
+                    td .reason {
+                        @match (c["last_failure"].as_str(), state) {
+                            (None, _) => "-",
+                            (Some(f), "closed") => { "last failure: " (f) }
+                            (Some(f), _) => (f),
                         }
-                        td .pause {
-                            @match p["pause"].as_object() {
-                                Some(pause) => {
-                                    "paused " (fixed(pause.get("left_ms").unwrap_or(&Value::Null), 1000.0, 1)) " s more"
-                                    @if let Some(why) = pause.get("reason").and_then(Value::as_str) { ": " (why) }
-                                }
-                                None => "none",
+                    }
+                    td .pause {
+                        @match p["pause"].as_object() {
+                            Some(pause) => {
+                                "paused " (fixed(pause.get("left_ms").unwrap_or(&Value::Null), 1000.0, 1)) " s more"
+                                @if let Some(why) = pause.get("reason").and_then(Value::as_str) { ": " (why) }
                             }
+                            None => "none",
                         }
-                        td .quota {
-                            @match p["quota"].as_object() {
-                                Some(q) => {
-                                    @let part = |k: &str| q.get(k).cloned().unwrap_or(Value::Null);
-                                    (fixed(&part("tries_per_second"), 1.0, 1)) " of "
-                                    (fixed(&part("per_second"), 1.0, 0)) "/s ("
-                                    (fixed(&part("in_use"), 0.01, 0)) " %)"
-                                }
-                                None => "no quota set",
+                    }
+                    td .quota {
+                        @match p["quota"].as_object() {
+                            Some(q) => {
+                                @let part = |k: &str| q.get(k).cloned().unwrap_or(Value::Null);
+                                (fixed(&part("tries_per_second"), 1.0, 1)) " of "
+                                (fixed(&part("per_second"), 1.0, 0)) "/s ("
+                                (fixed(&part("in_use"), 0.01, 0)) " %)"
                             }
+                            None => "no quota set",
                         }
                     }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 fn routes(st: &Value) -> Markup {
@@ -185,58 +181,59 @@ fn routes(st: &Value) -> Markup {
             || name == "encore_offers"
             || name == "besitos_goals"
     });
-    html! {
-        table {
-            thead { tr {
-                th { "route" } th { "req/s" } th { "p50 ms" } th { "p99 ms" }
-                th { "fallbacks (since start)" } th { "idempotency" } th { "requests" }
-            } }
-            tbody {
-                @for r in shown {
-                    @let i = &r["idempotency"];
-                    tr id={ "route-" (text(&r["route"])) } {
-                        th { (text(&r["route"])) }
-                        td .rps { (fixed(&r["requests_per_second"], 1.0, 1)) }
-                        td .p50 { (fixed(&r["p50_ms"], 1.0, 1)) }
-                        td .p99 { (fixed(&r["p99_ms"], 1.0, 1)) }
-                        td .fallbacks {
-                            @match r["fallbacks_total"].as_object().filter(|f| !f.is_empty()) {
-                                None => "none",
-                                Some(f) => {
-                                    @for (n, (reason, count)) in f.iter().enumerate() {
-                                        @if n > 0 { ", " }
-                                        (reason) ": " (count)
-                                    }
+    table(
+        &[
+            "route",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "fallbacks (since start)",
+            "idempotency",
+            "requests",
+        ],
+        html! {
+            @for r in shown {
+                @let i = &r["idempotency"];
+                tr id={ "route-" (text(&r["route"])) } {
+                    th { (text(&r["route"])) }
+                    td .rps { (fixed(&r["requests_per_second"], 1.0, 1)) }
+                    td .p50 { (fixed(&r["p50_ms"], 1.0, 1)) }
+                    td .p99 { (fixed(&r["p99_ms"], 1.0, 1)) }
+                    td .fallbacks {
+                        @match r["fallbacks_total"].as_object().filter(|f| !f.is_empty()) {
+                            None => "none",
+                            Some(f) => {
+                                @for (n, (reason, count)) in f.iter().enumerate() {
+                                    @if n > 0 { ", " }
+                                    (reason) ": " (count)
                                 }
                             }
                         }
-                        td .idempotency {
-                            (i["hits"]) " hits, " (i["coalesced"]) " coalesced, " (i["stored"]) " stored"
-                        }
-                        td .total { (r["requests_total"]) }
                     }
+                    td .idempotency {
+                        (i["hits"]) " hits, " (i["coalesced"]) " coalesced, " (i["stored"]) " stored"
+                    }
+                    td .total { (r["requests_total"]) }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 /// The conversation endpoint's decisions: offers, and skips by reason.
 fn decisions(st: &Value) -> Markup {
-    html! {
-        table {
-            thead { tr { th { "offer, or why not" } th { "per second" } th { "since start" } } }
-            tbody {
-                @for (key, d) in st["decisions"].as_object().into_iter().flatten() {
-                    tr id={ "decision-" (key) } {
-                        th { (key) }
-                        td .rps { (fixed(&d["per_second"], 1.0, 1)) }
-                        td .total { (d["total"]) }
-                    }
+    table(
+        &["offer, or why not", "per second", "since start"],
+        html! {
+            @for (key, d) in st["decisions"].as_object().into_iter().flatten() {
+                tr id={ "decision-" (key) } {
+                    th { (key) }
+                    td .rps { (fixed(&d["per_second"], 1.0, 1)) }
+                    td .total { (d["total"]) }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 fn state(st: &Value) -> Markup {
@@ -307,28 +304,41 @@ fn spark(points: &[Value], key: &str, label: &str) -> Markup {
 
 fn recent(rq: &Value) -> Markup {
     let rows = rq["requests"].as_array().map_or(&[][..], Vec::as_slice);
-    html! {
-        table {
-            thead { tr {
-                th { "time (UTC)" } th { "route" } th { "status" } th { "fallback" }
-                th { "ms" } th { "request id" } th { "caller (hashed)" }
-            } }
-            tbody {
-                @for e in rows {
-                    tr .request {
-                        td { (clock(e["at_ms"].as_i64().unwrap_or(0))) }
-                        td { (text(&e["route"])) }
-                        td .status { (e["status"]) }
-                        td .fallback { (e["fallback"].as_str().unwrap_or("")) }
-                        td { (fixed(&e["duration_us"], 1000.0, 2)) }
-                        td { code { (text(&e["request_id"])) } }
-                        td { code { (e["caller_hash"].as_str().unwrap_or("")) } }
-                    }
-                }
-                @if rows.is_empty() {
-                    tr { td colspan="7" { "no requests yet" } }
+    table(
+        &[
+            "time (UTC)",
+            "route",
+            "status",
+            "fallback",
+            "ms",
+            "request id",
+            "caller (hashed)",
+        ],
+        html! {
+            @for e in rows {
+                tr .request {
+                    td { (clock(e["at_ms"].as_i64().unwrap_or(0))) }
+                    td { (text(&e["route"])) }
+                    td .status { (e["status"]) }
+                    td .fallback { (e["fallback"].as_str().unwrap_or("")) }
+                    td { (fixed(&e["duration_us"], 1000.0, 2)) }
+                    td { code { (text(&e["request_id"])) } }
+                    td { code { (e["caller_hash"].as_str().unwrap_or("")) } }
                 }
             }
+            @if rows.is_empty() {
+                tr { td colspan="7" { "no requests yet" } }
+            }
+        },
+    )
+}
+
+/// A table with `heads` over `rows`.
+fn table(heads: &[&str], rows: Markup) -> Markup {
+    html! {
+        table {
+            thead { tr { @for head in heads { th { (head) } } } }
+            tbody { (rows) }
         }
     }
 }
