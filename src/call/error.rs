@@ -157,7 +157,7 @@ pub enum Refusal {
     #[error("missing or wrong admin token: send Authorization: Bearer <the token in server.admin_token_env or server.admin_token_file>")]
     AdminTokenNeeded,
     /// A change on the admin listener from another host, where no token is set.
-    #[error("the console and changes are served to loopback only; set server.admin_token_env or server.admin_token_file to allow other hosts with Authorization: Bearer <token> (/metrics, /healthz and /readyz are open)")]
+    #[error("the console and changes are served to loopback only, to a request that names a loopback host in Host (localhost, 127.0.0.1, [::1]); set server.admin_token_env or server.admin_token_file to allow other hosts with Authorization: Bearer <token> (/metrics, /healthz and /readyz are open)")]
     AdminLoopbackOnly,
     #[error("{field}: {message}")]
     InvalidRequest { field: String, message: String },

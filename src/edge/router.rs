@@ -86,6 +86,16 @@ mod tests {
         match_target(&method, &target.parse::<Uri>().unwrap())
     }
 
+    /// A 404 names every route the listener serves.
+    #[test]
+    fn the_not_found_message_names_every_route() {
+        for own in OwnRoute::ALL {
+            assert!(partners::SERVED.contains(own.path()), "{}", own.path());
+        }
+        assert!(partners::SERVED.contains("/encore/publisher/sdk/v1/offers/message"));
+        assert!(partners::SERVED.contains("/data/messages/{partner_id}/upcoming-goals"));
+    }
+
     #[test]
     fn matches_the_two_routes() {
         let t = m(Method::POST, ENCORE_PATH).unwrap();

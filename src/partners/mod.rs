@@ -32,8 +32,11 @@ use encore::links::LinkKey;
 use http::HeaderName;
 
 /// What the proxy listener serves, for a 404's message.
-pub const SERVED: &str =
-    "POST /encore/publisher/sdk/v1/offers/message and POST /data/messages/{partner_id}/upcoming-goals";
+pub const SERVED: &str = "POST /encore/publisher/sdk/v1/offers/message, \
+     POST /data/messages/{partner_id}/upcoming-goals, and offergate's own POST \
+     /offergate/v1/encore/messages, /offergate/v1/encore/eligibility, \
+     /offergate/v1/encore/offers/unsent, /offergate/v1/encore/opt-out and \
+     /offergate/v1/encore/opt-in";
 
 /// What a request body's check learned, handed on typed so the body is
 /// never parsed again.
