@@ -57,8 +57,14 @@ impl Env for MapEnv {
 const PREFIX: &str = "OFFERGATE_";
 const NOT_OVERRIDES: &[&str] = &["OFFERGATE_CONFIG"];
 
-/// Applies `OFFERGATE_*` overrides onto a parsed TOML document.
-pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), Problem> {
+/// Applies `OFFERGATE_*` overrides onto a parsed TOML document; answers
+/// each key it set with the variable that set it, so a problem with that key
+/// names the variable rather than the file.
+pub fn apply_overrides(
+    doc: &mut toml::Table,
+    env: &dyn Env,
+) -> Result<Vec<(Vec<String>, String)>, Problem> {
+    let mut set = Vec::new();
     let mut vars = env.all();
     vars.sort();
     for (name, raw) in vars {
@@ -90,8 +96,9 @@ pub fn apply_overrides(doc: &mut toml::Table, env: &dyn Env) -> Result<(), Probl
             };
         }
         table.insert(leaf.clone(), value);
+        set.push((path, name));
     }
-    Ok(())
+    Ok(set)
 }
 
 fn parse_value(raw: &str) -> toml::Value {

@@ -481,16 +481,25 @@ impl Config {
         let mut doc: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::one(syntax_error(text, &e)))?;
-        apply_overrides(&mut doc, env).map_err(ConfigError::one)?;
+        let overridden = apply_overrides(&mut doc, env).map_err(ConfigError::one)?;
         let raw: RawConfig = match raw::deserialize(toml::Value::Table(doc.clone())) {
             Ok(raw) => raw,
-            // serde stops at the first key that does not fit; find them all.
             // serde stops at the first key that does not fit; find them all,
             // then check the rest of the file as if those keys were not
             // there, so one pass names every problem.
             Err(first) => {
                 let bad = raw::every_bad_key(&doc);
-                let mut problems: Vec<String> = bad.iter().map(|(_, e)| e.clone()).collect();
+                let mut problems: Vec<String> = bad
+                    .iter()
+                    .map(
+                        |(path, e)| match overridden.iter().find(|(set, _)| set == path) {
+                            Some((_, var)) => {
+                                format!("{e} (set by the environment variable {var})")
+                            }
+                            None => e.clone(),
+                        },
+                    )
+                    .collect();
                 if problems.is_empty() {
                     problems.push(first.to_string());
                     return Err(ConfigError { problems });

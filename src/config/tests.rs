@@ -82,6 +82,18 @@ fn env_overrides_apply_and_are_validated() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("encore.try_timeout_ms"), "{err}");
+    assert!(
+        err.contains("set by the environment variable OFFERGATE_ENCORE__TRY_TIMEOUT_MS"),
+        "{err}"
+    );
+    // A mistyped name is the variable's mistake, not the file's.
+    let mut e = env();
+    e.0.insert("OFFERGATE_SERVER__LISTN".into(), "127.0.0.1:9999".into());
+    let err = problems(&shipped_reading_env(), &e);
+    assert!(
+        err.contains("server.listn") && err.contains("OFFERGATE_SERVER__LISTN"),
+        "{err}"
+    );
 }
 
 fn problems(toml: &str, env: &MapEnv) -> String {
