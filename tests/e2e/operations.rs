@@ -58,12 +58,24 @@ async fn a_refused_key_is_logged_once_per_change_and_the_ready_line_says_what_ru
         page.contains(r#"offergate_upstream_requests_total{route="encore_offers",status="401"} 4"#),
         "{page}"
     );
-    // The rotation: the key file rewritten, picked up by reload.watch.
+    // The rotation: the key file rewritten, picked up by reload.watch. A
+    // call sent before the reload lands would be one more refusal and could
+    // open the circuit: the test waits for the reload, as an operator reads it.
     std::fs::write(
         f.dir.path().join("secrets/encore_api_key"),
         "pk_live_right\n",
     )
     .unwrap();
+    eventually(Duration::from_secs(10), "the reload is counted", || async {
+        let page = metrics_page(&f).await;
+        let reloads = page
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"offergate_config_reloads_total{result="success"} "#))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (reloads >= 1.0).then_some(())
+    })
+    .await;
     eventually(
         Duration::from_secs(10),
         "the rotated key is used",
