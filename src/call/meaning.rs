@@ -15,6 +15,7 @@
 //! | 401, 403                                      | no                   | failing          | soft fallback |
 //! | 429, 503                                      | yes                  | failing          | soft fallback |
 //! | 500, 502, 504, other 5xx                      | no                   | failing          | soft fallback |
+//! | any other status (204, 3xx, ...)              | no                   | failing          | soft fallback |
 //! | connect error, refused (never sent)           | yes                  | failing          | soft fallback |
 //! | per-try timeout, reset after sending          | if `retry_ambiguous` | failing          | soft fallback |
 //! | 200 whose body is not the documented JSON     | no                   | failing          | soft fallback |
