@@ -113,15 +113,14 @@ impl<S: ProxyService> ProxyService for Circuit<S> {
                 }
                 Err(e) => e,
             };
-            if let GatewayError::Call(CallError::PartnerStatus(answer)) = error {
-                if let (StatusCode::TOO_MANY_REQUESTS, Some(asked)) =
-                    (answer.status, asked_wait(error))
-                {
-                    let pause_for = asked.min(*this.retry_after_cap.get(route));
-                    this.pauses.pause(route, pause_for).await;
-                }
-            }
             let meaning = error.meaning();
+            // A partner's 429 with a wait: every try of the route pauses.
+            if let (Some(Reason::UpstreamStatus(StatusCode::TOO_MANY_REQUESTS)), Some(asked)) =
+                (meaning.fallback, asked_wait(error))
+            {
+                let pause_for = asked.min(*this.retry_after_cap.get(route));
+                this.pauses.pause(route, pause_for).await;
+            }
             match meaning.health {
                 Health::Healthy => permit.record(Some(true)),
                 Health::Unknown => permit.record(None),

@@ -3,7 +3,6 @@
 "use strict";
 (function () {
   var EVERY_MS = 2000;
-  var SECTIONS = ["header", "partners", "routes", "decisions", "state", "charts", "requests"];
   var updated = document.getElementById("updated");
   function poll() {
     fetch(location.href, { cache: "no-store" }).then(function (r) {
@@ -11,9 +10,10 @@
       return r.text();
     }).then(function (html) {
       var fresh = new DOMParser().parseFromString(html, "text/html");
-      SECTIONS.forEach(function (id) {
-        var now = document.getElementById(id), next = fresh.getElementById(id);
-        if (now && next) now.replaceWith(document.importNode(next, true));
+      // The sections: each a div of the body with its id.
+      fresh.querySelectorAll("body > div[id]").forEach(function (next) {
+        var now = document.getElementById(next.id);
+        if (now) now.replaceWith(document.importNode(next, true));
       });
       var at = fresh.getElementById("updated");
       updated.textContent = "updated " + (at ? at.getAttribute("data-at") : "?") + " UTC";

@@ -27,17 +27,6 @@ code{font-size:.9em}#updated{color:#5b6475;font-size:.9em}.stale #updated{color:
 .noscript{color:#5b6475}.live .noscript{display:none}
 ";
 
-/// The sections the script swaps, by id.
-const SECTIONS: [(&str, Option<&str>); 7] = [
-    ("header", None),
-    ("partners", Some("Partners")),
-    ("routes", Some("Routes")),
-    ("decisions", Some("Conversation decisions")),
-    ("state", Some("Shared state")),
-    ("charts", Some("Last minutes")),
-    ("requests", Some("Recent requests")),
-];
-
 /// The `Content-Security-Policy` of the page: its own inline script (by
 /// hash) and style, requests to this listener only, nothing else.
 pub fn content_security_policy() -> &'static str {
@@ -56,17 +45,20 @@ pub fn content_security_policy() -> &'static str {
 /// The page for `status` (`Console::status`) and `requests` (`Console::requests`).
 pub fn render_page(status: &Value, requests: &Value) -> String {
     let at = clock(status["now_ms"].as_i64().unwrap_or(0));
-    let section = |id: &str| -> Markup {
-        match id {
-            "header" => header(status),
-            "partners" => partners(status),
-            "routes" => routes(status),
-            "decisions" => decisions(status),
-            "state" => state(status),
-            "charts" => charts(status),
-            _ => recent(requests),
-        }
-    };
+    // Each a `div` of the body with its id: what the script swaps.
+    let sections = [
+        ("header", None, header(status)),
+        ("partners", Some("Partners"), partners(status)),
+        ("routes", Some("Routes"), routes(status)),
+        (
+            "decisions",
+            Some("Conversation decisions"),
+            decisions(status),
+        ),
+        ("state", Some("Shared state"), state(status)),
+        ("charts", Some("Last minutes"), charts(status)),
+        ("requests", Some("Recent requests"), recent(requests)),
+    ];
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -82,9 +74,9 @@ pub fn render_page(status: &Value, requests: &Value) -> String {
                     "as of " (at) " UTC "
                     span .noscript { "(scripts are off: reload the page to update)" }
                 }
-                @for (id, title) in SECTIONS {
+                @for (id, title, inner) in sections {
                     @if let Some(title) = title { h2 { (title) } }
-                    div id=(id) { (section(id)) }
+                    div id=(id) { (inner) }
                 }
                 script { (PreEscaped(SCRIPT)) }
             }
@@ -107,18 +99,18 @@ fn header(st: &Value) -> Markup {
             dt { "config" } dd #config-path { (c["path"].as_str().unwrap_or("built in")) }
             dt { "sha256" } dd #config-sha { code { (text(&c["sha256"])) } }
             dt { "last reload" } dd #last-reload {
-                @match c["last_reload"].as_object() {
-                    None => "none since start",
-                    Some(r) => {
-                        (r.get("result").and_then(Value::as_str).unwrap_or("-"))
-                        " at " (clock(r.get("at_ms").and_then(Value::as_i64).unwrap_or(0))) " UTC"
-                        @if let Some(problems) = r.get("problems").and_then(Value::as_array) {
-                            ": " (strings(problems, "; "))
-                        }
-                        @if let Some(names) = r.get("needs_restart").and_then(Value::as_array) {
-                            " (restart needed for " (strings(names, ", ")) ")"
-                        }
+                @let r = &c["last_reload"];
+                @if r.is_object() {
+                    (text(&r["result"]))
+                    " at " (clock(r["at_ms"].as_i64().unwrap_or(0))) " UTC"
+                    @if let Some(problems) = r["problems"].as_array() {
+                        ": " (strings(problems, "; "))
                     }
+                    @if let Some(names) = r["needs_restart"].as_array() {
+                        " (restart needed for " (strings(names, ", ")) ")"
+                    }
+                } @else {
+                    "none since start"
                 }
             }
         }
@@ -149,23 +141,22 @@ fn partners(st: &Value) -> Markup {
                         }
                     }
                     td .pause {
-                        @match p["pause"].as_object() {
-                            Some(pause) => {
-                                "paused " (fixed(pause.get("left_ms").unwrap_or(&Value::Null), 1000.0, 1)) " s more"
-                                @if let Some(why) = pause.get("reason").and_then(Value::as_str) { ": " (why) }
-                            }
-                            None => "none",
+                        @let pause = &p["pause"];
+                        @if pause.is_object() {
+                            "paused " (fixed(&pause["left_ms"], 1000.0, 1)) " s more"
+                            @if let Some(why) = pause["reason"].as_str() { ": " (why) }
+                        } @else {
+                            "none"
                         }
                     }
                     td .quota {
-                        @match p["quota"].as_object() {
-                            Some(q) => {
-                                @let part = |k: &str| q.get(k).cloned().unwrap_or(Value::Null);
-                                (fixed(&part("tries_per_second"), 1.0, 1)) " of "
-                                (fixed(&part("per_second"), 1.0, 0)) "/s ("
-                                (fixed(&part("in_use"), 0.01, 0)) " %)"
-                            }
-                            None => "no quota set",
+                        @let q = &p["quota"];
+                        @if q.is_object() {
+                            (fixed(&q["tries_per_second"], 1.0, 1)) " of "
+                            (fixed(&q["per_second"], 1.0, 0)) "/s ("
+                            (fixed(&q["in_use"], 0.01, 0)) " %)"
+                        } @else {
+                            "no quota set"
                         }
                     }
                 }
