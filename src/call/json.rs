@@ -31,21 +31,31 @@ pub fn from_bytes<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, serde_jso
 }
 
 /// Whether `body`'s objects and arrays nest at most `limit` deep: one pass
-/// over the bytes, strings skipped (their brackets are text), no parse.
+/// over the bytes, no parse. A string's brackets are text: it is crossed
+/// by jumps to its next quote or backslash, not byte by byte (most of an
+/// answer is strings; 7 x fewer instructions on Encore's 200, callgrind).
 pub fn nesting_within(body: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            b'"' => loop {
+                // An unterminated string nests nothing more: the parse
+                // that follows refuses it.
+                let Some(j) = body
+                    .get(i..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                else {
+                    return true;
+                };
+                let quote = body[i + j] == b'"';
+                // A backslash escapes the byte after it, a quote included.
+                i += j + if quote { 1 } else { 2 };
+                if quote {
+                    break;
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -509,6 +519,68 @@ mod tests {
         let past = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         let e = Json::parse(past.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("nest more than 128 deep"), "{e}");
+    }
+
+    /// The byte-at-a-time reading `nesting_within` must agree with.
+    fn nesting_within_bytewise(body: &[u8], limit: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > limit {
+                        return false;
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings() {
+        let within = |body: &str, limit| {
+            let fast = nesting_within(body.as_bytes(), limit);
+            assert_eq!(
+                fast,
+                nesting_within_bytewise(body.as_bytes(), limit),
+                "{body}"
+            );
+            fast
+        };
+        assert!(within(r#"{"a":[{"b":1}]}"#, 3));
+        assert!(!within(r#"{"a":[{"b":1}]}"#, 2));
+        assert!(within(r#"{"a":"[[[[{{{{"}"#, 1), "brackets in a string");
+        assert!(within(r#"{"a":"\"[[[[","b":"\\"}"#, 1), "escaped quotes");
+        assert!(
+            !within(r#"{"a":"\\",[[["#, 3),
+            "an escaped backslash escapes no quote"
+        );
+        assert!(within(r#"{"a":"[[[[\"#, 1), "cut short in an escape");
+        assert!(within(r#"{"a":"[[[["#, 1), "cut short in a string");
+        assert!(within("", 0));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn nesting_agrees_with_a_bytewise_reading(
+            body in proptest::collection::vec(proptest::sample::select(b"{}[]\"\\ax".to_vec()), 0..64),
+            limit in 0usize..6,
+        ) {
+            proptest::prop_assert_eq!(nesting_within(&body, limit), nesting_within_bytewise(&body, limit));
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct CallInfo {
     /// Encore's conversation (`clientId`, `chatId`), hashed: the thread cap's
     /// key. `None` where the cap is off.
     pub thread: Option<ThreadId>,
+    /// Where the body's `chatId` string lies (its quotes included) when the
+    /// check read it as written, with no escapes: its pseudonym is put there
+    /// without parsing the body again.
+    pub chat_id_at: Option<std::ops::Range<usize>>,
     /// The composed message this call's offer answer is to carry, if any.
     pub compose: Option<Compose>,
     /// What happened at the partner, for the access log.
@@ -79,6 +83,7 @@ impl CallInfo {
             fingerprint: None,
             client_id: None,
             thread: None,
+            chat_id_at: None,
             compose: None,
             trace: CallTrace::default(),
             span: None,

@@ -176,6 +176,7 @@ impl Admission {
         .then(|| Compose {
             language: checked.language().map(Arc::from),
         });
+        let chat_id_at = checked.chat_id_at(&body);
         let client_id = checked.client_id;
         Ok(ProxyRequest {
             ahead: Default::default(),
@@ -189,6 +190,7 @@ impl Admission {
                 client_id,
                 fingerprint,
                 thread,
+                chat_id_at,
                 compose,
                 trace: CallTrace::default(),
                 span,

@@ -17,6 +17,7 @@ mod fields;
 
 pub use fields::{parse_object, required_id, MAX_ID_CHARS};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -52,6 +53,18 @@ impl Checked<'_> {
     /// Encore's `chatId` (with `clientId`, the thread the cap counts).
     pub fn chat_id(&self) -> Option<&str> {
         self.object()?.get("chatId").and_then(Json::as_str)
+    }
+
+    /// Where `chatId`'s string lies in `body`, quotes included, when it was
+    /// read as written (borrowed from `body`: it holds no escape).
+    pub fn chat_id_at(&self, body: &[u8]) -> Option<std::ops::Range<usize>> {
+        let Some(Json::String(Cow::Borrowed(chat))) = self.object()?.get("chatId") else {
+            return None;
+        };
+        let start = (chat.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let end = start.checked_add(chat.len())?;
+        let quoted = start.checked_sub(1)?..end + 1;
+        (body.get(quoted.start) == Some(&b'"') && body.get(end) == Some(&b'"')).then_some(quoted)
     }
 
     /// Encore's `attributes.language` (the composed message's language).

@@ -126,13 +126,14 @@ impl UpstreamInner {
         };
         let credentials = self.credentials.current();
         let body = match (&req.target, &credentials.chat_id_key) {
-            (Target::Encore, Some(key)) => {
-                key.apply(&req.body).map(Bytes::from).ok_or_else(|| {
+            (Target::Encore, Some(key)) => key
+                .apply(&req.body, req.call.chat_id_at.clone())
+                .map(Bytes::from)
+                .ok_or_else(|| {
                     GatewayError::Call(CallError::Internal(
                         "the chatId could not be replaced by its pseudonym".into(),
                     ))
-                })?
-            }
+                })?,
             _ => req.body.clone(),
         };
         let mut out = Request::builder()

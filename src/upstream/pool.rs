@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::call::clock::{self, Instant};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -149,12 +150,11 @@ impl PartnerClient {
             self.check_in(sender);
             Ok((parts, body.to_bytes()))
         };
-        async move {
-            match tokio::time::timeout_at(started + timeout, call).await {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamFailure::Timeout),
-            }
-        }
+        // A combinator, not an `async` block: the block would keep `call`
+        // beside the timeout that holds it (1.2 KB more in every layer's
+        // state, each moved once per call).
+        tokio::time::timeout_at(started + timeout, call)
+            .map(|r| r.unwrap_or(Err(UpstreamFailure::Timeout)))
     }
 
     /// Sends on an idle connection when one is alive, else on a new one. A

@@ -5,6 +5,7 @@
 //! after every restart, so one conversation is still one `chatId` at Encore.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use ring::hmac;
 use serde::Deserialize;
@@ -34,8 +35,14 @@ impl PseudonymKey {
     /// `body`, an offers request that passed the check (so its top-level
     /// `chatId` is a string and every key appears once), as Encore gets it:
     /// that string replaced by its pseudonym, every other byte as sent.
-    /// `None` if the body has no such field.
-    pub fn apply(&self, body: &[u8]) -> Option<Vec<u8>> {
+    /// `None` if the body has no such field. `at`: where the check found
+    /// that string, quotes included, when it holds no escape (no parse then).
+    pub fn apply(&self, body: &[u8], at: Option<Range<usize>>) -> Option<Vec<u8>> {
+        if let Some(at) = at {
+            let raw = std::str::from_utf8(body.get(at)?).ok()?;
+            let chat_id = raw.strip_prefix('"')?.strip_suffix('"')?;
+            return with_chat_id(body, raw, &self.pseudonym(chat_id));
+        }
         #[derive(Deserialize)]
         struct At<'a> {
             #[serde(rename = "chatId", borrow)]
@@ -101,10 +108,33 @@ mod tests {
     }
 
     #[test]
+    fn the_place_the_check_found_gives_the_parsed_answer() {
+        let key = PseudonymKey::new(b"0123456789abcdef");
+        for body in [
+            r#"{"clientId":"c","chatId":"wa:14155551234","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#,
+            r#"{ "attributes" : {"chatId":"inner","countryCode":"US","language":"en","platform":"web"}, "chatId" : "café", "clientId":"c"}"#,
+            r#"{"clientId":"c","chatId":"a\u0031b","attributes":{"countryCode":"US","language":"en","platform":"ios"}}"#,
+        ] {
+            let checked = crate::partners::encore::check_body(body.as_bytes()).unwrap();
+            let at = checked.chat_id_at(body.as_bytes());
+            assert_eq!(
+                at.is_some(),
+                !body.contains("\\u"),
+                "{body}: an escaped id is parsed again"
+            );
+            assert_eq!(
+                key.apply(body.as_bytes(), at),
+                key.apply(body.as_bytes(), None),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
     fn only_the_chat_id_changes() {
         let key = PseudonymKey::new(b"0123456789abcdef");
         let body = br#"{ "clientId":"c", "chatId" : "wa:1\u0031x", "attributes":{"chatId":"inner","countryCode":"US"}}"#;
-        let out = String::from_utf8(key.apply(body).unwrap()).unwrap();
+        let out = String::from_utf8(key.apply(body, None).unwrap()).unwrap();
         assert_eq!(
             out,
             format!(
@@ -113,8 +143,8 @@ mod tests {
             ),
             "the escaped chat id is the one the check read"
         );
-        assert_eq!(key.apply(br#"{"clientId":"c"}"#), None);
-        assert_eq!(key.apply(br#"{"chatId":7}"#), None);
+        assert_eq!(key.apply(br#"{"clientId":"c"}"#, None), None);
+        assert_eq!(key.apply(br#"{"chatId":7}"#, None), None);
         let body = br#"{"chatId":"x"}"#;
         let raw = std::str::from_utf8(&body[10..13]).unwrap();
         assert_eq!(with_chat_id(body, raw, "a\"b"), None);
