@@ -13,31 +13,28 @@
 //! commits, and `benches/threads.rs` measured it against SQLite for this
 //! load (docs/decisions.md).
 //!
-//! Threads are kept in the order they were written: each record under a
-//! sequence number, so a new or changed thread goes at the tree's end and
-//! the oldest (the first evicted) sit at its start. A commit then rewrites
-//! the few pages at the tree's two edges, not one page per thread as keys
-//! that are hashes would (`benches/threads.rs`: 4 × less CPU per thread
-//! written). The writer keeps which number each thread is under.
+//! Threads are kept in the order they were written, their records packed
+//! several to a value (`packs.rs`): a commit adds a few packs at the
+//! tree's end and removes emptied ones at its start.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
+#[cfg(test)]
+use super::packs::PACK_THREADS;
+use super::packs::{ById, Packs, PACKS};
 use super::{MessageKey, Offer, Thread, RESERVED, SEEN};
 use crate::call::problem::Problem;
 use crate::call::thread::ThreadId;
 
-/// Maps by thread id: an id is already a hash, so foldhash is cheap on it.
-type ById<V> = std::collections::HashMap<ThreadId, V, foldhash::fast::RandomState>;
-
-/// Each thread's newest record under a sequence number: the thread's id (16
-/// bytes), then the record.
+/// Earlier builds kept each record under a sequence number of its own (the
+/// thread's id, then the record): read once, moved to [`PACKS`], dropped.
 const THREADS: TableDefinition<u64, &[u8]> = TableDefinition::new("threads_by_write");
-/// Earlier builds kept records under the thread's id: read once, moved to
-/// [`THREADS`], dropped.
+/// Builds before those kept records under the thread's id: read once, moved
+/// to [`THREADS`] (then on to [`PACKS`]), dropped.
 const BY_ID: TableDefinition<&[u8], &[u8]> = TableDefinition::new("threads");
 /// Opted-out threads, apart from the threads: an opt-out outlives its
 /// thread's retention and eviction, until the opt-in.
@@ -119,11 +116,8 @@ impl Journal {
             None => return Err(unreadable(&"cut short")),
         };
         let (loaded, written) = move_by_id(&db)
+            .and_then(|()| move_to_packs(&db))
             .and_then(|()| read_all(&db))
-            .and_then(|(mut loaded, mut written)| {
-                drop_stale(&db, &mut loaded.0, &mut written)?;
-                Ok((loaded, written))
-            })
             .map_err(|e| Problem(format!("state.thread_file: cannot read {name}: {e}")))?;
         let shared = Arc::new(Shared {
             state: Mutex::default(),
@@ -242,18 +236,9 @@ fn create_quietly(path: &Path) -> Option<Result<Database, redb::DatabaseError>> 
     opened.ok()
 }
 
-/// Where each thread's record is in the file, as the writer knows it.
-#[derive(Default)]
-struct Written {
-    at: ById<u64>,
-    next: u64,
-    /// Older records of a thread found at open, removed then.
-    stale: Vec<u64>,
-}
-
 /// The writer: takes whatever is pending, commits it, and again, until the
 /// journal closes with nothing left.
-fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
+fn write_behind(db: &Database, shared: &Shared, mut written: Packs) {
     loop {
         let batch = {
             let mut state = shared.lock();
@@ -283,6 +268,10 @@ fn write_behind(db: &Database, shared: &Shared, mut written: Written) {
         let cpu_before = cpu_time();
         if let Err(e) = commit(db, &batch.0, &batch.1, &mut written) {
             shared.lock().failures += 1;
+            // The file is what holds: what the writer knows of it is read again.
+            if let Ok((_, known)) = read_all(db) {
+                written = known;
+            }
             tracing::warn!(
                 file = %shared.path.display(),
                 error = %e,
@@ -354,13 +343,13 @@ fn failed(e: impl std::fmt::Display) -> Problem {
     Problem(e.to_string())
 }
 
-/// Commits `batch` and `opt_outs`; `written` follows only once the commit
-/// holds.
+/// Commits `batch` and `opt_outs`. If the commit fails, `written` no
+/// longer says what the file holds (the caller reads it again).
 fn commit(
     db: &Database,
     batch: &ById<Option<Vec<u8>>>,
     opt_outs: &ById<bool>,
-    written: &mut Written,
+    written: &mut Packs,
 ) -> Result<(), Problem> {
     let txn = db.begin_write().map_err(failed)?;
     if !opt_outs.is_empty() {
@@ -373,77 +362,17 @@ fn commit(
             }
         }
     }
-    let mut now_at = Vec::with_capacity(batch.len());
     {
-        let mut table = txn.open_table(THREADS).map_err(failed)?;
-        let mut next = written.next;
-        let mut value = Vec::new();
-        for (n, (id, record)) in batch.iter().enumerate() {
-            // A large batch is CPU the calls' core is waiting for: it is
-            // handed back between slices, so a call waits for a slice, not
-            // for the whole commit.
-            if n % YIELD_EVERY == YIELD_EVERY - 1 {
-                std::thread::yield_now();
-            }
-            if let Some(&old) = written.at.get(id) {
-                table.remove(old).map_err(failed)?;
-            }
-            let Some(bytes) = record else {
-                now_at.push((*id, None));
-                continue;
-            };
-            value.clear();
-            value.extend_from_slice(id);
-            value.extend_from_slice(bytes);
-            table.insert(next, value.as_slice()).map_err(failed)?;
-            now_at.push((*id, Some(next)));
-            next += 1;
-        }
+        let mut table = txn.open_table(PACKS).map_err(failed)?;
+        // A large batch is CPU the calls' core is waiting for: it is handed
+        // back between slices, so a call waits for a slice, not for the
+        // whole commit.
+        let changes = batch.iter().map(|(id, record)| (id, record.as_deref()));
+        written
+            .write(&mut table, changes, YIELD_EVERY, std::thread::yield_now)
+            .map_err(failed)?;
     }
-    txn.commit().map_err(failed)?;
-    for (id, at) in now_at {
-        match at {
-            Some(at) => {
-                written.at.insert(id, at);
-                written.next = at + 1;
-            }
-            None => {
-                written.at.remove(&id);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes the stale records `read_all` found, and their threads from
-/// `threads`: each thread once, as its newest record has it.
-fn drop_stale(
-    db: &Database,
-    threads: &mut Vec<(ThreadId, Thread)>,
-    written: &mut Written,
-) -> Result<(), Problem> {
-    if written.stale.is_empty() {
-        return Ok(());
-    }
-    let txn = db.begin_write().map_err(failed)?;
-    {
-        let mut table = txn.open_table(THREADS).map_err(failed)?;
-        for at in &written.stale {
-            table.remove(*at).map_err(failed)?;
-        }
-    }
-    txn.commit().map_err(failed)?;
-    written.stale.clear();
-    // In file order: the last of each id is its newest.
-    let mut seen = std::collections::HashSet::new();
-    let mut kept: Vec<_> = threads
-        .drain(..)
-        .rev()
-        .filter(|(id, _)| seen.insert(*id))
-        .collect();
-    kept.reverse();
-    *threads = kept;
-    Ok(())
+    txn.commit().map_err(failed)
 }
 
 /// An earlier build's file: its records moved to [`THREADS`] in the order
@@ -482,52 +411,80 @@ fn move_by_id(db: &Database) -> Result<(), Problem> {
     txn.commit().map_err(failed)
 }
 
-/// Every thread and opt-out in the file, and where each thread's record is.
-fn read_all(db: &Database) -> Result<(Loaded, Written), Problem> {
-    let txn = db.begin_read().map_err(failed)?;
-    let mut threads = Vec::new();
-    let mut opted_out = Vec::new();
-    let mut written = Written::default();
-    match txn.open_table(OPT_OUTS) {
-        Ok(table) => {
-            for row in table.iter().map_err(failed)? {
-                let (key, _) = row.map_err(failed)?;
-                if let Ok(id) = ThreadId::try_from(key.value()) {
-                    opted_out.push(id);
-                }
+/// An earlier build's records, one under each number of [`THREADS`], moved
+/// to [`PACKS`] in their order (a thread's newest record alone), the old
+/// table dropped, in one commit.
+fn move_to_packs(db: &Database) -> Result<(), Problem> {
+    let mut rows: Vec<(ThreadId, Vec<u8>)> = Vec::new();
+    {
+        let read = db.begin_read().map_err(failed)?;
+        let table = match read.open_table(THREADS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(failed(e)),
+        };
+        for row in table.iter().map_err(failed)? {
+            let (_, value) = row.map_err(failed)?;
+            if let Some((id, record)) = value.value().split_first_chunk::<16>() {
+                rows.push((*id, record.to_vec()));
             }
         }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(failed(e)),
     }
-    let table = match txn.open_table(THREADS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(((threads, opted_out), written)),
-        Err(e) => return Err(failed(e)),
-    };
-    threads.reserve(table.len().map_err(failed)? as usize);
-    for row in table.iter().map_err(failed)? {
-        let (at, value) = row.map_err(failed)?;
-        let (at, value) = (at.value(), value.value());
-        written.next = at + 1;
-        let Some((id, record)) = value.split_first_chunk::<16>() else {
-            continue;
-        };
-        // Each thread is written under one number at a time; an older one
-        // (an earlier build wrote the thread again after a move) is stale.
-        if let Some(older) = written.at.insert(*id, at) {
-            written.stale.push(older);
+    // In file order: the last of each id is its newest.
+    let mut seen = std::collections::HashSet::new();
+    let mut newest: Vec<(ThreadId, &[u8])> = rows
+        .iter()
+        .rev()
+        .filter(|(id, _)| seen.insert(*id))
+        .map(|(id, record)| (*id, record.as_slice()))
+        .collect();
+    newest.reverse();
+    let txn = db.begin_write().map_err(failed)?;
+    {
+        let mut table = txn.open_table(PACKS).map_err(failed)?;
+        Packs::append(&mut table, &newest).map_err(failed)?;
+    }
+    txn.delete_table(THREADS).map_err(failed)?;
+    txn.commit().map_err(failed)
+}
+
+/// Every thread and opt-out in the file, and what the writer must know of
+/// it (packs that hold nothing any more are removed on the way).
+fn read_all(db: &Database) -> Result<(Loaded, Packs), Problem> {
+    let mut opted_out = Vec::new();
+    {
+        let txn = db.begin_read().map_err(failed)?;
+        match txn.open_table(OPT_OUTS) {
+            Ok(table) => {
+                for row in table.iter().map_err(failed)? {
+                    let (key, _) = row.map_err(failed)?;
+                    if let Ok(id) = ThreadId::try_from(key.value()) {
+                        opted_out.push(id);
+                    }
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(failed(e)),
         }
+    }
+    let txn = db.begin_write().map_err(failed)?;
+    let (records, packs) = {
+        let mut table = txn.open_table(PACKS).map_err(failed)?;
+        Packs::read(&mut table).map_err(failed)?
+    };
+    txn.commit().map_err(failed)?;
+    let mut threads = Vec::with_capacity(records.len());
+    for (id, record) in records {
         // A record this build cannot read is skipped, not fatal.
-        let Some((thread, legacy_opt_out)) = decode(record) else {
+        let Some((thread, legacy_opt_out)) = decode(&record) else {
             continue;
         };
         if legacy_opt_out {
-            opted_out.push(*id);
+            opted_out.push(id);
         }
-        threads.push((*id, thread));
+        threads.push((id, thread));
     }
-    Ok(((threads, opted_out), written))
+    Ok(((threads, opted_out), packs))
 }
 
 /// Version 1: flags (1 byte: inbound time, any time, and an opt-out that
@@ -716,23 +673,33 @@ mod tests {
         assert!(e.contains("not a thread file"), "{e}");
     }
 
-    /// Records in the file: (number, thread id).
-    fn records(path: &Path) -> Vec<(u64, [u8; 16])> {
+    /// The file's entries in order: (pack, thread id, a record or a
+    /// tombstone).
+    fn entries(path: &Path) -> Vec<(u64, [u8; 16], bool)> {
         let db = Database::create(path).unwrap();
         let txn = db.begin_read().unwrap();
-        let table = txn.open_table(THREADS).unwrap();
-        table
-            .iter()
-            .unwrap()
-            .map(|row| {
-                let (at, value) = row.unwrap();
-                (at.value(), value.value()[..16].try_into().unwrap())
-            })
+        let table = txn.open_table(PACKS).unwrap();
+        let mut out = Vec::new();
+        for row in table.iter().unwrap() {
+            let (key, value) = row.unwrap();
+            for (id, record) in super::super::packs::entries(value.value()) {
+                out.push((key.value(), id, record.is_some()));
+            }
+        }
+        out
+    }
+
+    /// The ids of the records (not tombstones) in the file, in order.
+    fn records(path: &Path) -> Vec<[u8; 16]> {
+        entries(path)
+            .into_iter()
+            .filter(|(_, _, record)| *record)
+            .map(|(_, id, _)| id)
             .collect()
     }
 
     #[test]
-    fn a_thread_changed_again_is_rewritten_at_the_end_once() {
+    fn a_changed_or_evicted_thread_leaves_no_live_record_behind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("threads.redb");
         let journal = Journal::open(&path).unwrap();
@@ -743,16 +710,113 @@ mod tests {
         journal.put([1; 16], &Thread::default());
         journal.delete([2; 16]);
         drop(journal);
-        let written = records(&path);
-        let ids: Vec<_> = written.iter().map(|(_, id)| *id).collect();
-        assert_eq!(ids, vec![[3; 16], [1; 16]], "{written:?}");
-        // Numbers keep growing after a reopen.
+        // The packs of 1 and 2 held nothing more and are gone; 2's
+        // tombstone stays (after the pack of 3, which is still in use).
+        let written = entries(&path);
+        let mut kinds: Vec<_> = written.iter().map(|(_, id, r)| (*id, *r)).collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec![([1; 16], true), ([2; 16], false), ([3; 16], true)],
+            "{written:?}"
+        );
+        assert_eq!(written[0].1, [3; 16], "{written:?}");
         let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        let mut ids: Vec<_> = threads.iter().map(|(id, _)| *id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![[1; 16], [3; 16]]);
+        let one = threads.iter().find(|(id, _)| *id == [1; 16]).unwrap();
+        assert_eq!(one.1, Thread::default(), "the newer record");
+        // Numbers keep growing after a reopen.
         journal.put([4; 16], &thread());
         drop(journal);
-        let last = records(&path).last().copied().unwrap();
+        let last = entries(&path).last().copied().unwrap();
         assert_eq!(last.1, [4; 16]);
-        assert!(last.0 > written[1].0);
+        assert!(written.iter().all(|(pack, _, _)| *pack < last.0));
+    }
+
+    #[test]
+    fn under_churn_at_the_bound_the_file_holds_about_the_live_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.redb");
+        let id = |n: u32| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        let journal = Journal::open(&path).unwrap();
+        // A map of 500 threads: each new one evicts the oldest.
+        for n in 0..5_000 {
+            journal.put(id(n), &thread());
+            if n >= 500 {
+                journal.delete(id(n - 500));
+            }
+            if n % 100 == 99 {
+                journal.flush(Duration::from_secs(5));
+            }
+        }
+        drop(journal);
+        let entries = entries(&path);
+        let records = entries.iter().filter(|(_, _, r)| *r).count();
+        assert!(
+            records <= 500 + 2 * PACK_THREADS && entries.len() <= 2 * records,
+            "{records} records, {} entries",
+            entries.len()
+        );
+        let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        let mut ids: Vec<_> = threads.iter().map(|(id, _)| *id).collect();
+        ids.sort_by_key(|id| u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+        let want: Vec<_> = (4_500..5_000).map(id).collect();
+        assert!(ids == want, "{} threads read back", ids.len());
+    }
+
+    #[test]
+    fn an_evicted_thread_in_a_pack_still_in_use_is_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.redb");
+        let id = |n: u16| {
+            let mut id = [0u8; 16];
+            id[..2].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        let journal = Journal::open(&path).unwrap();
+        // Three packs' worth in one commit, then a few changed again and a
+        // few evicted, some of them twice over, across commits.
+        for n in 0..150 {
+            journal.put(id(n), &thread());
+        }
+        journal.flush(Duration::from_secs(5));
+        for n in (0..150).step_by(7) {
+            journal.delete(id(n));
+        }
+        for n in (0..150).step_by(5) {
+            journal.put(id(n), &Thread::default());
+        }
+        journal.flush(Duration::from_secs(5));
+        for n in (0..150).step_by(10) {
+            journal.delete(id(n));
+        }
+        drop(journal);
+        let gone = |n: u16| n.is_multiple_of(10) || (n.is_multiple_of(7) && !n.is_multiple_of(5));
+        let want: Vec<_> = (0..150).filter(|n| !gone(*n)).map(id).collect();
+        let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        let mut ids: Vec<_> = threads.iter().map(|(id, _)| *id).collect();
+        ids.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(ids, want_sorted);
+        for (id, thread) in &threads {
+            let n = u16::from_le_bytes([id[0], id[1]]);
+            let changed = n.is_multiple_of(5);
+            assert_eq!(
+                *thread == Thread::default(),
+                changed,
+                "{n}: the newest record"
+            );
+        }
     }
 
     #[test]
@@ -786,8 +850,7 @@ mod tests {
         assert_eq!(opted_out, vec![[9; 16]]);
         drop(journal);
         // In the order of their last activity; the old table is gone.
-        let ids: Vec<_> = records(&path).into_iter().map(|(_, id)| id).collect();
-        assert_eq!(ids, vec![[9; 16], [8; 16], [7; 16]]);
+        assert_eq!(records(&path), vec![[9; 16], [8; 16], [7; 16]]);
         let db = Database::create(&path).unwrap();
         assert!(matches!(
             db.begin_read().unwrap().open_table(BY_ID),
@@ -811,10 +874,45 @@ mod tests {
         assert_eq!(seven.len(), 1);
         assert_eq!(seven[0].1, Thread::default(), "the newer record");
         drop(journal);
-        let sevens = records(&path)
-            .iter()
-            .filter(|(_, id)| *id == [7; 16])
-            .count();
-        assert_eq!(sevens, 1, "the older record is gone from the file");
+        let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        let seven: Vec<_> = threads.iter().filter(|(id, _)| *id == [7; 16]).collect();
+        assert_eq!(seven.len(), 1, "read back once more: the newer record");
+        assert_eq!(seven[0].1, Thread::default());
+    }
+
+    #[test]
+    fn a_file_of_the_build_before_packs_is_read_and_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("threads.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(THREADS).unwrap();
+                for (at, id, t) in [
+                    (0u64, [5u8; 16], thread()),
+                    (1, [6; 16], thread()),
+                    (2, [5; 16], Thread::default()),
+                ] {
+                    table
+                        .insert(at, [id.as_slice(), &encode(&t)].concat().as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let journal = Journal::open(&path).unwrap();
+        let (threads, _) = journal.loaded();
+        let ids: Vec<_> = threads.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![[6; 16], [5; 16]], "in file order, 5's newest");
+        assert_eq!(threads[1].1, Thread::default());
+        drop(journal);
+        assert_eq!(records(&path), vec![[6; 16], [5; 16]]);
+        let db = Database::create(&path).unwrap();
+        assert!(matches!(
+            db.begin_read().unwrap().open_table(THREADS),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
     }
 }

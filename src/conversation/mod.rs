@@ -13,6 +13,7 @@
 mod fleet;
 mod journal;
 mod local;
+mod packs;
 
 use std::future::Future;
 
