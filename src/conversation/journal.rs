@@ -5,8 +5,9 @@
 //! Written behind, never on the request path: a change replaces the
 //! thread's pending record in a map (one lock, no I/O), and a writer thread
 //! of its own commits whatever is pending in one transaction, over and over.
-//! A burst of changes to one thread is one write. The file holds what the
-//! map holds (bounded the same way: an evicted thread is deleted from it).
+//! A burst of changes to one thread is one write. The file reads back as
+//! what the map holds (bounded the same way: an evicted thread is written
+//! gone, and its record goes with its pack).
 //! At shutdown the gateway waits for the writer to catch up.
 //!
 //! Why redb: pure Rust (no C toolchain in the image), one file, crash-safe
