@@ -582,6 +582,13 @@ mod tests {
         }
     }
 
+    /// The id of the `n`th thread of a test.
+    fn numbered(n: u32) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        id
+    }
+
     #[test]
     fn the_writers_own_cpu_time_is_read() {
         let before = cpu_time().expect("Linux says a thread's CPU time");
@@ -652,10 +659,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("threads.redb");
         let journal = Journal::open(&path).unwrap();
-        for n in 0..500u16 {
-            let mut id = [0u8; 16];
-            id[..2].copy_from_slice(&n.to_le_bytes());
-            journal.put(id, &thread());
+        for n in 0..500 {
+            journal.put(numbered(n), &thread());
         }
         drop(journal);
         let whole = std::fs::read(&path).unwrap();
@@ -741,11 +746,7 @@ mod tests {
     fn under_churn_at_the_bound_the_file_holds_about_the_live_threads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("threads.redb");
-        let id = |n: u32| {
-            let mut id = [0u8; 16];
-            id[..4].copy_from_slice(&n.to_le_bytes());
-            id
-        };
+        let id = numbered;
         let journal = Journal::open(&path).unwrap();
         // A map of 500 threads: each new one evicts the oldest.
         for n in 0..5_000 {
@@ -777,11 +778,7 @@ mod tests {
     fn an_evicted_thread_in_a_pack_still_in_use_is_not_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("threads.redb");
-        let id = |n: u16| {
-            let mut id = [0u8; 16];
-            id[..2].copy_from_slice(&n.to_le_bytes());
-            id
-        };
+        let id = numbered;
         let journal = Journal::open(&path).unwrap();
         // Three packs' worth in one commit, then a few changed again and a
         // few evicted, some of them twice over, across commits.
@@ -800,7 +797,7 @@ mod tests {
             journal.delete(id(n));
         }
         drop(journal);
-        let gone = |n: u16| n.is_multiple_of(10) || (n.is_multiple_of(7) && !n.is_multiple_of(5));
+        let gone = |n: u32| n.is_multiple_of(10) || (n.is_multiple_of(7) && !n.is_multiple_of(5));
         let want: Vec<_> = (0..150).filter(|n| !gone(*n)).map(id).collect();
         let journal = Journal::open(&path).unwrap();
         let (threads, _) = journal.loaded();
@@ -810,7 +807,7 @@ mod tests {
         want_sorted.sort();
         assert_eq!(ids, want_sorted);
         for (id, thread) in &threads {
-            let n = u16::from_le_bytes([id[0], id[1]]);
+            let n = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
             let changed = n.is_multiple_of(5);
             assert_eq!(
                 *thread == Thread::default(),

@@ -149,8 +149,17 @@ impl Packs {
             }
         }
         packer.finish(self)?;
-        // A pack that holds nothing goes at once; one whose tombstones
-        // hide older records, once every older pack is gone.
+        self.drop_empty(table, emptied)
+    }
+
+    /// Removes what holds nothing among `emptied`, packs whose live records
+    /// ran out: a pack that holds nothing goes at once; one whose
+    /// tombstones hide older records, once every older pack is gone.
+    fn drop_empty(
+        &mut self,
+        table: &mut redb::Table<'_, u64, &'static [u8]>,
+        emptied: impl IntoIterator<Item = u64>,
+    ) -> Result<(), redb::StorageError> {
         for key in emptied {
             if self
                 .held
@@ -161,14 +170,6 @@ impl Packs {
                 self.held.remove(&key);
             }
         }
-        self.drop_front(table)
-    }
-
-    /// Removes the oldest packs while they hold no live record.
-    fn drop_front(
-        &mut self,
-        table: &mut redb::Table<'_, u64, &'static [u8]>,
-    ) -> Result<(), redb::StorageError> {
         while let Some((&key, held)) = self.held.first_key_value() {
             if held.live > 0 {
                 break;
@@ -229,17 +230,8 @@ impl Packs {
             }
         }
         records.sort_unstable_by_key(|(place, _, _)| *place);
-        let emptied: Vec<u64> = packs
-            .held
-            .iter()
-            .filter(|(_, h)| h.live == 0 && !h.tombstones)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in emptied {
-            table.remove(key)?;
-            packs.held.remove(&key);
-        }
-        packs.drop_front(table)?;
+        let emptied: Vec<u64> = packs.held.keys().copied().collect();
+        packs.drop_empty(table, emptied)?;
         Ok((
             records.into_iter().map(|(_, id, r)| (id, r)).collect(),
             packs,
