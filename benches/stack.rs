@@ -142,7 +142,7 @@ fn pieces(c: &mut Criterion) {
         content_type: None,
         body: Bytes::from_static(OFFER.as_bytes()),
         ttl: Duration::from_secs(3600),
-        local_only: false,
+        ask_fleet_after: None,
     };
     rt.block_on(async {
         store.claim("hit", &[7; 16]).await;

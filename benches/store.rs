@@ -61,7 +61,7 @@ fn stored() -> Stored {
         // A copy per answer, as the idempotency layer keeps one.
         body: Bytes::copy_from_slice(OFFER.as_bytes()),
         ttl: Duration::from_secs(3600),
-        local_only: false,
+        ask_fleet_after: None,
     }
 }
 

@@ -182,7 +182,7 @@ impl<S: ProxyService> Edge<S> {
                                 content_type: Some(HeaderValue::from_static("application/json")),
                                 body: resp.body.clone(),
                                 ttl,
-                                local_only: false,
+                                ask_fleet_after: None,
                             };
                             (resp, Some(keep))
                         }

@@ -33,10 +33,7 @@ async fn call_through(
         )))
         .unwrap();
     let answer = send_with(&client, req).await;
-    let req = http::Request::get(format!("http://{}/metrics", gw.admin_addr))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&send_with(&client, req).await.body).to_string();
+    let metrics = metrics_of(&gw).await;
     gw.shutdown().await;
     (answer, metrics)
 }

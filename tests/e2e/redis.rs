@@ -165,15 +165,24 @@ async fn duplicates_cost_one_partner_call(redis: &dyn Shared) {
         "one call for fifty duplicates"
     );
 
-    // A duplicate on the other replica answers within a few milliseconds of
-    // the answer being stored: it hears the leader's finish (pub/sub), it
-    // does not poll (a 25 ms poll lands 12 ms late on the median).
+    // A duplicate on the other replica hears the leader's finish (pub/sub)
+    // and asks Redis once more then: three asks in all (found in flight,
+    // again once subscribed, the answer; a fourth only if the finish took
+    // longer than the 250 ms fallback), where a 25 ms poll would ask six
+    // times over the leader's 110 ms left, and answer 12 ms late on the
+    // median. Counted on the waiter's own metrics: a busy machine slows
+    // the answer, not the count.
+    let asks = |m: &str| {
+        sample(m, r#"offergate_state_latency_seconds_count{op="claim"}"#)
+            + sample(m, r#"offergate_state_latency_seconds_count{op="admit"}"#)
+    };
     let mut lags = Vec::new();
     for n in 0..7 {
         plan(&a, Route::EncoreOffers, &["delay:150"]);
         let body = encore_body();
         let key = format!("webhook-heard-{n}");
         let key = [("idempotency-key", key.as_str())];
+        let asked_before = asks(&metrics_of(&b.0).await);
         let lead = async {
             let answer = post_to(&a.gw, &key, &body).await;
             (answer, offergate::call::clock::now())
@@ -188,14 +197,15 @@ async fn duplicates_cost_one_partner_call(redis: &dyn Shared) {
             waited.replayed() && waited.body == led.body,
             "the leader's answer"
         );
+        let asked = asks(&metrics_of(&b.0).await) - asked_before;
+        assert!(
+            asked <= 4.0,
+            "the waiter heard the finish: it asked Redis {asked} times"
+        );
         lags.push(waited_at.saturating_duration_since(led_at));
     }
     lags.sort();
     println!("waiters answered after their leaders by {lags:?}");
-    assert!(
-        lags[lags.len() / 2] <= Duration::from_millis(5),
-        "a waiter answers late after the leader: {lags:?}"
-    );
 
     // The same key with another body, on the other replica: 422.
     let changed = post_to(&b.0, &[("idempotency-key", "webhook-1")], &encore_body()).await;
@@ -753,6 +763,71 @@ async fn after_an_outage_the_fleet_answers_each_key_with_one_link() {
     a.stop().await;
 }
 
+/// Redis comes back empty (restarted without persistence; a failover to a
+/// replica the answers had not reached loses them the same way), three
+/// times. Past the call's deadline, the replica that led a key shares its
+/// copy again when asked first: the other replays the same link and the
+/// partner is not called. Where the other replica is asked first, it calls
+/// the partner once and the leader then takes that answer: one link on
+/// every replica either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_redis_loses_is_shared_again_by_the_replica_that_led_it() {
+    let mut redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    let deadline = replica(a.sim.origin(), &redis, "")
+        .encore
+        .resilience
+        .deadline;
+    for round in 0..3 {
+        until_connected(&a.gw).await;
+        until_connected(&b.0).await;
+        // Led by a, replayed by b.
+        let mut keys = Vec::new();
+        for n in 0..10 {
+            let (key, body) = (format!("lost-{round}-{n}"), encore_body());
+            let h = [("idempotency-key", key.as_str())];
+            let first = post_to(&a.gw, &h, &body).await;
+            assert!(first.json()["offer"].is_object());
+            assert!(post_to(&b.0, &h, &body).await.replayed());
+            keys.push((key, body, first.body));
+        }
+        let led_at = Instant::now();
+        redis.kill();
+        redis.restart().await;
+        until_connected(&a.gw).await;
+        until_connected(&b.0).await;
+        tokio::time::sleep(deadline.saturating_sub(led_at.elapsed())).await;
+        let calls = a.calls(Route::EncoreOffers);
+        for (n, (key, body, first)) in keys.iter().enumerate() {
+            let h = [("idempotency-key", key.as_str())];
+            let leader_first = n < 5;
+            let (x, y) = if leader_first {
+                let x = post_to(&a.gw, &h, body).await;
+                (x, post_to(&b.0, &h, body).await)
+            } else {
+                let y = post_to(&b.0, &h, body).await;
+                (post_to(&a.gw, &h, body).await, y)
+            };
+            assert_eq!(x.body, y.body, "round {round}, {key}: one link on both");
+            assert_eq!(
+                x.body == *first,
+                leader_first,
+                "round {round}, {key}: the leader's link where it was asked first"
+            );
+            let again = post_to(&b.0, &h, body).await;
+            assert_eq!(again.body, x.body, "round {round}, {key}: and it stays");
+        }
+        assert_eq!(
+            a.calls(Route::EncoreOffers) - calls,
+            5,
+            "round {round}: a partner call only where the replica that did not lead was asked first"
+        );
+    }
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
 /// Redis drops every client connection: a call whose script may run twice
 /// (the claim, the finish) is sent once more on the new connection, and
 /// the caller sees nothing of it.
@@ -795,7 +870,13 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     let master = sentinel.master;
     let state = StateLines(sentinel.state());
     // Every key lives on the one master.
-    let followed = failover_under_load(&state, || sentinel.kill_master(), |_| true).await;
+    let replica = sentinel.replica;
+    let kill = || {
+        let held = answers_held(&[replica]);
+        sentinel.kill_master();
+        held
+    };
+    let followed = failover_under_load(&state, kill, |_| true).await;
     assert_eq!(
         sentinel.current_master(),
         sentinel.replica,
@@ -812,14 +893,18 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
 /// Two replicas on `shared` serving about 60 calls a second for 8 s, `kill`
 /// called after 1 s: every caller is answered within its deadline; the time
 /// from the kill until a key replays across the replicas again. Then every
-/// key answered before the kill is asked of both replicas again: each is
-/// replayed with its first answer and no partner call, but for answers the
-/// old master took in the last moments before it died (Redis replicates
-/// asynchronously): those may be asked of the partner once more, and only
-/// those.
+/// key answered before the kill is asked of both replicas again: one answer
+/// on both, and its first answer with no partner call wherever the nodes
+/// left alive held it at the kill. Redis replicates asynchronously (on a
+/// busy machine the replica can be half a second behind), so the master may
+/// die with answers its replica never had: where the replica that led such
+/// a key is asked first, it shares its copy again; where the other is, the
+/// partner is asked once more, and only then.
 async fn failover_under_load(
     shared: &dyn Shared,
-    mut kill: impl FnMut(),
+    // Kills the master, and says which keys' answers the nodes left alive
+    // held just before.
+    mut kill: impl FnMut() -> std::collections::HashSet<String>,
     // Whether a call's duplicate check tells anything (its key lives on
     // the master that is killed).
     telling: impl Fn(&str) -> bool,
@@ -834,14 +919,16 @@ async fn failover_under_load(
         .deadline;
     let started = Instant::now();
     let mut killed_at = None;
+    let mut held = std::collections::HashSet::new();
     let (mut answered, mut slow, mut n) = (0, 0, 0);
     let mut followed_after: Option<Duration> = None;
-    // The telling keys answered before the kill: key, body, answer, when.
+    // The telling keys answered before the kill: key, body, answer, when,
+    // whether replica a led it.
     let mut before = Vec::new();
     // About 100 calls a second for 8 s, the master killed after 1 s.
     while started.elapsed() < Duration::from_secs(10) {
         if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
-            kill();
+            held = kill();
             killed_at = Some(Instant::now());
         }
         let key = format!("failover-{n}");
@@ -855,7 +942,14 @@ async fn failover_under_load(
         let x = post_to(gw, &[("idempotency-key", &key)], &body).await;
         answered += usize::from(x.status == 200);
         if killed_at.is_none() && x.json()["offer"].is_object() && telling(&key) {
-            before.push((key.clone(), body.clone(), x.body.clone(), Instant::now()));
+            let led_by_a = n % 2 == 0;
+            before.push((
+                key.clone(),
+                body.clone(),
+                x.body.clone(),
+                Instant::now(),
+                led_by_a,
+            ));
         }
         slow += usize::from(t.elapsed() > deadline + Duration::from_millis(200));
         n += 1;
@@ -879,8 +973,14 @@ async fn failover_under_load(
     until_connected(&a.gw).await;
     until_connected(&b.0).await;
     let calls = a.calls(Route::EncoreOffers);
-    let mut lost = Vec::new();
-    for (key, body, first, at) in &before {
+    assert!(
+        before.iter().any(|(key, ..)| held.contains(key)),
+        "the replica had some answers at the kill"
+    );
+    // Asked of a, then b: a shares again what it led and the new master
+    // lost; what b led is asked of the partner once more.
+    let (mut lost, mut shared_again) = (Vec::new(), 0);
+    for (key, body, first, at, led_by_a) in &before {
         let h = [("idempotency-key", key.as_str())];
         let (x, y) = (
             post_to(&a.gw, &h, body).await,
@@ -888,7 +988,18 @@ async fn failover_under_load(
         );
         assert_eq!(x.body, y.body, "{key}: one answer on both replicas");
         if x.body != *first {
+            assert!(
+                !held.contains(key) && !led_by_a,
+                "{key} lost, though {}",
+                if *led_by_a {
+                    "the replica asked first led it"
+                } else {
+                    "the new master had it"
+                }
+            );
             lost.push(killed_at.saturating_duration_since(*at));
+        } else if !held.contains(key) {
+            shared_again += 1;
         }
     }
     assert_eq!(
@@ -896,16 +1007,12 @@ async fn failover_under_load(
         lost.len() as u64,
         "a partner call only for an answer the new master never had"
     );
-    // What replication had not carried yet: the last moments before the kill.
-    assert!(
-        lost.iter()
-            .all(|before_kill| *before_kill < Duration::from_millis(500)),
-        "only answers taken just before the kill are lost: {lost:?}"
-    );
     eprintln!(
         "failover: {n} calls answered, none late; the fleet replayed across replicas {followed_after:?} after the kill; \
-         of {} keys answered before it, {} asked of the partner again (answered {lost:?} before the kill)",
+         of {} keys answered before it, {} the replicas held at the kill, {shared_again} were shared again by their leader, \
+         {} asked of the partner again (answered {lost:?} before the kill)",
         before.len(),
+        before.iter().filter(|(key, ..)| held.contains(key)).count(),
         lost.len()
     );
     b.0.shutdown().await;
@@ -938,8 +1045,18 @@ async fn a_cluster_master_failover_is_followed_under_load() {
         "the test's slot function is Redis's"
     );
     let state = StateLines(cluster.state());
-    let followed =
-        failover_under_load(&state, || cluster.kill(master), |k| on_master.contains(k)).await;
+    let others: Vec<_> = cluster
+        .nodes
+        .iter()
+        .filter(|n| **n != master)
+        .copied()
+        .collect();
+    let kill = || {
+        let held = answers_held(&others);
+        cluster.kill(master);
+        held
+    };
+    let followed = failover_under_load(&state, kill, |k| on_master.contains(k)).await;
     let now = eventually(
         Duration::from_secs(10),
         "a replica serves the slot",
@@ -955,6 +1072,23 @@ async fn a_cluster_master_failover_is_followed_under_load() {
         followed < Duration::from_secs(8),
         "followed after {followed:?}"
     );
+}
+
+/// The idempotency keys whose answers `nodes` hold now, as callers named
+/// them.
+fn answers_held(nodes: &[std::net::SocketAddr]) -> std::collections::HashSet<String> {
+    nodes
+        .iter()
+        .filter_map(|n| crate::redis_server::redis_cli(*n, &["--scan", "--pattern", "*:answer:*"]))
+        .flat_map(|keys| {
+            keys.lines()
+                .filter_map(|k| {
+                    let id = k.split_once('{')?.1.strip_suffix('}')?;
+                    id.rsplit('/').next().map(str::to_string)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// `[state]` lines as they are.

@@ -242,16 +242,22 @@ impl Harness {
     }
 
     pub async fn metrics(&self) -> String {
-        let req = Request::get(format!("http://{}/metrics", self.gw.admin_addr))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        String::from_utf8(self.send(req).await.body.to_vec()).unwrap()
+        metrics_of(&self.gw).await
     }
 
     pub async fn stop(self) {
         self.gw.shutdown().await;
         self.sim.shutdown().await;
     }
+}
+
+/// What `gw`'s admin listener shows on `/metrics`.
+pub async fn metrics_of(gw: &Gateway) -> String {
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = Request::get(format!("http://{}/metrics", gw.admin_addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    String::from_utf8_lossy(&send_with(&client, req).await.body).into_owned()
 }
 
 pub async fn send_with(

@@ -46,7 +46,7 @@ pub(super) fn decode(bytes: &[u8], ttl: Duration) -> Option<Stored> {
             .flatten(),
         body: Bytes::copy_from_slice(bytes.get(HEAD + ct_len..)?),
         ttl,
-        local_only: false,
+        ask_fleet_after: None,
     })
 }
 
@@ -73,7 +73,7 @@ mod tests {
             content_type: Some(HeaderValue::from_static("application/json; charset=utf-8")),
             body: Bytes::from_static(br#"{"success":false}"#),
             ttl: Duration::from_secs(1),
-            local_only: false,
+            ask_fleet_after: None,
         };
         assert!(
             decode(&encode(&s)[..30], Duration::ZERO).is_none(),

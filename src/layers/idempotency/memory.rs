@@ -276,7 +276,7 @@ mod tests {
             content_type: None,
             body: Bytes::from(vec![b'x'; body_len]),
             ttl,
-            local_only: false,
+            ask_fleet_after: None,
         }
     }
 

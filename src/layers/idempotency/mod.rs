@@ -247,7 +247,7 @@ fn keep(answer: &Answer, fingerprint: Fingerprint, ttl: Duration) -> Option<Stor
                 }),
                 body: Bytes::copy_from_slice(&r.body),
                 ttl,
-                local_only: false,
+                ask_fleet_after: None,
             })
         }
         _ => None,

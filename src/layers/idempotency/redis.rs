@@ -20,6 +20,12 @@
 //!   the fleet first. The fleet's answer wins and replaces it; with none,
 //!   this one is shared (`SET NX`, and whatever Redis then holds is what
 //!   every replica answers). So an outage's split ends with the outage.
+//! - A replica's copy of an answer answers alone for a short window (the
+//!   call's deadline); after it, the fleet's copy is asked first. Redis
+//!   may lose an answer (a failover to a replica it had not reached, a
+//!   restart, an eviction): the replica that led then shares its copy
+//!   again, rather than the next replica asked calling the partner for a
+//!   second, different answer.
 //! - Stored: fingerprint, status, content type, body. Never a secret or a
 //!   caller's raw body; keys hold the route, the caller's key or the body's
 //!   fingerprint.
@@ -145,13 +151,19 @@ impl RedisStore {
         }
     }
 
-    /// The fleet's answer for the key when it is this request's: kept here
-    /// as the fleet's (no longer this replica's alone) and answered; else ours.
+    /// The fleet's answer for the key when it is this request's and not
+    /// ours: answered, and kept here as any copy of the fleet's answer is,
+    /// for a short window. Else ours, kept as it was: the fleet is asked
+    /// again next time, so a copy it loses later is shared again.
     async fn adopt(&self, key: &str, ours: Arc<Stored>, fleet: Option<Stored>) -> Claim {
         match fleet {
-            Some(fleet) if fleet.fingerprint == ours.fingerprint => {
+            Some(fleet)
+                if fleet.fingerprint == ours.fingerprint
+                    && (fleet.status, &fleet.body) != (ours.status, &ours.body) =>
+            {
                 let kept = Stored {
-                    local_only: false,
+                    ttl: self.wait_for,
+                    ask_fleet_after: None,
                     ..fleet.clone()
                 };
                 self.local.finish(key, &answer_of(&fleet), Some(kept)).await;
@@ -202,8 +214,15 @@ impl RedisStore {
         // This replica's own duplicates wait on its own leader.
         let ours = match self.local.claim(key, fingerprint).await {
             Claim::Lead => None,
-            // Made while Redis was away: once it answers, the fleet's wins.
-            Claim::Stored(stored) if stored.local_only && !self.redis.degraded() => Some(stored),
+            // Past its time alone (made while Redis was away, or this
+            // replica's lead a window ago): while Redis answers, the fleet's
+            // wins, and with none, ours is shared again.
+            Claim::Stored(stored)
+                if stored.ask_fleet_after.is_some_and(|at| clock::now() >= at)
+                    && !self.redis.degraded() =>
+            {
+                Some(stored)
+            }
             other => return (other, None),
         };
         let (answer_key, lock_key) = self.keys(key);
@@ -402,9 +421,17 @@ impl IdempotencyStore for RedisStore {
             .map(encode)
             .filter(|bytes| bytes.len() <= self.max_answer_bytes);
         let ttl = keep.as_ref().map_or(Duration::ZERO, |k| k.ttl);
-        // A lead without the fleet's lock was made while Redis was away.
+        // A lead's own copy answers alone for as long as another replica
+        // keeps the fleet's (the call's deadline), then asks the fleet first:
+        // Redis may have lost it since. One made without the fleet's lock
+        // (Redis away) asks as soon as Redis answers again.
+        let alone_for = if lock_value.is_some() {
+            self.wait_for
+        } else {
+            Duration::ZERO
+        };
         let keep = keep.map(|k| Stored {
-            local_only: lock_value.is_none(),
+            ask_fleet_after: Some(clock::now() + alone_for),
             ..k
         });
         self.local.finish(key, answer, keep).await;

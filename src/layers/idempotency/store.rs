@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, StatusCode};
 
+use crate::call::clock::Instant;
 use crate::call::error::GatewayError;
 use crate::call::fingerprint::Fingerprint;
 use crate::call::request::{ProxyRequest, ProxyResponse};
@@ -27,9 +28,13 @@ pub struct Stored {
     pub body: Bytes,
     /// How long it is replayed.
     pub ttl: Duration,
-    /// Made while the fleet's store could not be reached (`fail_open`): once
-    /// it can be again, the fleet's answer for the key wins over this one.
-    pub local_only: bool,
+    /// From when on the fleet's store is asked before this copy answers
+    /// (`None`: never). At once for an answer made while the fleet's store
+    /// could not be reached (`fail_open`); after a short window for a lead's
+    /// own copy, which the fleet may lose meanwhile (a failover to a replica
+    /// the answer had not reached yet, a restart). The fleet's answer wins;
+    /// with none, this one is shared again.
+    pub ask_fleet_after: Option<Instant>,
 }
 
 /// What a key is, when a call with it arrives.
