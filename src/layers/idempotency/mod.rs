@@ -283,11 +283,14 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
             let route = req.route();
             let this = &*self.shared;
             let state = this.per_route.get(route);
+            // Boxed, as the leader's call is (`FinishAnyway`): held in place,
+            // the call below would size this layer's state and every one
+            // above it, copied whole as each is made.
             let Some(fp) = req.call.fingerprint else {
-                return self.next.call(req).await;
+                return Box::pin(self.next.call(req)).await;
             };
             let Some((key, ttl)) = state.key(&req, &fp) else {
-                return self.next.call(req).await;
+                return Box::pin(self.next.call(req)).await;
             };
             let claim = state.store.claim_then(&key, &fp, &mut req).await;
             match claim {
