@@ -113,7 +113,9 @@ impl RedisStore {
     }
 
     /// One answer for the key fleet-wide after an outage: the fleet's, if
-    /// it has one (ours is replaced by it), else ours, now shared.
+    /// it has one (ours is replaced by it), else ours, now shared. Another
+    /// replica calling for it now (its finish lands after its caller has the
+    /// answer) is waited for, as a duplicate waits, within the call's time.
     async fn reconcile(
         &self,
         key: &str,
@@ -122,32 +124,63 @@ impl RedisStore {
         fp: &str,
         lock_value: &str,
     ) -> Claim {
-        match self
-            .redis
-            .claim(answer_key, lock_key, fp, lock_value, self.lock_ttl)
-            .await
-        {
-            Ok(ClaimReply::Stored(bytes)) => {
-                let fleet = decode(&bytes, ours.ttl);
-                self.adopt(key, ours, fleet).await
+        let give_up = clock::now() + self.wait_for;
+        let mut notice = None;
+        loop {
+            let claim = self
+                .redis
+                .claim(answer_key, lock_key, fp, lock_value, self.lock_ttl);
+            match tokio::time::timeout_at(give_up, claim).await {
+                Ok(Ok(ClaimReply::Stored(bytes))) => {
+                    let fleet = decode(&bytes, ours.ttl);
+                    return self.adopt(key, ours, fleet).await;
+                }
+                Ok(Ok(ClaimReply::Lead)) => {
+                    let shared = encode(&ours);
+                    let published = self
+                        .redis
+                        .finish(answer_key, lock_key, lock_value, &shared, ours.ttl, None)
+                        .await;
+                    // What Redis holds now: ours, or another replica's that
+                    // got there between the claim and the finish.
+                    let fleet = match published {
+                        Ok(Some(bytes)) => decode(&bytes, ours.ttl),
+                        _ => None,
+                    };
+                    return self.adopt(key, ours, fleet).await;
+                }
+                Ok(Ok(ClaimReply::InFlight)) if clock::now() + POLL < give_up => {
+                    self.until_finish_heard(&mut notice, answer_key, give_up)
+                        .await;
+                }
+                // Still in flight at the call's end, or Redis is away again:
+                // ours, for now.
+                _ => return Claim::Stored(ours),
             }
-            Ok(ClaimReply::Lead) => {
-                let shared = encode(&ours);
-                let published = self
-                    .redis
-                    .finish(answer_key, lock_key, lock_value, &shared, ours.ttl, None)
-                    .await;
-                // What Redis holds now: ours, or another replica's that got
-                // there between the claim and the finish.
-                let fleet = match published {
-                    Ok(Some(bytes)) => decode(&bytes, ours.ttl),
-                    _ => None,
-                };
-                self.adopt(key, ours, fleet).await
+        }
+    }
+
+    /// Waits for the leader's finish of a key found in flight: until it is
+    /// heard, or the fallback poll, whichever comes first. Unsubscribed, it
+    /// subscribes and returns at once: the finish may have come before the
+    /// subscription did, so the caller asks again.
+    async fn until_finish_heard(
+        &self,
+        notice: &mut Option<crate::state::Notice>,
+        answer_key: &str,
+        give_up: clock::Instant,
+    ) {
+        match notice.take() {
+            Some(heard) => {
+                let left = give_up.saturating_duration_since(clock::now());
+                let _ = tokio::time::timeout(LISTEN_POLL.min(left), heard).await;
             }
-            // Another replica is calling for it now, or Redis is away again:
-            // ours, for now.
-            _ => Claim::Stored(ours),
+            None => {
+                *notice = self.redis.listen(answer_key).await;
+                if notice.is_none() {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
         }
     }
 
@@ -316,22 +349,8 @@ impl RedisStore {
                 }
                 Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
                     in_flight_seen = true;
-                    match notice.take() {
-                        // Ask again when the leader's finish is heard, or
-                        // after the fallback poll, whichever comes first.
-                        Some(heard) => {
-                            let left = give_up.saturating_duration_since(clock::now());
-                            let _ = tokio::time::timeout(LISTEN_POLL.min(left), heard).await;
-                        }
-                        // Subscribe, then ask again at once: the finish may
-                        // have come before the subscription did.
-                        None => {
-                            notice = self.redis.listen(&answer_key).await;
-                            if notice.is_none() {
-                                tokio::time::sleep(POLL).await;
-                            }
-                        }
-                    }
+                    self.until_finish_heard(&mut notice, &answer_key, give_up)
+                        .await;
                 }
                 Ok(ClaimReply::InFlight) => return self.gave_up_waiting(key).await,
                 // Sent, and no answer in time: the claim may be taken in
