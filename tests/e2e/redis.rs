@@ -1176,6 +1176,10 @@ async fn an_opt_out_is_kept_by_redis_through_eviction_or_refused_when_it_cannot_
     assert_eq!(out.status, 200);
     let again = post_path(&a.gw, "/offergate/v1/encore/messages", &stop).await;
     assert_eq!(again.json()["reason"], "opted_out");
+    // The other replica's health watch saw the stall too: until it sees
+    // Redis again it decides alone (`fail_open`), without the fleet's
+    // opt-outs.
+    until_connected(&b.0).await;
     for (chat, id) in [("stalled", "wamid.x1"), ("stalled-2", "wamid.x2")] {
         let mut m = message(id, now + 1_000);
         m["chatId"] = serde_json::json!(chat);
