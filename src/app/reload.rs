@@ -10,7 +10,10 @@
 //! and under [`READ_TIMEOUT`]: a file on a stuck mount refuses the reload
 //! after the timeout while calls, health checks and the drain go on. While
 //! such a read is still stuck, later reloads are refused at once rather than
-//! pile up threads behind it.
+//! pile up threads behind it. A reload asked for while a read is under way
+//! (a SIGHUP right after an edit the watch has seen too) joins it: the files
+//! are read once more when that read ends, so the newest files are applied,
+//! and nothing is refused.
 
 use crate::call::problem::Problem;
 use std::path::PathBuf;
@@ -91,6 +94,10 @@ pub struct Reloader {
     last_success: IntGauge,
     /// A read of the files is under way (or stuck).
     reading: AtomicBool,
+    /// The read under way has outlived [`READ_TIMEOUT`].
+    stuck: AtomicBool,
+    /// Asked for during the read under way: read once more after it.
+    again: AtomicBool,
 }
 
 /// How long the config and its secret files may take to read.
@@ -103,6 +110,8 @@ pub enum Reloaded {
     Applied { needs_restart: Vec<&'static str> },
     /// Refused: every problem, the old config still serving.
     Refused(Vec<String>),
+    /// Joined the reload under way, which reads the files once more.
+    Joined,
 }
 
 impl Reloader {
@@ -136,6 +145,8 @@ impl Reloader {
             reloads,
             last_success,
             reading: AtomicBool::new(false),
+            stuck: AtomicBool::new(false),
+            again: AtomicBool::new(false),
         })
     }
 
@@ -143,11 +154,33 @@ impl Reloader {
     /// [`READ_TIMEOUT`], and applies what can change live.
     pub async fn reload(self: &Arc<Self>) -> Reloaded {
         if self.reading.swap(true, Ordering::AcqRel) {
-            return self.refuse(vec![
-                "an earlier reload is still reading its files (a stuck mount?); try again later"
-                    .into(),
-            ]);
+            if self.stuck.load(Ordering::Acquire) {
+                return self.refuse(vec![
+                    "an earlier reload is still reading its files (a stuck mount?); try again later"
+                        .into(),
+                ]);
+            }
+            self.again.store(true, Ordering::Release);
+            tracing::info!("a reload is under way; it reads the files once more when it ends");
+            return Reloaded::Joined;
         }
+        loop {
+            let done = self.read_and_apply().await;
+            // Asked for again meanwhile: once more, unless another reload
+            // has started since (it reads the newest files) or this read
+            // is stuck.
+            if !self.again.swap(false, Ordering::AcqRel)
+                || self.reading.swap(true, Ordering::AcqRel)
+            {
+                return done;
+            }
+        }
+    }
+
+    /// One read of the files, `reading` taken; the read frees it when it
+    /// ends, however late.
+    async fn read_and_apply(self: &Arc<Self>) -> Reloaded {
+        self.stuck.store(false, Ordering::Release);
         let me = self.clone();
         let read = tokio::task::spawn_blocking(move || {
             let loaded = Config::load_with_digest(&me.path, me.env.as_ref());
@@ -161,12 +194,19 @@ impl Reloader {
         });
         match tokio::time::timeout(READ_TIMEOUT, read).await {
             Ok(Ok(loaded)) => self.apply(loaded),
-            Ok(Err(_)) => self.refuse(vec!["reading the config failed unexpectedly".into()]),
-            Err(_) => self.refuse(vec![format!(
-                "reading {} and its secret files took longer than {} s",
-                self.path.display(),
-                READ_TIMEOUT.as_secs()
-            )]),
+            Ok(Err(_)) => {
+                // The read panicked: it is over, so the next may start.
+                self.reading.store(false, Ordering::Release);
+                self.refuse(vec!["reading the config failed unexpectedly".into()])
+            }
+            Err(_) => {
+                self.stuck.store(true, Ordering::Release);
+                self.refuse(vec![format!(
+                    "reading {} and its secret files took longer than {} s",
+                    self.path.display(),
+                    READ_TIMEOUT.as_secs()
+                )])
+            }
         }
     }
 

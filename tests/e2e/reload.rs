@@ -163,6 +163,46 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
 }
 
+/// SIGHUPs sent together right after a key file is rewritten (a reload
+/// reads a file only once it has stood unchanged, so the first is still
+/// reading when the others arrive): the others join it, the newest key is
+/// applied, and no reload is counted or shown as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_asked_for_during_a_read_join_it_and_none_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, "pk_live_first_key\n").unwrap();
+    let config = dir.path().join("offergate.toml");
+    std::fs::write(&config, config_with_key_file(&key_file)).unwrap();
+    let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
+    let refused = r#"offergate_config_reloads_total{result="failure"}"#;
+    for round in 0..5 {
+        let key = format!("pk_live_round_{round}_key");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        for _ in 0..3 {
+            signal(&f.gw.0, "HUP");
+        }
+        eventually(
+            Duration::from_secs(10),
+            "the newest key is used",
+            || async {
+                assert_eq!(f.calls(1, 0).await, 1);
+                (key_seen_by_partner(&f).await == key).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(metric(&f, refused).await, 0.0, "round {round}");
+    }
+    let req = Request::get(format!("http://{}/status", f.admin))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let status = send_with(&f.client, req).await.json();
+    assert_eq!(
+        status["config"]["last_reload"]["result"], "success",
+        "{status}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_that_cannot_be_read_refuses_the_reload_and_never_stops_serving() {
     let dir = tempfile::tempdir().unwrap();
