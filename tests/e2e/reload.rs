@@ -3,6 +3,7 @@
 //! config is refused and the old one keeps serving, and settings that need a
 //! restart are named.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,17 @@ fn config_with_key_file(key_file: &std::path::Path) -> String {
         &format!("{}/encore_api_key", dir.join("secrets").display()),
         &key_file.display().to_string(),
     )
+}
+
+/// A directory holding an Encore key file with `key` and the shipped config
+/// reading it: (the directory, the key file, the config file).
+fn with_key_file(key: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("encore_api_key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let config = dir.path().join("offergate.toml");
+    std::fs::write(&config, config_with_key_file(&key_file)).unwrap();
+    (dir, key_file, config)
 }
 
 async fn key_seen_by_partner(f: &Fleet) -> String {
@@ -59,11 +71,7 @@ async fn reload(f: &Fleet, result: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("encore_api_key");
-    std::fs::write(&key_file, "pk_live_first_key\n").unwrap();
-    let config = dir.path().join("offergate.toml");
-    std::fs::write(&config, config_with_key_file(&key_file)).unwrap();
+    let (dir, key_file, config) = with_key_file("pk_live_first_key");
     let log_path = dir.path().join("offergate.log");
     let f = Fleet::start_with(
         config.to_str().unwrap(),
@@ -134,15 +142,11 @@ async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("encore_api_key");
-    std::fs::write(&key_file, "pk_live_watched_one\n").unwrap();
-    let config = dir.path().join("offergate.toml");
-    std::fs::write(
-        &config,
-        config_with_key_file(&key_file).replace("watch = false", "watch = true"),
-    )
-    .unwrap();
+    let (dir, key_file, config) = with_key_file("pk_live_watched_one");
+    // The shipped default: no setting of the test's own turns it on.
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("\nwatch = true\n"));
     let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
     assert_eq!(f.calls(1, 0).await, 1);
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_one");
@@ -169,11 +173,7 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
 /// applied, and no reload is counted or shown as refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_asked_for_during_a_read_join_it_and_none_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("encore_api_key");
-    std::fs::write(&key_file, "pk_live_first_key\n").unwrap();
-    let config = dir.path().join("offergate.toml");
-    std::fs::write(&config, config_with_key_file(&key_file)).unwrap();
+    let (_dir, key_file, config) = with_key_file("pk_live_first_key");
     let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
     let refused = r#"offergate_config_reloads_total{result="failure"}"#;
     for round in 0..5 {
@@ -205,12 +205,8 @@ async fn reloads_asked_for_during_a_read_join_it_and_none_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_that_cannot_be_read_refuses_the_reload_and_never_stops_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("encore_api_key");
-    std::fs::write(&key_file, "pk_live_steady_key\n").unwrap();
-    let config = dir.path().join("offergate.toml");
-    let good = config_with_key_file(&key_file);
-    std::fs::write(&config, &good).unwrap();
+    let (_dir, key_file, config) = with_key_file("pk_live_steady_key");
+    let good = std::fs::read_to_string(&config).unwrap();
     let mut f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
     let pid = f.gw.0.id();
     let rss_before = crate::fleet::rss_kib(pid);
@@ -263,22 +259,17 @@ async fn a_config_that_cannot_be_read_refuses_the_reload_and_never_stops_serving
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_in_two_steps_is_never_read_half_written() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
     let key = "pk_live_the_whole_key_0123456789";
-    let key_file = dir.path().join("encore_api_key");
-    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let (dir, key_file, config) = with_key_file(key);
     let token_file = dir.path().join("inbound_token");
     std::fs::write(&token_file, "caller-token-123\n").unwrap();
-    let with_token = config_with_key_file(&key_file)
-        .replace("watch = false", "watch = true")
-        .replace(
-            "[server]\n",
-            &format!(
-                "[server]\ninbound_token_file = \"{}\"\n",
-                token_file.display()
-            ),
-        );
-    let config = dir.path().join("offergate.toml");
+    let with_token = std::fs::read_to_string(&config).unwrap().replace(
+        "[server]\n",
+        &format!(
+            "[server]\ninbound_token_file = \"{}\"\n",
+            token_file.display()
+        ),
+    );
     std::fs::write(&config, &with_token).unwrap();
     // The simulator takes exactly the whole key: half of it answers 401.
     let f = Fleet::start_full_with(config.to_str().unwrap(), &["--encore-key", key], &[]).await;
