@@ -85,11 +85,15 @@ fn main() -> Result<(), String> {
         key: HeaderValue::from_str(key).map_err(|e| e.to_string())?,
         idle: Mutex::new(Vec::new()),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // The runtime offergate picks for the same thread count (cli::runtime).
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = builder.enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await.map_err(|e| e.to_string())?;
         loop {

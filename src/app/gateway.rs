@@ -183,6 +183,8 @@ impl Gateway {
             encore = %config.encore.upstream.base_url,
             besitos = %config.besitos.upstream.base_url,
             traces = config.tracing.otlp_endpoint.as_deref().unwrap_or("off"),
+            runtime = runtime_flavor(),
+            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
             "offergate ready"
         );
         Ok(Gateway {
@@ -236,5 +238,13 @@ impl Gateway {
         // What the calls changed, on disk before the process ends.
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || threads.flush(Duration::from_secs(5))).await;
+    }
+}
+
+/// The runtime's kind, for the ready line (`cli::runtime` picks it).
+fn runtime_flavor() -> &'static str {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
+        _ => "multi_thread",
     }
 }

@@ -107,10 +107,14 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::Healthcheck { admin, path } => healthcheck(&admin, &path),
         command => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let workers = match worker_threads(std::env::var("TOKIO_WORKER_THREADS").ok()) {
+                Ok(n) => n,
+                Err(why) => {
+                    err!("offergate: {why}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match runtime(workers) {
                 Ok(rt) => rt,
                 Err(e) => {
                     err!("offergate: cannot start the runtime: {e}");
@@ -124,6 +128,36 @@ pub fn main() -> ExitCode {
             code
         }
     }
+}
+
+/// How many threads run calls: `TOKIO_WORKER_THREADS` when set (tokio's own
+/// name for it), else the CPUs this process may use (a cgroup's CPU limit
+/// counts: `cpu: 1` is one).
+fn worker_threads(set: Option<String>) -> Result<usize, String> {
+    match set {
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "TOKIO_WORKER_THREADS must be a whole number of threads, 1 or more, not {text:?}"
+            )),
+        },
+    }
+}
+
+/// With one thread to run calls, a current-thread runtime: the multi-thread
+/// scheduler with one worker cost about 14 % more CPU per forwarded call on
+/// the one-core load bench (`benches/README.md`), for nothing, since one
+/// worker runs one task at a time either way. With more, one worker each.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build()
 }
 
 fn config_path(p: Option<PathBuf>) -> PathBuf {
@@ -391,4 +425,20 @@ async fn simulate(
     stop.await;
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn the_worker_count_is_tokios_variable_when_set_and_a_bad_one_is_refused() {
+        assert_eq!(worker_threads(Some("3".into())), Ok(3));
+        assert_eq!(worker_threads(Some(" 1\n".into())), Ok(1));
+        assert!(worker_threads(None).is_ok_and(|n| n >= 1));
+        for bad in ["0", "", "two", "-1", "1.5"] {
+            let why = worker_threads(Some(bad.into())).unwrap_err();
+            assert!(why.contains("TOKIO_WORKER_THREADS"), "{why}");
+        }
+    }
 }

@@ -547,3 +547,76 @@ fn the_thread_file_goes_to_the_state_directory_not_the_working_directory() {
         "the working directory was written: {left:?}"
     );
 }
+
+/// The runtime follows the CPUs the process may use: pinned to one, it runs
+/// on a current-thread runtime; `TOKIO_WORKER_THREADS` overrides either way,
+/// and a value that is not a count is refused by name, not a panic.
+#[test]
+fn the_runtime_follows_the_cpus_the_process_may_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = shipped_config_in(dir.path(), "pk_live_cpus", "t");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.3:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let started = |pin: bool, workers: Option<&str>| {
+        let mut cmd = if pin {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", BIN]);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        let log = dir.path().join("log");
+        cmd.args(["run", "-c", &config])
+            .env(
+                "OFFERGATE_STATE__THREAD_FILE",
+                dir.path().join("threads.redb"),
+            )
+            .env("OFFERGATE_SERVER__LISTEN", free().to_string())
+            .env("OFFERGATE_SERVER__ADMIN_LISTEN", free().to_string())
+            .env("OFFERGATE_LOG__FORMAT", "json")
+            .env_remove("TOKIO_WORKER_THREADS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(n) = workers {
+            cmd.env("TOKIO_WORKER_THREADS", n);
+        }
+        (cmd.spawn().expect("spawn offergate"), log)
+    };
+    for (pin, workers, runtime, threads) in [
+        (true, None, "current_thread", 1),
+        (false, Some("2"), "multi_thread", 2),
+        (true, Some("3"), "multi_thread", 3),
+    ] {
+        let (mut child, log) = started(pin, workers);
+        let ready =
+            crate::support::eventually_blocking(Duration::from_secs(20), "the ready line", || {
+                let text = std::fs::read_to_string(&log).ok()?;
+                let line = text.lines().find(|l| l.contains("offergate ready"))?;
+                Some(serde_json::from_str::<serde_json::Value>(line).unwrap())
+            });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            ready["runtime"], runtime,
+            "pinned {pin}, {workers:?}: {ready}"
+        );
+        assert_eq!(
+            ready["worker_threads"], threads,
+            "pinned {pin}, {workers:?}"
+        );
+    }
+    for bad in ["0", "two", ""] {
+        let (mut child, log) = started(false, Some(bad));
+        let status = crate::support::exit_of(&mut child, Duration::from_secs(10));
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.code(), Some(2), "{bad:?}: {said}");
+        assert!(
+            said.contains("TOKIO_WORKER_THREADS") && !said.contains("panicked"),
+            "{bad:?}: {said}"
+        );
+    }
+}

@@ -10,7 +10,36 @@ use crate::support::{eventually, exit_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_signal_but_sigkill_loses_a_call_in_flight() {
-    let mut f = Fleet::start(&[], None).await;
+    every_caller_answered_through_signals(Fleet::start(&[], None).await).await;
+}
+
+/// With one CPU to use (here told by tokio's variable; a cgroup's `cpu: 1`
+/// or a pinned process is the same), the gateway runs on a current-thread
+/// runtime, and the same signals lose no caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_thread_no_signal_but_sigkill_loses_a_call_in_flight() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let f = Fleet::start(
+        &[
+            ("TOKIO_WORKER_THREADS", "1"),
+            ("OFFERGATE_LOG__FORMAT", "json"),
+        ],
+        Some(log.reopen().unwrap()),
+    )
+    .await;
+    let ready = eventually(Duration::from_secs(5), "the ready line", || async {
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        text.lines()
+            .find(|l| l.contains("offergate ready"))
+            .map(str::to_string)
+    })
+    .await;
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["runtime"], "current_thread", "{ready}");
+    every_caller_answered_through_signals(f).await;
+}
+
+async fn every_caller_answered_through_signals(mut f: Fleet) {
     let mut sent = 0;
     for name in ["HUP", "USR1", "USR2", "PIPE"] {
         let before = f.partner_calls().await;
