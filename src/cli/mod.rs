@@ -107,7 +107,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::Healthcheck { admin, path } => healthcheck(&admin, &path),
         command => {
-            let workers = match worker_threads(std::env::var("TOKIO_WORKER_THREADS").ok()) {
+            let set = std::env::var_os("TOKIO_WORKER_THREADS");
+            let workers = match worker_threads(set.map(|v| v.to_string_lossy().into_owned())) {
                 Ok(n) => n,
                 Err(why) => {
                     err!("offergate: {why}");

@@ -584,22 +584,25 @@ fn the_runtime_follows_the_cpus_the_process_may_use() {
         if let Some(n) = workers {
             cmd.env("TOKIO_WORKER_THREADS", n);
         }
-        (cmd.spawn().expect("spawn offergate"), log)
+        // Killed when dropped: a failed assertion leaves no gateway running.
+        (
+            crate::fleet::Killed(cmd.spawn().expect("spawn offergate")),
+            log,
+        )
     };
     for (pin, workers, runtime, threads) in [
         (true, None, "current_thread", 1),
         (false, Some("2"), "multi_thread", 2),
         (true, Some("3"), "multi_thread", 3),
     ] {
-        let (mut child, log) = started(pin, workers);
+        let (child, log) = started(pin, workers);
         let ready =
             crate::support::eventually_blocking(Duration::from_secs(20), "the ready line", || {
                 let text = std::fs::read_to_string(&log).ok()?;
                 let line = text.lines().find(|l| l.contains("offergate ready"))?;
                 Some(serde_json::from_str::<serde_json::Value>(line).unwrap())
             });
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         assert_eq!(
             ready["runtime"], runtime,
             "pinned {pin}, {workers:?}: {ready}"
@@ -611,7 +614,7 @@ fn the_runtime_follows_the_cpus_the_process_may_use() {
     }
     for bad in ["0", "two", ""] {
         let (mut child, log) = started(false, Some(bad));
-        let status = crate::support::exit_of(&mut child, Duration::from_secs(10));
+        let status = crate::support::exit_of(&mut child.0, Duration::from_secs(10));
         let said = std::fs::read_to_string(&log).unwrap();
         assert_eq!(status.code(), Some(2), "{bad:?}: {said}");
         assert!(
