@@ -23,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
+use smallvec::SmallVec;
 
 #[cfg(test)]
 use super::packs::PACK_THREADS;
@@ -64,7 +65,7 @@ struct Shared {
 #[derive(Default)]
 struct Pending {
     /// The newest record of each changed thread; `None`: delete it.
-    changes: ById<Option<Vec<u8>>>,
+    changes: ById<Option<Record>>,
     /// Opt-outs (`true`) and opt-ins changed.
     opt_outs: ById<bool>,
     writing: bool,
@@ -166,7 +167,7 @@ impl Journal {
         self.queue(id, None);
     }
 
-    fn queue(&self, id: ThreadId, record: Option<Vec<u8>>) {
+    fn queue(&self, id: ThreadId, record: Option<Record>) {
         let mut state = self.shared.lock();
         let wake = state.wants_work();
         state.changes.insert(id, record);
@@ -348,7 +349,7 @@ fn failed(e: impl std::fmt::Display) -> Problem {
 /// longer says what the file holds (the caller reads it again).
 fn commit(
     db: &Database,
-    batch: &ById<Option<Vec<u8>>>,
+    batch: &ById<Option<Record>>,
     opt_outs: &ById<bool>,
     written: &mut Packs,
 ) -> Result<(), Problem> {
@@ -495,17 +496,17 @@ fn read_all(db: &Database) -> Result<(Loaded, Packs), Problem> {
 /// endian. Slots still under way are not written.
 const VERSION: u8 = 1;
 
-fn encode(t: &Thread) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + 16 + 1 + 16 * t.offers.len() + 1 + 4 * t.seen.len());
+fn encode(t: &Thread) -> Record {
+    let mut out = Record::new();
     out.push(VERSION);
     let flags = u8::from(t.last_inbound.is_some()) | u8::from(t.last_any.is_some()) << 1;
     out.push(flags);
     for at in [t.last_inbound, t.last_any].into_iter().flatten() {
         out.extend_from_slice(&at.to_le_bytes());
     }
-    let offers: Vec<&Offer> = t.offers.iter().filter(|o| o.link != RESERVED).collect();
-    out.push(offers.len() as u8);
-    for o in offers {
+    let shown = || t.offers.iter().filter(|o| o.link != RESERVED);
+    out.push(shown().count() as u8);
+    for o in shown() {
         out.extend_from_slice(&o.at.to_le_bytes());
         out.extend_from_slice(&o.link.to_le_bytes());
     }
@@ -515,6 +516,11 @@ fn encode(t: &Thread) -> Vec<u8> {
     }
     out
 }
+
+/// A thread's record as queued: held in place up to three offers and every
+/// seen message (92 bytes), so queueing a change allocates nothing and the
+/// writer thread frees nothing of the calls' (a free across threads).
+type Record = SmallVec<[u8; 92]>;
 
 /// A record, and whether it carries an earlier build's opt-out.
 fn decode(bytes: &[u8]) -> Option<(Thread, bool)> {
