@@ -6,9 +6,10 @@
 //! connections (hyper runs it while waiting for the next request too), the
 //! header block is capped (431), TLS is optional. Open connections are capped
 //! (`conns.rs`: the longest-idle one makes room). Accept errors (out of file
-//! descriptors) back off exponentially instead of spinning. Shutdown stops
-//! accepting, asks every connection to close once its request is answered,
-//! and waits for them for a grace period.
+//! descriptors) back off exponentially instead of spinning. Shutdown takes
+//! up the callers already waiting in the listen backlog, stops accepting,
+//! asks every connection to close once its request is answered, and waits
+//! for them for a grace period.
 
 mod conns;
 
@@ -85,6 +86,53 @@ pub async fn serve<M, S, B>(
     let stop = shutdown_requested(shutdown.clone());
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();
+    // Runs HTTP/1.1 on an admitted connection, in a task of its own; with
+    // `keep_alive` off it answers one request and closes.
+    let start = |stream: tokio::net::TcpStream,
+                 peer: std::net::SocketAddr,
+                 id: u64,
+                 conn: Arc<conns::Conn>,
+                 keep_alive: bool| {
+        let _ = stream.set_nodelay(true);
+        let service = TrackedService {
+            inner: service(peer),
+            conns: conns.clone(),
+            conn: conn.clone(),
+        };
+        let tls = tls.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(opts.header_read_timeout)
+                .max_header_size(opts.max_header_bytes)
+                .keep_alive(keep_alive);
+            let result = match tls {
+                None => run_conn(&http, TokioIo::new(stream), service, &conn).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(opts.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            run_conn(&http, TokioIo::new(tls_stream), service, &conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            conns.remove(id);
+        });
+    };
+    // A caller accepted but not yet admitted when shutdown began.
+    let mut accepted = None;
     'serving: loop {
         // At the cap with every connection busy, nothing is accepted until
         // one goes or turns idle: callers wait in the listen backlog rather
@@ -120,52 +168,27 @@ pub async fn serve<M, S, B>(
             match conns.admit(opts.max_connections) {
                 Admit::Serve(id, conn) => break (id, conn),
                 Admit::Refuse => tokio::select! {
-                    _ = &mut stop => break 'serving,
+                    _ = &mut stop => {
+                        // Answered with the callers in the backlog, below.
+                        accepted = Some((stream, peer));
+                        break 'serving;
+                    }
                     _ = conns.room.notified() => {}
                 },
             }
         };
-        let _ = stream.set_nodelay(true);
-        let service = TrackedService {
-            inner: service(peer),
-            conns: conns.clone(),
-            conn: conn.clone(),
-        };
-        let tls = tls.clone();
-        let conns = conns.clone();
-        tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(opts.header_read_timeout)
-                .max_header_size(opts.max_header_bytes)
-                .keep_alive(true);
-            let result = match tls {
-                None => run_conn(&http, TokioIo::new(stream), service, &conn).await,
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(opts.header_read_timeout, acceptor.accept(stream))
-                            .await;
-                    match handshake {
-                        Ok(Ok(tls_stream)) => {
-                            run_conn(&http, TokioIo::new(tls_stream), service, &conn).await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => Ok(()),
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            conns.remove(id);
-        });
+        start(stream, peer, id, conn, true);
     }
-    drop(listener);
     // Each connection closes once its request in hand is answered.
     conns.close_all();
+    // Callers already connected, waiting in the listen backlog, would be
+    // reset when the listener closes: each is taken up, its request read
+    // and answered, then closed; the listener closes.
+    for (stream, peer) in accepted.into_iter().chain(queued(listener)) {
+        if let Admit::Serve(id, conn) = conns.admit(usize::MAX) {
+            start(stream, peer, id, conn, false);
+        }
+    }
     let drained = async {
         loop {
             let emptied = conns.emptied.notified();
@@ -183,6 +206,27 @@ pub async fn serve<M, S, B>(
             tracing::warn!(open = conns.len(), "grace period over, closing remaining connections");
         }
     }
+}
+
+/// The connections waiting in `listener`'s backlog, taken without waiting
+/// (at most a backlog's worth), and the listener closed.
+fn queued(listener: TcpListener) -> Vec<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let Ok(listener) = listener.into_std() else {
+        return Vec::new();
+    };
+    let mut taken = Vec::new();
+    // Non-blocking: an empty backlog ends it (WouldBlock), as does an error.
+    while taken.len() < 4096 {
+        let Ok((stream, peer)) = listener.accept() else {
+            break;
+        };
+        if stream.set_nonblocking(true).is_ok() {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                taken.push((stream, peer));
+            }
+        }
+    }
+    taken
 }
 
 /// Runs HTTP/1.1 on one connection until it ends; asked to close (the cap

@@ -133,3 +133,53 @@ async fn with_a_drain_delay_new_calls_are_still_answered_after_sigterm() {
         started.elapsed()
     );
 }
+
+/// Callers already connected but still waiting in the listen backlog when
+/// SIGTERM comes (here: at the connection cap, every connection busy) are
+/// taken up and answered, not reset when the listener closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_in_the_backlog_at_sigterm_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut f = Fleet::start(&[("OFFERGATE_SERVER__MAX_CONNECTIONS", "4")], None).await;
+    let send = |listen: std::net::SocketAddr| async move {
+        let body = crate::support::encore_body();
+        let mut stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+        let head = format!(
+            "POST /encore/publisher/sdk/v1/offers/message HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body.as_bytes()).await.unwrap();
+        stream
+    };
+    let answer = |mut stream: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        match stream.read_to_end(&mut got).await {
+            Ok(_) => String::from_utf8_lossy(&got)
+                .lines()
+                .next()
+                .unwrap_or("(nothing)")
+                .to_string(),
+            Err(e) => format!("{:?}", e.kind()),
+        }
+    };
+    let before = f.partner_calls().await;
+    f.slow_partner(4, 1500).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(send(f.listen).await);
+    }
+    f.partner_reached(before + 4).await;
+    // At the cap, all four busy: these wait in the backlog.
+    for _ in 0..12 {
+        open.push(send(f.listen).await);
+    }
+    signal(&f.gw.0, "TERM");
+    let answers = futures_util::future::join_all(open.into_iter().map(answer)).await;
+    let ok = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200"))
+        .count();
+    assert_eq!(ok, 16, "every caller answered: {answers:?}");
+    assert!(exit_of(&mut f.gw.0, Duration::from_secs(10)).success());
+}
