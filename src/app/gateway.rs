@@ -173,6 +173,7 @@ impl Gateway {
         ready.store(true, Ordering::Release);
         // What is running, where, against what: the line an operator reads
         // first (never a secret: base URLs carry none, Redis only its host).
+        let runtime = tokio::runtime::Handle::current();
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             proxy = %proxy_addr,
@@ -183,8 +184,8 @@ impl Gateway {
             encore = %config.encore.upstream.base_url,
             besitos = %config.besitos.upstream.base_url,
             traces = config.tracing.otlp_endpoint.as_deref().unwrap_or("off"),
-            runtime = runtime_flavor(),
-            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+            runtime = flavor_name(&runtime),
+            worker_threads = runtime.metrics().num_workers(),
             "offergate ready"
         );
         Ok(Gateway {
@@ -242,8 +243,8 @@ impl Gateway {
 }
 
 /// The runtime's kind, for the ready line (`cli::runtime` picks it).
-fn runtime_flavor() -> &'static str {
-    match tokio::runtime::Handle::current().runtime_flavor() {
+fn flavor_name(runtime: &tokio::runtime::Handle) -> &'static str {
+    match runtime.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => "current_thread",
         _ => "multi_thread",
     }

@@ -77,6 +77,15 @@ fn check_config_rejects_a_bad_file_naming_the_keys() {
     );
 }
 
+/// A free port on 127.0.0.3, where no other test listens, so none can take
+/// it before the child binds.
+fn free() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.3:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// A child process that is killed when the test ends, pass or fail.
 struct Running(Child, mpsc::Receiver<String>);
 
@@ -228,14 +237,7 @@ fn run_mode_in_front_of_the_standalone_simulator() {
         .to_string();
     assert!(origin.starts_with("http://127.0.0.1:"), "{origin}");
 
-    // Free ports for the gateway (on 127.0.0.3, where no other test listens, so
-    // none can take them before the child binds), then the shipped file.
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.3:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    // Free ports for the gateway, then the shipped file.
     let (listen, admin) = (free(), free());
     let threads = tempfile::tempdir().unwrap();
     let config = shipped_config_in(threads.path(), "pk_live_runmode", "t");
@@ -555,12 +557,6 @@ fn the_thread_file_goes_to_the_state_directory_not_the_working_directory() {
 fn the_runtime_follows_the_cpus_the_process_may_use() {
     let dir = tempfile::tempdir().unwrap();
     let config = shipped_config_in(dir.path(), "pk_live_cpus", "t");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.3:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
     let started = |pin: bool, workers: Option<&str>| {
         let mut cmd = if pin {
             let mut c = Command::new("taskset");
@@ -598,9 +594,7 @@ fn the_runtime_follows_the_cpus_the_process_may_use() {
         let (child, log) = started(pin, workers);
         let ready =
             crate::support::eventually_blocking(Duration::from_secs(20), "the ready line", || {
-                let text = std::fs::read_to_string(&log).ok()?;
-                let line = text.lines().find(|l| l.contains("offergate ready"))?;
-                Some(serde_json::from_str::<serde_json::Value>(line).unwrap())
+                crate::support::ready_line(&log)
             });
         drop(child);
         assert_eq!(

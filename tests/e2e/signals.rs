@@ -28,13 +28,9 @@ async fn on_one_thread_no_signal_but_sigkill_loses_a_call_in_flight() {
     )
     .await;
     let ready = eventually(Duration::from_secs(5), "the ready line", || async {
-        let text = std::fs::read_to_string(log.path()).unwrap();
-        text.lines()
-            .find(|l| l.contains("offergate ready"))
-            .map(str::to_string)
+        crate::support::ready_line(log.path())
     })
     .await;
-    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
     assert_eq!(ready["runtime"], "current_thread", "{ready}");
     every_caller_answered_through_signals(f).await;
 }

@@ -361,6 +361,13 @@ pub async fn raw_statuses(addr: SocketAddr, request: &[u8]) -> Vec<u16> {
     statuses
 }
 
+/// The `offergate ready` line of a JSON log file, once it is written.
+pub fn ready_line(log: &std::path::Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("offergate ready"))?;
+    Some(serde_json::from_str(line).expect("the ready line is JSON"))
+}
+
 /// [`eventually`] for a check that blocks (a child process, a file).
 pub fn eventually_blocking<T>(
     within: Duration,
