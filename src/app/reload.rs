@@ -16,7 +16,7 @@
 //! and nothing is refused.
 
 use crate::call::problem::Problem;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -264,33 +264,19 @@ impl Reloader {
 impl Reloader {
     /// The config file and the secret files the running config reads.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let (secrets, password) = self.board.read(|l| {
-            (
-                Secrets::of(&l.config),
-                l.config.state.redis_password.clone(),
-            )
-        });
-        let mut files = vec![self.path.clone()];
-        let all = std::iter::once(&secrets.encore_key)
-            .chain(secrets.partners.values())
-            .chain(secrets.inbound_token.as_ref())
-            .chain(secrets.admin_token.as_ref())
-            .chain(password.as_ref());
-        for secret in all {
-            if let crate::config::SecretSource::File(path) = secret.source() {
-                files.push(path.clone());
-            }
-        }
-        files
+        self.board.read(|l| files_of(&self.path, &l.config))
     }
 
     /// Reloads whenever a watched file changes, checking every second, for
-    /// as long as the process runs (`[reload] watch = true`). The files'
-    /// times are read off the serving workers too; a round that cannot read
-    /// them within [`READ_TIMEOUT`] is skipped.
-    pub async fn watch(self: Arc<Self>) {
+    /// as long as the process runs (`[reload] watch = true`).
+    /// `read_at_start`: the files' times taken as the running config was
+    /// read ([`stamps_now`]),
+    /// so a change made while the gateway was starting is seen too. The
+    /// files' times are read off the serving workers; a round that cannot
+    /// read them within [`READ_TIMEOUT`] is skipped.
+    pub async fn watch(self: Arc<Self>, read_at_start: Stamps) {
         let mut files = self.watched_files();
-        let mut seen = stamps(files.clone()).await;
+        let mut seen = Some(read_at_start);
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Some(now) = stamps(files.clone()).await else {
@@ -306,15 +292,38 @@ impl Reloader {
     }
 }
 
-/// Each file's modification time (`None` where it cannot be read), or
-/// `None` when reading them took longer than [`READ_TIMEOUT`].
-async fn stamps(files: Vec<PathBuf>) -> Option<Vec<Option<std::time::SystemTime>>> {
-    let read = tokio::task::spawn_blocking(move || {
-        files
-            .iter()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
-    });
+/// The config file at `path` and the secret files `config` reads.
+pub fn files_of(path: &Path, config: &Config) -> Vec<PathBuf> {
+    let secrets = Secrets::of(config);
+    let mut files = vec![path.to_path_buf()];
+    let all = std::iter::once(&secrets.encore_key)
+        .chain(secrets.partners.values())
+        .chain(secrets.inbound_token.as_ref())
+        .chain(secrets.admin_token.as_ref())
+        .chain(config.state.redis_password.as_ref());
+    for secret in all {
+        if let crate::config::SecretSource::File(path) = secret.source() {
+            files.push(path.clone());
+        }
+    }
+    files
+}
+
+/// Each watched file's modification time, `None` where it cannot be read.
+pub type Stamps = Vec<Option<std::time::SystemTime>>;
+
+/// The stamps of `files` now, read here (a blocking read).
+pub fn stamps_now(files: &[PathBuf]) -> Stamps {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// [`stamps_now`] off the serving workers, or `None` when reading them took
+/// longer than [`READ_TIMEOUT`].
+async fn stamps(files: Vec<PathBuf>) -> Option<Stamps> {
+    let read = tokio::task::spawn_blocking(move || stamps_now(&files));
     match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(Ok(stamps)) => Some(stamps),
         _ => {

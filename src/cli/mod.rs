@@ -362,6 +362,9 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    // The watched files' times as read: a change while the gateway starts
+    // is then a change the watch sees.
+    let read_stamps = crate::app::reload::stamps_now(&crate::app::reload::files_of(&path, &config));
     let origin = crate::app::reload::Origin {
         path: path.clone(),
         sha256: digest,
@@ -376,7 +379,7 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
         &gateway.metrics,
     )?);
     if watch {
-        tokio::spawn(live.clone().watch());
+        tokio::spawn(live.clone().watch(read_stamps));
     }
     let _ = reloader.set(live);
     stop.await;

@@ -167,6 +167,35 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
 }
 
+/// A key file replaced at once when the gateway says it is ready (its watch
+/// may not have looked at the files yet) is still picked up: the watch
+/// starts from the files as the config was read, not as it first finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reload_watch_a_key_file_replaced_while_starting_is_picked_up() {
+    for round in 0..3 {
+        let (dir, key_file, config) = with_key_file("pk_live_started_one");
+        let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
+        let next = dir.path().join("next");
+        std::fs::write(&next, "pk_live_started_two\n").unwrap();
+        std::fs::rename(&next, &key_file).unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the file replaced at start is reloaded",
+            || async {
+                (metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(f.calls(1, 0).await, 1);
+        assert_eq!(
+            key_seen_by_partner(&f).await,
+            "pk_live_started_two",
+            "round {round}"
+        );
+    }
+}
+
 /// SIGHUPs sent together right after a key file is rewritten (a reload
 /// reads a file only once it has stood unchanged, so the first is still
 /// reading when the others arrive): the others join it, the newest key is
