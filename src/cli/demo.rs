@@ -174,8 +174,14 @@ pub async fn run(
     redis_url: Option<String>,
     file: Option<std::path::PathBuf>,
 ) -> Result<(), Problem> {
-    let stop = super::stop_signal(|| {
-        tracing::info!("the demo runs on its embedded config: nothing to reload")
+    // The demo does not reload: a file it was given is read once, under the
+    // demo's own keys and simulator, which a reload would not keep.
+    let shown = file.as_ref().map(|f| f.display().to_string());
+    let stop = super::stop_signal(move || match &shown {
+        Some(file) => tracing::info!(
+            "the demo does not reload {file}: stop and start it again to apply a change"
+        ),
+        None => tracing::info!("the demo runs on its embedded config: nothing to reload"),
     });
     let sim = Simulator::start(sim_addr, simulator_config()).await?;
     let mut origin = None;

@@ -617,3 +617,53 @@ fn the_runtime_follows_the_cpus_the_process_may_use() {
         );
     }
 }
+
+/// A SIGHUP to a demo started with `-c FILE` says the demo does not reload
+/// that file (it used to say it ran on its embedded config), and it goes on
+/// serving.
+#[test]
+fn a_sighup_to_the_demo_on_a_config_file_says_it_is_not_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("demo.toml");
+    let threads = dir.path().join("demo-threads.redb");
+    std::fs::write(
+        &config,
+        format!("[state]\nthread_file = \"{}\"\n", threads.display()),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let demo = crate::fleet::Killed(
+        Command::new(BIN)
+            .args(DEMO_ON_FREE_PORTS)
+            .args(["-c", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn the demo"),
+    );
+    let said = |what: &str| {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains(what))
+    };
+    crate::support::eventually_blocking(Duration::from_secs(20), "the demo is ready", || {
+        said("offergate ready")
+    });
+    assert!(Command::new("kill")
+        .args(["-HUP", &demo.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let text =
+        crate::support::eventually_blocking(Duration::from_secs(10), "the SIGHUP's line", || {
+            said("does not reload")
+        });
+    assert!(
+        text.contains(&format!("the demo does not reload {}", config.display()))
+            && !text.contains("embedded config"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut demo = demo;
+    assert!(demo.0.try_wait().unwrap().is_none(), "still running");
+}
