@@ -254,7 +254,7 @@ pub async fn run(
     use std::io::Write;
     let _ = std::io::stdout().flush();
     stop.await;
-    gateway.shutdown().await;
+    super::drain(gateway).await;
     sim.shutdown().await;
     Ok(())
 }

@@ -383,10 +383,16 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     }
     let _ = reloader.set(live);
     stop.await;
+    drain(gateway).await;
+    Ok(())
+}
+
+/// Stops a gateway on a stop signal, saying so before and after: the lines
+/// an operator waits for in the log, the same for `run` and the demo.
+async fn drain(gateway: Gateway) {
     tracing::info!("draining: /readyz answers 503, open calls finish, then exit");
     gateway.shutdown().await;
     tracing::info!("drained; exiting");
-    Ok(())
 }
 
 async fn simulate(

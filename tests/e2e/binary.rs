@@ -620,7 +620,7 @@ fn the_runtime_follows_the_cpus_the_process_may_use() {
 
 /// A SIGHUP to a demo started with `-c FILE` says the demo does not reload
 /// that file (it used to say it ran on its embedded config), and it goes on
-/// serving.
+/// serving; a SIGTERM then drains it with the lines `run` logs.
 #[test]
 fn a_sighup_to_the_demo_on_a_config_file_says_it_is_not_reloaded() {
     let dir = tempfile::tempdir().unwrap();
@@ -666,4 +666,18 @@ fn a_sighup_to_the_demo_on_a_config_file_says_it_is_not_reloaded() {
     std::thread::sleep(Duration::from_millis(200));
     let mut demo = demo;
     assert!(demo.0.try_wait().unwrap().is_none(), "still running");
+    assert!(Command::new("kill")
+        .args(["-TERM", &demo.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status =
+        crate::support::eventually_blocking(Duration::from_secs(20), "the demo exits", || {
+            demo.0.try_wait().unwrap()
+        });
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let draining = text.find("draining:").expect("a draining line");
+    let drained = text.find("drained; exiting").expect("a drained line");
+    assert!(draining < drained, "{text}");
 }
