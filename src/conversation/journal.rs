@@ -316,8 +316,8 @@ fn write_behind(db: &Database, shared: &Shared, mut written: Packs) {
 /// the tree's two ends and reads the whole file only once, at open.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Threads written between two yields of the writer's core (about 0.3 ms
-/// of work).
+/// Threads written between two offers of the writer's core back to the
+/// calls (`sched_yield`).
 const YIELD_EVERY: usize = 64;
 
 /// The shortest time between two commits.
@@ -366,9 +366,10 @@ fn commit(
     }
     {
         let mut table = txn.open_table(PACKS).map_err(failed)?;
-        // A large batch is CPU the calls' core is waiting for: it is handed
-        // back between slices, so a call waits for a slice, not for the
-        // whole commit.
+        // A large batch is CPU the calls' core is waiting for: it is offered
+        // back between slices. The scheduler decides: on EEVDF a yield often
+        // returns at once while the calls' thread has had more than its share
+        // (`benches/README.md`, 2026-12-07, late).
         let changes = batch.iter().map(|(id, record)| (id, record.as_deref()));
         written
             .write(&mut table, changes, YIELD_EVERY, std::thread::yield_now)
