@@ -240,9 +240,12 @@ pub async fn run(
         "curl -s -X POST http://{proxy}/encore/publisher/sdk/v1/offers/message -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"8b3f7c10-9d4e-4d2a-91a1-3f0e8a1c0b5d\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'"
     );
     out!("Hand over an inbound message: offergate keeps the thread, decides, calls Encore and writes the text:");
+    // A message id of this start's own: after a restart on a thread file the
+    // printed message is a new one in a kept thread, not one already handled.
+    let now_ms = crate::call::clock::wall_ms();
     out!(
-        "curl -s -X POST http://{proxy}/offergate/v1/encore/messages -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"15550001111:15551234567\",\"messageId\":\"wamid.demo1\",\"sentAt\":{},\"text\":\"hi\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'",
-        crate::call::clock::wall_ms() / 1000
+        "curl -s -X POST http://{proxy}/offergate/v1/encore/messages -H 'Content-Type: application/json' -d '{{\"clientId\":\"client-42\",\"chatId\":\"15550001111:15551234567\",\"messageId\":\"wamid.demo-{now_ms}\",\"sentAt\":{},\"text\":\"hi\",\"attributes\":{{\"countryCode\":\"US\",\"language\":\"en\",\"platform\":\"ios\"}}}}'",
+        now_ms / 1000
     );
     out!("Ask for upcoming-goal reminders:");
     out!(

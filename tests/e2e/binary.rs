@@ -467,6 +467,11 @@ fn the_demo_says_what_it_keeps_and_takes_a_config_file() {
         "{lines:#?}"
     );
     let proxy = banner_proxy(&lines);
+    let printed = printed_message(&lines);
+    assert_eq!(
+        printed["decision"], "offer",
+        "the banner's message: {printed}"
+    );
     let first = demo_message(&proxy, "t1", "m1", "hi");
     assert_eq!(first["decision"], "offer", "the simulator answers: {first}");
     let stop = demo_message(&proxy, "t2", "m2", "Alto");
@@ -476,7 +481,12 @@ fn the_demo_says_what_it_keeps_and_takes_a_config_file() {
     drop(demo);
 
     let demo = start();
-    let proxy = banner_proxy(&demo.lines_until("Ctrl-C"));
+    let lines = demo.lines_until("Ctrl-C");
+    let proxy = banner_proxy(&lines);
+    // The banner's message after the restart is a new message in the kept
+    // thread (it was once the same message, already handled).
+    let printed = printed_message(&lines);
+    assert_eq!(printed["reason"], "mid_thread", "{printed}");
     let next = demo_message(&proxy, "t1", "m3", "hi again");
     assert_eq!(
         next["reason"], "mid_thread",
@@ -484,6 +494,18 @@ fn the_demo_says_what_it_keeps_and_takes_a_config_file() {
     );
     let later = demo_message(&proxy, "t2", "m4", "hi");
     assert_eq!(later["reason"], "opted_out", "{later}");
+}
+
+/// The answer to the inbound-message curl a demo's banner printed, run as
+/// printed.
+fn printed_message(banner: &[String]) -> serde_json::Value {
+    let curl = banner
+        .iter()
+        .find(|l| l.starts_with("curl ") && l.contains("/offergate/v1/encore/messages"))
+        .expect("the banner prints an inbound-message curl");
+    let out = Command::new("sh").args(["-c", curl]).output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn signal_term(child: &Child) {
