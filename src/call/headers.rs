@@ -22,6 +22,7 @@
 use crate::call::problem::Problem;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
+use std::sync::OnceLock;
 
 /// The request id header, read from callers and sent to partners.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -53,9 +54,10 @@ pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// `Content-Type` is offergate's own (`application/json`, set by the partner
 /// call): the body was validated as UTF-8 JSON, whatever the caller wrote.
 pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
-    // Room for the trace context and the five offergate adds (the credential,
-    // `x-request-id`, `Content-Type`, `Accept`, `User-Agent`): one allocation.
-    let mut out = HeaderMap::with_capacity(8);
+    // Room for the trace context and the six offergate adds (the credential,
+    // `x-request-id`, `Content-Type`, `Content-Length`, `Accept`,
+    // `User-Agent`): one allocation.
+    let mut out = HeaderMap::with_capacity(9);
     let mut parents = caller.get_all(&TRACEPARENT).iter();
     if let (Some(parent), None) = (parents.next(), parents.next()) {
         if valid_traceparent(parent.as_bytes()) {
@@ -69,6 +71,34 @@ pub fn to_partner(caller: &HeaderMap) -> HeaderMap {
         }
     }
     out
+}
+
+/// Bodies up to this many bytes get a [`content_length`] made once.
+const SHARED_LENGTHS: usize = 4096;
+
+/// The `Content-Length` of a partner request whose body is `len` bytes.
+/// Left unset, hyper formats one per request (two heap allocations); the
+/// values up to [`SHARED_LENGTHS`] are slices of one text made at first
+/// use, so a request's copy allocates nothing.
+pub fn content_length(len: usize) -> HeaderValue {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    static VALUES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let values = VALUES.get_or_init(|| {
+        let text = TEXT.get_or_init(|| (0..SHARED_LENGTHS).map(|n| n.to_string()).collect());
+        let mut at = 0;
+        (0..SHARED_LENGTHS)
+            .map(|n| {
+                let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+                let value = HeaderValue::from_static(&text[at..at + digits]);
+                at += digits;
+                value
+            })
+            .collect()
+    });
+    match values.get(len) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from(len),
+    }
 }
 
 /// A W3C `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase, neither
@@ -197,6 +227,18 @@ pub fn is_json_content_type(value: &HeaderValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_length_reads_as_the_length_it_was_made_for() {
+        let edges = [0, 1, 9, 10, 99, 100, 999, 1000, 4095, 4096, 4097, 65_536];
+        for len in (0..SHARED_LENGTHS + 10).chain(edges) {
+            assert_eq!(
+                content_length(len).to_str().ok(),
+                Some(len.to_string().as_str()),
+                "{len}"
+            );
+        }
+    }
 
     #[test]
     fn only_the_allowlist_reaches_the_partner() {

@@ -136,6 +136,7 @@ impl UpstreamInner {
                 })?,
             _ => req.body.clone(),
         };
+        let length = headers::content_length(body.len());
         let mut out = Request::builder()
             .method(Method::POST)
             .uri(uri)
@@ -154,6 +155,7 @@ impl UpstreamInner {
                 HeaderValue::from_static("application/json"),
             );
         }
+        h.insert(header::CONTENT_LENGTH, length);
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h.insert(header::USER_AGENT, self.user_agent.clone());
         match credentials.of_target(&req.target) {
