@@ -5,6 +5,7 @@
 
 pub mod ahead;
 pub mod base_url;
+pub mod body;
 pub mod clock;
 pub mod error;
 pub mod fingerprint;

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Request};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper::body::Body;
 
 use crate::call::error::{CallError, GatewayError, Refusal};
@@ -318,12 +318,12 @@ impl Admission {
             self.over_budget.inc();
             return Err(GatewayError::Call(CallError::Overloaded));
         };
-        let read = Limited::new(body, limit).collect();
+        let read = crate::call::body::read_whole(Limited::new(body, limit));
         // tokio polls the read first and starts the timer only if the body is
         // not there yet (a small body usually came in with the headers).
         match tokio::time::timeout(self.body_read_timeout, read).await {
             Err(_) => Err(GatewayError::Refused(Refusal::BodyTimeout)),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Ok(whole)) => Ok(whole),
             Ok(Err(e))
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some() =>

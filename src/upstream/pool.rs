@@ -14,12 +14,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
+use crate::call::body::read_whole;
 use crate::call::clock::{self, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
@@ -134,7 +135,7 @@ impl PartnerClient {
         let call = async move {
             let (resp, sender) = self.exchange(req, started).await?;
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, limit).collect().await.map_err(|e| {
+            let body = read_whole(Limited::new(body, limit)).await.map_err(|e| {
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
@@ -148,7 +149,7 @@ impl PartnerClient {
             // Only a connection whose answer was read to the end is reused: a
             // timed-out or failed call drops it, and hyper closes it.
             self.check_in(sender);
-            Ok((parts, body.to_bytes()))
+            Ok((parts, body))
         };
         // A combinator, not an `async` block: the block would keep `call`
         // beside the timeout that holds it (1.2 KB more in every layer's
