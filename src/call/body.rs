@@ -3,34 +3,35 @@
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use smallvec::SmallVec;
 
 /// Reads `body` to its end as one `Bytes`; trailers are dropped. A body that
 /// came in one frame (a small one usually does) is that frame itself: no
 /// copy, no allocation. (`http_body_util`'s `collect` queued every frame
-/// first, a `VecDeque` grown per body: two allocations a forwarded call.)
+/// in a `VecDeque` grown per body: two allocations a forwarded call.) More
+/// frames are kept as they came and joined once at the end, as `collect`
+/// does: a slow large body holds what it sent, not a buffer grown ahead.
 pub async fn read_whole<B>(body: B) -> Result<Bytes, B::Error>
 where
     B: Body<Data = Bytes>,
 {
     let mut body = std::pin::pin!(body);
-    let mut whole = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
+    let mut frames: SmallVec<[Bytes; 1]> = SmallVec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        match joined.as_mut() {
-            Some(buf) => buf.extend_from_slice(&data),
-            None if whole.is_empty() => whole = data,
-            None => {
-                let mut buf = BytesMut::with_capacity(whole.len() + data.len());
-                buf.extend_from_slice(&whole);
-                buf.extend_from_slice(&data);
-                joined = Some(buf);
+        if let Ok(data) = frame?.into_data() {
+            if !data.is_empty() {
+                frames.push(data);
             }
         }
     }
-    Ok(joined.map_or(whole, BytesMut::freeze))
+    if frames.len() <= 1 {
+        return Ok(frames.pop().unwrap_or_default());
+    }
+    let mut whole = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for data in frames {
+        whole.extend_from_slice(&data);
+    }
+    Ok(whole.freeze())
 }
 
 #[cfg(test)]
