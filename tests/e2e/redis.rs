@@ -1244,6 +1244,60 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
     a.stop().await;
 }
 
+/// A caller that hangs up while the same request is in flight on another
+/// replica leaves nothing behind on its own replica: the key's next call
+/// there gets the fleet's answer at once. (Its lead in the replica's own
+/// store stayed after the call was dropped, so every later call for the
+/// key waited out its deadline there and got the fallback: found as a
+/// replay benchmark that fell to 13 req/s after a run's end cut calls off.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_hangs_up_while_another_replica_leads_leaves_no_wait_behind() {
+    use tokio::io::AsyncWriteExt;
+    let redis = RedisServer::start().await;
+    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    for run in 0..3 {
+        plan(&a, Route::EncoreOffers, &["delay:600"]);
+        let body = encore_body();
+        let key = format!("hung-up-{run}");
+        let key = [("idempotency-key", key.as_str())];
+        let hang_up = async {
+            // In flight on b by now; this caller on a waits for b's answer.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let mut s = tokio::net::TcpStream::connect(a.gw.proxy_addr)
+                .await
+                .unwrap();
+            let req = format!(
+                "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIdempotency-Key: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                key[0].1,
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            drop(s);
+        };
+        let (led, ()) = futures_util::future::join(post_to(&b.0, &key, &body), hang_up).await;
+        assert_eq!(led.status, 200, "run {run}");
+        let started = Instant::now();
+        let again = post_to(&a.gw, &key, &body).await;
+        let took = started.elapsed();
+        assert_eq!(
+            (
+                again.status.as_u16(),
+                again.json()["offer"]["clickUrl"].clone()
+            ),
+            (200, led.json()["offer"]["clickUrl"].clone()),
+            "run {run}: the fleet's answer, replayed: {:?}",
+            again.body
+        );
+        assert!(took < Duration::from_millis(500), "run {run}: {took:?}");
+    }
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
 /// The fleet's partner quota holds while Redis stalls: a late reply is not
 /// a permit this replica grants itself. 30 calls over two replicas with a
 /// quota of 5 a second (burst 5), Redis stalled 200 ms as they start: no

@@ -187,6 +187,16 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Gives up a lead on `key` whose call was dropped before it could be
+    /// settled (its caller hung up while the claim went on elsewhere): the
+    /// calls waiting on it get `None` now, and the next one claims the key
+    /// again rather than wait out its deadline on a call that is gone.
+    pub(super) fn abandon(&self, key: &str) {
+        self.shard(key).in_flight.remove(key);
+    }
+}
+
 impl IdempotencyStore for MemoryStore {
     async fn claim(&self, key: &str, fingerprint: &Fingerprint) -> Claim {
         // One lock over both lookups: a call that finishes stores its answer

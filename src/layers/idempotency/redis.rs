@@ -192,6 +192,13 @@ impl RedisStore {
                 .await;
             return (reconciled, None);
         }
+        // This replica's lead on the key, given up if the call is dropped
+        // before the claim below settles it or hands it to the caller.
+        let lead = LocalLead {
+            local: &self.local,
+            key,
+        };
+        let claimed = async {
         let give_up = clock::now() + self.wait_for;
         // Subscribed to the key's finish once it is found in flight.
         let mut notice: Option<crate::state::Notice> = None;
@@ -314,6 +321,24 @@ impl RedisStore {
                 },
             }
         }
+        }
+        .await;
+        std::mem::forget(lead);
+        claimed
+    }
+}
+
+/// A lead in the replica's own store while its claim goes on in Redis:
+/// dropped with the call (its caller hung up), it is given up, so the
+/// key's later calls here do not wait on a call that is gone.
+struct LocalLead<'a> {
+    local: &'a MemoryStore,
+    key: &'a str,
+}
+
+impl Drop for LocalLead<'_> {
+    fn drop(&mut self) {
+        self.local.abandon(self.key);
     }
 }
 
