@@ -178,7 +178,10 @@ run() { # round label target-port conns lua-script [path]
   non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
   cpu_us=$(awk -v t=$((after - before)) -v n="${total:-0}" -v hz="$TICK" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "nan" }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$label" "$conns" "$rps" "$p50" "$p99" "${non2xx:-0}" "$cpu_us" >> "$RESULTS"
-  echo "round $round: $label c=$conns: $rps req/s, p50 $p50, p99 $p99, CPU $cpu_us µs/req, non-2xx ${non2xx:-0}" >&2
+  # wrk's socket errors (connect, read, write, timeout), when it had any.
+  local errors
+  errors=$(awk '/Socket errors/ { $1 = $2 = ""; print ";" $0 }' <<<"$out")
+  echo "round $round: $label c=$conns: $rps req/s, p50 $p50, p99 $p99, CPU $cpu_us µs/req, non-2xx ${non2xx:-0}$errors" >&2
 }
 # Rounds interleave the scenarios, so a slow spell of a shared machine lands
 # on all of them rather than on one.
