@@ -362,15 +362,17 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    // The watched files' times as read: a change while the gateway starts
-    // is then a change the watch sees.
-    let read_stamps = crate::app::reload::stamps_now(&crate::app::reload::files_of(&path, &config));
+    // With the watch on, the watched files' times as read: a change while
+    // the gateway starts is then a change the watch sees.
+    let read_stamps = config
+        .reload
+        .watch
+        .then(|| crate::app::reload::stamps_now(&crate::app::reload::files_of(&path, &config)));
     let origin = crate::app::reload::Origin {
         path: path.clone(),
         sha256: digest,
     };
     let gateway = Gateway::start_from(config, Some(origin)).await?;
-    let watch = gateway.board.read(|l| l.config.reload.watch);
     let live = Arc::new(Reloader::new(
         path,
         Box::new(ProcessEnv),
@@ -378,7 +380,7 @@ async fn run(path: PathBuf) -> Result<(), Problem> {
         gateway.secrets.clone(),
         &gateway.metrics,
     )?);
-    if watch {
+    if let Some(read_stamps) = read_stamps {
         tokio::spawn(live.clone().watch(read_stamps));
     }
     let _ = reloader.set(live);
