@@ -199,62 +199,79 @@ impl RedisStore {
             key,
         };
         let claimed = async {
-        let give_up = clock::now() + self.wait_for;
-        // Subscribed to the key's finish once it is found in flight.
-        let mut notice: Option<crate::state::Notice> = None;
-        let mut in_flight_seen = false;
-        // A claim was sent and its reply was late: it may run in Redis.
-        let mut sent_late = false;
-        loop {
-            let ask = async {
-                match &also {
-                    Some(also) => match self
-                        .redis
-                        .admit(
-                            &answer_key,
-                            &lock_key,
-                            &fp,
-                            &lock_value,
-                            self.lock_ttl,
-                            also,
-                        )
-                        .await
-                    {
-                        Ok((reply, said)) => (Ok(reply), Some(said)),
-                        Err(e) => (Err(e), None),
-                    },
-                    None => (
-                        self.redis
-                            .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
-                            .await,
-                        None,
-                    ),
-                }
-            };
-            // Never past the call's own time, however late the reply.
-            let (reply, said) = tokio::time::timeout_at(give_up, ask)
-                .await
-                .unwrap_or((Err(crate::state::StateError::Timeout), None));
-            match reply {
-                Ok(ClaimReply::Lead) => {
-                    self.leading
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key.into(), Lock::Held(lock_value));
-                    return (Claim::Lead, said);
-                }
-                Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, Duration::ZERO) {
-                    Some(stored) if stored.fingerprint == *fingerprint => {
-                        // Kept here too, for the rest of a short window.
-                        let keep = Stored {
-                            ttl: self.wait_for,
-                            ..stored.clone()
-                        };
-                        self.settle_locally(key, answer_of(&stored), Some(keep))
-                            .await;
-                        return (Claim::Stored(Arc::new(stored)), None);
+            let give_up = clock::now() + self.wait_for;
+            // Subscribed to the key's finish once it is found in flight.
+            let mut notice: Option<crate::state::Notice> = None;
+            let mut in_flight_seen = false;
+            // A claim was sent and its reply was late: it may run in Redis.
+            let mut sent_late = false;
+            loop {
+                let ask = async {
+                    match &also {
+                        Some(also) => match self
+                            .redis
+                            .admit(
+                                &answer_key,
+                                &lock_key,
+                                &fp,
+                                &lock_value,
+                                self.lock_ttl,
+                                also,
+                            )
+                            .await
+                        {
+                            Ok((reply, said)) => (Ok(reply), Some(said)),
+                            Err(e) => (Err(e), None),
+                        },
+                        None => (
+                            self.redis
+                                .claim(&answer_key, &lock_key, &fp, &lock_value, self.lock_ttl)
+                                .await,
+                            None,
+                        ),
                     }
-                    Some(_) => {
+                };
+                // Never past the call's own time, however late the reply.
+                let (reply, said) = tokio::time::timeout_at(give_up, ask)
+                    .await
+                    .unwrap_or((Err(crate::state::StateError::Timeout), None));
+                match reply {
+                    Ok(ClaimReply::Lead) => {
+                        self.leading
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key.into(), Lock::Held(lock_value));
+                        return (Claim::Lead, said);
+                    }
+                    Ok(ClaimReply::Stored(bytes)) => match decode(&bytes, Duration::ZERO) {
+                        Some(stored) if stored.fingerprint == *fingerprint => {
+                            // Kept here too, for the rest of a short window.
+                            let keep = Stored {
+                                ttl: self.wait_for,
+                                ..stored.clone()
+                            };
+                            self.settle_locally(key, answer_of(&stored), Some(keep))
+                                .await;
+                            return (Claim::Stored(Arc::new(stored)), None);
+                        }
+                        Some(_) => {
+                            self.settle_locally(
+                                key,
+                                Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
+                                None,
+                            )
+                            .await;
+                            return (Claim::Conflict, None);
+                        }
+                        None => {
+                            tracing::warn!(
+                                key = %answer_key,
+                                "a stored answer could not be read; calling the partner"
+                            );
+                            return (Claim::Lead, None);
+                        }
+                    },
+                    Ok(ClaimReply::Conflict) => {
                         self.settle_locally(
                             key,
                             Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
@@ -263,66 +280,53 @@ impl RedisStore {
                         .await;
                         return (Claim::Conflict, None);
                     }
-                    None => {
-                        tracing::warn!(key = %answer_key, "a stored answer could not be read; calling the partner");
-                        return (Claim::Lead, None);
+                    Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
+                        in_flight_seen = true;
+                        self.until_finish_heard(&mut notice, &answer_key, give_up)
+                            .await;
                     }
-                },
-                Ok(ClaimReply::Conflict) => {
-                    self.settle_locally(
-                        key,
-                        Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
-                        None,
-                    )
-                    .await;
-                    return (Claim::Conflict, None);
-                }
-                Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
-                    in_flight_seen = true;
-                    self.until_finish_heard(&mut notice, &answer_key, give_up)
-                        .await;
-                }
-                Ok(ClaimReply::InFlight) => return self.gave_up_waiting(key).await,
-                // Sent, and no answer in time: the claim may be taken in
-                // Redis, so the partner is not called on the guess that it
-                // was not. The claim is repeatable for this owner: it is
-                // asked again (alone: the admission's limits may be spent)
-                // until Redis answers, is declared down, or the call's time
-                // is up, and then the call gets the fallback.
-                Err(e) if e.may_have_applied() && !self.redis.degraded() => {
-                    also = None;
-                    sent_late = true;
-                    if clock::now() + CLAIM_AGAIN_AFTER >= give_up {
-                        // Found in flight elsewhere before: it still is, as
-                        // far as this call can tell.
-                        return if in_flight_seen {
-                            self.gave_up_waiting(key).await
-                        } else {
-                            self.unavailable(key).await
-                        };
-                    }
-                    tokio::time::sleep(CLAIM_AGAIN_AFTER).await;
-                }
-                Err(_) => match self.redis.on_error() {
-                    // Redis declared down (or not connected), so the claim
-                    // was not sent: counted by the state metrics, this
-                    // replica de-duplicates alone. A claim sent before
-                    // may still take the lock: the finish frees it.
-                    OnStateError::FailOpen => {
-                        if sent_late {
-                            self.leading
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(key.into(), Lock::MaybeTaken(lock_value));
+                    Ok(ClaimReply::InFlight) => return self.gave_up_waiting(key).await,
+                    // Sent, and no answer in time: the claim may be taken in
+                    // Redis, so the partner is not called on the guess that it
+                    // was not. The claim is repeatable for this owner: it is
+                    // asked again (alone: the admission's limits may be spent)
+                    // until Redis answers, is declared down, or the call's time
+                    // is up, and then the call gets the fallback.
+                    Err(e) if e.may_have_applied() && !self.redis.degraded() => {
+                        also = None;
+                        sent_late = true;
+                        if clock::now() + CLAIM_AGAIN_AFTER >= give_up {
+                            // Found in flight elsewhere before: it still is, as
+                            // far as this call can tell.
+                            return if in_flight_seen {
+                                self.gave_up_waiting(key).await
+                            } else {
+                                self.unavailable(key).await
+                            };
                         }
-                        return (Claim::Lead, None);
+                        tokio::time::sleep(CLAIM_AGAIN_AFTER).await;
                     }
-                    OnStateError::FailClosed => return self.unavailable(key).await,
-                },
+                    Err(_) => match self.redis.on_error() {
+                        // Redis declared down (or not connected), so the claim
+                        // was not sent: counted by the state metrics, this
+                        // replica de-duplicates alone. A claim sent before
+                        // may still take the lock: the finish frees it.
+                        OnStateError::FailOpen => {
+                            if sent_late {
+                                self.leading
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(key.into(), Lock::MaybeTaken(lock_value));
+                            }
+                            return (Claim::Lead, None);
+                        }
+                        OnStateError::FailClosed => return self.unavailable(key).await,
+                    },
+                }
             }
         }
-        }
         .await;
+        // Settled or handed to the caller: nothing to give up.
         std::mem::forget(lead);
         claimed
     }
