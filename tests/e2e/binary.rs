@@ -671,11 +671,7 @@ fn a_sighup_to_the_demo_on_a_config_file_says_it_is_not_reloaded() {
     crate::support::eventually_blocking(Duration::from_secs(20), "the demo is ready", || {
         said("offergate ready")
     });
-    assert!(Command::new("kill")
-        .args(["-HUP", &demo.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    crate::fleet::signal(&demo.0, "HUP");
     let text =
         crate::support::eventually_blocking(Duration::from_secs(10), "the SIGHUP's line", || {
             said("does not reload")
@@ -688,11 +684,7 @@ fn a_sighup_to_the_demo_on_a_config_file_says_it_is_not_reloaded() {
     std::thread::sleep(Duration::from_millis(200));
     let mut demo = demo;
     assert!(demo.0.try_wait().unwrap().is_none(), "still running");
-    assert!(Command::new("kill")
-        .args(["-TERM", &demo.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    crate::fleet::signal(&demo.0, "TERM");
     let status =
         crate::support::eventually_blocking(Duration::from_secs(20), "the demo exits", || {
             demo.0.try_wait().unwrap()

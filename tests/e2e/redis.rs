@@ -108,6 +108,15 @@ async fn post_to(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Answer {
     .await
 }
 
+/// Two replicas of the test config on `redis`, each connected to it.
+async fn connected_pair(redis: &dyn Shared) -> (Harness, Harness2) {
+    let a = Harness::with_config(|o| replica(o, redis, "")).await;
+    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
+    until_connected(&a.gw).await;
+    until_connected(&b.0).await;
+    (a, b)
+}
+
 /// Waits until `gw` reaches Redis (its `/readyz` says so).
 async fn until_connected(gw: &Gateway) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -1109,10 +1118,7 @@ impl Shared for StateLines {
 async fn an_opt_out_is_kept_by_redis_through_eviction_or_refused_when_it_cannot_be() {
     use crate::redis_server::redis_cli;
     let redis = RedisServer::start().await;
-    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
+    let (a, b) = connected_pair(&redis).await;
     let now = offergate::call::clock::wall_ms();
     let thread = |chat: &str| serde_json::json!({"clientId": "client-42", "chatId": chat});
     let out = post_path(&a.gw, "/offergate/v1/encore/opt-out", &thread("kept")).await;
@@ -1254,10 +1260,7 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
 async fn a_caller_who_hangs_up_while_another_replica_leads_leaves_no_wait_behind() {
     use tokio::io::AsyncWriteExt;
     let redis = RedisServer::start().await;
-    let a = Harness::with_config(|o| replica(o, &redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), &redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
+    let (a, b) = connected_pair(&redis).await;
     for run in 0..3 {
         plan(&a, Route::EncoreOffers, &["delay:600"]);
         let body = encore_body();

@@ -3,7 +3,7 @@
 //! config is refused and the old one keeps serving, and settings that need a
 //! restart are named.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,6 +58,23 @@ async fn metric(f: &Fleet, series: &str) -> f64 {
 }
 
 /// Sends SIGHUP and waits until the reload counter moves.
+/// Replaces `key_file` with `key` as a Kubernetes Secret update does (a new
+/// file renamed over it, no signal sent), then waits for the watch's reload.
+async fn replaced_and_reloaded(f: &Fleet, key_file: &Path, key: &str) {
+    let next = key_file.with_extension("next");
+    std::fs::write(&next, format!("{key}\n")).unwrap();
+    std::fs::rename(&next, key_file).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the replaced key file is reloaded",
+        || async {
+            (metric(f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 async fn reload(f: &Fleet, result: &str) {
     let series = format!("offergate_config_reloads_total{{result=\"{result}\"}}");
     let before = metric(f, &series).await;
@@ -142,7 +159,7 @@ async fn a_rotated_key_is_used_from_the_next_call_and_a_bad_config_is_refused() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() {
-    let (dir, key_file, config) = with_key_file("pk_live_watched_one");
+    let (_dir, key_file, config) = with_key_file("pk_live_watched_one");
     // The shipped default: no setting of the test's own turns it on.
     assert!(std::fs::read_to_string(&config)
         .unwrap()
@@ -150,19 +167,7 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
     let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
     assert_eq!(f.calls(1, 0).await, 1);
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_one");
-    // Like a Kubernetes Secret update: the file is replaced, no signal sent.
-    let next = dir.path().join("next");
-    std::fs::write(&next, "pk_live_watched_two\n").unwrap();
-    std::fs::rename(&next, &key_file).unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the watched file is reloaded",
-        || async {
-            (metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0)
-                .then_some(())
-        },
-    )
-    .await;
+    replaced_and_reloaded(&f, &key_file, "pk_live_watched_two").await;
     assert_eq!(f.calls(1, 0).await, 1);
     assert_eq!(key_seen_by_partner(&f).await, "pk_live_watched_two");
 }
@@ -173,20 +178,9 @@ async fn with_reload_watch_a_rewritten_key_file_is_picked_up_without_a_signal() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_reload_watch_a_key_file_replaced_while_starting_is_picked_up() {
     for round in 0..3 {
-        let (dir, key_file, config) = with_key_file("pk_live_started_one");
+        let (_dir, key_file, config) = with_key_file("pk_live_started_one");
         let f = Fleet::start_with(config.to_str().unwrap(), &[], None).await;
-        let next = dir.path().join("next");
-        std::fs::write(&next, "pk_live_started_two\n").unwrap();
-        std::fs::rename(&next, &key_file).unwrap();
-        eventually(
-            Duration::from_secs(10),
-            "the file replaced at start is reloaded",
-            || async {
-                (metric(&f, r#"offergate_config_reloads_total{result="success"}"#).await >= 1.0)
-                    .then_some(())
-            },
-        )
-        .await;
+        replaced_and_reloaded(&f, &key_file, "pk_live_started_two").await;
         assert_eq!(f.calls(1, 0).await, 1);
         assert_eq!(
             key_seen_by_partner(&f).await,
