@@ -984,7 +984,9 @@ async fn failover_under_load(
     let calls = a.calls(Route::EncoreOffers);
     assert!(
         before.iter().any(|(key, ..)| held.contains(key)),
-        "the replica had some answers at the kill"
+        "the replica had some answers at the kill: {} answered before it, {} held by the nodes left",
+        before.len(),
+        held.len()
     );
     // Asked of a, then b: a shares again what it led and the new master
     // lost; what b led is asked of the partner once more.
