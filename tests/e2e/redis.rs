@@ -881,6 +881,7 @@ async fn every_fleet_behaviour_holds_on_sentinel_and_a_failover_is_followed() {
     // Every key lives on the one master.
     let replica = sentinel.replica;
     let kill = || {
+        caught_up(master, replica, Duration::from_secs(3));
         let held = answers_held(&[replica]);
         sentinel.kill_master();
         held
@@ -1100,6 +1101,28 @@ fn answers_held(nodes: &[std::net::SocketAddr]) -> std::collections::HashSet<Str
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Waits, `within` at most, until `replica` has applied what `master` had
+/// written when asked. Replication is asynchronous: beside the rest of the
+/// suite on a 2-core machine the master was killed, twice, with none of the
+/// answers on its replica (79 answered, 0 held). Answers written after this
+/// look may still be lost with the master, the case the test is about.
+fn caught_up(master: std::net::SocketAddr, replica: std::net::SocketAddr, within: Duration) {
+    let offset = |node, field: &str| {
+        crate::redis_server::redis_cli(node, &["info", "replication"])?
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.trim().parse::<u64>().ok())
+    };
+    let Some(target) = offset(master, "master_repl_offset:") else {
+        return;
+    };
+    let until = Instant::now() + within;
+    while Instant::now() < until
+        && offset(replica, "slave_repl_offset:").is_none_or(|at| at < target)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `[state]` lines as they are.
