@@ -7,13 +7,12 @@
 //!
 //! Where it lives is [`Threads`]'s: this replica's memory, bounded
 //! (`local.rs`), written behind to an embedded file so a restart keeps it
-//! (`journal.rs`); or with `[state] backend = "redis"` the fleet's
+//! (`journal/`); or with `[state] backend = "redis"` the fleet's
 //! (`fleet.rs`), this replica's behind it when Redis cannot answer.
 
 mod fleet;
 mod journal;
 mod local;
-mod packs;
 
 use std::future::Future;
 
