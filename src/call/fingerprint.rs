@@ -67,11 +67,17 @@ fn write_target(target: &Target, out: &mut Vec<u8>) {
 /// Lowercase hex of `bytes`, appended to `out`: how fingerprints, thread ids
 /// and hashed caller ids are written into store and Redis keys.
 pub fn push_hex(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+        let [high, low] = hex_pair(*b);
+        out.push(char::from(high));
+        out.push(char::from(low));
     }
+}
+
+/// The two lowercase hex digits of `b`.
+pub fn hex_pair(b: u8) -> [u8; 2] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]
 }
 
 /// Lowercase hex of `bytes`.

@@ -21,15 +21,24 @@ impl PseudonymKey {
         PseudonymKey(hmac::Key::new(hmac::HMAC_SHA256, key))
     }
 
-    /// `og_` and 32 hex digits of HMAC-SHA-256(key, `chat_id`).
-    pub fn pseudonym(&self, chat_id: &str) -> String {
+    /// `og_` and 32 hex digits of HMAC-SHA-256(key, `chat_id`), held in
+    /// place: the body Encore gets is the one allocation a pseudonym costs.
+    pub fn pseudonym(&self, chat_id: &str) -> Pseudonym {
         let tag = hmac::sign(&self.0, chat_id.as_bytes());
-        let mut out = String::with_capacity(3 + 32);
-        out.push_str("og_");
-        crate::call::fingerprint::push_hex(&tag.as_ref()[..16], &mut out);
+        let mut out = [0u8; PSEUDONYM_LEN];
+        out[..3].copy_from_slice(b"og_");
+        for (pair, b) in out[3..].chunks_exact_mut(2).zip(tag.as_ref()) {
+            pair.copy_from_slice(&crate::call::fingerprint::hex_pair(*b));
+        }
         out
     }
 }
+
+/// A pseudonym's length: `og_` and 32 hex digits (128 bits of the tag).
+const PSEUDONYM_LEN: usize = 3 + 32;
+
+/// A pseudonym's bytes (ASCII).
+pub type Pseudonym = [u8; PSEUDONYM_LEN];
 
 impl PseudonymKey {
     /// `body`, an offers request that passed the check (so its top-level
@@ -61,21 +70,23 @@ impl PseudonymKey {
 
 /// `body` with `raw`, a slice of it holding a JSON string, replaced by
 /// `chat_id`, an ASCII token.
-fn with_chat_id(body: &[u8], raw: &str, chat_id: &str) -> Option<Vec<u8>> {
+fn with_chat_id(body: &[u8], raw: &str, chat_id: &[u8]) -> Option<Vec<u8>> {
     // The raw value is a slice of `body`: where it lies is where it starts.
     let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
     let end = start.checked_add(raw.len()).filter(|e| *e <= body.len())?;
     if !raw.starts_with('"')
         || !chat_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
     {
         return None;
     }
-    let mut out = Vec::with_capacity(body.len() + chat_id.len());
+    // Exactly as long as it will be: a full Vec becomes the request's
+    // `Bytes` as it is (one with room to spare gets a second allocation).
+    let mut out = Vec::with_capacity(start + 2 + chat_id.len() + (body.len() - end));
     out.extend_from_slice(&body[..start]);
     out.push(b'"');
-    out.extend_from_slice(chat_id.as_bytes());
+    out.extend_from_slice(chat_id);
     out.push(b'"');
     out.extend_from_slice(&body[end..]);
     Some(out)
@@ -86,7 +97,7 @@ mod tests {
     use super::*;
 
     fn pseudonym(key: &[u8], chat_id: &str) -> String {
-        PseudonymKey::new(key).pseudonym(chat_id)
+        String::from_utf8(PseudonymKey::new(key).pseudonym(chat_id).to_vec()).unwrap()
     }
 
     #[test]
@@ -139,7 +150,7 @@ mod tests {
             out,
             format!(
                 r#"{{ "clientId":"c", "chatId" : "{}", "attributes":{{"chatId":"inner","countryCode":"US"}}}}"#,
-                key.pseudonym("wa:11x")
+                std::str::from_utf8(&key.pseudonym("wa:11x")).unwrap()
             ),
             "the escaped chat id is the one the check read"
         );
@@ -147,6 +158,19 @@ mod tests {
         assert_eq!(key.apply(br#"{"chatId":7}"#, None), None);
         let body = br#"{"chatId":"x"}"#;
         let raw = std::str::from_utf8(&body[10..13]).unwrap();
-        assert_eq!(with_chat_id(body, raw, "a\"b"), None);
+        assert_eq!(with_chat_id(body, raw, b"a\"b"), None);
+    }
+
+    #[test]
+    fn the_body_for_encore_is_made_exactly_as_long_as_it_is() {
+        let key = PseudonymKey::new(b"0123456789abcdef");
+        for body in [
+            r#"{"clientId":"c","chatId":"wa:14155551234"}"#,
+            r#"{"clientId":"c","chatId":"a-much-longer-chat-id-than-its-pseudonym-0123456789"}"#,
+            r#"{"chatId":"","clientId":"c"}"#,
+        ] {
+            let out = key.apply(body.as_bytes(), None).unwrap();
+            assert_eq!(out.len(), out.capacity(), "{body}");
+        }
     }
 }
