@@ -139,62 +139,71 @@ impl<S: ProxyService> Edge<S> {
         *trace = Some(call.clone());
         let (key, fp) = answer_key(&thread, &message.message_id);
         let store = &self.shared.answers;
-        let claim = store.claim(&key, &fp).await;
-        self.shared.metrics.answer_lookup(match &claim {
-            Claim::Stored(_) => Lookup::Hit,
-            Claim::Wait(_) => Lookup::Coalesced,
-            _ => Lookup::Miss,
-        });
-        match claim {
-            Claim::Stored(stored) => replay(&stored),
-            Claim::Wait(first) => {
-                let deadline = crate::call::clock::now() + self.shared.message_deadline;
-                match tokio::time::timeout_at(deadline, first).await {
+        // A first delivery lost on the way leaves its waiters to claim
+        // again, as the offers route's do (`layers/idempotency`).
+        let deadline = crate::call::clock::now() + self.shared.message_deadline;
+        let mut claims_left = 3u8;
+        loop {
+            let claim = store.claim(&key, &fp).await;
+            self.shared.metrics.answer_lookup(match &claim {
+                Claim::Stored(_) => Lookup::Hit,
+                Claim::Wait(_) => Lookup::Coalesced,
+                _ => Lookup::Miss,
+            });
+            break match claim {
+                Claim::Stored(stored) => replay(&stored),
+                Claim::Wait(first) => match tokio::time::timeout_at(deadline, first).await {
                     Ok(Some(Ok(answer))) => mark_replayed(answer),
                     Ok(Some(Err(e))) => respond::answer(e),
+                    Ok(None) if claims_left > 0 => {
+                        claims_left -= 1;
+                        continue;
+                    }
                     Ok(None) => respond::answer(GatewayError::Call(CallError::Internal(
                         "the first delivery of this message was lost".into(),
                     ))),
                     Err(_) => respond::answer(GatewayError::Call(CallError::DeadlineExceeded)),
+                },
+                // One fingerprint per key: cannot conflict.
+                Claim::Conflict => {
+                    respond::answer(GatewayError::Refused(Refusal::IdempotencyKeyReused))
                 }
-            }
-            // One fingerprint per key: cannot conflict.
-            Claim::Conflict => {
-                respond::answer(GatewayError::Refused(Refusal::IdempotencyKeyReused))
-            }
-            // An opt-out must be kept before it is answered: the platform
-            // retries a 503.
-            Claim::Unavailable if self.says_stop(&message) => {
-                respond::answer(GatewayError::Call(CallError::StateUnavailable))
-            }
-            Claim::Unavailable => self.decided(Answer::skip(None, "state_unavailable", 0)),
-            Claim::Lead => {
-                let this = self.clone();
-                let ttl = self.shared.message_ttl;
-                FinishAnyway::new(async move {
-                    let decided = this.decide(message, thread, call).await;
-                    let (resp, keep) = match decided {
-                        Ok(answer) => {
-                            let resp = this.decided(answer);
-                            let keep = Stored {
-                                fingerprint: fp,
-                                status: StatusCode::OK,
-                                content_type: Some(HeaderValue::from_static("application/json")),
-                                body: resp.body.clone(),
-                                ttl,
-                                ask_fleet_after: None,
-                            };
-                            (resp, Some(keep))
-                        }
-                        // Not stored: the redelivery is decided again.
-                        Err(e) => (respond::answer(e), None),
-                    };
-                    let stored = Ok(resp.clone());
-                    this.shared.answers.finish(&key, &stored, keep).await;
-                    resp
-                })
-                .await
-            }
+                // An opt-out must be kept before it is answered: the platform
+                // retries a 503.
+                Claim::Unavailable if self.says_stop(&message) => {
+                    respond::answer(GatewayError::Call(CallError::StateUnavailable))
+                }
+                Claim::Unavailable => self.decided(Answer::skip(None, "state_unavailable", 0)),
+                Claim::Lead => {
+                    let this = self.clone();
+                    let ttl = self.shared.message_ttl;
+                    FinishAnyway::new(async move {
+                        let decided = this.decide(message, thread, call).await;
+                        let (resp, keep) = match decided {
+                            Ok(answer) => {
+                                let resp = this.decided(answer);
+                                let keep = Stored {
+                                    fingerprint: fp,
+                                    status: StatusCode::OK,
+                                    content_type: Some(HeaderValue::from_static(
+                                        "application/json",
+                                    )),
+                                    body: resp.body.clone(),
+                                    ttl,
+                                    ask_fleet_after: None,
+                                };
+                                (resp, Some(keep))
+                            }
+                            // Not stored: the redelivery is decided again.
+                            Err(e) => (respond::answer(e), None),
+                        };
+                        let stored = Ok(resp.clone());
+                        this.shared.answers.finish(&key, &stored, keep).await;
+                        resp
+                    })
+                    .await
+                }
+            };
         }
     }
 

@@ -1283,7 +1283,6 @@ async fn a_stalled_redis_never_makes_a_second_partner_call() {
 /// replay benchmark that fell to 13 req/s after a run's end cut calls off.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_hangs_up_while_another_replica_leads_leaves_no_wait_behind() {
-    use tokio::io::AsyncWriteExt;
     let redis = RedisServer::start().await;
     let (a, b) = connected_pair(&redis).await;
     for run in 0..3 {
@@ -1291,21 +1290,8 @@ async fn a_caller_who_hangs_up_while_another_replica_leads_leaves_no_wait_behind
         let body = encore_body();
         let key = format!("hung-up-{run}");
         let key = [("idempotency-key", key.as_str())];
-        let hang_up = async {
-            // In flight on b by now; this caller on a waits for b's answer.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let mut s = tokio::net::TcpStream::connect(a.gw.proxy_addr)
-                .await
-                .unwrap();
-            let req = format!(
-                "POST {ENCORE_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nIdempotency-Key: {}\r\nContent-Length: {}\r\n\r\n{body}",
-                key[0].1,
-                body.len()
-            );
-            s.write_all(req.as_bytes()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            drop(s);
-        };
+        // In flight on b by now; this caller on a waits for b's answer.
+        let hang_up = hang_up_after(&a.gw, ENCORE_PATH, &key, &body, (150, 300));
         let (led, ()) = futures_util::future::join(post_to(&b.0, &key, &body), hang_up).await;
         assert_eq!(led.status, 200, "run {run}");
         let started = Instant::now();
@@ -1322,6 +1308,111 @@ async fn a_caller_who_hangs_up_while_another_replica_leads_leaves_no_wait_behind
         );
         assert!(took < Duration::from_millis(500), "run {run}: {took:?}");
     }
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
+/// A call waiting on its own replica behind a caller who then hangs up
+/// (the same request in flight on another replica) gets the fleet's
+/// answer: it claims the key again. (It was answered 500, "the first call
+/// with this key was lost".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_behind_a_caller_who_hangs_up_gets_the_fleets_answer() {
+    let redis = RedisServer::start().await;
+    let (a, b) = connected_pair(&redis).await;
+    for run in 0..3 {
+        plan(&a, Route::EncoreOffers, &["delay:800"]);
+        let body = encore_body();
+        let key = format!("behind-hung-up-{run}");
+        let key = [("idempotency-key", key.as_str())];
+        // b leads; a caller on a waits for b's answer from 150 ms and hangs
+        // up at 400; from 250 another caller on a waits behind it.
+        let behind = async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            post_to(&a.gw, &key, &body).await
+        };
+        let (led, (), behind) = tokio::join!(
+            post_to(&b.0, &key, &body),
+            hang_up_after(&a.gw, ENCORE_PATH, &key, &body, (150, 400)),
+            behind
+        );
+        assert_eq!(led.status, 200, "run {run}");
+        assert_eq!(
+            (
+                behind.status.as_u16(),
+                behind.json()["offer"]["clickUrl"].clone()
+            ),
+            (200, led.json()["offer"]["clickUrl"].clone()),
+            "run {run}: the fleet's answer, replayed: {:?}",
+            behind.body
+        );
+    }
+    assert_eq!(a.calls(Route::EncoreOffers), 3, "one partner call a key");
+    b.0.shutdown().await;
+    a.stop().await;
+}
+
+/// Sends `body` to `path` on `gw` with `headers`, `connect_ms` into the
+/// test, and hangs up at `hang_up_ms`, unanswered.
+async fn hang_up_after(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    (connect_ms, hang_up_ms): (u64, u64),
+) {
+    use tokio::io::AsyncWriteExt;
+    tokio::time::sleep(Duration::from_millis(connect_ms)).await;
+    let mut s = tokio::net::TcpStream::connect(gw.proxy_addr).await.unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(hang_up_ms - connect_ms)).await;
+    drop(s);
+}
+
+/// The conversation endpoint likewise: a delivery waiting on its replica
+/// behind one whose caller hangs up (the same message being decided on
+/// another replica) gets that decision, replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waiting_behind_one_that_hangs_up_gets_the_fleets_decision() {
+    const MESSAGES: &str = "/offergate/v1/encore/messages";
+    let redis = RedisServer::start().await;
+    let (a, b) = connected_pair(&redis).await;
+    let now = offergate::call::clock::wall_ms();
+    for run in 0..3 {
+        plan(&a, Route::EncoreOffers, &["delay:800"]);
+        let mut m = message(&format!("wamid.behind-{run}"), now - 60_000);
+        m["chatId"] = serde_json::json!(format!("wa:1555000{run}"));
+        let text = m.to_string();
+        let behind = async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            post_path(&a.gw, MESSAGES, &m).await
+        };
+        let (first, (), behind) = tokio::join!(
+            post_path(&b.0, MESSAGES, &m),
+            hang_up_after(&a.gw, MESSAGES, &[], &text, (150, 400)),
+            behind
+        );
+        assert_eq!(
+            first.json()["decision"],
+            "offer",
+            "run {run}: {:?}",
+            first.body
+        );
+        assert_eq!(
+            (behind.status.as_u16(), behind.replayed(), &behind.body),
+            (200, true, &first.body),
+            "run {run}: the fleet's decision, replayed"
+        );
+    }
+    assert_eq!(a.calls(Route::EncoreOffers), 3, "one Encore call a message");
     b.0.shutdown().await;
     a.stop().await;
 }

@@ -292,52 +292,65 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
             let Some((key, ttl)) = state.key(&req, &fp) else {
                 return Box::pin(self.next.call(req)).await;
             };
-            let claim = state.store.claim_then(&key, &fp, &mut req).await;
-            match claim {
-                Claim::Stored(stored) => {
-                    this.count(route, Lookup::Hit);
-                    Ok(replay(&stored))
-                }
-                Claim::Conflict => {
-                    this.count(route, Lookup::Conflict);
-                    Err(GatewayError::Refused(Refusal::IdempotencyKeyReused))
-                }
-                Claim::Wait(first) => {
-                    this.count(route, Lookup::Coalesced);
-                    let own_deadline = clock::now() + *this.deadline.get(route);
-                    match tokio::time::timeout_at(own_deadline, first).await {
-                        Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
-                        // The first call's panic is counted once, on its own answer.
-                        Ok(Some(Err(GatewayError::Call(CallError::Panic)))) => {
-                            Err(GatewayError::Call(CallError::Internal(
-                                "the first call with this key failed unexpectedly".into(),
-                            )))
-                        }
-                        Ok(Some(answer)) => answer,
-                        Ok(None) => Err(GatewayError::Call(CallError::Internal(
-                            "the first call with this key was lost".into(),
-                        ))),
-                        Err(_) => Err(GatewayError::Call(CallError::DeadlineExceeded)),
+            // A first call lost on the way (its caller hung up while its
+            // claim went on in the fleet) leaves the key free, or another
+            // replica's answer on its way: its waiters claim again rather
+            // than fail. A few times at most, within the first wait's deadline.
+            let mut own_deadline = None;
+            let mut claims_left = 3u8;
+            loop {
+                let claim = state.store.claim_then(&key, &fp, &mut req).await;
+                break match claim {
+                    Claim::Stored(stored) => {
+                        this.count(route, Lookup::Hit);
+                        Ok(replay(&stored))
                     }
-                }
-                Claim::Unavailable => Err(GatewayError::Call(CallError::StateUnavailable)),
-                Claim::Lead => {
-                    this.count(route, Lookup::Miss);
-                    let (per_route, next) = (this.per_route.clone(), self.next.clone());
-                    finish::FinishAnyway::new(async move {
-                        let answer = AssertUnwindSafe(next.call(req))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or(Err(GatewayError::Call(CallError::Panic)));
-                        let state = per_route.get(route);
-                        state
-                            .store
-                            .finish(&key, &answer, keep(&answer, fp, ttl))
-                            .await;
-                        answer
-                    })
-                    .await
-                }
+                    Claim::Conflict => {
+                        this.count(route, Lookup::Conflict);
+                        Err(GatewayError::Refused(Refusal::IdempotencyKeyReused))
+                    }
+                    Claim::Wait(first) => {
+                        this.count(route, Lookup::Coalesced);
+                        let own_deadline = *own_deadline
+                            .get_or_insert_with(|| clock::now() + *this.deadline.get(route));
+                        match tokio::time::timeout_at(own_deadline, first).await {
+                            Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
+                            // The first call's panic is counted once, on its own answer.
+                            Ok(Some(Err(GatewayError::Call(CallError::Panic)))) => {
+                                Err(GatewayError::Call(CallError::Internal(
+                                    "the first call with this key failed unexpectedly".into(),
+                                )))
+                            }
+                            Ok(Some(answer)) => answer,
+                            Ok(None) if claims_left > 0 => {
+                                claims_left -= 1;
+                                continue;
+                            }
+                            Ok(None) => Err(GatewayError::Call(CallError::Internal(
+                                "the first call with this key was lost".into(),
+                            ))),
+                            Err(_) => Err(GatewayError::Call(CallError::DeadlineExceeded)),
+                        }
+                    }
+                    Claim::Unavailable => Err(GatewayError::Call(CallError::StateUnavailable)),
+                    Claim::Lead => {
+                        this.count(route, Lookup::Miss);
+                        let (per_route, next) = (this.per_route.clone(), self.next.clone());
+                        finish::FinishAnyway::new(async move {
+                            let answer = AssertUnwindSafe(next.call(req))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or(Err(GatewayError::Call(CallError::Panic)));
+                            let state = per_route.get(route);
+                            state
+                                .store
+                                .finish(&key, &answer, keep(&answer, fp, ttl))
+                                .await;
+                            answer
+                        })
+                        .await
+                    }
+                };
             }
         }
     }
