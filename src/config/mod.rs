@@ -5,25 +5,31 @@
 //! fixes a file in one pass. Nothing downstream re-checks or panics on config.
 
 mod env;
+mod error;
 pub mod files;
 mod live;
 mod parse;
 mod raw;
+mod resilience;
 mod secret;
 mod state;
 mod validate;
 
 pub use env::{apply_overrides, Env, MapEnv, ProcessEnv};
+use error::syntax_error;
+pub use error::ConfigError;
 pub use live::{Live, Secrets};
 /// The check `[log] level` passes, for a level set at run time.
 pub use parse::log_filter as check_log_filter;
+pub use resilience::{
+    CircuitConfig, IdempotencyConfig, OnLimit, Rate, RateLimitConfig, ResilienceConfig, RetryConfig,
+};
 pub use secret::{Secret, SecretSource};
 pub use state::{OnStateError, StateBackend, StateConfig, StateTls, ThreadFile, Topology};
 
 pub use crate::call::base_url::BaseUrl;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,103 +220,6 @@ pub struct BesitosConfig {
     pub partners: BTreeMap<String, Secret>,
 }
 
-/// How one route survives a failing partner: deadline, retries, circuit, fallback.
-#[derive(Clone, Debug, Serialize)]
-pub struct ResilienceConfig {
-    /// The most a call may take, retries and backoff included.
-    #[serde(rename = "deadline_ms", serialize_with = "as_ms")]
-    pub deadline: Duration,
-    /// Answer the partner's own "nothing for you" body on failure (else 502/504).
-    pub soft_fallback: bool,
-    pub retry: RetryConfig,
-    pub circuit: CircuitConfig,
-    pub idempotency: IdempotencyConfig,
-    pub rate_limit: RateLimitConfig,
-}
-
-/// A token bucket: `per_second` refill (fractions allowed), `burst` capacity.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Rate {
-    pub per_second: f64,
-    pub burst: u32,
-}
-
-/// What a caller gets when a limit trips and the short wait did not help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnLimit {
-    /// The soft fallback, reason `rate_limited`.
-    Fallback,
-    /// 429 with `Retry-After` and the error shape.
-    Reject,
-}
-
-/// How much of the partner's quota offergate spends, and how fairly.
-#[derive(Clone, Debug, Serialize)]
-pub struct RateLimitConfig {
-    pub enabled: bool,
-    /// The whole route (every try, retries included).
-    pub partner: Rate,
-    /// Per caller: `clientId` for Encore, `partner_id` for Besitos.
-    pub client: Rate,
-    /// Per-caller exceptions (a big operator may get more).
-    pub client_overrides: BTreeMap<String, Rate>,
-    /// The longest a call waits for a permit (never past its deadline).
-    #[serde(rename = "max_wait_ms", serialize_with = "as_ms")]
-    pub max_wait: Duration,
-    pub on_limit: OnLimit,
-    /// Callers tracked before idle ones are purged early.
-    pub max_tracked_clients: usize,
-    /// `false`: shadow mode. What the limits would refuse is counted
-    /// (`mode="shadow"`) and let through, to roll a quota out safely.
-    pub enforce: bool,
-}
-
-/// De-duplication of one route's calls.
-#[derive(Clone, Debug, Serialize)]
-pub struct IdempotencyConfig {
-    /// Off: every call reaches the partner, keys are ignored.
-    pub enabled: bool,
-    /// How long an answer stored under an `Idempotency-Key` is replayed.
-    #[serde(rename = "ttl_ms", serialize_with = "as_ms")]
-    pub ttl: Duration,
-    /// Without the header, identical bodies within this window are one call;
-    /// `None`: off.
-    #[serde(rename = "body_key_window_ms", serialize_with = "as_opt_ms")]
-    pub body_key_window: Option<Duration>,
-    pub max_entries: u64,
-    pub max_bytes: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RetryConfig {
-    pub max_retries: u32,
-    /// Backoff ceilings per retry (full jitter below each); the last repeats.
-    #[serde(rename = "backoff_ms", serialize_with = "as_ms_list")]
-    pub backoff: Vec<Duration>,
-    /// The longest partner `Retry-After` honoured (and paused for).
-    #[serde(rename = "retry_after_cap_ms", serialize_with = "as_ms")]
-    pub retry_after_cap: Duration,
-    /// Retry a try that may have reached the partner (timeout, reset after sending).
-    pub retry_ambiguous: bool,
-    /// A retry starts only if at least this much of the deadline is left after its backoff.
-    #[serde(rename = "min_try_ms", serialize_with = "as_ms")]
-    pub min_try: Duration,
-    pub budget_percent: f32,
-    pub budget_min_per_second: u32,
-    #[serde(rename = "budget_window_ms", serialize_with = "as_ms")]
-    pub budget_window: Duration,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CircuitConfig {
-    /// Consecutive failed tries that open the circuit.
-    pub failure_threshold: u32,
-    /// How long it stays open before one probe may test the partner.
-    #[serde(rename = "cooldown_ms", serialize_with = "as_ms")]
-    pub cooldown: Duration,
-}
-
 fn as_ms_list<S: serde::Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(d.iter().map(|d| d.as_millis() as u64))
 }
@@ -321,62 +230,6 @@ fn as_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
 
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
-}
-
-/// Every problem in a config, each with the key it concerns.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration:")?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    pub(crate) fn one(msg: impl fmt::Display) -> Self {
-        ConfigError {
-            problems: vec![msg.to_string()],
-        }
-    }
-
-    /// Each problem named by the file it was found in.
-    pub(crate) fn in_file(mut self, path: &Path) -> Self {
-        for p in &mut self.problems {
-            *p = format!("{}: {p}", path.display());
-        }
-        self
-    }
-}
-
-/// A TOML syntax error as its line, column and message, never the line's
-/// text: an unterminated `redis_url = "redis://:password@...` must not be
-/// printed back (toml's own message quotes the line).
-fn syntax_error(text: &str, e: &toml::de::Error) -> String {
-    let at = e.span().map_or(0, |span| span.start).min(text.len());
-    let before = &text.as_bytes()[..at];
-    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let column = at
-        - before
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |nl| nl + 1)
-        + 1;
-    let message = e
-        .message()
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('.');
-    format!("not valid TOML at line {line}, column {column}: {message}")
 }
 
 /// Where `run` and `check-config` look when no `-c` is given.
