@@ -12,6 +12,11 @@ macro_rules! err {
 }
 
 pub mod demo;
+mod healthcheck;
+mod simulate;
+
+use healthcheck::healthcheck;
+use simulate::simulate;
 
 use crate::call::problem::Problem;
 use std::net::SocketAddr;
@@ -25,7 +30,6 @@ use std::sync::Arc;
 
 use crate::app::reload::Reloader;
 use crate::config::{self, Config, ProcessEnv};
-use crate::simulator::{self, SimConfig, Simulator};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -163,59 +167,6 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn config_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
-}
-
-/// One plain HTTP/1.1 GET over a blocking socket, 2 s at most.
-fn healthcheck(admin: &str, path: &str) -> ExitCode {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        err!("offergate: --path must be a path such as /healthz, not {path:?}");
-        return ExitCode::from(2);
-    }
-    let timeout = std::time::Duration::from_secs(2);
-    // A name may stand for several addresses (localhost: ::1 and 127.0.0.1):
-    // the first that answers is asked.
-    let addresses = match admin.to_socket_addrs() {
-        Ok(a) => a.collect::<Vec<SocketAddr>>(),
-        Err(e) => {
-            err!("offergate: --admin {admin:?} is not a host:port offergate can reach: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let ask = |address: &SocketAddr| {
-        let mut s = std::net::TcpStream::connect_timeout(address, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok::<_, std::io::Error>(head)
-    };
-    let mut status = Err(std::io::Error::other("the name has no address"));
-    for address in &addresses {
-        status = ask(address);
-        if status.is_ok() {
-            break;
-        }
-    }
-    match status {
-        Ok(head) if head.starts_with(b"HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(head) => {
-            err!(
-                "offergate: {admin}{path} answered {}",
-                String::from_utf8_lossy(&head)
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            err!("offergate: {admin}{path}: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn check_config(path: Option<PathBuf>) -> ExitCode {
@@ -395,48 +346,6 @@ async fn drain(gateway: Gateway) {
     tracing::info!("draining: /readyz answers 503, open calls finish, then exit");
     gateway.shutdown().await;
     tracing::info!("drained; exiting");
-}
-
-async fn simulate(
-    listen: SocketAddr,
-    encore_key: Option<String>,
-    besitos_token: Option<String>,
-    tls: Option<(PathBuf, PathBuf)>,
-) -> Result<(), Problem> {
-    let stop = stop_signal(|| tracing::info!("the simulator has no config to reload"));
-    crate::app::telemetry::init(&config::LogConfig {
-        level: "warn".into(),
-        format: config::LogFormat::Text,
-        access_log: false,
-    });
-    let tls = match tls {
-        Some((cert, key)) => {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| Problem(format!("cannot read {}: {e}", p.display())))
-            };
-            Some(simulator::tls_acceptor(&read(&cert)?, &read(&key)?)?)
-        }
-        None => None,
-    };
-    let sim = Simulator::start(
-        listen,
-        SimConfig {
-            encore_key,
-            besitos_token,
-            tls,
-        },
-    )
-    .await?;
-    out!("offergate simulator on {}", sim.origin());
-    out!(
-        "  GET {0}/__sim/calls   POST {0}/__sim/faults   POST {0}/__sim/reset",
-        sim.origin()
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    stop.await;
-    sim.shutdown().await;
-    Ok(())
 }
 
 #[cfg(test)]
