@@ -12,6 +12,9 @@
 #                                                      of its own)
 #   OG_BIN=path/to/offergate benches/load/callgrind.sh (another build, such as
 #                                                      a baseline; nothing built)
+#   BASELINE_DROP='^chat_id_key_env' OG_BIN=...       (config lines an older
+#                                                      build does not know, an
+#                                                      extended regex, left out)
 #   THREAD_FILE= benches/load/callgrind.sh            (threads in memory only;
 #                                                      by default they are
 #                                                      written to a thread file,
@@ -33,7 +36,8 @@ need taskset util-linux
 [ -n "${OG_BIN:-}" ] || CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked -q --bin offergate --example bare
 P_PARTNER=18951; P_OG=18952; P_ADMIN=18953
 nginx_conf partner "$(partner_block $P_PARTNER)"; start_nginx partner 0
-og_config $P_OG $P_ADMIN $P_PARTNER > "$WORK/og.toml"
+og_config $P_OG $P_ADMIN $P_PARTNER \
+  | { if [ -n "${BASELINE_DROP:-}" ]; then grep -Ev "$BASELINE_DROP"; else cat; fi; } > "$WORK/og.toml"
 if [ "${REDIS:-0}" = 1 ]; then
   # State on a redis-server of its own (beside the partner, on CPU 0).
   need redis-server redis-server
