@@ -288,9 +288,11 @@ fn write_behind(db: &Database, shared: &Shared, mut written: Packs) {
         // busy, the time a commit takes is mostly theirs, and resting five
         // times that made the next batch larger, its commit longer and the
         // rest longer again (a 225,000-thread commit, then 25 s of rest,
-        // `benches/README.md`). Never more than MAX_REST: threads reach the
-        // file within about a second even when the writer needs more than
-        // a fifth of a core. A flush or the close does not wait.
+        // `benches/README.md`). Never more than MAX_REST: the next commit
+        // begins within a second even when the writer needs more than a
+        // fifth of a core (its own wall time comes on top: up to 2.8 s for
+        // a 175,000-thread batch on a core the calls kept busy). A flush or
+        // the close does not wait.
         let worked = match (cpu_before, cpu_time()) {
             (Some(before), Some(after)) => after.saturating_sub(before),
             _ => committed.elapsed(),
