@@ -27,6 +27,18 @@ impl Problems {
         }
     }
 
+    /// The value, or `None` with the problem recorded as it is (it names
+    /// its own key, as a secret's does).
+    pub fn keep<T>(&mut self, r: Result<T, Problem>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e.to_string());
+                None
+            }
+        }
+    }
+
     pub fn push(&mut self, msg: String) {
         self.0.push(msg);
     }

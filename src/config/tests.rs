@@ -128,6 +128,12 @@ token_env = "BESITOS_TOKEN"
     ] {
         assert!(err.contains(expect), "missing `{expect}` in:\n{err}");
     }
+    // A secret's problem names its key once, first (not `encore: encore.…`).
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("  - encore.api_key_env: environment variable")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +185,8 @@ fn secrets_from_files() {
     );
     let err = problems(&toml, &MapEnv::default());
     assert!(
-        err.contains("besitos.partners[0].token_file: cannot read"),
+        err.lines()
+            .any(|l| l.starts_with("  - besitos.partners[0].token_file: cannot read")),
         "{err}"
     );
     std::fs::write(dir.path().join("absent"), "t").unwrap();

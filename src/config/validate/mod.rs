@@ -139,7 +139,7 @@ fn server(s: &RawServer, env: &dyn Env, p: &mut Problems) -> Option<ServerConfig
         |key, e: &Option<String>, f: &Option<std::path::PathBuf>, p: &mut Problems| match (e, f) {
             (None, None) => Some(None),
             (e, f) => p
-                .check("server", Secret::load(key, e.as_deref(), f.as_deref(), env))
+                .keep(Secret::load(key, e.as_deref(), f.as_deref(), env))
                 .map(Some),
         };
     let inbound_token = token(
@@ -261,10 +261,12 @@ fn state(s: &RawState, env: &dyn Env, p: &mut Problems) -> Option<StateConfig> {
     let redis_password = match (&s.redis_password_env, &s.redis_password_file) {
         (None, None) => Some(None),
         (e, f) => p
-            .check(
-                "state",
-                Secret::load("state.redis_password", e.as_deref(), f.as_deref(), env),
-            )
+            .keep(Secret::load(
+                "state.redis_password",
+                e.as_deref(),
+                f.as_deref(),
+                env,
+            ))
             .map(Some),
     };
     let prefix_ok = !s.key_prefix.is_empty()

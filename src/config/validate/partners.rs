@@ -23,15 +23,12 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
     if !r.partners.is_empty() {
         p.push("encore.partners: not a key of [encore] (partners belong to [besitos])".into());
     }
-    let api_key = p.check(
-        "encore",
-        Secret::load(
-            "encore.api_key",
-            r.api_key_env.as_deref(),
-            r.api_key_file.as_deref(),
-            env,
-        ),
-    );
+    let api_key = p.keep(Secret::load(
+        "encore.api_key",
+        r.api_key_env.as_deref(),
+        r.api_key_file.as_deref(),
+        env,
+    ));
     if let Some(k) = &api_key {
         let v = k.expose();
         if !(v.starts_with("pk_test_") || v.starts_with("pk_live_")) {
@@ -56,8 +53,7 @@ pub(super) fn encore(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<En
     );
     let chat_id_key = match chat_id {
         Some(ChatIdMode::Pseudonym) => p
-            .check(
-                "encore",
+            .keep(
                 Secret::load(
                     "encore.chat_id_key",
                     r.chat_id_key_env.as_deref(),
@@ -125,15 +121,12 @@ pub(super) fn besitos(r: &RawRoute, env: &dyn Env, p: &mut Problems) -> Option<B
             p.push(format!("{key}.id: `{}` is listed twice", raw_partner.id));
             continue;
         }
-        if let Some(token) = p.check(
-            &key,
-            Secret::load(
-                &format!("{key}.token"),
-                raw_partner.token_env.as_deref(),
-                raw_partner.token_file.as_deref(),
-                env,
-            ),
-        ) {
+        if let Some(token) = p.keep(Secret::load(
+            &format!("{key}.token"),
+            raw_partner.token_env.as_deref(),
+            raw_partner.token_file.as_deref(),
+            env,
+        )) {
             partners.insert(raw_partner.id.clone(), token);
         }
     }
