@@ -185,9 +185,7 @@ impl MemoryStore {
     fn nothing_in_flight(&self) -> bool {
         self.each_shard().all(|s| s.in_flight.is_empty())
     }
-}
 
-impl MemoryStore {
     /// Gives up a lead on `key` whose call was dropped before it could be
     /// settled (its caller hung up while the claim went on elsewhere): the
     /// calls waiting on it get `None` now, and the next one claims the key

@@ -145,6 +145,14 @@ impl RedisStore {
         )
     }
 
+    /// The key holds another request's claim or answer: this call and its
+    /// own duplicates get `idempotency_key_reused`.
+    async fn conflicted(&self, key: &str) -> (Claim, Option<AlsoSaid>) {
+        let answer = Err(GatewayError::Refused(Refusal::IdempotencyKeyReused));
+        self.settle_locally(key, answer, None).await;
+        (Claim::Conflict, None)
+    }
+
     /// No claim could be had from Redis: this call and its own duplicates
     /// get `state_unavailable`.
     async fn unavailable(&self, key: &str) -> (Claim, Option<AlsoSaid>) {
@@ -255,13 +263,7 @@ impl RedisStore {
                             return (Claim::Stored(Arc::new(stored)), None);
                         }
                         Some(_) => {
-                            self.settle_locally(
-                                key,
-                                Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
-                                None,
-                            )
-                            .await;
-                            return (Claim::Conflict, None);
+                            return self.conflicted(key).await;
                         }
                         None => {
                             tracing::warn!(
@@ -272,13 +274,7 @@ impl RedisStore {
                         }
                     },
                     Ok(ClaimReply::Conflict) => {
-                        self.settle_locally(
-                            key,
-                            Err(GatewayError::Refused(Refusal::IdempotencyKeyReused)),
-                            None,
-                        )
-                        .await;
-                        return (Claim::Conflict, None);
+                        return self.conflicted(key).await;
                     }
                     Ok(ClaimReply::InFlight) if clock::now() + POLL < give_up => {
                         in_flight_seen = true;
