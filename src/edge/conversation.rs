@@ -42,7 +42,7 @@ use crate::conversation::{MessageKey, Threads};
 use crate::integrator::messages::{read_message, read_thread, read_unsent, Message};
 use crate::integrator::rules::{self, judge, MAX_AHEAD_MS};
 use crate::layers::idempotency::{
-    mark_replayed, replay, Claim, FinishAnyway, IdempotencyStore, Lookup, Stored,
+    mark_replayed, replay, Claim, FinishAnyway, IdempotencyStore, Lookup, Stored, Waits,
 };
 use crate::layers::thread_cap::X_OFFERGATE_SKIPPED;
 use crate::partners::encore::compose::{self, Composed};
@@ -139,10 +139,7 @@ impl<S: ProxyService> Edge<S> {
         *trace = Some(call.clone());
         let (key, fp) = answer_key(&thread, &message.message_id);
         let store = &self.shared.answers;
-        // A first delivery lost on the way leaves its waiters to claim
-        // again, as the offers route's do (`layers/idempotency`).
-        let deadline = crate::call::clock::now() + self.shared.message_deadline;
-        let mut claims_left = 3u8;
+        let mut waits = Waits::default();
         loop {
             let claim = store.claim(&key, &fp).await;
             self.shared.metrics.answer_lookup(match &claim {
@@ -152,18 +149,18 @@ impl<S: ProxyService> Edge<S> {
             });
             break match claim {
                 Claim::Stored(stored) => replay(&stored),
-                Claim::Wait(first) => match tokio::time::timeout_at(deadline, first).await {
-                    Ok(Some(Ok(answer))) => mark_replayed(answer),
-                    Ok(Some(Err(e))) => respond::answer(e),
-                    Ok(None) if claims_left > 0 => {
-                        claims_left -= 1;
-                        continue;
+                Claim::Wait(first) => {
+                    let deadline = waits.deadline(self.shared.message_deadline);
+                    match tokio::time::timeout_at(deadline, first).await {
+                        Ok(Some(Ok(answer))) => mark_replayed(answer),
+                        Ok(Some(Err(e))) => respond::answer(e),
+                        Ok(None) if waits.claim_again() => continue,
+                        Ok(None) => respond::answer(GatewayError::Call(CallError::Internal(
+                            "the first delivery of this message was lost".into(),
+                        ))),
+                        Err(_) => respond::answer(GatewayError::Call(CallError::DeadlineExceeded)),
                     }
-                    Ok(None) => respond::answer(GatewayError::Call(CallError::Internal(
-                        "the first delivery of this message was lost".into(),
-                    ))),
-                    Err(_) => respond::answer(GatewayError::Call(CallError::DeadlineExceeded)),
-                },
+                }
                 // One fingerprint per key: cannot conflict.
                 Claim::Conflict => {
                     respond::answer(GatewayError::Refused(Refusal::IdempotencyKeyReused))

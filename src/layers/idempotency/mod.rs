@@ -35,13 +35,12 @@ pub use finish::FinishAnyway;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 use std::future::Future;
-pub use store::{Answer, Claim, IdempotencyStore, Stored};
+pub use store::{Answer, Claim, IdempotencyStore, Stored, Waits};
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::call::clock;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{header, HeaderName, HeaderValue};
@@ -292,12 +291,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
             let Some((key, ttl)) = state.key(&req, &fp) else {
                 return Box::pin(self.next.call(req)).await;
             };
-            // A first call lost on the way (its caller hung up while its
-            // claim went on in the fleet) leaves the key free, or another
-            // replica's answer on its way: its waiters claim again rather
-            // than fail. A few times at most, within the first wait's deadline.
-            let mut own_deadline = None;
-            let mut claims_left = 3u8;
+            let mut waits = Waits::default();
             loop {
                 let claim = state.store.claim_then(&key, &fp, &mut req).await;
                 break match claim {
@@ -311,8 +305,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                     }
                     Claim::Wait(first) => {
                         this.count(route, Lookup::Coalesced);
-                        let own_deadline = *own_deadline
-                            .get_or_insert_with(|| clock::now() + *this.deadline.get(route));
+                        let own_deadline = waits.deadline(*this.deadline.get(route));
                         match tokio::time::timeout_at(own_deadline, first).await {
                             Ok(Some(answer)) if storable(&answer) => answer.map(mark_replayed),
                             // The first call's panic is counted once, on its own answer.
@@ -322,10 +315,7 @@ impl<S: ProxyService, St: IdempotencyStore> ProxyService for Idempotency<S, St> 
                                 )))
                             }
                             Ok(Some(answer)) => answer,
-                            Ok(None) if claims_left > 0 => {
-                                claims_left -= 1;
-                                continue;
-                            }
+                            Ok(None) if waits.claim_again() => continue,
                             Ok(None) => Err(GatewayError::Call(CallError::Internal(
                                 "the first call with this key was lost".into(),
                             ))),

@@ -52,6 +52,41 @@ pub enum Claim {
     Unavailable,
 }
 
+/// A call's waits on the first call with its key ([`Claim::Wait`]). A first
+/// call lost on the way (its caller hung up while its claim went on in the
+/// fleet) leaves the key free, or another replica's answer on its way: the
+/// waiting call claims again rather than fail, a few times at most, all
+/// within the deadline of its first wait.
+pub struct Waits {
+    deadline: Option<Instant>,
+    claims_left: u8,
+}
+
+impl Default for Waits {
+    fn default() -> Waits {
+        Waits {
+            deadline: None,
+            claims_left: 3,
+        }
+    }
+}
+
+impl Waits {
+    /// When the call stops waiting: `within` from its first wait.
+    pub fn deadline(&mut self, within: Duration) -> Instant {
+        *self
+            .deadline
+            .get_or_insert_with(|| crate::call::clock::now() + within)
+    }
+
+    /// Whether the call may claim the key again, its first call lost.
+    pub fn claim_again(&mut self) -> bool {
+        let left = self.claims_left > 0;
+        self.claims_left = self.claims_left.saturating_sub(1);
+        left
+    }
+}
+
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Looks `key` up and, when it is new, marks it in flight for the caller.
     fn claim(&self, key: &str, fingerprint: &Fingerprint) -> impl Future<Output = Claim> + Send;
@@ -76,4 +111,19 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Stored answers (the entries gauge).
     fn entries(&self) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_within_its_first_waits_deadline_and_claims_again_three_times() {
+        let mut waits = Waits::default();
+        let first = waits.deadline(Duration::from_secs(2));
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert_eq!(waits.deadline(Duration::from_secs(2)), first);
+        let again: Vec<bool> = (0..5).map(|_| waits.claim_again()).collect();
+        assert_eq!(again, [true, true, true, false, false]);
+    }
 }
