@@ -10,10 +10,7 @@ async fn duplicates_on_two_replicas_cost_one_partner_call() {
 }
 
 pub(super) async fn duplicates_cost_one_partner_call(redis: &dyn Shared) {
-    let a = Harness::with_config(|o| replica(o, redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
+    let (a, b) = connected_pair(redis).await;
 
     let body = encore_body();
     let key = [("idempotency-key", "webhook-1")];
@@ -238,10 +235,7 @@ async fn the_per_thread_cap_is_counted_across_replicas() {
 }
 
 pub(super) async fn thread_cap_counted_across_replicas(redis: &dyn Shared) {
-    let a = Harness::with_config(|o| replica(o, redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
+    let (a, b) = connected_pair(redis).await;
     let mut offers = 0;
     let mut skipped = 0;
     for n in 0..6 {
@@ -269,10 +263,7 @@ async fn a_conversation_is_the_fleets_redeliveries_included() {
 }
 
 pub(super) async fn conversation_is_the_fleets(redis: &dyn Shared) {
-    let a = Harness::with_config(|o| replica(o, redis, "")).await;
-    let b = second(&a, replica(a.sim.origin(), redis, "")).await;
-    until_connected(&a.gw).await;
-    until_connected(&b.0).await;
+    let (a, b) = connected_pair(redis).await;
     let now = offergate::call::clock::wall_ms();
     // One webhook delivered ten times at once, to both replicas, while
     // Encore takes its time: one decision, one Encore call, one answer.
