@@ -147,13 +147,9 @@ impl Journal {
 
     /// Queues an opt-out (`out`) or an opt-in of `id`.
     pub fn opt(&self, id: ThreadId, out: bool) {
-        let mut state = self.shared.lock();
-        let wake = state.wants_work();
-        state.opt_outs.insert(id, out);
-        drop(state);
-        if wake {
-            self.shared.wake.notify_one();
-        }
+        self.queue_with(|state| {
+            state.opt_outs.insert(id, out);
+        });
     }
 
     /// Queues `thread`'s new record.
@@ -167,9 +163,17 @@ impl Journal {
     }
 
     fn queue(&self, id: ThreadId, record: Option<Record>) {
+        self.queue_with(|state| {
+            state.changes.insert(id, record);
+        });
+    }
+
+    /// Makes `change` to what is pending, and wakes the writer if it
+    /// waits for work.
+    fn queue_with(&self, change: impl FnOnce(&mut Pending)) {
         let mut state = self.shared.lock();
         let wake = state.wants_work();
-        state.changes.insert(id, record);
+        change(&mut state);
         drop(state);
         // Woken only when it waits for work: a writer at rest between two
         // commits takes the change with the next batch, and a call never
