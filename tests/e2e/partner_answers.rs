@@ -20,19 +20,7 @@ async fn call_through(
     let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
         .await
         .expect("gateway starts");
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let mut req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap();
-    let answer = send_with(&client, req).await;
+    let answer = post_to_gateway(&gw, path, headers, body).await;
     let metrics = metrics_of(&gw).await;
     gw.shutdown().await;
     (answer, metrics)
@@ -227,29 +215,24 @@ async fn a_deep_or_doubly_framed_answer_is_refused_and_never_counts_as_shown() {
     let gw = Gateway::start(config_for(&rogue.origin(), "", ""))
         .await
         .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
     let message = |id: &str| {
-        let body = serde_json::json!({"clientId": "c", "chatId": "deep", "messageId": id,
+        serde_json::json!({"clientId": "c", "chatId": "deep", "messageId": id,
             "sentAt": offergate::call::clock::wall_ms(), "text": "hi",
-            "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}});
-        http::Request::post(format!(
-            "http://{}/offergate/v1/encore/messages",
-            gw.proxy_addr
-        ))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap()
+            "attributes": {"countryCode": "US", "language": "en", "platform": "ios"}})
+        .to_string()
     };
-    let v = send_with(&client, message("m1")).await.json();
+    let messages = "/offergate/v1/encore/messages";
+    let v = post_to_gateway(&gw, messages, &[], &message("m1"))
+        .await
+        .json();
     assert_eq!(
         (v["decision"].as_str(), v["offers_shown"].as_u64()),
         (Some("skip"), Some(0)),
         "{v}"
     );
-    let v = send_with(&client, message("m2")).await.json();
+    let v = post_to_gateway(&gw, messages, &[], &message("m2"))
+        .await
+        .json();
     assert_eq!(v["offers_shown"], 0, "the refused link never counted: {v}");
     gw.shutdown().await;
 }

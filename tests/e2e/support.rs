@@ -218,22 +218,7 @@ impl Harness {
 
     /// POST `body` to the gateway with `headers` (JSON content type unless given).
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(self.proxy_url(path));
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            req = req.header("content-type", "application/json");
-        }
-        for (k, v) in headers {
-            req = req.header(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        self.send(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        self.send(post_request(&self.proxy_url(path), headers, body))
             .await
     }
 
@@ -249,6 +234,37 @@ impl Harness {
         self.gw.shutdown().await;
         self.sim.shutdown().await;
     }
+}
+
+/// A POST of `body` to `url` with `headers` (JSON content type unless given).
+fn post_request(url: &str, headers: &[(&str, &str)], body: &str) -> Request<Full<Bytes>> {
+    let mut req = Request::builder().method(Method::POST).uri(url);
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    req.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+/// [`Harness::post`] for a gateway started on its own (a second replica, a
+/// gateway in front of another partner).
+pub async fn post_to_gateway(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{}{path}", gw.proxy_addr);
+    send_with(&client, post_request(&url, headers, body)).await
 }
 
 /// What `gw`'s admin listener shows on `/metrics`.

@@ -101,21 +101,7 @@ async fn second(_beside: &Harness, config: Config) -> Harness2 {
 struct Harness2(Gateway);
 
 async fn post_to(gw: &Gateway, headers: &[(&str, &str)], body: &str) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let mut req = http::Request::post(format!("http://{}{ENCORE_PATH}", gw.proxy_addr))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send_with(
-        &client,
-        req.body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap(),
-    )
-    .await
+    post_to_gateway(gw, ENCORE_PATH, headers, body).await
 }
 
 /// Two replicas of the test config on `redis`, each connected to it.
@@ -147,15 +133,7 @@ async fn until_connected(gw: &Gateway) {
 }
 
 async fn post_path(gw: &Gateway, path: &str, body: &serde_json::Value) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let req = http::Request::post(format!("http://{}{path}", gw.proxy_addr))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap();
-    send_with(&client, req).await
+    post_to_gateway(gw, path, &[], &body.to_string()).await
 }
 
 fn message(id: &str, at: i64) -> serde_json::Value {
